@@ -1,0 +1,40 @@
+"""Exporters, one module each; `export_model` dispatches by format name (lazy imports)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from ..errors import ExportError, IceburgError
+from .base import ExportContext, ExportResult
+
+logger = logging.getLogger(__name__)
+
+# ollama needs a GGUF file to point FROM at, so it runs after gguf (and makes one if absent).
+EXPORTERS = {
+    "huggingface": "iceburg.export.huggingface",
+    "gguf": "iceburg.export.gguf",
+    "ollama": "iceburg.export.ollama",
+    "onnx": "iceburg.export.onnx",
+}
+ORDER = ["huggingface", "gguf", "ollama", "onnx"]
+
+
+def export_model(model_dir: Path, out_dir: Path, formats: list[str], ctx: ExportContext) -> dict[str, ExportResult]:
+    """Run each requested exporter; a failure names the format and keeps its reason."""
+    unknown = [f for f in formats if f not in EXPORTERS]
+    if unknown:
+        raise ExportError(f"--formats: unknown format(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    results: dict[str, ExportResult] = {}
+    for fmt in sorted(set(formats), key=ORDER.index):
+        module = importlib.import_module(EXPORTERS[fmt])
+        logger.info("exporting %s", fmt)
+        try:
+            results[fmt] = module.export(Path(model_dir), Path(out_dir), ctx)
+        except IceburgError as e:
+            raise ExportError(f"export to {fmt} failed: {e}") from e
+    return results
+
+
+__all__ = ["ExportContext", "ExportResult", "export_model", "EXPORTERS"]

@@ -1,0 +1,71 @@
+"""What every exporter receives and returns.
+
+One module per exporter (`huggingface.py`, `gguf.py`, `ollama.py`, `onnx.py`), each exposing
+`export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult`. `model_dir` is a
+plain Hugging Face folder (merged safetensors weights + tokenizer + chat template); an exporter
+never needs the training objects, so `--export-only` works on any HF model folder too.
+Files are written under a temporary name and renamed when complete (`atomic_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config import SYSTEM_PROMPTS, ModelType
+from ..errors import ExportError
+
+
+@dataclass
+class ExportContext:
+    model_type: ModelType = ModelType.BASE
+    name: str = "iceburg-model"  # validated safe name, used for file names
+    system_prompt: str | None = None  # None = the model type's prompt
+    quantization: list[str] = field(default_factory=lambda: ["q8_0"])  # GGUF file types
+    max_seq_length: int = 2048  # Ollama num_ctx
+    adapter_dir: Path | None = None  # LoRA adapter folder, when the run has one
+    base_model: str | None = None  # what the user named as base
+    run_info: dict[str, Any] = field(default_factory=dict)  # config, data stats, eval results
+    verify: bool = True  # run the built-in proofs (llama.cpp, Go template, onnxruntime)
+
+    @property
+    def system(self) -> str:
+        return self.system_prompt if self.system_prompt is not None else SYSTEM_PROMPTS[self.model_type]
+
+
+@dataclass
+class ExportResult:
+    format: str
+    files: list[Path]
+    report: dict[str, Any] = field(default_factory=dict)  # measured proof figures
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+
+
+def check_free_space(folder: Path, needed_bytes: int, what: str) -> None:
+    """Fail before writing when the disk cannot hold the output (with 10% headroom)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes * 1.1:
+        raise ExportError(f"{what}: needs about {needed_bytes / 2**30:.2f} GiB in {folder}, "
+                          f"only {free / 2**30:.2f} GiB free; free some space or pass another --output-dir")

@@ -1,0 +1,143 @@
+"""The one record type every stage passes along, and the rejects sink every stage writes to.
+
+A `Record` is a normalised conversation (ChatML-style `messages`) plus where it came from, the
+optional scores a producer attached (`quality_score`, `emergence_score`), free metadata, and the
+named signals each stage computes (`signals["truth.repetition"] = 0.12`), so any decision can be
+explained afterwards. Stages are functions/objects over `Iterable[Record]`.
+
+Nothing is ever silently dropped: a stage that removes a record hands a `Reject` to a
+`RejectWriter` with the stage name, the reasons and the scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Record:
+    messages: list[dict[str, str]]
+    source: str = ""
+    line: int = 0
+    quality_score: float | None = None
+    emergence_score: float | None = None
+    agent_type: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Named signals written by the stages ("truth.repetition", "emergence.novelty", ...).
+    signals: dict[str, float] = field(default_factory=dict)
+    # Training weight set by the curriculum (1.0 = plain training).
+    weight: float = 1.0
+
+    @property
+    def id(self) -> str:
+        """Stable identifier: `file:line` when known, otherwise a content hash."""
+        if self.source:
+            return f"{self.source}:{self.line}"
+        return self.content_hash()[:16]
+
+    def content_hash(self) -> str:
+        payload = json.dumps(self.messages, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def assistant_text(self) -> str:
+        return "\n\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
+
+    def user_text(self) -> str:
+        return "\n\n".join(m["content"] for m in self.messages if m["role"] == "user")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL form the loader reads back (round-trips through `iceburg.data.loader`)."""
+        out: dict[str, Any] = {"messages": self.messages}
+        if self.quality_score is not None:
+            out["quality_score"] = self.quality_score
+        if self.emergence_score is not None:
+            out["emergence_score"] = self.emergence_score
+        if self.agent_type is not None:
+            out["agent_type"] = self.agent_type
+        if self.metadata:
+            out["metadata"] = self.metadata
+        if self.signals:
+            out["signals"] = self.signals
+        if self.weight != 1.0:
+            out["weight"] = self.weight
+        return out
+
+
+@dataclass
+class Reject:
+    """Why one input line or record did not make it into training."""
+
+    stage: str  # "load", "truth", "dedup", "emergence", ...
+    reasons: list[str]
+    source: str = ""
+    line: int = 0
+    record: dict[str, Any] | None = None  # the normalised record, when there was one
+    raw: str | None = None  # the raw line, when it could not be parsed
+    details: dict[str, Any] = field(default_factory=dict)  # scores, duplicate_of, ...
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "source": self.source,
+            "line": self.line,
+            "reasons": self.reasons,
+        }
+        if self.details:
+            out["details"] = self.details
+        if self.record is not None:
+            out["record"] = self.record
+        if self.raw is not None:
+            out["raw"] = self.raw
+        return out
+
+
+class RejectWriter:
+    """Collects rejects into a JSONL file, written atomically (temp file + rename on close).
+
+    Counts per (stage, first reason) are kept for the stats. Use as a context manager; `path=None`
+    keeps counts only (for library use where the caller does not want a file).
+    """
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self._fh = None
+        self._tmp: str | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, reject: Reject) -> None:
+        key = f"{reject.stage}:{reject.reasons[0] if reject.reasons else 'unspecified'}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.total += 1
+        if self._fh is not None:
+            self._fh.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
+
+    def extend(self, rejects: Iterable[Reject]) -> None:
+        for r in rejects:
+            self.write(r)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+
+    def __enter__(self) -> "RejectWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
