@@ -1,0 +1,301 @@
+"""GGUF export written by iceburg itself with the `gguf` package (no converter script).
+
+`write_gguf(model_dir, out_path, "q8_0")` turns a Hugging Face folder (safetensors + tokenizer)
+into one GGUF file; `export(model_dir, out_dir, ctx)` writes one file per `ctx.quantization`
+entry, proves each one in llama.cpp when `ctx.verify` (gguf_verify.py) and reports the figures.
+
+- F32, F16, BF16, Q8_0 and Q4_0 are made in-process with `gguf.quants`; Q4_K_M, Q5_K_M and Q6_K
+  by llama.cpp's own quantizer (`llama_cpp.llama_model_quantize`) from an F16/BF16 intermediate,
+  because the `gguf` package can only dequantize K-quants.
+- Tensors are streamed: header and tensor infos are written from the safetensors headers, then
+  each tensor is read, converted and written on its own, so memory holds one tensor at a time
+  (bench/export_gguf.py measures the peak).
+- Llama-family q/k projections are permuted from Hugging Face's rotate-half RoPE layout to the
+  interleaved layout llama.cpp's LLAMA arch expects (the inverse of transformers'
+  `modeling_gguf_pytorch_utils.py` Llama processor). Qwen2 uses NEOX RoPE in llama.cpp: no
+  permutation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import gguf
+import numpy as np
+
+from ..errors import ExportError, IceburgError, MissingDependencyError
+from .base import ExportContext, ExportResult, atomic_path, check_free_space
+from .gguf_tokenizer import add_tokenizer
+
+logger = logging.getLogger(__name__)
+
+T = gguf.GGMLQuantizationType
+FT = gguf.LlamaFileType
+# name -> (file type, weight type of 2-D tensors); None = made by llama.cpp's quantizer.
+FILE_TYPES: dict[str, tuple[FT, T | None]] = {
+    "f32": (FT.ALL_F32, T.F32), "f16": (FT.MOSTLY_F16, T.F16), "bf16": (FT.MOSTLY_BF16, T.BF16),
+    "q8_0": (FT.MOSTLY_Q8_0, T.Q8_0), "q4_0": (FT.MOSTLY_Q4_0, T.Q4_0),
+    "q4_k_m": (FT.MOSTLY_Q4_K_M, None), "q5_k_m": (FT.MOSTLY_Q5_K_M, None), "q6_k": (FT.MOSTLY_Q6_K, None),
+}
+LLAMA_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "llama-cpp-python==0.3.36"  (or: pip install "iceburg[llama]")'
+# Bytes per weight of each type (GGML_QUANT_SIZES: type_size / block_size; K-quant mixes measured
+# on llama.cpp's own quantizer: Q4_K_M ~4.9, Q5_K_M ~5.7, Q6_K 6.56 bits per weight).
+_BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
+                     "q4_k_m": 4.9 / 8, "q5_k_m": 5.7 / 8, "q6_k": 6.56 / 8}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    gguf_arch: gguf.MODEL_ARCH
+    permute_qk: bool
+
+
+# Hugging Face `model_type` -> llama.cpp architecture. Mistral (v0.1-v0.3, 7B) is the llama graph;
+# its sliding window (4096) is not applied by llama.cpp's llama arch (nor by its converter).
+ARCHS: dict[str, ArchSpec] = {
+    "llama": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "mistral": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "qwen2": ArchSpec(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
+}
+
+
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ExportError(f"gguf: {path} is missing; point at a Hugging Face model folder (config.json, *.safetensors, tokenizer)")
+    config = json.loads(path.read_text())
+    model_type = config.get("model_type")
+    if model_type not in ARCHS:
+        raise IceburgError(f"gguf: architecture {model_type!r} ({', '.join(config.get('architectures') or [])}) in {path} "
+                           f"is not supported; supported architectures: {', '.join(ARCHS)}")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        raise ExportError(f"gguf: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} in {path} is not supported "
+                          "yet (only the default RoPE); export to huggingface instead")
+    return config
+
+
+def _safetensors_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / n for n in names]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ExportError(f"gguf: no *.safetensors weights in {model_dir}; save the model with "
+                          "save_pretrained(<dir>) (safetensors is the default) before exporting")
+    return files
+
+
+def _tensor_headers(model_dir: Path) -> Iterator[tuple[Path, str, tuple[int, ...]]]:
+    from safetensors import safe_open
+
+    for path in _safetensors_files(model_dir):
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                yield path, name, tuple(f.get_slice(name).get_shape())
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half q/k rows -> llama.cpp interleaved rows (convert_hf_to_gguf.py LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _target_type(gguf_name: str, shape: tuple[int, ...], weight_type: T, is_output: bool) -> T:
+    if len(shape) < 2 or weight_type in (T.F32,):
+        return T.F32
+    block = gguf.GGML_QUANT_SIZES[weight_type][0]
+    if shape[-1] % block:
+        return T.F16  # row not divisible by the block: llama.cpp's converter also falls back to F16
+    if weight_type == T.Q4_0 and is_output:
+        return T.Q8_0  # the output projection is the most sensitive tensor; llama-quantize keeps it at Q6_K
+    return weight_type
+
+
+def _convert(data: np.ndarray, qtype: T) -> np.ndarray:
+    """Quantize in row chunks so temporaries stay small next to the tensor itself."""
+    if qtype == T.F32:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    rows = data.reshape(-1, data.shape[-1])
+    out = None
+    step = max(1, (1 << 22) // rows.shape[1])  # ~4M values (16 MB of f32) per chunk
+    for start in range(0, rows.shape[0], step):
+        part = gguf.quants.quantize(np.ascontiguousarray(rows[start:start + step], dtype=np.float32), qtype)
+        if out is None:
+            out = np.empty((rows.shape[0], part.shape[1]), dtype=part.dtype)
+        out[start:start + step] = part
+    assert out is not None
+    return out.reshape(*data.shape[:-1], out.shape[-1])
+
+
+def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_type: FT) -> None:
+    n_head = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+    rope = config.get("rope_parameters") or {}
+    w.add_context_length(config.get("max_position_embeddings", 2048))
+    w.add_embedding_length(config["hidden_size"])
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(config.get("num_key_value_heads") or n_head)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
+    w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    if head_dim != config["hidden_size"] // n_head:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(int(file_type))
+
+
+def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16") -> Path:
+    """Write `model_dir` (HF folder) as one GGUF file of `file_type`; returns `out_path`.
+
+    The file appears only when complete (written under a temporary name, then renamed).
+    """
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if file_type not in FILE_TYPES:
+        raise ExportError(f"gguf: unknown quantization {file_type!r}; choose from {', '.join(FILE_TYPES)}")
+    ftype, weight_type = FILE_TYPES[file_type]
+    if weight_type is None:
+        return _write_k_quant(model_dir, out_path, file_type)
+    config = _read_config(model_dir)
+    spec = ARCHS[config["model_type"]]
+    n_head = config["num_attention_heads"]
+    n_head_kv = config.get("num_key_value_heads") or n_head
+    tied = bool(config.get("tie_word_embeddings", False))
+
+    headers = list(_tensor_headers(model_dir))
+    names = {n for _, n, _ in headers}
+    n_vocab = config["vocab_size"]
+    tmap = gguf.get_tensor_name_map(spec.gguf_arch, config["num_hidden_layers"])
+    plan: list[tuple[Path, str, str, tuple[int, ...], T]] = []
+    for path, name, shape in headers:
+        if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and tied and "model.embed_tokens.weight" in names):
+            continue
+        gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise ExportError(f"gguf: tensor {name!r} in {path.name} has no GGUF name for {gguf.MODEL_ARCH_NAMES[spec.gguf_arch]}; "
+                              "is this a plain causal-LM checkpoint of that architecture?")
+        output = gname == "output.weight" or (gname == "token_embd.weight" and (tied or "lm_head.weight" not in names))
+        plan.append((path, name, gname, shape, _target_type(gname, shape, weight_type, output)))
+
+    t0 = time.perf_counter()
+    with atomic_path(out_path) as tmp:
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[spec.gguf_arch])
+        try:
+            writer.add_name(model_dir.name)
+            _add_hparams(writer, config, n_vocab, ftype)
+            add_tokenizer(writer, model_dir, n_vocab)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            for _, _, gname, shape, qtype in plan:
+                nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype))) if qtype not in (T.F32, T.F16, T.BF16) \
+                    else int(np.prod(shape)) * (4 if qtype == T.F32 else 2)
+                writer.add_tensor_info(gname, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for data, (_, name, gname, shape, qtype) in zip(_stream(plan, spec, n_head, n_head_kv), plan):
+                writer.write_tensor_data(_convert(data, qtype))
+                del data
+        finally:
+            writer.close()
+    logger.info("gguf %s: %s (%.1f MB, %.1fs)", file_type, out_path, out_path.stat().st_size / 1e6, time.perf_counter() - t0)
+    return out_path
+
+
+def _stream(plan: list[tuple[Path, str, str, tuple[int, ...], T]], spec: ArchSpec, n_head: int,
+            n_head_kv: int) -> Iterator[np.ndarray]:
+    """Yield each planned tensor as float32 numpy, one at a time (bf16/f16 converted by torch)."""
+    import torch
+    from safetensors import safe_open
+
+    for path, name, _gname, _shape, _qtype in plan:
+        # Re-open per tensor: safe_open memory-maps the file and touched pages would otherwise
+        # stay resident (counted in RSS) until the whole file has been read.
+        with safe_open(path, framework="pt") as f:
+            t = f.get_tensor(name)
+        data = t.to(torch.float32).numpy() if t.dtype != torch.float32 else t.numpy()
+        del t
+        if spec.permute_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
+            data = _permute(data, n_head)
+        elif spec.permute_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
+            data = _permute(data, n_head_kv)
+        yield data
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise MissingDependencyError("llama-cpp-python (needed for K-quants and for the GGUF proof)", LLAMA_INSTALL) from e
+    return llama_cpp
+
+
+def _write_k_quant(model_dir: Path, out_path: Path, file_type: str) -> Path:
+    """K-quants through llama.cpp's quantizer, from a 16-bit intermediate written by write_gguf."""
+    llama_cpp = _llama_cpp()
+    config = _read_config(model_dir)
+    inter_type = "bf16" if config.get("dtype", config.get("torch_dtype")) == "bfloat16" else "f16"
+    inter = out_path.with_name(f".{out_path.stem}.{inter_type}-intermediate.gguf")
+    try:
+        write_gguf(model_dir, inter, inter_type)
+        with atomic_path(out_path) as tmp:
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = int(FILE_TYPES[file_type][0])
+            params.nthread = 0  # llama.cpp picks the hardware thread count
+            rc = llama_cpp.llama_model_quantize(str(inter).encode(), str(tmp).encode(), params)
+            if rc != 0 or not tmp.is_file():
+                raise ExportError(f"gguf: llama.cpp failed to quantize {inter.name} to {file_type} (return code {rc})")
+    finally:
+        inter.unlink(missing_ok=True)
+    return out_path
+
+
+def estimate_bytes(model_dir: Path, file_type: str) -> int:
+    """Upper estimate of the output size from the safetensors headers (plus the K-quant intermediate)."""
+    n = sum(int(np.prod(shape)) for _, _, shape in _tensor_headers(Path(model_dir)))
+    size = int(n * _BYTES_PER_WEIGHT[file_type]) + (1 << 24)
+    return size + (n * 2 if FILE_TYPES[file_type][1] is None else 0)
+
+
+def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
+    """Write `<ctx.name>-<type>.gguf` for each `ctx.quantization` entry; prove each when ctx.verify."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    types = [q.lower() for q in (ctx.quantization or ["q8_0"])]
+    unknown = [q for q in types if q not in FILE_TYPES]
+    if unknown:
+        raise ExportError(f"--quantization: unknown GGUF type(s) {', '.join(unknown)}; choose from {', '.join(FILE_TYPES)}")
+    _read_config(model_dir)  # unsupported architecture fails before anything is written
+    if (ctx.verify or any(FILE_TYPES[q][1] is None for q in types)):
+        _llama_cpp()
+    check_free_space(out_dir, sum(estimate_bytes(model_dir, q) for q in types), "gguf export")
+    files: list[Path] = []
+    report: dict[str, Any] = {"files": {}}
+    for q in types:
+        final = out_dir / f"{ctx.name}-{q}.gguf"
+        # Write to a hidden name, prove it, and only then give it its final name: a file that
+        # fails the proof never looks like a finished export.
+        staged = out_dir / f".{ctx.name}-{q}.unverified.gguf"
+        t0 = time.perf_counter()
+        try:
+            write_gguf(model_dir, staged, q)
+            entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3)}
+            if ctx.verify:
+                from .gguf_verify import check_limits, verify_gguf
+
+                entry["verify"] = verify_gguf(model_dir, staged, file_type=q)
+                failures = check_limits(entry["verify"], q)
+                if failures:
+                    raise ExportError(f"gguf {q}: proof failed for {final.name}: {'; '.join(failures)}")
+            staged.replace(final)
+        finally:
+            staged.unlink(missing_ok=True)
+        report["files"][final.name] = entry
+        files.append(final)
+    return ExportResult(format="gguf", files=files, report=report)
