@@ -1,0 +1,269 @@
+"""`TruthFilter`: score every transcript, explain the score, drop defects and duplicates.
+
+Score of one record (all parts stored in `record.signals`, so any decision can be replayed):
+
+    computed = 0.75 + 0.20 * rubric + truth_adjustment - soft penalties        (clipped to [0, 1])
+    quality  = computed                                  when the record has no quality_score
+             = w * quality_score + (1 - w) * computed    otherwise (w = provided_weight, 0.5)
+
+- 0.75 is the grade of a clean, well-formed answer with no rubric evidence: it passes the default
+  `min_quality_score` 0.7 (the original design's threshold) with a small margin, so ordinary
+  answers are kept and the rubric decides how far above STANDARD they rank (max 0.95).
+- Soft penalties: answer under 10 words -0.25; each role-structure problem -0.15; boilerplate
+  share x 0.2. Two structure problems, or a short answer, take a plain answer below 0.7.
+- Defects (empty, repetition, refusal, boilerplate-only, truncated, garbage) cap `computed` at
+  0.3 and reject the record whatever its provided score (`reject_defects=True`): a looping or
+  refusing answer teaches the model to loop or refuse, however the producer rated it.
+- Categories (original design, thresholds configurable): VERIFIED >= 0.9, HIGH_QUALITY >= 0.8,
+  STANDARD >= min_quality_score, else LOW_QUALITY; duplicates are DUPLICATE.
+Then exact and near duplicates are removed among the survivors (`dedup.Deduplicator`), keeping
+the best-scored member of each cluster. Every dropped record goes to the `RejectWriter`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from ..records import Record, Reject, RejectWriter
+from . import rubrics, signals
+from .dedup import DedupConfig, Deduplicator, Signature
+from .patterns import TruthSystem
+
+logger = logging.getLogger(__name__)
+
+BASE_SCORE = 0.75
+RUBRIC_WEIGHT = 0.20
+STRUCTURE_PENALTY = 0.15
+DEFECT_CAP = 0.3
+HIST_BINS = 10
+
+
+class Category(str, enum.Enum):
+    VERIFIED = "VERIFIED"
+    HIGH_QUALITY = "HIGH_QUALITY"
+    STANDARD = "STANDARD"
+    LOW_QUALITY = "LOW_QUALITY"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass
+class TruthFilterStats:
+    total_input: int = 0
+    invalid_removed: int = 0  # dicts that are not a valid conversation
+    verified: int = 0
+    high_quality: int = 0
+    standard: int = 0
+    low_quality_removed: int = 0
+    exact_duplicates_removed: int = 0
+    near_duplicates_removed: int = 0
+    final_output: int = 0
+    average_quality_score: float = 0.0  # over the kept records
+    reasons: dict[str, int] = field(default_factory=dict)  # defect class -> records showing it
+    histogram: list[int] = field(default_factory=lambda: [0] * HIST_BINS)  # all scored records
+    kept_histogram: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Assessment:
+    quality: float
+    category: Category
+    reasons: list[str]  # defect/low-quality reasons, "class: explanation"; empty = kept
+    details: dict[str, Any]
+
+
+def _bin(score: float) -> int:
+    return min(int(score * HIST_BINS), HIST_BINS - 1)
+
+
+class TruthFilter:
+    """Quality scoring, agent rubrics, verified patterns and deduplication over records."""
+
+    def __init__(self, min_quality_score: float = 0.7, *, verified_threshold: float = 0.9,
+                 high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
+                 truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
+                 reject_defects: bool = True):
+        if not 0 <= min_quality_score <= 1:
+            raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
+        self.min_quality_score = min_quality_score
+        self.verified_threshold = verified_threshold
+        self.high_quality_threshold = high_quality_threshold
+        self.provided_weight = provided_weight
+        self.truth_system = truth_system
+        self.dedup = Deduplicator(dedup)
+        self.reject_defects = reject_defects
+
+    # -- one record ------------------------------------------------------------------------------
+    def assess(self, record: Record, agent_type: str | None = None) -> Assessment:
+        """Score one record, write its signals (`truth.*`) and category, and say why."""
+        turns = [m["content"] for m in record.messages if m["role"] == "assistant"]
+        ts = signals.compute(turns)
+        sig = record.signals
+        for k, v in ts.values.items():
+            sig[f"truth.{k}"] = round(float(v), 4)
+        problems, _ = signals.role_structure(record.messages)
+        sig["truth.structure_problems"] = float(len(problems))
+        text = "\n\n".join(turns)
+        agent = agent_type or record.agent_type
+        rname, rscore, per = rubrics.score_rubric(text, agent)
+        sig["truth.rubric"] = round(rscore, 4)
+        for k, v in per.items():
+            sig[f"truth.rubric.{k}"] = round(v, 4)
+        adj = 0.0
+        details: dict[str, Any] = {"rubric": rname}
+        if self.truth_system is not None:
+            it = self.truth_system.get_instant_truth(text)
+            if it is not None:
+                adj = it.adjustment
+                details.update(verified_patterns=it.verified, contradicted_patterns=it.contradicted)
+        sig["truth.patterns"] = round(adj, 4)
+
+        computed = BASE_SCORE + RUBRIC_WEIGHT * rscore + adj - sum(ts.soft.values())
+        computed -= STRUCTURE_PENALTY * len(problems)
+        reasons = [f"{k}: {v}" for k, v in ts.defects.items()]
+        if reasons:
+            computed = min(computed, DEFECT_CAP)
+        computed = min(max(computed, 0.0), 1.0)
+        sig["truth.computed"] = round(computed, 4)
+        if record.quality_score is not None:
+            w = self.provided_weight
+            quality = w * record.quality_score + (1 - w) * computed
+        else:
+            quality = computed
+        quality = round(min(max(quality, 0.0), 1.0), 4)
+        sig["truth.quality"] = quality
+
+        details.update(soft_penalties=ts.soft, structure=problems, provided=record.quality_score,
+                       computed=round(computed, 4), quality=quality)
+        if details.get("contradicted_patterns"):
+            details["note"] = "contradicted patterns: " + "; ".join(details["contradicted_patterns"])
+        if reasons and not self.reject_defects:
+            reasons = []
+        if not reasons and quality < self.min_quality_score:
+            why = [f"provided {record.quality_score:.2f}"] if record.quality_score is not None else []
+            why.append(f"computed {computed:.2f} = {BASE_SCORE} + {RUBRIC_WEIGHT} x rubric({rname}) "
+                       f"{rscore:.2f} {adj:+.2f} patterns - penalties {sum(ts.soft.values()):.2f}"
+                       f"{' - structure ' + ', '.join(problems) if problems else ''}")
+            reasons = [f"low_quality: score {quality:.2f} < {self.min_quality_score:.2f} ({'; '.join(why)})"]
+        category = self.category(quality) if not reasons else Category.LOW_QUALITY
+        record.metadata["truth_category"] = category.value
+        return Assessment(quality, category, reasons, details)
+
+    def category(self, quality: float) -> Category:
+        if quality >= self.verified_threshold:
+            return Category.VERIFIED
+        if quality >= self.high_quality_threshold:
+            return Category.HIGH_QUALITY
+        if quality >= self.min_quality_score:
+            return Category.STANDARD
+        return Category.LOW_QUALITY
+
+    # -- streams ---------------------------------------------------------------------------------
+    def score_stream(self, records: Iterable[Record | dict], agent_type: str | None,
+                     rejects: RejectWriter | None, stats: TruthFilterStats
+                     ) -> Iterator[tuple[Record, Assessment, Signature]]:
+        """Yield (record, assessment, dedup signature) for records that pass scoring; write the rest."""
+        for i, item in enumerate(records):
+            stats.total_input += 1
+            record = self._as_record(item, i, rejects, stats)
+            if record is None:
+                continue
+            a = self.assess(record, agent_type)
+            stats.histogram[_bin(a.quality)] += 1
+            if a.reasons:
+                stats.low_quality_removed += 1
+                for r in a.reasons:
+                    key = r.split(":", 1)[0]
+                    stats.reasons[key] = stats.reasons.get(key, 0) + 1
+                if rejects is not None:
+                    rejects.write(Reject(stage="truth", reasons=a.reasons, source=record.source,
+                                         line=record.line, record=record.to_json(), details=a.details))
+                continue
+            yield record, a, self.dedup.signature(record)
+
+    def filter(self, records: Iterable[Record | dict], agent_type: str | None = None,
+               rejects: RejectWriter | None = None) -> tuple[list[Record], TruthFilterStats]:
+        """Kept records (input order) and the stats; every dropped record goes to `rejects`."""
+        stats = TruthFilterStats()
+        passed: list[tuple[Record, Assessment]] = []
+        sigs: list[tuple[int, float, Signature]] = []
+        for record, a, sig in self.score_stream(records, agent_type, rejects, stats):
+            sigs.append((len(passed), a.quality, sig))
+            passed.append((record, a))
+        dropped = self.dedup.resolve(sigs)
+        kept: list[Record] = []
+        for i, (record, a) in enumerate(passed):
+            if i in dropped:
+                kind, of, sim = dropped[i]
+                other = passed[of][0]
+                self.reject_duplicate(record, a, kind, other.id, passed[of][1].quality, sim, rejects, stats)
+            else:
+                self.count_kept(record, a, stats)
+                kept.append(record)
+        self.finish(stats)
+        logger.info("truth filter: %d in, %d kept, %d low quality, %d exact + %d near duplicates",
+                    stats.total_input, stats.final_output, stats.low_quality_removed,
+                    stats.exact_duplicates_removed, stats.near_duplicates_removed)
+        return kept, stats
+
+    # -- bookkeeping shared with run_filter_only -------------------------------------------------
+    def reject_duplicate(self, record: Record, a: Assessment, kind: str, kept_id: str,
+                         kept_quality: float, sim: float, rejects: RejectWriter | None,
+                         stats: TruthFilterStats) -> None:
+        record.metadata["truth_category"] = Category.DUPLICATE.value
+        record.metadata["duplicate_of"] = kept_id
+        if kind == "exact_duplicate":
+            stats.exact_duplicates_removed += 1
+            reason = f"exact_duplicate: same normalised text as {kept_id}"
+        else:
+            stats.near_duplicates_removed += 1
+            reason = (f"near_duplicate: estimated Jaccard {sim:.2f} >= {self.dedup.config.threshold} "
+                      f"(word {self.dedup.config.ngram}-grams) with {kept_id}")
+        stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+        if rejects is not None:
+            details = dict(a.details, duplicate_of=kept_id, similarity=sim,
+                           kept_quality=kept_quality)
+            rejects.write(Reject(stage="dedup", reasons=[reason], source=record.source,
+                                 line=record.line, record=record.to_json(), details=details))
+
+    def count_kept(self, record: Record, a: Assessment, stats: TruthFilterStats) -> None:
+        stats.final_output += 1
+        stats.average_quality_score += a.quality
+        stats.kept_histogram[_bin(a.quality)] += 1
+        if a.category is Category.VERIFIED:
+            stats.verified += 1
+        elif a.category is Category.HIGH_QUALITY:
+            stats.high_quality += 1
+        else:
+            stats.standard += 1
+
+    @staticmethod
+    def finish(stats: TruthFilterStats) -> None:
+        if stats.final_output:
+            stats.average_quality_score = round(stats.average_quality_score / stats.final_output, 4)
+
+    def _as_record(self, item: Record | dict, i: int, rejects: RejectWriter | None,
+                   stats: TruthFilterStats) -> Record | None:
+        if isinstance(item, Record):
+            return item
+        from ..data.loader import InvalidLine, normalise  # the loader's validation, one definition
+
+        if isinstance(item, dict):
+            try:
+                return normalise(item, source="", line=i + 1)
+            except InvalidLine as e:
+                reason = f"invalid: {e}"
+        else:
+            reason = f"invalid: expected a Record or a dict, got {type(item).__name__}"
+        stats.invalid_removed += 1
+        stats.reasons["invalid"] = stats.reasons.get("invalid", 0) + 1
+        if rejects is not None:
+            rejects.write(Reject(stage="truth", reasons=[reason], line=i + 1,
+                                 raw=json.dumps(item, default=str)[:20000]))
+        return None

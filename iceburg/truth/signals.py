@@ -1,0 +1,277 @@
+"""Quality signals computed on a transcript's assistant text, each with a cited threshold.
+
+Every function here is pure: it reads text and returns named numbers. `TruthFilter` stores them
+in `record.signals` under `truth.<name>` and turns the ones past their threshold into reasons.
+
+Sources of the thresholds:
+- Repetition: the Gopher quality rules, Rae et al. 2021, "Scaling Language Models: Methods,
+  Analysis & Insights from Training Gopher", Table A1 (arXiv:2112.11446): duplicate line / paragraph
+  fraction 0.30, their character fractions 0.20, top 2/3/4-gram character fraction 0.20/0.18/0.16,
+  duplicate 5..10-gram character fraction 0.15 down to 0.10. Gopher applies them to documents of
+  at least 50 words; we apply the n-gram rules from the same 50-word minimum (shorter answers give
+  meaningless n-gram statistics: "of the" twice in ten words is already 20%).
+- Symbols: Gopher's symbol-to-word ratio 0.1 (hash and ellipsis) and "80% of words contain an
+  alphabetic character". Markdown headings are not counted as hash symbols, and code blocks,
+  tables, URLs and citation markers are removed before these rules (the issue: code, markdown and
+  citations are not punished). Gopher's "90% of lines start with a bullet" rule is NOT used: a
+  markdown list answer is normal for research agents.
+- Truncation: C4 (Raffel et al. 2020, section 2.2) keeps only lines ending in terminal punctuation;
+  we apply that only to the *last* line of the final answer, and never to list items, headings or
+  table rows, which end without a full stop in ordinary markdown. An odd number of ``` fences
+  means the answer stopped inside a code block.
+- Refusal / boilerplate phrases: the phrase lists used to clean ShareGPT/WizardLM data of
+  "As an AI language model" refusals (ehartford's *_unfiltered datasets, anon8231489123's
+  ShareGPT_Vicuna_unfiltered cleaning script); a turn is a refusal only when the phrase opens a
+  short turn (< 120 words, measured: every clean sample answer that mentions "I cannot" is longer
+  or has it mid-text).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+GOPHER_LINE = {"dup_line_frac": 0.30, "dup_para_frac": 0.30, "dup_line_char_frac": 0.20,
+               "dup_para_char_frac": 0.20}
+GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
+GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+GOPHER_MIN_WORDS = 50
+SYMBOL_WORD_RATIO = 0.10  # Gopher
+# Gopher: 80% of words contain an alphabetic character. We count digits as word characters too:
+# measured on the bundled samples, numeric research answers ("0.99 / 0.01 = 99", "73.0 ± 1.0")
+# fell to 0.72-0.74 alphabetic words while being clean.
+ALPHA_WORD_FRAC = 0.80
+ELLIPSIS_LINE_FRAC = 0.30  # Gopher: > 30% of lines ending with an ellipsis
+EMPTY_WORDS = 3  # fewer words than this is an empty answer ("OK.", "Sure")
+SHORT_WORDS = 10  # soft: a research answer under 10 words says almost nothing
+REFUSAL_MAX_WORDS = 120
+GARBAGE_CHAR_FRAC = 0.01  # replacement/control characters: 1% is already mojibake, never clean text
+BOILERPLATE_SHARE = 0.5  # boilerplate sentences make up over half the turn
+
+_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_URL = re.compile(r"https?://\S+|www\.\S+|doi:\S+|10\.\d{4,9}/\S+")
+_CITE = re.compile(r"\[\d+(?:[,\u2013-]\s*\d+)*\]|\[\^?\w+\]")
+_TABLE_LINE = re.compile(r"^\s*\|.*\|\s*$")
+_LIST_OR_HEADING = re.compile(r"^\s*(?:[-*+\u2022]\s|\d+[.)]\s|#{1,6}\s|>\s?)")
+_WORD = re.compile(r"\w+")
+_GARBAGE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ue000-\uf8ff]")
+_TERMINAL = ".!?:;)\"'\u201d\u2019*_`]>}|"
+# Words a sentence never ends on; a last line ending in one was cut off.
+_DANGLING = {"the", "a", "an", "and", "or", "of", "to", "in", "for", "with", "that", "which", "is",
+             "are", "was", "were", "be", "by", "on", "at", "as", "from", "but", "because", "this",
+             "its", "their", "than", "into", "between", "such", "if", "when", "while"}
+
+REFUSAL = re.compile(
+    r"^\W*(?:i['\u2019]m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)?[ ,.!]*(?:but )?"
+    r"(?:as an ai(?: language model)?[^.]{0,60}?,?\s*)?"
+    r"i (?:can(?:no|')t|can not|am (?:not able|unable)|['\u2019]m (?:not able|unable)|won['\u2019]t|"
+    r"will not|must decline|do not feel comfortable|don['\u2019]t feel comfortable)"
+    r"(?: to)?\s+(?:help|assist|provide|comply|fulfil+|do that|answer|share|generate|create|"
+    r"engage|discuss|support|write|continue|complete)",
+    re.I)
+AS_AN_AI = re.compile(r"\bas an ai(?: language model| assistant| model)?\b", re.I)
+BOILERPLATE = re.compile(
+    r"(?:i hope (?:this|that) helps|let me know if you (?:have|need)|feel free to (?:ask|reach out)|"
+    r"great question|as an ai(?: language model)?|i(?:'m| am) (?:just )?an ai|happy to help|"
+    r"is there anything else|thank you for (?:your question|asking)|i'd be happy to help|"
+    r"hope you find this|glad (?:i could|to) help|don't hesitate to ask)", re.I)
+_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass
+class TextSignals:
+    values: dict[str, float]  # every measured figure, stored on the record as truth.<name>
+    defects: dict[str, str]  # defect class -> human-readable reason with value and threshold
+    soft: dict[str, float]  # soft problems -> penalty
+
+
+def prose_of(text: str) -> str:
+    """Text with code blocks, inline code, URLs, citation markers and table rows removed."""
+    t = _FENCE.sub(" ", text)
+    t = _INLINE_CODE.sub(" ", t)
+    t = _URL.sub(" ", t)
+    t = _CITE.sub(" ", t)
+    return "\n".join(ln for ln in t.split("\n") if not _TABLE_LINE.match(ln))
+
+
+def _dup_frac(items: list[str]) -> tuple[float, float]:
+    """Fraction of items (and of their characters) that repeat an earlier item (Gopher)."""
+    if len(items) < 2:
+        return 0.0, 0.0
+    seen: set[str] = set()
+    dup = dup_chars = total_chars = 0
+    for it in items:
+        total_chars += len(it)
+        if it in seen:
+            dup += 1
+            dup_chars += len(it)
+        else:
+            seen.add(it)
+    return dup / len(items), dup_chars / max(total_chars, 1)
+
+
+def ngram_repetition(words: list[str]) -> dict[str, float]:
+    """Gopher top-n-gram and duplicate-n-gram character fractions, vectorised with numpy.
+
+    n-grams are rolling 64-bit hashes of word hashes. Duplicate-n-gram fraction: characters of the
+    words covered by any non-first occurrence of a repeated n-gram (overlaps counted once), over
+    all word characters; top-n-gram fraction: count x characters of the most frequent n-gram.
+    """
+    out: dict[str, float] = {}
+    n_words = len(words)
+    ids = np.fromiter((hash(w) for w in words), dtype=np.int64, count=n_words).view(np.uint64)
+    lens = np.fromiter((len(w) for w in words), dtype=np.int64, count=n_words)
+    total = float(lens.sum()) or 1.0
+    csum = np.concatenate(([0], np.cumsum(lens)))
+    h = ids.copy()
+    prime = np.uint64(1099511628211)
+    for n in range(2, 11):
+        m = n_words - n + 1
+        if m < 1:
+            break
+        with np.errstate(over="ignore"):
+            h = h[:m] * prime + ids[n - 1:n - 1 + m]
+        uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
+        if n in GOPHER_TOP_NGRAM:
+            top = int(np.argmax(counts))
+            c = int(counts[top])
+            i = int(first[top])
+            out[f"top_{n}gram_frac"] = c * float(csum[i + n] - csum[i]) / total if c > 1 else 0.0
+        if n in GOPHER_DUP_NGRAM:
+            dup_start = np.ones(m, dtype=bool)
+            dup_start[first] = False
+            if not dup_start.any():
+                out[f"dup_{n}gram_frac"] = 0.0
+                continue
+            diff = np.zeros(n_words + 1, dtype=np.int64)
+            starts = np.nonzero(dup_start)[0]
+            np.add.at(diff, starts, 1)
+            np.add.at(diff, starts + n, -1)
+            covered = np.cumsum(diff[:-1]) > 0
+            out[f"dup_{n}gram_frac"] = float(lens[covered].sum()) / total
+    return out
+
+
+def repetition(prose: str, words: list[str]) -> tuple[dict[str, float], list[str]]:
+    lines = [ln.strip() for ln in prose.split("\n") if _WORD.search(ln)]
+    paras = [p.strip() for p in re.split(r"\n\s*\n", prose) if _WORD.search(p)]
+    v: dict[str, float] = {}
+    v["dup_line_frac"], v["dup_line_char_frac"] = _dup_frac(lines)
+    v["dup_para_frac"], v["dup_para_char_frac"] = _dup_frac(paras)
+    if len(words) >= GOPHER_MIN_WORDS:
+        v.update(ngram_repetition(words))
+    limits = {**GOPHER_LINE, **{f"top_{n}gram_frac": t for n, t in GOPHER_TOP_NGRAM.items()},
+              **{f"dup_{n}gram_frac": t for n, t in GOPHER_DUP_NGRAM.items()}}
+    hits = [f"{k} {v[k]:.2f} > {t:.2f}" for k, t in limits.items() if v.get(k, 0.0) > t]
+    # One number for explanation: the worst rule as a share of its Gopher threshold (1.0 = at the limit).
+    v["repetition"] = max((v.get(k, 0.0) / t for k, t in limits.items()), default=0.0)
+    return v, hits
+
+
+def truncation(final_answer: str) -> str | None:
+    """Why the final answer looks cut off, or None."""
+    if final_answer.count("```") % 2 == 1:
+        return "unclosed code fence"
+    lines = [ln for ln in final_answer.rstrip().split("\n") if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1].rstrip()
+    words = _WORD.findall(last.lower())
+    if words and words[-1] in _DANGLING and not last.endswith(tuple(_TERMINAL)):
+        return f"last line ends on {words[-1]!r}"
+    if _LIST_OR_HEADING.match(last) or _TABLE_LINE.match(last) or len(words) < 4:
+        return None
+    if last[-1] in _TERMINAL or _URL.search(last.split()[-1]) or last[-1].isdigit():
+        return None
+    return f"last sentence has no terminal punctuation ({last[-30:]!r})"
+
+
+def boilerplate_share(turn: str) -> float:
+    sents = [s for s in _SENT.split(turn) if _WORD.search(s)]
+    if not sents:
+        return 0.0
+    total = sum(len(s) for s in sents)
+    bp = sum(len(s) for s in sents if BOILERPLATE.search(s))
+    return bp / max(total, 1)
+
+
+def compute(assistant_turns: list[str]) -> TextSignals:
+    """All text signals of a transcript's assistant turns."""
+    text = "\n\n".join(assistant_turns)
+    prose = prose_of(text)
+    words = _WORD.findall(prose.lower())
+    all_words = _WORD.findall(text)
+    v: dict[str, float] = {"words": float(len(all_words)), "chars": float(len(text))}
+    defects: dict[str, str] = {}
+    soft: dict[str, float] = {}
+
+    if len(all_words) < EMPTY_WORDS:
+        defects["empty"] = f"assistant text has {len(all_words)} words (< {EMPTY_WORDS})"
+    elif len(all_words) < SHORT_WORDS:
+        soft["short"] = 0.25
+    rep, hits = repetition(prose, words)
+    v.update(rep)
+    if hits:
+        defects["repetition"] = "Gopher repetition: " + ", ".join(hits[:3])
+
+    refusals = sum(1 for t in assistant_turns
+                   if len(_WORD.findall(t)) < REFUSAL_MAX_WORDS and REFUSAL.search(t.strip()[:300]))
+    v["refusal"] = refusals / max(len(assistant_turns), 1)
+    if refusals:
+        defects["refusal"] = f"{refusals} of {len(assistant_turns)} assistant turns open with a refusal"
+    bp = max((boilerplate_share(t) for t in assistant_turns), default=0.0)
+    v["boilerplate"] = bp
+    if bp > BOILERPLATE_SHARE and "refusal" not in defects:
+        defects["boilerplate"] = f"boilerplate sentences are {bp:.0%} of a turn (> {BOILERPLATE_SHARE:.0%})"
+    elif bp > 0:
+        soft["boilerplate"] = round(0.2 * bp, 3)
+
+    cut = truncation(assistant_turns[-1]) if assistant_turns else None
+    v["truncated"] = 1.0 if cut else 0.0
+    if cut and "empty" not in defects:
+        defects["truncated"] = f"final answer looks cut off: {cut}"
+
+    tokens = prose.split()
+    if tokens:
+        hashes = sum(1 for t in tokens if "#" in t and not re.fullmatch(r"#{1,6}", t))
+        ellipses = prose.count("...") + prose.count("\u2026")
+        v["symbol_ratio"] = (hashes + ellipses) / len(tokens)
+        v["alpha_word_frac"] = sum(1 for t in tokens if any(c.isalnum() for c in t)) / len(tokens)
+    else:
+        v["symbol_ratio"], v["alpha_word_frac"] = 0.0, 1.0
+    plines = [ln.rstrip() for ln in prose.split("\n") if ln.strip()]
+    v["ellipsis_line_frac"] = (sum(1 for ln in plines if ln.endswith(("...", "\u2026")))
+                               / max(len(plines), 1))
+    v["garbage_char_frac"] = len(_GARBAGE.findall(text)) / max(len(text), 1)
+    garbage = []
+    if len(tokens) >= 20 and v["symbol_ratio"] > SYMBOL_WORD_RATIO:
+        garbage.append(f"symbol/word {v['symbol_ratio']:.2f} > {SYMBOL_WORD_RATIO}")
+    if len(tokens) >= 20 and v["alpha_word_frac"] < ALPHA_WORD_FRAC:
+        garbage.append(f"alphabetic words {v['alpha_word_frac']:.2f} < {ALPHA_WORD_FRAC}")
+    if len(plines) >= 3 and v["ellipsis_line_frac"] > ELLIPSIS_LINE_FRAC:
+        garbage.append(f"lines ending in ellipsis {v['ellipsis_line_frac']:.2f} > {ELLIPSIS_LINE_FRAC}")
+    if v["garbage_char_frac"] > GARBAGE_CHAR_FRAC:
+        garbage.append(f"replacement/control chars {v['garbage_char_frac']:.3f} > {GARBAGE_CHAR_FRAC}")
+    if garbage:
+        defects["garbage"] = "symbols/garbage: " + ", ".join(garbage)
+    return TextSignals(values=v, defects=defects, soft=soft)
+
+
+def role_structure(messages: list[dict[str, str]]) -> tuple[list[str], float]:
+    """Problems with the turn order (system first, user/assistant alternation, ends on assistant)."""
+    problems = []
+    roles = [m.get("role") for m in messages]
+    if "system" in roles[1:]:
+        problems.append("system message not first")
+    turns = [r for r in roles if r != "system"]
+    if turns and turns[0] != "user":
+        problems.append("conversation does not start with a user turn")
+    if any(a == b for a, b in zip(turns, turns[1:])):
+        problems.append("two consecutive turns by the same role")
+    if turns and turns[-1] != "assistant":
+        problems.append("does not end on an assistant turn")
+    return problems, float(len(problems))
+
