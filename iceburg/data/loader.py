@@ -1,0 +1,199 @@
+"""Streaming JSONL reader that normalises every supported transcript format to `Record`.
+
+Accepted shapes (one JSON object per line):
+- `messages`: [{"role", "content"}] - the seed ChatML format
+- `conversation`: same list under another key
+- ShareGPT `conversations`: [{"from": "human"|"gpt"|"system", "value"}]
+- Alpaca `instruction` (+ optional `input`) + `output`
+- `prompt` / `response`, `input` / `output`
+
+Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_type`/`agent`,
+`metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
+run silently and never disappear: each goes to the `RejectWriter` with file, line and reason;
+`strict=True` raises `DataError` naming the file and line instead. Lines are read one at a time,
+so memory does not grow with file size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..errors import DataError
+from ..records import ROLES, Record, Reject, RejectWriter
+
+logger = logging.getLogger(__name__)
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
+                  "system": "system"}
+KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
+              "response", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
+              "system", "signals", "weight"}
+
+
+class InvalidLine(ValueError):
+    """Raised by `normalise` with the reason a line is unusable."""
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their `*.jsonl` files (sorted, so runs are reproducible)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("*.jsonl"))
+            if not found:
+                raise DataError(f"--data-path {p}: folder contains no .jsonl files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"--data-path {p}: no such file or folder")
+    return out
+
+
+def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
+                 strict: bool = False, stats: dict[str, int] | None = None) -> Iterator[Record]:
+    """Yield valid records from JSONL files; route every invalid line to `rejects`."""
+    stats = stats if stats is not None else {}
+    for path in expand_paths(paths):
+        try:
+            fh = open(path, "rb")
+        except OSError as e:
+            raise DataError(f"--data-path {path}: cannot read ({e.strerror})") from e
+        with fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                stats["lines"] = stats.get("lines", 0) + 1
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    _reject(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
+                            raw.decode("utf-8", "replace"))
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    continue
+                try:
+                    record = normalise(obj, source=str(path), line=lineno)
+                except InvalidLine as e:
+                    _reject(rejects, strict, stats, path, lineno, str(e), text)
+                    continue
+                stats["valid"] = stats.get("valid", 0) + 1
+                yield record
+
+
+def _reject(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], path: Path,
+            lineno: int, reason: str, raw: str) -> None:
+    if strict:
+        raise DataError(f"{path}:{lineno}: {reason} (--strict is on; fix the line or drop --strict "
+                        "to write it to rejects.jsonl and continue)")
+    stats["rejected"] = stats.get("rejected", 0) + 1
+    logger.debug("rejecting %s:%d: %s", path, lineno, reason)
+    if rejects is not None:
+        rejects.write(Reject(stage="load", reasons=[reason], source=str(path), line=lineno,
+                             raw=raw.rstrip("\n")[:20000]))
+
+
+def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
+    """Turn one parsed JSON object into a validated `Record`, or raise `InvalidLine`."""
+    if not isinstance(obj, dict):
+        raise InvalidLine(f"expected a JSON object, got {type(obj).__name__}")
+    messages = _messages(obj)
+    _validate_messages(messages)
+    scores = {k: _score(obj, k) for k in ("quality_score", "emergence_score")}
+    meta = obj.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise InvalidLine(f"field 'metadata' must be an object, got {type(meta).__name__}")
+    meta = dict(meta)
+    for k, v in obj.items():
+        if k not in KNOWN_KEYS:
+            meta[k] = v
+    agent = obj.get("agent_type", obj.get("agent"))
+    if agent is not None and not isinstance(agent, str):
+        raise InvalidLine("field 'agent_type' must be a string")
+    return Record(messages=messages, source=source, line=line, agent_type=agent, metadata=meta, **scores)
+
+
+def _score(obj: dict, key: str) -> float | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not 0 <= v <= 1:
+        raise InvalidLine(f"field '{key}' must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
+def _messages(obj: dict) -> list[dict[str, str]]:
+    for key in ("messages", "conversation"):
+        if key in obj:
+            msgs = obj[key]
+            if not isinstance(msgs, list):
+                raise InvalidLine(f"field '{key}' must be a list of messages, got {type(msgs).__name__}")
+            out = []
+            for i, m in enumerate(msgs):
+                if not isinstance(m, dict):
+                    raise InvalidLine(f"{key}[{i}] must be an object with 'role' and 'content'")
+                if "role" not in m:
+                    raise InvalidLine(f"{key}[{i}] has no 'role'")
+                if "content" not in m:
+                    raise InvalidLine(f"{key}[{i}] has no 'content'")
+                out.append({"role": m["role"], "content": m["content"]})
+            return _with_system(obj, out)
+    if "conversations" in obj:
+        convs = obj["conversations"]
+        if not isinstance(convs, list):
+            raise InvalidLine("field 'conversations' must be a list of {from, value} turns")
+        out = []
+        for i, m in enumerate(convs):
+            if not isinstance(m, dict) or "from" not in m or "value" not in m:
+                raise InvalidLine(f"conversations[{i}] must be an object with 'from' and 'value'")
+            role = SHAREGPT_ROLES.get(str(m["from"]).lower())
+            if role is None:
+                raise InvalidLine(f"conversations[{i}]: unknown speaker {m['from']!r} "
+                                  f"(known: {', '.join(sorted(SHAREGPT_ROLES))})")
+            out.append({"role": role, "content": m["value"]})
+        return _with_system(obj, out)
+    if "instruction" in obj and "output" in obj:
+        instr, extra = obj["instruction"], obj.get("input") or ""
+        if not isinstance(instr, str) or not isinstance(extra, str):
+            raise InvalidLine("Alpaca fields 'instruction' and 'input' must be strings")
+        user = f"{instr}\n\n{extra}" if extra.strip() else instr
+        return _with_system(obj, [{"role": "user", "content": user},
+                                  {"role": "assistant", "content": obj["output"]}])
+    for q, a in (("prompt", "response"), ("input", "output")):
+        if q in obj and a in obj:
+            return _with_system(obj, [{"role": "user", "content": obj[q]},
+                                      {"role": "assistant", "content": obj[a]}])
+    raise InvalidLine("no conversation found: expected 'messages', 'conversation', 'conversations' "
+                      "(ShareGPT), 'instruction'+'output' (Alpaca), 'prompt'+'response' or 'input'+'output'")
+
+
+def _with_system(obj: dict, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    system = obj.get("system")
+    if isinstance(system, str) and system.strip() and not (msgs and msgs[0].get("role") == "system"):
+        return [{"role": "system", "content": system}] + msgs
+    return msgs
+
+
+def _validate_messages(msgs: list[dict[str, Any]]) -> None:
+    if not msgs:
+        raise InvalidLine("conversation has no messages")
+    for i, m in enumerate(msgs):
+        role, content = m["role"], m["content"]
+        if not isinstance(role, str) or role not in ROLES:
+            raise InvalidLine(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise InvalidLine(f"message {i} ({role}): 'content' must be a string, got {type(content).__name__}")
+        if not content.strip():
+            raise InvalidLine(f"message {i} ({role}): empty content")
+        if role == "system" and i != 0:
+            raise InvalidLine(f"message {i}: a system message is only allowed first")
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise InvalidLine("conversation has no assistant turn (nothing to learn from)")

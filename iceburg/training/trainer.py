@@ -1,0 +1,267 @@
+"""The training loop: a function with injected parts (mlx-lm's `train` shape).
+
+`train(model, examples, curriculum_order, eval_examples, args, loss=weighted_token_loss,
+callbacks=[...])` runs LoRA training on already-encoded examples. Written as a plain torch loop
+rather than HF `Trainer`/TRL because it is measurably faster here (STACK.md: plain loop 17.5k
+tok/s vs SFTTrainer 12.7k on CPU) and because the curriculum needs exact control of order and
+per-example weights, which would otherwise mean subclassing a sampler and the loss.
+
+- Order: for each epoch, `order_fn(epoch)` gives the example indices; examples are packed in that
+  order and micro-batches are consumed in that order (no reshuffle). Callbacks see every
+  micro-batch's example ids (`on_batch`).
+- Loss: cross-entropy on supervised (assistant) tokens only, each token multiplied by its
+  example's weight, normalised by the number of supervised tokens in the optimizer step (so
+  gradient accumulation gives the same loss as one big batch). Logits are computed only at
+  supervised positions (`logits_to_keep`), which saves most of the lm-head cost on large vocabs.
+- Resume: the whole step plan is a deterministic function of (examples, order, args), so a
+  checkpoint stores adapter weights, optimizer, scheduler and the step index; resuming rebuilds
+  the plan and continues from that step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import torch
+
+from .encoding import Example
+from .packing import Row, collate, pack
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingCallback(Protocol):
+    def on_batch(self, example_ids: list[str]) -> None: ...
+    def on_step(self, step: int, metrics: dict) -> None: ...
+    def on_eval(self, step: int, eval_loss: float) -> None: ...
+
+
+@dataclass
+class TrainArgs:
+    epochs: int = 1
+    max_steps: int | None = None
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    micro_batch_size: int = 1
+    grad_accum: int = 1
+    max_length: int = 1024
+    packing: bool = True
+    eval_steps: int | None = None  # None = end of each epoch
+    save_steps: int | None = None  # None = end of each epoch
+    seed: int = 42
+    device: str = "cpu"
+    precision: str = "fp32"
+    pad_id: int = 0
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    show_progress: bool | None = None  # None = only on a terminal
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainOutput:
+    steps: int
+    train_loss: float  # mean weighted loss over all steps
+    last_loss: float
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    supervised_tokens: int = 0  # assistant tokens the optimizer saw (all epochs)
+    total_tokens: int = 0  # tokens processed, padding included
+    wall_seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def weighted_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                        weights: torch.Tensor) -> torch.Tensor:
+    """Sum over supervised tokens of weight * cross-entropy (normalised by the caller)."""
+    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                           targets.reshape(-1), reduction="none")
+    return (ce * weights.reshape(-1) * mask.reshape(-1).float()).sum()
+
+
+def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]], args: TrainArgs) -> list[list[list[Row]]]:
+    """Optimizer steps -> micro-batches -> rows, for all epochs (deterministic)."""
+    steps: list[list[list[Row]]] = []
+    for epoch in range(args.epochs):
+        order = order_fn(epoch)
+        rows = pack([examples[i] for i in order], args.max_length, args.packing)
+        micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
+        for i in range(0, len(micro), args.grad_accum):
+            steps.append(micro[i:i + args.grad_accum])
+    if args.max_steps is not None:
+        if args.max_steps > len(steps):  # repeat epochs until max_steps is reached
+            extra_epoch = args.epochs
+            while len(steps) < args.max_steps:
+                order = order_fn(extra_epoch)
+                rows = pack([examples[i] for i in order], args.max_length, args.packing)
+                micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
+                for i in range(0, len(micro), args.grad_accum):
+                    steps.append(micro[i:i + args.grad_accum])
+                extra_epoch += 1
+        steps = steps[: args.max_steps]
+    return steps
+
+
+def _autocast(args: TrainArgs):
+    if args.precision in ("bf16", "fp16") and args.device != "cpu":
+        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=args.device.split(":")[0], dtype=dtype)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
+    ids = batch["input_ids"].to(args.device)
+    pos = batch["position_ids"].to(args.device)
+    # position t predicts token t+1: keep logits only where some row supervises t+1
+    tgt_mask = batch["loss_mask"][:, 1:]
+    keep = tgt_mask.any(dim=0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        return torch.zeros((), device=args.device, requires_grad=True), 0
+    with _autocast(args):
+        out = model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=keep.to(args.device))
+    targets = ids[:, 1:][:, keep.to(args.device)]
+    mask = tgt_mask[:, keep].to(args.device)
+    weights = batch["token_weights"][:, 1:][:, keep].to(args.device)
+    return loss_fn(out.logits, targets, mask, weights), int(mask.sum())
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], args: TrainArgs) -> float:
+    """Mean cross-entropy per supervised token (unweighted) over `examples`."""
+    if not examples:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    unit = [Example(e.input_ids, e.mask, e.id, 1.0) for e in examples]
+    rows = pack(unit, args.max_length, args.packing)
+    for i in range(0, len(rows), args.micro_batch_size):
+        batch = collate(rows[i:i + args.micro_batch_size], args.pad_id)
+        loss, n = _forward_loss(model, batch, args, weighted_token_loss)
+        total += float(loss)
+        count += n
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
+          args: TrainArgs, *, loss_fn=weighted_token_loss, callbacks: Iterable[TrainingCallback] = ()) -> TrainOutput:
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    callbacks = list(callbacks)
+    steps = plan_steps(examples, order_fn, args)
+    if not steps:
+        raise ValueError("nothing to train on: the step plan is empty")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    warmup = int(math.ceil(args.warmup_ratio * len(steps)))
+    sched = get_linear_schedule_with_warmup(opt, warmup, len(steps))
+    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16" and args.device.startswith("cuda"))
+
+    start_step = 0
+    if args.resume and args.checkpoint_dir is not None:
+        start_step = load_checkpoint(model, opt, sched, args.checkpoint_dir)
+    started = time.time()
+    out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
+    loss_sum, loss_n = 0.0, 0
+    model.train()
+    bar = tqdm(total=len(steps), initial=start_step, desc="training", unit="step",
+               disable=None if args.show_progress is None else not args.show_progress)
+    eval_every = args.eval_steps or _steps_per_epoch(steps, args)
+    save_every = args.save_steps or eval_every
+    for step_idx in range(start_step, len(steps)):
+        micro_batches = steps[step_idx]
+        n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)
+        step_loss = 0.0
+        for mb in micro_batches:
+            for cb in callbacks:
+                cb.on_batch([eid for r in mb for eid in r.example_ids])
+            batch = collate(mb, args.pad_id)
+            loss, n = _forward_loss(model, batch, args, loss_fn)
+            loss = loss / max(n_sup, 1)
+            scaler.scale(loss).backward()
+            step_loss += float(loss)
+            out.supervised_tokens += n
+            out.total_tokens += batch["input_ids"].numel()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"training diverged at step {step_idx + 1}: loss is {step_loss}; "
+                                     "lower --learning-rate")
+        loss_sum += step_loss
+        loss_n += 1
+        out.last_loss = step_loss
+        done = step_idx + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        metrics = {"step": done, "loss": step_loss, "lr": sched.get_last_lr()[0],
+                   "supervised_tokens": out.supervised_tokens, "elapsed_s": round(time.time() - started, 2)}
+        for cb in callbacks:
+            cb.on_step(done, metrics)
+        if done % eval_every == 0 or done == len(steps):
+            ev = evaluate(model, eval_examples, args)
+            out.eval_history.append((done, ev))
+            for cb in callbacks:
+                cb.on_eval(done, ev)
+        if args.checkpoint_dir is not None and (done % save_every == 0) and done < len(steps):
+            save_checkpoint(model, opt, sched, args.checkpoint_dir, done)
+    bar.close()
+    out.train_loss = loss_sum / max(loss_n, 1)
+    out.wall_seconds = time.time() - started
+    return out
+
+
+def _steps_per_epoch(steps: list, args: TrainArgs) -> int:
+    return max(1, len(steps) // max(1, args.epochs))
+
+
+# -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --
+
+def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int) -> None:
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(state, str(tmp / "adapter.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    if ckpt_dir.exists():
+        import shutil
+
+        shutil.rmtree(ckpt_dir)
+    os.replace(tmp, ckpt_dir)
+    logger.info("checkpoint saved at step %d", step)
+
+
+def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "state.json").exists():
+        logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
+        return 0
+    set_peft_model_state_dict(model, load_file(str(ckpt_dir / "adapter.safetensors")))
+    # weights_only=True: a restricted unpickler that only rebuilds tensors and plain containers
+    st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    step = json.loads((ckpt_dir / "state.json").read_text())["step"]
+    logger.info("resuming from step %d", step)
+    return int(step)

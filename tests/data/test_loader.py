@@ -1,0 +1,103 @@
+"""Loading and validation: every supported format, every kind of bad line, streaming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iceburg.data import sample_data_path
+from iceburg.data.loader import read_records
+from iceburg.errors import DataError
+from iceburg.records import RejectWriter
+
+GOOD = [
+    {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"},
+                  {"role": "assistant", "content": "a1"}], "quality_score": 0.9, "emergence_score": 0.4,
+     "metadata": {"topic": "x"}, "session_id": "s1"},
+    {"conversation": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+    {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "q3"},
+                       {"from": "gpt", "value": "a3"}]},
+    {"instruction": "q4", "input": "ctx", "output": "a4"},
+    {"prompt": "q5", "response": "a5"},
+    {"input": "q6", "output": "a6"},
+]
+
+
+def write_lines(path, lines):
+    with open(path, "wb") as fh:
+        for line in lines:
+            fh.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
+    return path
+
+
+def test_every_format_normalises_to_messages(tmp_path):
+    p = write_lines(tmp_path / "d.jsonl", [json.dumps(o) for o in GOOD])
+    recs = list(read_records([p]))
+    assert [r.messages[-1]["content"] for r in recs] == ["a1", "a2", "a3", "a4", "a5", "a6"]
+    assert recs[0].quality_score == 0.9 and recs[0].emergence_score == 0.4
+    assert recs[0].metadata == {"topic": "x", "session_id": "s1"}
+    assert recs[2].messages[0] == {"role": "system", "content": "S"}
+    assert recs[3].messages[0] == {"role": "user", "content": "q4\n\nctx"}
+    assert recs[1].id == f"{p}:2"
+
+
+@pytest.mark.parametrize("line,reason", [
+    ('{"messages": [', "malformed JSON"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"messages": [{"content": "x"}]}', "has no 'role'"),
+    ('{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}', "unknown role 'bot'"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}', "empty content"),
+    ('{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}', "must be a string"),
+    ('{"messages": [{"role": "user", "content": "q"}]}', "no assistant turn"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "quality_score": 3}', "quality_score"),
+    ('{"text": "hello"}', "no conversation found"),
+    (b'{"prompt": "caf\xe9", "response": "x"}', "invalid UTF-8"),
+])
+def test_bad_lines_are_rejected_with_file_line_and_reason(tmp_path, line, reason):
+    p = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD[4]), line])
+    stats: dict = {}
+    with RejectWriter(tmp_path / "rejects.jsonl") as rw:
+        recs = list(read_records([p], rw, stats=stats))
+    assert len(recs) == 1 and stats == {"lines": 2, "valid": 1, "rejected": 1}
+    rej = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(rej) == 1 and rej[0]["source"] == str(p) and rej[0]["line"] == 2
+    assert reason in rej[0]["reasons"][0] and rej[0]["stage"] == "load" and "raw" in rej[0]
+
+
+def test_strict_raises_naming_file_and_line(tmp_path):
+    p = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD[4]), "{oops"])
+    with pytest.raises(DataError, match=rf"{p}:2: malformed JSON"):
+        list(read_records([p], strict=True))
+
+
+def test_folder_is_expanded_and_missing_path_is_an_error(tmp_path):
+    write_lines(tmp_path / "a.jsonl", [json.dumps(GOOD[4])])
+    write_lines(tmp_path / "b.jsonl", [json.dumps(GOOD[5])])
+    assert len(list(read_records([tmp_path]))) == 2
+    with pytest.raises(DataError, match="no such file"):
+        list(read_records([tmp_path / "nope.jsonl"]))
+
+
+def test_reading_is_streaming(tmp_path):
+    """The reader yields the first record before it has read the rest of the file."""
+    p = write_lines(tmp_path / "big.jsonl", [json.dumps(GOOD[4])] * 1000)
+    it = read_records([p])
+    first = next(it)
+    assert first.line == 1  # a generator: nothing else consumed yet
+    assert sum(1 for _ in it) == 999
+
+
+def test_bundled_sample_data_has_every_type_and_real_rejects(tmp_path):
+    total = 0
+    for t in ("base", "surveyor", "dissident", "synthesist", "oracle"):
+        path = sample_data_path(t)
+        if not path.exists():
+            pytest.fail(f"missing bundled sample data {path}")
+        stats: dict = {}
+        with RejectWriter(tmp_path / f"{t}.rejects.jsonl") as rw:
+            recs = list(read_records([path], rw, stats=stats))
+        total += len(recs)
+        assert stats.get("rejected", 0) >= 2, f"{t}: sample data should carry deliberately bad lines"
+        assert any(r.quality_score is not None for r in recs)
+    assert total >= 250
