@@ -1,0 +1,107 @@
+"""Hugging Face repos: the local cache first, a download only when allowed, and the Ollama tag map.
+
+Cache lookups go through huggingface_hub's own resolver (`snapshot_download(local_files_only=True)`
+reads `refs/` and `snapshots/` exactly as a download writes them), so any cache a user filled with
+`hf download`, transformers or another tool is found. Downloads fetch only safetensors, JSON,
+tokenizer and template files: never a pickle checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# What a base needs, and nothing that loads by unpickling (*.bin, *.pt, *.pth are left out).
+SAFE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer.model", "*.jinja",
+                 "*.txt", "*.tiktoken"]
+
+# Ollama library tags -> the Hugging Face instruct repo Ollama's build was converted from
+# (sizes as listed on ollama.com/library/<name>). Used when the Ollama store has no such model.
+# "default" is the size Ollama's `latest` tag points at. meta-llama, mistralai and google repos
+# are gated on the Hub: accept the licence there and run `hf auth login` before downloading.
+# gemma3 4b/12b/27b are image-text models (Gemma3ForConditionalGeneration) and are left out.
+OLLAMA_TO_HF: dict[str, dict[str, str]] = {
+    "llama3.2": {"default": "3b", "1b": "meta-llama/Llama-3.2-1B-Instruct",
+                 "3b": "meta-llama/Llama-3.2-3B-Instruct"},
+    "llama3.1": {"default": "8b", "8b": "meta-llama/Llama-3.1-8B-Instruct"},
+    "mistral": {"default": "7b", "7b": "mistralai/Mistral-7B-Instruct-v0.3"},
+    "qwen2.5": {"default": "7b", "0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct",
+                "3b": "Qwen/Qwen2.5-3B-Instruct", "7b": "Qwen/Qwen2.5-7B-Instruct",
+                "14b": "Qwen/Qwen2.5-14B-Instruct"},
+    "phi4": {"default": "14b", "14b": "microsoft/phi-4"},
+    "gemma": {"default": "7b", "2b": "google/gemma-2b-it", "7b": "google/gemma-7b-it"},
+    "gemma2": {"default": "9b", "2b": "google/gemma-2-2b-it", "9b": "google/gemma-2-9b-it",
+               "27b": "google/gemma-2-27b-it"},
+    "gemma3": {"default": "1b", "1b": "google/gemma-3-1b-it"},
+}
+_SIZE = re.compile(r"\d+(\.\d+)?[bm]")
+
+
+def map_ollama_tag(name: str, tag: str) -> str | None:
+    """HF instruct repo for an Ollama library `name:tag` (e.g. `qwen2.5:7b-instruct-q4_K_M`), or None.
+
+    Tags that name a base (`-text`) rather than the instruct model are not mapped: the instruct
+    repo would be a different model.
+    """
+    sizes = OLLAMA_TO_HF.get(name.lower())
+    if sizes is None:
+        return None
+    pieces = tag.lower().split("-")
+    if "text" in pieces:
+        return None
+    size = pieces[0] if _SIZE.fullmatch(pieces[0]) else sizes["default"] if pieces[0] in ("latest", "instruct") else None
+    return sizes.get(size) if size else None
+
+
+def is_repo_id(spec: str) -> bool:
+    """Whether `spec` is a syntactically valid Hub model id (`org/name` or a legacy `name`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if ":" in spec or spec.startswith(("/", ".", "~")):
+        return False
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+def network_allowed() -> bool:
+    """False when the user switched the Hub off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return not constants.is_offline_mode()
+
+
+def from_cache(repo_id: str, cache_dir: Path | None) -> Path | None:
+    """The cached snapshot folder of `repo_id` (main revision), or None when it is not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True)
+    except (EntryNotFoundError, OSError, ValueError) as exc:
+        logger.debug("%s not in the Hugging Face cache: %s", repo_id, exc)
+        return None
+    return Path(path)
+
+
+def download(repo_id: str, cache_dir: Path | None) -> tuple[Path | None, str]:
+    """(snapshot folder, "") after downloading the safe files of `repo_id`, or (None, why not)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    logger.info("downloading %s from the Hugging Face Hub (safetensors, config, tokenizer only)", repo_id)
+    try:
+        path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=SAFE_PATTERNS)
+    except GatedRepoError:
+        return None, (f"{repo_id} is gated: accept its licence on huggingface.co/{repo_id} and run "
+                      "`hf auth login`")
+    except RepositoryNotFoundError:
+        return None, f"{repo_id} does not exist on the Hub (or is private)"
+    except (EntryNotFoundError, OSError, ValueError) as exc:
+        return None, f"download of {repo_id} failed ({type(exc).__name__}: {exc})"
+    return Path(path), ""
