@@ -8,8 +8,11 @@ format and the agent voices left to learn). The result is an ordinary Hugging Fa
 every stage treats like any other base model.
 
 Determinism: fixed seeds, one CPU thread during the build (thread count changes float summation
-order), deterministic algorithms, sorted inputs. The folder lives in the cache under a key that
-hashes the builder version, the shape and the corpus, so a changed corpus builds a new model.
+order), sorted inputs. The folder lives in the cache under a key that hashes the builder version
+and the recipe (shape, steps, template); the bundled corpus is part of the released package, so
+`BUILDER_VERSION` is bumped whenever the sample data changes (the corpus hash is recorded in
+`iceburg_tiny.json` and checked by the tests). A file lock keeps concurrent first uses from
+building twice.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..records import Record
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "1"  # bump when the bundled sample data or the recipe changes
 NAME = "iceburg-tiny"
 # Shape: hidden 256 and intermediate 768 keep every weight row a multiple of 256, the block size
 # of llama.cpp K-quants (STACK.md), so every GGUF type applies without fallbacks. Grouped-query
@@ -67,30 +70,45 @@ def corpus_texts() -> list[str]:
     return sorted(set(docs))
 
 
-def _cache_key(texts: list[str]) -> str:
+def corpus_hash(texts: list[str]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": BUILDER_VERSION, "shape": SHAPE, "vocab": VOCAB_SIZE,
-                         "steps": PRETRAIN_STEPS, "seq": PRETRAIN_SEQ, "batch": PRETRAIN_BATCH,
-                         "lr": PRETRAIN_LR, "template": CHATML_TEMPLATE}, sort_keys=True).encode())
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
+def _cache_key() -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": BUILDER_VERSION, "shape": SHAPE, "vocab": VOCAB_SIZE,
+                         "steps": PRETRAIN_STEPS, "seq": PRETRAIN_SEQ, "batch": PRETRAIN_BATCH,
+                         "lr": PRETRAIN_LR, "template": CHATML_TEMPLATE}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
     """Return the folder of `iceburg-tiny`, building it first if it is not cached."""
+    from filelock import FileLock
+
+    root = Path(cache_dir) if cache_dir else cache_root() / "models"
+    final = root / f"{NAME}-v{BUILDER_VERSION}-{_cache_key()}"
+    if (final / "model.safetensors").exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{NAME}.lock")):
+        if (final / "model.safetensors").exists():  # built by another process meanwhile
+            return final
+        _build_into(root, final)
+    return final
+
+
+def _build_into(root: Path, final: Path) -> None:
     texts = corpus_texts()
     if not texts:
         from ..errors import IceburgError
 
         raise IceburgError("iceburg-tiny: no bundled sample data found in iceburg/data/sample; "
                            "reinstall iceburg")
-    root = Path(cache_dir) if cache_dir else cache_root() / "models"
-    final = root / f"{NAME}-{_cache_key(texts)}"
-    if (final / "model.safetensors").exists():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=root))
     try:
         logger.info("building %s (first use; cached at %s)", NAME, final)
@@ -102,7 +120,6 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
@@ -145,7 +162,7 @@ def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         (out_dir / "iceburg_tiny.json").write_text(json.dumps(
-            {"builder_version": BUILDER_VERSION, "documents": len(texts),
+            {"builder_version": BUILDER_VERSION, "documents": len(texts), "corpus_sha256_16": corpus_hash(texts),
              "build_seconds": round(time.time() - started, 1)}, indent=2))
     finally:
         torch.set_num_threads(prev_threads)
