@@ -1,0 +1,454 @@
+"""Translate a model's Jinja chat template into an Ollama TEMPLATE, and prove the translation.
+
+Arbitrary Jinja cannot be translated mechanically (STACK.md), so iceburg does what Ollama does
+for imported GGUFs, but by behaviour instead of by string distance: it renders a set of probe
+chats with the model's own template (transformers' renderer, the one training used), and picks
+the known family whose Go template renders every probe identically. The proof then renders that
+Go template with Go's `text/template` (the engine Ollama uses) on the same probes and compares
+byte for byte. No family matching means an `ExportError`, never a probably-wrong template.
+
+Each family below is a Go template written for Ollama's "messages" mode (`.System`, `.Messages`
+with `.Role`/`.Content`; modelled on the templates in ollama/ollama `template/`) plus a Python
+renderer of the same text, so a family can be identified without Go; Go re-checks it.
+
+What Ollama hands a template (ollama/ollama server/routes.go, template/template.go): the
+Modelfile SYSTEM is prepended as a system message unless the request starts with one;
+consecutive same-role messages are merged with "\\n\\n"; `.System` joins all system messages;
+`.Messages` keeps them. `ollama_view` below and the Go helper emulate exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, str]
+RenderFn = Callable[[list[Message]], str]  # Jinja side: messages -> text (add_generation_prompt)
+
+NOT_VERIFIED_NO_GO = "not verified: go not found (apt-get install golang-go)"
+
+# ---------------------------------------------------------------- what Ollama passes a template
+
+
+def ollama_view(system: str, messages: list[Message]) -> tuple[str, list[Message]]:
+    """(.System, .Messages) as Ollama builds them from a Modelfile SYSTEM and a chat request."""
+    msgs = [dict(m) for m in messages]
+    if system and (not msgs or msgs[0]["role"] != "system"):
+        msgs.insert(0, {"role": "system", "content": system})
+    collated: list[Message] = []
+    for m in msgs:
+        if collated and collated[-1]["role"] == m["role"] and m["role"] != "tool":
+            collated[-1]["content"] += "\n\n" + m["content"]
+        else:
+            collated.append(m)
+    sys_text = "\n\n".join(m["content"] for m in msgs if m["role"] == "system")
+    return sys_text, collated
+
+
+def sent_messages(system: str, messages: list[Message]) -> list[Message]:
+    """The messages the model receives once Ollama has prepended the Modelfile SYSTEM."""
+    if system and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system}, *messages]
+    return list(messages)
+
+
+# ---------------------------------------------------------------- the known families
+
+
+def go_literal(text: str) -> str:
+    """`text` as a Go template action printing it verbatim (a JSON string is a valid Go string)."""
+    return "{{ " + json.dumps(text) + " }}"
+
+
+@dataclass
+class ChatFamily:
+    name: str
+    go: Callable[[dict], str]  # params -> Go template
+    render: Callable[[dict, str, list[Message]], str]  # params, .System, .Messages -> text
+    stops: list[str]  # turn markers the runtime must stop on (plus the tokenizer's EOS)
+    infer: Callable[[RenderFn, dict], dict] = lambda render, tokens: {}  # family parameters
+
+
+def _chatml_infer(render: RenderFn, tokens: dict) -> dict:
+    # Qwen2.5 adds a default system turn when the chat has none; learn it from the template.
+    out = render([{"role": "user", "content": "x"}])
+    head, sep = "<|im_start|>system\n", "<|im_end|>\n<|im_start|>user\n"
+    if out.startswith(head) and sep in out:
+        return {"default_system": out[len(head):out.index(sep)]}
+    return {}
+
+
+def _chatml_go(p: dict) -> str:
+    t = ""
+    if p.get("default_system"):
+        t += ('{{ if not (and .Messages (eq (index .Messages 0).Role "system")) }}<|im_start|>system\n'
+              + go_literal(p["default_system"]) + "<|im_end|>\n{{ end }}")
+    return t + "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+
+
+def _chatml_render(p: dict, system: str, msgs: list[Message]) -> str:
+    out = ""
+    if p.get("default_system") and not (msgs and msgs[0]["role"] == "system"):
+        out += f"<|im_start|>system\n{p['default_system']}<|im_end|>\n"
+    out += "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
+    return out + "<|im_start|>assistant\n"
+
+
+def _llama3_render(p: dict, system: str, msgs: list[Message]) -> str:
+    return "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in msgs) \
+        + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def _first_user_index(msgs: list[Message]) -> int:
+    return next((i for i, m in enumerate(msgs) if m["role"] == "user"), -1)
+
+
+def _mistral_render(p: dict, system: str, msgs: list[Message]) -> str:
+    # Mistral-7B-Instruct v0.1/v0.2 (updated): the system text opens the first user turn.
+    out = ""
+    for i, m in enumerate(msgs):
+        if m["role"] == "user":
+            prefix = f"{system}\n\n" if system and i == 1 else ""
+            out += f" [INST] {prefix}{m['content']} [/INST]"
+        elif m["role"] == "assistant":
+            out += f" {m['content']}{p['eos']}"
+    return out
+
+
+def _mistral_go(p: dict) -> str:
+    return ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }} [INST] '
+            '{{ if and $.System (eq $i 1) }}{{ $.System }}\n\n{{ end }}{{ .Content }} [/INST]'
+            '{{ else if eq .Role "assistant" }} {{ .Content }}' + go_literal(p["eos"]) + "{{ end }}{{ end }}")
+
+
+def _mistral_v01_render(p: dict, system: str, msgs: list[Message]) -> str:
+    # The original Mistral-7B-Instruct-v0.1 template: no system role at all.
+    out = ""
+    for m in msgs:
+        if m["role"] == "user":
+            out += f"[INST] {m['content']} [/INST]"
+        elif m["role"] == "assistant":
+            out += f"{m['content']}{p['eos']}"
+    return out
+
+
+def _mistral_v01_go(p: dict) -> str:
+    return ('{{ range .Messages }}{{ if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
+            '{{ else if eq .Role "assistant" }}{{ .Content }}' + go_literal(p["eos"]) + "{{ end }}{{ end }}")
+
+
+def _gemma_render(p: dict, system: str, msgs: list[Message]) -> str:
+    # Gemma 3: the system text opens the first user turn; Gemma 1/2 reject system messages.
+    out = ""
+    for i, m in enumerate(msgs):
+        if m["role"] == "user":
+            prefix = f"{system}\n\n" if system and i == 1 else ""
+            out += f"<start_of_turn>user\n{prefix}{m['content']}<end_of_turn>\n"
+        elif m["role"] == "assistant":
+            out += f"<start_of_turn>model\n{m['content']}<end_of_turn>\n"
+    return out + "<start_of_turn>model\n"
+
+
+_GEMMA_GO = ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }}<start_of_turn>user\n'
+             '{{ if and $.System (eq $i 1) }}{{ $.System }}\n\n{{ end }}{{ .Content }}<end_of_turn>\n'
+             '{{ else if eq .Role "assistant" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n'
+             "{{ end }}{{ end }}<start_of_turn>model\n")
+
+
+def _phi3_render(p: dict, system: str, msgs: list[Message]) -> str:
+    return "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs) + "<|assistant|>\n"
+
+
+FAMILIES: list[ChatFamily] = [
+    ChatFamily("chatml", _chatml_go, _chatml_render, ["<|im_end|>", "<|im_start|>"], _chatml_infer),
+    ChatFamily("llama3", lambda p: "{{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+               "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
+               _llama3_render, ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]),
+    ChatFamily("mistral", _mistral_go, _mistral_render, ["[INST]", "[/INST]"],
+               lambda render, tokens: {"eos": tokens["eos"]}),
+    ChatFamily("mistral-v0.1", _mistral_v01_go, _mistral_v01_render, ["[INST]", "[/INST]"],
+               lambda render, tokens: {"eos": tokens["eos"]}),
+    ChatFamily("gemma", lambda p: _GEMMA_GO, _gemma_render, ["<end_of_turn>", "<start_of_turn>"]),
+    ChatFamily("phi3", lambda p: "{{ range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
+               _phi3_render, ["<|end|>", "<|user|>", "<|assistant|>"]),
+]
+
+# ---------------------------------------------------------------- probes and matching
+
+# Contents carry what could trip a translation: quotes (a `"""` too), Go template syntax that must
+# stay data, non-ASCII text, an inner newline. No leading/trailing whitespace: Llama 3 and Gemma
+# templates `trim` contents and a Go template cannot (documented limit).
+PROBE_SYSTEM = 'You are a careful assistant. Quote sources as """source""".'
+_U1 = 'What is the boiling point of water at 2,000 m? Answer in "°C".'
+_A1 = "About 93 °C.\nAir pressure is lower there."
+_U2 = "And at sea level? {{ .System }} {{ end }} naïve ✓"
+PROBE_CHATS: dict[str, list[Message]] = {
+    "single-turn": [{"role": "user", "content": _U1}],
+    "single-turn+system": [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": _U1}],
+    "multi-turn": [{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1},
+                   {"role": "user", "content": _U2}],
+    "multi-turn+system": [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": _U1},
+                          {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}],
+}
+
+
+@dataclass
+class Probe:
+    name: str
+    modelfile_system: str
+    messages: list[Message]  # the request, before Ollama prepends SYSTEM
+    expected: str  # Jinja rendering of what the model receives (leading BOS left to the runtime)
+
+
+@dataclass
+class TemplateMatch:
+    family: str
+    params: dict
+    go_template: str
+    stops: list[str]
+    system_supported: bool
+    probes: list[Probe]
+    bos_in_template: bool
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"family": self.family, "params": self.params, "stops": self.stops,
+                "system_supported": self.system_supported, "bos_in_template": self.bos_in_template,
+                "probes": [f"{p.name} (SYSTEM {'set' if p.modelfile_system else 'empty'})" for p in self.probes],
+                "notes": self.notes}
+
+
+def _jinja_error() -> tuple[type[BaseException], ...]:
+    import jinja2
+
+    return (jinja2.exceptions.TemplateError,)
+
+
+def build_probes(render: RenderFn, system: str, bos: str | None, runtime_adds_bos: bool) -> tuple[list[Probe], bool, list[str]]:
+    """Render every probe chat with the model's template; returns (probes, system_supported, notes)."""
+    notes: list[str] = []
+    errors = _jinja_error()
+    try:
+        render(PROBE_CHATS["single-turn+system"])
+        system_supported = True
+    except errors as e:
+        system_supported = False
+        notes.append(f"the chat template rejects system messages ({e}); SYSTEM is left out of the Modelfile")
+    systems = [system, ""] if system_supported and system else [""]
+    probes: list[Probe] = []
+    for sys_text in systems:
+        for name, chat in PROBE_CHATS.items():
+            if chat[0]["role"] == "system" and not system_supported:
+                continue
+            text = render(sent_messages(sys_text, chat))
+            if bos and runtime_adds_bos and text.startswith(bos):
+                text = text[len(bos):]
+            probes.append(Probe(name, sys_text, chat, text))
+    if bos and runtime_adds_bos and any(p.expected != render(sent_messages(p.modelfile_system, p.messages)) for p in probes):
+        notes.append(f"leading BOS {bos!r} is left to the runtime (the tokenizer adds it, as llama.cpp will)")
+    return probes, system_supported, notes
+
+
+def match_family(render: RenderFn, tokens: dict, system: str, runtime_adds_bos: bool) -> TemplateMatch:
+    """Find the family whose Go template renders every probe like the model's Jinja template.
+
+    `tokens`: {"bos": str|None, "eos": str|None}. Raises ExportError when no family matches.
+    """
+    probes, system_supported, notes = build_probes(render, system, tokens.get("bos"), runtime_adds_bos)
+    bos_literal = tokens.get("bos") if tokens.get("bos") and not runtime_adds_bos else ""
+    misses: list[str] = []
+    for fam in FAMILIES:
+        try:
+            params = fam.infer(render, tokens)
+        except (KeyError, TypeError, *_jinja_error()):
+            continue
+        if any(v is None for v in params.values()):
+            continue
+        # A BOS the runtime will not add is written into the template (llama.cpp parses it as special).
+        prefix = bos_literal if probes and all(p.expected.startswith(bos_literal) for p in probes) else ""
+        bad = next((p for p in probes if prefix + fam.render(params, *ollama_view(p.modelfile_system, p.messages))
+                    != p.expected), None)
+        if bad is None:
+            go = (go_literal(prefix) if prefix else "") + fam.go(params)
+            stops = list(dict.fromkeys([*fam.stops, *(t for t in [tokens.get("eos")] if t)]))
+            return TemplateMatch(fam.name, params, go, stops, system_supported, probes, bool(prefix), notes)
+        got = prefix + fam.render(params, *ollama_view(bad.modelfile_system, bad.messages))
+        misses.append(f"{fam.name}: probe {bad.name!r} expected {bad.expected[:80]!r}, family gives {got[:80]!r}")
+    raise ExportError(
+        "ollama: the model's chat template matches none of the chat families iceburg can translate to an "
+        f"Ollama TEMPLATE ({', '.join(f.name for f in FAMILIES)}), so no Modelfile was written rather than a "
+        "probably-wrong one. The GGUF file still carries the Jinja template (llama.cpp: `llama-server --jinja`). "
+        "Closest misses:\n  " + "\n  ".join(misses))
+
+
+# ---------------------------------------------------------------- the Go proof
+
+def go_renderer_source() -> str:
+    """Source of the Go helper (tests/export/gotemplate/main.go, embedded below for installed use)."""
+    return GO_RENDERER_SOURCE
+
+
+def _go_binary() -> Path | None:
+    go = shutil.which("go")
+    if go is None:
+        return None
+    src = go_renderer_source()
+    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg")) / f"gotemplate-{digest}"
+    exe = cache / "render"
+    if exe.exists():
+        return exe
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        (Path(tmp) / "main.go").write_text(src)
+        env = {**os.environ, "GO111MODULE": "off"}  # one file, standard library only
+        if "HOME" not in env:
+            env.setdefault("GOCACHE", str(cache / "gocache"))
+        proc = subprocess.run([go, "build", "-o", str(Path(tmp) / "render"), "main.go"], cwd=tmp,
+                              capture_output=True, text=True, env=env, timeout=300)
+        if proc.returncode != 0:
+            raise ExportError(f"ollama: building the Go template renderer failed: {proc.stderr.strip()}")
+        os.replace(Path(tmp) / "render", exe)
+    return exe
+
+
+def go_render(cases: list[dict]) -> list[dict] | None:
+    """Render cases ({template, system, messages}) with Go's text/template; None when Go is absent."""
+    exe = _go_binary()
+    if exe is None:
+        return None
+    proc = subprocess.run([str(exe)], input=json.dumps({"cases": cases}), capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise ExportError(f"ollama: the Go template renderer failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)["results"]
+
+
+def verify_template(go_template: str, probes: list[Probe]) -> dict:
+    """Render `go_template` with Go's text/template on every probe and compare byte for byte."""
+    cases = [{"template": go_template, "system": p.modelfile_system, "messages": p.messages} for p in probes]
+    results = go_render(cases)
+    if results is None:
+        return {"verified": False, "status": NOT_VERIFIED_NO_GO, "cases": len(probes)}
+    mismatches = []
+    for p, r in zip(probes, results):
+        if r["error"] or r["output"] != p.expected:
+            mismatches.append({"probe": p.name, "modelfile_system": bool(p.modelfile_system), "error": r["error"],
+                               "expected": p.expected, "go": r["output"]})
+    status = (f"verified: Go text/template output equals apply_chat_template byte for byte on {len(probes)} probe chats"
+              if not mismatches else f"FAILED: {len(mismatches)} of {len(probes)} probe chats differ")
+    return {"verified": not mismatches, "status": status, "cases": len(probes), "mismatches": mismatches}
+
+
+GO_RENDERER_SOURCE = r"""// Command gotemplate renders Ollama TEMPLATE strings with Go's text/template, the engine Ollama
+// uses, emulating the values Ollama's chat endpoint passes to a template.
+//
+// Input (stdin, JSON): {"cases": [{"template": "...", "system": "...", "messages": [{"role":
+// "user", "content": "..."}]}]}. "system" is the Modelfile SYSTEM. Output (stdout, JSON):
+// {"results": [{"output": "...", "error": ""}]}, one per case, in order.
+//
+// Emulated (written from Ollama's documented behaviour, server/routes.go and template/template.go):
+//   - the Modelfile SYSTEM is prepended as a system message unless the request's first message is
+//     a system message;
+//   - consecutive messages with the same role are merged with "\n\n" (tool messages excepted);
+//   - .System is every system message joined with "\n\n"; .Messages keeps the system messages;
+//   - .Prompt and .Response are empty, .Tools is nil; missing keys render as zero values.
+// Only templates that use .Messages are rendered (the legacy .Prompt/.Response mode is refused).
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/template"
+)
+
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type Case struct {
+	Template string    `json:"template"`
+	System   string    `json:"system"`
+	Messages []Message `json:"messages"`
+}
+
+type Result struct {
+	Output string `json:"output"`
+	Error  string `json:"error"`
+}
+
+func collate(msgs []Message) (string, []*Message) {
+	var system []string
+	var out []*Message
+	for i := range msgs {
+		m := msgs[i]
+		if m.Role == "system" {
+			system = append(system, m.Content)
+		}
+		if len(out) > 0 && out[len(out)-1].Role == m.Role && m.Role != "tool" {
+			out[len(out)-1].Content += "\n\n" + m.Content
+		} else {
+			out = append(out, &m)
+		}
+	}
+	return strings.Join(system, "\n\n"), out
+}
+
+func render(c Case) (string, error) {
+	if !strings.Contains(c.Template, ".Messages") {
+		return "", fmt.Errorf("template does not use .Messages; only Ollama's messages mode is emulated")
+	}
+	funcs := template.FuncMap{"json": func(v any) string { b, _ := json.Marshal(v); return string(b) }}
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(c.Template)
+	if err != nil {
+		return "", err
+	}
+	msgs := c.Messages
+	if len(msgs) > 0 && msgs[0].Role != "system" && c.System != "" {
+		msgs = append([]Message{{Role: "system", Content: c.System}}, msgs...)
+	}
+	system, collated := collate(msgs)
+	var b strings.Builder
+	err = tmpl.Execute(&b, map[string]any{
+		"System": system, "Messages": collated, "Tools": nil, "Prompt": "", "Response": "",
+		"Think": false, "IsThinkSet": false,
+	})
+	return b.String(), err
+}
+
+func main() {
+	var in struct {
+		Cases []Case `json:"cases"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		fmt.Fprintln(os.Stderr, "gotemplate: bad input:", err)
+		os.Exit(2)
+	}
+	results := make([]Result, len(in.Cases))
+	for i, c := range in.Cases {
+		out, err := render(c)
+		results[i].Output = out
+		if err != nil {
+			results[i].Error = err.Error()
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"results": results}); err != nil {
+		fmt.Fprintln(os.Stderr, "gotemplate:", err)
+		os.Exit(2)
+	}
+}
+"""
