@@ -105,11 +105,13 @@ def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
     mask = [False] * len(ids)
+    # A token is supervised when it overlaps an assistant span; a token straddling the boundary
+    # (e.g. " Se" after a template's "assistant: ") carries the first characters of the answer.
     si = 0
     for t, (a, b) in enumerate(offsets):
         while si < len(spans) and a >= spans[si][1]:
             si += 1
-        if si < len(spans) and spans[si][0] <= a < spans[si][1] and b > a:
+        if si < len(spans) and b > spans[si][0] and a < spans[si][1] and b > a:
             mask[t] = True
     # Ensure every assistant turn ends with an end-of-turn token the model can learn to emit.
     if eos:
