@@ -7,12 +7,13 @@ building the model on the `meta` device, which allocates no memory.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingTokenizerError, UnsafeWeightsError, UnsupportedArchitectureError, BaseModelError
+from .errors import BaseModelError, MissingTokenizerError, UnsafeWeightsError, UnsupportedArchitectureError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ def _listing(folder: Path, limit: int = 12) -> str:
 def check_weights(folder: Path) -> list[str]:
     """Names of the safetensors weight files; raise when there are none (or only pickle files)."""
     safetensors = sorted(p.name for p in folder.glob("*.safetensors"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # sharded weights: every shard the index names must be there
+        shards = sorted(set((_read_json(index).get("weight_map") or {}).values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise BaseModelError(f"{folder}: incomplete weights: {index.name} names {len(shards)} shard(s), "
+                                 f"{len(missing)} missing ({', '.join(missing[:3])}). Finish or repeat the "
+                                 "download (`hf download <repo>` resumes).")
     if safetensors:
         return safetensors
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -81,8 +90,6 @@ def load_config(folder: Path, trust_remote_code: bool) -> Any:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

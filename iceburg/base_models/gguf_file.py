@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependencyError
-from .errors import CorruptGGUFError, MissingTokenizerError, UnsupportedArchitectureError
+from .errors import BaseModelError, CorruptGGUFError, MissingTokenizerError, UnsupportedArchitectureError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class GgufInfo:
     name: str | None
     tensor_types: list[str]  # distinct ggml types of the tensors, e.g. ["F32", "Q8_0"]
     n_tokens: int  # entries in tokenizer.ggml.tokens (0: no tokenizer in the file)
+    n_elements: int  # weights in all tensors (sizes the converted folder)
     has_chat_template: bool
     size: int
 
@@ -101,6 +102,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
     return GgufInfo(
         path=path, architecture=arch, name=_field_str(reader, "general.name"),
         tensor_types=sorted({t.tensor_type.name for t in reader.tensors}),
+        n_elements=sum(int(t.n_elements) for t in reader.tensors),
         n_tokens=len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0,
         has_chat_template="tokenizer.chat_template" in reader.fields, size=size)
 
@@ -145,6 +147,12 @@ def convert_gguf(info: GgufInfo, sha256: str, cache_root: Path, *, trust_remote_
     tmp = final.with_name(f".{sha256}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     dtype = storage_dtype(info.tensor_types)
+    needed = info.n_elements * (4 if dtype == "float32" else 2)
+    free = shutil.disk_usage(final.parent).free
+    if free < needed * 1.1:  # 10% headroom for the tokenizer and filesystem overhead
+        raise BaseModelError(f"{info.path}: converting it needs about {needed / 2**30:.2f} GiB ({dtype} "
+                             f"safetensors) in {final.parent}, only {free / 2**30:.2f} GiB free; free some "
+                             "space or point ICEBURG_CACHE at a larger disk.")
     logger.info("converting GGUF %s (%s, %s) to safetensors (%s) in %s", info.path, info.architecture,
                 "/".join(info.tensor_types), dtype, final)
     src_dir, name = str(info.path.parent), info.path.name

@@ -115,3 +115,19 @@ def test_missing_path_and_empty_spec(tmp_path):
     assert str(missing) in str(err.value)
     with pytest.raises(BaseModelError, match="empty"):
         resolve_base_model("  ")
+
+
+def test_sharded_folder_and_a_missing_shard(tmp_path, tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(tiny_models["llama"]).save_pretrained(folder, max_shard_size="200KB")
+    for f in tiny_models["llama"].glob("*token*"):
+        shutil.copy(f, folder / f.name)
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    assert resolve_base_model(str(folder)).param_count == resolve_base_model(str(tiny_models["llama"])).param_count
+    shards[-1].unlink()
+    with pytest.raises(BaseModelError, match="incomplete weights") as err:
+        resolve_base_model(str(folder))
+    assert shards[-1].name in str(err.value)
