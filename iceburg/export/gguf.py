@@ -249,7 +249,15 @@ def _write_k_quant(model_dir: Path, out_path: Path, file_type: str) -> Path:
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = int(FILE_TYPES[file_type][0])
             params.nthread = 0  # llama.cpp picks the hardware thread count
-            rc = llama_cpp.llama_model_quantize(str(inter).encode(), str(tmp).encode(), params)
+            # llama.cpp prints one line per tensor through this logger; keep only its errors
+            # unless iceburg itself is logging at DEBUG.
+            cpp_logger = logging.getLogger("llama-cpp-python")
+            previous = cpp_logger.level
+            cpp_logger.setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.ERROR)
+            try:
+                rc = llama_cpp.llama_model_quantize(str(inter).encode(), str(tmp).encode(), params)
+            finally:
+                cpp_logger.setLevel(previous)
             if rc != 0 or not tmp.is_file():
                 raise ExportError(f"gguf: llama.cpp failed to quantize {inter.name} to {file_type} (return code {rc})")
     finally:
@@ -277,6 +285,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     check_free_space(out_dir, sum(estimate_bytes(model_dir, q) for q in types), "gguf export")
     files: list[Path] = []
     report: dict[str, Any] = {"files": {}}
+    reference = None
     for q in types:
         final = out_dir / f"{ctx.name}-{q}.gguf"
         # Write to a hidden name, prove it, and only then give it its final name: a file that
@@ -287,9 +296,10 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
             write_gguf(model_dir, staged, q)
             entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3)}
             if ctx.verify:
-                from .gguf_verify import check_limits, verify_gguf
+                from .gguf_verify import check_limits, hf_reference, verify_gguf
 
-                entry["verify"] = verify_gguf(model_dir, staged, file_type=q)
+                reference = reference or hf_reference(model_dir)
+                entry["verify"] = verify_gguf(model_dir, staged, file_type=q, reference=reference)
                 failures = check_limits(entry["verify"], q)
                 if failures:
                     raise ExportError(f"gguf {q}: proof failed for {final.name}: {'; '.join(failures)}")

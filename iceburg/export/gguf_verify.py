@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,47 +87,74 @@ def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
     return ids
 
 
-def verify_gguf(model_dir: Path, gguf_path: Path, prompts: list[str] | None = None, *,
-                file_type: str | None = None, n_new_tokens: int = 16,
-                sample_texts: list[str] | None = None) -> dict[str, Any]:
-    """Compare `gguf_path` in llama.cpp with the HF model in `model_dir`; return the figures."""
+@dataclass
+class HfReference:
+    """What transformers computes for the fixed prompts, computed once and reused for every file."""
+
+    model_dir: Path
+    tokenizer: Any
+    prompts: list[str]
+    ids: list[list[int]]
+    logits: list[np.ndarray]
+    generated: list[list[int]]
+    stop: set[int]
+    n_new_tokens: int
+
+
+def hf_reference(model_dir: Path, prompts: list[str] | None = None, n_new_tokens: int = 16) -> HfReference:
+    """Run the HF model (fp32) on `prompts`: logits at every position and a greedy continuation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    t0 = time.perf_counter()
-    prompts = prompts or PROMPTS
+    prompts = list(prompts or PROMPTS)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    n_ctx = max(64, max(len(e) for e in encoded) + n_new_tokens + 8)
-    llm = _load_llama(Path(gguf_path), n_ctx)
     stop = _stop_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    logits, generated = [], []
+    with torch.no_grad():
+        for row in ids:
+            x = torch.tensor([row])
+            logits.append(model(x).logits[0].float().numpy())
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new_tokens, do_sample=False,
+                                 eos_token_id=sorted(stop) or None, pad_token_id=pad)
+            generated.append(out[0, len(row):].tolist())
+    del model
+    return HfReference(Path(model_dir), tokenizer, prompts, ids, logits, generated, stop, n_new_tokens)
+
+
+def verify_gguf(model_dir: Path, gguf_path: Path, prompts: list[str] | None = None, *,
+                file_type: str | None = None, n_new_tokens: int = 16, sample_texts: list[str] | None = None,
+                reference: HfReference | None = None) -> dict[str, Any]:
+    """Compare `gguf_path` in llama.cpp with the HF model in `model_dir`; return the figures.
+
+    Pass `reference` (from `hf_reference`) to verify several files of one model without
+    re-running transformers.
+    """
+    t0 = time.perf_counter()
+    ref = reference or hf_reference(Path(model_dir), prompts, n_new_tokens)
+    n_ctx = max(64, max(len(e) for e in ref.ids) + ref.n_new_tokens + 8)
+    llm = _load_llama(Path(gguf_path), n_ctx)
     try:
         max_diff, agree, total, per_prompt = 0.0, 0, 0, []
         gen_match, gen_total, gen_exact = 0, 0, 0
-        for ids in encoded:
-            with torch.no_grad():
-                hf_logits = model(torch.tensor([ids])).logits[0].float().numpy()
+        for ids, hf_logits, hf_new in zip(ref.ids, ref.logits, ref.generated):
             ll_logits = _llama_logits(llm, ids)
             diff = float(np.abs(hf_logits - ll_logits).max())
             same = int((hf_logits.argmax(-1) == ll_logits.argmax(-1)).sum())
             max_diff, agree, total = max(max_diff, diff), agree + same, total + len(ids)
-            with torch.no_grad():
-                hf_gen = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                        max_new_tokens=n_new_tokens, do_sample=False, eos_token_id=sorted(stop) or None,
-                                        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-            hf_new = hf_gen[0, len(ids):].tolist()
-            ll_new = _greedy_llama(llm, ids, n_new_tokens, stop)
+            ll_new = _greedy_llama(llm, ids, ref.n_new_tokens, ref.stop)
             prefix = next((i for i, (a, b) in enumerate(zip(hf_new, ll_new)) if a != b), min(len(hf_new), len(ll_new)))
             gen_match, gen_total = gen_match + prefix, gen_total + max(len(hf_new), len(ll_new))
             gen_exact += int(hf_new == ll_new)
             per_prompt.append({"tokens": len(ids), "max_abs_logit_diff": diff, "argmax_agreement": same / len(ids),
                                "hf_generated": hf_new, "llama_generated": ll_new})
-        tok = check_tokenization(llm, tokenizer, sample_texts)
+        tok = check_tokenization(llm, ref.tokenizer, sample_texts)
     finally:
         llm.close()
     return {
-        "file": Path(gguf_path).name, "file_type": file_type, "prompts": len(prompts), "positions": total,
+        "file": Path(gguf_path).name, "file_type": file_type, "prompts": len(ref.prompts), "positions": total,
         "max_abs_logit_diff": max_diff, "argmax_agreement": agree / total,
         "greedy_exact_prompts": gen_exact, "greedy_token_agreement": gen_match / max(gen_total, 1),
         "tokenization_match": tok["match"], "tokenization_mismatches": tok["mismatches"],
