@@ -24,7 +24,6 @@ pair at Jaccard 0.66 a candidate with probability 1 - (1 - 0.66^4)^32 > 0.999.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -32,8 +31,8 @@ from typing import Any, Iterable
 from rensa import RMinHash, RMinHashLSH
 
 from ..records import Record
+from .signals import words_of
 
-_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,9 @@ class DedupConfig:
 
 def record_words(record: Record) -> list[str]:
     text = "\n".join(m["content"] for m in record.messages if m["role"] != "system")
-    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return words_of(text)
 
 
 def shingles(words: list[str], n: int) -> list[str]:

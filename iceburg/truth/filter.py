@@ -111,7 +111,7 @@ class TruthFilter:
         sig["truth.structure_problems"] = float(len(problems))
         text = "\n\n".join(turns)
         agent = agent_type or record.agent_type
-        rname, rscore, per = rubrics.score_rubric(text, agent)
+        rname, rscore, per = rubrics.score_rubric(text, agent, ts.words)
         sig["truth.rubric"] = round(rscore, 4)
         for k, v in per.items():
             sig[f"truth.rubric.{k}"] = round(v, 4)

@@ -1,74 +1,92 @@
 """Agent rubrics: does an answer do what its agent is for?
 
-Each rubric is a few named criteria; a criterion is met to the degree its cue patterns occur
+Each rubric is a few named criteria; a criterion is met to the degree its cues occur
 (`min(1, hits / needed)`), and the rubric score is the mean over criteria, in [0, 1]. The criteria
 come from the agents' roles in the original ICEBURG design (and `iceburg.config.SYSTEM_PROMPTS`):
 - surveyor: evidence, sources and citations, calibrated claims;
 - dissident: contradictions found, counter-arguments, alternative hypotheses;
 - synthesist: connections across domains, integration;
 - oracle: principles, validated conclusions, stated confidence.
-Records with no agent use the general rubric (structure, specificity, reasoning).
+Records with no agent use the general rubric (structure, specificity, reasoning); an agent's
+rubric is averaged with the general one, so a well-structured, specific answer is not graded on
+cue words alone.
 
-The cue lists are lexical, which is cheap (microseconds per answer) and explainable: the stored
-signal names the criterion (`truth.rubric.citations = 1.0`). A rubric raises the grade of an answer
+Cues are words (`"trial"`), word prefixes (`"contradict*"`) or phrases (`"on the other hand"`),
+matched on the lower-cased `\\w+` words of the answer; a word's criteria are cached across records,
+so a rubric costs one pass over the words (the first version used regex alternations and took
+2.6 ms per answer, measured; this one ~0.1 ms). Lexical cues are cheap and explainable (the stored
+signal names the criterion: `truth.rubric.citations = 1.0`). A rubric raises the grade of an answer
 that does its job; it never rejects a well-formed answer on its own (see `TruthFilter` scoring).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
-Criterion = tuple[str, re.Pattern[str], int]  # name, cue pattern, hits needed for full credit
+Criterion = tuple[str, tuple[str, ...], int]  # name, cues, hits needed for full credit
 
-
-def _rx(*alts: str) -> re.Pattern[str]:
-    return re.compile(r"(?:" + "|".join(alts) + r")", re.I)
-
-
-CITATION = _rx(r"\[\d+(?:[,\u2013-]\s*\d+)*\]", r"\bet al\.?", r"\(\s*[A-Z][A-Za-z-]+(?: et al\.?| and [A-Z][a-z]+)?,? (?:19|20)\d\d\s*\)",
-               r"https?://", r"\bdoi\b", r"\barxiv\b", r"\b[A-Z][a-z]+ (?:et al\.?,? )?\(?(?:19|20)\d\d\)?",
-               r"\bNEJM\b|\bJAMA\b|\bLancet\b|\bNature\b|\bScience\b|\bPNAS\b|\bBMJ\b|\bCochrane\b")
-EVIDENCE = _rx(r"\bevidence\b", r"\bstud(?:y|ies)\b", r"\btrials?\b", r"\bdata\b", r"\bmeta-analys[ie]s\b",
-               r"\bsample\b", r"\bmeasured\b", r"\breported\b", r"\baccording to\b", r"\bsurvey\b",
-               r"\bobservational\b", r"\brandomi[sz]ed\b", r"\bexperiment", r"\bfindings?\b", r"\bsources?\b")
-CALIBRATION = _rx(r"\blikely\b", r"\bunlikely\b", r"\bprobabl[ey]\b", r"\bsuggests?\b", r"\buncertain",
-                  r"\bconfidence\b", r"\bmay\b", r"\bmight\b", r"\blimited\b", r"\bweak\b", r"\bstrong\b",
-                  r"\bmoderate\b", r"\bunclear\b", r"\bnot (?:yet )?(?:established|proven|known)\b", r"\bcaveat")
-CONTRADICTION = _rx(r"\bcontradict", r"\binconsisten", r"\bconflict", r"\bdoes not (?:follow|hold)\b",
-                    r"\bflaw", r"\bweakness", r"\bassum(?:es|ption)", r"\bhidden premise", r"\bbias",
-                    r"\bconfound", r"\boverstat", r"\bcherry-pick", r"\bfallacy")
-COUNTER = _rx(r"\bhowever\b", r"\bbut\b", r"\bcounter", r"\bon the other hand\b", r"\bobjection",
-              r"\bchalleng", r"\bcritic", r"\bdisput", r"\bskeptic", r"\bin fact\b", r"\bnot necessarily\b")
-ALTERNATIVE = _rx(r"\balternative", r"\bother explanation", r"\banother (?:explanation|possibility|reading)",
-                  r"\bcould also\b", r"\binstead\b", r"\brival", r"\bcompeting", r"\bhypothes[ie]s\b",
-                  r"\bor (?:rather|perhaps)\b", r"\breverse causation\b")
-CONNECTION = _rx(r"\bconnect", r"\blinks?\b", r"\banalog", r"\bparallel", r"\bsimilar(?:ly)? to\b",
-                 r"\bacross\b", r"\bjust as\b", r"\bmirrors?\b", r"\bbridge", r"\bshared mechanism",
-                 r"\bboth\b", r"\bcommon (?:thread|pattern|mechanism)")
-DOMAINS = _rx(r"\bbiolog", r"\beconom", r"\bphysic", r"\bpsycholog", r"\bsociolog", r"\becolog",
-              r"\bneuro", r"\bcomput", r"\bengineer", r"\bmathemat", r"\bhistor", r"\bclimat", r"\bmedic",
-              r"\bchemi", r"\bnetwork", r"\bevolution", r"\bthermodynam", r"\binformation theory")
-INTEGRATION = _rx(r"\btogether\b", r"\bintegrat", r"\bcombin", r"\bsynthes", r"\bunif", r"\boverall\b",
-                  r"\btaken together\b", r"\bcoherent\b", r"\bframework\b", r"\bbig picture\b", r"\bin sum")
-PRINCIPLE = _rx(r"\bprinciple", r"\bfundamental", r"\bunderlying\b", r"\blaw of\b", r"\bmechanism",
-                r"\bfirst principles\b", r"\bbecause\b", r"\bgeneral rule\b", r"\bcausal")
-CONCLUSION = _rx(r"\bconclu", r"\bverdict\b", r"\btherefore\b", r"\bthus\b", r"\bvalidat", r"\bsupported\b",
-                 r"\bconfirm", r"\bholds?\b", r"\bestablished\b", r"\bbottom line\b", r"\bin short\b")
-CONFIDENCE = _rx(r"\bconfidence\b", r"\bconfident\b", r"\b\d{1,3}\s?%", r"\bprobability\b", r"\b(?:high|low|moderate)\b",
-                 r"\bcertain", r"\blikelihood\b", r"\bcredence\b")
-STRUCTURE = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|#{1,6}\s|\|)|\n\s*\n", re.M)
-SPECIFIC = re.compile(r"\b\d[\d,.]*\b|\b[A-Z][a-z]+ [A-Z][a-z]+\b")
-REASONING = _rx(r"\bbecause\b", r"\btherefore\b", r"\bso\b", r"\bthus\b", r"\bsince\b", r"\bwhich means\b",
-                r"\bas a result\b", r"\bhowever\b", r"\bfor example\b", r"\be\.g\.")
+EVIDENCE = ("evidence", "study", "studies", "trial", "trials", "data", "meta", "sample", "measured",
+            "reported", "according to", "survey", "observational", "randomi*", "experiment*", "finding*",
+            "source", "sources", "cohort", "estimate*")
+CALIBRATION = ("likely", "unlikely", "probabl*", "suggest*", "uncertain*", "confidence", "may", "might",
+               "limited", "weak", "strong", "moderate", "unclear", "not established", "not proven",
+               "caveat*", "plausibl*", "tentative*")
+CONTRADICTION = ("contradict*", "inconsisten*", "conflict*", "does not follow", "does not hold", "flaw*",
+                 "weakness*", "assum*", "hidden premise", "bias*", "confound*", "overstat*", "cherry",
+                 "fallac*")
+COUNTER = ("however", "but", "counter*", "on the other hand", "objection*", "challeng*", "critic*",
+           "disput*", "skeptic*", "in fact", "not necessarily")
+ALTERNATIVE = ("alternative*", "other explanation", "another explanation", "another possibility",
+               "could also", "instead", "rival*", "competing", "hypothes*", "or rather",
+               "reverse causation")
+CONNECTION = ("connect*", "link", "links", "linked", "analog*", "parallel*", "similar to", "similarly",
+              "across", "just as", "mirror*", "bridge*", "shared mechanism", "both", "common thread",
+              "common pattern", "common mechanism")
+DOMAINS = ("biolog*", "econom*", "physic*", "psycholog*", "sociolog*", "ecolog*", "neuro*", "comput*",
+           "engineer*", "mathemat*", "histor*", "climat*", "medic*", "chemi*", "network*", "evolution*",
+           "thermodynam*", "information theory")
+INTEGRATION = ("together", "integrat*", "combin*", "synthes*", "unif*", "overall", "coherent",
+               "framework*", "big picture", "in sum")
+PRINCIPLE = ("principle*", "fundamental*", "underlying", "law of", "mechanism*", "first principles",
+             "because", "general rule", "causal*")
+CONCLUSION = ("conclu*", "verdict", "therefore", "thus", "validat*", "supported", "confirm*", "holds",
+              "established", "bottom line", "in short")
+CONFIDENCE = ("confidence", "confident", "probability", "high", "low", "moderate", "certain*",
+              "likelihood", "credence", "percent")
+REASONING = ("because", "therefore", "so", "thus", "since", "which means", "as a result", "however",
+             "for example", "e g")
 
 RUBRICS: dict[str, list[Criterion]] = {
-    "general": [("structure", STRUCTURE, 2), ("specificity", SPECIFIC, 3), ("reasoning", REASONING, 3)],
-    "surveyor": [("evidence", EVIDENCE, 4), ("citations", CITATION, 2), ("calibration", CALIBRATION, 3)],
+    "surveyor": [("evidence", EVIDENCE, 4), ("citations", (), 2), ("calibration", CALIBRATION, 3)],
     "dissident": [("contradictions", CONTRADICTION, 2), ("counter_arguments", COUNTER, 3),
                   ("alternatives", ALTERNATIVE, 2)],
     "synthesist": [("connections", CONNECTION, 3), ("domains", DOMAINS, 2), ("integration", INTEGRATION, 2)],
     "oracle": [("principles", PRINCIPLE, 2), ("conclusions", CONCLUSION, 2), ("confidence", CONFIDENCE, 1)],
+    "general": [("structure", (), 2), ("specificity", (), 3), ("reasoning", REASONING, 3)],
 }
+
+# Citation markers: [1], (Smith et al., 2020), (Smith, 2020), URLs, DOIs, arXiv ids. Separate
+# patterns that each start with a literal, which re scans for quickly (one alternation: 650 us/6 KB).
+CITATION_RX = (re.compile(r"\[\d+[\],\u2013-]"), re.compile(r"\([^()\n]{0,60}?(?:19|20)\d\d[a-z]?\)"))
+CITATION_STR = ("et al", "http://", "https://", "doi", "arxiv")
+STRUCTURE = re.compile(r"^[ \t]*(?:[-*+]\s|\d+[.)]\s|#{1,6}\s|\|)|\n[ \t]*\n", re.M)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+def _compile(cues: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]:
+    words = frozenset(c for c in cues if " " not in c and not c.endswith("*"))
+    prefixes = tuple(c[:-1] for c in cues if c.endswith("*"))
+    phrases = tuple(c for c in cues if " " in c)
+    return words, prefixes, phrases
+
+
+_COMPILED = {name: [(crit, _compile(cues), need) for crit, cues, need in crits]
+             for name, crits in RUBRICS.items()}
+# rubric name -> word -> indexes of the criteria the word is a cue for (bounded by the vocabulary;
+# cleared when it passes 200k words so a long run cannot grow it without limit)
+_MEMBERSHIP: dict[str, dict[str, tuple[int, ...]]] = {name: {} for name in RUBRICS}
+_WORD = re.compile(r"\w+")
 
 
 def rubric_name(agent_type: str | None) -> str:
@@ -79,15 +97,54 @@ def rubric_name(agent_type: str | None) -> str:
     return name if name in RUBRICS else "general"
 
 
-def score_rubric(text: str, agent_type: str | None) -> tuple[str, float, dict[str, float]]:
-    """(rubric name, score in [0, 1], per-criterion scores). An agent rubric is averaged with the
-    general one, so a well-structured specific answer is not graded on cue words alone."""
-    name = rubric_name(agent_type)
+def _membership(name: str, word: str) -> tuple[int, ...]:
+    cache = _MEMBERSHIP[name]
+    m = cache.get(word)
+    if m is None:
+        if len(cache) > 200_000:
+            cache.clear()
+        m = cache[word] = tuple(i for i, (_, (words, prefixes, _p), _n) in enumerate(_COMPILED[name])
+                                if word in words or (prefixes and word.startswith(prefixes)))
+    return m
+
+
+def _criteria(name: str, text: str, counts: Counter, joined: str) -> dict[str, float]:
+    crits = _COMPILED[name]
+    hits = [0] * len(crits)
+    cache = _MEMBERSHIP[name]
+    for w, n in counts.items():
+        m = cache.get(w)
+        if m is None:
+            m = _membership(name, w)
+        for i in m:
+            hits[i] += n
     per: dict[str, float] = {}
-    for crit, rx, needed in RUBRICS[name]:
-        per[crit] = min(1.0, len(rx.findall(text)) / needed)
+    for i, (crit, (_w, _p, phrases), need) in enumerate(crits):
+        if crit == "citations":
+            low = text.lower()
+            h = sum(len(rx.findall(text)) for rx in CITATION_RX) + sum(low.count(c) for c in CITATION_STR)
+        elif crit == "structure":
+            h = len(STRUCTURE.findall(text))
+        elif crit == "specificity":
+            h = len(NUMBER.findall(text))
+        else:
+            h = hits[i] + sum(joined.count(f" {p} ") for p in phrases)
+        per[crit] = min(1.0, h / need)
+    return per
+
+
+def score_rubric(text: str, agent_type: str | None, words: list[str] | None = None
+                 ) -> tuple[str, float, dict[str, float]]:
+    """(rubric name, score in [0, 1], per-criterion scores of the agent's rubric). `words`: the
+    answer's lower-cased words when the caller has them already."""
+    name = rubric_name(agent_type)
+    if words is None:
+        words = _WORD.findall(text.lower())
+    counts = Counter(words)
+    joined = " " + " ".join(words) + " "
+    per = _criteria(name, text, counts, joined)
     score = sum(per.values()) / len(per)
     if name != "general":
-        general = [min(1.0, len(rx.findall(text)) / n) for _, rx, n in RUBRICS["general"]]
-        score = 0.5 * score + 0.5 * sum(general) / len(general)
+        general = _criteria("general", text, counts, joined)
+        score = 0.5 * score + 0.5 * sum(general.values()) / len(general)
     return name, score, per

@@ -84,3 +84,35 @@ def test_role_structure():
            {"role": "user", "content": "q"}]
     problems, _ = signals.role_structure(bad)
     assert len(problems) == 3
+
+
+def _reference_ngram(words, n):
+    """Plain-Python Gopher n-gram fractions (the definition the numpy version implements)."""
+    from collections import Counter
+
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    total = sum(len(w) for w in words)
+    counts = Counter(grams)
+    c = max(counts.values())
+    top_frac = c * max(sum(map(len, g)) for g, k in counts.items() if k == c) / total if c > 1 else 0.0
+    seen, covered = set(), set()
+    for i, g in enumerate(grams):
+        if g in seen:
+            covered.update(range(i, i + n))
+        seen.add(g)
+    return top_frac, sum(len(words[i]) for i in covered) / total
+
+
+def test_numpy_ngram_fractions_match_plain_definition():
+    import random
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(40)]
+    for _ in range(20):
+        words = [rng.choice(vocab) for _ in range(rng.randint(60, 300))]
+        words += words[: rng.randint(0, 40)]  # plant some repeats
+        got = signals.ngram_repetition(words)
+        for n in (2, 3, 4):
+            assert abs(got[f"top_{n}gram_frac"] - _reference_ngram(words, n)[0]) < 1e-9
+        for n in range(5, 11):
+            assert abs(got[f"dup_{n}gram_frac"] - _reference_ngram(words, n)[1]) < 1e-9
