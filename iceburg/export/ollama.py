@@ -1,0 +1,271 @@
+"""Ollama export: a Modelfile beside a GGUF file, with a TEMPLATE proven against the chat template.
+
+Files (in `out_dir`, beside the GGUF exporter's `<name>-<type>.gguf`): `Modelfile`,
+`README.ollama.md`, and with an adapter run `Modelfile.adapter` + `<name>-adapter/`.
+
+- FROM: `./<name>-<type>.gguf` for the first of `ctx.quantization` (reused when the GGUF exporter
+  already wrote it, else written with `iceburg.export.gguf.write_gguf`).
+- TEMPLATE: the chat family identified from the model's own Jinja template (chat_templates.py),
+  proven with Go's text/template when Go is installed and `ctx.verify`.
+- PARAMETER stop: the family's turn markers and the tokenizer's EOS tokens; PARAMETER num_ctx:
+  `ctx.max_seq_length`; SYSTEM: `ctx.system` (left out when the template rejects system messages).
+- User text cannot break the file: every value is quoted in a form that Ollama's Modelfile parser
+  reads back verbatim, checked by re-parsing the written file with `parse_modelfile` (a
+  re-implementation of the rules of ollama/ollama `parser/parser.go`); text that no form can carry
+  (a multi-line value containing `\"\"\"` followed by whitespace) is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import ExportError
+from .base import ExportContext, ExportResult, atomic_path
+from .chat_templates import TemplateMatch, match_family, verify_template
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- Modelfile syntax
+
+
+def _unquote(s: str) -> tuple[str, bool]:
+    if s.startswith('"""'):
+        return (s[3:-3], True) if len(s) >= 6 and s.endswith('"""') else ("", False)
+    if s.startswith('"'):
+        return (s[1:-1], True) if len(s) >= 2 and s.endswith('"') else ("", False)
+    return s, True
+
+
+def parse_modelfile(text: str) -> list[tuple[str, str]]:
+    """Commands as Ollama's parser reads them: [(name, value)], FROM as "model", PARAMETER by name.
+
+    Follows ollama/ollama parser/parser.go: a value ends at the first space or newline after which
+    the stripped text so far is a complete (unquoted, "quoted" or \"\"\"quoted\"\"\") value; there
+    are no escapes, and non-printable characters other than spaces and newlines are dropped.
+    """
+    cmds: list[tuple[str, str]] = []
+    state, buf, name = "nil", "", ""
+    for ch in text + "\n":
+        space, newline = ch in " \t", ch in "\r\n"
+        if state == "nil":
+            nxt, keep = ("comment", "") if ch == "#" else ("nil", "") if space or newline else ("name", ch)
+        elif state == "name":
+            if ch.isascii() and ch.isalpha():
+                nxt, keep = "name", ch
+            elif space:
+                nxt, keep = "value", ""
+            else:
+                raise ExportError(f"Modelfile: invalid command {buf + ch!r}")
+        elif state == "value":
+            nxt, keep = ("nil", ch) if space or newline else ("value", ch)
+        elif state == "param":
+            if ch.isascii() and (ch.isalnum() or ch == "_"):
+                nxt, keep = "param", ch
+            elif space:
+                nxt, keep = "value", ""
+            else:
+                raise ExportError("Modelfile: unexpected end of parameter name")
+        else:  # comment
+            nxt, keep = ("nil", "") if newline else ("comment", "")
+        if nxt != state:
+            if state == "name":
+                word = buf.lower()
+                if word not in {"from", "license", "template", "system", "adapter", "parameter", "message"}:
+                    raise ExportError(f"Modelfile: invalid command {buf!r}")
+                name = "model" if word == "from" else word
+                nxt = "param" if word == "parameter" else nxt
+            elif state == "param":
+                name = buf
+            elif state == "value":
+                value, ok = _unquote(buf.strip())
+                if not ok or space:
+                    buf += ch
+                    continue
+                cmds.append((name, value))
+            buf, state = "", nxt
+        if keep and (keep.isprintable()):
+            buf += keep
+    if state not in ("nil", "comment"):
+        raise ExportError("Modelfile: unexpected end of file (unterminated quote?)")
+    return cmds
+
+
+def modelfile_value(value: str, what: str, prefer_plain: bool = False) -> str:
+    """`value` in the first quoting form that Ollama's parser reads back unchanged."""
+    forms = [f'"""{value}"""', f'"{value}"', value]
+    for form in ([value] if prefer_plain else [f'"{value}"'] if "\n" not in value else []) + forms:
+        try:
+            if parse_modelfile(f"SYSTEM {form}") == [("system", value)]:
+                return form
+        except ExportError:
+            continue
+    bad = sorted({repr(c) for c in value if not (c.isprintable() or c in " \t\r\n")})
+    why = f"it contains characters Ollama drops ({', '.join(bad)})" if bad else \
+        'Ollama\'s Modelfile has no escape for a \'"""\' followed by a space or newline in multi-line text'
+    raise ExportError(f"ollama: the {what} cannot be written into a Modelfile unchanged: {why}; "
+                      f"rephrase it (e.g. use ''' instead of \"\"\") or pass another --system-prompt")
+
+
+def render_modelfile(commands: list[tuple[str, str]], header: str) -> str:
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for name, value in commands:
+        if name == "model":
+            lines.append(f"FROM {value}")
+        elif name in ("template", "system", "adapter", "license"):
+            lines.append(f"{name.upper()} {modelfile_value(value, name.upper())}")
+        else:
+            lines.append(f"PARAMETER {name} {modelfile_value(value, f'PARAMETER {name}', prefer_plain=value.isdigit())}")
+    text = "\n".join(lines) + "\n"
+    if parse_modelfile(text) != commands:  # the proof that nothing was altered or broken
+        raise ExportError("ollama: the written Modelfile does not parse back to what was meant (a bug in iceburg)")
+    return text
+
+
+# ---------------------------------------------------------------- model facts
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if not getattr(tok, "chat_template", None):
+        raise ExportError(f"ollama: {model_dir} has no chat template (chat_template.jinja or tokenizer_config.json "
+                          "'chat_template'); Ollama needs one to format chats")
+    return tok
+
+
+def _runtime_adds_bos(tok, gguf_path: Path | None) -> bool:
+    """Whether llama.cpp will put BOS in front of the prompt (GGUF flag, else the HF tokenizer's habit)."""
+    if gguf_path is not None and gguf_path.exists():
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(gguf_path)).get_field("tokenizer.ggml.add_bos_token")
+        if field is not None:
+            return bool(field.contents())
+    if tok.bos_token_id is None:
+        return False
+    return tok("a")["input_ids"][:1] == [tok.bos_token_id] != tok("a", add_special_tokens=False)["input_ids"][:1]
+
+
+def _eos_tokens(tok, model_dir: Path) -> list[str]:
+    ids: list[int] = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    gen = model_dir / "generation_config.json"
+    if gen.exists():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return [t for t in dict.fromkeys(tok.convert_ids_to_tokens(list(dict.fromkeys(ids)))) if t]
+
+
+def translate_chat_template(model_dir: Path, system: str, gguf_path: Path | None = None) -> TemplateMatch:
+    """Identify the model's chat family and build its Ollama TEMPLATE and stop list."""
+    tok = _tokenizer(model_dir)
+
+    def render(messages: list[dict]) -> str:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    match = match_family(render, {"bos": tok.bos_token, "eos": tok.eos_token}, system, _runtime_adds_bos(tok, gguf_path))
+    match.stops = list(dict.fromkeys([*match.stops, *_eos_tokens(tok, model_dir)]))
+    return match
+
+
+# ---------------------------------------------------------------- export
+
+
+def _gguf_file(model_dir: Path, out_dir: Path, ctx: ExportContext) -> tuple[Path, bool]:
+    file_type = (ctx.quantization or ["q8_0"])[0]
+    path = out_dir / f"{ctx.name}-{file_type}.gguf"
+    if path.exists():
+        return path, True
+    try:
+        from .gguf import write_gguf
+    except ImportError as e:
+        raise ExportError(f"ollama: needs the GGUF exporter (iceburg.export.gguf.write_gguf): {e}") from e
+    return write_gguf(model_dir, path, file_type), False
+
+
+def _readme(ctx: ExportContext, out_dir: Path, gguf_name: str, match: TemplateMatch, check: dict, adapter: bool) -> str:
+    name = ctx.name
+    lines = [f"# {name} for Ollama", "", f"`Modelfile` points at `./{gguf_name}` (in this folder).", "",
+             "```sh", f"cd {out_dir}", f"ollama create {name} -f Modelfile",
+             f"ollama run {name}", "```", ""]
+    if adapter:
+        lines += ["Adapter-only variant (needs the base model in Ollama under the name in its FROM line):", "",
+                  "```sh", f"ollama create {name}-adapter -f Modelfile.adapter", f"ollama run {name}-adapter", "```", ""]
+    lines += [f"Chat template: `{match.family}` family; stop strings: {', '.join(f'`{s}`' for s in match.stops)}.",
+              f"Template check: {check['status']}.", ""]
+    if match.notes:
+        lines += ["Notes:", *[f"- {n}" for n in match.notes], ""]
+    return "\n".join(lines)
+
+
+def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The template first: a chat template no family matches stops the export before any file.
+    file_type = (ctx.quantization or ["q8_0"])[0]
+    match = translate_chat_template(model_dir, ctx.system, out_dir / f"{ctx.name}-{file_type}.gguf")
+    gguf_path, reused = _gguf_file(model_dir, out_dir, ctx)
+    if not reused:  # the new GGUF's add_bos_token flag decides whether the template writes BOS
+        match = translate_chat_template(model_dir, ctx.system, gguf_path)
+    if ctx.verify:
+        check = verify_template(match.go_template, match.probes)
+        if check.get("mismatches"):  # Go disagrees with the family's Python renderer: never ship that
+            raise ExportError(f"ollama: {check['status']}; first difference: {check['mismatches'][0]}")
+    else:
+        check = {"verified": False, "status": "not verified: verification turned off", "cases": 0}
+
+    params = [("stop", s) for s in match.stops] + [("num_ctx", str(int(ctx.max_seq_length)))]
+    body = [("template", match.go_template)]
+    if match.system_supported and ctx.system:
+        body.append(("system", ctx.system))
+    header = (f"Modelfile for {ctx.name}, written by iceburg.\nChat template family: {match.family}. "
+              f"Template check: {check['status']}.")
+    files: list[Path] = []
+    modelfile = out_dir / "Modelfile"
+    text = render_modelfile([("model", f"./{gguf_path.name}"), *body, *params], header)
+    with atomic_path(modelfile) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    files += [modelfile, gguf_path]
+
+    report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "template": match.summary(),
+                    "template_check": check, "num_ctx": int(ctx.max_seq_length),
+                    "system": bool(match.system_supported and ctx.system), "modelfile_roundtrip": "ok"}
+    adapter = ctx.adapter_dir is not None and ctx.base_model is not None
+    if adapter:
+        files += _write_adapter_variant(out_dir, ctx, body, params, header)
+        report["adapter_variant"] = ("written; not run here (no Ollama server on this machine). Ollama takes "
+                                     "safetensors LoRA adapters for Llama, Mistral and Gemma bases")
+    elif ctx.adapter_dir is not None:
+        report["adapter_variant"] = "skipped: the base model name is unknown (ctx.base_model)"
+    readme = out_dir / "README.ollama.md"
+    with atomic_path(readme) as tmp:
+        tmp.write_text(_readme(ctx, out_dir.resolve(), gguf_path.name, match, check, adapter), encoding="utf-8")
+    files.append(readme)
+    logger.info("ollama: %s (%s family; %s)", modelfile, match.family, check["status"])
+    return ExportResult("ollama", files, report)
+
+
+def _write_adapter_variant(out_dir: Path, ctx: ExportContext, body: list, params: list, header: str) -> list[Path]:
+    src = Path(ctx.adapter_dir)  # type: ignore[arg-type]
+    if not (src / "adapter_config.json").exists():
+        raise ExportError(f"ollama: {src} is not a PEFT adapter folder (adapter_config.json missing)")
+    dest = out_dir / f"{ctx.name}-adapter"
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        for f in sorted(src.iterdir()):
+            if f.name == "adapter_config.json" or f.suffix == ".safetensors":
+                shutil.copy2(f, tmp / f.name)
+        if dest.exists():
+            shutil.rmtree(dest)
+    base = str(ctx.base_model)
+    base = str(Path(base).resolve()) if os.path.exists(base) else base
+    text = render_modelfile([("model", base), ("adapter", f"./{dest.name}"), *body, *params],
+                            header + "\nAdapter-only variant: FROM must be the base model the adapter was trained on.")
+    path = out_dir / "Modelfile.adapter"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return [path, dest]
