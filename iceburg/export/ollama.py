@@ -12,7 +12,7 @@ Files (in `out_dir`, beside the GGUF exporter's `<name>-<type>.gguf`): `Modelfil
 - User text cannot break the file: every value is quoted in a form that Ollama's Modelfile parser
   reads back verbatim, checked by re-parsing the written file with `parse_modelfile` (a
   re-implementation of the rules of ollama/ollama `parser/parser.go`); text that no form can carry
-  (a multi-line value containing `\"\"\"` followed by whitespace) is refused with the reason.
+  (multi-line text in which a line other than the last ends with `\"\"\"`) is refused with the reason.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def _unquote(s: str) -> tuple[str, bool]:
 def parse_modelfile(text: str) -> list[tuple[str, str]]:
     """Commands as Ollama's parser reads them: [(name, value)], FROM as "model", PARAMETER by name.
 
-    Follows ollama/ollama parser/parser.go: a value ends at the first space or newline after which
-    the stripped text so far is a complete (unquoted, "quoted" or \"\"\"quoted\"\"\") value; there
-    are no escapes, and non-printable characters other than spaces and newlines are dropped.
+    Follows ollama/ollama parser/parser.go: a value ends at the first newline after which the
+    stripped text so far is a complete (unquoted, "quoted" or \"\"\"quoted\"\"\") value; there are no
+    escapes, and non-printable characters other than spaces and newlines are dropped.
     """
     cmds: list[tuple[str, str]] = []
     state, buf, name = "nil", "", ""
@@ -105,7 +105,7 @@ def modelfile_value(value: str, what: str, prefer_plain: bool = False) -> str:
             continue
     bad = sorted({repr(c) for c in value if not (c.isprintable() or c in " \t\r\n")})
     why = f"it contains characters Ollama drops ({', '.join(bad)})" if bad else \
-        'Ollama\'s Modelfile has no escape for a \'"""\' followed by a space or newline in multi-line text'
+        'Ollama\'s Modelfile has no escape, and in this multi-line text a line other than the last ends with \'"""\''
     raise ExportError(f"ollama: the {what} cannot be written into a Modelfile unchanged: {why}; "
                       f"rephrase it (e.g. use ''' instead of \"\"\") or pass another --system-prompt")
 
