@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import gguf
 import numpy as np
@@ -31,6 +31,9 @@ import numpy as np
 from ..errors import ExportError, IceburgError, MissingDependencyError
 from .base import ExportContext, ExportResult, atomic_path, check_free_space
 from .gguf_tokenizer import add_tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +104,9 @@ def _tensor_headers(model_dir: Path) -> Iterator[tuple[Path, str, tuple[int, ...
                 yield path, name, tuple(f.get_slice(name).get_shape())
 
 
-def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+def _permute(w: "torch.Tensor", n_head: int) -> "torch.Tensor":
     """HF rotate-half q/k rows -> llama.cpp interleaved rows (convert_hf_to_gguf.py LlamaModel.permute)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
 
 
 def _target_type(gguf_name: str, shape: tuple[int, ...], weight_type: T, is_output: bool) -> T:
@@ -117,15 +120,22 @@ def _target_type(gguf_name: str, shape: tuple[int, ...], weight_type: T, is_outp
     return weight_type
 
 
-def _convert(data: np.ndarray, qtype: T) -> np.ndarray:
-    """Quantize in row chunks so temporaries stay small next to the tensor itself."""
+def _convert(data: "torch.Tensor", qtype: T) -> np.ndarray:
+    """Convert a tensor in its stored dtype to `qtype`, in row chunks.
+
+    Only ~4M values at a time are widened to float32, so a bf16 embedding of 136M values costs
+    its own 272 MB plus the output, not an extra 545 MB float32 copy (bench/export_gguf.py).
+    """
+    import torch
+
     if qtype == T.F32:
-        return np.ascontiguousarray(data, dtype=np.float32)
+        return data.to(torch.float32).numpy()
     rows = data.reshape(-1, data.shape[-1])
     out = None
-    step = max(1, (1 << 22) // rows.shape[1])  # ~4M values (16 MB of f32) per chunk
+    step = max(1, (1 << 22) // rows.shape[1])
     for start in range(0, rows.shape[0], step):
-        part = gguf.quants.quantize(np.ascontiguousarray(rows[start:start + step], dtype=np.float32), qtype)
+        chunk = rows[start:start + step].to(torch.float32).numpy()
+        part = gguf.quants.quantize(np.ascontiguousarray(chunk), qtype)
         if out is None:
             out = np.empty((rows.shape[0], part.shape[1]), dtype=part.dtype)
         out[start:start + step] = part
@@ -210,18 +220,15 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16") -> Path:
 
 
 def _stream(plan: list[tuple[Path, str, str, tuple[int, ...], T]], spec: ArchSpec, n_head: int,
-            n_head_kv: int) -> Iterator[np.ndarray]:
-    """Yield each planned tensor as float32 numpy, one at a time (bf16/f16 converted by torch)."""
-    import torch
+            n_head_kv: int) -> Iterator["torch.Tensor"]:
+    """Yield each planned tensor in its stored dtype, one at a time, q/k rows permuted for llama."""
     from safetensors import safe_open
 
     for path, name, _gname, _shape, _qtype in plan:
         # Re-open per tensor: safe_open memory-maps the file and touched pages would otherwise
         # stay resident (counted in RSS) until the whole file has been read.
         with safe_open(path, framework="pt") as f:
-            t = f.get_tensor(name)
-        data = t.to(torch.float32).numpy() if t.dtype != torch.float32 else t.numpy()
-        del t
+            data = f.get_tensor(name)
         if spec.permute_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
             data = _permute(data, n_head)
         elif spec.permute_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
