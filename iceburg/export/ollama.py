@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ExportError
-from .base import ExportContext, ExportResult, atomic_path
+from .base import ExportContext, ExportResult, atomic_path, check_free_space
 from .chat_templates import TemplateMatch, match_family, verify_template
 
 logger = logging.getLogger(__name__)
@@ -181,9 +181,10 @@ def _gguf_file(model_dir: Path, out_dir: Path, ctx: ExportContext) -> tuple[Path
     if path.exists():
         return path, True
     try:
-        from .gguf import write_gguf
+        from .gguf import estimate_bytes, write_gguf
     except ImportError as e:
         raise ExportError(f"ollama: needs the GGUF exporter (iceburg.export.gguf.write_gguf): {e}") from e
+    check_free_space(out_dir, estimate_bytes(model_dir, file_type), "ollama export (GGUF file)")
     return write_gguf(model_dir, path, file_type), False
 
 
