@@ -56,7 +56,7 @@ def record_words(record: Record) -> list[str]:
 def shingles(words: list[str], n: int) -> list[str]:
     if len(words) < n:
         return [" ".join(words)] if words else [""]
-    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return list(map(" ".join, zip(*(words[i:] for i in range(n)))))
 
 
 @dataclass

@@ -29,13 +29,18 @@ logger = logging.getLogger(__name__)
 
 
 def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
-                    truth_filter: TruthFilter | None = None) -> dict[str, Any]:
-    """Filter JSONL files into `out_dir`; returns the report (also saved as report.json/.md)."""
+                    truth_filter: TruthFilter | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Filter JSONL files into `out_dir`; returns the report (also saved as report.json/.md).
+
+    `workers`: scoring processes (default: the CPU count, at most 8; 1 = in this process).
+    """
     from ..data.loader import read_records
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tf = truth_filter or TruthFilter(min_quality_score=config.min_quality_score)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
+    tf = truth_filter or TruthFilter(min_quality_score=config.min_quality_score, workers=workers)
     agent = ModelType.parse(config.model_type).agent
     stats = TruthFilterStats()
     load_stats: dict[str, int] = {}
@@ -77,6 +82,7 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
         "stats": stats.to_dict(),
         "seconds": round(elapsed, 3),
         "scoring_seconds": round(t_score, 3),
+        "workers": tf.workers,
         "records_per_second": round(stats.total_input / elapsed, 1) if elapsed > 0 else None,
         "files": {n: str(out_dir / n) for n in ("filtered.jsonl", "rejects.jsonl", "report.json", "report.md")},
     }

@@ -83,10 +83,13 @@ def _compile(cues: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], tu
 
 _COMPILED = {name: [(crit, _compile(cues), need) for crit, cues, need in crits]
              for name, crits in RUBRICS.items()}
-# rubric name -> word -> indexes of the criteria the word is a cue for (bounded by the vocabulary;
-# cleared when it passes 200k words so a long run cannot grow it without limit)
-_MEMBERSHIP: dict[str, dict[str, tuple[int, ...]]] = {name: {} for name in RUBRICS}
-_WORD = re.compile(r"\w+")
+# Every (rubric, criterion) gets a global index; word -> indexes of the criteria it is a cue for, so
+# one pass over an answer's words serves the agent rubric and the general one together. Bounded by
+# the vocabulary; cleared past 200k words so a long run cannot grow it without limit.
+_INDEX = {(name, crit): i for i, (name, crit) in
+          enumerate((n, c) for n, crits in _COMPILED.items() for c, _m, _k in crits)}
+_FLAT = [(words, prefixes) for crits in _COMPILED.values() for _c, (words, prefixes, _p), _k in crits]
+_MEMBERSHIP: dict[str, tuple[int, ...]] = {}
 
 
 def rubric_name(agent_type: str | None) -> str:
@@ -97,29 +100,29 @@ def rubric_name(agent_type: str | None) -> str:
     return name if name in RUBRICS else "general"
 
 
-def _membership(name: str, word: str) -> tuple[int, ...]:
-    cache = _MEMBERSHIP[name]
-    m = cache.get(word)
-    if m is None:
-        if len(cache) > 200_000:
-            cache.clear()
-        m = cache[word] = tuple(i for i, (_, (words, prefixes, _p), _n) in enumerate(_COMPILED[name])
-                                if word in words or (prefixes and word.startswith(prefixes)))
+def _membership(word: str) -> tuple[int, ...]:
+    if len(_MEMBERSHIP) > 200_000:
+        _MEMBERSHIP.clear()
+    m = _MEMBERSHIP[word] = tuple(i for i, (words, prefixes) in enumerate(_FLAT)
+                                  if word in words or (prefixes and word.startswith(prefixes)))
     return m
 
 
-def _criteria(name: str, text: str, counts: Counter, joined: str) -> dict[str, float]:
-    crits = _COMPILED[name]
-    hits = [0] * len(crits)
-    cache = _MEMBERSHIP[name]
+def _cue_hits(counts: Counter) -> list[int]:
+    hits = [0] * len(_FLAT)
+    cache = _MEMBERSHIP
     for w, n in counts.items():
         m = cache.get(w)
         if m is None:
-            m = _membership(name, w)
+            m = _membership(w)
         for i in m:
             hits[i] += n
+    return hits
+
+
+def _criteria(name: str, text: str, hits: list[int], joined: str) -> dict[str, float]:
     per: dict[str, float] = {}
-    for i, (crit, (_w, _p, phrases), need) in enumerate(crits):
+    for crit, (_w, _p, phrases), need in _COMPILED[name]:
         if crit == "citations":
             low = text.lower()
             h = sum(len(rx.findall(text)) for rx in CITATION_RX) + sum(low.count(c) for c in CITATION_STR)
@@ -128,7 +131,7 @@ def _criteria(name: str, text: str, counts: Counter, joined: str) -> dict[str, f
         elif crit == "specificity":
             h = len(NUMBER.findall(text))
         else:
-            h = hits[i] + sum(joined.count(f" {p} ") for p in phrases)
+            h = hits[_INDEX[name, crit]] + sum(joined.count(f" {p} ") for p in phrases)
         per[crit] = min(1.0, h / need)
     return per
 
@@ -140,11 +143,11 @@ def score_rubric(text: str, agent_type: str | None, words: list[str] | None = No
     name = rubric_name(agent_type)
     if words is None:
         words = _WORD.findall(text.lower())
-    counts = Counter(words)
+    hits = _cue_hits(Counter(words))
     joined = " " + " ".join(words) + " "
-    per = _criteria(name, text, counts, joined)
+    per = _criteria(name, text, hits, joined)
     score = sum(per.values()) / len(per)
     if name != "general":
-        general = _criteria("general", text, counts, joined)
+        general = _criteria("general", text, hits, joined)
         score = 0.5 * score + 0.5 * sum(general.values()) / len(general)
     return name, score, per

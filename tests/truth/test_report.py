@@ -49,3 +49,26 @@ def test_filter_only_writes_outputs_and_loses_nothing(tmp_path):
     assert json.loads((out / "report.json").read_text())["stats"] == s
     md = (out / "report.md").read_text()
     assert "Quality score histogram" in md and "| refusal | 1 |" in md
+
+
+def test_parallel_scoring_gives_identical_output(tmp_path):
+    """workers=2 (spawned processes) writes exactly what the in-process run writes."""
+    import random
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from truth_corpus import clean_record, near_copy, plant
+
+    rng = random.Random(5)
+    recs = [clean_record(rng, rng.choice(["surveyor", "oracle"]), 2000) for _ in range(150)]
+    recs += [plant(r, "loop", rng) for r in recs[:10]] + [near_copy(r, 0.05, rng) for r in recs[10:20]]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    outs = {}
+    for w in (1, 2):
+        rep = run_filter_only([str(src)], tmp_path / f"w{w}", TrainingConfig(), workers=w)
+        assert rep["workers"] == w
+        outs[w] = ((tmp_path / f"w{w}" / "filtered.jsonl").read_text(), rep["stats"])
+    assert outs[1] == outs[2]
+    assert outs[1][1]["near_duplicates_removed"] >= 9 and outs[1][1]["reasons"]["repetition"] >= 9
