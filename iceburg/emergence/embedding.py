@@ -42,8 +42,9 @@ def record_digest(record: Record, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
     user_part = first_user[: (max_tokens // 2) * CHARS_PER_TOKEN].strip()
     answer = record.assistant_text()
     if not answer:  # no assistant turn: fall back to everything that was said
-        answer = "\n".join(m["content"] for m in record.messages)
-    text = f"{user_part}\n{answer}" if user_part else answer
+        text = "\n".join(m["content"] for m in record.messages)
+    else:
+        text = f"{user_part}\n{answer}" if user_part else answer
     return text[: max_tokens * CHARS_PER_TOKEN * 2].strip()
 
 

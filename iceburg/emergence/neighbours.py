@@ -102,7 +102,8 @@ def mean_cosine_distance(sims: np.ndarray, idx: np.ndarray, k: int,
     rank = np.cumsum(valid, axis=1)
     use = valid & (rank <= k)
     count = use.sum(axis=1)
-    total = np.where(use, 1.0 - sims, 0.0).sum(axis=1)
+    # float32 dot products of unit vectors can exceed 1 by ~1e-7: clip so distances are >= 0
+    total = np.where(use, 1.0 - np.clip(sims, -1.0, 1.0), 0.0).sum(axis=1)
     return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float32)
 
 
