@@ -65,7 +65,7 @@ def _wrapper(model):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=True)
             present = []
-            for layer in out.past_key_values.layers:
+            for layer in out.cache.layers:
                 present += [layer.keys, layer.values]
             return (out.logits, *present)
 
@@ -76,7 +76,7 @@ def _kv_shape(model) -> tuple[int, int]:
     import torch
 
     with torch.no_grad():
-        cache = model(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True).past_key_values
+        cache = model(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True).cache
     k = cache.layers[0].keys
     return int(k.shape[1]), int(k.shape[3])
 

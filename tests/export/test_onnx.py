@@ -13,6 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from iceburg.export import onnx as onnx_export
 from iceburg.export.base import ExportContext
 
+pytestmark = pytest.mark.slow  # one real export of iceburg-tiny (~25 s on 2 cores)
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
