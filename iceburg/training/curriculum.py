@@ -8,7 +8,7 @@ Strategies (decided here, documented in docs/emergence.md):
 
 - "plain": weights 1, a fresh shuffle every epoch. What `use_emergence_weighting=False` runs.
 - "weighted": loss weights from the emergence categories (2.0/1.5/1.0/0.5 by default),
-  normalised to mean 1 and clipped to [MIN_WEIGHT, MAX_WEIGHT]; a fresh shuffle every epoch.
+  scaled to mean 1 within the clip range [MIN_WEIGHT, MAX_WEIGHT]; a fresh shuffle every epoch.
   Loss weights rather than sampling by weight: every record is still seen exactly once per
   epoch (sampling with replacement drops some low-weight records entirely and repeats others,
   and the original design's "weighted" curriculum collapsed into a plain shuffle after removing
@@ -85,17 +85,29 @@ class Curriculum:
 
 
 def normalise_weights(raw: Sequence[float], lo: float = MIN_WEIGHT, hi: float = MAX_WEIGHT) -> list[float]:
-    """Scale to mean 1, clip to [lo, hi], rescale; repeated until both hold (a few rounds)."""
+    """Weights clip(s * raw, lo, hi) with the scale s chosen so their mean is exactly 1.
+
+    mean(clip(s * raw)) grows monotonically with s, so s is found by bisection; without any
+    clipping this is raw / mean(raw).
+    """
     w = np.asarray(raw, dtype=np.float64)
     if w.size == 0:
         return []
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("curriculum weights must be finite, non-negative and not all zero")
-    for _ in range(50):
-        w = np.clip(w / w.mean(), lo, hi)
-        if abs(w.mean() - 1.0) < 1e-9:
-            break
-    return [float(x) for x in w / w.mean()]
+    if not lo <= 1.0 <= hi:
+        raise ValueError(f"clip bounds must contain 1 (the mean), got [{lo}, {hi}]")
+    a, b = 0.0, hi / w[w > 0].min()  # at b every positive weight is clipped to hi: mean >= 1
+    for _ in range(200):
+        mid = (a + b) / 2
+        if np.clip(mid * w, lo, hi).mean() < 1.0:
+            a = mid
+        else:
+            b = mid
+    out = np.clip(b * w, lo, hi)
+    if abs(out.mean() - 1.0) > 1e-6:  # e.g. one positive weight among many zeros
+        raise ValueError(f"weights cannot reach mean 1 inside the clip range [{lo}, {hi}]")
+    return [float(x) for x in out]
 
 
 def plain_curriculum(records: Sequence[Record]) -> Curriculum:
