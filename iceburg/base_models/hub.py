@@ -52,8 +52,9 @@ def map_ollama_tag(name: str, tag: str) -> str | None:
     pieces = tag.lower().split("-")
     if "text" in pieces:
         return None
-    size = pieces[0] if _SIZE.fullmatch(pieces[0]) else sizes["default"] if pieces[0] in ("latest", "instruct") else None
-    return sizes.get(size) if size else None
+    if _SIZE.fullmatch(pieces[0]):
+        return sizes.get(pieces[0])
+    return sizes[sizes["default"]] if pieces[0] in ("latest", "instruct") else None
 
 
 def is_repo_id(spec: str) -> bool:

@@ -23,7 +23,8 @@ from . import hub
 from .errors import BaseModelError, BaseModelNotFoundError, CorruptGGUFError
 from .folder import inspect_hf_folder
 from .gguf_file import convert_gguf, read_gguf_info, sha256_file
-from .ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, default_store, find_manifest, parse_ollama_name, read_model_layer
+from .ollama_store import (DEFAULT_HOST, DEFAULT_NAMESPACE, OllamaName, default_store, find_manifest,
+                           parse_ollama_name, read_model_layer)
 
 logger = logging.getLogger(__name__)
 
@@ -89,47 +90,67 @@ class _Resolver:
             raise CorruptGGUFError(f"{gguf}: sha256 is {sha}, its name/manifest says {expected_sha}; the file "
                                    "is corrupt. Re-pull or re-download it.")
         folder = convert_gguf(info, sha, self.iceburg_cache, trust_remote_code=self.trust)
-        return self.finish(source, folder, f"{used}, converted to {folder}", gguf=str(gguf), gguf_sha256=sha, gguf_architecture=info.architecture,
-                           gguf_tensor_types=info.tensor_types, gguf_has_chat_template=info.has_chat_template,
-                           **facts)
+        return self.finish(source, folder, f"{used}, converted to {folder}", gguf=str(gguf), gguf_sha256=sha,
+                           gguf_architecture=info.architecture, gguf_tensor_types=info.tensor_types,
+                           gguf_has_chat_template=info.has_chat_template, **facts)
 
     def resolve(self) -> ResolvedBase:
-        spec = self.spec
-        path = Path(spec).expanduser()
+        name = parse_ollama_name(self.spec)
+        candidates = self.hub_candidates(name)
+        for step in (self.local_path, lambda: self.ollama(name), lambda: self.hf_cache(candidates),
+                     lambda: self.hub(candidates), self.embedded):
+            base = step()
+            if base is not None:
+                return base
+        raise BaseModelNotFoundError(self.spec, self.tried, self.advice(name, candidates))
+
+    # -- the steps, in order; each returns None when its source does not have the model ----------
+    def local_path(self) -> ResolvedBase | None:
+        path = Path(self.spec).expanduser()
         if path.is_dir():
             return self.finish("folder", path, f"local folder {path}")
         if path.is_file():
             return self.from_gguf("gguf", path, f"local GGUF file {path}")
         self.tried.append(f"local path {path.absolute()}: no such file or folder")
-        if _looks_like_path(spec):
-            raise BaseModelNotFoundError(spec, self.tried, "Check the path: a base model is a Hugging Face "
-                                         "folder (config.json, *.safetensors, tokenizer) or a .gguf file.")
+        if _looks_like_path(self.spec):
+            raise BaseModelNotFoundError(self.spec, self.tried, "Check the path: a base model is a Hugging "
+                                         "Face folder (config.json, *.safetensors, tokenizer) or a .gguf file.")
+        return None
 
-        name = parse_ollama_name(spec)
-        if name is not None:
-            manifest = find_manifest(self.store, name)
-            if manifest is not None:
-                model = read_model_layer(self.store, name, manifest)
-                used = f"Ollama store {self.store}: {name} -> manifest {manifest} -> blob {model.blob.name}"
-                return self.from_gguf("ollama", model.blob, used, expected_sha=model.digest, ollama_name=str(name),
-                                      ollama_manifest=str(manifest), ollama_other_layers=model.other_layers)
-            self.tried.append(f"Ollama store {self.store}: no manifest "
-                              f"manifests/{'/'.join(name.parts)}")
+    def ollama(self, name: OllamaName | None) -> ResolvedBase | None:
+        if name is None:
+            return None
+        manifest = find_manifest(self.store, name)
+        if manifest is None:
+            self.tried.append(f"Ollama store {self.store}: no manifest manifests/{'/'.join(name.parts)}")
+            return None
+        model = read_model_layer(self.store, name, manifest)
+        used = f"Ollama store {self.store}: {name} -> manifest {manifest} -> blob {model.blob.name}"
+        return self.from_gguf("ollama", model.blob, used, expected_sha=model.digest, ollama_name=str(name),
+                              ollama_manifest=str(manifest), ollama_other_layers=model.other_layers)
 
+    def hub_candidates(self, name: OllamaName | None) -> list[tuple[str, str]]:
+        """(repo id, why) pairs: the spec itself when it is a repo id, then the tag map's repo."""
         candidates: list[tuple[str, str]] = []
-        if spec != EMBEDDED_BASE and hub.is_repo_id(spec):
-            candidates.append((spec, "repo id"))
+        if self.spec != EMBEDDED_BASE and hub.is_repo_id(self.spec):
+            candidates.append((self.spec, "repo id"))
         if name is not None and (name.host, name.namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE):
             mapped = hub.map_ollama_tag(name.name, name.tag)
             if mapped:
                 candidates.append((mapped, f"tag map: Ollama {name} -> {mapped}"))
+        return candidates
+
+    def hf_cache(self, candidates: list[tuple[str, str]]) -> ResolvedBase | None:
         for repo, why in candidates:  # every cache before any download: offline first
             snapshot = hub.from_cache(repo, self.cache_dir)
             if snapshot is not None:
                 return self.finish("hf-cache", snapshot, f"Hugging Face cache: {repo} ({why}) at {snapshot}",
                                    hf_repo=repo, hf_match=why)
-            self.tried.append(f"Hugging Face cache {self.cache_dir or 'default (HF_HUB_CACHE)'}: {repo} ({why}) "
-                              "not cached")
+            self.tried.append(f"Hugging Face cache {self.cache_dir or 'default (HF_HUB_CACHE)'}: {repo} "
+                              f"({why}) not cached")
+        return None
+
+    def hub(self, candidates: list[tuple[str, str]]) -> ResolvedBase | None:
         for repo, why in candidates:
             if not self.allow:
                 self.tried.append(f"download of {repo}: not attempted (offline: HF_HUB_OFFLINE set or "
@@ -140,15 +161,17 @@ class _Resolver:
                 return self.finish("hub", snapshot, f"Hugging Face Hub: downloaded {repo} ({why}) to {snapshot}",
                                    hf_repo=repo, hf_match=why)
             self.tried.append(problem)
+        return None
 
-        if spec == EMBEDDED_BASE:
-            from ..models.tiny import ensure_tiny_model
+    def embedded(self) -> ResolvedBase | None:
+        if self.spec != EMBEDDED_BASE:
+            return None
+        from ..models.tiny import ensure_tiny_model
 
-            folder = Path(ensure_tiny_model())
-            return self.finish("embedded", folder, f"embedded {EMBEDDED_BASE} at {folder}")
-        raise BaseModelNotFoundError(spec, self.tried, self.advice(name, candidates))
+        folder = Path(ensure_tiny_model())
+        return self.finish("embedded", folder, f"embedded {EMBEDDED_BASE} at {folder}")
 
-    def advice(self, name: Any, candidates: list[tuple[str, str]]) -> str:
+    def advice(self, name: OllamaName | None, candidates: list[tuple[str, str]]) -> str:
         fixes = []
         if name is not None:
             fixes.append(f"`ollama pull {name}` (store: {self.store}; set OLLAMA_MODELS if yours is elsewhere)")

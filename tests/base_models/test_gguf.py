@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from iceburg.base_models import CorruptGGUFError, MissingTokenizerError, UnsupportedArchitectureError, resolve_base_model
+from iceburg.base_models import (
+    CorruptGGUFError,
+    MissingTokenizerError,
+    UnsupportedArchitectureError,
+    resolve_base_model,
+)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -120,3 +125,23 @@ def test_gguf_without_tokenizer(tmp_path, iceburg_cache):
     with pytest.raises(MissingTokenizerError) as err:
         resolve_base_model(str(path))
     assert "no tokenizer" in str(err.value) and str(path) in str(err.value)
+
+
+def test_quantized_values_beyond_float16_are_kept_in_bfloat16(tiny_models, iceburg_cache, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from iceburg.export.gguf import write_gguf
+
+    big = tmp_path / "big"
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    with torch.no_grad():  # Q8_0 scales fit float16 (1e5/127), the dequantized values do not
+        w = model.model.layers[0].mlp.down_proj.weight
+        w.mul_(1e5 / w.abs().max())
+    model.save_pretrained(big)
+    for f in tiny_models["llama"].glob("*token*"):
+        (big / f.name).write_bytes(f.read_bytes())
+    base = resolve_base_model(str(write_gguf(big, tmp_path / "big-q8.gguf", "q8_0")))
+    assert json.loads((base.path / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = AutoModelForCausalLM.from_pretrained(base.path)
+    w2 = loaded.model.layers[0].mlp.down_proj.weight
+    assert torch.isfinite(w2).all() and w2.abs().max() > 9e4
