@@ -248,15 +248,19 @@ def build_probes(render: RenderFn, system: str, bos: str | None, runtime_adds_bo
         notes.append(f"the chat template rejects system messages ({e}); SYSTEM is left out of the Modelfile")
     systems = [system, ""] if system_supported and system else [""]
     probes: list[Probe] = []
+    stripped = False
     for sys_text in systems:
         for name, chat in PROBE_CHATS.items():
             if chat[0]["role"] == "system" and not system_supported:
                 continue
-            text = render(sent_messages(sys_text, chat))
+            try:
+                text = render(sent_messages(sys_text, chat))
+            except errors as e:
+                raise ExportError(f"ollama: the model's chat template fails on the {name!r} probe chat: {e}") from e
             if bos and runtime_adds_bos and text.startswith(bos):
-                text = text[len(bos):]
+                text, stripped = text[len(bos):], True
             probes.append(Probe(name, sys_text, chat, text))
-    if bos and runtime_adds_bos and any(p.expected != render(sent_messages(p.modelfile_system, p.messages)) for p in probes):
+    if stripped:
         notes.append(f"leading BOS {bos!r} is left to the runtime (the tokenizer adds it, as llama.cpp will)")
     return probes, system_supported, notes
 

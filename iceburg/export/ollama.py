@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..config import EMBEDDED_BASE
 from ..errors import ExportError
 from .base import ExportContext, ExportResult, atomic_path, check_free_space
 from .chat_templates import TemplateMatch, match_family, verify_template
@@ -263,7 +264,11 @@ def _write_adapter_variant(out_dir: Path, ctx: ExportContext, body: list, params
         if dest.exists():
             shutil.rmtree(dest)
     base = str(ctx.base_model)
-    base = str(Path(base).resolve()) if os.path.exists(base) else base
+    if base == EMBEDDED_BASE:  # Ollama does not know iceburg's embedded base by name: import its folder
+        from ..models.tiny import ensure_tiny_model
+
+        base = str(ensure_tiny_model())
+    base = str(Path(base).resolve()) if os.path.exists(base) else base  # else an Ollama model name
     text = render_modelfile([("model", base), ("adapter", f"./{dest.name}"), *body, *params],
                             header + "\nAdapter-only variant: FROM must be the base model the adapter was trained on.")
     path = out_dir / "Modelfile.adapter"
