@@ -158,6 +158,23 @@ REFUSALS = ["I'm sorry, but I can't help with that.", "I apologize, but I'm not 
             "I'm unable to help with that request.", "Sorry, I can't comply with that.",
             "I cannot provide an answer to this question.", "I won't be able to help with this one, sorry.",
             "That's not something I can help with.", "I must decline to answer this request."]
+# Written before the held-out evaluation and never used to tune the refusal pattern.
+REFUSALS_HELDOUT = ["I'm afraid I can't do that.", "Apologies, but I cannot fulfill this request.",
+                    "I am not able to assist with requests like this.", "My apologies, I'm unable to provide that.",
+                    "I'm not comfortable answering that question.",
+                    "As an AI, I don't have the ability to access real-time data.",
+                    "Regrettably, I cannot help you with this.", "I can't assist with that.",
+                    "I'm sorry, I cannot answer that.", "That request goes against my guidelines, so I can't help."]
+# Second held-out set, written after the first held-out result (recall 0.24) and before the
+# refusal rule was revised; never used for tuning.
+REFUSALS_HELDOUT2 = ["Unfortunately that's outside what I can help with.", "I'm not in a position to answer that.",
+                     "Sorry, but I have to decline this one.",
+                     "I do not have access to that information, so I can't answer.",
+                     "I'd rather not answer that question.",
+                     "I'm really sorry, but providing that would not be appropriate.",
+                     "This is something I'm not permitted to discuss.",
+                     "As a language model, I'm not able to browse the internet.",
+                     "Sorry \u2014 I can't help with that.", "I cannot comply with this request."]
 BOILER = ["Great question! I hope this helps. Let me know if you have any other questions!",
           "Thank you for your question. I'd be happy to help. Feel free to ask if you need anything else.",
           "Great question! Is there anything else I can help you with? Happy to help!",
@@ -189,6 +206,10 @@ def plant(rec: dict[str, Any], defect: str, rng: random.Random) -> dict[str, Any
             last["content"] = text[: len(text) // 3] + " " + " ".join(w * rng.randint(20, 60))
     elif defect == "refusal":
         last["content"] = rng.choice(REFUSALS)
+    elif defect == "refusal_heldout":
+        last["content"] = rng.choice(REFUSALS_HELDOUT)
+    elif defect == "refusal_heldout2":
+        last["content"] = rng.choice(REFUSALS_HELDOUT2)
     elif defect == "truncation":
         if rng.random() < 0.15 and "```" in text:
             last["content"] = text[: text.index("```") + 30]
@@ -230,7 +251,8 @@ def near_copy(rec: dict[str, Any], rate: float, rng: random.Random) -> dict[str,
             continue
         words = m["content"].split(" ")
         k = max(1, round(rate * len(words))) if rate > 0 else 0
-        for i in sorted(rng.sample(range(len(words)), min(k, len(words))), reverse=True):
+        # the last word keeps its place: an edited copy is not a cut-off copy
+        for i in sorted(rng.sample(range(len(words) - 1), min(k, len(words) - 1)), reverse=True):
             op = rng.random()
             if op < 0.6:
                 words[i] = rng.choice(filler)

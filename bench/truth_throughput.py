@@ -153,7 +153,7 @@ def main() -> None:
         path = build_corpus(n)
         mb = path.stat().st_size / 2**20
         print(f"corpus {n}: {mb:.0f} MiB ({time.perf_counter() - t:.0f} s to build or load)", flush=True)
-        modes = ["iceburg-w2", "iceburg-w1"] + (["baseline"] if n <= args.baseline_max else [])
+        modes = ["iceburg-w2"] + (["iceburg-w1", "baseline"] if n <= args.baseline_max else [])
         for mode in modes:
             out = CACHE / f"out_{n}_{mode}"
             proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(out)],

@@ -157,6 +157,8 @@ class TruthFilter:
             reasons = [f"low_quality: score {quality:.2f} < {self.min_quality_score:.2f} ({'; '.join(why)})"]
         category = self.category(quality) if not reasons else Category.LOW_QUALITY
         record.metadata["truth_category"] = category.value
+        if reasons:
+            record.metadata["truth_reasons"] = reasons
         return Assessment(quality, category, reasons, details)
 
     def category(self, quality: float) -> Category:
@@ -238,6 +240,7 @@ class TruthFilter:
             reason = (f"near_duplicate: estimated Jaccard {sim:.2f} >= {self.dedup.config.threshold} "
                       f"(word {self.dedup.config.ngram}-grams) with {kept_id}")
         stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+        record.metadata["truth_reasons"] = [reason]
         if rejects is not None:
             details = dict(a.details, duplicate_of=kept_id, similarity=sim,
                            kept_quality=kept_quality)

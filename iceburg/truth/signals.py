@@ -66,13 +66,44 @@ _DANGLING = {"the", "a", "an", "and", "or", "of", "to", "in", "for", "with", "th
              "its", "their", "than", "into", "between", "such", "if", "when", "while"}
 
 REFUSAL = re.compile(
-    r"^\W*(?:i['\u2019]m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)?[ ,.!]*(?:but )?"
-    r"(?:as an ai(?: language model)?[^.]{0,60}?,?\s*)?"
-    r"i (?:can(?:no|')t|can not|am (?:not able|unable)|['\u2019]m (?:not able|unable)|won['\u2019]t|"
-    r"will not|must decline|do not feel comfortable|don['\u2019]t feel comfortable)"
-    r"(?: to)?\s+(?:help|assist|provide|comply|fulfil+|do that|answer|share|generate|create|"
-    r"engage|discuss|support|write|continue|complete)",
+    r"^\W*(?:(?:i['\u2019]m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)[ ,.!]*(?:but )?)?"
+    r"(?:as an ai(?: language model| assistant| model)?[^.]{0,60}?,?\s*)?"
+    r"(?:i(?: can(?:no|['\u2019])t| can not| am (?:not able|unable)|['\u2019]m (?:not able|unable)|"
+    r" won['\u2019]t(?: be able)?| will not(?: be able)?| must decline| do not feel comfortable|"
+    r" don['\u2019]t feel comfortable)(?: to)?\s+(?:help|assist|provide|comply|fulfil+|do (?:that|this)|answer|"
+    r"share|generate|create|engage|discuss|support|write|continue|complete|give|offer|browse|access|"
+    r"make|tell|recommend|perform|respond|be of (?:help|assistance))"
+    r"|(?:that|this)(?:['\u2019]s| is) not something i can (?:help|assist|do|provide|answer))",
     re.I)
+# Looser rule for short turns (< 40 words): a first sentence that speaks in the first person and
+# states an inability or unwillingness. Added after a held-out phrasing set showed the strict
+# pattern alone finds 24% of unseen refusals (bench/truth_accuracy.py). Cost: a short answer such
+# as "I cannot find evidence for that." also counts as a refusal (it teaches little either way).
+REFUSAL_SHORT_WORDS = 40
+_REFUSAL_SELF = re.compile(r"\b(?:i|i['\u2019](?:m|d|ve)|my|me)\b|\bas an ai\b|\bas a (?:large )?language model\b", re.I)
+_REFUSAL_CANT = re.compile(
+    r"\b(?:can(?:no|['\u2019])t|can not|unable|not able|won['\u2019]t|will not|"
+    r"not (?:be )?(?:permitted|allowed|comfortable|in a position|appropriate)|inappropriate|"
+    r"(?:have|need|must) to decline|decline|rather not|outside (?:what|the scope)|against my|"
+    r"(?:don['\u2019]t|do not) have (?:access|the ability)|not something)\b", re.I)
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s")
+
+
+def is_refusal(turn: str) -> bool:
+    """A turn that refuses instead of answering (strict opening pattern, or a short first-person
+    statement of inability)."""
+    t = turn.strip()
+    n = len(t.split())
+    if n >= REFUSAL_MAX_WORDS:
+        return False
+    if REFUSAL.search(t[:300]):
+        return True
+    if n < REFUSAL_SHORT_WORDS:
+        first = _FIRST_SENTENCE.split(t, 1)[0][:250]
+        return bool(_REFUSAL_SELF.search(first) and _REFUSAL_CANT.search(first))
+    return False
+
+
 AS_AN_AI = re.compile(r"\bas an ai(?: language model| assistant| model)?\b", re.I)
 BOILERPLATE = re.compile(
     r"(?:i hope (?:this|that) helps|let me know if you (?:have|need)|feel free to (?:ask|reach out)|"
@@ -175,19 +206,51 @@ def ngram_repetition(words: list[str]) -> dict[str, float]:
     return out
 
 
-def repetition(prose: str, words: list[str]) -> tuple[dict[str, float], list[str]]:
+_LIMITS = {**GOPHER_LINE, **{f"top_{n}gram_frac": t for n, t in GOPHER_TOP_NGRAM.items()},
+           **{f"dup_{n}gram_frac": t for n, t in GOPHER_DUP_NGRAM.items()}}
+# Generation loops sit at the end of a turn and can be diluted below the document-level limits by
+# the good text before them (measured: a 30% tail loop gave dup_5gram_frac 0.14 on the whole
+# transcript). So the n-gram rules also run on each turn of a multi-turn transcript and on the
+# last TAIL_WORDS words of every turn of at least 3 x TAIL_WORDS words.
+TAIL_WORDS = 100
+
+
+# Windows use only the duplicate-n-gram rules: the top-n-gram rules measure how often one short
+# phrase recurs, which is noisy on 100 words (measured: they flagged 1.5% of clean synthetic
+# transcripts' tails, while loops break the duplicate-5..10-gram rules by a wide margin).
+_WINDOW_LIMITS = {f"dup_{n}gram_frac": t for n, t in GOPHER_DUP_NGRAM.items()}
+
+
+def _hits(values: dict[str, float], where: str, limits: dict[str, float] = _LIMITS) -> list[str]:
+    return [f"{where}{k} {values[k]:.2f} > {t:.2f}" for k, t in limits.items() if values.get(k, 0.0) > t]
+
+
+def repetition(prose: str, turn_words: list[list[str]]) -> tuple[dict[str, float], list[str]]:
+    """Gopher repetition values of the whole assistant text, and the rules broken anywhere."""
     lines = [ln.strip() for ln in prose.split("\n") if _WORD.search(ln)]
     paras = [p.strip() for p in re.split(r"\n\s*\n", prose) if _WORD.search(p)]
     v: dict[str, float] = {}
     v["dup_line_frac"], v["dup_line_char_frac"] = _dup_frac(lines)
     v["dup_para_frac"], v["dup_para_char_frac"] = _dup_frac(paras)
+    words = [w for tw in turn_words for w in tw]
     if len(words) >= GOPHER_MIN_WORDS:
         v.update(ngram_repetition(words))
-    limits = {**GOPHER_LINE, **{f"top_{n}gram_frac": t for n, t in GOPHER_TOP_NGRAM.items()},
-              **{f"dup_{n}gram_frac": t for n, t in GOPHER_DUP_NGRAM.items()}}
-    hits = [f"{k} {v[k]:.2f} > {t:.2f}" for k, t in limits.items() if v.get(k, 0.0) > t]
+    hits = _hits(v, "")
     # One number for explanation: the worst rule as a share of its Gopher threshold (1.0 = at the limit).
-    v["repetition"] = max((v.get(k, 0.0) / t for k, t in limits.items()), default=0.0)
+    v["repetition"] = max((v.get(k, 0.0) / t for k, t in _LIMITS.items()), default=0.0)
+    windows: list[tuple[str, list[str]]] = []
+    for i, tw in enumerate(turn_words, 1):
+        if len(turn_words) > 1 and len(tw) >= GOPHER_MIN_WORDS:
+            windows.append((f"turn {i} ", tw))
+        if len(tw) >= 3 * TAIL_WORDS:
+            windows.append((f"turn {i} tail ", tw[-TAIL_WORDS:]))
+    worst = 0.0
+    for where, tw in windows:
+        wv = ngram_repetition(tw)
+        worst = max(worst, max((wv.get(k, 0.0) / t for k, t in _WINDOW_LIMITS.items()), default=0.0))
+        if not hits:
+            hits = _hits(wv, where, _WINDOW_LIMITS)
+    v["repetition_window"] = worst
     return v, hits
 
 
@@ -229,23 +292,26 @@ def compute(assistant_turns: list[str]) -> TextSignals:
     """All text signals of a transcript's assistant turns."""
     text = "\n\n".join(assistant_turns)
     prose = prose_of(text)
-    words = words_of(prose)
+    turn_words = [words_of(prose_of(t)) for t in assistant_turns]
+    words = [w for tw in turn_words for w in tw]
     all_words = text.split()
     v: dict[str, float] = {"words": float(len(all_words)), "chars": float(len(text))}
     defects: dict[str, str] = {}
     soft: dict[str, float] = {}
 
-    if len(all_words) < EMPTY_WORDS:
-        defects["empty"] = f"assistant text has {len(all_words)} words (< {EMPTY_WORDS})"
+    turn_lens = [len(t.split()) for t in assistant_turns] or [0]
+    if min(turn_lens) < EMPTY_WORDS:
+        # per turn: an empty reply inside a conversation teaches the model to give empty replies
+        defects["empty"] = (f"an assistant turn has {min(turn_lens)} words (< {EMPTY_WORDS})"
+                            if len(turn_lens) > 1 else f"assistant text has {min(turn_lens)} words (< {EMPTY_WORDS})")
     elif len(all_words) < SHORT_WORDS:
         soft["short"] = 0.25
-    rep, hits = repetition(prose, words)
+    rep, hits = repetition(prose, turn_words)
     v.update(rep)
     if hits:
         defects["repetition"] = "Gopher repetition: " + ", ".join(hits[:3])
 
-    refusals = sum(1 for t in assistant_turns
-                   if REFUSAL.search(t.strip()[:300]) and len(t.split()) < REFUSAL_MAX_WORDS)
+    refusals = sum(1 for t in assistant_turns if is_refusal(t))
     v["refusal"] = refusals / max(len(assistant_turns), 1)
     if refusals:
         defects["refusal"] = f"{refusals} of {len(assistant_turns)} assistant turns open with a refusal"
@@ -258,7 +324,8 @@ def compute(assistant_turns: list[str]) -> TextSignals:
 
     cut = truncation(assistant_turns[-1]) if assistant_turns else None
     v["truncated"] = 1.0 if cut else 0.0
-    if cut and "empty" not in defects:
+    # A loop runs to the token limit, so its missing end is a consequence, not a second defect.
+    if cut and "empty" not in defects and "repetition" not in defects:
         defects["truncated"] = f"final answer looks cut off: {cut}"
 
     n_tokens = len(prose.split())
