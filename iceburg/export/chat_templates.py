@@ -368,6 +368,7 @@ GO_RENDERER_SOURCE = r"""// Command gotemplate renders Ollama TEMPLATE strings w
 //   - consecutive messages with the same role are merged with "\n\n" (tool messages excepted);
 //   - .System is every system message joined with "\n\n"; .Messages keeps the system messages;
 //   - .Prompt and .Response are empty, .Tools is nil; missing keys render as zero values.
+//
 // Only templates that use .Messages are rendered (the legacy .Prompt/.Response mode is refused).
 package main
 
