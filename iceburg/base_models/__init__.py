@@ -14,12 +14,12 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .hub import OLLAMA_TO_HF, map_ollama_tag
-from .ollama_store import default_store, parse_ollama_name
+from .ollama_store import default_store, default_stores, parse_ollama_name
 from .resolve import SOURCES, ResolvedBase, default_cache, resolve_base_model
 
 __all__ = [
     "BaseModelError", "BaseModelNotFoundError", "CorruptGGUFError", "MissingTokenizerError",
     "OllamaManifestError", "UnsafeWeightsError", "UnsupportedArchitectureError", "OLLAMA_TO_HF",
-    "map_ollama_tag", "default_store", "parse_ollama_name", "SOURCES", "ResolvedBase", "default_cache",
+    "map_ollama_tag", "default_store", "default_stores", "parse_ollama_name", "SOURCES", "ResolvedBase", "default_cache",
     "resolve_base_model",
 ]

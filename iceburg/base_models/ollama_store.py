@@ -62,10 +62,22 @@ class OllamaModel:
     other_layers: list[str] = field(default_factory=list)  # media types of the non-model layers
 
 
-def default_store() -> Path:
-    """`$OLLAMA_MODELS`, else `~/.ollama/models` (Ollama's own default)."""
+# Where the Linux install script's systemd service (user `ollama`, home /usr/share/ollama) keeps
+# its models (Ollama docs/faq.md, "Where are models stored?").
+LINUX_SERVICE_STORE = Path("/usr/share/ollama/.ollama/models")
+
+
+def default_stores() -> list[Path]:
+    """`[$OLLAMA_MODELS]` when set, else `~/.ollama/models` then the Linux service's store."""
     env = os.environ.get("OLLAMA_MODELS")
-    return Path(env).expanduser() if env else Path.home() / ".ollama" / "models"
+    if env:
+        return [Path(env).expanduser()]
+    return [Path.home() / ".ollama" / "models", LINUX_SERVICE_STORE]
+
+
+def default_store() -> Path:
+    """The first default store: `$OLLAMA_MODELS`, else `~/.ollama/models` (Ollama's own default)."""
+    return default_stores()[0]
 
 
 def parse_ollama_name(spec: str) -> OllamaName | None:

@@ -23,7 +23,7 @@ from . import hub
 from .errors import BaseModelError, BaseModelNotFoundError, CorruptGGUFError
 from .folder import inspect_hf_folder
 from .gguf_file import convert_gguf, read_gguf_info, sha256_file
-from .ollama_store import (DEFAULT_HOST, DEFAULT_NAMESPACE, OllamaName, default_store, find_manifest,
+from .ollama_store import (DEFAULT_HOST, DEFAULT_NAMESPACE, OllamaName, default_stores, find_manifest,
                            parse_ollama_name, read_model_layer)
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class _Resolver:
         self.spec = spec
         self.trust = trust_remote_code
         self.cache_dir = cache_dir
-        self.store = Path(ollama_models).expanduser() if ollama_models else default_store()
+        self.stores = [Path(ollama_models).expanduser()] if ollama_models else default_stores()
         self.allow = hub.network_allowed() if allow_download is None else allow_download
         self.iceburg_cache = Path(iceburg_cache) if iceburg_cache else default_cache()
         self.tried: list[str] = []
@@ -120,12 +120,15 @@ class _Resolver:
     def ollama(self, name: OllamaName | None) -> ResolvedBase | None:
         if name is None:
             return None
-        manifest = find_manifest(self.store, name)
-        if manifest is None:
-            self.tried.append(f"Ollama store {self.store}: no manifest manifests/{'/'.join(name.parts)}")
+        for store in self.stores:
+            manifest = find_manifest(store, name)
+            if manifest is not None:
+                break
+            self.tried.append(f"Ollama store {store}: no manifest manifests/{'/'.join(name.parts)}")
+        else:
             return None
-        model = read_model_layer(self.store, name, manifest)
-        used = f"Ollama store {self.store}: {name} -> manifest {manifest} -> blob {model.blob.name}"
+        model = read_model_layer(store, name, manifest)
+        used = f"Ollama store {store}: {name} -> manifest {manifest} -> blob {model.blob.name}"
         return self.from_gguf("ollama", model.blob, used, expected_sha=model.digest, ollama_name=str(name),
                               ollama_manifest=str(manifest), ollama_other_layers=model.other_layers)
 
@@ -174,7 +177,8 @@ class _Resolver:
     def advice(self, name: OllamaName | None, candidates: list[tuple[str, str]]) -> str:
         fixes = []
         if name is not None:
-            fixes.append(f"`ollama pull {name}` (store: {self.store}; set OLLAMA_MODELS if yours is elsewhere)")
+            fixes.append(f"`ollama pull {name}` (looked in {', '.join(map(str, self.stores))}; set OLLAMA_MODELS "
+                         "if your store is elsewhere)")
         for repo, _ in candidates:
             fixes.append(f"`hf download {repo}` on a machine with network access (or allow downloads)")
         fixes.append("pass a local Hugging Face folder or .gguf file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from iceburg.base_models import (
     parse_ollama_name,
     resolve_base_model,
 )
-from iceburg.base_models.ollama_store import default_store
+from iceburg.base_models.ollama_store import default_stores
 
 CHATS = [
     ("What does the survey show?", "Three sources agree and one contradicts them; confidence is moderate."),
@@ -79,12 +80,27 @@ def test_name_forms_resolve_in_the_store(tiny_ggufs, ollama_store, iceburg_cache
     assert len(paths) == 1  # one blob -> one converted folder
 
 
-def test_default_store_is_ollama_models_env(monkeypatch, tmp_path):
+def test_default_stores(monkeypatch, tmp_path):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "store"))
-    assert default_store() == tmp_path / "store"
+    assert default_stores() == [tmp_path / "store"]
     monkeypatch.delenv("OLLAMA_MODELS")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_store() == tmp_path / ".ollama" / "models"
+    # ~/.ollama/models, then where the Linux install script's systemd service keeps its models
+    assert default_stores() == [tmp_path / ".ollama" / "models", Path("/usr/share/ollama/.ollama/models")]
+
+
+def test_linux_service_store_is_searched_after_the_home_store(tiny_ggufs, tmp_path, monkeypatch,
+                                                              iceburg_cache, bm):
+    from iceburg.base_models import ollama_store
+
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    service = tmp_path / "usr-share-ollama" / ".ollama" / "models"
+    monkeypatch.setattr(ollama_store, "LINUX_SERVICE_STORE", service)
+    bm.add_to_ollama_store(service, tiny_ggufs["llama"], "served", "latest")
+    base = resolve_base_model("served")
+    assert base.source == "ollama" and base.details["ollama_manifest"].startswith(str(service))
+    assert any(str(tmp_path / "home" / ".ollama" / "models") in t for t in base.details["tried"])
 
 
 def test_parse_ollama_name():
