@@ -5,8 +5,8 @@ so a long prompt cannot crowd out the answer) plus the assistant text, truncated
 tokenizer at `max_tokens` word pieces. all-MiniLM-L6-v2 was trained on 128-token inputs (model
 card of sentence-transformers/all-MiniLM-L6-v2), so 128 is the default budget.
 
-The cache stores float32 embeddings in append-only shards under `cache_dir` (default
-`$ICEBURG_CACHE_DIR/embeddings` or `~/.cache/iceburg/embeddings`): `shard-<id>.npy` (rows) and
+The cache stores float32 embeddings in append-only shards under `cache_dir` (default: see
+`default_cache_dir`, normally `~/.cache/iceburg/embeddings`): `shard-<id>.npy` (rows) and
 `shard-<id>.keys` (one key per row, written last, so a shard without keys is ignored). Keys are
 sha256 over (model id, token budget, digest text). Only `.npy` + text are read back
 (`allow_pickle=False`): no pickle anywhere.
@@ -49,9 +49,13 @@ def record_digest(record: Record, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("ICEBURG_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "iceburg"
-    return base / "embeddings"
+    """$ICEBURG_EMBEDDING_CACHE, else <$ICEBURG_CACHE or ~/.cache/iceburg>/embeddings (the cache
+    root the tiny model builder uses too)."""
+    explicit = os.environ.get("ICEBURG_EMBEDDING_CACHE")
+    if explicit:
+        return Path(explicit)
+    root = os.environ.get("ICEBURG_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "iceburg") / "embeddings"
 
 
 class EmbeddingCache:
