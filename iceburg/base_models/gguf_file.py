@@ -183,6 +183,9 @@ def convert_gguf(info: GgufInfo, sha256: str, cache_root: Path, *, trust_remote_
         except OSError:
             if not (final / "config.json").is_file():  # not a concurrent conversion that finished first
                 raise
+    except NotImplementedError as exc:  # e.g. a name/architecture pair transformers' GGUF maps lack
+        raise UnsupportedArchitectureError(f"{info.path}: transformers cannot load this GGUF "
+                                           f"({info.architecture}, named {info.name!r}): {exc}") from exc
     except (ValueError, KeyError, IndexError) as exc:
         raise CorruptGGUFError(f"{info.path}: transformers could not load this GGUF "
                                f"({type(exc).__name__}: {exc}). Re-export or re-download it.") from exc

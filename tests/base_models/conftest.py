@@ -42,6 +42,28 @@ FAMILIES = {
 PROMPT = "The survey found 42 sources; the evidence is strong."
 
 
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} "
+                    "[/INST]{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def build_sentencepiece_style_tokenizer(out_dir: Path) -> Path:
+    """Llama 2 / Mistral style: BPE over "▁"-joined text with byte fallback and a BOS post-processor."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    hf.chat_template = MISTRAL_TEMPLATE
+    hf.save_pretrained(out_dir)
+    return out_dir
+
+
 def build_tokenizer(family: str, out_dir: Path, chat_template: bool = True) -> Path:
     """Byte-level BPE tokenizer of a family's style, saved as an HF folder."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -173,7 +195,8 @@ def bm():
     from types import SimpleNamespace
 
     return SimpleNamespace(add_to_ollama_store=add_to_ollama_store, add_to_hf_cache=add_to_hf_cache,
-                           logits=logits, build_tokenizer=build_tokenizer, PROMPT=PROMPT)
+                           logits=logits, build_tokenizer=build_tokenizer, PROMPT=PROMPT,
+                           build_sentencepiece_style_tokenizer=build_sentencepiece_style_tokenizer)
 
 
 @pytest.fixture

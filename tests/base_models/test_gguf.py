@@ -145,3 +145,25 @@ def test_quantized_values_beyond_float16_are_kept_in_bfloat16(tiny_models, icebu
     loaded = AutoModelForCausalLM.from_pretrained(base.path)
     w2 = loaded.model.layers[0].mlp.down_proj.weight
     assert torch.isfinite(w2).all() and w2.abs().max() > 9e4
+
+
+def test_sentencepiece_style_mistral_gguf(tmp_path, iceburg_cache, bm):
+    """Mistral 7B's GGUFs carry a SentencePiece-style vocabulary (tokenizer.ggml.model "llama")."""
+    from transformers import AutoTokenizer
+
+    from iceburg.export.gguf import write_gguf
+    from iceburg.models.random import build_random_model
+
+    tok = bm.build_sentencepiece_style_tokenizer(tmp_path / "tok")
+    # Not a folder named exactly "mistral": the exporter writes the folder name as general.name, and
+    # transformers 5.24 then picks a "mistral" GGUF tensor map that gguf-py lacks.
+    folder = build_random_model("mistral", tmp_path / "tiny-mistral", tokenizer_dir=tok, seed=1)
+    base = resolve_base_model(str(write_gguf(folder, tmp_path / "mistral.gguf", "f32")))
+    # llama.cpp writes Mistral as "llama"; transformers builds it as a Llama model, which
+    # computes the same function (Mistral differs only by its sliding window, absent here).
+    assert base.details["gguf_architecture"] == "llama" and base.has_chat_template
+    ids, expected = bm.logits(folder)
+    ids2, got = bm.logits(base.path)
+    assert torch.equal(ids, ids2) and ids[0, 0].item() == 1  # BOS added the same way
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    assert len(AutoTokenizer.from_pretrained(base.path)) == len(AutoTokenizer.from_pretrained(folder))
