@@ -51,15 +51,10 @@ class GgufInfo:
 
 def supported_gguf_architectures() -> set[str]:
     """Architectures the installed transformers can load from GGUF (both of its loaders)."""
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    from transformers.integrations.gguf import GGUF_ARCHS  # the newer loader (qwen35, lfm2, ...)
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES  # the legacy one
 
-    archs = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}
-    try:  # the newer packed loader (transformers >= 5.2x) has its own table
-        from transformers.integrations.gguf import GGUF_ARCHS
-        archs |= set(GGUF_ARCHS)
-    except ImportError:
-        pass
-    return archs
+    return (set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}) | set(GGUF_ARCHS)
 
 
 def read_gguf_info(path: Path) -> GgufInfo:
@@ -145,12 +140,7 @@ def convert_gguf(info: GgufInfo, sha256: str, cache_root: Path, *, trust_remote_
         raise MissingTokenizerError(
             f"{info.path}: the GGUF has no tokenizer (no tokenizer.ggml.tokens). Use a GGUF that "
             "embeds its tokenizer (llama.cpp's converter, iceburg's GGUF export and Ollama models do).")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{sha256}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     dtype = storage_dtype(info.tensor_types)
     needed = info.n_elements * (4 if dtype == "float32" else 2)
     free = shutil.disk_usage(final.parent).free
@@ -160,24 +150,10 @@ def convert_gguf(info: GgufInfo, sha256: str, cache_root: Path, *, trust_remote_
                              "space or point ICEBURG_CACHE at a larger disk.")
     logger.info("converting GGUF %s (%s, %s) to safetensors (%s) in %s", info.path, info.architecture,
                 "/".join(info.tensor_types), dtype, final)
-    src_dir, name = str(info.path.parent), info.path.name
+    tmp = final.with_name(f".{sha256}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        # dequantize=True: plain dense weights (never the packed kernels fetched from the Hub).
-        def load(dtype: str) -> Any:
-            return AutoModelForCausalLM.from_pretrained(
-                src_dir, gguf_file=name, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
-                quantization_config=GgufConfig(dequantize=True))
-
-        started = time.perf_counter()
-        model = load(dtype)
-        if dtype == "float16" and any(_has_fp16_overflow(p) for p in model.parameters()):
-            logger.warning("GGUF %s overflows float16 once dequantized; loading it as bfloat16", info.path)
-            model = load("bfloat16")
-        tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name, trust_remote_code=trust_remote_code)
-        logger.info("GGUF %s loaded and dequantized in %.1fs", info.path, time.perf_counter() - started)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _drop_foreign_tokens(tmp, info.n_tokens)
+        _write_dense_folder(info, tmp, dtype, trust_remote_code)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -192,6 +168,32 @@ def convert_gguf(info: GgufInfo, sha256: str, cache_root: Path, *, trust_remote_
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code: bool) -> None:
+    """Load the GGUF with transformers (dequantized) and save model + tokenizer into `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    src_dir, name = str(info.path.parent), info.path.name
+
+    def load(dtype: str) -> Any:
+        # dequantize=True: plain dense weights, never the packed kernels fetched from the Hub.
+        return AutoModelForCausalLM.from_pretrained(
+            src_dir, gguf_file=name, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
+            quantization_config=GgufConfig(dequantize=True))
+
+    started = time.perf_counter()
+    model = load(dtype)
+    if dtype == "float16" and any(_has_fp16_overflow(p) for p in model.parameters()):
+        logger.warning("GGUF %s overflows float16 once dequantized; loading it as bfloat16", info.path)
+        del model  # free it before the second load
+        model = load("bfloat16")
+    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name, trust_remote_code=trust_remote_code)
+    logger.info("GGUF %s loaded and dequantized in %.1fs", info.path, time.perf_counter() - started)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _drop_foreign_tokens(out, info.n_tokens)
 
 
 def _has_fp16_overflow(param: Any) -> bool:
