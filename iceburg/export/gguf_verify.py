@@ -51,6 +51,7 @@ SAMPLE_TEXTS = [
     "code: for (int i = 0; i < n; ++i) { x[i] += y[i] * 2; } // done",
     "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
     "text with <|endoftext|> in the middle and <s> </s> [INST] markers",
+    "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"GGUF\"}}</tool_call><|fim_prefix|>x",
 ]
 # Issue 6 limits (measured headroom in /work/shared/STACK.md: F32 7e-6, F16 ~1e-2, Q8_0 argmax ~99%).
 # The issue sets none for BF16. BF16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2%), close

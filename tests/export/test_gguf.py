@@ -44,7 +44,7 @@ IN_PROCESS = ["f32", "f16", "bf16", "q8_0", "q4_0"]
 
 def build_bpe_tokenizer(style: str, out: Path, *, lowercase: bool = False) -> Path:
     """Byte-level BPE in the style of GPT-2, Qwen2 or Llama 3, with ChatML special tokens."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -64,7 +64,16 @@ def build_bpe_tokenizer(style: str, out: Path, *, lowercase: bool = False) -> Pa
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    extra = {}
+    if style == "llama3":  # Llama 3 adds a BOS token: TemplateProcessing, add_bos_token in llama.cpp
+        tok.add_special_tokens(["<|begin_of_text|>"])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
+        extra["bos_token"] = "<|begin_of_text|>"
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", **extra)
+    if style == "qwen2":  # like Qwen2.5: added tokens after the BPE vocabulary, some not special
+        hf.add_tokens(["<tool_call>", "</tool_call>"])
+        hf.add_special_tokens({"additional_special_tokens": ["<|fim_prefix|>"]})
     hf.chat_template = CHATML
     hf.save_pretrained(out)
     return out
@@ -101,7 +110,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     toks["spm"] = build_spm_tokenizer(root / "tok_spm")
     return {
         "llama": build_random_model("llama", root / "llama", tokenizer_dir=toks["gpt2"]),
-        "qwen2": build_random_model("qwen2", root / "qwen2", tokenizer_dir=toks["qwen2"]),
+        # embedding rows beyond the tokenizer (as Qwen2.5 pads 151665 tokens to 151936): [PAD] UNUSED
+        "qwen2": build_random_model("qwen2", root / "qwen2", tokenizer_dir=toks["qwen2"],
+                                    vocab_size=len(_tok(toks["qwen2"])) + 7),
         "llama3": build_random_model("llama", root / "llama3", tokenizer_dir=toks["llama3"]),
         "mistral": build_random_model("mistral", root / "mistral", tokenizer_dir=toks["spm"]),
         # rows of 256 so llama.cpp's K-quants apply without falling back to Q5_0/Q8_0
@@ -121,6 +132,12 @@ def _verify(model_dir: Path, path: Path, file_type: str) -> dict:
     if model_dir not in _REFERENCES:
         _REFERENCES[model_dir] = hf_reference(model_dir)
     return verify_gguf(model_dir, path, file_type=file_type, reference=_REFERENCES[model_dir])
+
+
+def _tok(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 def _fields(path: Path) -> tuple[dict, dict]:
@@ -156,6 +173,12 @@ def test_in_process_types_read_back(models, tmp_path, arch, file_type):
     assert kv["tokenizer.ggml.eos_token_id"] == tok.eos_token_id
     assert kv["tokenizer.ggml.add_bos_token"] is False
     assert "<|im_start|>" in kv["tokenizer.chat_template"]
+    assert len(kv["tokenizer.ggml.tokens"]) == config["vocab_size"]
+    if arch == "qwen2":
+        types = kv["tokenizer.ggml.token_type"]
+        assert types[tok.convert_tokens_to_ids("<tool_call>")] == 4  # USER_DEFINED
+        assert types[tok.convert_tokens_to_ids("<|fim_prefix|>")] == 3  # CONTROL
+        assert types[-7:] == [5] * 7 and kv["tokenizer.ggml.tokens"][-1] == f"[PAD{config['vocab_size'] - 1}]"
     # tied embeddings (qwen2) write no output tensor; llama.cpp reuses token_embd
     assert ("output.weight" in tensors) == (arch == "llama")
     assert ("blk.0.attn_q.bias" in tensors) == (arch == "qwen2")
@@ -225,6 +248,7 @@ def test_other_tokenizer_styles_match_llama_cpp(models, tmp_path, model, pre):
     kv, _ = _fields(path)
     if pre:
         assert kv["tokenizer.ggml.pre"] == pre
+        assert kv["tokenizer.ggml.add_bos_token"] is True
     else:  # SentencePiece-style: llama tokenizer model, BOS added, byte tokens typed BYTE (6)
         assert kv["tokenizer.ggml.model"] == "llama"
         assert kv["tokenizer.ggml.add_bos_token"] is True
