@@ -150,7 +150,8 @@ def jaccard_table(items, ngram: int) -> list[dict]:
             sb = set(shingles(record_words(normalise(b)), ngram))
             js.append(len(sa & sb) / len(sa | sb))
         js.sort()
-        out.append({"pairs": lab, f"mean_J_{ngram}gram": sum(js) / len(js), "min": js[0], "p10": js[len(js) // 10]})
+        out.append({"pairs": lab, f"mean_J_{ngram}gram": sum(js) / len(js), "min": js[0],
+                    "p10": js[len(js) // 10], "p99": js[int(0.99 * len(js))], "max": js[-1]})
     return out
 
 
@@ -158,7 +159,8 @@ def unrelated_jaccard(items, ngram: int, rng: random.Random, n: int = 3000) -> d
     clean = [rec for rec, lab, _p in items if lab == "clean"]
     sets = [set(shingles(record_words(normalise(r)), ngram)) for r in clean[:400]]
     js = sorted(len(a & b) / len(a | b) for a, b in (rng.sample(sets, 2) for _ in range(n)))
-    return {"pairs": "unrelated clean", f"mean_J_{ngram}gram": sum(js) / len(js), "max": js[-1], "p99": js[int(0.99 * n)]}
+    return {"pairs": f"unrelated clean ({n} random pairs)", f"mean_J_{ngram}gram": sum(js) / len(js),
+            "min": js[0], "p10": js[n // 10], "p99": js[int(0.99 * n)], "max": js[-1]}
 
 
 def sample_table() -> list[dict]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import islice
 
 Criterion = tuple[str, tuple[str, ...], int]  # name, cues, hits needed for full credit
 
@@ -123,13 +124,17 @@ def _cue_hits(counts: Counter) -> list[int]:
 def _criteria(name: str, text: str, hits: list[int], joined: str) -> dict[str, float]:
     per: dict[str, float] = {}
     for crit, (_w, _p, phrases), need in _COMPILED[name]:
+        # regex criteria stop at `need` matches: full credit needs no more (saves ~0.3 ms/answer)
         if crit == "citations":
             low = text.lower()
-            h = sum(len(rx.findall(text)) for rx in CITATION_RX) + sum(low.count(c) for c in CITATION_STR)
+            h = sum(low.count(c) for c in CITATION_STR)
+            for rx in CITATION_RX:
+                if h < need:
+                    h += sum(1 for _ in islice(rx.finditer(text), need - h))
         elif crit == "structure":
-            h = len(STRUCTURE.findall(text))
+            h = sum(1 for _ in islice(STRUCTURE.finditer(text), need))
         elif crit == "specificity":
-            h = len(NUMBER.findall(text))
+            h = sum(1 for _ in islice(NUMBER.finditer(text), need))
         else:
             h = hits[_INDEX[name, crit]] + sum(joined.count(f" {p} ") for p in phrases)
         per[crit] = min(1.0, h / need)

@@ -198,11 +198,13 @@ def ngram_repetition(words: list[str]) -> dict[str, float]:
             dup_start = np.ones(m, dtype=bool)
             dup_start[np.minimum.reduceat(order, run_starts)] = False  # the first occurrence of each
             starts = np.flatnonzero(dup_start)
-            diff = np.zeros(n_words + 1, dtype=np.int64)
-            np.add.at(diff, starts, 1)
-            np.add.at(diff, starts + n, -1)
+            diff = np.bincount(starts, minlength=n_words + 1) - np.bincount(starts + n, minlength=n_words + 1)
             covered = np.cumsum(diff[:-1]) > 0
-            out[f"dup_{n}gram_frac"] = float(lens[covered].sum()) / total
+            frac = out[f"dup_{n}gram_frac"] = float(lens[covered].sum()) / total
+            if n == 5 and frac <= min(t for k, t in GOPHER_DUP_NGRAM.items() if k > 5):
+                # a repeat of a longer n-gram repeats the 5-grams inside it, so every longer
+                # fraction is <= this one and no longer rule can trip: skip them
+                break
     return out
 
 
@@ -239,7 +241,14 @@ def repetition(prose: str, turn_words: list[list[str]]) -> tuple[dict[str, float
     # One number for explanation: the worst rule as a share of its Gopher threshold (1.0 = at the limit).
     v["repetition"] = max((v.get(k, 0.0) / t for k, t in _LIMITS.items()), default=0.0)
     windows: list[tuple[str, list[str]]] = []
+    # A window's duplicated characters are a subset of the whole text's duplicated-5-gram characters
+    # (a repeat inside a window is a repeat in the whole), so when the whole text has too few of
+    # them no window can break a rule and the windows are skipped (the common case for real text).
+    dup_chars = v.get("dup_5gram_frac", 0.0) * sum(map(len, words))
+    min_limit = min(GOPHER_DUP_NGRAM.values())
     for i, tw in enumerate(turn_words, 1):
+        if dup_chars < min_limit * sum(map(len, tw[-TAIL_WORDS:])):
+            continue
         if len(turn_words) > 1 and len(tw) >= GOPHER_MIN_WORDS:
             windows.append((f"turn {i} ", tw))
         if len(tw) >= 3 * TAIL_WORDS:
@@ -291,8 +300,9 @@ def boilerplate_share(turn: str) -> float:
 def compute(assistant_turns: list[str]) -> TextSignals:
     """All text signals of a transcript's assistant turns."""
     text = "\n\n".join(assistant_turns)
-    prose = prose_of(text)
-    turn_words = [words_of(prose_of(t)) for t in assistant_turns]
+    turn_prose = [prose_of(t) for t in assistant_turns]
+    prose = "\n\n".join(turn_prose)
+    turn_words = [words_of(p) for p in turn_prose]
     words = [w for tw in turn_words for w in tw]
     all_words = text.split()
     v: dict[str, float] = {"words": float(len(all_words)), "chars": float(len(text))}

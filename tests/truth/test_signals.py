@@ -115,4 +115,8 @@ def test_numpy_ngram_fractions_match_plain_definition():
         for n in (2, 3, 4):
             assert abs(got[f"top_{n}gram_frac"] - _reference_ngram(words, n)[0]) < 1e-9
         for n in range(5, 11):
-            assert abs(got[f"dup_{n}gram_frac"] - _reference_ngram(words, n)[1]) < 1e-9
+            ref = _reference_ngram(words, n)[1]
+            if f"dup_{n}gram_frac" in got:
+                assert abs(got[f"dup_{n}gram_frac"] - ref) < 1e-9
+            else:  # skipped because it cannot exceed the 5-gram value, which is under every limit
+                assert ref <= got["dup_5gram_frac"] <= 0.10
