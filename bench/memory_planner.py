@@ -1,0 +1,196 @@
+"""Check the memory planner against reality: estimated vs measured peak memory of LoRA steps.
+
+For each case a random-weight model with a real architecture's shape is saved as safetensors,
+then a fresh Python process loads it with `from_pretrained`, adds the LoRA adapters the planner
+chose, and runs a few AdamW steps on random tokens while its peak RSS is recorded
+(`resource.getrusage(...).ru_maxrss`). On a CUDA machine the same runs report
+`torch.cuda.max_memory_allocated()` against the estimate without the CPU runtime term.
+
+    .venv/bin/python bench/memory_planner.py            # all cases (about 5-10 minutes on 2 cores)
+    .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
+    .venv/bin/python bench/memory_planner.py --device cuda
+
+Writes bench/results/memory_planner.md and .json (with machine info and thread settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = 2
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Published configs of real models (config.json of each Hugging Face repo), random weights here.
+SHAPES = {
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768),
+    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192),
+    "gpt2-124m": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=50257,
+                      n_positions=1024),
+    "tinyllama-1.1b": dict(model_type="llama", hidden_size=2048, intermediate_size=5632,
+                           num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                           vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=2048),
+}
+# (shape, micro_batch, seq_len, gradient_checkpointing)
+CASES = [
+    ("smollm2-135m", 2, 256, False),
+    ("smollm2-135m", 2, 256, True),
+    ("gpt2-124m", 2, 256, False),
+    ("qwen2.5-0.5b", 1, 256, False),
+    ("qwen2.5-0.5b", 2, 256, True),
+    ("tinyllama-1.1b", 1, 128, False),
+]
+QUICK = {"smollm2-135m", "gpt2-124m"}
+STEPS = 2  # the peak is in step 2: AdamW's moments exist from the end of step 1
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run in a fresh process; prints a JSON line."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    def rss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    from iceburg.hardware.memory import configure_cpu_allocator
+
+    if not args.default_allocator:
+        configure_cpu_allocator()
+    dev = torch.device(args.device)
+    base_rss = rss()
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).to(dev)
+    load_rss = rss()
+    targets = args.targets.split(",")
+    model = get_peft_model(model, LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05,
+                                             target_modules=targets))
+    if args.gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.get_text_config().vocab_size
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        del loss
+    out = {"peak_rss": rss(), "import_rss": base_rss, "load_rss": load_rss,
+           "step_s": (time.perf_counter() - t0) / STEPS}
+    if dev.type == "cuda":
+        out["cuda_peak_allocated"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(out))
+
+
+def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device: str,
+             default_allocator: bool = False) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from iceburg.hardware.memory import estimate_training_memory
+    from iceburg.hardware.model_shape import read_model_shape
+
+    if name not in model_dirs:
+        d = Path(tempfile.mkdtemp(prefix=f"iceburg-bench-{name}-"))
+        cfg = AutoConfig.for_model(**SHAPES[name])
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(d)  # random weights, safetensors
+        model_dirs[name] = d
+    shape = read_model_shape(model_dirs[name])
+    r, targets = 16, shape.linear_names
+    est = estimate_training_memory(shape, micro_batch=batch, seq_len=seq, precision="fp32", lora_r=r,
+                                   targets=targets, gradient_checkpointing=gc,
+                                   device_kind="cpu" if device == "cpu" else "cuda")
+    cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dirs[name]), "--batch", str(batch),
+           "--seq", str(seq), "--r", str(r), "--targets", ",".join(targets), "--device", device]
+    if gc:
+        cmd.append("--gc")
+    if default_allocator:
+        cmd.append("--default-allocator")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: measured run failed:\n{proc.stderr[-3000:]}")
+    meas = json.loads(proc.stdout.strip().splitlines()[-1])
+    measured = meas["cuda_peak_allocated"] if device == "cuda" else meas["peak_rss"]
+    return {"shape": name, "params_m": round(shape.param_count / 1e6, 1), "micro_batch": batch,
+            "seq_len": seq, "grad_ckpt": gc, "lora_r": r, "estimate": est.to_dict(),
+            "estimated_gib": est.total / 2**30, "measured_gib": measured / 2**30,
+            "error_pct": 100 * (est.total - measured) / measured, **meas}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir")
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--seq", type=int)
+    ap.add_argument("--r", type=int)
+    ap.add_argument("--targets")
+    ap.add_argument("--gc", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc as it is (measures what configure_cpu_allocator saves)")
+    ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
+    ap.add_argument("--only", help="comma-separated shape names")
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    import psutil
+    import torch
+
+    torch.set_num_threads(THREADS)
+    wanted = set(args.only.split(",")) if args.only else (QUICK if args.quick else set(SHAPES))
+    rows, dirs = [], {}
+    for case in CASES:
+        if case[0] in wanted:
+            row = run_case(*case, dirs, args.device, args.default_allocator)
+            rows.append(row)
+            print(f"{row['shape']:>15} b={row['micro_batch']} T={row['seq_len']} gc={row['grad_ckpt']!s:5} "
+                  f"est {row['estimated_gib']:.2f} GiB  measured {row['measured_gib']:.2f} GiB  "
+                  f"({row['error_pct']:+.1f}%)", flush=True)
+    machine = {"platform": platform.platform(), "python": platform.python_version(),
+               "torch": torch.__version__, "cpu_count": os.cpu_count(),
+               "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+               "torch_threads": THREADS, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+               "device": args.device, "steps": STEPS,
+               "allocator": "glibc default" if args.default_allocator else "configure_cpu_allocator()"}
+    measure = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS"
+    lines = [f"# Memory planner vs measured {measure} ({args.device})", "",
+             "| shape | params (M) | micro-batch | seq len | grad ckpt | LoRA r | estimate (GiB) "
+             f"| measured (GiB) | error | s/step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['params_m']} | {r['micro_batch']} | {r['seq_len']} | "
+                     f"{'yes' if r['grad_ckpt'] else 'no'} | {r['lora_r']} | {r['estimated_gib']:.2f} | "
+                     f"{r['measured_gib']:.2f} | {r['error_pct']:+.1f}% | {r['step_s']:.1f} |")
+    lines += ["", "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items())]
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_default_malloc" if args.default_allocator else "")
+    (out / f"memory_planner{suffix}.md").write_text("\n".join(lines) + "\n")
+    (out / f"memory_planner{suffix}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Peak training memory of one LoRA/QLoRA run, term by term, from the real model's shape.
+
+    peak = weights + LoRA (weights, grads, AdamW states) + saved activations + loss transient
+           + runtime
+
+* weights: every parameter in the training dtype; under QLoRA the projections are NF4 with double
+  quantisation, 4.127 bits per parameter (Dettmers et al. 2023, "QLoRA", section 3), while
+  embeddings, norms and lm_head stay in the compute dtype (bitsandbytes skips them).
+* LoRA: adapters are kept in fp32 by peft (`autocast_adapter_dtype=True`), so weights, gradients
+  and AdamW's two moments cost 4 x 4 bytes per adapter parameter.
+* activations: the bytes autograd saves for backward, *measured* on the model's own code on the
+  meta device (`model_shape.activation_probe`), with the planned micro-batch, sequence length,
+  LoRA rank, targets and dropout. With gradient checkpointing only each layer's input is kept,
+  plus one layer's activations while it is recomputed (Chen et al. 2016, "Training Deep Nets with
+  Sublinear Memory Cost").
+* loss transient: the logits tensor (held by the model output) plus the fp32 gradient buffers of
+  cross-entropy (two B x T x V fp32 tensors live at the start of backward), which autograd does not
+  save and the probe therefore cannot see. For a 150k vocabulary this is the largest activation.
+* runtime: on CPU the process itself (Python, torch, transformers, peft) as measured by
+  bench/memory_planner.py; on GPUs the CUDA context is already outside the free memory we read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .model_shape import ModelShape, activation_probe
+
+logger = logging.getLogger(__name__)
+
+# glibc raises its mmap threshold dynamically up to 32 MiB (mallopt(3), M_MMAP_THRESHOLD), so
+# activation-sized tensors land in the heap, and freed heap memory is kept by the process: on a
+# 30-layer model we measured peak RSS 20-35% above the live tensors (docs/hardware.md). A fixed
+# 1 MiB threshold sends every larger tensor to mmap, returned to the OS on free.
+MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+
+
+def configure_cpu_allocator() -> bool:
+    """Make freed tensor memory go back to the OS on glibc Linux (call once before CPU training).
+
+    The CPU memory estimate assumes this setting. Returns False where it does not apply
+    (macOS, Windows, musl) and nothing is changed.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    logger.debug("glibc mmap threshold fixed at %d bytes: %s", MMAP_THRESHOLD_BYTES, ok)
+    return ok
+
+
+# Resident memory of a Python process after importing torch 2.13 + transformers 5.24 + peft 0.21
+# and building a model (allocator arenas, kernels, code): measured by bench/memory_planner.py on
+# the 2-core CPU machine (see docs/hardware.md, "Planner against reality").
+CPU_RUNTIME_BYTES = 700 * 2**20
+
+# QLoRA NF4 + double quantisation: 4.127 bits per quantised parameter (QLoRA paper, section 3).
+NF4_BITS_PER_PARAM = 4.127
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+ADAPTER_BYTES = 4  # fp32 adapters, gradients, AdamW exp_avg and exp_avg_sq
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak bytes of one training step, by term. `total` is what the process/device peaks at."""
+
+    weights: int
+    lora: int  # adapter weights + gradients + AdamW states
+    activations: int  # saved for backward (with or without gradient checkpointing)
+    loss_transient: int  # logits and cross-entropy gradient buffers
+    runtime: int  # process overhead counted in this device's memory (CPU RSS only)
+    lora_params: int
+
+    @property
+    def training_bytes(self) -> int:
+        """Everything the run adds on top of an already-started runtime."""
+        return self.weights + self.lora + self.activations + self.loss_transient
+
+    @property
+    def total(self) -> int:
+        return self.training_bytes + self.runtime
+
+    def to_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["total"] = self.total
+        return d
+
+
+def weight_bytes(shape: ModelShape, precision: str, qlora: bool) -> int:
+    if not qlora:
+        return shape.param_count * DTYPE_BYTES[precision]
+    quantised = shape.linear_params
+    rest = shape.param_count - quantised
+    return int(quantised * NF4_BITS_PER_PARAM / 8) + rest * DTYPE_BYTES[precision]
+
+
+def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: int, precision: str,
+                             lora_r: int, targets: list[str], gradient_checkpointing: bool,
+                             qlora: bool = False, lora_dropout: float = 0.05, device_kind: str = "cpu",
+                             trust_remote_code: bool = False) -> MemoryEstimate:
+    """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded)."""
+    n_lora = shape.lora_params(lora_r, targets)
+    act_dtype = TORCH_DTYPES[precision]
+    # Probed for one sequence and scaled: with flash/memory-efficient attention every saved tensor
+    # grows linearly with the batch (checked against direct probes in tests/hardware).
+    per_row, outside_row = activation_probe(shape, act_dtype, 1, seq_len, lora_r, targets,
+                                            lora_dropout, trust_remote_code)
+    per_layer, outside = per_row * micro_batch, outside_row * micro_batch
+    act_bytes = DTYPE_BYTES[precision]
+    tokens = micro_batch * seq_len
+    if gradient_checkpointing:
+        # Each checkpointed layer keeps its input hidden states; one layer is live at a time.
+        activations = shape.num_layers * tokens * shape.hidden_size * act_bytes + per_layer + outside
+    else:
+        activations = shape.num_layers * per_layer + outside
+    if qlora:
+        # bitsandbytes dequantises one projection at a time for the matmul: one transient copy of
+        # the largest projection in the compute dtype.
+        activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
+    loss_transient = tokens * shape.vocab_size * (act_bytes + 2 * 4)
+    return MemoryEstimate(
+        weights=weight_bytes(shape, precision, qlora),
+        lora=n_lora * ADAPTER_BYTES * 4,
+        activations=int(activations),
+        loss_transient=int(loss_transient),
+        runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0,
+        lora_params=n_lora,
+    )

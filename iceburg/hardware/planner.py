@@ -1,0 +1,205 @@
+"""Choose micro-batch, accumulation, checkpointing, precision, QLoRA and LoRA settings that fit.
+
+The planner searches the settings from fastest to most frugal and keeps the first whose
+estimated peak (`memory.estimate_training_memory`, computed from the real model's shape) fits
+the memory the device has free:
+
+1. precision: the configured one, else the best the device supports (bf16 > fp16; fp32 on CPU);
+2. without gradient checkpointing, the largest power-of-two micro-batch up to the effective batch;
+3. with gradient checkpointing (about 33% more compute: one extra forward, Chen et al. 2016);
+4. on CUDA with bitsandbytes, QLoRA (4-bit NF4 weights) with checkpointing, as in QLoRA's recipe.
+
+Values the user set explicitly are kept as they are; if they do not fit, the planner says so
+instead of silently changing them. When nothing fits, it stops before any weights are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import RECOMMENDED, ModelType, TrainingConfig
+from ..errors import IceburgError
+from .detect import HardwareInfo
+from .memory import MemoryEstimate, estimate_training_memory
+from .model_shape import ModelShape, read_model_shape
+
+logger = logging.getLogger(__name__)
+
+# Default effective batch (sequences per optimizer step): QLoRA's recipe used 16 for its 7B-13B
+# models (Dettmers et al. 2023, appendix B.2).
+DEFAULT_EFFECTIVE_BATCH = 16
+MAX_MICRO_BATCH = 64
+# Share of the free memory the plan may use: the rest covers allocator fragmentation (CUDA's
+# caching allocator) and other processes on the machine. Our choice; the CPU figures in
+# docs/hardware.md were within this margin.
+MEMORY_HEADROOM = 0.85
+# Below 1B parameters the table's ranks are scaled by sqrt(params / 1B); the table was written
+# for 3B-7B bases. LoRA paper (Hu et al. 2021, table 6): ranks of 1-8 already match larger ranks,
+# so small models lose little and the adapters stay proportionate to the layers. Our rule.
+LORA_FULL_RANK_PARAMS = 1e9
+MIN_LORA_R = 8
+
+
+@dataclass
+class TrainingPlan:
+    device: str
+    precision: str  # "fp32" | "bf16" | "fp16"
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+    use_qlora: bool
+    lora_r: int
+    lora_alpha: int
+    lora_target_modules: list[str]
+    estimated_peak_bytes: int
+    notes: list[str] = field(default_factory=list)
+    available_bytes: int = 0
+    memory: dict[str, int] = field(default_factory=dict)  # the estimate, term by term
+    model: dict[str, Any] = field(default_factory=dict)  # parameter count, shape, projection names
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.micro_batch_size * self.gradient_accumulation_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["effective_batch_size"] = self.effective_batch_size
+        return d
+
+
+def recommend_lora(model_type: ModelType, shape: ModelShape) -> tuple[int, int]:
+    """(r, alpha) from the original per-type table, scaled down for bases under 1B parameters."""
+    rec = RECOMMENDED[model_type]
+    r = rec["lora_r"]
+    if shape.param_count < LORA_FULL_RANK_PARAMS:
+        scaled = r * math.sqrt(shape.param_count / LORA_FULL_RANK_PARAMS)
+        r = max(MIN_LORA_R, 2 ** round(math.log2(max(scaled, 1))))
+    r = min(r, max(MIN_LORA_R, shape.hidden_size // 8))
+    return r, r * rec["lora_alpha"] // rec["lora_r"]  # keep the table's alpha/r ratio (2)
+
+
+def resolve_targets(shape: ModelShape, requested: list[str]) -> list[str]:
+    """Projection names to adapt: all the model has, or the requested ones if the model has them."""
+    available = shape.linear_names
+    if not requested:
+        return available
+    unknown = [t for t in requested if t not in available]
+    if unknown:
+        raise IceburgError(f"lora_target_modules (--lora-target-modules): {', '.join(unknown)} not in "
+                           f"this {shape.architecture}; its projections are: {', '.join(available)} "
+                           "(or leave it empty to adapt them all)")
+    return list(requested)
+
+
+def _precision(config: TrainingConfig, hw: HardwareInfo) -> str:
+    if config.precision is None:
+        return hw.best_precision()
+    if config.precision not in hw.supported_precisions:
+        raise IceburgError(f"precision (--precision): {config.precision} is not supported on "
+                           f"{hw.device_kind} ({hw.device_name}); it supports "
+                           f"{', '.join(hw.supported_precisions)}")
+    return config.precision
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _qlora_options(config: TrainingConfig, hw: HardwareInfo) -> list[bool]:
+    if config.use_qlora and hw.device_kind != "cuda":
+        raise IceburgError(f"use_qlora (--use-qlora): 4-bit QLoRA needs a CUDA GPU (bitsandbytes); this "
+                           f"machine trains on {hw.device_kind}; drop --use-qlora")
+    if config.use_qlora and not hw.bitsandbytes_available:
+        raise IceburgError("use_qlora (--use-qlora): bitsandbytes is not installed; install it with: "
+                           "pip install 'iceburg[qlora]'")
+    if config.use_qlora is not None:
+        return [config.use_qlora]
+    return [False, True] if hw.device_kind == "cuda" and hw.bitsandbytes_available else [False]
+
+
+def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInfo | None = None,
+                  num_examples: int | None = None) -> TrainingPlan:
+    """Settings for training `model_dir` with `config` on `hw` (detected when None).
+
+    `num_examples` (packed rows or examples, when known) caps the effective batch so one epoch
+    has at least one optimizer step. Raises IceburgError when nothing fits.
+    """
+    if hw is None:
+        from .detect import describe_hardware, probe_system
+
+        hw = describe_hardware(probe_system(), device=config.device)
+    shape = read_model_shape(model_dir, config.trust_remote_code)
+    r, alpha = recommend_lora(config.model_type, shape)
+    if config.lora_r:
+        r, alpha = config.lora_r, config.lora_alpha or 2 * config.lora_r
+    elif config.lora_alpha:
+        alpha = config.lora_alpha
+    targets = resolve_targets(shape, config.lora_target_modules)
+    precision = _precision(config, hw)
+    notes = [f"{shape.architecture}: {shape.param_count / 1e6:.1f}M parameters, LoRA r={r} alpha={alpha} "
+             f"on {', '.join(targets)}"]
+
+    effective = DEFAULT_EFFECTIVE_BATCH
+    if config.batch_size and config.gradient_accumulation_steps:
+        effective = config.batch_size * config.gradient_accumulation_steps
+    if num_examples:
+        effective = max(1, min(effective, num_examples))
+    if config.batch_size:
+        micros = [config.batch_size]
+    else:
+        top = min(effective, MAX_MICRO_BATCH)
+        micros = [2 ** k for k in range(int(math.log2(top)), -1, -1)]
+    gcs = [config.gradient_checkpointing] if config.gradient_checkpointing is not None else [False, True]
+    budget = int(hw.available_memory * MEMORY_HEADROOM)
+
+    def estimate(micro: int, gc: bool, qlora: bool) -> MemoryEstimate:
+        return estimate_training_memory(shape, micro_batch=micro, seq_len=config.max_seq_length,
+                                        precision=precision, lora_r=r, targets=targets,
+                                        gradient_checkpointing=gc, qlora=qlora,
+                                        lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
+                                        trust_remote_code=config.trust_remote_code)
+
+    for qlora in _qlora_options(config, hw):
+        for gc in gcs:
+            for micro in micros:
+                est = estimate(micro, gc, qlora)
+                if est.training_bytes <= budget:
+                    accum = config.gradient_accumulation_steps or max(1, math.ceil(effective / micro))
+                    if qlora:
+                        notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
+                    if gc and config.gradient_checkpointing is None:
+                        notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit "
+                                     "without it")
+                    notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory)} "
+                                 f"available on {hw.device_kind}")
+                    return TrainingPlan(hw.device_kind, precision, micro, accum, gc, qlora, r, alpha, targets,
+                                        est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict())
+    raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
+                        budget, model_dir)
+
+
+def _nothing_fits(shape: ModelShape, config: TrainingConfig, hw: HardwareInfo, smallest: MemoryEstimate,
+                  budget: int, model_dir: str | Path) -> IceburgError:
+    options = [f"a smaller base model (--base-model; this one has {shape.param_count / 1e9:.2f}B parameters)"]
+    if hw.device_kind == "cuda" and not hw.bitsandbytes_available:
+        options.append("4-bit QLoRA: pip install 'iceburg[qlora]' (bitsandbytes), then --use-qlora")
+    elif hw.device_kind != "cuda":
+        options.append("4-bit QLoRA on a CUDA GPU")
+    if config.max_seq_length > 256:
+        options.append(f"a shorter --max-seq-length (now {config.max_seq_length}; try "
+                       f"{config.max_seq_length // 2})")
+    for flag, value in (("--batch-size", config.batch_size), ("--gradient-checkpointing",
+                                                                 config.gradient_checkpointing)):
+        if value is not None:
+            options.append(f"drop {flag} and let the planner choose")
+    terms = ", ".join(f"{k} {_gib(v)}" for k, v in smallest.to_dict().items()
+                      if k not in ("total", "lora_params") and v)
+    return IceburgError(
+        f"{model_dir} does not fit for training on {hw.device_kind} ({hw.device_name}): the smallest "
+        f"setting needs {_gib(smallest.training_bytes)} ({terms}), {_gib(hw.available_memory)} is "
+        f"available and the plan may use {int(MEMORY_HEADROOM * 100)}% of it ({_gib(budget)}). "
+        "Options: " + "; ".join(options))

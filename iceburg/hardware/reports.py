@@ -1,0 +1,124 @@
+"""Text reports behind the CLI flags `--detect-hardware`, `--features` and `--configs`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..config import EMBEDDED_BASE, ModelType, TrainingConfig
+from ..errors import IceburgError
+from .detect import HardwareInfo, SystemDescription, describe_hardware, probe_system
+from .planner import plan_training
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None) -> str:
+    """`--detect-hardware`: the detected device as a readable table, or JSON with `--json`."""
+    hw = hw or describe_hardware(probe_system())
+    if as_json:
+        return json.dumps(hw.to_dict(), indent=2)
+    rows = [("device", f"{hw.device_kind} ({hw.device_name})"),
+            ("torch device", str(hw.torch_device())),
+            ("memory total", _gib(hw.total_memory)),
+            ("memory available", _gib(hw.available_memory)),
+            ("precisions", ", ".join(hw.supported_precisions) + f" (training uses {hw.best_precision()})"),
+            ("CPU cores", str(hw.cpu_cores)),
+            ("torch", hw.torch_version),
+            ("CUDA", hw.cuda_version or "no (CPU/MPS build)"),
+            ("MLX", "yes" if hw.mlx_available else "no"),
+            ("bitsandbytes", "yes" if hw.bitsandbytes_available else "no")]
+    if hw.compute_capability:
+        rows.append(("compute capability", ".".join(map(str, hw.compute_capability))))
+    if hw.recommended_batch_size is not None:
+        rows.append(("recommended micro-batch", str(hw.recommended_batch_size)))
+    rows += [("note", n) for n in hw.notes]
+    return _table(rows)
+
+
+def _feature_rows(system: SystemDescription) -> list[tuple[str, str]]:
+    def pkg(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    rows = []
+    if system.cuda_devices:
+        rows.append(("CUDA", f"available: {len(system.cuda_devices)} x {system.cuda_devices[0].name}"))
+    elif system.cuda_version:
+        rows.append(("CUDA", "not available: torch has CUDA but no GPU/driver was found (check nvidia-smi)"))
+    else:
+        rows.append(("CUDA", "not available: torch is a CPU build and there is no NVIDIA GPU here; on a "
+                             "GPU machine install a CUDA torch: pip install torch==2.13.0 --index-url "
+                             "https://download.pytorch.org/whl/cu128"))
+    rows.append(("MPS", "available" if system.mps else "not available: needs macOS on Apple silicon"))
+    if not system.apple_silicon:
+        rows.append(("MLX", "not available: needs Apple silicon (pip install mlx)"))
+    else:
+        rows.append(("MLX", "available" if system.packages.get("mlx") else "not installed: pip install mlx"))
+    if not system.packages.get("bitsandbytes"):
+        rows.append(("QLoRA (bitsandbytes)", "not installed: pip install 'iceburg[qlora]' (needs a CUDA GPU)"))
+    elif not system.cuda_devices:
+        rows.append(("QLoRA (bitsandbytes)", "installed, but 4-bit training needs a CUDA GPU"))
+    else:
+        rows.append(("QLoRA (bitsandbytes)", "available"))
+    rows.append(("llama.cpp (llama_cpp)", "available" if pkg("llama_cpp") else
+                 "not installed: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'iceburg[llama]' (builds 10-14 min)"))
+    rows.append(("onnxruntime", "available" if pkg("onnxruntime") else "not installed: pip install onnxruntime"))
+    go = shutil.which("go")
+    if go:
+        ver = subprocess.run([go, "version"], capture_output=True, text=True, check=False).stdout.strip()
+        rows.append(("Go (template checks)", f"available: {ver}"))
+    else:
+        rows.append(("Go (template checks)", "not found on PATH: apt-get install golang-go (or https://go.dev/dl)"))
+    return rows
+
+
+def features_report(system: SystemDescription | None = None) -> str:
+    """`--features`: every optional capability, "available" or the reason and the install command."""
+    return _table(_feature_rows(system or probe_system()))
+
+
+def base_model_dir(config: TrainingConfig) -> Path:
+    """The local HF folder for `config.base_model` (the base-model stage resolves non-local specs)."""
+    spec = config.base_model
+    if Path(spec).is_dir():
+        return Path(spec)
+    if spec == EMBEDDED_BASE:
+        from ..models.tiny import ensure_tiny_model
+
+        return ensure_tiny_model()
+    try:
+        from ..base_models import resolve_base_model
+    except ImportError as exc:
+        raise IceburgError(f"--base-model {spec}: only local folders can be planned in this build") from exc
+    return Path(resolve_base_model(spec, trust_remote_code=config.trust_remote_code).path)
+
+
+def configs_report(config: TrainingConfig, hw: HardwareInfo | None = None,
+                   model_dir: Path | None = None) -> str:
+    """`--configs`: the plan for each model type on this machine, with the configured base model."""
+    hw = hw or describe_hardware(probe_system(), device=config.device)
+    model_dir = model_dir or base_model_dir(config)
+    header = ("type", "LoRA r/alpha", "micro-batch", "grad accum", "grad ckpt", "precision", "QLoRA", "peak")
+    lines = [f"base model: {config.base_model} ({model_dir}); device: {hw.device_kind} ({hw.device_name}), "
+             f"{_gib(hw.available_memory)} available; max_seq_length {config.max_seq_length}", ""]
+    rows = [header]
+    for mt in ModelType:
+        plan = plan_training(model_dir, dataclasses.replace(config, model_type=mt), hw)
+        rows.append((mt.short, f"{plan.lora_r}/{plan.lora_alpha}", str(plan.micro_batch_size),
+                     str(plan.gradient_accumulation_steps), "yes" if plan.gradient_checkpointing else "no",
+                     plan.precision, "yes" if plan.use_qlora else "no", _gib(plan.estimated_peak_bytes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines += ["", f"LoRA targets: {', '.join(plan.lora_target_modules)}"]
+    return "\n".join(lines)

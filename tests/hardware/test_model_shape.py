@@ -1,0 +1,74 @@
+"""The meta-device reading of a model against the same model built for real."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from iceburg.errors import IceburgError
+from iceburg.hardware import read_model_shape
+from iceburg.hardware.model_shape import activation_probe
+
+
+def _real_saved_bytes(model_dir, r, targets, batch, seq, dropout):
+    """Bytes autograd saves in a real CPU forward pass (parameters excluded)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=targets))
+    model.train()
+    resident = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in resident:
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values()), sum(p.numel() for p in model.parameters())
+
+
+def test_param_count_and_names_match_the_real_model(small_qwen_dir, gpt2_dir):
+    shape = read_model_shape(small_qwen_dir)
+    real = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_qwen_dir))
+    assert shape.param_count == sum(p.numel() for p in real.parameters())  # tied lm_head counted once
+    assert shape.linear_names == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert shape.num_layers == 2 and shape.hidden_size == 128 and shape.vocab_size == 512
+    gpt2 = read_model_shape(gpt2_dir)  # Conv1D projections with other names
+    assert gpt2.linear_names == ["c_attn", "c_proj", "c_fc"]
+    assert gpt2.lora_params(8, ["c_attn"]) == 2 * 8 * (128 + 3 * 128)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_activation_probe_equals_real_cpu_saved_tensors(small_qwen_dir, dropout):
+    shape = read_model_shape(small_qwen_dir)
+    per_layer, outside = activation_probe(shape, torch.float32, 2, 64, 8, shape.linear_names, dropout)
+    real, _ = _real_saved_bytes(small_qwen_dir, 8, shape.linear_names, 2, 64, dropout)
+    estimate = shape.num_layers * per_layer + outside
+    assert abs(estimate - real) / real < 0.02, (estimate, real)
+
+
+def test_activation_probe_is_linear_in_batch(small_qwen_dir):
+    shape = read_model_shape(small_qwen_dir)
+    one = activation_probe(shape, torch.float32, 1, 128, 8, shape.linear_names)
+    four = activation_probe(shape, torch.float32, 4, 128, 8, shape.linear_names)
+    assert abs(four[0] - 4 * one[0]) / four[0] < 0.02
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(IceburgError, match="no config.json"):
+        read_model_shape(tmp_path)
+
+
+def test_untied_embeddings_counted(tmp_path, small_qwen_dir):
+    cfg = AutoConfig.from_pretrained(small_qwen_dir)
+    cfg.tie_word_embeddings = False
+    cfg.save_pretrained(tmp_path)
+    shape = read_model_shape(tmp_path)
+    assert shape.embedding_params == 2 * 512 * 128
