@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ from .loader import InvalidLine, normalise
 logger = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "interval", "never")
+_LOGGERS: "weakref.WeakSet[FineTuningLogger]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A fork taken while another thread held a logger's thread lock would leave it locked forever
+    # in the child; give every live logger a fresh lock (its descriptors reopen on first use).
+    for lg in list(_LOGGERS):
+        lg._tlock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class FineTuningLogger:
@@ -67,6 +79,7 @@ class FineTuningLogger:
         self._last_sync = time.monotonic()
         self.lines_written = 0
         self.rotations = 0
+        _LOGGERS.add(self)
 
     # -- public API ------------------------------------------------------------------------------
     def log(self, messages: list[dict[str, str]], *, quality_score: float | None = None,

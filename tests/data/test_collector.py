@@ -75,3 +75,24 @@ def test_fsync_always_and_validation(tmp_path):
         FineTuningLogger(path, fsync="sometimes")
     with pytest.raises(DataError, match=".jsonl"):
         FineTuningLogger(tmp_path / "a.txt")
+
+
+def test_logger_keeps_working_across_fork(tmp_path):
+    import os
+
+    path = tmp_path / "f.jsonl"
+    log = FineTuningLogger(path)
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"}]
+    log.log(msgs, metadata={"who": "parent-before"})
+    pid = os.fork()
+    if pid == 0:  # child: must reopen its own descriptors and lock, then exit without pytest teardown
+        try:
+            log.log(msgs, metadata={"who": "child"})
+            log.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    log.log(msgs, metadata={"who": "parent-after"})
+    log.close()
+    who = [json.loads(x)["metadata"]["who"] for x in path.read_text().splitlines()]
+    assert sorted(who) == ["child", "parent-after", "parent-before"]
