@@ -24,6 +24,7 @@ from typing import Any
 from ..config import ModelType, TrainingConfig
 from ..records import Record, RejectWriter
 from .filter import HIST_BINS, Assessment, Category, TruthFilter, TruthFilterStats
+from .patterns import PatternTruthSystem
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,12 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
     out_dir.mkdir(parents=True, exist_ok=True)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
-    tf = truth_filter or TruthFilter(min_quality_score=config.min_quality_score, workers=workers)
+    truth_system = None
+    patterns = getattr(config, "truth_patterns", None)  # optional config field (see docs/truth_filter.md)
+    if patterns:
+        truth_system = PatternTruthSystem.from_file(patterns)
+    tf = truth_filter or TruthFilter(min_quality_score=config.min_quality_score, workers=workers,
+                                     truth_system=truth_system)
     agent = ModelType.parse(config.model_type).agent
     stats = TruthFilterStats()
     load_stats: dict[str, int] = {}

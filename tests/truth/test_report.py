@@ -72,3 +72,16 @@ def test_parallel_scoring_gives_identical_output(tmp_path):
         outs[w] = ((tmp_path / f"w{w}" / "filtered.jsonl").read_text(), rep["stats"])
     assert outs[1] == outs[2]
     assert outs[1][1]["near_duplicates_removed"] >= 9 and outs[1][1]["reasons"]["repetition"] >= 9
+
+
+def test_filter_only_uses_a_pattern_file_when_configured(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(line(GOOD) + "\n" + line(GOOD.replace("2022", "2023") + " Fasting cures diabetes.") + "\n")
+    pats = tmp_path / "patterns.txt"
+    pats.write_text("contradicted 0.5 fasting cures diabetes\n")
+    cfg = TrainingConfig()
+    cfg.truth_patterns = str(pats)  # the optional config field the CLI can fill (--truth-patterns)
+    rep = run_filter_only([str(src)], tmp_path / "out", cfg, workers=1)
+    assert rep["stats"]["final_output"] == 1 and rep["stats"]["reasons"] == {"low_quality": 1}
+    rej = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
+    assert rej["details"]["contradicted_patterns"] == ["fasting cures diabetes"]
