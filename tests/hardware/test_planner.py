@@ -1,0 +1,105 @@
+"""The planner: choices per machine, explicit settings kept, and stopping before loading."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from iceburg.config import RECOMMENDED, ModelType, TrainingConfig
+from iceburg.errors import IceburgError
+from iceburg.hardware import describe_hardware, plan_training, read_model_shape, recommend_lora
+from iceburg.hardware.planner import DEFAULT_EFFECTIVE_BATCH, MEMORY_HEADROOM
+
+GIB = 2**30
+
+
+def test_16gb_mac_plans_a_3b_model(machines, llama_3b_dir):
+    hw = describe_hardware(machines.mac(ram_gib=16, working_set_gib=10.67))
+    plan = plan_training(llama_3b_dir, TrainingConfig(model_type=ModelType.SURVEYOR), hw)
+    assert plan.device == "mps" and plan.precision == "bf16" and not plan.use_qlora
+    # 3.2B bf16 weights are 6.4 GB; a 128k vocabulary at 1024 tokens needs checkpointing to fit.
+    assert plan.gradient_checkpointing
+    assert plan.effective_batch_size >= DEFAULT_EFFECTIVE_BATCH
+    assert plan.estimated_peak_bytes <= MEMORY_HEADROOM * hw.available_memory
+    assert (plan.lora_r, plan.lora_alpha) == (16, 32)  # surveyor row of the original table
+    assert plan.memory["weights"] == 2 * plan.model["param_count"]
+
+
+def test_24gb_cuda_chooses_qlora_for_14b(machines, qwen_14b_dir):
+    hw = describe_hardware(machines.cuda_box(total_gib=24, free_gib=23.5))
+    plan = plan_training(qwen_14b_dir, TrainingConfig(), hw)
+    assert plan.device == "cuda" and plan.use_qlora and plan.precision == "bf16"
+    assert plan.model["param_count"] > 14e9
+    assert plan.memory["weights"] < 0.4 * 2 * plan.model["param_count"]  # 4-bit projections
+    assert plan.estimated_peak_bytes <= MEMORY_HEADROOM * hw.available_memory
+    assert any("QLoRA" in n for n in plan.notes)
+
+
+def test_80gb_cuda_trains_14b_in_bf16(machines, qwen_14b_dir):
+    plan = plan_training(qwen_14b_dir, TrainingConfig(), describe_hardware(machines.cuda_box(80, 79)))
+    assert not plan.use_qlora and plan.precision == "bf16"
+
+
+def test_no_bitsandbytes_stops_with_the_install_command(machines, qwen_14b_dir):
+    hw = describe_hardware(machines.cuda_box(bnb=False))
+    with pytest.raises(IceburgError) as err:
+        plan_training(qwen_14b_dir, TrainingConfig(), hw)
+    msg = str(err.value)
+    assert "needs" in msg and "available" in msg and "pip install 'iceburg[qlora]'" in msg
+    assert "--max-seq-length" in msg and "smaller base model" in msg
+
+
+def test_nothing_fits_on_a_small_cpu_box(machines, llama_3b_dir):
+    with pytest.raises(IceburgError, match=r"does not fit.*GiB.*Options"):
+        plan_training(llama_3b_dir, TrainingConfig(), describe_hardware(machines.cpu_box(4, 2)))
+
+
+def test_explicit_settings_are_kept_or_refused(machines, llama_3b_dir):
+    hw = describe_hardware(machines.cuda_box(80, 79))
+    cfg = TrainingConfig(batch_size=2, gradient_accumulation_steps=3, gradient_checkpointing=True,
+                         precision="fp16", lora_r=8)
+    plan = plan_training(llama_3b_dir, cfg, hw)
+    assert (plan.micro_batch_size, plan.gradient_accumulation_steps) == (2, 3)
+    assert plan.gradient_checkpointing and plan.precision == "fp16"
+    assert (plan.lora_r, plan.lora_alpha) == (8, 16)
+    small = describe_hardware(machines.cuda_box(16, 15))
+    with pytest.raises(IceburgError, match="drop --batch-size"):
+        plan_training(llama_3b_dir, dataclasses.replace(cfg, batch_size=64), small)
+    with pytest.raises(IceburgError, match="--precision"):
+        plan_training(llama_3b_dir, TrainingConfig(precision="bf16"), describe_hardware(machines.cpu_box(64, 60)))
+    with pytest.raises(IceburgError, match="--use-qlora"):
+        plan_training(llama_3b_dir, TrainingConfig(use_qlora=True), describe_hardware(machines.mac()))
+
+
+def test_effective_batch_capped_by_data(machines, small_qwen_dir):
+    plan = plan_training(small_qwen_dir, TrainingConfig(), describe_hardware(machines.cpu_box(8, 6)),
+                         num_examples=5)
+    assert plan.effective_batch_size == 5 or plan.micro_batch_size * plan.gradient_accumulation_steps >= 5
+    assert plan.micro_batch_size <= 5
+
+
+def test_lora_table_scaled_by_size(llama_3b_dir, small_qwen_dir):
+    big = read_model_shape(llama_3b_dir)
+    for mt in ModelType:
+        assert recommend_lora(mt, big) == (RECOMMENDED[mt]["lora_r"], RECOMMENDED[mt]["lora_alpha"])
+    tiny = read_model_shape(small_qwen_dir)
+    for mt in ModelType:
+        r, alpha = recommend_lora(mt, tiny)
+        assert 8 <= r < RECOMMENDED[mt]["lora_r"] and alpha == 2 * r
+
+
+def test_targets_from_the_models_own_names(machines, gpt2_dir):
+    hw = describe_hardware(machines.cpu_box(8, 6))
+    plan = plan_training(gpt2_dir, TrainingConfig(), hw)
+    assert plan.lora_target_modules == ["c_attn", "c_proj", "c_fc"]
+    assert plan_training(gpt2_dir, TrainingConfig(lora_target_modules=["c_attn"]), hw).lora_target_modules == ["c_attn"]
+    with pytest.raises(IceburgError, match="c_attn, c_proj, c_fc"):
+        plan_training(gpt2_dir, TrainingConfig(lora_target_modules=["q_proj"]), hw)
+
+
+def test_real_cpu_plan(small_qwen_dir):
+    plan = plan_training(small_qwen_dir, TrainingConfig(max_seq_length=256))
+    assert plan.device in ("cpu", "cuda", "mps")
+    assert plan.micro_batch_size >= 1 and plan.estimated_peak_bytes > plan.memory["weights"]
+    assert plan.to_dict()["effective_batch_size"] == plan.effective_batch_size

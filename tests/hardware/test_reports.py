@@ -1,0 +1,35 @@
+"""CLI reports: --detect-hardware, --features, --configs."""
+
+from __future__ import annotations
+
+import json
+
+from iceburg.config import ModelType, TrainingConfig
+from iceburg.hardware import configs_report, describe_hardware, features_report, hardware_report
+
+
+def test_hardware_report_table_and_json():
+    table = hardware_report()
+    assert "memory available" in table and "precisions" in table
+    data = json.loads(hardware_report(as_json=True))
+    assert {"device_kind", "total_memory", "available_memory", "supported_precisions"} <= set(data)
+
+
+def test_features_report_names_every_capability(machines):
+    text = features_report()
+    for name in ("CUDA", "MPS", "MLX", "QLoRA (bitsandbytes)", "llama.cpp", "onnxruntime", "Go"):
+        assert name in text
+    onnx_line = next(line for line in text.splitlines() if line.startswith("onnxruntime"))
+    assert onnx_line.split()[-1] == "available"  # a pinned dependency, so installed here
+    linux = features_report(machines.cpu_box())
+    assert "pip install 'iceburg[qlora]'" in linux and "needs Apple silicon" in linux
+    assert "available: 1 x NVIDIA" in features_report(machines.cuda_box())
+
+
+def test_configs_report_one_row_per_type(machines, llama_3b_dir):
+    hw = describe_hardware(machines.cuda_box(80, 79))
+    text = configs_report(TrainingConfig(base_model=str(llama_3b_dir)), hw)
+    for mt in ModelType:
+        assert f"\n{mt.short} " in text
+    assert "64/128" in text  # oracle: r64/alpha128 from the original table
+    assert "q_proj" in text
