@@ -38,7 +38,8 @@ def _write_chats(path, n=24):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_ollama_tag_end_to_end(arch, tiny_models, tiny_ggufs, ollama_store, iceburg_cache, tmp_path, bm):
-    """The issue's test: project exporter -> Ollama store -> `tiny:latest` -> same logits -> fine-tune."""
+    """The issue's test: project exporter -> Ollama store -> `tiny:latest` -> same logits -> fine-tune
+    -> GGUF export -> back into the store -> resolves to the fine-tuned model."""
     from iceburg.config import TrainingConfig
     from iceburg.training.finetuner import ICEBURGFineTuner
 
@@ -56,8 +57,8 @@ def test_ollama_tag_end_to_end(arch, tiny_models, tiny_ggufs, ollama_store, iceb
     cfg = TrainingConfig(base_model="tiny:latest", data_path=[str(_write_chats(tmp_path / "chats.jsonl"))],
                          output_dir=str(tmp_path / "runs"), output_name=f"ollama-{arch}", max_steps=3,
                          max_seq_length=64, eval_fraction=0.25, use_truth_filter=False,
-                         use_emergence_weighting=False, export_formats=[], num_threads=2, seed=0,
-                         lora_r=4, learning_rate=1e-2, device="cpu")
+                         use_emergence_weighting=False, export_formats=["gguf"], quantization=["f32"],
+                         num_threads=2, seed=0, lora_r=4, learning_rate=1e-2, device="cpu")
     result = ICEBURGFineTuner(cfg).train()
     assert result.steps == 3 and math.isfinite(result.train_loss)
     recorded = json.loads((tmp_path / "runs" / f"ollama-{arch}" / "base_model.json").read_text())
@@ -68,6 +69,16 @@ def test_ollama_tag_end_to_end(arch, tiny_models, tiny_ggufs, ollama_store, iceb
     adapter = load_file(next(result.adapter_dir.glob("*.safetensors")))
     lora_b = [t for k, t in adapter.items() if "lora_B" in k]
     assert lora_b and any(t.abs().max() > 0 for t in lora_b)  # LoRA B starts at zero: training moved it
+
+    # Close the loop: the fine-tuned model's GGUF export, placed back in the store, resolves again.
+    exported = next(Path(p) for p in result.export_paths["gguf"] if p.endswith(".gguf"))
+    bm.add_to_ollama_store(ollama_store, exported, "tiny-ft", "latest")
+    tuned = resolve_base_model("tiny-ft")
+    assert tuned.source == "ollama" and tuned.architecture == arch
+    _, merged = bm.logits(result.merged_dir)
+    _, reloaded = bm.logits(tuned.path)
+    assert torch.allclose(reloaded, merged, atol=1e-4, rtol=0), (reloaded - merged).abs().max()
+    assert not torch.allclose(merged, expected, atol=1e-4)  # and it is not the base any more
 
 
 def test_name_forms_resolve_in_the_store(tiny_ggufs, ollama_store, iceburg_cache, bm):
