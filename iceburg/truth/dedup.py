@@ -28,8 +28,12 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from rensa import RMinHash, RMinHashLSH
+try:
+    from rensa import RMinHash, RMinHashLSH
+except ImportError:  # reported with the install line when near dedup is used
+    RMinHash = RMinHashLSH = None
 
+from ..errors import MissingDependencyError
 from ..records import Record
 from .signals import words_of
 
@@ -70,6 +74,8 @@ class Deduplicator:
 
     def __init__(self, config: DedupConfig | None = None):
         self.config = config or DedupConfig()
+        if self.config.near and RMinHash is None:
+            raise MissingDependencyError("rensa (MinHash near-duplicate detection)", "pip install rensa==0.5.0")
 
     def signature(self, record: Record) -> Signature:
         words = record_words(record)
