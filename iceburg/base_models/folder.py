@@ -50,6 +50,8 @@ def check_weights(folder: Path) -> list[str]:
             raise BaseModelError(f"{folder}: incomplete weights: {index.name} names {len(shards)} shard(s), "
                                  f"{len(missing)} missing ({', '.join(missing[:3])}). Finish or repeat the "
                                  "download (`hf download <repo>` resumes).")
+        if shards:  # what transformers loads (not e.g. Mistral's consolidated.safetensors beside them)
+            return shards
     if safetensors:
         return safetensors
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)

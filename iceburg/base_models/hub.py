@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 # What a base needs, and nothing that loads by unpickling (*.bin, *.pt, *.pth are left out).
 SAFE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer.model", "*.jinja",
                  "*.txt", "*.tiktoken"]
+# Copies in other runtimes' layouts that transformers does not load: Mistral's repos also carry
+# `consolidated.safetensors` (the whole model again, 14.5 GB for Mistral-7B-Instruct-v0.3) and
+# Meta's an `original/` folder for their reference code.
+SKIP_PATTERNS = ["consolidated*", "original/*"]
 
 # Ollama library tags -> the Hugging Face instruct repo Ollama's build was converted from
 # (sizes as listed on ollama.com/library/<name>). Used when the Ollama store has no such model.
@@ -97,7 +101,8 @@ def download(repo_id: str, cache_dir: Path | None) -> tuple[Path | None, str]:
 
     logger.info("downloading %s from the Hugging Face Hub (safetensors, config, tokenizer only)", repo_id)
     try:
-        path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=SAFE_PATTERNS)
+        path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=SAFE_PATTERNS,
+                                 ignore_patterns=SKIP_PATTERNS)
     except GatedRepoError:
         return None, (f"{repo_id} is gated: accept its licence on huggingface.co/{repo_id} and run "
                       "`hf auth login`")
