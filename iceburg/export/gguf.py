@@ -163,17 +163,19 @@ def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_
     w.add_file_type(int(file_type))
 
 
-def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16") -> Path:
+def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name: str | None = None) -> Path:
     """Write `model_dir` (HF folder) as one GGUF file of `file_type`; returns `out_path`.
 
     The file appears only when complete (written under a temporary name, then renamed).
+    `name` goes into `general.name` (default: the folder's name). No proof runs here: call
+    `gguf_verify.verify_gguf` (or `export` with ctx.verify) for that.
     """
     model_dir, out_path = Path(model_dir), Path(out_path)
     if file_type not in FILE_TYPES:
         raise ExportError(f"gguf: unknown quantization {file_type!r}; choose from {', '.join(FILE_TYPES)}")
     ftype, weight_type = FILE_TYPES[file_type]
     if weight_type is None:
-        return _write_k_quant(model_dir, out_path, file_type)
+        return _write_k_quant(model_dir, out_path, file_type, name)
     config = _read_config(model_dir)
     spec = ARCHS[config["model_type"]]
     n_head = config["num_attention_heads"]
@@ -199,13 +201,13 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16") -> Path:
     with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[spec.gguf_arch])
         try:
-            writer.add_name(model_dir.name)
+            writer.add_name(name or model_dir.name)
             _add_hparams(writer, config, n_vocab, ftype)
             add_tokenizer(writer, model_dir, n_vocab)
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
             for _, _, gname, shape, qtype in plan:
-                nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype))) if qtype not in (T.F32, T.F16, T.BF16) \
-                    else int(np.prod(shape)) * (4 if qtype == T.F32 else 2)
+                block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+                nbytes = int(np.prod(shape[:-1], dtype=np.int64)) * (shape[-1] // block) * type_size
                 writer.add_tensor_info(gname, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
@@ -244,14 +246,14 @@ def _llama_cpp():
     return llama_cpp
 
 
-def _write_k_quant(model_dir: Path, out_path: Path, file_type: str) -> Path:
+def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | None) -> Path:
     """K-quants through llama.cpp's quantizer, from a 16-bit intermediate written by write_gguf."""
     llama_cpp = _llama_cpp()
     config = _read_config(model_dir)
     inter_type = "bf16" if config.get("dtype", config.get("torch_dtype")) == "bfloat16" else "f16"
     inter = out_path.with_name(f".{out_path.stem}.{inter_type}-intermediate.gguf")
     try:
-        write_gguf(model_dir, inter, inter_type)
+        write_gguf(model_dir, inter, inter_type, name=name)
         with atomic_path(out_path) as tmp:
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = int(FILE_TYPES[file_type][0])
@@ -300,7 +302,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         staged = out_dir / f".{ctx.name}-{q}.unverified.gguf"
         t0 = time.perf_counter()
         try:
-            write_gguf(model_dir, staged, q)
+            write_gguf(model_dir, staged, q, name=ctx.name)
             entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3)}
             if ctx.verify:
                 from .gguf_verify import check_limits, hf_reference, verify_gguf

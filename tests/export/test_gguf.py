@@ -332,3 +332,21 @@ def test_export_model_dispatches_to_gguf(models, tmp_path):
     assert [p.name for p in results["gguf"].files] == ["mis-f16.gguf"]
     kv, _ = _fields(results["gguf"].files[0])
     assert kv["general.architecture"] == "llama" and kv["tokenizer.ggml.model"] == "llama"
+
+
+def test_random_models_are_shaped_and_deterministic(models, tmp_path):
+    from safetensors import safe_open
+
+    from iceburg.models.random import QWEN25_05B_SHAPE
+
+    cfg = json.loads((models["qwen2"] / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2" and cfg["tie_word_embeddings"] is True
+    with safe_open(models["qwen2"] / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert "model.layers.0.self_attn.q_proj.bias" in names and "lm_head.weight" not in names
+    again = build_random_model("qwen2", tmp_path / "again", tokenizer_dir=models["qwen2"],
+                               vocab_size=cfg["vocab_size"])
+    assert (again / "model.safetensors").read_bytes() == (models["qwen2"] / "model.safetensors").read_bytes()
+    assert QWEN25_05B_SHAPE["hidden_size"] == 896 and QWEN25_05B_SHAPE["vocab_size"] == 151936
+    with pytest.raises(IceburgError, match="gpt_neox.*llama, mistral, qwen2"):
+        build_random_model("gpt_neox", tmp_path / "x", tokenizer_dir=models["qwen2"])
