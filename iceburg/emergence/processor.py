@@ -123,8 +123,7 @@ class EmergenceProcessor:
             return EmergenceCategory.FAMILIAR
         return EmergenceCategory.BASELINE
 
-    def _reject(self, stats: EmergenceStats, record: Record | None, entry: Any, reason: str,
-                details: dict[str, Any]) -> None:
+    def _reject(self, record: Record | None, entry: Any, reason: str, details: dict[str, Any]) -> None:
         if self.rejects is None:
             return
         self.rejects.write(Reject(stage="emergence", reasons=[reason],
@@ -143,7 +142,7 @@ class EmergenceProcessor:
             rec = to_record(entry, i)
             if rec is None:
                 stats.unusable_rejected += 1
-                self._reject(stats, None, entry, "no_messages", {"index": i})
+                self._reject(None, entry, "no_messages", {"index": i})
             else:
                 usable.append(rec)
         if not usable:
@@ -158,7 +157,7 @@ class EmergenceProcessor:
             dup = out.duplicate_of[i] if out.duplicate_of else None
             if dup is not None:
                 stats.duplicates_rejected += 1
-                self._reject(stats, rec, None, "near_duplicate",
+                self._reject(rec, None, "near_duplicate",
                              {"duplicate_of": usable[dup[0]].id, "similarity": round(dup[1], 4)})
                 continue
             score, feats = self._score(rec, float(out.novelty[i]),

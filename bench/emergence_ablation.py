@@ -1,0 +1,142 @@
+"""Curriculum ablation: eval loss after the same number of optimizer steps, plain shuffled training
+vs each emergence strategy, same seeds, on the bundled sample data and the embedded base model.
+
+    python bench/emergence_ablation.py                    # seeds 0 1 2
+    python bench/emergence_ablation.py --seeds 0 --steps 20
+
+Pipeline pieces are the project's own: loader -> truth filter -> held-out split (fixed, seed 0,
+the same for every run) -> EmergenceProcessor (scores the training part) -> curriculum ->
+assistant-only encoding -> LoRA (finetuner.apply_lora) -> trainer.train for exactly `--steps`
+steps -> eval loss (mean CE per supervised eval token, unweighted). Only the curriculum and the
+training seed (LoRA init, shuffles) change between runs. Results:
+bench/results/emergence_ablation.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+STRATEGIES = ["plain", "weighted", "novel_first", "progressive"]
+TYPES = ["base", "surveyor", "dissident", "synthesist", "oracle"]
+
+
+def load_data():
+    from iceburg.config import TrainingConfig
+    from iceburg.data import sample_data_path
+    from iceburg.data.loader import read_records
+    from iceburg.emergence import EmergenceProcessor
+    from iceburg.records import RejectWriter
+    from iceburg.training.finetuner import split_eval
+    from iceburg.truth import TruthFilter
+
+    rw = RejectWriter(None)
+    recs = []
+    for t in TYPES:
+        for r in read_records([str(sample_data_path(t))], rw):
+            r.agent_type = r.agent_type or (None if t == "base" else t)
+            recs.append(r)
+    cfg = TrainingConfig()
+    kept, _ = TruthFilter(min_quality_score=cfg.min_quality_score).filter(recs, rejects=rw)
+    train_recs, eval_recs = split_eval(kept, 0.15, 0)
+    scored, stats = EmergenceProcessor().process(train_recs)
+    return scored, eval_recs, stats, len(recs)
+
+
+def one_run(strategy: str, seed: int, scored, eval_recs, args) -> dict:
+    import torch
+
+    from iceburg.config import TrainingConfig
+    from iceburg.emergence import create_curriculum, plain_curriculum
+    from iceburg.models.tiny import ensure_tiny_model
+    from iceburg.training.encoding import encode, ensure_chat_template, eos_ids
+    from iceburg.training.finetuner import apply_lora, load_base
+    from iceburg.training.trainer import TrainArgs, evaluate, train
+
+    cfg = TrainingConfig(seed=seed, lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+    tok, model = load_base(ensure_tiny_model(), cfg)
+    ensure_chat_template(tok)
+    eos = eos_ids(tok, model.generation_config)
+    records = copy.deepcopy(scored)
+    cur = plain_curriculum(records) if strategy == "plain" else create_curriculum(records, strategy)
+    exs, keep = [], []
+    for i, (r, w) in enumerate(zip(cur.records, cur.weights)):
+        r.weight = w
+        ex = encode(tok, r, args.max_length, eos)
+        if ex is not None:
+            exs.append(ex)
+            keep.append(i)
+    pos = {o: n for n, o in enumerate(keep)}
+    ev = [e for e in (encode(tok, r, args.max_length, eos) for r in eval_recs) if e]
+    plan = SimpleNamespace(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lora_target_modules=[],
+                           gradient_checkpointing=False)
+    model = apply_lora(model, plan, cfg)
+    targs = TrainArgs(epochs=1, max_steps=args.steps, learning_rate=args.lr, warmup_ratio=0.05,
+                      micro_batch_size=args.micro_batch, grad_accum=1, max_length=args.max_length,
+                      packing=True, eval_steps=args.steps, seed=seed, show_progress=False,
+                      pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos))
+    before = evaluate(model, ev, targs)
+    t = time.perf_counter()
+    out = train(model, exs, lambda e: [pos[i] for i in cur.epoch_order(e, seed) if i in pos], ev, targs)
+    return {"strategy": strategy, "seed": seed, "steps": out.steps, "eval_before": round(before, 4),
+            "eval_after": round(out.eval_history[-1][1], 4), "train_loss": round(out.train_loss, 4),
+            "supervised_tokens": out.supervised_tokens, "seconds": round(time.perf_counter() - t, 1),
+            "train_examples": len(exs), "eval_examples": len(ev)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=60, help="optimizer steps per run (same for all)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lora-r", type=int, default=8)
+    ap.add_argument("--micro-batch", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    ap.add_argument("--name", default="emergence_ablation", help="results file name (bench/results/<name>.md)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from _common import machine_info, save
+
+    scored, eval_recs, estats, n_read = load_data()
+    print(f"{n_read} records read, {len(scored)} train / {len(eval_recs)} eval; categories: novel "
+          f"{estats.novel_count}, transitional {estats.transitional_count}, familiar "
+          f"{estats.familiar_count}, baseline {estats.baseline_count}", flush=True)
+    rows = []
+    for seed in args.seeds:
+        for s in args.strategies:
+            r = one_run(s, seed, scored, eval_recs, args)
+            rows.append(r)
+            print(r, flush=True)
+    summary = []
+    for s in args.strategies:
+        vals = [r["eval_after"] for r in rows if r["strategy"] == s]
+        summary.append({"strategy": s, "seed": "mean", "eval_after": round(statistics.mean(vals), 4),
+                        "eval_sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                        "eval_before": rows[0]["eval_before"], "steps": args.steps})
+    meta = machine_info()
+    meta.update(steps=args.steps, lr=args.lr, lora_r=args.lora_r, micro_batch=args.micro_batch,
+                max_length=args.max_length, train_records=len(scored), eval_records=len(eval_recs),
+                categories=f"novel {estats.novel_count}/transitional {estats.transitional_count}/"
+                           f"familiar {estats.familiar_count}/baseline {estats.baseline_count}")
+    cols = ["strategy", "seed", "steps", "eval_before", "eval_after", "eval_sd", "train_loss",
+            "supervised_tokens", "seconds"]
+    print(save(args.name, rows + summary, meta, cols))
+
+
+if __name__ == "__main__":
+    main()
