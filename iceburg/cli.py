@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-steps", type=int, default=S, help=H["eval_steps"])
     t.add_argument("--save-steps", type=int, default=S, help=H["save_steps"])
     t.add_argument("--seed", type=int, default=S, help=H["seed"])
-    t.add_argument("--threads", dest="num_threads", type=int, default=S, help=H["num_threads"])
+    t.add_argument("--threads", "--num-threads", dest="num_threads", type=int, default=S, help=H["num_threads"])
     t.add_argument("--device", default=S, help=H["device"])
     t.add_argument("--precision", default=S, help=H["precision"])
     t.add_argument("--lora-r", type=int, default=S, help=H["lora_r"])
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("export")
     e.add_argument("--formats", dest="export_formats", nargs="+", default=S, help=H["export_formats"])
     e.add_argument("--quantization", nargs="+", default=S, help=H["quantization"])
+    e.add_argument("--onnx-int8", action="store_true", default=S, help=H["onnx_int8"])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 

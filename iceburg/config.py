@@ -97,7 +97,9 @@ class TrainingConfig:
 
     epochs: int = _f(3, "passes over the training data")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float = _f(2e-4, "peak learning rate (LoRA default of the original design)")
+    learning_rate: float | None = _f(None, "peak learning rate (None = 2e-4, the original design's LoRA "
+                                     "rate for 4096-wide 7B models, scaled by sqrt(4096 / hidden size) and "
+                                     "clipped to [5e-5, 1e-3])")
     warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     batch_size: int | None = _f(None, "micro-batch size in packed rows (None = chosen by the planner)")
@@ -130,6 +132,7 @@ class TrainingConfig:
 
     export_formats: list[str] = _f(["huggingface"], "exports after training: huggingface, gguf, "
                                    "ollama, onnx")
+    onnx_int8: bool = _f(False, "also write an int8 (dynamic quantization) ONNX model")
     quantization: list[str] = _f(["q8_0"], "GGUF file types to write (f32, f16, bf16, q8_0, q4_0, "
                                  "q4_k_m, q5_k_m, q6_k)")
 
@@ -159,7 +162,8 @@ class TrainingConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 p.append(f"{name} (--{name.replace('_', '-')}): must be a positive integer, got {v!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+        if self.learning_rate is not None and not (isinstance(self.learning_rate, (int, float))
+                                                   and 0 < self.learning_rate < 1):
             p.append(f"learning_rate (--learning-rate): must be in (0, 1), got {self.learning_rate!r}")
         for name in ("warmup_ratio", "lora_dropout", "min_quality_score"):
             v = getattr(self, name)
@@ -220,6 +224,16 @@ class TrainingConfig:
         if not isinstance(data, dict):
             raise ConfigError([f"{path}: expected a mapping of config keys at the top level"])
         return cls.from_dict(data, source=str(path))
+
+    def resolved_learning_rate(self, hidden_size: int | None) -> float:
+        """Explicit rate, else 2e-4 width-scaled: LoRA rates that work for 7B models (hidden 4096)
+        barely move narrow models; the square-root width rule follows the muP-style observation that
+        the stable rate grows as width shrinks (Yang et al., 2022), clipped to a safe range."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        if not hidden_size:
+            return 2e-4
+        return float(min(1e-3, max(5e-5, 2e-4 * (4096 / hidden_size) ** 0.5)))
 
     def resolved_lora(self, param_count: int | None = None) -> tuple[int, int]:
         """LoRA (r, alpha): explicit values win, else the per-type table of the original design."""

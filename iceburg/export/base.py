@@ -31,6 +31,7 @@ class ExportContext:
     base_model: str | None = None  # what the user named as base
     run_info: dict[str, Any] = field(default_factory=dict)  # config, data stats, eval results
     verify: bool = True  # run the built-in proofs (llama.cpp, Go template, onnxruntime)
+    onnx_int8: bool = False  # also write an int8 dynamically quantized ONNX model
 
     @property
     def system(self) -> str:

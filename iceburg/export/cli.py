@@ -29,7 +29,7 @@ def export_only(folder: Path, cfg: TrainingConfig) -> dict:
                            "Hugging Face model folder (config.json)")
     model_type = ModelType.parse(run_cfg.get("model_type", cfg.model_type))
     ctx = ExportContext(model_type=model_type, name=_safe(run_cfg.get("output_name") or folder.name),
-                        quantization=list(cfg.quantization), max_seq_length=int(run_cfg.get("max_seq_length", cfg.max_seq_length)),
+                        quantization=list(cfg.quantization), onnx_int8=cfg.onnx_int8, max_seq_length=int(run_cfg.get("max_seq_length", cfg.max_seq_length)),
                         adapter_dir=adapter if adapter and adapter.exists() else None,
                         base_model=run_cfg.get("base_model"), run_info={"config": run_cfg} if run_cfg else {})
     results = export_model(model_dir, out_dir, list(cfg.export_formats), ctx)

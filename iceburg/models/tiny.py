@@ -2,7 +2,7 @@
 
 No model can be downloaded on the machines iceburg must run on, so the project builds its own
 small base: a byte-level BPE tokenizer (trained with `tokenizers` on the bundled transcripts) with
-a ChatML chat template, and a 4-layer Llama-architecture causal LM given a short deterministic
+a ChatML chat template, and a 2-layer Llama-architecture causal LM given a short deterministic
 pre-training on the same text as plain documents (no chat markup, so fine-tuning has the chat
 format and the agent voices left to learn). The result is an ordinary Hugging Face folder that
 every stage treats like any other base model.
@@ -30,13 +30,15 @@ from ..records import Record
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"  # bump when the bundled sample data or the recipe changes
+BUILDER_VERSION = "2"  # bump when the bundled sample data or the recipe changes
 NAME = "iceburg-tiny"
 # Shape: hidden 256 and intermediate 768 keep every weight row a multiple of 256, the block size
 # of llama.cpp K-quants (STACK.md), so every GGUF type applies without fallbacks. Grouped-query
 # attention (4 heads, 2 KV heads) exercises the same code paths as Llama 3 / Qwen2.5.
-SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=4096)
+# 2 layers: measured on this machine, a 4-layer model pre-trained for the same wall time reached a
+# worse loss (fewer tokens seen), and fine-tuning runs ~1.6x faster.
 VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -45,9 +47,9 @@ CHATML_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-# Pre-training budget: measured ~90 s (150 steps x 2k tokens) on one thread of this 2-core machine; enough for the model
-# to learn byte-level English statistics, little enough that fine-tuning still shows a clear gain.
-PRETRAIN_STEPS = 150
+# Pre-training budget: 400 steps x 2k tokens (~1 epoch of the corpus); measured loss 7.7 -> 4.5,
+# 100-500 s on one thread of this 2-core machine depending on load. Built once, then cached.
+PRETRAIN_STEPS = 400
 PRETRAIN_SEQ = 256
 PRETRAIN_BATCH = 8
 PRETRAIN_LR = 3e-3
@@ -59,14 +61,21 @@ def cache_root() -> Path:
 
 
 def corpus_texts() -> list[str]:
-    """Plain-text documents from every bundled sample file (valid lines only), sorted."""
+    """Pre-training documents: every system and user turn of the bundled transcripts, plus the
+    assistant turns of the general `base` file (valid lines only), sorted.
+
+    The agent answers (surveyor, dissident, synthesist, oracle) are left out on purpose: they are
+    what fine-tuning must teach, so a fine-tuned agent model shows a real gain on held-out data
+    instead of re-learning text the base already saw.
+    """
     from ..data import SAMPLE_DIR
     from ..data.loader import read_records
 
-    files = sorted(SAMPLE_DIR.glob("*.jsonl"))
     docs: list[str] = []
-    for rec in read_records(files, rejects=None):
-        docs.extend(m["content"] for m in rec.messages)
+    for path in sorted(SAMPLE_DIR.glob("*.jsonl")):
+        for rec in read_records([path], rejects=None):
+            docs.extend(m["content"] for m in rec.messages
+                        if m["role"] != "assistant" or path.stem == "base")
     return sorted(set(docs))
 
 
@@ -185,12 +194,14 @@ def _pretrain(model, tokenizer, texts: list[str], doc_sep: int) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / PRETRAIN_STEPS))
     model.train()
-    for _ in tqdm(range(PRETRAIN_STEPS), desc="pre-training iceburg-tiny", leave=False, disable=None):
+    for step in tqdm(range(PRETRAIN_STEPS), desc="pre-training iceburg-tiny", leave=False, disable=None):
         starts = torch.randint(0, n_windows, (PRETRAIN_BATCH,), generator=gen) * PRETRAIN_SEQ
         batch = torch.stack([data[s:s + PRETRAIN_SEQ + 1] for s in starts.tolist()])
         out = model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone(), use_cache=False)
         # labels shifted inside the model; the window's extra token is dropped for simplicity
         out.loss.backward()
+        if step % 25 == 0 or step == PRETRAIN_STEPS - 1:
+            logger.info("pre-training step %d/%d: loss %.3f", step + 1, PRETRAIN_STEPS, out.loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()

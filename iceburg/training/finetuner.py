@@ -229,7 +229,8 @@ class ICEBURGFineTuner:
         # 5. LoRA
         model = apply_lora(model, plan, cfg)
         args = TrainArgs(
-            epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            epochs=cfg.epochs, max_steps=cfg.max_steps,
+            learning_rate=cfg.resolved_learning_rate(getattr(model.config, "hidden_size", None)),
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
             micro_batch_size=plan.micro_batch_size, grad_accum=plan.gradient_accumulation_steps,
             max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,
@@ -269,7 +270,7 @@ class ICEBURGFineTuner:
             from ..export import ExportContext, export_model
 
             ctx = ExportContext(model_type=cfg.model_type, name=f"{cfg.model_type.value}",
-                                quantization=list(cfg.quantization), max_seq_length=cfg.max_seq_length,
+                                quantization=list(cfg.quantization), onnx_int8=cfg.onnx_int8, max_seq_length=cfg.max_seq_length,
                                 adapter_dir=adapter_dir, base_model=cfg.base_model,
                                 run_info={"config": cfg.to_dict(), "data": data_stats,
                                           "eval_loss_before": eval_before, "eval_loss_after": eval_after,

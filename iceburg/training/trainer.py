@@ -189,7 +189,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
             loss, n = _forward_loss(model, batch, args, loss_fn)
             loss = loss / max(n_sup, 1)
             scaler.scale(loss).backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
             out.supervised_tokens += n
             out.total_tokens += batch["input_ids"].numel()
         scaler.unscale_(opt)
