@@ -45,6 +45,21 @@ SHAPES = {
                            num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                            vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=2048),
 }
+# Shapes of the "Hardware Recommendations" table (published config.json values).
+RECOMMENDATION_SHAPES = {
+    "1B (Llama-3.2-1B)": dict(model_type="llama", hidden_size=2048, intermediate_size=8192,
+                              num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                              head_dim=64, vocab_size=128256, tie_word_embeddings=True),
+    "3B (Llama-3.2-3B)": dict(model_type="llama", hidden_size=3072, intermediate_size=8192,
+                              num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+                              head_dim=128, vocab_size=128256, tie_word_embeddings=True),
+    "7B (Mistral-7B-v0.3)": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336,
+                                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                 vocab_size=32768, tie_word_embeddings=False),
+    "14B (Qwen2.5-14B)": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824,
+                              num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                              vocab_size=152064, tie_word_embeddings=False),
+}
 # (shape, micro_batch, seq_len, gradient_checkpointing)
 CASES = [
     ("smollm2-135m", 2, 256, False),
@@ -138,6 +153,44 @@ def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device
             "error_pct": 100 * (est.total - measured) / measured, **meas}
 
 
+def recommendations(seq_len: int = 1024, lora_r: int = 32) -> None:
+    """The docs' minimum-memory table: micro-batch 1, gradient checkpointing, all projections."""
+    from transformers import AutoConfig
+
+    from iceburg.hardware.memory import estimate_training_memory
+    from iceburg.hardware.model_shape import shape_from_config
+    from iceburg.hardware.planner import MEMORY_HEADROOM
+
+    rows = []
+    for label, values in RECOMMENDATION_SHAPES.items():
+        shape = shape_from_config(AutoConfig.for_model(**values))
+        row = {"model": label, "params_b": round(shape.param_count / 1e9, 2)}
+        for key, precision, qlora, kind in (("lora_bf16", "bf16", False, "cuda"),
+                                            ("qlora_nf4", "bf16", True, "cuda"),
+                                            ("cpu_fp32", "fp32", False, "cpu")):
+            est = estimate_training_memory(shape, micro_batch=1, seq_len=seq_len, precision=precision,
+                                           lora_r=lora_r, targets=shape.linear_names,
+                                           gradient_checkpointing=True, qlora=qlora, device_kind=kind)
+            row[key] = est.total / 2**30
+            row[key + "_device"] = est.total / MEMORY_HEADROOM / 2**30
+        rows.append(row)
+    lines = [f"# Minimum memory for LoRA training (micro-batch 1, gradient checkpointing, {seq_len} tokens, "
+             f"LoRA r={lora_r} on every projection)", "",
+             "| model | params (B) | LoRA bf16: peak / GPU memory to have | QLoRA 4-bit: peak / GPU memory "
+             "to have | CPU fp32: peak RSS / RAM to have |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params_b']} | {r['lora_bf16']:.1f} / {r['lora_bf16_device']:.0f} GiB | "
+                     f"{r['qlora_nf4']:.1f} / {r['qlora_nf4_device']:.0f} GiB | "
+                     f"{r['cpu_fp32']:.1f} / {r['cpu_fp32_device']:.0f} GiB |")
+    lines += ["", f"'to have' = peak / {MEMORY_HEADROOM} (the planner's headroom). Apple Macs: compare "
+              "the bf16 column with Metal's working set (about two thirds to three quarters of RAM)."]
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "memory_recommendations.md").write_text("\n".join(lines) + "\n")
+    (out / "memory_recommendations.json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -152,9 +205,13 @@ def main() -> None:
                     help="leave glibc's malloc as it is (measures what configure_cpu_allocator saves)")
     ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
     ap.add_argument("--only", help="comma-separated shape names")
+    ap.add_argument("--recommendations", action="store_true",
+                    help="only write the minimum-memory table for 1B/3B/7B/14B (no training)")
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.recommendations:
+        return recommendations()
 
     import psutil
     import torch
