@@ -206,11 +206,11 @@ class TruthFilter:
         """Kept records (input order) and the stats; every dropped record goes to `rejects`."""
         stats = TruthFilterStats()
         passed: list[tuple[Record, Assessment]] = []
-        sigs: list[tuple[int, float, Signature]] = []
+        store = self.dedup.store()
         for record, a, sig in self.score_stream(records, agent_type, rejects, stats):
-            sigs.append((len(passed), a.quality, sig))
+            store.add(len(passed), a.quality, sig)
             passed.append((record, a))
-        dropped = self.dedup.resolve(sigs)
+        dropped = self.dedup.resolve(store)
         kept: list[Record] = []
         for i, (record, a) in enumerate(passed):
             if i in dropped:

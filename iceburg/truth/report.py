@@ -14,6 +14,7 @@ Outputs in `out_dir` (each written under a temporary name and renamed when compl
 from __future__ import annotations
 
 import json
+from array import array
 import logging
 import os
 import tempfile
@@ -54,21 +55,28 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
     with RejectWriter(out_dir / "rejects.jsonl") as rejects, \
             tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir, prefix=".spool-") as spool:
         records = read_records(paths, rejects, strict=config.strict, stats=load_stats)
-        sigs, meta = [], []
+        store = tf.dedup.store()
+        # per spooled record: source file number and line (ids are rebuilt only for duplicates)
+        sources: dict[str, int] = {}
+        src_of, line_of = array("i"), array("q")
         for record, a, sig in tf.score_stream(records, agent, rejects, stats):
-            sigs.append((len(meta), a.quality, sig))
-            meta.append((a.quality, a.category.value, record.id))
+            store.add(len(line_of), a.quality, sig)
+            src_of.append(sources.setdefault(record.source, len(sources)))
+            line_of.append(record.line)
             spool.write(json.dumps(_spool(record, a), ensure_ascii=False) + "\n")
+        names = {v: k for k, v in sources.items()}
         t_score = time.perf_counter() - t0
-        dropped = tf.dedup.resolve(sigs)
-        del sigs
+        dropped = tf.dedup.resolve(store)
+        quality = store.score[: store.n].copy()
+        del store
         spool.seek(0)
         with _atomic_open(out_dir / "filtered.jsonl") as out:
             for i, line in enumerate(spool):
                 record, a = _unspool(json.loads(line))
                 if i in dropped:
                     kind, of, sim = dropped[i]
-                    tf.reject_duplicate(record, a, kind, meta[of][2], meta[of][0], sim, rejects, stats)
+                    kept_id = f"{names[src_of[of]]}:{line_of[of]}"
+                    tf.reject_duplicate(record, a, kind, kept_id, float(quality[of]), sim, rejects, stats)
                 else:
                     tf.count_kept(record, a, stats)
                     out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
