@@ -72,3 +72,11 @@ def test_untied_embeddings_counted(tmp_path, small_qwen_dir):
     cfg.save_pretrained(tmp_path)
     shape = read_model_shape(tmp_path)
     assert shape.embedding_params == 2 * 512 * 128
+
+
+def test_embedded_tiny_model_counted_without_loading(tiny_model_dir):
+    shape = read_model_shape(tiny_model_dir)
+    real = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert shape.param_count == sum(p.numel() for p in real.parameters())
+    assert set(shape.linear_names) == {name.rsplit(".", 1)[-1] for name, m in real.named_modules()
+                                       if isinstance(m, torch.nn.Linear) and m is not real.get_output_embeddings()}
