@@ -34,9 +34,10 @@ from .model_shape import ModelShape, activation_probe
 logger = logging.getLogger(__name__)
 
 # glibc raises its mmap threshold dynamically up to 32 MiB (mallopt(3), M_MMAP_THRESHOLD), so
-# activation-sized tensors land in the heap, and freed heap memory is kept by the process: on a
-# 30-layer model we measured peak RSS 20-35% above the live tensors (docs/hardware.md). A fixed
-# 1 MiB threshold sends every larger tensor to mmap, returned to the OS on free.
+# activation-sized tensors land in the heap, and freed heap memory is kept by the process. Measured
+# on an 8-layer SmolLM-shaped model, micro-batch 4 x 512 tokens, LoRA r=16: peak RSS 3880 vs 3280
+# MiB (+18%) without checkpointing and 2957 vs 2252 MiB (+31%) with it, default vs a fixed 1 MiB
+# threshold, which sends every larger tensor to mmap, returned to the OS on free.
 MMAP_THRESHOLD_BYTES = 1 << 20
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 

@@ -179,7 +179,6 @@ def _with_layers(config: Any, n: int) -> Any:
 def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int, lora_r: int,
                  targets: list[str], lora_dropout: float, trust_remote_code: bool) -> int:
     from peft import LoraConfig, get_peft_model
-
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
