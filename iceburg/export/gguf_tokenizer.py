@@ -16,7 +16,11 @@ Two tokenizer families are written, the two llama.cpp implements for the bases i
 
 Token types follow convert_hf_to_gguf.py: added tokens that are special (or look like `<|...|>`)
 are CONTROL, other added tokens USER_DEFINED, ids missing from the tokenizer `[PAD{i}]` UNUSED.
-Special ids, add_bos/add_eos, merges and the chat template come from gguf's `SpecialVocab`;
+The tokenizer is read as transformers loads it (`AutoTokenizer(...).backend_tokenizer`), not
+from the raw file: transformers 5 picks the class by `model_type` and may rebuild the pipeline
+(found by the tokenization proof: a byte-level tokenizer with the GPT-2 regex inside a qwen2
+folder runs with Qwen2's regex). Special ids, add_bos/add_eos, merges and the chat template
+come from gguf's `SpecialVocab`;
 `add_bos_token` is then set from what the HF tokenizer actually does, so both runtimes agree.
 """
 
@@ -105,9 +109,13 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dic
     """Write tokens, types, merges/scores, special ids and chat template; return a summary."""
     from transformers import AutoTokenizer
 
-    tok_json = _load_tokenizer_json(model_dir)
-    kind = tokenizer_kind(tok_json)
+    _load_tokenizer_json(model_dir)  # a clear error when there is no fast tokenizer
     hf = AutoTokenizer.from_pretrained(model_dir)
+    # The pipeline transformers really runs, not the file: transformers 5 rebuilds some tokenizers
+    # from vocab + merges by model_type (a qwen2 folder gets Qwen2Tokenizer's split regex whatever
+    # tokenizer.json says), and the GGUF must tokenize like the model was trained.
+    tok_json = json.loads(hf.backend_tokenizer.to_str())
+    kind = tokenizer_kind(tok_json)
     vocab = hf.get_vocab()
     if len(vocab) > n_vocab:
         raise ExportError(f"gguf: the tokenizer in {model_dir} has {len(vocab)} tokens but the model's embedding has "
@@ -151,7 +159,10 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dic
     writer.add_token_list(tokens)
     writer.add_token_types(types)
 
-    special = gguf.SpecialVocab(model_dir, load_merges=(kind == "gpt2"), n_vocab=n_vocab)
+    special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n_vocab)
+    if kind == "gpt2":  # merges of the loaded pipeline, in SpecialVocab's "a b" form (spaces as U+0120)
+        special.merges = [m if isinstance(m, str) else " ".join(p.replace(" ", "\u0120") for p in m)
+                          for m in tok_json["model"].get("merges", [])]
     # What the HF tokenizer really does when asked for special tokens decides add_bos/add_eos.
     probe = hf("a", add_special_tokens=True)["input_ids"]
     bare = hf("a", add_special_tokens=False)["input_ids"]

@@ -114,6 +114,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "qwen2": build_random_model("qwen2", root / "qwen2", tokenizer_dir=toks["qwen2"],
                                     vocab_size=len(_tok(toks["qwen2"])) + 7),
         "llama3": build_random_model("llama", root / "llama3", tokenizer_dir=toks["llama3"]),
+        # transformers 5 loads any byte-level tokenizer in a qwen2 folder as Qwen2Tokenizer (Qwen2
+        # regex, whatever tokenizer.json says); the GGUF must follow what transformers runs
+        "qwen2_gpt2tok": build_random_model("qwen2", root / "qwen2_gpt2tok", tokenizer_dir=toks["gpt2"]),
         "mistral": build_random_model("mistral", root / "mistral", tokenizer_dir=toks["spm"]),
         # rows of 256 so llama.cpp's K-quants apply without falling back to Q5_0/Q8_0
         "qwen2_k": build_random_model("qwen2", root / "qwen2_k", tokenizer_dir=toks["qwen2"], hidden_size=256,
@@ -240,7 +243,7 @@ def test_k_quant_through_llama_cpp(models, tmp_path):
 
 @pytest.mark.llama
 @needs_llama
-@pytest.mark.parametrize("model,pre", [("llama3", "llama-bpe"), ("mistral", None)])
+@pytest.mark.parametrize("model,pre", [("llama3", "llama-bpe"), ("qwen2_gpt2tok", "qwen2"), ("mistral", None)])
 def test_other_tokenizer_styles_match_llama_cpp(models, tmp_path, model, pre):
     from iceburg.export.gguf_verify import check_limits
 
@@ -248,7 +251,7 @@ def test_other_tokenizer_styles_match_llama_cpp(models, tmp_path, model, pre):
     kv, _ = _fields(path)
     if pre:
         assert kv["tokenizer.ggml.pre"] == pre
-        assert kv["tokenizer.ggml.add_bos_token"] is True
+        assert kv["tokenizer.ggml.add_bos_token"] is (model == "llama3")
     else:  # SentencePiece-style: llama tokenizer model, BOS added, byte tokens typed BYTE (6)
         assert kv["tokenizer.ggml.model"] == "llama"
         assert kv["tokenizer.ggml.add_bos_token"] is True
