@@ -168,7 +168,7 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
             for micro in micros:
                 est = estimate(micro, gc, qlora)
                 if est.training_bytes <= budget:
-                    accum = config.gradient_accumulation_steps or max(1, math.ceil(effective / micro))
+                    accum = config.gradient_accumulation_steps or max(1, effective // micro)
                     if qlora:
                         notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
                     if gc and config.gradient_checkpointing is None:
