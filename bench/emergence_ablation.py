@@ -53,6 +53,23 @@ def load_data():
     return scored, eval_recs, stats, len(recs)
 
 
+def plain_steps(scored, args) -> int:
+    """Optimizer steps of `args.epochs` epochs of plain training (same packing and batch)."""
+    from transformers import AutoTokenizer
+
+    from iceburg.models.tiny import ensure_tiny_model
+    from iceburg.training.encoding import encode, ensure_chat_template, eos_ids
+    from iceburg.training.trainer import TrainArgs, plan_steps
+
+    tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
+    ensure_chat_template(tok)
+    eos = eos_ids(tok)
+    exs = [e for e in (encode(tok, r, args.max_length, eos) for r in scored) if e]
+    targs = TrainArgs(epochs=args.epochs, micro_batch_size=args.micro_batch, grad_accum=1,
+                      max_length=args.max_length, packing=True)
+    return len(plan_steps(exs, lambda e: list(range(len(exs))), targs))
+
+
 def one_run(strategy: str, seed: int, scored, eval_recs, args) -> dict:
     import torch
 
@@ -98,6 +115,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per run (same for all)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="instead of --steps: as many steps as plain training takes for this many epochs")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lora-r", type=int, default=8)
     ap.add_argument("--micro-batch", type=int, default=2)
@@ -116,6 +135,9 @@ def main() -> None:
     print(f"{n_read} records read, {len(scored)} train / {len(eval_recs)} eval; categories: novel "
           f"{estats.novel_count}, transitional {estats.transitional_count}, familiar "
           f"{estats.familiar_count}, baseline {estats.baseline_count}", flush=True)
+    if args.epochs:
+        args.steps = plain_steps(scored, args)
+        print(f"{args.epochs} plain epoch(s) = {args.steps} steps", flush=True)
     rows = []
     for seed in args.seeds:
         for s in args.strategies:
@@ -129,7 +151,7 @@ def main() -> None:
                         "eval_sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
                         "eval_before": rows[0]["eval_before"], "steps": args.steps})
     meta = machine_info()
-    meta.update(steps=args.steps, lr=args.lr, lora_r=args.lora_r, micro_batch=args.micro_batch,
+    meta.update(steps=args.steps, plain_epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, micro_batch=args.micro_batch,
                 max_length=args.max_length, train_records=len(scored), eval_records=len(eval_recs),
                 categories=f"novel {estats.novel_count}/transitional {estats.transitional_count}/"
                            f"familiar {estats.familiar_count}/baseline {estats.baseline_count}")
