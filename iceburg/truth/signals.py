@@ -89,11 +89,11 @@ _REFUSAL_CANT = re.compile(
 _FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s")
 
 
-def is_refusal(turn: str) -> bool:
+def is_refusal(turn: str, n_words: int | None = None) -> bool:
     """A turn that refuses instead of answering (strict opening pattern, or a short first-person
     statement of inability)."""
     t = turn.strip()
-    n = len(t.split())
+    n = len(t.split()) if n_words is None else n_words
     if n >= REFUSAL_MAX_WORDS:
         return False
     if REFUSAL.search(t[:300]):
@@ -157,7 +157,15 @@ def _dup_frac(items: list[str]) -> tuple[float, float]:
     return dup / len(items), dup_chars / max(total_chars, 1)
 
 
-def ngram_repetition(words: list[str]) -> dict[str, float]:
+def word_arrays(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit word hashes, word lengths) for `ngram_repetition`; windows reuse slices of them."""
+    n = len(words)
+    return (np.fromiter(map(hash, words), dtype=np.int64, count=n).view(np.uint64),
+            np.fromiter(map(len, words), dtype=np.int64, count=n))
+
+
+def ngram_repetition(words: list[str] | None = None, arrays: tuple[np.ndarray, np.ndarray] | None = None,
+                     top: bool = True) -> dict[str, float]:
     """Gopher top-n-gram and duplicate-n-gram character fractions, vectorised with numpy.
 
     n-grams are rolling 64-bit hashes of word hashes. Duplicate-n-gram fraction: characters of the
@@ -165,9 +173,8 @@ def ngram_repetition(words: list[str]) -> dict[str, float]:
     all word characters; top-n-gram fraction: count x characters of the most frequent n-gram.
     """
     out: dict[str, float] = {}
-    n_words = len(words)
-    ids = np.fromiter(map(hash, words), dtype=np.int64, count=n_words).view(np.uint64)
-    lens = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
+    ids, lens = arrays if arrays is not None else word_arrays(words or [])
+    n_words = len(ids)
     total = float(lens.sum()) or 1.0
     csum = np.concatenate(([0], np.cumsum(lens)))
     h = ids.copy()
@@ -178,6 +185,8 @@ def ngram_repetition(words: list[str]) -> dict[str, float]:
             break
         with np.errstate(over="ignore"):
             h = h[:m] * prime + ids[n - 1:n - 1 + m]
+        if not top and n < 5:
+            continue  # windows use only the duplicate-n-gram rules
         order = np.argsort(h)  # unstable (3x faster than stable); first occurrences found below
         hs = h[order]
         same = hs[1:] == hs[:-1]  # equal sorted neighbours: a repeated n-gram
@@ -235,27 +244,30 @@ def repetition(prose: str, turn_words: list[list[str]]) -> tuple[dict[str, float
     v["dup_line_frac"], v["dup_line_char_frac"] = _dup_frac(lines)
     v["dup_para_frac"], v["dup_para_char_frac"] = _dup_frac(paras)
     words = [w for tw in turn_words for w in tw]
+    ids, lens = word_arrays(words)
     if len(words) >= GOPHER_MIN_WORDS:
-        v.update(ngram_repetition(words))
+        v.update(ngram_repetition(arrays=(ids, lens)))
     hits = _hits(v, "")
     # One number for explanation: the worst rule as a share of its Gopher threshold (1.0 = at the limit).
     v["repetition"] = max((v.get(k, 0.0) / t for k, t in _LIMITS.items()), default=0.0)
-    windows: list[tuple[str, list[str]]] = []
+    windows: list[tuple[str, int, int]] = []  # (label, start, end) word ranges
     # A window's duplicated characters are a subset of the whole text's duplicated-5-gram characters
     # (a repeat inside a window is a repeat in the whole), so when the whole text has too few of
     # them no window can break a rule and the windows are skipped (the common case for real text).
-    dup_chars = v.get("dup_5gram_frac", 0.0) * sum(map(len, words))
+    dup_chars = v.get("dup_5gram_frac", 0.0) * float(lens.sum())
     min_limit = min(GOPHER_DUP_NGRAM.values())
+    start = 0
     for i, tw in enumerate(turn_words, 1):
-        if dup_chars < min_limit * sum(map(len, tw[-TAIL_WORDS:])):
-            continue
-        if len(turn_words) > 1 and len(tw) >= GOPHER_MIN_WORDS:
-            windows.append((f"turn {i} ", tw))
-        if len(tw) >= 3 * TAIL_WORDS:
-            windows.append((f"turn {i} tail ", tw[-TAIL_WORDS:]))
+        end = start + len(tw)
+        if dup_chars >= min_limit * float(lens[max(start, end - TAIL_WORDS):end].sum()):
+            if len(turn_words) > 1 and len(tw) >= GOPHER_MIN_WORDS:
+                windows.append((f"turn {i} ", start, end))
+            if len(tw) >= 3 * TAIL_WORDS:
+                windows.append((f"turn {i} tail ", end - TAIL_WORDS, end))
+        start = end
     worst = 0.0
-    for where, tw in windows:
-        wv = ngram_repetition(tw)
+    for where, a, b in windows:
+        wv = ngram_repetition(arrays=(ids[a:b], lens[a:b]), top=False)
         worst = max(worst, max((wv.get(k, 0.0) / t for k, t in _WINDOW_LIMITS.items()), default=0.0))
         if not hits:
             hits = _hits(wv, where, _WINDOW_LIMITS)
@@ -304,24 +316,24 @@ def compute(assistant_turns: list[str]) -> TextSignals:
     prose = "\n\n".join(turn_prose)
     turn_words = [words_of(p) for p in turn_prose]
     words = [w for tw in turn_words for w in tw]
-    all_words = text.split()
-    v: dict[str, float] = {"words": float(len(all_words)), "chars": float(len(text))}
+    turn_lens = [len(t.split()) for t in assistant_turns] or [0]
+    n_all = sum(turn_lens)
+    v: dict[str, float] = {"words": float(n_all), "chars": float(len(text))}
     defects: dict[str, str] = {}
     soft: dict[str, float] = {}
 
-    turn_lens = [len(t.split()) for t in assistant_turns] or [0]
     if min(turn_lens) < EMPTY_WORDS:
         # per turn: an empty reply inside a conversation teaches the model to give empty replies
         defects["empty"] = (f"an assistant turn has {min(turn_lens)} words (< {EMPTY_WORDS})"
                             if len(turn_lens) > 1 else f"assistant text has {min(turn_lens)} words (< {EMPTY_WORDS})")
-    elif len(all_words) < SHORT_WORDS:
+    elif n_all < SHORT_WORDS:
         soft["short"] = 0.25
     rep, hits = repetition(prose, turn_words)
     v.update(rep)
     if hits:
         defects["repetition"] = "Gopher repetition: " + ", ".join(hits[:3])
 
-    refusals = sum(1 for t in assistant_turns if is_refusal(t))
+    refusals = sum(1 for t, k in zip(assistant_turns, turn_lens) if is_refusal(t, k))
     v["refusal"] = refusals / max(len(assistant_turns), 1)
     if refusals:
         defects["refusal"] = f"{refusals} of {len(assistant_turns)} assistant turns open with a refusal"
