@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -24,6 +25,10 @@ from ..errors import DataError, IceburgError
 from ..records import Record, Reject, RejectWriter
 
 logger = logging.getLogger(__name__)
+
+# Below this many optimizer steps per epoch, small data sets barely train (measured: 3 steps/epoch
+# on the 53 surveyor transcripts moved eval loss by 0.1; 8+ steps gave several times more).
+MIN_STEPS_PER_EPOCH = 8
 
 
 @dataclass
@@ -50,6 +55,8 @@ class TrainingResult:
     training_seconds: float
     wall_seconds: float
     plan: dict[str, Any] = field(default_factory=dict)
+    resumed_from_step: int = 0
+    learning_rate: float = 0.0
     export_paths: dict[str, list[str]] = field(default_factory=dict)
     export_reports: dict[str, Any] = field(default_factory=dict)
     success: bool = True
@@ -193,16 +200,10 @@ class ICEBURGFineTuner:
                 curriculum = plain_curriculum(train_recs)
             data_stats["curriculum"] = curriculum.strategy
 
-            # 3. plan (from the config on the meta device, before any weight is loaded) + model
-            plan = plan_training(Path(base.path), cfg, num_examples=len(train_recs))
-            _write_json(run / "plan.json", _as_dict(plan))
-            tokenizer, model = load_base(base.path, cfg, plan)
-            added = ensure_chat_template(tokenizer)
-            if added and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-                model.resize_token_embeddings(len(tokenizer))
-            eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
-
-            # 4. encode (assistant-only masks); records with nothing to learn go to rejects
+            # 3. tokenizer + encoding (assistant-only masks); records with nothing to learn -> rejects
+            tokenizer = load_tokenizer(base.path, cfg)
+            added_tokens = ensure_chat_template(tokenizer)
+            eos = eos_ids(tokenizer, _generation_config(base.path))
             examples, keep_idx, truncated = [], [], 0
             for i, (rec, w) in enumerate(zip(curriculum.records, curriculum.weights)):
                 rec.weight = float(w)
@@ -222,6 +223,16 @@ class ICEBURGFineTuner:
         data_stats.update(train_examples=len(examples), eval_examples=len(eval_examples), truncated=truncated)
         _write_json(run / "data_stats.json", data_stats)
         pos = {orig: new for new, orig in enumerate(keep_idx)}
+
+        # 4. plan (from the config on the meta device, before any weight is loaded), then the model.
+        # Small data sets need enough optimizer steps: the effective batch is capped so an epoch
+        # has at least MIN_STEPS_PER_EPOCH steps when the data allows (counted in packed rows).
+        rows = sum(len(e.input_ids) for e in examples) / cfg.max_seq_length if cfg.packing else len(examples)
+        plan = plan_training(Path(base.path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)))
+        _write_json(run / "plan.json", _as_dict(plan))
+        model = load_model(base.path, cfg, plan)
+        if added_tokens and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
 
         def order_fn(epoch: int) -> list[int]:
             return [pos[i] for i in curriculum.epoch_order(epoch, cfg.seed) if i in pos]
@@ -262,7 +273,8 @@ class ICEBURGFineTuner:
             supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
             records_read=load_stats.get("lines", 0), records_rejected=records_rejected,
             train_examples=len(examples), eval_examples=len(eval_examples), truncated_examples=truncated,
-            training_seconds=out.wall_seconds, wall_seconds=0.0, plan=_as_dict(plan))
+            training_seconds=out.wall_seconds, wall_seconds=0.0, plan=_as_dict(plan),
+            resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
 
         # 8. exports
         formats = [f for f in cfg.export_formats if f != "huggingface"]
@@ -293,23 +305,41 @@ def _as_dict(obj: Any) -> Any:
     return obj
 
 
-def load_base(path: Path, cfg: TrainingConfig, plan=None):
-    """Tokenizer + model from a local HF folder; safetensors only, no remote code by default.
+def load_tokenizer(path: Path, cfg: TrainingConfig):
+    """The base's fast tokenizer (offsets are needed for assistant-only masking)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if not getattr(tokenizer, "is_fast", False):
+        raise IceburgError(f"{path}: a fast (Rust) tokenizer is needed for assistant-only masking "
+                           "(offsets); add tokenizer.json to the folder")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _generation_config(path: Path):
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json: the tokenizer's EOS is used
+        return None
+
+
+def load_model(path: Path, cfg: TrainingConfig, plan=None):
+    """The model from a local HF folder; safetensors only, no remote code by default.
 
     QLoRA (plan.use_qlora, CUDA only) loads the base in 4-bit NF4 with bitsandbytes; otherwise
     the base loads in the planned precision (fp32 on CPU).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not any(path.glob("*.safetensors")):
         raise IceburgError(f"base model folder {path} has no .safetensors weights; iceburg never "
                            "unpickles .bin files. Convert it with safetensors or use another base")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-    if not getattr(tokenizer, "is_fast", False):
-        raise IceburgError(f"{path}: a fast (Rust) tokenizer is needed for assistant-only masking "
-                           "(offsets); add tokenizer.json to the folder")
     torch.manual_seed(cfg.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(plan, "precision", "fp32"), torch.float32)
     kwargs: dict[str, Any] = {}
@@ -332,9 +362,7 @@ def load_base(path: Path, cfg: TrainingConfig, plan=None):
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(getattr(plan, "gradient_checkpointing", False)))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, model
+    return model
 
 
 def apply_lora(model, plan, cfg: TrainingConfig):
