@@ -3,7 +3,7 @@
 For each case a random-weight model with a real architecture's shape is saved as safetensors,
 then a fresh Python process loads it with `from_pretrained`, adds the LoRA adapters the planner
 chose, and runs a few AdamW steps on random tokens while its peak RSS is recorded
-(`resource.getrusage(...).ru_maxrss`). On a CUDA machine the same runs report
+(`VmHWM` of /proc/self/status). On a CUDA machine the same runs report
 `torch.cuda.max_memory_allocated()` against the estimate without the CPU runtime term.
 
     .venv/bin/python bench/memory_planner.py            # all cases (about 5-10 minutes on 2 cores)
@@ -82,7 +82,14 @@ def child(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM
 
     def rss() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM is this process's own high-water mark; ru_maxrss would start from the parent's
+        # peak at fork (Linux keeps it across execve), and the parent built the model.
+        status = Path("/proc/self/status")
+        if status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
     from iceburg.hardware.memory import configure_cpu_allocator
 
