@@ -190,7 +190,7 @@ def recommendations(seq_len: int = 1024, lora_r: int = 32) -> None:
                      f"{r['qlora_nf4']:.1f} / {r['qlora_nf4_device']:.0f} GiB | "
                      f"{r['cpu_fp32']:.1f} / {r['cpu_fp32_device']:.0f} GiB |")
     lines += ["", f"'to have' = peak / {MEMORY_HEADROOM} (the planner's headroom). Apple Macs: compare "
-              "the bf16 column with Metal's working set (about two thirds to three quarters of RAM)."]
+              "the bf16 column with Metal's working set, which `--detect-hardware` shows as memory available."]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "memory_recommendations.md").write_text("\n".join(lines) + "\n")
