@@ -216,7 +216,7 @@ def main() -> None:
     meta = machine_info()
     md = ["# truth_accuracy", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
           f"Labelled set: {len(items)} records (seed 7). min_quality_score 0.7, default DedupConfig "
-          "(word 2-grams, Jaccard 0.5, 128 permutations, 32 bands).", "",
+          "(word 2-grams, Jaccard 0.5, 160 permutations, 32 bands x 5 rows).", "",
           "## Precision / recall per class", ""] + md_table(rows) + [
           "", f"Clean records rejected: {summary['clean_rejected']} of {summary['clean_records']} "
           f"({summary['clean_rejection_rate']:.1%}, target <= 5%); by reason: {summary['clean_rejected_by_reason']}",

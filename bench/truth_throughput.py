@@ -10,7 +10,7 @@ subprocess so its peak RSS is its own (main process + largest scoring worker):
   best-score-kept, write filtered/rejects/report), with 2 scoring workers and with 1;
 - baseline: the straightforward way - load the whole file into a list, the same scoring
   (`TruthFilter.assess`, one process), exact dedup on a set of hashes, datasketch `MinHash` +
-  `MinHashLSH` (same 128 permutations, threshold 0.5, word 2-grams, first-seen kept), write.
+  `MinHashLSH` (same 160 permutations, threshold 0.5, word 2-grams, first-seen kept), write.
 Both do the same parse + score work, so the difference is dedup and streaming. Dedup stage
 seconds are reported separately. Results: bench/results/truth_throughput.{md,json}.
 """
@@ -98,7 +98,7 @@ def run_baseline(path: Path, out: Path) -> dict:
     tf = TruthFilter()
     passed = [r for r in records if not tf.assess(r, None).reasons]
     t1 = time.perf_counter()
-    lsh = MinHashLSH(threshold=0.5, num_perm=128)
+    lsh = MinHashLSH(threshold=0.5, num_perm=160)
     seen: set[str] = set()
     kept, exact, near = [], 0, 0
     sigs: dict[str, MinHash] = {}
@@ -109,7 +109,7 @@ def run_baseline(path: Path, out: Path) -> dict:
             exact += 1
             continue
         seen.add(key)
-        mh = MinHash(num_perm=128, seed=42)
+        mh = MinHash(num_perm=160, seed=42)
         mh.update_batch([s.encode() for s in shingles(words, 2)])
         # LSH candidates verified by estimated Jaccard, as iceburg does (unverified band collisions
         # at threshold 0.5 flag many unrelated pairs)
