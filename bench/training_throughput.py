@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def load_data(max_len: int, seed: int = 0):
+def load_data(max_len: int, seed: int = 42):
     from transformers import AutoTokenizer
 
     from iceburg.data import SAMPLE_DIR
