@@ -151,7 +151,8 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
     if config.batch_size:
         micros = [config.batch_size]
     else:
-        top = min(effective, MAX_MICRO_BATCH)
+        # With only --gradient-accumulation-steps given, micro x accumulation aims at the effective batch.
+        top = min(max(1, effective // (config.gradient_accumulation_steps or 1)), MAX_MICRO_BATCH)
         micros = [2 ** k for k in range(int(math.log2(top)), -1, -1)]
     gcs = [config.gradient_checkpointing] if config.gradient_checkpointing is not None else [False, True]
     budget = int(hw.available_memory * MEMORY_HEADROOM)

@@ -72,6 +72,12 @@ def test_explicit_settings_are_kept_or_refused(machines, llama_3b_dir):
         plan_training(llama_3b_dir, TrainingConfig(use_qlora=True), describe_hardware(machines.mac()))
 
 
+def test_accumulation_alone_sets_the_micro_batch(machines, small_qwen_dir):
+    plan = plan_training(small_qwen_dir, TrainingConfig(gradient_accumulation_steps=4),
+                         describe_hardware(machines.cpu_box(8, 6)))
+    assert (plan.micro_batch_size, plan.gradient_accumulation_steps) == (4, 4)
+
+
 def test_effective_batch_capped_by_data(machines, small_qwen_dir):
     plan = plan_training(small_qwen_dir, TrainingConfig(), describe_hardware(machines.cpu_box(8, 6)),
                          num_examples=5)
