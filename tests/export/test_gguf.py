@@ -353,3 +353,31 @@ def test_random_models_are_shaped_and_deterministic(models, tmp_path):
     assert QWEN25_05B_SHAPE["hidden_size"] == 896 and QWEN25_05B_SHAPE["vocab_size"] == 151936
     with pytest.raises(IceburgError, match="gpt_neox.*llama, mistral, qwen2"):
         build_random_model("gpt_neox", tmp_path / "x", tokenizer_dir=models["qwen2"])
+
+
+@pytest.mark.llama
+@needs_llama
+def test_in_process_quants_equal_llama_cpp_quantizer(models, tmp_path):
+    """Q8_0 / Q4_0 made by gguf.quants are byte-identical to llama.cpp's own quantizer's output
+    from the same F32 file (Q4_0's output tensor: ours Q8_0, llama.cpp's Q6_K when rows allow it)."""
+    import logging
+
+    import llama_cpp
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    f32 = write_gguf(models["llama"], tmp_path / "m-f32.gguf", "f32")
+    for file_type in ("q8_0", "q4_0"):
+        ours = {t.name: t for t in GGUFReader(write_gguf(models["llama"], tmp_path / f"m-{file_type}.gguf", file_type)).tensors}
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = int(FILE_TYPES[file_type][0])
+        theirs_path = tmp_path / f"cpp-{file_type}.gguf"
+        assert llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs_path).encode(), params) == 0
+        theirs = {t.name: t for t in GGUFReader(theirs_path).tensors}
+        assert ours.keys() == theirs.keys()
+        for name, t in ours.items():
+            if file_type == "q4_0" and name == "output.weight" and theirs[name].tensor_type != T.Q8_0:
+                # llama.cpp wants Q6_K there (Q8_0 fallback for rows not divisible by 256)
+                assert (t.tensor_type, theirs[name].tensor_type) == (T.Q8_0, T.Q6_K)
+                continue
+            assert t.tensor_type == theirs[name].tensor_type, name
+            assert np.array_equal(np.asarray(t.data), np.asarray(theirs[name].data)), name
