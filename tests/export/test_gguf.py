@@ -381,3 +381,17 @@ def test_in_process_quants_equal_llama_cpp_quantizer(models, tmp_path):
                 continue
             assert t.tensor_type == theirs[name].tensor_type, name
             assert np.array_equal(np.asarray(t.data), np.asarray(theirs[name].data)), name
+
+
+def test_sharded_checkpoint_gives_the_same_tensors(models, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(models["llama"]).save_pretrained(sharded, max_shard_size="100KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy2(models["llama"] / name, sharded / name)
+    a = {t.name: t for t in GGUFReader(write_gguf(models["llama"], tmp_path / "a.gguf", "q8_0")).tensors}
+    b = {t.name: t for t in GGUFReader(write_gguf(sharded, tmp_path / "b.gguf", "q8_0")).tensors}
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data)) for n in a)
