@@ -4,8 +4,8 @@ vs each emergence strategy, same seeds, on the bundled sample data and the embed
     python bench/emergence_ablation.py                    # seeds 0 1 2
     python bench/emergence_ablation.py --seeds 0 --steps 20
 
-Pipeline pieces are the project's own: loader -> truth filter -> held-out split (fixed, seed 0,
-the same for every run) -> EmergenceProcessor (scores the training part) -> curriculum ->
+Pipeline pieces are the project's own: loader -> truth filter -> held-out split (the pipeline's
+default split, the same for every run) -> EmergenceProcessor (scores the training part) -> curriculum ->
 assistant-only encoding -> LoRA (finetuner.apply_lora) -> trainer.train for exactly `--steps`
 steps -> eval loss (mean CE per supervised eval token, unweighted). Only the curriculum and the
 training seed (LoRA init, shuffles) change between runs. Results:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import sys
@@ -48,7 +49,9 @@ def load_data():
             recs.append(r)
     cfg = TrainingConfig()
     kept, _ = TruthFilter(min_quality_score=cfg.min_quality_score).filter(recs, rejects=rw)
-    train_recs, eval_recs = split_eval(kept, 0.15, 0)
+    # The pipeline's own split (defaults: fraction 0.1, seed 42): iceburg-tiny is pre-trained
+    # without exactly these held-out records, so eval loss is on text the base never saw.
+    train_recs, eval_recs = split_eval(kept, cfg.eval_fraction, cfg.seed)
     scored, stats = EmergenceProcessor().process(train_recs)
     return scored, eval_recs, stats, len(recs)
 
@@ -77,12 +80,13 @@ def one_run(strategy: str, seed: int, scored, eval_recs, args) -> dict:
     from iceburg.emergence import create_curriculum, plain_curriculum
     from iceburg.models.tiny import ensure_tiny_model
     from iceburg.training.encoding import encode, ensure_chat_template, eos_ids
-    from iceburg.training.finetuner import apply_lora, load_base
+    from iceburg.training.finetuner import apply_lora, load_model, load_tokenizer
     from iceburg.training.trainer import TrainArgs, evaluate, train
 
     cfg = TrainingConfig(seed=seed, lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
-    tok, model = load_base(ensure_tiny_model(), cfg)
+    tok = load_tokenizer(ensure_tiny_model(), cfg)
     ensure_chat_template(tok)
+    model = load_model(ensure_tiny_model(), cfg)
     eos = eos_ids(tok, model.generation_config)
     records = copy.deepcopy(scored)
     cur = plain_curriculum(records) if strategy == "plain" else create_curriculum(records, strategy)
@@ -151,6 +155,10 @@ def main() -> None:
                         "eval_sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
                         "eval_before": rows[0]["eval_before"], "steps": args.steps})
     meta = machine_info()
+    from iceburg.models.tiny import ensure_tiny_model
+
+    tiny = json.loads((ensure_tiny_model() / "iceburg_tiny.json").read_text())
+    meta.update(base=f"iceburg-tiny v{tiny.get('builder_version')}")
     meta.update(steps=args.steps, plain_epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, micro_batch=args.micro_batch,
                 max_length=args.max_length, train_records=len(scored), eval_records=len(eval_recs),
                 categories=f"novel {estats.novel_count}/transitional {estats.transitional_count}/"
