@@ -1,13 +1,14 @@
 """Check the memory planner against reality: estimated vs measured peak memory of LoRA steps.
 
 For each case a random-weight model with a real architecture's shape is saved as safetensors,
-then a fresh Python process loads it with `from_pretrained`, adds the LoRA adapters the planner
-chose, and runs a few AdamW steps on random tokens while its peak RSS is recorded
+then a fresh Python process loads it with `from_pretrained`, adds LoRA adapters (r=16, dropout
+0.05, every projection), and runs a few AdamW steps on random tokens while its peak RSS is recorded
 (`VmHWM` of /proc/self/status). On a CUDA machine the same runs report
 `torch.cuda.max_memory_allocated()` against the estimate without the CPU runtime term.
 
-    .venv/bin/python bench/memory_planner.py            # all cases (about 5-10 minutes on 2 cores)
+    .venv/bin/python bench/memory_planner.py            # three shapes, five cases (10-25 minutes on 2 busy cores)
     .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
+    .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b   # a 1.1B shape (slow on CPU)
     .venv/bin/python bench/memory_planner.py --device cuda
 
 Writes bench/results/memory_planner.md and .json (with machine info and thread settings).
@@ -70,6 +71,7 @@ CASES = [
     ("tinyllama-1.1b", 1, 128, False),
 ]
 QUICK = {"smollm2-135m", "gpt2-124m"}
+DEFAULT = QUICK | {"qwen2.5-0.5b"}  # tinyllama-1.1b only with --only (minutes per step on 2 cores)
 STEPS = 2  # the peak is in step 2: AdamW's moments exist from the end of step 1
 
 
@@ -224,7 +226,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    wanted = set(args.only.split(",")) if args.only else (QUICK if args.quick else set(SHAPES))
+    wanted = set(args.only.split(",")) if args.only else (QUICK if args.quick else DEFAULT)
     rows, dirs = [], {}
     for case in CASES:
         if case[0] in wanted:
