@@ -282,9 +282,13 @@ def estimate_bytes(model_dir: Path, file_type: str) -> int:
 
 
 def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
-    """Write `<ctx.name>-<type>.gguf` for each `ctx.quantization` entry; prove each when ctx.verify."""
+    """Write `<ctx.name>-<type>.gguf` for each `ctx.quantization` entry; prove each when ctx.verify.
+
+    Types are written in the order given; if one fails (write or proof), the files already
+    finished stay (each complete and proven) and the failing one leaves nothing behind.
+    """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    types = [q.lower() for q in (ctx.quantization or ["q8_0"])]
+    types = list(dict.fromkeys(q.lower() for q in (ctx.quantization or ["q8_0"])))
     unknown = [q for q in types if q not in FILE_TYPES]
     if unknown:
         raise ExportError(f"--quantization: unknown GGUF type(s) {', '.join(unknown)}; choose from {', '.join(FILE_TYPES)}")
@@ -303,7 +307,8 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         t0 = time.perf_counter()
         try:
             write_gguf(model_dir, staged, q, name=ctx.name)
-            entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3)}
+            entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3),
+                                     "proof": "not run (verify off)"}
             if ctx.verify:
                 from .gguf_verify import check_limits, hf_reference, verify_gguf
 
@@ -312,6 +317,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
                 failures = check_limits(entry["verify"], q)
                 if failures:
                     raise ExportError(f"gguf {q}: proof failed for {final.name}: {'; '.join(failures)}")
+                entry["proof"] = "passed"
             staged.replace(final)
         finally:
             staged.unlink(missing_ok=True)
