@@ -299,9 +299,12 @@ def match_family(render: RenderFn, tokens: dict, system: str, runtime_adds_bos: 
 
 # ---------------------------------------------------------------- the Go proof
 
+GO_RENDERER_PATH = Path(__file__).parent / "gotemplate" / "main.go"
+
+
 def go_renderer_source() -> str:
-    """Source of the Go helper (tests/export/gotemplate/main.go, embedded below for installed use)."""
-    return GO_RENDERER_SOURCE
+    """Source of the Go helper, shipped as package data (iceburg/export/gotemplate/main.go)."""
+    return GO_RENDERER_PATH.read_text(encoding="utf-8")
 
 
 def _go_binary() -> Path | None:
@@ -354,106 +357,3 @@ def verify_template(go_template: str, probes: list[Probe]) -> dict:
               if not mismatches else f"FAILED: {len(mismatches)} of {len(probes)} probe chats differ")
     return {"verified": not mismatches, "status": status, "cases": len(probes), "mismatches": mismatches}
 
-
-GO_RENDERER_SOURCE = r"""// Command gotemplate renders Ollama TEMPLATE strings with Go's text/template, the engine Ollama
-// uses, emulating the values Ollama's chat endpoint passes to a template.
-//
-// Input (stdin, JSON): {"cases": [{"template": "...", "system": "...", "messages": [{"role":
-// "user", "content": "..."}]}]}. "system" is the Modelfile SYSTEM. Output (stdout, JSON):
-// {"results": [{"output": "...", "error": ""}]}, one per case, in order.
-//
-// Emulated (written from Ollama's documented behaviour, server/routes.go and template/template.go):
-//   - the Modelfile SYSTEM is prepended as a system message unless the request's first message is
-//     a system message;
-//   - consecutive messages with the same role are merged with "\n\n" (tool messages excepted);
-//   - .System is every system message joined with "\n\n"; .Messages keeps the system messages;
-//   - .Prompt and .Response are empty, .Tools is nil; missing keys render as zero values.
-//
-// Only templates that use .Messages are rendered (the legacy .Prompt/.Response mode is refused).
-package main
-
-import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"strings"
-	"text/template"
-)
-
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-type Case struct {
-	Template string    `json:"template"`
-	System   string    `json:"system"`
-	Messages []Message `json:"messages"`
-}
-
-type Result struct {
-	Output string `json:"output"`
-	Error  string `json:"error"`
-}
-
-func collate(msgs []Message) (string, []*Message) {
-	var system []string
-	var out []*Message
-	for i := range msgs {
-		m := msgs[i]
-		if m.Role == "system" {
-			system = append(system, m.Content)
-		}
-		if len(out) > 0 && out[len(out)-1].Role == m.Role && m.Role != "tool" {
-			out[len(out)-1].Content += "\n\n" + m.Content
-		} else {
-			out = append(out, &m)
-		}
-	}
-	return strings.Join(system, "\n\n"), out
-}
-
-func render(c Case) (string, error) {
-	if !strings.Contains(c.Template, ".Messages") {
-		return "", fmt.Errorf("template does not use .Messages; only Ollama's messages mode is emulated")
-	}
-	funcs := template.FuncMap{"json": func(v any) string { b, _ := json.Marshal(v); return string(b) }}
-	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(c.Template)
-	if err != nil {
-		return "", err
-	}
-	msgs := c.Messages
-	if len(msgs) > 0 && msgs[0].Role != "system" && c.System != "" {
-		msgs = append([]Message{{Role: "system", Content: c.System}}, msgs...)
-	}
-	system, collated := collate(msgs)
-	var b strings.Builder
-	err = tmpl.Execute(&b, map[string]any{
-		"System": system, "Messages": collated, "Tools": nil, "Prompt": "", "Response": "",
-		"Think": false, "IsThinkSet": false,
-	})
-	return b.String(), err
-}
-
-func main() {
-	var in struct {
-		Cases []Case `json:"cases"`
-	}
-	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
-		fmt.Fprintln(os.Stderr, "gotemplate: bad input:", err)
-		os.Exit(2)
-	}
-	results := make([]Result, len(in.Cases))
-	for i, c := range in.Cases {
-		out, err := render(c)
-		results[i].Output = out
-		if err != nil {
-			results[i].Error = err.Error()
-		}
-	}
-	if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"results": results}); err != nil {
-		fmt.Fprintln(os.Stderr, "gotemplate:", err)
-		os.Exit(2)
-	}
-}
-"""
