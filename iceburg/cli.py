@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--trust-remote-code", action="store_true", default=S, help=H["trust_remote_code"])
     d = p.add_argument_group("data")
     d.add_argument("--min-quality-score", type=float, default=S, help=H["min_quality_score"])
+    d.add_argument("--truth-patterns", default=S, help=H["truth_patterns"])
     d.add_argument("--no-truth-filter", dest="use_truth_filter", action="store_false", default=S)
     d.add_argument("--no-emergence", dest="use_emergence_weighting", action="store_false", default=S,
                    help="plain shuffled training (no novelty scoring or curriculum)")

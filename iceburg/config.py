@@ -124,6 +124,8 @@ class TrainingConfig:
 
     min_quality_score: float = _f(0.7, "truth filter: minimum quality to keep a record")
     use_truth_filter: bool = _f(True, "run the truth filter (quality, duplicates, rubrics)")
+    truth_patterns: str | None = _f(None, "file of verified/contradicted patterns for the truth filter "
+                                    "(docs/truth_filter.md)")
     use_emergence_weighting: bool = _f(True, "score novelty and train with the curriculum")
     curriculum_strategy: str = _f("weighted", "weighted, novel_first or progressive")
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it")
@@ -186,6 +188,8 @@ class TrainingConfig:
         if self.output_name is not None and not _safe_name(self.output_name):
             p.append(f"output_name (--output-name): {self.output_name!r} is not a safe folder name; "
                      "use letters, digits, '.', '_' and '-' only")
+        if self.truth_patterns is not None and not Path(self.truth_patterns).is_file():
+            p.append(f"truth_patterns (--truth-patterns): {self.truth_patterns} is not a file")
         for d in self.data_path:
             if not Path(d).exists():
                 p.append(f"data_path (--data-path): {d} does not exist; pass a JSONL file or a folder "

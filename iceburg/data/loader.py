@@ -118,7 +118,15 @@ def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
     agent = obj.get("agent_type", obj.get("agent"))
     if agent is not None and not isinstance(agent, str):
         raise InvalidLine("field 'agent_type' must be a string")
-    return Record(messages=messages, source=source, line=line, agent_type=agent, metadata=meta, **scores)
+    signals = obj.get("signals", {})
+    if not isinstance(signals, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                for v in signals.values()):
+        raise InvalidLine("field 'signals' must be an object of numbers")
+    weight = obj.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise InvalidLine(f"field 'weight' must be a non-negative number, got {weight!r}")
+    return Record(messages=messages, source=source, line=line, agent_type=agent, metadata=meta,
+                  signals={k: float(v) for k, v in signals.items()}, weight=float(weight), **scores)
 
 
 def _score(obj: dict, key: str) -> float | None:

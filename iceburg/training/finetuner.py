@@ -192,7 +192,12 @@ class ICEBURGFineTuner:
             if cfg.use_truth_filter:
                 from ..truth import TruthFilter
 
-                records, tstats = TruthFilter(min_quality_score=cfg.min_quality_score).filter(
+                truth_system = None
+                if cfg.truth_patterns:
+                    from ..truth import PatternTruthSystem
+
+                    truth_system = PatternTruthSystem.from_file(cfg.truth_patterns)
+                records, tstats = TruthFilter(min_quality_score=cfg.min_quality_score, truth_system=truth_system).filter(
                     records, agent_type=cfg.model_type.agent, rejects=rejects)
                 data_stats["truth_filter"] = _as_dict(tstats)
             if not records:

@@ -101,3 +101,14 @@ def test_bundled_sample_data_has_every_type_and_real_rejects(tmp_path):
         assert stats.get("rejected", 0) >= 2, f"{t}: sample data should carry deliberately bad lines"
         assert any(r.quality_score is not None for r in recs)
     assert total >= 250
+
+
+def test_record_round_trips_through_to_json(tmp_path):
+    from iceburg.data.loader import normalise
+
+    rec = normalise(GOOD[0], source="x", line=1)
+    rec.signals["truth.quality"] = 0.8
+    rec.weight = 1.5
+    back = normalise(json.loads(json.dumps(rec.to_json())))
+    assert back.messages == rec.messages and back.signals == {"truth.quality": 0.8} and back.weight == 1.5
+    assert back.quality_score == 0.9 and back.metadata == rec.metadata
