@@ -8,7 +8,7 @@ then a fresh Python process loads it with `from_pretrained`, adds LoRA adapters 
 
     .venv/bin/python bench/memory_planner.py            # three shapes, five cases (10-25 minutes on 2 busy cores)
     .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
-    .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b   # a 1.1B shape (slow on CPU)
+    .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b --name memory_planner_1b  # slow
     .venv/bin/python bench/memory_planner.py --device cuda
 
 Writes bench/results/memory_planner.md and .json (with machine info and thread settings).
@@ -214,6 +214,7 @@ def main() -> None:
                     help="leave glibc's malloc as it is (measures what configure_cpu_allocator saves)")
     ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
     ap.add_argument("--only", help="comma-separated shape names")
+    ap.add_argument("--name", help="results file stem (default memory_planner[_cuda][_default_malloc])")
     ap.add_argument("--recommendations", action="store_true",
                     help="only write the minimum-memory table for 1B/3B/7B/14B (no training)")
     args = ap.parse_args()
@@ -253,8 +254,9 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_default_malloc" if args.default_allocator else "")
-    (out / f"memory_planner{suffix}.md").write_text("\n".join(lines) + "\n")
-    (out / f"memory_planner{suffix}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    stem = args.name or f"memory_planner{suffix}"
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print("\n".join(lines))
 
 
