@@ -245,6 +245,10 @@ class ICEBURGFineTuner:
         rows = sum(len(e.input_ids) for e in examples) / cfg.max_seq_length if cfg.packing else len(examples)
         plan = plan_training(Path(base.path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)))
         _write_json(run / "plan.json", _as_dict(plan))
+        if plan.device == "cpu":
+            from ..hardware import configure_cpu_allocator
+
+            configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
         model = load_model(base.path, cfg, plan)
         if added_tokens and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
