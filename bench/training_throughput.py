@@ -198,7 +198,7 @@ def main() -> None:
             r["speedup_vs_this"] = base["iceburg"]["supervised_tok_per_s"] / r["supervised_tok_per_s"]
     meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "max_seq_length": a.max_seq_length,
             "batch": a.batch, "lora": "r16 all-linear", "model": "iceburg-tiny"}
-    print(save("training_throughput", rows, meta,
+    print(save(f"training_throughput_L{a.max_seq_length}", rows, meta,
                ["approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
                 "supervised_tokens", "achieved_gflops", "pct_of_matmul_peak", "speedup_vs_this"]))
 

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-truth-filter", dest="use_truth_filter", action="store_false", default=S)
     d.add_argument("--no-emergence", dest="use_emergence_weighting", action="store_false", default=S,
                    help="plain shuffled training (no novelty scoring or curriculum)")
+    d.add_argument("--semantic-dedup", type=float, default=S, help=H["semantic_dedup"])
     d.add_argument("--curriculum", dest="curriculum_strategy", default=S, help=H["curriculum_strategy"])
     d.add_argument("--strict", action="store_true", default=S, help=H["strict"])
     e = p.add_argument_group("export")

@@ -127,6 +127,8 @@ class TrainingConfig:
     truth_patterns: str | None = _f(None, "file of verified/contradicted patterns for the truth filter "
                                     "(docs/truth_filter.md)")
     use_emergence_weighting: bool = _f(True, "score novelty and train with the curriculum")
+    semantic_dedup: float | None = _f(None, "emergence: drop records whose embedding cosine similarity "
+                                      "to a kept neighbour is at least this (e.g. 0.95); None = off")
     curriculum_strategy: str = _f("weighted", "weighted, novel_first or progressive")
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it")
     trust_remote_code: bool = _f(False, "allow model code from the base model's repository (off: "
@@ -173,6 +175,9 @@ class TrainingConfig:
                 p.append(f"{name} (--{name.replace('_', '-')}): must be in [0, 1], got {v!r}")
         if not (isinstance(self.eval_fraction, (int, float)) and 0 <= self.eval_fraction < 0.9):
             p.append(f"eval_fraction (--eval-fraction): must be in [0, 0.9), got {self.eval_fraction!r}")
+        if self.semantic_dedup is not None and not (isinstance(self.semantic_dedup, (int, float))
+                                                    and 0 < self.semantic_dedup <= 1):
+            p.append(f"semantic_dedup (--semantic-dedup): must be in (0, 1], got {self.semantic_dedup!r}")
         if self.curriculum_strategy not in CURRICULUM_STRATEGIES:
             p.append(f"curriculum_strategy (--curriculum): unknown {self.curriculum_strategy!r}; "
                      f"choose one of {', '.join(CURRICULUM_STRATEGIES)}")

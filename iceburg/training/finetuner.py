@@ -207,7 +207,10 @@ class ICEBURGFineTuner:
             if cfg.use_emergence_weighting:
                 from ..emergence import EmergenceProcessor
 
-                proc = EmergenceProcessor()
+                from ..emergence import EmbeddingNoveltyDetector
+
+                proc = EmergenceProcessor(detector=EmbeddingNoveltyDetector(dedup_threshold=cfg.semantic_dedup),
+                                          rejects=rejects)
                 scored, estats = proc.process(train_recs, agent_type=cfg.model_type.agent)
                 curriculum = proc.create_curriculum(scored, strategy=cfg.curriculum_strategy)
                 data_stats["emergence"] = _as_dict(estats)

@@ -86,27 +86,25 @@ def weighted_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch
     return (ce * weights.reshape(-1) * mask.reshape(-1).float()).sum()
 
 
-def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]], args: TrainArgs) -> list[list[list[Row]]]:
-    """Optimizer steps -> micro-batches -> rows, for all epochs (deterministic)."""
+def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]],
+               args: TrainArgs) -> tuple[list[list[list[Row]]], set[int]]:
+    """Optimizer steps -> micro-batches -> rows for the whole run (deterministic), and the step
+    numbers (1-based) that end an epoch. Epochs may differ in length (progressive curricula).
+    With `max_steps` beyond the configured epochs, further epochs follow the same order rule."""
     steps: list[list[list[Row]]] = []
-    for epoch in range(args.epochs):
-        order = order_fn(epoch)
-        rows = pack([examples[i] for i in order], args.max_length, args.packing)
+    epoch_ends: set[int] = set()
+    epoch = 0
+    while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
+        rows = pack([examples[i] for i in order_fn(epoch)], args.max_length, args.packing)
         micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
-        for i in range(0, len(micro), args.grad_accum):
-            steps.append(micro[i:i + args.grad_accum])
+        steps.extend(micro[i:i + args.grad_accum] for i in range(0, len(micro), args.grad_accum))
+        epoch_ends.add(len(steps))
+        epoch += 1
+        if not micro and epoch > args.epochs:  # an order rule that yields nothing cannot reach max_steps
+            break
     if args.max_steps is not None:
-        if args.max_steps > len(steps):  # repeat epochs until max_steps is reached
-            extra_epoch = args.epochs
-            while len(steps) < args.max_steps:
-                order = order_fn(extra_epoch)
-                rows = pack([examples[i] for i in order], args.max_length, args.packing)
-                micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
-                for i in range(0, len(micro), args.grad_accum):
-                    steps.append(micro[i:i + args.grad_accum])
-                extra_epoch += 1
         steps = steps[: args.max_steps]
-    return steps
+    return steps, {e for e in epoch_ends if e <= len(steps)}
 
 
 def _autocast(args: TrainArgs):
@@ -158,7 +156,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     from transformers import get_linear_schedule_with_warmup
 
     callbacks = list(callbacks)
-    steps = plan_steps(examples, order_fn, args)
+    steps, epoch_ends = plan_steps(examples, order_fn, args)
     if not steps:
         raise ValueError("nothing to train on: the step plan is empty")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -176,8 +174,6 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     model.train()
     bar = tqdm(total=len(steps), initial=start_step, desc="training", unit="step",
                disable=None if args.show_progress is None else not args.show_progress)
-    eval_every = args.eval_steps or _steps_per_epoch(steps, args)
-    save_every = args.save_steps or eval_every
     for step_idx in range(start_step, len(steps)):
         micro_batches = steps[step_idx]
         n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)
@@ -211,21 +207,19 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
                    "supervised_tokens": out.supervised_tokens, "elapsed_s": round(time.time() - started, 2)}
         for cb in callbacks:
             cb.on_step(done, metrics)
-        if done % eval_every == 0 or done == len(steps):
+        at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
+        if at_eval or done == len(steps):
             ev = evaluate(model, eval_examples, args)
             out.eval_history.append((done, ev))
             for cb in callbacks:
                 cb.on_eval(done, ev)
-        if args.checkpoint_dir is not None and (done % save_every == 0) and done < len(steps):
+        at_save = done % args.save_steps == 0 if args.save_steps else at_eval
+        if args.checkpoint_dir is not None and at_save and done < len(steps):
             save_checkpoint(model, opt, sched, args.checkpoint_dir, done)
     bar.close()
     out.train_loss = loss_sum / max(loss_n, 1)
     out.wall_seconds = time.time() - started
     return out
-
-
-def _steps_per_epoch(steps: list, args: TrainArgs) -> int:
-    return max(1, len(steps) // max(1, args.epochs))
 
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --

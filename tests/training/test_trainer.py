@@ -1,0 +1,31 @@
+"""The step plan: order kept, epochs of different lengths, max_steps beyond the epochs."""
+
+from __future__ import annotations
+
+from iceburg.training.encoding import Example
+from iceburg.training.trainer import TrainArgs, plan_steps
+
+
+def exs(n):
+    return [Example(input_ids=[1] * 10, mask=[False] + [True] * 9, id=f"e{i}") for i in range(n)]
+
+
+def ids(steps):
+    return [[eid for mb in step for r in mb for eid in r.example_ids] for step in steps]
+
+
+def test_epochs_of_different_length_end_where_they_end():
+    grow = {0: [0, 1], 1: [0, 1, 2, 3], 2: [0, 1, 2, 3, 4, 5]}  # a progressive-style pool
+    args = TrainArgs(epochs=3, micro_batch_size=1, grad_accum=1, max_length=10)
+    steps, ends = plan_steps(exs(6), lambda e: grow[e], args)
+    assert ids(steps) == [["e0"], ["e1"], ["e0"], ["e1"], ["e2"], ["e3"]] + [[f"e{i}"] for i in range(6)]
+    assert ends == {2, 6, 12}
+
+
+def test_packing_accumulation_and_max_steps_beyond_epochs():
+    args = TrainArgs(epochs=1, micro_batch_size=2, grad_accum=2, max_length=20, max_steps=3)
+    steps, ends = plan_steps(exs(6), lambda e: list(range(6)) if e % 2 == 0 else list(range(5, -1, -1)), args)
+    # 6 examples of 10 tokens -> 3 packed rows of 2 -> micro-batches [2 rows, 1 row] -> 1 step per epoch
+    assert len(steps) == 3 and ends == {1, 2, 3}
+    assert ids(steps)[0] == ["e0", "e1", "e2", "e3", "e4", "e5"]
+    assert ids(steps)[1] == ["e5", "e4", "e3", "e2", "e1", "e0"]
