@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except IceburgError as e:
-        msg = str(e)
-        sys.stderr.write(f"error: {msg}\n")
+        sys.stderr.write(f"error: {e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: pass --resume with the same --output-name to continue\n")

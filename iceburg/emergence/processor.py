@@ -60,25 +60,19 @@ class EmergenceStats:
         return dict(self.__dict__)
 
 
-def to_record(entry: Record | dict[str, Any], i: int) -> Record | None:
-    """A `Record` from a Record or a seed-format dict (`messages`, `conversation`, or
-    `input`/`output`; optional scores, `agent_type`, `metadata`, `id`). None if no messages."""
+def to_record(entry: Record | dict[str, Any], i: int) -> tuple[Record | None, str]:
+    """A `Record` from a Record or a seed-format dict, validated by the loader's `normalise` (one
+    definition of what a usable conversation is); `(None, reason)` when the entry is unusable."""
     if isinstance(entry, Record):
-        return entry
-    msgs = entry.get("messages") or entry.get("conversation")
-    if not msgs and "input" in entry and "output" in entry:
-        msgs = [{"role": "user", "content": str(entry["input"])},
-                {"role": "assistant", "content": str(entry["output"])}]
-    if not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
-        return None
-    meta = dict(entry.get("metadata") or {})
-    if "id" in entry:
-        meta.setdefault("id", entry["id"])
-    return Record(messages=[{"role": m["role"], "content": str(m["content"])} for m in msgs],
-                  source=str(entry.get("source", "input")), line=int(entry.get("line", i + 1)),
-                  quality_score=entry.get("quality_score"), emergence_score=entry.get("emergence_score"),
-                  agent_type=entry.get("agent_type"), metadata=meta,
-                  signals=dict(entry.get("signals") or {}))
+        return entry, ""
+    from ..data.loader import InvalidLine, normalise
+
+    if not isinstance(entry, dict):
+        return None, f"expected a Record or a dict, got {type(entry).__name__}"
+    try:
+        return normalise(entry, source="input", line=i + 1), ""
+    except InvalidLine as e:
+        return None, str(e)
 
 
 class EmergenceProcessor:
@@ -139,10 +133,10 @@ class EmergenceProcessor:
         usable: list[Record] = []
         for i, entry in enumerate(records):
             stats.total_processed += 1
-            rec = to_record(entry, i)
+            rec, why = to_record(entry, i)
             if rec is None:
                 stats.unusable_rejected += 1
-                self._reject(None, entry, "no_messages", {"index": i})
+                self._reject(None, entry, "invalid", {"index": i, "why": why})
             else:
                 usable.append(rec)
         if not usable:

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..records import Record
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +215,3 @@ def _pretrain(model, tokenizer, texts: list[str], doc_sep: int) -> None:
         sched.step()
         opt.zero_grad(set_to_none=True)
     model.eval()
-
-
-def tiny_record_texts(records: list[Record]) -> list[str]:
-    return sorted({m["content"] for r in records for m in r.messages})
