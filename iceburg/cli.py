@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def make_config(args: argparse.Namespace) -> TrainingConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args._argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
@@ -134,9 +137,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if "model_type" not in vars(args):
         raise IceburgError("nothing to do: pass --model-type TYPE to train (or --detect-hardware, "
                            "--features, --configs, --export-only DIR, --filter-only)")
+    from .training.distributed import env_world_size, launch
+
+    if cfg.nproc > 1 and env_world_size() == 1:
+        return launch(args._argv, cfg.nproc)  # torchrun starts N copies of this command
     from .training.finetuner import ICEBURGFineTuner
 
     result = ICEBURGFineTuner(cfg).train()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 prints the summary
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

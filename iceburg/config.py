@@ -146,6 +146,17 @@ class TrainingConfig:
     device: str | None = _f(None, "force a device (default: detected)", "--device", group=T,
                             choices=("cpu", "cuda", "mps"))
 
+    nproc: int = _f(1, "data-parallel training processes on this node (spawns torchrun; one per GPU, "
+                    "or CPU processes with gloo). Under torchrun / accelerate launch the launcher's "
+                    "world size is used instead. --batch-size and --grad-accum are per process",
+                    "--nproc", group=T, min=1)
+    distributed: str = _f("ddp", "multi-process mode: ddp (replicate the base, all-reduce LoRA "
+                          "gradients) or fsdp (shard the frozen base per decoder layer, for bases "
+                          "that do not fit one device)", "--distributed", group=T, choices=("ddp", "fsdp"))
+    dist_timeout: int = _f(1800, "seconds any rank waits in a collective before the whole job "
+                           "stops with an error (must exceed data preparation on rank 0)",
+                           "--dist-timeout", group=T, min=10)
+
     lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
                             "--lora-r", group=T, min=1)
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",

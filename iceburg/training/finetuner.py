@@ -4,7 +4,8 @@
     -> merge + save -> exports
 
 Each phase is one call into its module (see docs/ARCHITECTURE.md); the run folder's file names
-live in `RunFolder`. Failures raise; there is no fallback result. A failed export after training
+live in `RunFolder`. Under torchrun (docs/distributed.md) rank 0 alone prepares the data, writes
+the run folder and exports; the other ranks receive the encoded data from it and train. Failures raise; there is no fallback result. A failed export after training
 is recorded in result.json (and raised), and `--export-only RUN` can finish the run.
 """
 
@@ -53,24 +54,33 @@ class ICEBURGFineTuner:
     def train(self) -> TrainingResult:
         import torch
 
-        from ..base_models import resolve_base_model
-        from ..pipeline import prepare
-        from .encoding import encode_all
-        from .trainer import evaluate, train
+        from .distributed import init_world, shutdown
 
-        cfg, started = self.config.validate(), time.time()
+        cfg = self.config.validate()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        run = RunFolder(self.run_dir())
+        world = init_world(_device(cfg), cfg.distributed, cfg.dist_timeout)
+        try:
+            return self._train(cfg, world)
+        finally:
+            shutdown(world)
+
+    def _prepare(self, cfg: TrainingConfig, run: RunFolder, world) -> dict[str, Any]:
+        """Rank 0: run folder, base model, data pipeline, encoding, plan (all written to the run
+        folder). Returns what every rank needs to train; other ranks get it by broadcast."""
+        from ..base_models import resolve_base_model
+        from ..pipeline import prepare
+        from .distributed import describe
+        from .encoding import encode_all
+
         run.prepare(cfg.resume)
-        run.write_json(run.config, cfg.to_dict())
+        run.write_json(run.config, dict(cfg.to_dict(), world=describe(world)))
         base = resolve_base_model(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
         _warn_embedded(base, cfg)
         run.write_json(run.base_model, base.to_dict())
-
         with RejectWriter(run.rejects) as rejects:
             data = prepare(cfg, rejects)
-            tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+            tokenizer, eos, _ = _tokenizer(base.path, cfg)
             cur = data.curriculum
             train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
             eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
@@ -80,43 +90,104 @@ class ICEBURGFineTuner:
         if not train_set.examples:
             raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
         run.write_json(run.data_stats, stats)
-
-        plan = _plan(base.path, cfg, train_set.examples)
+        plan = _plan(base.path, cfg, train_set.examples, world.size)
         run.write_json(run.plan, as_dict(plan))
+        return {"run_name": run.name, "base": base, "cur": cur, "train_set": train_set, "eval_set": eval_set, "stats": stats,
+                "records_rejected": records_rejected, "records_read": data.records_read, "plan": plan}
+
+    def _train(self, cfg: TrainingConfig, world) -> TrainingResult:
+        from .distributed import wrap_model, unwrap
+        from .trainer import evaluate, train
+
+        started = time.time()
+        run = RunFolder(self.run_dir() if world.is_main else Path(cfg.output_dir) / "_")
+        payload: dict[str, Any] = {}
+        if world.is_main:
+            try:
+                payload = self._prepare(cfg, run, world)
+            except IceburgError as e:
+                world.broadcast({"error": str(e)})  # every rank stops with the same error, none waits
+                raise
+        payload = world.broadcast(payload if world.is_main else None)
+        if "error" in payload:
+            raise IceburgError(f"rank 0 stopped: {payload['error']}")
+        base, cur, plan = payload["base"], payload["cur"], payload["plan"]
+        train_set, eval_set, stats = payload["train_set"], payload["eval_set"], payload["stats"]
+        run = RunFolder(Path(cfg.output_dir) / payload["run_name"])
+        tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
         from .model import build_model
 
-        model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-        args = _train_args(cfg, plan, model, tokenizer, eos, run)
+        def build():
+            return build_model(base.path, cfg, plan, tokenizer, added_tokens)
+
+        model = wrap_model(build(), world)
+        args = _train_args(cfg, plan, unwrap(model), tokenizer, eos, run, world.size)
         pos = {orig: new for new, orig in enumerate(train_set.kept)}
 
         def order_fn(epoch: int) -> list[int]:
             return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
 
-        eval_before = evaluate(model, eval_set.examples, args)
+        eval_before = evaluate(model, eval_set.examples, args, world)
         logger.info("eval loss before training: %.4f", eval_before)
-        metrics = MetricsLog(run.metrics)
+        metrics = [MetricsLog(run.metrics)] if world.is_main else []
         try:
             out = train(model, train_set.examples, order_fn, eval_set.examples, args,
-                        callbacks=[metrics, *self.callbacks])
+                        callbacks=[*metrics, *self.callbacks], world=world)
         finally:
-            metrics.close()
-        eval_after = out.eval_history[-1][1] if out.eval_history else evaluate(model, eval_set.examples, args)
+            for m in metrics:
+                m.close()
+        eval_after = (out.eval_history[-1][1] if out.eval_history
+                      else evaluate(model, eval_set.examples, args, world))
         logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
 
         from ..export.huggingface import save_adapter_and_merged
 
-        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos)
+        model = _gather_for_save(model, world, build)
+        if not world.is_main:
+            return _partial_result(cfg, run, base, out, eval_before, eval_after, plan, payload)
+        adapter_dir, merged_dir = save_adapter_and_merged(unwrap(model), tokenizer, run.root, eos)
+        records_rejected = payload["records_rejected"]
         result = TrainingResult(
             model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
             merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
             eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
             steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
-            records_read=data.records_read, records_rejected=records_rejected,
+            records_read=payload["records_read"], records_rejected=records_rejected,
             train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
             truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
             plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
         _export(result, cfg, run, base, stats, started)
         return result
+
+
+def _device(cfg: TrainingConfig) -> str:
+    """The device kind the processes will train on (picks the distributed backend)."""
+    import torch
+
+    return cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _gather_for_save(model, world, build):
+    """The model rank 0 can save whole: DDP replicas already are; FSDP shards are gathered
+    (every rank takes part) into a fresh unsharded model on rank 0."""
+    if world.active and world.mode == "fsdp":
+        from .distributed import gather_full_model
+
+        return gather_full_model(model, world, build)
+    return model
+
+
+def _partial_result(cfg, run, base, out, eval_before, eval_after, plan, payload) -> TrainingResult:
+    """What a non-zero rank returns: the same figures, no files (rank 0 writes them)."""
+    return TrainingResult(
+        model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=run.adapter,
+        merged_dir=run.merged, base_model=base.to_dict(), train_loss=out.train_loss,
+        eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
+        steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
+        records_read=payload["records_read"], records_rejected=payload["records_rejected"],
+        train_examples=len(payload["train_set"].examples), eval_examples=len(payload["eval_set"].examples),
+        truncated_examples=payload["train_set"].truncated, training_seconds=out.wall_seconds,
+        wall_seconds=0.0, plan=as_dict(plan), resumed_from_step=out.resumed_from)
 
 
 def _warn_embedded(base, cfg: TrainingConfig) -> None:
@@ -137,20 +208,21 @@ def _tokenizer(path: Path, cfg: TrainingConfig):
     return tokenizer, eos_ids(tokenizer, generation_config(path)), added
 
 
-def _plan(path: Path, cfg: TrainingConfig, examples: list):
+def _plan(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 1):
     """The hardware plan, from the config on the meta device before any weight is loaded. Small
     data sets need enough optimizer steps: the effective batch is capped so an epoch has at
     least MIN_STEPS_PER_EPOCH steps when the data allows (counted in packed rows)."""
     from ..hardware import configure_cpu_allocator, plan_training
 
     rows = sum(len(e.input_ids) for e in examples) / cfg.max_seq_length if cfg.packing else len(examples)
-    plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)))
+    plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
+                         world_size=world_size)
     if plan.device == "cpu":
         configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
     return plan
 
 
-def _train_args(cfg: TrainingConfig, plan, model, tokenizer, eos: set[int], run: RunFolder):
+def _train_args(cfg: TrainingConfig, plan, model, tokenizer, eos: set[int], run: RunFolder, world_size: int = 1):
     from .trainer import TrainArgs
 
     return TrainArgs(
@@ -161,7 +233,7 @@ def _train_args(cfg: TrainingConfig, plan, model, tokenizer, eos: set[int], run:
         max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,
         save_steps=cfg.save_steps, seed=cfg.seed, device=plan.device, precision=plan.precision,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos),
-        checkpoint_dir=run.checkpoint, resume=cfg.resume)
+        checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size)
 
 
 def _export(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base, data_stats: dict,
