@@ -260,3 +260,68 @@ def gather_full_model(model, world: World, build):
         raise RuntimeError(f"FSDP gather: state dict does not match the model (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]})")
     return fresh
+
+
+# -- FSDP checkpoints: full (unsharded) trainable weights and optimizer state, written by rank 0 --
+# The same files as a single-process checkpoint (adapter.safetensors, optimizer.pt, state.json),
+# keyed by the model's parameter names instead of PEFT's adapter names; state.json says which.
+
+def save_fsdp_checkpoint(model, opt, sched, ckpt_dir, step: int, world: World) -> None:
+    """Every rank takes part in the gather; rank 0 writes."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    msd, osd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not world.is_main:
+        return
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in msd.items() if k in trainable}, str(tmp / "adapter.safetensors"))
+    torch.save({"optimizer": osd, "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "format": "fsdp-full"}))
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    os.replace(tmp, ckpt_dir)
+    logger.info("checkpoint saved at step %d (FSDP, gathered)", step)
+
+
+def load_fsdp_checkpoint(model, opt, sched, ckpt_dir) -> int:
+    """Every rank reads the full files and keeps its shard."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.tensor import distribute_tensor
+
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "state.json").exists():
+        return 0
+    state = json.loads((ckpt_dir / "state.json").read_text())
+    if state.get("format") != "fsdp-full":
+        raise IceburgError(f"{ckpt_dir} was written by a --distributed ddp (or single-process) run; "
+                           "resume it with the same --distributed mode")
+    weights = load_file(str(ckpt_dir / "adapter.safetensors"))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, _ in trainable if n not in weights]
+    if missing:
+        raise IceburgError(f"{ckpt_dir}: checkpoint lacks {len(missing)} trainable weights ({missing[0]}, ...); "
+                           "was it written with other LoRA settings?")
+    # each rank keeps its shard of the full tensor (set_state_dict with strict=False tried to
+    # copy plain tensors into the frozen DTensors the file does not hold; torch 2.13)
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(distribute_tensor(weights[n].to(p.dtype), p.device_mesh, p.placements))
+    st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
+    set_optimizer_state_dict(model, opt, st["optimizer"], options=StateDictOptions(full_state_dict=True))
+    sched.load_state_dict(st["scheduler"])
+    logger.info("resuming from step %d (FSDP)", state["step"])
+    return int(state["step"])

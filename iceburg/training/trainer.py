@@ -33,8 +33,8 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
-from ..errors import IceburgError
-from .distributed import World, no_sync, shard_micro_batches, unwrap
+from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
+                          unwrap)
 from .encoding import Example
 from .packing import Row, collate, pack
 
@@ -193,7 +193,10 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
 
     start_step = 0
     if args.resume and args.checkpoint_dir is not None:
-        start_step = load_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir)
+        if world.mode == "fsdp" and world.active:
+            start_step = load_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir)
+        else:
+            start_step = load_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir)
     started = time.time()
     out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
     loss_sum, loss_n = 0.0, 0
@@ -251,9 +254,8 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
         at_save = done % args.save_steps == 0 if args.save_steps else at_eval
         if args.checkpoint_dir is not None and at_save and done < len(steps):
             if world.mode == "fsdp" and world.active:
-                raise IceburgError("checkpoints of --distributed fsdp runs are not written yet; pass "
-                                   "--save-steps larger than the run, or use --distributed ddp")
-            if world.is_main:
+                save_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir, done, world)
+            elif world.is_main:
                 save_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir, done)
             world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
     bar.close()
@@ -291,6 +293,11 @@ def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
     if not (ckpt_dir / "state.json").exists():
         logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return 0
+    if json.loads((ckpt_dir / "state.json").read_text()).get("format") == "fsdp-full":
+        from ..errors import IceburgError
+
+        raise IceburgError(f"{ckpt_dir} was written by a --distributed fsdp run; resume it with "
+                           "--distributed fsdp and the same number of processes")
     set_peft_model_state_dict(model, load_file(str(ckpt_dir / "adapter.safetensors")))
     # weights_only=True: a restricted unpickler that only rebuilds tensors and plain containers
     st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)

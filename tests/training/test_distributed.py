@@ -59,12 +59,18 @@ def _losses(metrics: Path) -> dict[int, float]:
     return out
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir):
+    """The 1-process run: 2 micro-batches of 1 row per step (the 2-process runs: 1 per rank)."""
+    out, ref = tmp_path_factory.mktemp("one"), Batches()
+    ICEBURGFineTuner(TrainingConfig(output_dir=str(out), output_name="r", gradient_accumulation_steps=2,
+                                    **COMMON), callbacks=[ref]).train()
+    return ref.batches, _losses(out / "r" / "metrics.jsonl")
+
+
 @pytest.mark.slow
-def test_two_processes_kill_resume_equal_one_process(tmp_path, tiny_model_dir):
-    ref = Batches()
-    ICEBURGFineTuner(TrainingConfig(output_dir=str(tmp_path / "one"), output_name="r",
-                                    gradient_accumulation_steps=2, **COMMON), callbacks=[ref]).train()
-    one = _losses(tmp_path / "one" / "r" / "metrics.jsonl")
+def test_two_processes_kill_resume_equal_one_process(tmp_path, reference):
+    ref_batches, one = reference
 
     out, rec = tmp_path / "two", tmp_path / "rec"
     rec.mkdir()
@@ -82,7 +88,7 @@ def test_two_processes_kill_resume_equal_one_process(tmp_path, tiny_model_dir):
     # each rank got micro-batches r, r+2, ... of every global step, in the curriculum's order
     for rank in (0, 1):
         got = [(json.loads(x)["step"], json.loads(x)["ids"]) for x in (rec / f"rank{rank}.jsonl").read_text().splitlines()]
-        assert got and got == ref.batches[rank::2][:len(got)]
+        assert got and got == ref_batches[rank::2][:len(got)]
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
     flags = ["--model-type", "dissident", "--output-dir", str(out), "--output-name", "r", "--max-steps", "6",
@@ -102,3 +108,22 @@ def test_two_processes_kill_resume_equal_one_process(tmp_path, tiny_model_dir):
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-5), (step, one, two)
     assert sorted(p.name for p in out.iterdir()) == ["r"]  # no other rank made a folder
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
+    """FSDP2 (base sharded per decoder layer): same trajectory; its gathered checkpoint and the
+    merged model are written by rank 0."""
+    _, one = reference
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    cfg = dict(COMMON, output_dir=str(tmp_path), output_name="r", gradient_accumulation_steps=1,
+               distributed="fsdp")
+    assert launch([str(WORKER), json.dumps(cfg), str(rec), "-1", "0"], nproc=2, module=None) == 0
+    run = tmp_path / "r"
+    assert json.loads((run / "checkpoint" / "state.json").read_text()) == {"step": 4, "format": "fsdp-full"}
+    assert (run / "merged" / "model.safetensors").exists()
+    fsdp = _losses(run / "metrics.jsonl")
+    assert sorted(fsdp) == sorted(one)
+    for step in one:
+        assert fsdp[step] == pytest.approx(one[step], abs=1e-5), (step, one, fsdp)
