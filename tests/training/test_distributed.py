@@ -127,3 +127,9 @@ def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
     assert sorted(fsdp) == sorted(one)
     for step in one:
         assert fsdp[step] == pytest.approx(one[step], abs=1e-5), (step, one, fsdp)
+
+
+def test_launcher_drops_its_own_flag_from_the_children_argv():
+    from iceburg.training.distributed import _without_flag
+
+    assert _without_flag(["--a", "--nproc", "2", "--nproc=3", "x"], "--nproc") == ["--a", "x"]
