@@ -115,7 +115,10 @@ class RejectWriter:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            # backslashreplace: a lone surrogate in a record built in Python (the loader rejects
+            # them in files) is written as the JSON escape `\\ud800`, which reads back identical,
+            # instead of raising UnicodeEncodeError mid-run.
+            self._fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
 
     def write(self, reject: Reject) -> None:
         key = f"{reject.stage}:{reject.reasons[0] if reject.reasons else 'unspecified'}"
