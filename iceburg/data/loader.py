@@ -71,6 +71,7 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
         with fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
+                    stats["blank"] = stats.get("blank", 0) + 1  # skipped, but accounted for
                     continue
                 stats["lines"] = stats.get("lines", 0) + 1
                 if lineno == 1 and raw.startswith(BOM):
@@ -85,6 +86,9 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
                     _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    continue
+                except RecursionError:  # json's C scanner recurses per nesting level
+                    _reject(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
                     continue
                 try:
                     record = normalise(obj, source=str(path), line=lineno)

@@ -39,6 +39,7 @@ _EMPHASIS = re.compile(r"(?<![\w*_])[*_]{1,3}(?=\S)|(?<=\S)[*_]{1,3}(?![\w*_])")
 # Box drawing U+2500-257F, block elements U+2580-259F, arrows U+2190-21FF, geometric shapes
 # U+25A0-25FF: never prose.
 _BOX = re.compile(r"[\u2500-\u25ff\u2190-\u21ff]")
+LONG_LINE_CHARS = 150  # 50 words (Gopher's minimum document) need ~250 characters; 150 is safe
 _RULE = re.compile(r"^(?:[-*_=]\s*){3,}$")
 # link reference definitions (`[docs]: https://...`, `[^1]: ...`) are markup, not prose
 _LINK_DEF = re.compile(r"^\s{0,3}\[[^\]\n]+\]:\s*\S+")
@@ -52,6 +53,9 @@ class Blocks:
     code: list[list[str]] = field(default_factory=list)  # lines of each code block
     tables: list[list[str]] = field(default_factory=list)  # rows of each table (separators dropped)
     diagram_lines: int = 0  # box-drawing diagrams, horizontal rules, link definitions
+    # lines of 150+ characters outside the paragraphs (list items and their continuation lines,
+    # table rows, code lines, lines holding a fence): the per-line loop rule reads them
+    long_lines: list[str] = field(default_factory=list)
 
 
 def _is_diagram(s: str) -> bool:
@@ -91,7 +95,10 @@ def split_markdown(text: str) -> Blocks:
     prev_blank, in_list = True, False
     lines = text.split("\n")
     for k, line in enumerate(lines):
+        long = len(line) > LONG_LINE_CHARS
         if code is not None:  # inside a fenced block
+            if long:
+                out.long_lines.append(line)
             if line.lstrip().startswith(fence):
                 out.code.append(code)
                 code = None
@@ -110,6 +117,9 @@ def split_markdown(text: str) -> Blocks:
             if indented is not None:
                 indented.append("")
             continue
+        if long and ("`" in line or "|" in line or line.startswith(("    ", "\t"))):
+            out.long_lines.append(line)  # a fence or table row, or indented: never a plain paragraph
+            long = False
         if indented is not None and (line.startswith(("    ", "\t"))):
             indented.append(line)
             continue
@@ -142,6 +152,8 @@ def split_markdown(text: str) -> Blocks:
             in_list = False
         if not in_list:
             running.append(cleaned)
+        elif long:
+            out.long_lines.append(line)
         prose.append(cleaned)
         prev_blank = False
     if code is not None:

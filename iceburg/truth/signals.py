@@ -282,6 +282,7 @@ def compute(assistant_turns: list[str]) -> TextSignals:
     rep, hits = repetition(prose, running_words)
     v.update(rep)
     v.update(block_repetition(blocks, assistant_turns))
+    v["periodic_repeats"] = float(periodic_repeats(words))
     for key, limit in BLOCK_LIMITS.items():
         if v[key] > limit:
             hits.append(f"{key} {v[key]:.2f} > {limit}")
@@ -372,27 +373,29 @@ def _dup_share(items: list[str]) -> float:
     return dup / len(items) if items else 0.0
 
 
-def periodic_repeats(text: str, max_period: int = 8) -> int:
-    """Most consecutive repeats, within one line, of a unit of 1..max_period words ("Extend -
-    Extend - Extend", "| Library | Library |"): the shape of a sampling loop in a list item, a
-    table row or a short line, where the Gopher n-gram rules lack the 50 words they need.
-    Numbers never match (a row of zeros is data), and units never span a line break."""
-    words: list[str] = []
-    for line in _URL.sub(" ", text).lower().split("\n"):
-        words.extend(words_of(line))
-        words.append("\n")
-    if len(words) < 2 * PERIODIC_MIN_REPEATS:
+def periodic_repeats(words: list[str], max_period: int = 8) -> int:
+    """Most consecutive repeats of a unit of 1..max_period prose words ("Extend - Extend -
+    Extend"): the shape of a sampling loop in a list item or a short line, where the Gopher n-gram
+    rules lack the 50 words they need. Numbers never match (a run of zeros is data). One numpy
+    comparison per period."""
+    n = len(words)
+    if n < PERIODIC_MIN_REPEATS:
         return 0
-    ids = np.fromiter((hash(w) if not w.isdigit() and w != "\n" else -i - 1 for i, w in enumerate(words)),
-                      dtype=np.int64, count=len(words))
-    best = 0
-    for n in range(1, max_period + 1):
-        eq = np.concatenate(([False], ids[n:] == ids[:-n], [False]))
-        if not eq.any():
-            continue
-        edges = np.flatnonzero(np.diff(eq.astype(np.int8)))
-        run = int((edges[1::2] - edges[::2]).max())  # longest stretch where word i == word i-n
-        best = max(best, run // n + 1)
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=n)
+    best, digits_done = 1, False
+    for k in range(1, max_period + 1):
+        eq = ids[k:] == ids[:-k]
+        if int(eq.sum()) < best * k:
+            continue  # too few matches for a longer run than the best so far (most prose stops here)
+        if not digits_done:
+            digits = np.fromiter(map(str.isdigit, words), dtype=bool, count=n)
+            if digits.any():
+                ids[digits] = -np.arange(1, n + 1)[digits]  # unique: numbers never repeat
+                eq = ids[k:] == ids[:-k]
+            digits_done = True
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], eq.view(np.int8), [0]))))
+        if edges.size:
+            best = max(best, int((edges[1::2] - edges[::2]).max()) // k + 1)  # longest w[i] == w[i-k] stretch
     return best
 
 
@@ -402,8 +405,9 @@ def block_repetition(blocks: list[Blocks], turns: list[str]) -> dict[str, float]
       repeat an earlier line of the turn's code blocks, from CODE_MIN_LINES such lines;
     - table_dup_row_frac: share of body rows (headers excluded) repeating an earlier row, 4+ rows;
     - long_line_repetition: Gopher duplicate 5..10-gram rules on any single line of 50+ words
-      (a loop inside a list item, a table row or a code line), as a share of the limit;
-    - periodic_repeats: `periodic_repeats` (8 or more is a loop)."""
+      outside the paragraphs (a list item, a table row, a code line: `Blocks.long_lines`), as a
+      share of the limit (paragraph lines are read by the document rules);
+    (`periodic_repeats`, on all prose words, is the fourth light rule: 8 or more is a loop.)"""
     out = dict.fromkeys(BLOCK_LIMITS, 0.0)
     for b, turn in zip(blocks, turns):
         if b.code:
@@ -414,19 +418,15 @@ def block_repetition(blocks: list[Blocks], turns: list[str]) -> dict[str, float]
             rows = [" ".join(r.split()) for t in b.tables for r in t[1:]]
             if len(rows) >= 4:
                 out["table_dup_row_frac"] = max(out["table_dup_row_frac"], _dup_share(rows))
-        out["periodic_repeats"] = max(out["periodic_repeats"], float(periodic_repeats(turn)))
-        if len(turn) > 150:
-            for line in turn.split("\n"):
-                if len(line) <= 150:
-                    continue
-                # prose words (inline code and URLs out, as the document rules read them), but all
-                # words of a line that holds a code fence: a loop that swallowed a code block
-                w = (words_of(clean_prose_line(line)) if "```" not in line and "~~~" not in line
-                     else words_of(_URL.sub(" ", line)))
-                if len(w) >= LONG_LINE_WORDS:
-                    r = ngram_repetition(w, top=False)
-                    worst = max(r.get(f"dup_{n}gram_frac", 0.0) / t for n, t in GOPHER_DUP_NGRAM.items())
-                    out["long_line_repetition"] = max(out["long_line_repetition"], worst)
+        for line in b.long_lines:
+            # prose words (inline code and URLs out, as the document rules read them), but all
+            # words of a line that holds a code fence: a loop that swallowed a code block
+            w = (words_of(clean_prose_line(line)) if "```" not in line and "~~~" not in line
+                 else words_of(_URL.sub(" ", line)))
+            if len(w) >= LONG_LINE_WORDS:
+                r = ngram_repetition(w, top=False)
+                worst = max(r.get(f"dup_{n}gram_frac", 0.0) / t for n, t in GOPHER_DUP_NGRAM.items())
+                out["long_line_repetition"] = max(out["long_line_repetition"], worst)
     return out
 
 
