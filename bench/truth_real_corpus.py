@@ -397,6 +397,40 @@ def evaluate(groups, threshold: float) -> tuple[list[dict], dict, dict]:
     return rows, summary, examples
 
 
+def signal_distribution(clean: list[dict]) -> list[dict]:
+    """What the thresholds are set against: each signal's spread over the clean transcripts."""
+    from iceburg.truth import signals as S
+    from iceburg.truth.repetition import GOPHER_DUP_NGRAM, GOPHER_TOP_NGRAM
+
+    limits = {"alpha_word_frac": ("<", S.ALPHA_WORD_FRAC), "symbol_ratio": (">", S.SYMBOL_WORD_RATIO),
+              "ellipsis_line_frac": (">", S.ELLIPSIS_LINE_FRAC), "garbage_char_frac": (">", S.GARBAGE_CHAR_FRAC),
+              "mojibake": (">=", S.MOJIBAKE_MIN), "boilerplate": (">", S.BOILERPLATE_SHARE),
+              "dup_line_frac": (">", 0.30), "dup_5gram_frac": (">", GOPHER_DUP_NGRAM[5]),
+              "top_2gram_frac": (">", GOPHER_TOP_NGRAM[2]),
+              **{k: (">", v) for k, v in S.BLOCK_LIMITS.items()}}
+    vals: dict[str, list[float]] = {k: [] for k in limits}
+    shortest, refusal_like = [], 0
+    for r in clean:
+        turns = [m["content"] for m in r["messages"] if m["role"] == "assistant"]
+        ts = S.compute(turns)
+        for k in limits:
+            vals[k].append(ts.values.get(k, 0.0))
+        shortest.append(min(len(t.split()) for t in turns))
+        refusal_like += any(S.REFUSAL.search(t[:300]) for t in turns)
+    rows = []
+    for k, (op, lim) in limits.items():
+        v = sorted(vals[k])
+        n = len(v)
+        tripped = sum(1 for x in v if (x < lim if op == "<" else x >= lim if op == ">=" else x > lim))
+        rows.append({"signal": k, "rule": f"{op} {lim}", "p50": v[n // 2], "p99": v[int(0.99 * (n - 1))],
+                     "max": v[-1], "min": v[0], "clean_tripped": tripped})
+    rows.append({"signal": "shortest assistant turn (words)", "rule": f"< {S.EMPTY_WORDS}", "p50": None, "p99": None,
+                 "max": None, "min": min(shortest), "clean_tripped": sum(1 for x in shortest if x < S.EMPTY_WORDS)})
+    rows.append({"signal": "strict refusal opening", "rule": f"< {S.REFUSAL_MAX_WORDS} words", "p50": None,
+                 "p99": None, "clean_tripped": refusal_like})
+    return rows
+
+
 def md_table(rows: list[dict]) -> list[str]:
     cols = list(rows[0])
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -422,6 +456,7 @@ def main() -> None:
                     fh.write(json.dumps({**rec, "metadata": {**rec.get("metadata", {}), "label": lab, "partner": p}},
                                         ensure_ascii=False) + "\n")
     rows, summary, examples = evaluate(groups, args.threshold)
+    dist = signal_distribution([rec for rec, _l, _p in groups["clean"]])
     meta = machine_info()
     md = ["# truth_real_corpus", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
           f"Command: `python bench/truth_real_corpus.py --threshold {args.threshold} --seed {args.seed}`", "",
@@ -436,12 +471,15 @@ def main() -> None:
           f"({summary['clean_rejection_rate']:.1%}, target <= 3%)**; per type: "
           + ", ".join(f"{k} {v:.1%}" for k, v in summary["clean_rejection_by_type"].items())
           + f"; by reason: {summary['clean_rejected_by_reason']}", "",
-          f"Scoring speed in this run (one process, whole set): {summary['records_per_second_1_process']} records/s.", ""]
+          f"Scoring speed in this run (one process, clean group): {summary['records_per_second_1_process']} records/s.",
+          "", "## Signals on the clean transcripts (what the thresholds are set against)", ""] + md_table(
+          [{k: r.get(k) for k in ("signal", "rule", "p50", "p99", "max", "min", "clean_tripped")} for r in dist]) + [""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "truth_real_corpus" + ("" if args.threshold == 0.7 else f"_t{args.threshold}")
     (RESULTS / f"{name}.md").write_text("\n".join(md))
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"meta": meta, "source": src, "rows": rows, "summary": summary, "clean_rejected_examples": examples},
+        {"meta": meta, "source": src, "rows": rows, "summary": summary, "signals_on_clean": dist,
+         "misses": examples},
         indent=2, default=str))
     print("\n".join(md))
     print(json.dumps(examples, indent=1)[:6000])

@@ -44,22 +44,40 @@ SYMBOL_WORD_RATIO = 0.10  # Gopher
 # fell to 0.72-0.74 alphabetic words while being clean.
 ALPHA_WORD_FRAC = 0.80
 ELLIPSIS_LINE_FRAC = 0.30  # Gopher: > 30% of lines ending with an ellipsis
-EMPTY_WORDS = 3  # fewer words than this is an empty answer ("OK.", "Sure")
-SHORT_WORDS = 10  # soft: a research answer under 10 words says almost nothing
+# Fewer words than this is an empty answer: the acknowledgements agents emit instead of an answer
+# ("OK", "Sure.", "N/A", "Noted.", bench/truth_corpus.py EMPTY) have 1-2 words; the shortest clean
+# assistant turn is 40 words on the real corpus (its selection floor) and 8 in the bundled samples.
+EMPTY_WORDS = 3
+# Soft only (-0.25): under 10 words a research answer states a bare verdict without support
+# (the bundled samples' one such answer, 8 words, is kept when its rubric or producer score lifts it).
+SHORT_WORDS = 10
+# The strict refusal pattern only counts in turns under 120 words: every refusal in the three
+# phrasing sets has <= 20 words, and on the real corpus no clean turn opens with the pattern at
+# any length (bench/results/truth_real_corpus.md, "strict refusal opening"); 120 keeps a refusal
+# followed by a short explanation while a long answer that merely starts "I can't stress enough"
+# is not judged by its first words.
 REFUSAL_MAX_WORDS = 120
-GARBAGE_CHAR_FRAC = 0.01  # replacement/control characters: 1% is already mojibake, never clean text
-BOILERPLATE_SHARE = 0.5  # boilerplate sentences make up over half the turn
+# Replacement/control/private-use characters: 1% of a turn's characters. Clean real text peaks at
+# 0.2% (emoji variation selectors and the odd control character in READMEs, measured), a decoder
+# that gave up leaves 5-10%.
+GARBAGE_CHAR_FRAC = 0.01
+# Boilerplate sentences ("I hope this helps") over half a turn: then the turn is mostly filler.
+# No clean real-corpus turn has any (max 0.0); below the limit it is a soft penalty of 0.2 x share.
+BOILERPLATE_SHARE = 0.5
+# Mojibake sequences per turn: none in clean real text (max 0); three rules out a single quoted
+# example of mojibake in a text about encodings.
 # Light rules for code and tables (markdown.py takes them out of the prose rules). Code repeats
-# lines legitimately (imports, closing brackets, the same call in several examples), so only long
-# lines count and the limit is far above clean code: PLACEHOLDER_CODE. Table rows use Gopher's
-# duplicate-line fraction 0.30.
+# lines legitimately (imports, closing brackets, the same call in several examples), so only lines
+# of 12+ characters count, from 4 of them. Table rows use Gopher's duplicate-line fraction 0.30.
 CODE_MIN_CHARS = 12
 CODE_MIN_LINES = 4
+# Limits: clean code repeats at most 0.40 of its long lines (p99 0.29, real corpus); clean tables
+# at most 0.13 of their rows; periodic repeats at most 4 in clean text, so 8 is twice that.
 BLOCK_LIMITS = {"code_dup_line_frac": 0.5, "table_dup_row_frac": 0.30, "long_line_repetition": 1.0,
                 "periodic_repeats": 7.0}
 PERIODIC_MIN_REPEATS = 8
 LONG_LINE_WORDS = GOPHER_MIN_WORDS
-MOJIBAKE_MIN = 3
+MOJIBAKE_MIN = 3  # see above
 
 _FENCE_LINE = re.compile(r"^\s{0,3}(?:```|~~~)")
 _URL = re.compile(r"https?://\S+|www\.\S+|doi:\S+|10\.\d{4,9}/\S+")
@@ -232,14 +250,25 @@ def _table_cut(lines: list[str]) -> str | None:
 
 
 def _list_cut(lines: list[str]) -> str | None:
-    """A list item ends a list legitimately, unless its siblings end with punctuation and it does
-    not (measured on the real corpus: READMEs end bullet items either always or never with a full
-    stop)."""
-    items = [ln.rstrip() for ln in lines[-6:-1] if _LIST_ITEM.match(ln)]
+    """A list item ends a list legitimately, unless the items before it all end with punctuation
+    or a closing bracket and it does not (measured on the real corpus: a README's list ends its
+    items either always or never with a full stop, and changelog items end with a `(#123)` or
+    `[@user](...)` reference). An item includes its indented continuation lines."""
+    ends: list[str] = []  # last line of each earlier item, nearest first
+    current_end = None
+    for ln in reversed(lines[-16:-1]):
+        if _LIST_ITEM.match(ln):
+            ends.append(current_end or ln.rstrip())
+            current_end = None
+        elif ln.startswith((" ", "\t")):
+            current_end = current_end or ln.rstrip()
+        else:
+            break
     last = lines[-1].rstrip()
-    if len(items) >= 2 and all(it[-1] in _TERMINAL for it in items) and last[-1] not in _TERMINAL \
+    ends = ends[:5]
+    if len(ends) >= 2 and all(e[-1] in _TERMINAL for e in ends) and last[-1] not in _TERMINAL \
             and len(_WORD.findall(last)) >= 3:
-        return f"the last list item lacks the punctuation its siblings have ({last[-30:]!r})"
+        return f"the last list item lacks the punctuation its siblings end with ({last[-30:]!r})"
     return None
 
 
