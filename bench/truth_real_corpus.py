@@ -9,8 +9,9 @@ the running interpreter (`importlib.metadata`), i.e. the project venv. The packa
 versions go into the results, so a run on another venv is comparable only when they match.
 
 Clean transcripts:
-1. Each README is cut into sections at its markdown headings (outside code fences). Lines that are
-   only HTML tags, badges or images are dropped (an agent does not emit them); HTML comments too.
+1. Each README is cut into sections at its markdown headings (outside code fences). HTML tags and
+   comments are removed, and lines that are only badges or images dropped (an agent does not
+   emit them).
 2. A section is kept when its body has 40-1,200 words and ends outside a code fence. These
    criteria look only at size and fences, never at any rule of the filter.
 3. The source's own duplicates are removed first: exact duplicates of the normalised words, then
@@ -93,8 +94,12 @@ CALIBRATED = [
 _HEADING = re.compile(r"^(#{1,4})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HTML_ONLY = re.compile(r"^\s*(?:<[^>]+>\s*)+$")
-_BADGE_ONLY = re.compile(r"^\s*(?:\[?!\[[^\]]*\]\([^)]*\)\]?(?:\([^)]*\))?\s*)+$")
+# a line of badge images only (shields.io, CI status): agents never emit them; other images stay
+_BADGE_ONLY = re.compile(r"^\s*(?:\[?!\[[^\]]*\]\([^)]*(?:badge|shields\.io|status)[^)]*\)\]?(?:\([^)]*\))?\s*)+$", re.I)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
+# HTML tags, also when one spans several lines (badges: `<a href=...\n  src=...>`): an agent does
+# not write them, and left as text their attribute lines read as repeated garbage
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>", re.S)
 
 
 def readmes() -> list[tuple[str, str, str]]:
@@ -116,7 +121,12 @@ def sections(md: str) -> list[tuple[str, str]]:
     """(heading, body) pairs of a markdown document, split at headings outside code fences."""
     out: list[tuple[str, str]] = []
     head, body, fenced = "", [], False
-    for line in _COMMENT.sub("", md).replace("\r\n", "\n").split("\n"):
+    md = _HTML_TAG.sub("\x00", _COMMENT.sub("", md).replace("\r\n", "\n"))
+    for line in md.split("\n"):
+        if "\x00" in line:  # a line that held HTML: keep its text only if it is a sentence or more
+            line = line.replace("\x00", "")
+            if len(line.split()) < 4:
+                continue
         if _FENCE.match(line):
             fenced = not fenced
         m = None if fenced else _HEADING.match(line)

@@ -13,7 +13,7 @@ the lines sorts them:
   definitions -> dropped (counted in `diagram_lines`);
 - every other line is prose, with its markup removed: heading hashes, block quotes, list markers
   and task boxes, emphasis (`**`, `__`, `*`, `_` around words), links and images (their text is
-  kept), inline code, HTML tags, URLs and citation markers. Prose outside lists is also kept
+  kept), HTML tags, URLs and citation markers; inline code becomes one word (`_code_token`). Prose outside lists is also kept
   apart (`running`): list items of one list share a structure by design ("- Fix X by @a in #1"),
   so the Gopher n-gram rules read paragraphs, and list items get the line rules.
 
@@ -23,9 +23,10 @@ One pass of a few compiled regexes per line: ~40-90 us on a 4 KB answer (bench/t
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 
-_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_FENCE = re.compile(r"^\s{0,3}(?:>\s?)*(```|~~~)")  # also inside a block quote
 _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _LIST = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+(?:\[[ xX]\]\s+)?")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
@@ -64,12 +65,19 @@ def _is_diagram(s: str) -> bool:
     return bool(_BOX.search(s) or _RULE.match(s))
 
 
+def _code_token(m: re.Match[str]) -> str:
+    """Inline code becomes one word derived from its text: it counts as a word (not as symbols),
+    and two lines that differ only in their code stay different ("`h2` - Required by ..." vs
+    "`socksio` - Required by ..."; removing the code made such list lines duplicates)."""
+    return f" code{zlib.crc32(m.group().encode('utf-8', 'surrogatepass')):x} "
+
+
 def clean_prose_line(line: str) -> str:
     s = _HEADING.sub("", line)
     s = _QUOTE.sub("", s)
     s = _LIST.sub("", s)
     if "`" in s:
-        s = _INLINE_CODE.sub(" ", s)
+        s = _INLINE_CODE.sub(_code_token, s)
     if "](" in s:
         s = _LINK.sub(r"\1", s)
     if "<" in s or "&" in s:
@@ -99,7 +107,7 @@ def split_markdown(text: str) -> Blocks:
         if code is not None:  # inside a fenced block
             if long:
                 out.long_lines.append(line)
-            if line.lstrip().startswith(fence):
+            if line.lstrip(" >").startswith(fence):
                 out.code.append(code)
                 code = None
             else:
@@ -150,7 +158,7 @@ def split_markdown(text: str) -> Blocks:
             in_list = True
         elif prev_blank and not line.startswith((" ", "\t")):
             in_list = False
-        if not in_list:
+        if not in_list and not _HEADING.match(line):  # headings repeat by design ("Pre-built wheel")
             running.append(cleaned)
         elif long:
             out.long_lines.append(line)

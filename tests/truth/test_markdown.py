@@ -118,7 +118,7 @@ def test_legitimate_markdown_endings_are_not_truncation(ending):
     ("\n\nThe **key point", "bold text is not closed"),
     ("\n\nRun `make", "inline code span"),
     ("\n\n| a | b | c |\n|---|---|---|\n| 1 | 2 | 3 |\n| 4 | 5", "table row is cut off"),
-    ("\n\n- The first item ends here.\n- The second one too.\n- But the third stops mid", "punctuation its siblings"),
+    ("\n\n- The first item ends here.\n- The second one too.\n- But the third stops mid", "the ending its siblings have"),
     ("\n\nThe effect depends on the", "ends on 'the'"),
 ])
 def test_cut_off_endings_are_truncation(ending, why):
