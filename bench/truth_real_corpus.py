@@ -352,14 +352,14 @@ def evaluate(groups, threshold: float) -> tuple[list[dict], dict, dict]:
     examples: dict[str, list] = {}
     summary: dict = {"threshold": threshold}
 
-    def row(cls: str, reason: str, items, hits: list[tuple[int, bool]]) -> None:
+    def row(cls: str, reason: str, items, hits: list[tuple[int, bool]], quality_lost: int | None = None) -> None:
         per_role = defaultdict(list)
         for i, h in hits:
             per_role[items[i][0].get("agent_type", "base")].append(h)
         rows.append({"class": cls, "reason": reason, "n": len(hits),
                      "recall": sum(h for _i, h in hits) / max(len(hits), 1),
                      **{r: (sum(v) / len(v) if (v := per_role.get(r)) else None) for r in ROLES},
-                     "target": TARGETS.get(cls)})
+                     "target": TARGETS.get(cls), "pairs_lost_to_quality": quality_lost})
 
     def misses(cls: str, items, idx: list[int], full) -> None:
         examples[cls] = [{"package": items[i][0].get("metadata", {}).get("package"),
@@ -395,13 +395,15 @@ def evaluate(groups, threshold: float) -> tuple[list[dict], dict, dict]:
             misses(cls, items, [i for i, h in hits if not h], full)
         else:
             reason = "exact_duplicate" if cls == "exact_dup" else "near_duplicate"
-            hits = []
+            hits, lost = [], 0
             for i, (_r, lab, j) in enumerate(items):
                 if lab == cls:
                     a, b = i in dup_of, j in dup_of
                     hits.append((i, a != b and ((a and dup_of[i] == j and reason in preds[i])
                                                 or (b and dup_of[j] == i and reason in preds[j]))))
-            row(cls, reason, items, hits)
+                    # both members rejected by the quality rules: a miss here, though neither is kept
+                    lost += bool(preds[i] and preds[j] and not a and not b)
+            row(cls, reason, items, hits, lost)
             misses(cls, items, [i for i, h in hits if not h], full)
     summary["records"] = sum(len(g) for g in groups.values())
     return rows, summary, examples
@@ -476,7 +478,8 @@ def main() -> None:
           f"{src['unique_sections']} unique sections.", "",
           f"Labelled set: {summary['records']} records in {len(groups)} groups, each filtered on its own; "
           f"{summary['clean']} clean transcripts. Recall per class (columns: per agent type); the two "
-          "controls report the share KEPT.", ""] + md_table(rows) + [
+          "controls report the share KEPT; a duplicate pair whose members were both rejected by the quality "
+          "rules counts as a miss (`pairs_lost_to_quality`).", ""] + md_table(rows) + [
           "", f"**Clean rejected: {summary['clean_rejected']} of {summary['clean']} "
           f"({summary['clean_rejection_rate']:.1%}, target <= 3%)**; per type: "
           + ", ".join(f"{k} {v:.1%}" for k, v in summary["clean_rejection_by_type"].items())

@@ -41,6 +41,7 @@ _EMPHASIS = re.compile(r"(?<![\w*_])[*_]{1,3}(?=\S)|(?<=\S)[*_]{1,3}(?![\w*_])")
 # U+25A0-25FF: never prose.
 _BOX = re.compile(r"[\u2500-\u25ff\u2190-\u21ff]")
 LONG_LINE_CHARS = 150  # 50 words (Gopher's minimum document) need ~250 characters; 150 is safe
+_LIST_START = frozenset("-*+\u2022")
 _RULE = re.compile(r"^(?:[-*_=]\s*){3,}$")
 # link reference definitions (`[docs]: https://...`, `[^1]: ...`) are markup, not prose
 _LINK_DEF = re.compile(r"^\s{0,3}\[[^\]\n]+\]:\s*\S+")
@@ -62,7 +63,7 @@ class Blocks:
 def _is_diagram(s: str) -> bool:
     """Box-drawing / arrow characters, or a horizontal rule. ASCII-art outside a code block is
     NOT taken out: it is indistinguishable from symbol soup, which the garbage rule must see."""
-    return bool(_BOX.search(s) or _RULE.match(s))
+    return bool((not s.isascii() and _BOX.search(s)) or (s[0] in "-*_=" and _RULE.match(s)))
 
 
 def _code_token(m: re.Match[str]) -> str:
@@ -73,9 +74,14 @@ def _code_token(m: re.Match[str]) -> str:
 
 
 def clean_prose_line(line: str) -> str:
-    s = _HEADING.sub("", line)
-    s = _QUOTE.sub("", s)
-    s = _LIST.sub("", s)
+    s = line
+    first = line.lstrip()[:1]
+    if first == "#":
+        s = _HEADING.sub("", s)
+    elif first == ">":
+        s = _QUOTE.sub("", s)
+    if first in _LIST_START or first.isdigit():
+        s = _LIST.sub("", s)
     if "`" in s:
         s = _INLINE_CODE.sub(_code_token, s)
     if "](" in s:
@@ -113,7 +119,7 @@ def split_markdown(text: str) -> Blocks:
             else:
                 code.append(line)
             continue
-        m = _FENCE.match(line)
+        m = _FENCE.match(line) if ("`" in line or "~" in line) else None
         if m:
             fence, code, table, indented = m.group(1), [], None, None
             prev_blank = False
@@ -148,17 +154,18 @@ def split_markdown(text: str) -> Blocks:
             prev_blank = False
             continue
         table = None
-        if _is_diagram(stripped) or _LINK_DEF.match(line):
+        if _is_diagram(stripped) or (stripped[0] == "[" and _LINK_DEF.match(line)):
             out.diagram_lines += 1
             prev_blank = False
             continue
         cleaned = clean_prose_line(line)
-        if _LIST.match(line):
+        first = stripped[0]
+        if (first in _LIST_START or first.isdigit()) and _LIST.match(line):
             out.items.append(cleaned)
             in_list = True
         elif prev_blank and not line.startswith((" ", "\t")):
             in_list = False
-        if not in_list and not _HEADING.match(line):  # headings repeat by design ("Pre-built wheel")
+        if not in_list and not (first == "#" and _HEADING.match(line)):  # headings repeat by design
             running.append(cleaned)
         elif long:
             out.long_lines.append(line)

@@ -437,7 +437,9 @@ def periodic_repeats(words: list[str], max_period: int = 8) -> int:
     """Most consecutive repeats of a unit of 1..max_period prose words ("Extend - Extend -
     Extend"): the shape of a sampling loop in a list item or a short line, where the Gopher n-gram
     rules lack the 50 words they need. Numbers never match (a run of zeros is data). One numpy
-    comparison per period."""
+    comparison per period; periods without enough matches for a loop are skipped, so the value
+    is exact from PERIODIC_MIN_REPEATS repeats and 1 below (clean real text: at most 4, measured
+    with the exact count)."""
     n = len(words)
     if n < PERIODIC_MIN_REPEATS:
         return 0
@@ -445,8 +447,8 @@ def periodic_repeats(words: list[str], max_period: int = 8) -> int:
     best, digits_done = 1, False
     for k in range(1, max_period + 1):
         eq = ids[k:] == ids[:-k]
-        if int(eq.sum()) < best * k:
-            continue  # too few matches for a longer run than the best so far (most prose stops here)
+        if int(eq.sum()) < (PERIODIC_MIN_REPEATS - 1) * k:
+            continue  # too few matches for a loop at this period (almost all prose stops here)
         if not digits_done:
             digits = np.fromiter(map(str.isdigit, words), dtype=bool, count=n)
             if digits.any():
