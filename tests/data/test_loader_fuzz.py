@@ -18,6 +18,12 @@ from iceburg.truth.report import run_filter_only
 
 GOOD = {"messages": [{"role": "user", "content": "Why is the sky blue?"},
                      {"role": "assistant", "content": "Rayleigh scattering favours short wavelengths."}]}
+def _lines(path) -> list[str]:
+    """JSONL lines split on "\n" only: str.splitlines() also splits on U+0085 / U+2028, which
+    JSON strings may hold raw (hypothesis found b"\xc2\x85")."""
+    return [x for x in path.read_text(encoding="utf-8").split("\n") if x]
+
+
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -36,7 +42,7 @@ def test_a_lone_surrogate_is_rejected_at_load_with_its_position(tmp_path):
     with RejectWriter(tmp_path / "rejects.jsonl") as rw:
         kept = list(read_records([p], rw))
     assert len(kept) == 1
-    (rej,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    (rej,) = [json.loads(x) for x in _lines(tmp_path / "rejects.jsonl")]
     assert rej["line"] == 2 and "lone UTF-16 surrogate '\\ud800' at character 3" in rej["reasons"][0]
     assert json.loads(rej["raw"]) == json.loads(bad)  # the raw line is kept, recoverable
 
@@ -83,7 +89,7 @@ def test_any_line_is_kept_or_rejected_with_a_reason(tmp_path_factory, lines):
     stats: dict = {}
     with RejectWriter(d / "rejects.jsonl") as rw:
         kept = list(read_records([p], rw, stats=stats))
-    rejects = [json.loads(x) for x in (d / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    rejects = [json.loads(x) for x in _lines(d / "rejects.jsonl")]
     n_lines = p.read_bytes().count(b"\n")
     assert stats.get("lines", 0) + stats.get("blank", 0) == n_lines
     assert stats.get("valid", 0) == len(kept) and stats.get("rejected", 0) == len(rejects) == rw.total
@@ -105,8 +111,8 @@ def test_filter_only_counts_add_up_to_the_lines_read(tmp_path_factory, lines):
     p.write_bytes(b"\n".join(lines) + b"\n")
     rep = run_filter_only([str(p)], d / "out", TrainingConfig(), workers=1)
     s = rep["stats"]
-    filtered = (d / "out" / "filtered.jsonl").read_text(encoding="utf-8").splitlines()
-    rejects = (d / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    filtered = _lines(d / "out" / "filtered.jsonl")
+    rejects = _lines(d / "out" / "rejects.jsonl")
     assert all(json.loads(x) for x in filtered + rejects)
     assert rep["lines_read"] == rep["load_rejected"] + s["total_input"]
     assert s["total_input"] == (s["final_output"] + s["low_quality_removed"] + s["exact_duplicates_removed"]
