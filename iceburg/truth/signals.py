@@ -10,20 +10,24 @@ Sources of the thresholds:
   duplicate 5..10-gram character fraction 0.15 down to 0.10. Gopher applies them to documents of
   at least 50 words; we apply the n-gram rules from the same 50-word minimum (shorter answers give
   meaningless n-gram statistics: "of the" twice in ten words is already 20%).
+- Markdown (issue 13): `markdown.split_markdown` first sorts each turn into paragraphs, list items,
+  code, tables and dropped markup; the Gopher n-gram rules read the paragraphs, the line rules all
+  prose lines, and code and tables get light rules of their own (`block_repetition`). Measured on
+  real READMEs (bench/truth_real_corpus.py) this took clean rejections from 10.9% to 2.8%.
 - Symbols: Gopher's symbol-to-word ratio 0.1 (hash and ellipsis) and "80% of words contain an
-  alphabetic character". Markdown headings are not counted as hash symbols, and code blocks,
-  tables, URLs and citation markers are removed before these rules (the issue: code, markdown and
-  citations are not punished). Gopher's "90% of lines start with a bullet" rule is NOT used: a
-  markdown list answer is normal for research agents.
+  alphabetic character", per turn, on the prose only; `#123` references are not hashtags, inline
+  code counts as a word, free-standing dashes and arrows are punctuation. Gopher's "90% of lines
+  start with a bullet" rule is NOT used: a markdown list answer is normal for research agents.
 - Truncation: C4 (Raffel et al. 2020, section 2.2) keeps only lines ending in terminal punctuation;
-  we apply that only to the *last* line of the final answer, and never to list items, headings or
-  table rows, which end without a full stop in ordinary markdown. An odd number of ``` fences
-  means the answer stopped inside a code block.
+  we apply that only to the *last* line of the final answer, accept the legitimate markdown
+  endings (closed code block, table row, heading, list item of a list without a consistent
+  ending) and look for markdown cut-offs (unclosed fence or inline markup, bare list marker, cut
+  table row); see `truncation`.
 - Refusal / boilerplate phrases: the phrase lists used to clean ShareGPT/WizardLM data of
   "As an AI language model" refusals (ehartford's *_unfiltered datasets, anon8231489123's
   ShareGPT_Vicuna_unfiltered cleaning script); a turn is a refusal only when the phrase opens a
   short turn (< 120 words, measured: every clean sample answer that mentions "I cannot" is longer
-  or has it mid-text).
+  or has it mid-text). A calibrated "I cannot find evidence ..." is an answer, not a refusal.
 """
 
 from __future__ import annotations
