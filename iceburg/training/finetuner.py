@@ -74,7 +74,7 @@ class ICEBURGFineTuner:
         from .encoding import encode_all
 
         run.prepare(cfg.resume)
-        run.write_json(run.config, dict(cfg.to_dict(), world=describe(world)))
+        run.write_json(run.config, cfg.to_dict())
         base = resolve_base_model(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
         _warn_embedded(base, cfg)
         run.write_json(run.base_model, base.to_dict())
@@ -91,7 +91,7 @@ class ICEBURGFineTuner:
             raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
         run.write_json(run.data_stats, stats)
         plan = _plan(base.path, cfg, train_set.examples, world.size)
-        run.write_json(run.plan, as_dict(plan))
+        run.write_json(run.plan, dict(as_dict(plan), world=describe(world)))  # config.json stays loadable
         return {"run_name": run.name, "base": base, "cur": cur, "train_set": train_set, "eval_set": eval_set, "stats": stats,
                 "records_rejected": records_rejected, "records_read": data.records_read, "plan": plan}
 

@@ -101,7 +101,8 @@ def test_two_processes_kill_resume_equal_one_process(tmp_path, reference):
     result = json.loads((run / "result.json").read_text())
     assert result["resumed_from_step"] == 2 and result["steps"] == 6
     assert result["plan"]["world_size"] == 2 and result["plan"]["effective_batch_size"] == 2
-    assert json.loads((run / "config.json").read_text())["world"]["world_size"] == 2
+    world = json.loads((run / "plan.json").read_text())["world"]
+    assert (world["world_size"], world["mode"], world["backend"]) == (2, "ddp", "gloo")
 
     two = _losses(run / "metrics.jsonl")
     assert sorted(two) == sorted(one) == list(range(1, 7))
