@@ -1,7 +1,7 @@
 """Data-parallel training throughput: 1 vs N processes, and the bytes all-reduced per step.
 
 Runs the real CLI (`iceburg-train --nproc N`, torchrun + gloo on CPU) on the bundled sample
-transcripts of every model type, one epoch, the same global batch for every N (--batch-size 1,
+transcripts of every model type, --max-steps optimizer steps, the same global batch for every N (--batch-size 1,
 --grad-accum G/N), and reads the run's result.json: supervised tokens / training-loop seconds.
 Threads per process = --threads-total / N, so the runs use the same cores.
 
@@ -9,7 +9,7 @@ Also reports what DDP all-reduces per optimizer step: the LoRA gradients only (f
 the full-model figure a full fine-tune would all-reduce, for iceburg-tiny and for the shape of
 Llama 3.2 3B (built on the meta device, no weights).
 
-    python bench/distributed_throughput.py [--nprocs 1 2] [--threads-total 2] [--global-batch 4]
+    python bench/distributed_throughput.py [--nprocs 1 2] [--threads-total 2] [--global-batch 4] [--max-steps 12]
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(nproc: int, threads_total: int, global_batch: int, max_len: int, out: Path) -> dict:
+def run(nproc: int, threads_total: int, global_batch: int, max_len: int, steps: int, out: Path) -> dict:
     threads = max(1, threads_total // nproc)
     flags = ["--model-type", "base", "--data-path", str(ROOT / "iceburg" / "data" / "sample"),
-             "--output-dir", str(out), "--output-name", f"n{nproc}", "--epochs", "1", "--batch-size", "1",
+             "--output-dir", str(out), "--output-name", f"n{nproc}", "--max-steps", str(steps), "--batch-size", "1",
              "--grad-accum", str(max(1, global_batch // nproc)), "--max-seq-length", str(max_len),
              "--no-emergence", "--threads", str(threads), "--nproc", str(nproc), "--lora-r", "8", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--threads-total", type=int, default=2)
     ap.add_argument("--global-batch", type=int, default=4)
     ap.add_argument("--max-seq-length", type=int, default=1024)
+    ap.add_argument("--max-steps", type=int, default=12)
     a = ap.parse_args()
     from _common import machine_info, save
     from transformers import AutoConfig, LlamaConfig
@@ -78,7 +79,7 @@ def main() -> None:
 
     meta = dict(machine_info(), threads_total=a.threads_total, backend="gloo (CPU)")
     with tempfile.TemporaryDirectory() as d:
-        rows = [run(n, a.threads_total, a.global_batch, a.max_seq_length, Path(d)) for n in a.nprocs]
+        rows = [run(n, a.threads_total, a.global_batch, a.max_seq_length, a.max_steps, Path(d)) for n in a.nprocs]
     print(save("distributed_throughput", rows, meta, list(rows[0])))
     llama3b = LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)

@@ -22,6 +22,9 @@ from .errors import IceburgError
 
 logger = logging.getLogger("iceburg")
 
+# Prefix of the error other ranks raise when rank 0 stopped (iceburg/training/finetuner.py).
+RANK0_STOPPED = "rank 0 stopped:"
+
 # Flags that pick what to do; everything else configures it.
 ACTIONS = ("detect_hardware", "features", "configs", "export_only", "filter_only")
 
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except IceburgError as e:
-        sys.stderr.write(f"error: {e}\n")
+        if os.environ.get("RANK", "0") == "0" or not str(e).startswith(RANK0_STOPPED):
+            sys.stderr.write(f"error: {e}\n")  # rank 0's error is printed once, by rank 0
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: pass --resume with the same --output-name to continue\n")
