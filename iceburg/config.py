@@ -266,6 +266,10 @@ class TrainingConfig:
                 p.append("resume (--resume): resumes one run; to continue a search use --hpo-resume")
             if self.hpo_resume is True and not self.output_name:
                 p.append("hpo_resume (--hpo-resume): needs --output-name, the study folder to continue")
+            if isinstance(self.hpo_storage, str) and "://" not in self.hpo_storage:
+                problem = writable_problem(Path(self.hpo_storage).parent)
+                if problem:
+                    p.append(f"hpo_storage (--hpo-storage): {problem}")
         return p
 
     def validate(self) -> "TrainingConfig":

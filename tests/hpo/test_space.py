@@ -48,5 +48,7 @@ def test_search_flags_are_checked_together():
     with pytest.raises(ConfigError) as e:
         TrainingConfig(hpo=4, hpo_resume=True, resume=True).validate()
     assert "--output-name" in str(e.value) and "--hpo-resume" in str(e.value)
+    with pytest.raises(ConfigError, match="hpo_storage \\(--hpo-storage\\): .*is a file"):
+        TrainingConfig(hpo=2, hpo_storage=__file__ + "/study.journal").validate()
     with pytest.raises(ConfigError, match="hpo \\(--hpo\\): must be >= 1"):
         TrainingConfig(hpo=0).validate()
