@@ -101,7 +101,6 @@ class PruningCallback:
         import optuna
 
         self.trial.report(eval_loss, step)
-        self.trial.set_user_attr("last_step", step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"eval loss {eval_loss:.4f} at step {step} is above the median")
 
@@ -258,8 +257,9 @@ def fail_dead_trials(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") == host and pid is not None and not psutil.pid_exists(pid):
+            # no public setter for another process's trial attributes; the state goes through tell
             study._storage.set_trial_user_attr(t._trial_id, "error", f"worker process {pid} died")
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             failed.append(t.number)
     if failed:
         logger.warning("trials %s: their worker process died; recorded as failed", failed)
