@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {e}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: pass --resume with the same --output-name to continue\n")
+        sys.stderr.write("interrupted: pass --resume (a search: --hpo-resume) with the same --output-name "
+                         "to continue\n")
         return 130
 
 

@@ -49,10 +49,17 @@ class StudyFolder:
         if resume and not self.study_json.exists():
             raise IceburgError(f"--hpo-resume: {self.root} holds no study (no study.json); check "
                                "--output-dir/--output-name or drop --hpo-resume to start one")
-        if not resume and self.root.exists() and any(self.root.iterdir()):
+        if not resume and self.root.exists() and any(self.root.iterdir()) and not self._failed_start():
             raise IceburgError(f"study folder {self.root} exists; pass --hpo-resume to continue (or "
                                "join) that study, or choose another --output-name")
         self.trials.mkdir(parents=True, exist_ok=True)
+
+    def _failed_start(self) -> bool:
+        """Only what a start that failed before its first trial leaves (e.g. a data error): a new
+        start may reuse the folder instead of asking to delete it."""
+        ours = {"trials", "base_model.json", "data_stats.json", "rejects.jsonl"}
+        return (not self.study_json.exists() and not (self.trials.is_dir() and any(self.trials.iterdir()))
+                and all(p.name in ours or p.name.startswith(".") for p in self.root.iterdir()))
 
     def write_json(self, path: Path, obj: Any) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

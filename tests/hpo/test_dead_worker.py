@@ -27,3 +27,21 @@ def test_running_trial_of_a_dead_worker_is_failed_and_a_live_one_is_kept(tmp_pat
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert trials[0].user_attrs["error"] == f"worker process {dead.pid} died"
     assert trials[1].state == optuna.trial.TrialState.RUNNING  # this process is alive
+
+
+def test_study_folder_refuses_a_study_but_reuses_what_a_failed_start_left(tmp_path):
+    from iceburg.errors import IceburgError
+    from iceburg.hpo import StudyFolder
+
+    folder = StudyFolder(tmp_path / "s")
+    folder.prepare(resume=False)
+    (folder.root / "data_stats.json").write_text("{}")  # a start that failed in the pipeline
+    folder.prepare(resume=False)
+    folder.study_json.write_text("{}")
+    with pytest.raises(IceburgError, match="pass --hpo-resume"):
+        folder.prepare(resume=False)
+    folder.prepare(resume=True)
+    other = StudyFolder(tmp_path / "run")
+    (other.root / "merged").mkdir(parents=True)  # someone else's folder
+    with pytest.raises(IceburgError, match="pass --hpo-resume"):
+        other.prepare(resume=False)
