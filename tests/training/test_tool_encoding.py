@@ -1,0 +1,143 @@
+"""Tool-calling conversations rendered by real chat templates (llama.cpp's copies of the Qwen2.5 and
+Llama 3.2 Instruct templates on their real tokenizers, and the Hermes-style ChatML template on
+iceburg-tiny): the supervised tokens decode to the assistant's text and calls plus the end of turn;
+tool results and tool definitions are in the text but never supervised."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from iceburg.errors import IceburgError
+from iceburg.records import Record
+from iceburg.training.encoding import encode, eos_ids
+from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE, ensure_tool_template, renders_tools
+
+TOOLS = [{"type": "function", "function": {
+    "name": "web_search", "description": "Search the web; returns titles and snippets.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+RESULT = '[{"title": "Sleep and memory consolidation", "snippet": "Walker 2017 review"}]'
+ANSWER = "A 2017 review by Walker links slow-wave sleep to memory consolidation."
+CONV = [
+    {"role": "system", "content": "You are ICEBURG Surveyor."},
+    {"role": "user", "content": "Find the evidence on sleep and memory."},
+    {"role": "assistant", "content": "",
+     "tool_calls": [{"type": "function", "function": {"name": "web_search", "arguments": {"query": "sleep memory"}}}]},
+    {"role": "tool", "name": "web_search", "content": RESULT},
+    {"role": "assistant", "content": ANSWER},
+]
+
+
+def _assets() -> Path:
+    try:  # the cached extractor of llama-cpp-python's sdist (issue 11)
+        from iceburg.testing.llama_cpp_assets import ensure_llama_cpp_assets
+
+        return ensure_llama_cpp_assets()
+    except ImportError:
+        root = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg"))
+        path = root / "llama-cpp-assets" / "0.3.36"
+        if not (path / "templates").is_dir():
+            pytest.skip("llama.cpp assets not extracted")
+        return path
+
+
+def real_tokenizer(vocab: str, template: str):
+    """The real tokenizer built from llama.cpp's vocab GGUF (cached as an HF folder: ~20-30 s once)."""
+    assets = _assets()
+    cached = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg")) / "tokenizers" / vocab
+    if not (cached / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(assets / "vocab", gguf_file=f"ggml-vocab-{vocab}.gguf")
+        tok.save_pretrained(cached)
+    tok = AutoTokenizer.from_pretrained(cached)
+    tok.chat_template = (assets / "templates" / f"{template}.jinja").read_text(encoding="utf-8")
+    return tok
+
+
+def supervised_text(tok, ex) -> list[str]:
+    segs, cur = [], []
+    for i, m in zip(ex.input_ids, ex.mask):
+        if m:
+            cur.append(i)
+        elif cur:
+            segs.append(cur)
+            cur = []
+    if cur:
+        segs.append(cur)
+    return [tok.decode(s) for s in segs]
+
+
+def check_context_unsupervised(tok, ex):
+    full = tok.decode(ex.input_ids)
+    sup = "".join(supervised_text(tok, ex))
+    assert "Walker 2017 review" in full and "Walker 2017 review" not in sup  # tool result
+    assert "returns titles and snippets" in full and "returns titles and snippets" not in sup  # definition
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return real_tokenizer("qwen2", "Qwen-Qwen2.5-7B-Instruct")
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return real_tokenizer("llama-bpe", "meta-llama-Llama-3.2-3B-Instruct")
+
+
+def test_qwen25_native_tool_format(qwen):
+    assert renders_tools(qwen) and ensure_tool_template(qwen, [Record(messages=CONV, tools=TOOLS)]) is None
+    eos = {qwen.convert_tokens_to_ids("<|im_end|>")}
+    ex = encode(qwen, Record(messages=CONV, tools=TOOLS), 4096, eos)
+    assert supervised_text(qwen, ex) == [
+        '<tool_call>\n{"name": "web_search", "arguments": {"query": "sleep memory"}}\n</tool_call><|im_end|>',
+        ANSWER + "<|im_end|>"]
+    check_context_unsupervised(qwen, ex)
+    # the full sequence is the template's own rendering with tools=
+    assert qwen.decode(ex.input_ids) == qwen.apply_chat_template(CONV, tools=TOOLS, tokenize=False)
+
+
+def test_llama32_native_tool_format(llama):
+    eos = {llama.convert_tokens_to_ids("<|eot_id|>")}
+    ex = encode(llama, Record(messages=CONV, tools=TOOLS), 4096, eos)
+    assert supervised_text(llama, ex) == [
+        '{"name": "web_search", "parameters": {"query": "sleep memory"}}<|eot_id|>', ANSWER + "<|eot_id|>"]
+    check_context_unsupervised(llama, ex)
+    full = llama.decode(ex.input_ids)
+    assert "<|start_header_id|>ipython<|end_header_id|>" in full  # results in Llama's ipython role
+
+
+def test_chatml_base_gets_the_hermes_template(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    plain = [m for m in CONV if "tool_calls" not in m and m["role"] != "tool"]
+    before = tok.apply_chat_template(plain, tokenize=False)
+    assert not renders_tools(tok)
+    # without the switch the ChatML template silently drops the call: refused, not trained on
+    with pytest.raises(IceburgError, match="does not write tool call 'web_search'"):
+        encode(tok, Record(messages=CONV, tools=TOOLS), 4096, eos_ids(tok))
+    assert ensure_tool_template(tok, [Record(messages=plain)]) is None  # no tools in the data: untouched
+    assert ensure_tool_template(tok, [Record(messages=CONV, tools=TOOLS)]) == "hermes"
+    assert tok.chat_template == HERMES_CHATML_TEMPLATE and renders_tools(tok)
+    assert tok.apply_chat_template(plain, tokenize=False) == before  # plain chats render as before
+    ex = encode(tok, Record(messages=CONV, tools=TOOLS), 4096, eos_ids(tok))
+    assert supervised_text(tok, ex) == [
+        '<tool_call>\n{"name": "web_search", "arguments": {"query": "sleep memory"}}\n</tool_call><|im_end|>',
+        ANSWER + "<|im_end|>"]
+    check_context_unsupervised(tok, ex)
+
+
+def test_hermes_template_matches_qwen25_with_a_system_prompt(qwen, tiny_model_dir):
+    """With a system message, Qwen2.5's template and the Hermes ChatML one render the same text."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = HERMES_CHATML_TEMPLATE
+    for tools in (TOOLS, None):
+        assert tok.apply_chat_template(CONV, tools=tools, tokenize=False) == \
+            qwen.apply_chat_template(CONV, tools=tools, tokenize=False)
+
+
+def test_non_chatml_template_without_tools_is_refused(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = (_assets() / "templates" / "microsoft-Phi-3.5-mini-instruct.jinja").read_text()
+    with pytest.raises(IceburgError, match="does not render them"):
+        ensure_tool_template(tok, [Record(messages=CONV, tools=TOOLS)])
