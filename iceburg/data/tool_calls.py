@@ -32,6 +32,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..records import turn_text
+
 TOOL_ROLES = {"tool", "function", "observation", "ipython"}
 
 
@@ -178,3 +180,20 @@ def _answered_call(m: dict[str, Any], pending: list[dict[str, Any]], i: int) -> 
 
 def has_tool_calls(messages: list[dict[str, Any]]) -> bool:
     return any(m.get("tool_calls") for m in messages) or any(m["role"] == "tool" for m in messages)
+
+
+def answer_turns(messages: list[dict[str, Any]]) -> list[str]:
+    """The assistant text the truth filter's text signals read.
+
+    A turn that only calls tools is an action, not an empty or cut-off answer, so the signals
+    (empty, truncated, refusal, repetition, ...) read the answers: assistant turns without calls.
+    A record whose assistant only calls tools is read as its calls' text (`name {"arg": ...}`)."""
+    answers = [m["content"] for m in messages if m["role"] == "assistant" and not m.get("tool_calls")]
+    return answers or [turn_text(m) for m in messages if m["role"] == "assistant"]
+
+
+def structure_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages for turn-order checks: parallel tool results (consecutive `tool` messages) count as
+    one turn, so `assistant(calls) -> tool -> tool -> assistant` is a well-formed exchange."""
+    return [m for i, m in enumerate(messages)
+            if not (m["role"] == "tool" and i and messages[i - 1]["role"] == "tool")]
