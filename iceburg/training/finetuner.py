@@ -159,6 +159,7 @@ class ICEBURGFineTuner:
         from ..hardware import plan_training
         from .curriculum import plain_curriculum
         from .encoding import encode, ensure_chat_template, eos_ids
+        from .tool_render import ensure_tool_template
         from .trainer import TrainArgs, evaluate, train
 
         cfg = self.config.validate()
@@ -221,6 +222,8 @@ class ICEBURGFineTuner:
             # 3. tokenizer + encoding (assistant-only masks); records with nothing to learn -> rejects
             tokenizer = load_tokenizer(base.path, cfg)
             added_tokens = ensure_chat_template(tokenizer)
+            # tool-calling records need a template that writes calls (docs/tools.md)
+            data_stats["tool_template"] = ensure_tool_template(tokenizer, [*curriculum.records, *eval_recs])
             eos = eos_ids(tokenizer, _generation_config(base.path))
             examples, keep_idx, truncated = [], [], 0
             for i, (rec, w) in enumerate(zip(curriculum.records, curriculum.weights)):

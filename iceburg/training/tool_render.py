@@ -173,3 +173,21 @@ def _check_turn(span_text: str, message: dict[str, Any], where: str) -> None:
         if missing:
             raise IceburgError(f"{where}: the chat template does not write tool call {fn['name']!r} into the "
                                f"assistant turn (missing {missing[:3]}); the call would not be learned")
+
+
+def render_with_tools(spans_fn, tokenizer, record: Record):
+    """`spans_fn(tokenizer, messages)` (encoding.assistant_spans) with the record's `tools=`; for
+    records with calls, checks every call landed in its turn's span and turns a template's refusal
+    (Llama 3.x: "only supports single tool-calls at once") into an error naming the record."""
+    from jinja2.exceptions import TemplateError
+
+    calls = any(m.get("tool_calls") for m in record.messages)
+    try:
+        text, spans = spans_fn(bind_tools(tokenizer, record.tools), record.messages)
+    except TemplateError as e:
+        if not calls:
+            raise
+        raise IceburgError(f"{record.id}: the chat template refuses this tool-calling conversation: {e}") from e
+    if calls:
+        check_calls_rendered(text, spans, record.messages, record.id)
+    return text, spans

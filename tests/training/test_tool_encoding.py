@@ -5,9 +5,6 @@ tool results and tool definitions are in the text but never supervised."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from transformers import AutoTokenizer
 
@@ -31,31 +28,6 @@ CONV = [
 ]
 
 
-def _assets() -> Path:
-    try:  # the cached extractor of llama-cpp-python's sdist (issue 11)
-        from iceburg.testing.llama_cpp_assets import ensure_llama_cpp_assets
-
-        return ensure_llama_cpp_assets()
-    except ImportError:
-        root = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg"))
-        path = root / "llama-cpp-assets" / "0.3.36"
-        if not (path / "templates").is_dir():
-            pytest.skip("llama.cpp assets not extracted")
-        return path
-
-
-def real_tokenizer(vocab: str, template: str):
-    """The real tokenizer built from llama.cpp's vocab GGUF (cached as an HF folder: ~20-30 s once)."""
-    assets = _assets()
-    cached = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg")) / "tokenizers" / vocab
-    if not (cached / "tokenizer.json").is_file():
-        tok = AutoTokenizer.from_pretrained(assets / "vocab", gguf_file=f"ggml-vocab-{vocab}.gguf")
-        tok.save_pretrained(cached)
-    tok = AutoTokenizer.from_pretrained(cached)
-    tok.chat_template = (assets / "templates" / f"{template}.jinja").read_text(encoding="utf-8")
-    return tok
-
-
 def supervised_text(tok, ex) -> list[str]:
     segs, cur = [], []
     for i, m in zip(ex.input_ids, ex.mask):
@@ -77,12 +49,12 @@ def check_context_unsupervised(tok, ex):
 
 
 @pytest.fixture(scope="module")
-def qwen():
+def qwen(real_tokenizer):
     return real_tokenizer("qwen2", "Qwen-Qwen2.5-7B-Instruct")
 
 
 @pytest.fixture(scope="module")
-def llama():
+def llama(real_tokenizer):
     return real_tokenizer("llama-bpe", "meta-llama-Llama-3.2-3B-Instruct")
 
 
@@ -136,8 +108,16 @@ def test_hermes_template_matches_qwen25_with_a_system_prompt(qwen, tiny_model_di
             qwen.apply_chat_template(CONV, tools=tools, tokenize=False)
 
 
-def test_non_chatml_template_without_tools_is_refused(tiny_model_dir):
+def test_non_chatml_template_without_tools_is_refused(tiny_model_dir, llama_cpp_templates):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = (_assets() / "templates" / "microsoft-Phi-3.5-mini-instruct.jinja").read_text()
+    tok.chat_template = (llama_cpp_templates / "microsoft-Phi-3.5-mini-instruct.jinja").read_text()
     with pytest.raises(IceburgError, match="does not render them"):
         ensure_tool_template(tok, [Record(messages=CONV, tools=TOOLS)])
+
+
+def test_llama_refuses_parallel_calls_with_the_record_named(llama):
+    conv = [dict(m) for m in CONV]
+    conv[2] = {**conv[2], "tool_calls": conv[2]["tool_calls"] * 2}
+    conv.insert(4, dict(conv[3]))
+    with pytest.raises(IceburgError, match="x.jsonl:7: the chat template refuses .*single tool-calls"):
+        encode(llama, Record(messages=conv, tools=TOOLS, source="x.jsonl", line=7), 4096, {0})
