@@ -197,3 +197,28 @@ def structure_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     one turn, so `assistant(calls) -> tool -> tool -> assistant` is a well-formed exchange."""
     return [m for i, m in enumerate(messages)
             if not (m["role"] == "tool" and i and messages[i - 1]["role"] == "tool")]
+
+
+# Probe chat for "does this template write tool calls at all": names no template could invent.
+_PROBE_FN = "iceburg_probe_lookup"
+_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": _PROBE_FN, "description": "Probe.",
+    "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}}]
+_PROBE_CHAT = [
+    {"role": "user", "content": "Look it up."},
+    {"role": "assistant", "content": "",
+     "tool_calls": [{"type": "function", "function": {"name": _PROBE_FN, "arguments": {"key": "kestrel-42"}}}]},
+    {"role": "tool", "name": _PROBE_FN, "content": "probe-result-17"},
+    {"role": "assistant", "content": "Done."},
+]
+
+
+def renders_tools(tokenizer) -> bool:
+    """True when the chat template writes tool definitions, calls and results into the text."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(_PROBE_CHAT, tools=_PROBE_TOOLS, tokenize=False)
+    except TemplateError:
+        return False
+    return '"key"' in text and "kestrel-42" in text and "probe-result-17" in text and text.count(_PROBE_FN) >= 2

@@ -223,7 +223,8 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
 
     # A tool-capable TEMPLATE (.Tools, tool calls, tool results) where the family has one, proven
     # with Go like the plain one (export/tool_templates.py); otherwise the report says why not.
-    tools = model_tool_template(model_dir, match, gguf_path, verify=ctx.verify)
+    tok = _tokenizer(model_dir)
+    tools = model_tool_template(tok, match, _runtime_adds_bos(tok, gguf_path), verify=ctx.verify)
     match.notes.append(f"tools: {tools['status']}")
     params = [("stop", s) for s in match.stops] + [("num_ctx", str(int(ctx.max_seq_length)))]
     body = [("template", tools["go_template"] if tools["supported"] else match.go_template)]

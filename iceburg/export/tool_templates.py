@@ -30,6 +30,7 @@ import json
 import logging
 from typing import Any, Callable
 
+from ..data.tool_calls import renders_tools
 from .chat_templates import TemplateMatch, go_literal, go_render
 
 logger = logging.getLogger(__name__)
@@ -173,13 +174,13 @@ def same_modulo_json(a: str, b: str) -> tuple[bool, int]:
 # ---------------------------------------------------------------- the export step
 
 
-def tool_template(match: TemplateMatch, render: ToolRender, renders_tools: bool, bos: str | None,
+def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: bool, bos: str | None,
                   runtime_adds_bos: bool) -> dict:
     """The tool-capable TEMPLATE for `match`'s family, proven with Go, or why there is none.
 
     Returns {"supported", "status", and when supported "go_template", "probes"}; never raises for
     a missing tool format (a model without one is still exported, without tool support)."""
-    if not renders_tools:
+    if not has_tool_format:
         return {"supported": False, "status": "the model's chat template has no tool format (tool calls and "
                 "results vanish from its rendering), so the Modelfile TEMPLATE has no .Tools support"}
     family = TOOL_FAMILIES.get(match.family)
@@ -222,17 +223,13 @@ def tool_template(match: TemplateMatch, render: ToolRender, renders_tools: bool,
                       f"(JSON values compared as data) and byte for byte on {len(cases) - n_tools} plain ones"}
 
 
-def model_tool_template(model_dir, match: TemplateMatch, gguf_path, verify: bool = True) -> dict:
-    """`tool_template` for an exported model folder (its tokenizer's template, BOS as llama.cpp adds it)."""
+def model_tool_template(tok, match: TemplateMatch, runtime_adds_bos: bool, verify: bool = True) -> dict:
+    """`tool_template` for an exported model's tokenizer (BOS as llama.cpp will add it)."""
     if not verify:
         return {"supported": False, "status": "tool template not verified (verification turned off), so the "
                 "Modelfile TEMPLATE has no .Tools support"}
-    from ..training.tool_render import renders_tools
-    from .ollama import _runtime_adds_bos, _tokenizer
-
-    tok = _tokenizer(model_dir)
 
     def render(messages: list[dict], tools: list[dict] | None) -> str:
         return tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
-    return tool_template(match, render, renders_tools(tok), tok.bos_token, _runtime_adds_bos(tok, gguf_path))
+    return tool_template(match, render, renders_tools(tok), tok.bos_token, runtime_adds_bos)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
+from ..data.tool_calls import renders_tools
 from ..errors import IceburgError
 from ..records import Record
 
@@ -67,18 +68,6 @@ HERMES_CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Probe chat for "does this template write tool calls at all": names no template could invent.
-_PROBE_FN = "iceburg_probe_lookup"
-_PROBE_TOOLS = [{"type": "function", "function": {
-    "name": _PROBE_FN, "description": "Probe.",
-    "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}}]
-_PROBE_CHAT = [
-    {"role": "user", "content": "Look it up."},
-    {"role": "assistant", "content": "",
-     "tool_calls": [{"type": "function", "function": {"name": _PROBE_FN, "arguments": {"key": "kestrel-42"}}}]},
-    {"role": "tool", "name": _PROBE_FN, "content": "probe-result-17"},
-    {"role": "assistant", "content": "Done."},
-]
 _PLAIN_CHAT = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
 _PLAIN_CHATML = "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
 
@@ -107,17 +96,6 @@ class ToolsTokenizer:
 def bind_tools(tokenizer, tools: list[dict[str, Any]] | None):
     """`tokenizer` rendering with `tools=tools`; the tokenizer itself when there are none."""
     return ToolsTokenizer(tokenizer, tools) if tools else tokenizer
-
-
-def renders_tools(tokenizer) -> bool:
-    """True when the chat template writes tool definitions, calls and results into the text."""
-    from jinja2.exceptions import TemplateError
-
-    try:
-        text = tokenizer.apply_chat_template(_PROBE_CHAT, tools=_PROBE_TOOLS, tokenize=False)
-    except TemplateError:
-        return False
-    return '"key"' in text and "kestrel-42" in text and "probe-result-17" in text and text.count(_PROBE_FN) >= 2
 
 
 def _is_plain_chatml(tokenizer) -> bool:

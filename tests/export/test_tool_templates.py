@@ -8,11 +8,12 @@ import shutil
 import pytest
 from transformers import AutoTokenizer
 
+from iceburg.data.tool_calls import renders_tools
 from iceburg.export import tool_templates
 from iceburg.export.chat_templates import FAMILIES, match_family
 from iceburg.export.ollama import _runtime_adds_bos
 from iceburg.export.tool_templates import same_modulo_json, tool_template
-from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE, renders_tools
+from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs go (apt-get install golang-go)")
 

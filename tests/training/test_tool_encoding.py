@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
+from iceburg.data.tool_calls import renders_tools
 from iceburg.errors import IceburgError
 from iceburg.records import Record
 from iceburg.training.encoding import encode, eos_ids
-from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE, ensure_tool_template, renders_tools
+from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE, ensure_tool_template
 
 TOOLS = [{"type": "function", "function": {
     "name": "web_search", "description": "Search the web; returns titles and snippets.",
