@@ -123,7 +123,9 @@ def _call(name: str, **args: Any) -> dict:
 _SYS = {"role": "system", "content": "You are a careful research agent."}
 _U = {"role": "user", "content": 'Boiling point of water at 2,000 m, in "°C"?'}
 _CALL = {"role": "assistant", "content": "", "tool_calls": [_call("web_search", query='boiling point "altitude" 2000 m', max_results=3)]}
-_RESULT = {"role": "tool", "name": "web_search", "content": '[{"title": "Boiling point vs altitude", "snippet": "93.4 °C at 2,000 m"}]'}
+# `<`, `>` and `&` are escaped by Go's encoding/json (\u003c ...) but not by Jinja's tojson.
+_RESULT = {"role": "tool", "name": "web_search",
+           "content": '[{"title": "Boiling point vs altitude", "snippet": "93.4 °C at 2,000 m <b>&</b>"}]'}
 _ANSWER = {"role": "assistant", "content": "About 93 °C.\nAir pressure is lower there."}
 TOOL_PROBE_CHATS: dict[str, list[dict]] = {
     "tools-offered": [_U],
@@ -162,7 +164,7 @@ def same_modulo_json(a: str, b: str) -> tuple[bool, int]:
             except json.JSONDecodeError:
                 va = vb = None
                 ei = ej = -1
-            if ei > 0 and ej > 0 and va == vb and (a[i] != '"' or a[i:ei] == b[j:ej]):
+            if ei > 0 and ej > 0 and va == vb:
                 i, j = ei, ej
                 continue
         if a[i] != b[j]:

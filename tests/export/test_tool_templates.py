@@ -76,3 +76,4 @@ def test_json_values_compare_as_data_and_text_byte_for_byte():
     assert same_modulo_json('x {"a": 1} y', 'x {"a":1}  y')[0] is False
     assert same_modulo_json('{"name": <function-name>}', '{"name": <function-name>}') == (True, -1)
     assert same_modulo_json('"a b"', '"a  b"')[0] is False
+    assert same_modulo_json('"<b>"', '"\\u003cb\\u003e"') == (True, -1)  # Go escapes <, >, & in JSON
