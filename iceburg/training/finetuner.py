@@ -80,15 +80,19 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder, base, rejects: Rej
     prepares the data once for all trials."""
     from .encoding import encode_all
     from .model import build_model
+    from .tool_render import ensure_tool_template
     from .trainer import evaluate, train
 
     started = time.time() if started is None else started
     cur = data.curriculum
     tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+    # tool-calling records need a template that writes their calls (docs/tools.md)
+    tool_template = ensure_tool_template(tokenizer, [*cur.records, *data.eval_records])
     train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
     eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
     stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
-                 eval_examples=len(eval_set.examples), truncated=train_set.truncated)
+                 eval_examples=len(eval_set.examples), truncated=train_set.truncated,
+                 tool_template=tool_template)
     records_rejected = rejects.total
     rejects.close()
     if not train_set.examples:
