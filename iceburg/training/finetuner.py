@@ -4,9 +4,10 @@
     -> merge + save -> exports
 
 Each phase is one call into its module (see docs/ARCHITECTURE.md); the run folder's file names
-live in `RunFolder`. Under torchrun (docs/distributed.md) rank 0 alone prepares the data, writes
-the run folder and exports; the other ranks receive the encoded data from it and train. Failures raise; there is no fallback result. A failed export after training
-is recorded in result.json (and raised), and `--export-only RUN` can finish the run.
+live in `RunFolder`. Failures raise; there is no fallback result. A failed export after training
+is recorded in result.json (and raised), and `--export-only RUN` can finish the run. Under torchrun
+(docs/distributed.md) rank 0 alone prepares the data, writes the run folder and exports; the
+other ranks receive the encoded data from it and train.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 # on the 53 surveyor transcripts moved eval loss by 0.1; 8+ steps gave several times more).
 MIN_STEPS_PER_EPOCH = 8
 
-__all__ = ["ICEBURGFineTuner", "TrainingResult", "MIN_STEPS_PER_EPOCH"]
+__all__ = ["ICEBURGFineTuner", "TrainingResult", "MIN_STEPS_PER_EPOCH", "train_prepared"]
 
 
 class ICEBURGFineTuner:
@@ -56,108 +57,132 @@ class ICEBURGFineTuner:
 
         from .distributed import init_world, shutdown
 
-        cfg = self.config.validate()
+        cfg, started = self.config.validate(), time.time()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         world = init_world(_device(cfg), cfg.distributed, cfg.dist_timeout)
         try:
-            return self._train(cfg, world)
+            if not world.is_main:  # rank 0 prepares and writes; this rank gets the data from it
+                return train_prepared(cfg, None, None, None, None, self.callbacks, started, world)
+            try:
+                run, base, rejects, data = self._prepare(cfg)
+            except IceburgError as e:
+                world.broadcast({"error": str(e)})  # every rank stops with the same error, none waits
+                raise
+            with rejects:
+                return train_prepared(cfg, data, run, base, rejects, self.callbacks, started, world)
         finally:
             shutdown(world)
 
-    def _prepare(self, cfg: TrainingConfig, run: RunFolder, world) -> dict[str, Any]:
-        """Rank 0: run folder, base model, data pipeline, encoding, plan (all written to the run
-        folder). Returns what every rank needs to train; other ranks get it by broadcast."""
+    def _prepare(self, cfg: TrainingConfig):
         from ..base_models import resolve_base_model
         from ..pipeline import prepare
-        from .distributed import describe
-        from .encoding import encode_all
 
+        run = RunFolder(self.run_dir())
         run.prepare(cfg.resume)
         run.write_json(run.config, cfg.to_dict())
         base = resolve_base_model(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
         _warn_embedded(base, cfg)
         run.write_json(run.base_model, base.to_dict())
-        with RejectWriter(run.rejects) as rejects:
-            data = prepare(cfg, rejects)
-            tokenizer, eos, _ = _tokenizer(base.path, cfg)
+        rejects = RejectWriter(run.rejects)
+        return run, base, rejects, prepare(cfg, rejects)
+
+
+def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejects: RejectWriter | None,
+                   callbacks: Iterable[Any] = (), started: float | None = None, world=None) -> TrainingResult:
+    """Encode -> plan -> LoRA train -> save -> export, for data already through the pipeline
+    (`iceburg.pipeline.Prepared`) into the prepared run folder `run`. `rejects` receives the
+    encode-stage drops and is closed (rejects.jsonl written) before training starts. Shared by
+    `ICEBURGFineTuner.train` and each trial of a hyperparameter search (iceburg/hpo), which
+    prepares the data once for all trials.
+
+    Under torchrun (`world`, docs/distributed.md) rank 0 passes everything and broadcasts the
+    encoded data and plan; the other ranks pass None for data/run/base/rejects and write nothing."""
+    from .distributed import World, describe, unwrap, wrap_model
+    from .encoding import encode_all
+    from .model import build_model
+    from .tool_render import ensure_tool_template
+    from .trainer import evaluate, train
+
+    world = world or World()
+    started = time.time() if started is None else started
+    shared: dict[str, Any] = {}
+    if world.is_main:
+        try:
             cur = data.curriculum
+            tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+            # tool-calling records need a template that writes their calls (docs/tools.md)
+            tool_template = ensure_tool_template(tokenizer, [*cur.records, *data.eval_records])
             train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
             eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
             stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
-                         eval_examples=len(eval_set.examples), truncated=train_set.truncated)
+                         eval_examples=len(eval_set.examples), truncated=train_set.truncated,
+                         tool_template=tool_template)
             records_rejected = rejects.total
-        if not train_set.examples:
-            raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
-        run.write_json(run.data_stats, stats)
-        plan = _plan(base.path, cfg, train_set.examples, world.size)
-        run.write_json(run.plan, dict(as_dict(plan), world=describe(world)))  # config.json stays loadable
-        return {"run_name": run.name, "base": base, "cur": cur, "train_set": train_set, "eval_set": eval_set, "stats": stats,
-                "records_rejected": records_rejected, "records_read": data.records_read, "plan": plan}
-
-    def _train(self, cfg: TrainingConfig, world) -> TrainingResult:
-        from .distributed import wrap_model, unwrap
-        from .trainer import evaluate, train
-
-        started = time.time()
-        run = RunFolder(self.run_dir() if world.is_main else Path(cfg.output_dir) / "_")
-        payload: dict[str, Any] = {}
-        if world.is_main:
-            try:
-                payload = self._prepare(cfg, run, world)
-            except IceburgError as e:
-                world.broadcast({"error": str(e)})  # every rank stops with the same error, none waits
-                raise
-        payload = world.broadcast(payload if world.is_main else None)
-        if "error" in payload:
-            raise IceburgError(f"rank 0 stopped: {payload['error']}")
-        base, cur, plan = payload["base"], payload["cur"], payload["plan"]
-        train_set, eval_set, stats = payload["train_set"], payload["eval_set"], payload["stats"]
-        run = RunFolder(Path(cfg.output_dir) / payload["run_name"])
+            rejects.close()
+            if not train_set.examples:
+                raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
+            run.write_json(run.data_stats, stats)
+            plan = _plan(base.path, cfg, train_set.examples, world.size)
+            # the world goes into plan.json (config.json stays loadable as --config)
+            run.write_json(run.plan, dict(as_dict(plan), world=describe(world)))
+        except IceburgError as e:
+            world.broadcast({"error": str(e)})
+            raise
+        shared = {"run_name": run.name, "base": base, "cur": cur, "train_set": train_set, "eval_set": eval_set,
+                  "eval_records": data.eval_records, "plan": plan, "records_read": data.records_read,
+                  "records_rejected": records_rejected, "stats": stats}
+    shared = world.broadcast(shared if world.is_main else None)
+    if "error" in shared:
+        raise IceburgError(f"rank 0 stopped: {shared['error']}")
+    if not world.is_main:
+        base, cur, plan = shared["base"], shared["cur"], shared["plan"]
+        train_set, eval_set, stats = shared["train_set"], shared["eval_set"], shared["stats"]
+        records_rejected = shared["records_rejected"]
+        run = RunFolder(Path(cfg.output_dir) / shared["run_name"])
         tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
-        from .model import build_model
+        ensure_tool_template(tokenizer, [*cur.records, *shared["eval_records"]])
 
-        def build():
-            return build_model(base.path, cfg, plan, tokenizer, added_tokens)
+    def build():
+        return build_model(base.path, cfg, plan, tokenizer, added_tokens)
 
-        model = wrap_model(build(), world)
-        args = _train_args(cfg, plan, unwrap(model), tokenizer, eos, run, world.size)
-        pos = {orig: new for new, orig in enumerate(train_set.kept)}
+    model = wrap_model(build(), world)
+    args = _train_args(cfg, plan, unwrap(model), tokenizer, eos, run, world.size)
+    pos = {orig: new for new, orig in enumerate(train_set.kept)}
 
-        def order_fn(epoch: int) -> list[int]:
-            return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
+    def order_fn(epoch: int) -> list[int]:
+        return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
 
-        eval_before = evaluate(model, eval_set.examples, args, world)
-        logger.info("eval loss before training: %.4f", eval_before)
-        metrics = [MetricsLog(run.metrics)] if world.is_main else []
-        try:
-            out = train(model, train_set.examples, order_fn, eval_set.examples, args,
-                        callbacks=[*metrics, *self.callbacks], world=world)
-        finally:
-            for m in metrics:
-                m.close()
-        eval_after = (out.eval_history[-1][1] if out.eval_history
-                      else evaluate(model, eval_set.examples, args, world))
-        logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
+    eval_before = evaluate(model, eval_set.examples, args, world)
+    logger.info("eval loss before training: %.4f", eval_before)
+    metrics = [MetricsLog(run.metrics)] if world.is_main else []
+    try:
+        out = train(model, train_set.examples, order_fn, eval_set.examples, args,
+                    callbacks=[*metrics, *callbacks], world=world)
+    finally:
+        for m in metrics:
+            m.close()
+    eval_after = (out.eval_history[-1][1] if out.eval_history
+                  else evaluate(model, eval_set.examples, args, world))
+    logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
 
-        from ..export.huggingface import save_adapter_and_merged
+    from ..export.huggingface import save_adapter_and_merged
 
-        model = _gather_for_save(model, world, build)
-        if not world.is_main:
-            return _partial_result(cfg, run, base, out, eval_before, eval_after, plan, payload)
-        adapter_dir, merged_dir = save_adapter_and_merged(unwrap(model), tokenizer, run.root, eos)
-        records_rejected = payload["records_rejected"]
-        result = TrainingResult(
-            model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
-            merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
-            eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
-            steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
-            records_read=payload["records_read"], records_rejected=records_rejected,
-            train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
-            truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
-            plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
-        _export(result, cfg, run, base, stats, started)
-        return result
+    model = _gather_for_save(model, world, build)
+    if not world.is_main:
+        return _partial_result(cfg, run, base, out, eval_before, eval_after, plan, shared)
+    adapter_dir, merged_dir = save_adapter_and_merged(unwrap(model), tokenizer, run.root, eos)
+    result = TrainingResult(
+        model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
+        merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
+        eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
+        steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
+        records_read=data.records_read, records_rejected=records_rejected,
+        train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
+        truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
+        plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
+    _export(result, cfg, run, base, stats, started)
+    return result
 
 
 def _device(cfg: TrainingConfig) -> str:
