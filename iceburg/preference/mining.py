@@ -100,10 +100,9 @@ def mine_preferences(records: Iterable[Record], truth: TruthFilter, *, margin: f
             continue
         best = max(good, key=lambda m: m[1])  # first of equals: input order decides, deterministic
         prompt, chosen = _split(best[0])
-        candidates = [m for m in members if m[2]] or [min(good, key=lambda m: m[1])]
+        others = [m for m in good if m[0] is not best[0]]
+        candidates = [m for m in members if m[2]] or ([min(others, key=lambda m: m[1])] if others else [])
         for rec, q, reasons in candidates:
-            if rec is best[0]:
-                continue
             _, rejected = _split(rec)
             if rejected[0]["content"].strip() == chosen[0]["content"].strip():
                 stats.identical_answers += 1

@@ -25,6 +25,12 @@ def sample_pairs():
     return pairs
 
 
+@pytest.fixture(scope="session")
+def make_lora(tiny_model_dir):
+    """A factory: `make_lora(random_b=False)` -> a fresh iceburg-tiny LoRA model."""
+    return lambda **kw: lora_model(tiny_model_dir, **kw)
+
+
 def lora_model(model_dir, seed: int = 0, random_b: bool = False):
     """iceburg-tiny with a LoRA adapter on every linear layer (r 8). `random_b` gives the adapter
     non-zero weights so policy and reference differ from the first step."""
@@ -33,6 +39,11 @@ def lora_model(model_dir, seed: int = 0, random_b: bool = False):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
-                     init_lora_weights=not random_b)
-    return get_peft_model(model, cfg)
+    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    if random_b:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.05)
+    return model

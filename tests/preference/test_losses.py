@@ -10,8 +10,6 @@ import torch
 from iceburg.preference import losses
 from iceburg.preference.trainer import masked_logps
 
-from .conftest import lora_model
-
 trl = pytest.importorskip("trl", reason="TRL is in the dev extra: pip install trl==1.16.0 datasets==5.2.0")
 
 
@@ -21,14 +19,20 @@ def _trl_dataset(pairs):
     return Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
 
 
-def test_dpo_loss_equals_trl_on_the_same_batch(tmp_path, tiny_model_dir, tiny_tokenizer, sample_pairs):
+def test_dpo_loss_equals_trl_on_the_same_batch(tmp_path, make_lora, tiny_tokenizer, sample_pairs):
     from trl import DPOConfig, DPOTrainer
 
-    model = lora_model(tiny_model_dir, random_b=True)  # policy != reference, so the loss is not log 2
+    model = make_lora(random_b=True)  # policy != reference, so the loss is not log 2
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False,
                      report_to=[], beta=0.1, max_length=192, gradient_checkpointing=False)
     trainer = DPOTrainer(model=model, args=args, train_dataset=_trl_dataset(sample_pairs[:4]),
                          processing_class=tiny_tokenizer)
+    # Given a model that already has an adapter, TRL keeps a frozen copy of it as the reference
+    # ("ref" adapter). Our reference is the base with the adapter disabled, which is what TRL uses
+    # for a fresh adapter; dropping the copy makes TRL take that path on our non-zero adapter.
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
+    model.set_adapter("default")
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     model.eval()
     with torch.no_grad():
