@@ -47,7 +47,7 @@ def _model(path: str):
 
 
 def run_ours(a) -> dict:
-    from iceburg.preference.trainer import PreferenceArgs, encode_pairs, precompute_reference, train_preference
+    from iceburg.training.preference import PreferenceArgs, encode_pairs, precompute_reference, train_preference
     from iceburg.training.encoding import eos_ids
     from iceburg.training.trainer import TrainArgs
     from _common import peak_rss_mb

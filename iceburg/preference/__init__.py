@@ -4,7 +4,8 @@
   LLaMA-Factory shapes), per-line rejects like the transcript loader.
 - `mining`: `mine_preferences(records, truth_filter, margin=0.1)` -> pairs + `MiningStats`.
 - `losses`: DPO / ORPO / KTO, term for term as TRL 1.16.0.
-- `trainer`: `encode_pairs`, `train_preference(model, train, eval, TrainArgs, PreferenceArgs)`.
+- `pipeline`: `prepare_preferences(cfg, rejects)` (read or mine, check, split).
+The loop is `iceburg.training.preference` (it runs on the SFT encoding), a layer above.
 """
 
 from .data import KTOExample, PreferencePair, read_preferences, unpair

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 
 from ..data.loader import SHAREGPT_ROLES, InvalidLine, expand_paths, normalise
 from ..errors import DataError
-from ..records import Record, Reject, RejectWriter
+from ..records import Record, RejectWriter
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +156,7 @@ def _reject(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], p
                         "to write it to rejects.jsonl and continue)")
     stats["rejected"] = stats.get("rejected", 0) + 1
     if rejects is not None:
-        rejects.write(Reject(stage="load", reasons=[reason], source=str(path), line=lineno,
-                             raw=raw.rstrip("\n")[:20000]))
+        rejects.drop("load", None, [reason], raw=raw.rstrip("\n")[:20000], source=str(path), line=lineno)
 
 
 def is_preference_line(obj: Any) -> bool:

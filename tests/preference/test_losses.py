@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from iceburg.preference import losses
-from iceburg.preference.trainer import masked_logps
+from iceburg.training.preference import masked_logps
 
 trl = pytest.importorskip("trl", reason="TRL is in the dev extra: pip install trl==1.16.0 datasets==5.2.0")
 

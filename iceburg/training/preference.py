@@ -1,5 +1,8 @@
 """Preference training (DPO / ORPO / KTO) on a LoRA model: our own loop, the SFT trainer's shape.
 
+Lives in `training/` (it runs on the SFT encoding and `TrainArgs`); the data, mining and losses
+it trains on are `iceburg/preference/`, a layer below.
+
 Why our own loop and not TRL's `DPOTrainer`: (1) the same encoding as SFT - the chat template's
 own rendering with assistant-only masks found by prefix rendering (`training/encoding.py`), where
 TRL splits prompt and answer by tokenising the prompt alone and supervises whatever follows it
@@ -31,10 +34,10 @@ import torch
 
 from ..errors import IceburgError
 from ..records import Record
-from ..training.encoding import Example, encode
-from ..training.trainer import TrainArgs, TrainingCallback
-from . import losses
-from .data import KTOExample, PreferencePair
+from ..preference import losses
+from ..preference.data import KTOExample, PreferencePair
+from .encoding import Example, encode
+from .trainer import TrainArgs, TrainingCallback
 
 logger = logging.getLogger(__name__)
 
