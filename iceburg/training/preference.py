@@ -237,7 +237,8 @@ def _kto_batch(model, batch: list[KTOItem], args: TrainArgs, pargs: PreferenceAr
     loss, z0 = losses.kto_loss(pol, ref, labels, pol_kl.detach(), ref_kl, pargs.beta,
                                pargs.desirable_weight, pargs.undesirable_weight)
     rewards = pargs.beta * (pol - ref).detach()
-    m = {"kl": z0.item(), "loss": loss.mean().item()}
+    m = {"kl": z0.item(), "loss": loss.mean().item(), "n_desirable": float(labels.sum()),
+         "n_undesirable": float((~labels).sum())}
     if labels.any():
         m["rewards/chosen"] = rewards[labels].mean().item()
         m["logps/chosen"] = pol[labels].mean().item()
@@ -268,15 +269,28 @@ def evaluate_preferences(model, data: list, args: TrainArgs, pargs: PreferenceAr
     was = model.training
     model.eval()
     sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for i in range(0, len(data), args.micro_batch_size):
         chunk = data[i:i + args.micro_batch_size]
         if pargs.objective in ("dpo", "kto"):
             chunk = _fresh_reference(model, chunk, args)
         _, m = batch_loss(model, chunk, args, pargs)
         for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + v * len(chunk)
+            n = _count(k, m, len(chunk))
+            sums[k] = sums.get(k, 0.0) + v * n
+            counts[k] = counts.get(k, 0.0) + n
     model.train(was)
-    return {k: v / len(data) for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items() if not k.startswith("n_") and counts[k]}
+
+
+def _count(key: str, m: dict, n: int) -> float:
+    """Examples a batch metric averages over: KTO's chosen / rejected metrics cover only the
+    desirable / undesirable examples of the batch."""
+    if key.endswith("/chosen") and "n_desirable" in m:
+        return m["n_desirable"]
+    if key.endswith("/rejected") and "n_undesirable" in m:
+        return m["n_undesirable"]
+    return float(n)
 
 
 # -- the loop ------------------------------------------------------------------------------------
