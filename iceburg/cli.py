@@ -194,6 +194,11 @@ def _train_summary(r, cfg: TrainingConfig) -> str:
         f"adapter:           {r.adapter_dir}",
         f"merged model:      {r.merged_dir}",
     ]
+    if r.objective != "sft" and r.preference.get("after"):
+        b, a = r.preference["before"], r.preference["after"]
+        keys = [k for k in ("rewards/accuracies", "rewards/margins", "likelihood_accuracy") if k in a]
+        lines.insert(6, f"{r.objective} held-out:    " + ", ".join(f"{k} {b.get(k, float('nan')):.3f} -> {a[k]:.3f}"
+                                                           for k in keys))
     for fmt, files in r.export_paths.items():
         lines.append(f"export {fmt + ':':<11} {', '.join(files)}")
     if r.export_error:

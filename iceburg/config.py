@@ -77,6 +77,7 @@ CURRICULUM_STRATEGIES = ("weighted", "novel_first", "progressive")
 EXPORT_FORMATS = ("huggingface", "gguf", "ollama", "onnx")
 # GGUF file types the exporter writes (iceburg/export/gguf.py FILE_TYPES must list the same; a
 # test checks it). Kept here so a typo is refused before any work, not after training.
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
 GGUF_QUANTIZATIONS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 
 
@@ -187,6 +188,17 @@ class TrainingConfig:
                                   choices=CURRICULUM_STRATEGIES)
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
                       "--strict", group=D)
+    # Preference tuning (docs/preference.md). beta 0.1: DPO paper's and TRL's default (also TRL's
+    # ORPO lambda and KTO beta); margin 0.1: one category band of the truth filter.
+    objective: str = _f("sft", "training objective: sft (supervised), dpo or orpo (chosen/rejected "
+                        "pairs) or kto (answers labelled good/bad); docs/preference.md", "--objective",
+                        group=T, choices=OBJECTIVES)
+    mine_preferences: bool = _f(False, "build chosen/rejected pairs from the transcripts with the truth "
+                                "filter's verdicts (with --objective dpo, orpo or kto)", "--mine-preferences",
+                                group=D)
+    preference_beta: float = _f(0.1, "DPO / KTO beta and ORPO lambda", "--beta", group=T, min_exclusive=0)
+    preference_margin: float = _f(0.1, "--mine-preferences: minimum truth-filter quality gap between the "
+                                  "chosen and the rejected answer", "--preference-margin", group=D, min=0, max=1)
     trust_remote_code: bool = _f(False, "allow model code from the base model's repository (off: "
                                  "only architectures transformers ships)", "--trust-remote-code", group=T)
 
@@ -238,6 +250,12 @@ class TrainingConfig:
             if not Path(d).exists():
                 p.append(f"data_path (--data-path): {d} does not exist; pass a JSONL file or a folder "
                          "of .jsonl files")
+        if self.mine_preferences is True and self.objective == "sft":
+            p.append("mine_preferences (--mine-preferences): mined pairs train a preference objective; "
+                     "add --objective dpo (or orpo, kto)")
+        if self.objective in ("dpo", "orpo", "kto") and isinstance(self.nproc, int) and self.nproc > 1:
+            p.append("nproc (--nproc): preference objectives train in one process; drop --nproc or use "
+                     "--objective sft")
         p.extend(self._export_problems())
         if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
             p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
