@@ -156,6 +156,10 @@ class TrainingConfig:
                                         nargs="+")
     use_qlora: bool | None = _f(None, "4-bit QLoRA (--qlora / --no-qlora; default: when full "
                                 "precision does not fit)", "--qlora", group=T, aliases=("--use-qlora",))
+    use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (Liu et al. 2024; PEFT use_dora), a learned "
+                        "magnitude per output channel on top of the low-rank update", "--dora", group=T)
+    use_rslora: bool = _f(False, "rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of "
+                          "alpha/r (Kalajdzievski 2023; PEFT use_rslora)", "--rslora", group=T)
     gradient_checkpointing: bool | None = _f(None, "trade compute for memory (default: planner)",
                                              "--gradient-checkpointing", group=T)
     precision: str | None = _f(None, "numeric precision (default: best the device supports)",

@@ -105,7 +105,8 @@ class ICEBURGFineTuner:
 
         from ..export.huggingface import save_adapter_and_merged
 
-        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos)
+        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos, base.path,
+                                                          cfg.trust_remote_code)
         result = TrainingResult(
             model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
             merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
