@@ -127,11 +127,13 @@ def _qlora_options(config: TrainingConfig, hw: HardwareInfo) -> list[bool]:
 
 
 def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInfo | None = None,
-                  num_examples: int | None = None) -> TrainingPlan:
+                  num_examples: int | None = None, supervised_fraction: float = 1.0) -> TrainingPlan:
     """Settings for training `model_dir` with `config` on `hw` (detected when None).
 
     `num_examples` (packed rows or examples, when known) caps the effective batch so one epoch
-    has at least one optimizer step. Raises IceburgError when nothing fits.
+    has at least one optimizer step. `supervised_fraction` (share of tokens carrying loss, known
+    once the data is encoded; 1.0 = upper bound) sizes the logits our loop computes.
+    Raises IceburgError when nothing fits.
     """
     if hw is None:
         from .detect import describe_hardware, probe_system
@@ -167,7 +169,8 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         precision=precision, lora_r=r, targets=targets,
                                         gradient_checkpointing=gc, qlora=qlora,
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
-                                        trust_remote_code=config.trust_remote_code)
+                                        trust_remote_code=config.trust_remote_code,
+                                        supervised_fraction=supervised_fraction)
 
     for qlora in _qlora_options(config, hw):
         for gc in gcs:

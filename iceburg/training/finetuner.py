@@ -144,8 +144,11 @@ def _plan(path: Path, cfg: TrainingConfig, examples: list):
     least MIN_STEPS_PER_EPOCH steps when the data allows (counted in packed rows)."""
     from ..hardware import configure_cpu_allocator, plan_training
 
-    rows = sum(len(e.input_ids) for e in examples) / cfg.max_seq_length if cfg.packing else len(examples)
-    plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)))
+    tokens = sum(len(e.input_ids) for e in examples)
+    rows = tokens / cfg.max_seq_length if cfg.packing else len(examples)
+    supervised = sum(e.supervised for e in examples) / max(1, tokens)  # sizes the logits (planner)
+    plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
+                         supervised_fraction=supervised)
     if plan.device == "cpu":
         configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
     return plan
