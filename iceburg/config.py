@@ -146,6 +146,9 @@ class TrainingConfig:
     device: str | None = _f(None, "force a device (default: detected)", "--device", group=T,
                             choices=("cpu", "cuda", "mps"))
 
+    backend: str = _f("auto", "training backend: torch, or mlx (mlx-lm; auto picks mlx on Apple silicon "
+                      "when mlx-lm is installed and the run needs nothing only torch has)", "--backend",
+                      group=T, choices=("auto", "torch", "mlx"))
     lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
                             "--lora-r", group=T, min=1)
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",
@@ -219,6 +222,7 @@ class TrainingConfig:
                 p.append(f"data_path (--data-path): {d} does not exist; pass a JSONL file or a folder "
                          "of .jsonl files")
         p.extend(self._export_problems())
+        p.extend(self._backend_problems())
         if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
             p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
                      "the Modelfile SYSTEM block; rephrase it")
@@ -244,6 +248,31 @@ class TrainingConfig:
                      "(CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'iceburg[llama]'); or choose "
                      "q8_0, q4_0, f16")
         return p
+
+    def _backend_problems(self) -> list[str]:
+        import importlib.util
+
+        if self.backend != "mlx":
+            return []
+        p = [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
+             for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora),
+                              ("--resume", self.resume)) if on]
+        if importlib.util.find_spec("mlx_lm") is None:
+            p.append("backend (--backend mlx): mlx-lm is not installed: pip install mlx mlx-lm (Linux: "
+                     "pip install 'mlx[cpu]==0.32.4' 'mlx-lm==0.32.2')")
+        return p
+
+    def resolved_backend(self) -> str:
+        """torch or mlx: `auto` is mlx on Apple silicon with mlx-lm installed, unless the run asks for
+        something only the torch backend does (QLoRA, DoRA, resume)."""
+        import importlib.util
+        import platform
+
+        if self.backend != "auto":
+            return self.backend
+        apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+        torch_only = bool(self.use_qlora or self.use_dora or self.resume)
+        return "mlx" if apple and not torch_only and importlib.util.find_spec("mlx_lm") else "torch"
 
     def validate(self) -> "TrainingConfig":
         probs = self.problems()

@@ -82,24 +82,31 @@ class ICEBURGFineTuner:
         run.write_json(run.data_stats, stats)
 
         plan = _plan(base.path, cfg, train_set.examples)
-        run.write_json(run.plan, as_dict(plan))
-        from .model import build_model
-
-        model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-        args = _train_args(cfg, plan, model, tokenizer, eos, run)
+        backend = cfg.resolved_backend()
+        run.write_json(run.plan, dict(as_dict(plan), backend=backend))
         pos = {orig: new for new, orig in enumerate(train_set.kept)}
 
         def order_fn(epoch: int) -> list[int]:
             return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
 
-        eval_before = evaluate(model, eval_set.examples, args)
-        logger.info("eval loss before training: %.4f", eval_before)
-        metrics = MetricsLog(run.metrics)
-        try:
-            out = train(model, train_set.examples, order_fn, eval_set.examples, args,
-                        callbacks=[metrics, *self.callbacks])
-        finally:
-            metrics.close()
+        args = _train_args(cfg, plan, tokenizer, eos, run)
+        if backend == "mlx":
+            from .mlx_run import train_on_mlx
+
+            model, eval_before, out = train_on_mlx(base.path, cfg, plan, run, args, train_set.examples,
+                                                   eval_set.examples, order_fn, added_tokens, self.callbacks)
+        else:
+            from .model import build_model
+
+            model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
+            eval_before = evaluate(model, eval_set.examples, args)
+            logger.info("eval loss before training: %.4f", eval_before)
+            metrics = MetricsLog(run.metrics)
+            try:
+                out = train(model, train_set.examples, order_fn, eval_set.examples, args,
+                            callbacks=[metrics, *self.callbacks])
+            finally:
+                metrics.close()
         eval_after = out.eval_history[-1][1] if out.eval_history else evaluate(model, eval_set.examples, args)
         logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
 
@@ -154,12 +161,12 @@ def _plan(path: Path, cfg: TrainingConfig, examples: list):
     return plan
 
 
-def _train_args(cfg: TrainingConfig, plan, model, tokenizer, eos: set[int], run: RunFolder):
+def _train_args(cfg: TrainingConfig, plan, tokenizer, eos: set[int], run: RunFolder):
     from .trainer import TrainArgs
 
     return TrainArgs(
         epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.resolved_learning_rate(getattr(model.config, "hidden_size", None)),
+        learning_rate=cfg.resolved_learning_rate(plan.model.get("hidden_size")),
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         micro_batch_size=plan.micro_batch_size, grad_accum=plan.gradient_accumulation_steps,
         max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,

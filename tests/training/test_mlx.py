@@ -98,3 +98,32 @@ def test_peft_merge_of_mlx_adapter_equals_mlx_fused_model(trained, tiny_model_di
     diff = np.abs(hf - fused_logits(trained["mlx_model"], ids)).max()
     print("merged-through-PEFT vs MLX fused, max |logit diff|:", diff)
     assert diff < 1e-4  # measured 7.6e-6
+
+
+def test_finetuner_with_backend_mlx(tmp_path, tiny_model_dir):
+    """The whole recipe on --backend mlx: same run folder, adapter in PEFT format, merged model."""
+    import json
+
+    from iceburg.config import TrainingConfig
+    from iceburg.training.finetuner import ICEBURGFineTuner
+
+    cfg = TrainingConfig(model_type="surveyor", output_dir=str(tmp_path), output_name="m", backend="mlx",
+                         max_steps=2, max_seq_length=256, num_threads=2, export_formats=[])
+    result = ICEBURGFineTuner(cfg).train()
+    run = tmp_path / "m"
+    assert json.loads((run / "plan.json").read_text())["backend"] == "mlx"
+    for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "merged/model.safetensors",
+                 "metrics.jsonl", "result.json"):
+        assert (run / name).exists(), name
+    assert not (run / "mlx-work").exists()
+    assert result.steps == 2 and result.supervised_tokens > 0
+    assert result.eval_loss_after != result.eval_loss_before
+
+
+def test_backend_mlx_refuses_torch_only_options():
+    from iceburg.config import TrainingConfig
+    from iceburg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--qlora runs on torch only"):
+        TrainingConfig(backend="mlx", use_qlora=True).validate()
+    assert TrainingConfig(use_qlora=True).resolved_backend() == "torch"
