@@ -47,9 +47,7 @@ def save_adapter_and_merged(peft_model, tokenizer, run_dir: Path, eos: set[int],
 
 def merged_model(peft_model, adapter_dir: Path, base_path: Path | None, trust_remote_code: bool = False):
     """The LoRA update folded into full-precision base weights, on CPU."""
-    from ..training.model import is_quantized
-
-    if not is_quantized(peft_model):
+    if not _is_quantized(peft_model):
         # merge in the training dtype on CPU: the merged weights are base + B@A * scale
         merged = peft_model.merge_and_unload(safe_merge=True)
         return merged.to("cpu")
@@ -66,6 +64,13 @@ def merged_model(peft_model, adapter_dir: Path, base_path: Path | None, trust_re
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload(safe_merge=True)
     stored = _checkpoint_dtype(Path(base_path))
     return merged.to(stored) if stored is not None else merged
+
+
+def _is_quantized(model) -> bool:
+    """True when the (PEFT-wrapped) model holds 4-bit or 8-bit bitsandbytes weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)
+                or getattr(base.config, "quantization_config", None))
 
 
 def _copy_grown_embeddings(trained, base) -> None:

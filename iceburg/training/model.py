@@ -81,13 +81,6 @@ def qlora_load_kwargs(device: str, compute_dtype) -> dict[str, Any]:
             "device_map": {"": 0} if device == "cuda" else {"": device}}
 
 
-def is_quantized(model) -> bool:
-    """True when the (PEFT-wrapped) model holds 4-bit or 8-bit bitsandbytes weights."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)
-                or getattr(base.config, "quantization_config", None))
-
-
 def apply_lora(model, plan, cfg: TrainingConfig):
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
