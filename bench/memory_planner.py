@@ -2,11 +2,14 @@
 
 For each case a random-weight model with a real architecture's shape is saved as safetensors,
 then a fresh Python process loads it with `from_pretrained`, adds LoRA adapters (r=16, dropout
-0.05, every projection), and runs a few AdamW steps on random tokens while its peak RSS is recorded
+0.05, every projection), and runs a few AdamW steps on random tokens through iceburg's own loss
+(`training/trainer._forward_loss`: logits only at supervised positions; half the tokens
+supervised in 32-token turns) while its peak RSS is recorded
 (`VmHWM` of /proc/self/status). On a CUDA machine the same runs report
 `torch.cuda.max_memory_allocated()` against the estimate without the CPU runtime term.
 
     .venv/bin/python bench/memory_planner.py            # three shapes, five cases (10-25 minutes on 2 busy cores)
+    .venv/bin/python bench/memory_planner.py --loop hf  # HF's full-sequence loss instead of iceburg's loop
     .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
     .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b --name memory_planner_1b  # slow
     .venv/bin/python bench/memory_planner.py --device cuda
@@ -113,8 +116,11 @@ def child(args: argparse.Namespace) -> None:
     vocab = model.config.get_text_config().vocab_size
     t0 = time.perf_counter()
     for _ in range(STEPS):
-        ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
-        loss = model(input_ids=ids, labels=ids).loss
+        if args.loop == "iceburg":
+            loss = _iceburg_loss(model, vocab, args, g)
+        else:
+            ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -126,8 +132,34 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+# Supervised share for --loop iceburg: assistant tokens were 0.4-0.7 of the bundled transcripts
+# (data_stats of the sample runs); 0.5 is the middle. Blocks of 32 tokens mimic turns.
+SUPERVISED_FRACTION = 0.5
+MASK_BLOCK = 32
+
+
+def _iceburg_loss(model, vocab: int, args: argparse.Namespace, g):
+    """One micro-batch through iceburg's own loss (training/trainer.py): packed rows with a
+    turn-like assistant mask, logits only at supervised positions, weighted fp32 cross-entropy."""
+    import torch
+
+    from iceburg.training.encoding import Example
+    from iceburg.training.packing import collate, pack
+    from iceburg.training.trainer import TrainArgs, _forward_loss, weighted_token_loss
+
+    examples = []
+    for i in range(args.batch):
+        ids = torch.randint(0, vocab, (args.seq,), generator=g).tolist()
+        blocks = (torch.rand(args.seq // MASK_BLOCK + 1, generator=g) < args.fraction).tolist()
+        examples.append(Example(ids, [blocks[t // MASK_BLOCK] for t in range(args.seq)], f"x{i}"))
+    rows = pack(examples, args.seq, packing=False)
+    targs = TrainArgs(device=args.device, max_length=args.seq, micro_batch_size=args.batch)
+    loss, n = _forward_loss(model, collate(rows, 0), targs, weighted_token_loss)
+    return loss / max(1, n)
+
+
 def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device: str,
-             default_allocator: bool = False) -> dict:
+             default_allocator: bool = False, loop: str = "hf") -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -144,9 +176,11 @@ def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device
     r, targets = 16, shape.linear_names
     est = estimate_training_memory(shape, micro_batch=batch, seq_len=seq, precision="fp32", lora_r=r,
                                    targets=targets, gradient_checkpointing=gc,
-                                   device_kind="cpu" if device == "cpu" else "cuda")
+                                   device_kind="cpu" if device == "cpu" else "cuda",
+                                   supervised_fraction=SUPERVISED_FRACTION if loop == "iceburg" else None)
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dirs[name]), "--batch", str(batch),
-           "--seq", str(seq), "--r", str(r), "--targets", ",".join(targets), "--device", device]
+           "--seq", str(seq), "--r", str(r), "--targets", ",".join(targets), "--device", device,
+           "--loop", loop, "--fraction", str(SUPERVISED_FRACTION)]
     if gc:
         cmd.append("--gc")
     if default_allocator:
@@ -212,6 +246,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--default-allocator", action="store_true",
                     help="leave glibc's malloc as it is (measures what configure_cpu_allocator saves)")
+    ap.add_argument("--loop", default="iceburg", choices=["iceburg", "hf"],
+                    help="iceburg: our trainer's loss (logits at supervised positions, the default); "
+                    "hf: Hugging Face's full-sequence loss (labels=)")
+    ap.add_argument("--fraction", type=float, default=SUPERVISED_FRACTION, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
     ap.add_argument("--only", help="comma-separated shape names")
     ap.add_argument("--name", help="results file stem (default memory_planner[_cuda][_default_malloc])")
@@ -231,7 +269,7 @@ def main() -> None:
     rows, dirs = [], {}
     for case in CASES:
         if case[0] in wanted:
-            row = run_case(*case, dirs, args.device, args.default_allocator)
+            row = run_case(*case, dirs, args.device, args.default_allocator, args.loop)
             rows.append(row)
             print(f"{row['shape']:>15} b={row['micro_batch']} T={row['seq_len']} gc={row['grad_ckpt']!s:5} "
                   f"est {row['estimated_gib']:.2f} GiB  measured {row['measured_gib']:.2f} GiB  "
@@ -240,7 +278,8 @@ def main() -> None:
                "torch": torch.__version__, "cpu_count": os.cpu_count(),
                "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
                "torch_threads": THREADS, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-               "device": args.device, "steps": STEPS,
+               "device": args.device, "steps": STEPS, "loop": args.loop,
+               "supervised_fraction": SUPERVISED_FRACTION if args.loop == "iceburg" else "all (labels=)",
                "allocator": "glibc default" if args.default_allocator else "configure_cpu_allocator()"}
     measure = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS"
     lines = [f"# Memory planner vs measured {measure} ({args.device})", "",
@@ -254,7 +293,7 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_default_malloc" if args.default_allocator else "")
-    stem = args.name or f"memory_planner{suffix}"
+    stem = args.name or f"memory_planner{suffix}" + ("_hf_loss" if args.loop == "hf" else "_iceburg_loop")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print("\n".join(lines))

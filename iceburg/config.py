@@ -158,6 +158,9 @@ class TrainingConfig:
                            "stops with an error (must exceed data preparation on rank 0)",
                            "--dist-timeout", group=T, min=10)
 
+    backend: str = _f("auto", "training backend: torch, or mlx (mlx-lm; auto picks mlx on Apple silicon "
+                      "when mlx-lm is installed and the run needs nothing only torch has)", "--backend",
+                      group=T, choices=("auto", "torch", "mlx"))
     lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
                             "--lora-r", group=T, min=1)
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",
@@ -168,6 +171,10 @@ class TrainingConfig:
                                         nargs="+")
     use_qlora: bool | None = _f(None, "4-bit QLoRA (--qlora / --no-qlora; default: when full "
                                 "precision does not fit)", "--qlora", group=T, aliases=("--use-qlora",))
+    use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (Liu et al. 2024; PEFT use_dora), a learned "
+                        "magnitude per output channel on top of the low-rank update", "--dora", group=T)
+    use_rslora: bool = _f(False, "rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of "
+                          "alpha/r (Kalajdzievski 2023; PEFT use_rslora)", "--rslora", group=T)
     gradient_checkpointing: bool | None = _f(None, "trade compute for memory (default: planner)",
                                              "--gradient-checkpointing", group=T)
     precision: str | None = _f(None, "numeric precision (default: best the device supports)",
@@ -253,10 +260,13 @@ class TrainingConfig:
         if self.mine_preferences is True and self.objective == "sft":
             p.append("mine_preferences (--mine-preferences): mined pairs train a preference objective; "
                      "add --objective dpo (or orpo, kto)")
+        if self.backend == "mlx" and isinstance(self.nproc, int) and self.nproc > 1:
+            p.append("nproc (--nproc): the MLX backend trains in one process; use --backend torch")
         if self.objective in ("dpo", "orpo", "kto") and isinstance(self.nproc, int) and self.nproc > 1:
             p.append("nproc (--nproc): preference objectives train in one process; drop --nproc or use "
                      "--objective sft")
         p.extend(self._export_problems())
+        p.extend(self._backend_problems())
         if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
             p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
                      "the Modelfile SYSTEM block; rephrase it")
@@ -300,6 +310,31 @@ class TrainingConfig:
                 if problem:
                     p.append(f"hpo_storage (--hpo-storage): {problem}")
         return p
+
+    def _backend_problems(self) -> list[str]:
+        import importlib.util
+
+        if self.backend != "mlx":
+            return []
+        p = [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
+             for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora),
+                              ("--resume", self.resume)) if on]
+        if importlib.util.find_spec("mlx_lm") is None:
+            p.append("backend (--backend mlx): mlx-lm is not installed: pip install mlx mlx-lm (Linux: "
+                     "pip install 'mlx[cpu]==0.32.4' 'mlx-lm==0.32.2')")
+        return p
+
+    def resolved_backend(self) -> str:
+        """torch or mlx: `auto` is mlx on Apple silicon with mlx-lm installed, unless the run asks for
+        something only the torch backend does (QLoRA, DoRA, resume)."""
+        import importlib.util
+        import platform
+
+        if self.backend != "auto":
+            return self.backend
+        apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+        torch_only = bool(self.use_qlora or self.use_dora or self.resume)
+        return "mlx" if apple and not torch_only and importlib.util.find_spec("mlx_lm") else "torch"
 
     def validate(self) -> "TrainingConfig":
         probs = self.problems()

@@ -28,7 +28,10 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None) -> str:
     """`--detect-hardware`: the detected device as a readable table, or JSON with `--json`."""
-    hw = hw or describe_hardware(probe_system())
+    if hw is None:
+        from .hardware import get_m4_optimizer
+
+        hw = get_m4_optimizer().detect_hardware()  # plans the default base: fills the micro-batch
     if as_json:
         return json.dumps(hw.to_dict(), indent=2)
     rows = [("device", f"{hw.device_kind} ({hw.device_name})"),
@@ -68,11 +71,12 @@ def _feature_rows(system: SystemDescription) -> list[tuple[str, str]]:
     else:
         rows.append(("MLX", "available" if system.packages.get("mlx") else "not installed: pip install mlx"))
     if not system.packages.get("bitsandbytes"):
-        rows.append(("QLoRA (bitsandbytes)", "not installed: pip install 'iceburg[qlora]' (needs a CUDA GPU)"))
-    elif not system.cuda_devices:
-        rows.append(("QLoRA (bitsandbytes)", "installed, but 4-bit training needs a CUDA GPU"))
-    else:
-        rows.append(("QLoRA (bitsandbytes)", "available"))
+        rows.append(("QLoRA (bitsandbytes)", "not installed: pip install 'iceburg[qlora]' (CUDA or CPU)"))
+    elif system.cuda_devices:
+        rows.append(("QLoRA (bitsandbytes)", "available (CUDA)"))
+    else:  # bitsandbytes 0.50.2 runs NF4 layers on CPU (tests/training/test_qlora.py)
+        rows.append(("QLoRA (bitsandbytes)", "available on CPU (--device cpu on Apple silicon; "
+                                             "slower than fp32 LoRA, for bases that do not fit otherwise)"))
     rows.append(("llama.cpp (llama_cpp)", "available" if pkg("llama_cpp") else
                  "not installed: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'iceburg[llama]' (builds 10-14 min)"))
     rows.append(("onnxruntime", "available" if pkg("onnxruntime") else "not installed: pip install onnxruntime"))

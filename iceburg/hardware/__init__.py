@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import TrainingConfig
+from ..config import EMBEDDED_BASE, TrainingConfig
 from .detect import (CudaDevice, HardwareInfo, MpsDevice, SystemDescription, describe_hardware,
                      probe_system)
 from .memory import MemoryEstimate, configure_cpu_allocator, estimate_training_memory
@@ -28,15 +28,35 @@ class M4Optimizer:
 
     def detect_hardware(self, model_dir: str | Path | None = None, config: TrainingConfig | None = None,
                         device: str | None = None) -> HardwareInfo:
-        """The device to train on; with `model_dir`, also the micro-batch planned for that model."""
+        """The device to train on and the micro-batch planned for `model_dir` (default: the config's
+        base model, iceburg-tiny by default, when its shape can be read locally)."""
         system = self.system or probe_system()
         hw = describe_hardware(system, self.prefer_mlx, device or (config.device if config else None))
-        if model_dir is not None:
-            hw.recommended_batch_size = plan_training(model_dir, config or TrainingConfig(), hw).micro_batch_size
+        config = config or TrainingConfig()
+        label = str(model_dir) if model_dir is not None else config.base_model
+        model_dir = model_dir if model_dir is not None else _known_base(config)
+        if model_dir is None:
+            hw.notes.append(f"recommended micro-batch: not planned for {config.base_model} (plan_training "
+                            "reads a local model folder; pass its path)")
+        else:
+            hw.recommended_batch_size = plan_training(model_dir, config, hw).micro_batch_size
+            hw.notes.append(f"recommended micro-batch planned for {label} at --max-seq-length "
+                            f"{config.max_seq_length}")
         return hw
 
     def plan(self, model_dir: str | Path, config: TrainingConfig, num_examples: int | None = None) -> TrainingPlan:
         return plan_training(model_dir, config, self.detect_hardware(config=config), num_examples)
+
+
+def _known_base(config: TrainingConfig) -> Path | None:
+    """The folder whose shape the planner reads for `config.base_model` without resolving it over
+    the network: the embedded default (config only), or a local HF folder."""
+    if config.base_model == EMBEDDED_BASE:
+        from ..models.tiny import shape_folder
+
+        return shape_folder()
+    folder = Path(config.base_model).expanduser()
+    return folder if (folder / "config.json").is_file() else None
 
 
 def get_m4_optimizer(prefer_mlx: bool = False, system: SystemDescription | None = None) -> M4Optimizer:

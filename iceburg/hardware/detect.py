@@ -187,8 +187,8 @@ def describe_hardware(system: SystemDescription, prefer_mlx: bool = False,
         # MPS bf16 needs macOS 14 (torch's MPS backend checks is_macos_or_newer(14, 0)).
         precisions = ["fp32", "fp16"] + (["bf16"] if mps.macos_version >= (14, 0) else [])
         if kind == "mlx":
-            notes.append("MLX selected; iceburg's trainer runs on torch, so it trains through the "
-                         "MPS backend on the same unified memory")
+            notes.append("MLX selected: --backend auto trains with mlx-lm (training/mlx_backend.py) on "
+                         "the same unified memory; torch-only options (QLoRA, DoRA, resume) use MPS")
         return HardwareInfo(kind, f"Apple {system.cpu_name}", system.ram_total, available, precisions,
                             notes=notes, **common)
     precisions = ["fp32"] + (["bf16"] if system.cpu_bf16 else [])

@@ -16,6 +16,8 @@
 * loss transient: the logits tensor (held by the model output) plus the fp32 gradient buffers of
   cross-entropy (two B x T x V fp32 tensors live at the start of backward), which autograd does not
   save and the probe therefore cannot see. For a 150k vocabulary this is the largest activation.
+  iceburg's trainer computes logits only at supervised positions (`logits_to_keep`), so T here is
+  the number of kept positions (`kept_positions`), and the probe runs that same loss.
 * runtime: on CPU the process itself (Python, torch, transformers, peft) as measured by
   bench/memory_planner.py; on GPUs the CUDA context is already outside the free memory we read.
 """
@@ -23,6 +25,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import logging
 import platform
 from dataclasses import asdict, dataclass
@@ -103,17 +106,33 @@ def weight_bytes(shape: ModelShape, precision: str, qlora: bool) -> int:
     return int(quantised * NF4_BITS_PER_PARAM / 8) + rest * DTYPE_BYTES[precision]
 
 
+def kept_positions(seq_len: int, micro_batch: int, supervised_fraction: float | None) -> int | None:
+    """Positions per row at which iceburg's loop computes logits: those any row of the micro-batch
+    supervises. With a share f of supervised tokens per row, assumed independent across rows, that
+    is 1 - (1 - f)^B of the row (packed rows mix whole transcripts, so their masks do not line up)."""
+    if supervised_fraction is None:
+        return None
+    share = 1 - (1 - min(1.0, max(0.0, supervised_fraction))) ** micro_batch
+    return max(1, min(seq_len, math.ceil(seq_len * share)))
+
+
 def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: int, precision: str,
                              lora_r: int, targets: list[str], gradient_checkpointing: bool,
                              qlora: bool = False, lora_dropout: float = 0.05, device_kind: str = "cpu",
-                             trust_remote_code: bool = False) -> MemoryEstimate:
-    """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded)."""
+                             trust_remote_code: bool = False,
+                             supervised_fraction: float | None = 1.0) -> MemoryEstimate:
+    """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded).
+
+    `supervised_fraction` (share of tokens that carry loss) models iceburg's loop, which computes
+    logits only at positions some row of the micro-batch supervises; 1.0 is the upper bound,
+    None models Hugging Face's full-sequence loss (`labels=`)."""
     n_lora = shape.lora_params(lora_r, targets)
     act_dtype = TORCH_DTYPES[precision]
+    kept = kept_positions(seq_len, micro_batch, supervised_fraction)
     # Probed for one sequence and scaled: with flash/memory-efficient attention every saved tensor
     # grows linearly with the batch (checked against direct probes in tests/hardware).
     per_row, outside_row = activation_probe(shape, act_dtype, 1, seq_len, lora_r, targets,
-                                            lora_dropout, trust_remote_code)
+                                            lora_dropout, trust_remote_code, kept)
     per_layer, outside = per_row * micro_batch, outside_row * micro_batch
     act_bytes = DTYPE_BYTES[precision]
     tokens = micro_batch * seq_len
@@ -126,7 +145,8 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
         # bitsandbytes dequantises one projection at a time for the matmul: one transient copy of
         # the largest projection in the compute dtype.
         activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
-    loss_transient = tokens * shape.vocab_size * (act_bytes + 2 * 4)
+    logit_rows = micro_batch * (seq_len if kept is None else kept)
+    loss_transient = logit_rows * shape.vocab_size * (act_bytes + 2 * 4)
     return MemoryEstimate(
         weights=weight_bytes(shape, precision, qlora),
         lora=n_lora * ADAPTER_BYTES * 4,

@@ -177,7 +177,8 @@ def _with_layers(config: Any, n: int) -> Any:
 
 
 def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int, lora_r: int,
-                 targets: list[str], lora_dropout: float, trust_remote_code: bool) -> int:
+                 targets: list[str], lora_dropout: float, trust_remote_code: bool,
+                 kept_positions: int | None = None) -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -197,7 +198,14 @@ def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int
 
     ids = torch.zeros((micro_batch, seq_len), dtype=torch.long, device="meta")
     with _FlashAttentionOnMeta(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
+        if kept_positions is None:  # Hugging Face's loss: logits at every position
+            model(input_ids=ids, labels=ids)
+        else:  # iceburg's loop (training/trainer.py): logits only at supervised positions, fp32 CE
+            keep = torch.arange(kept_positions, device="meta")
+            logits = model(input_ids=ids, logits_to_keep=keep).logits
+            targets = torch.zeros(micro_batch * kept_positions, dtype=torch.long, device="meta")
+            torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets,
+                                              reduction="none").sum()
     return sum(seen.values())
 
 
@@ -206,17 +214,18 @@ _PROBES: dict[tuple, tuple[int, int]] = {}
 
 def activation_probe(shape: ModelShape, dtype: torch.dtype, micro_batch: int, seq_len: int,
                      lora_r: int, targets: list[str], lora_dropout: float = 0.05,
-                     trust_remote_code: bool = False) -> tuple[int, int]:
+                     trust_remote_code: bool = False, kept_positions: int | None = None) -> tuple[int, int]:
     """Bytes autograd saves for backward: (per decoder layer, outside the layers).
 
     Measured on copies of the model cut to one and two layers: the difference is one layer, the
     rest is the embedding output, final norm and the loss (log-softmax over the vocabulary).
     Assumes the layers are alike, which holds for the Llama/Qwen/Mistral/Phi/GPT-2 families.
+    `kept_positions`: run iceburg's loss (logits at that many positions per row) instead of HF's.
     """
     key = (shape.config.to_json_string(use_diff=False), dtype, micro_batch, seq_len, lora_r,
-           tuple(sorted(targets)), float(lora_dropout))
+           tuple(sorted(targets)), float(lora_dropout), kept_positions)
     if key not in _PROBES:
         one, two = (_saved_bytes(_with_layers(shape.config, n), dtype, micro_batch, seq_len, lora_r,
-                                 targets, lora_dropout, trust_remote_code) for n in (1, 2))
+                                 targets, lora_dropout, trust_remote_code, kept_positions) for n in (1, 2))
         _PROBES[key] = (two - one, 2 * one - two)
     return _PROBES[key]

@@ -7,7 +7,7 @@ the memory the device has free:
 1. precision: the configured one, else the best the device supports (bf16 > fp16; fp32 on CPU);
 2. without gradient checkpointing, the largest power-of-two micro-batch up to the effective batch;
 3. with gradient checkpointing (about 33% more compute: one extra forward, Chen et al. 2016);
-4. on CUDA with bitsandbytes, QLoRA (4-bit NF4 weights) with checkpointing, as in QLoRA's recipe.
+4. with bitsandbytes (CUDA or CPU), QLoRA (4-bit NF4 weights), as in QLoRA's recipe.
 
 Values the user set explicitly are kept as they are; if they do not fit, the planner says so
 instead of silently changing them. When nothing fits, it stops before any weights are loaded.
@@ -111,24 +111,32 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+# Devices bitsandbytes 0.50.2 runs 4-bit NF4 layers on: CUDA, and CPU (measured here: a QLoRA run
+# on iceburg-tiny trains on CPU, tests/training/test_qlora.py). Apple MPS/MLX are not among them.
+QLORA_DEVICES = ("cuda", "cpu")
+
+
 def _qlora_options(config: TrainingConfig, hw: HardwareInfo) -> list[bool]:
-    if config.use_qlora and hw.device_kind != "cuda":
-        raise IceburgError(f"use_qlora (--use-qlora): 4-bit QLoRA needs a CUDA GPU (bitsandbytes); this "
-                           f"machine trains on {hw.device_kind}; drop --use-qlora")
+    if config.use_qlora and hw.device_kind not in QLORA_DEVICES:
+        raise IceburgError(f"use_qlora (--qlora): 4-bit QLoRA (bitsandbytes) runs on CUDA or CPU; this "
+                           f"machine trains on {hw.device_kind}; drop --qlora or pass --device cpu")
     if config.use_qlora and not hw.bitsandbytes_available:
-        raise IceburgError("use_qlora (--use-qlora): bitsandbytes is not installed; install it with: "
+        raise IceburgError("use_qlora (--qlora): bitsandbytes is not installed; install it with: "
                            "pip install 'iceburg[qlora]'")
     if config.use_qlora is not None:
         return [config.use_qlora]
-    return [False, True] if hw.device_kind == "cuda" and hw.bitsandbytes_available else [False]
+    return [False, True] if hw.device_kind in QLORA_DEVICES and hw.bitsandbytes_available else [False]
 
 
 def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInfo | None = None,
-                  num_examples: int | None = None, world_size: int = 1) -> TrainingPlan:
+                  num_examples: int | None = None, world_size: int = 1,
+                  supervised_fraction: float = 1.0) -> TrainingPlan:
     """Settings for training `model_dir` with `config` on `hw` (detected when None).
 
     `num_examples` (packed rows or examples, when known) caps the effective batch so one epoch
-    has at least one optimizer step. Raises IceburgError when nothing fits.
+    has at least one optimizer step. `supervised_fraction` (share of tokens carrying loss, known
+    once the data is encoded; 1.0 = upper bound) sizes the logits our loop computes.
+    Raises IceburgError when nothing fits.
 
     `world_size` data-parallel processes share each step: the effective (global) batch is
     micro x accumulation x world_size, and on CPU the processes share the machine's memory, so
@@ -169,7 +177,8 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         precision=precision, lora_r=r, targets=targets,
                                         gradient_checkpointing=gc, qlora=qlora,
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
-                                        trust_remote_code=config.trust_remote_code)
+                                        trust_remote_code=config.trust_remote_code,
+                                        supervised_fraction=supervised_fraction)
 
     for qlora in _qlora_options(config, hw):
         for gc in gcs:
@@ -197,8 +206,10 @@ def _nothing_fits(shape: ModelShape, config: TrainingConfig, hw: HardwareInfo, s
     options = [f"a smaller base model (--base-model; this one has {shape.param_count / 1e9:.2f}B parameters)"]
     if hw.device_kind == "cuda" and not hw.bitsandbytes_available:
         options.append("4-bit QLoRA: pip install 'iceburg[qlora]' (bitsandbytes), then --use-qlora")
-    elif hw.device_kind != "cuda":
-        options.append("4-bit QLoRA on a CUDA GPU")
+    elif hw.device_kind == "cpu" and not hw.bitsandbytes_available:
+        options.append("4-bit QLoRA: pip install 'iceburg[qlora]' (bitsandbytes), then --qlora")
+    elif hw.device_kind not in QLORA_DEVICES:
+        options.append("4-bit QLoRA on a CUDA GPU or on the CPU (--device cpu --qlora)")
     if config.max_seq_length > 256:
         options.append(f"a shorter --max-seq-length (now {config.max_seq_length}; try "
                        f"{config.max_seq_length // 2})")

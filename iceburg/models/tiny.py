@@ -119,6 +119,34 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
     return final
 
 
+def shape_folder(cache_dir: Path | None = None) -> Path:
+    """A folder whose config.json has iceburg-tiny's shape, without building the model: the cached
+    model when it exists, else a config-only folder (the memory planner reads only config.json,
+    so `--detect-hardware` can plan for the default base in well under a second)."""
+    from transformers import LlamaConfig
+
+    root = Path(cache_dir) if cache_dir else cache_root() / "models"
+    built = root / f"{NAME}-v{BUILDER_VERSION}-{_cache_key()}"
+    if (built / "model.safetensors").exists():
+        return built
+    folder = root / f"{NAME}-v{BUILDER_VERSION}-{_cache_key()}-config"
+    if not (folder / "config.json").exists():
+        config = LlamaConfig(vocab_size=VOCAB_SIZE, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **SHAPE)
+        tmp = Path(tempfile.mkdtemp(dir=_mkdir(root)))
+        config.save_pretrained(tmp)
+        try:
+            tmp.replace(folder)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def _build_into(root: Path, final: Path) -> None:
     texts = corpus_texts()
     if not texts:

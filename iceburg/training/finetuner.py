@@ -126,7 +126,7 @@ class ICEBURGFineTuner:
         plan = _plan(base.path, cfg, seqs)
         run.write_json(run.plan, as_dict(plan))
         model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-        args = _train_args(cfg, plan, model, tokenizer, eos, run)
+        args = _train_args(cfg, plan, tokenizer, eos, run)
         # One micro-batch of B pairs is 2B unpadded sequences (chosen and rejected, or answer and
         # its KL mismatch): half the planner's rows keeps the same memory budget.
         args.micro_batch_size = max(1, plan.micro_batch_size // 2)
@@ -138,7 +138,8 @@ class ICEBURGFineTuner:
         finally:
             metrics.close()
         logger.info("%s held-out before: %s; after: %s", cfg.objective, out.eval_before, out.eval_after)
-        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos)
+        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos, base.path,
+                                                          cfg.trust_remote_code)
         result = TrainingResult(
             model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
             merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
@@ -193,7 +194,7 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
             run.write_json(run.data_stats, stats)
             plan = _plan(base.path, cfg, train_set.examples, world.size)
             # the world goes into plan.json (config.json stays loadable as --config)
-            run.write_json(run.plan, dict(as_dict(plan), world=describe(world)))
+            run.write_json(run.plan, dict(as_dict(plan), world=describe(world), backend=cfg.resolved_backend()))
         except IceburgError as e:
             world.broadcast({"error": str(e)})
             raise
@@ -214,22 +215,28 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
     def build():
         return build_model(base.path, cfg, plan, tokenizer, added_tokens)
 
-    model = wrap_model(build(), world)
-    args = _train_args(cfg, plan, unwrap(model), tokenizer, eos, run, world.size)
+    args = _train_args(cfg, plan, tokenizer, eos, run, world.size)
     pos = {orig: new for new, orig in enumerate(train_set.kept)}
 
     def order_fn(epoch: int) -> list[int]:
         return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
 
-    eval_before = evaluate(model, eval_set.examples, args, world)
-    logger.info("eval loss before training: %.4f", eval_before)
-    metrics = [MetricsLog(run.metrics)] if world.is_main else []
-    try:
-        out = train(model, train_set.examples, order_fn, eval_set.examples, args,
-                    callbacks=[*metrics, *callbacks], world=world)
-    finally:
-        for m in metrics:
-            m.close()
+    if cfg.resolved_backend() == "mlx":  # one process; same examples, order, loss and run folder
+        from .mlx_run import train_on_mlx
+
+        model, eval_before, out = train_on_mlx(base.path, cfg, plan, run, args, train_set.examples,
+                                               eval_set.examples, order_fn, added_tokens, callbacks)
+    else:
+        model = wrap_model(build(), world)
+        eval_before = evaluate(model, eval_set.examples, args, world)
+        logger.info("eval loss before training: %.4f", eval_before)
+        metrics = [MetricsLog(run.metrics)] if world.is_main else []
+        try:
+            out = train(model, train_set.examples, order_fn, eval_set.examples, args,
+                        callbacks=[*metrics, *callbacks], world=world)
+        finally:
+            for m in metrics:
+                m.close()
     eval_after = (out.eval_history[-1][1] if out.eval_history
                   else evaluate(model, eval_set.examples, args, world))
     logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
@@ -239,7 +246,8 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
     model = _gather_for_save(model, world, build)
     if not world.is_main:
         return _partial_result(cfg, run, base, out, eval_before, eval_after, plan, shared)
-    adapter_dir, merged_dir = save_adapter_and_merged(unwrap(model), tokenizer, run.root, eos)
+    adapter_dir, merged_dir = save_adapter_and_merged(unwrap(model), tokenizer, run.root, eos, base.path,
+                                                      cfg.trust_remote_code)
     result = TrainingResult(
         model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
         merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
@@ -307,20 +315,22 @@ def _plan(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 1):
     least MIN_STEPS_PER_EPOCH steps when the data allows (counted in packed rows)."""
     from ..hardware import configure_cpu_allocator, plan_training
 
-    rows = sum(len(e.input_ids) for e in examples) / cfg.max_seq_length if cfg.packing else len(examples)
+    tokens = sum(len(e.input_ids) for e in examples)
+    rows = tokens / cfg.max_seq_length if cfg.packing else len(examples)
+    supervised = sum(e.supervised for e in examples) / max(1, tokens)  # sizes the logits (planner)
     plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
-                         world_size=world_size)
+                         world_size=world_size, supervised_fraction=supervised)
     if plan.device == "cpu":
         configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
     return plan
 
 
-def _train_args(cfg: TrainingConfig, plan, model, tokenizer, eos: set[int], run: RunFolder, world_size: int = 1):
+def _train_args(cfg: TrainingConfig, plan, tokenizer, eos: set[int], run: RunFolder, world_size: int = 1):
     from .trainer import TrainArgs
 
     return TrainArgs(
         epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.resolved_learning_rate(getattr(model.config, "hidden_size", None)),
+        learning_rate=cfg.resolved_learning_rate(plan.model.get("hidden_size")),
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         micro_batch_size=plan.micro_batch_size, grad_accum=plan.gradient_accumulation_steps,
         max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,

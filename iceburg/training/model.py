@@ -55,23 +55,30 @@ def load_model(path: Path, cfg: TrainingConfig, plan=None):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(plan, "precision", "fp32"), torch.float32)
     kwargs: dict[str, Any] = {}
     if plan is not None and getattr(plan, "use_qlora", False):
-        try:
-            from transformers import BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401
-        except ImportError as e:
-            raise MissingDependencyError("bitsandbytes (for QLoRA)", "pip install 'iceburg[qlora]'") from e
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
-        kwargs["device_map"] = {"": 0}
+        kwargs = qlora_load_kwargs(plan.device, dtype)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
                                                  use_safetensors=True, dtype=dtype, **kwargs)
-    if kwargs.get("quantization_config") is not None:
+    if kwargs:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(getattr(plan, "gradient_checkpointing", False)))
     return model
+
+
+def qlora_load_kwargs(device: str, compute_dtype) -> dict[str, Any]:
+    """`from_pretrained` arguments for a 4-bit NF4 base with double quantisation (QLoRA's recipe,
+    Dettmers et al. 2023, section 3). The matmuls run in the planned precision: bf16 on GPUs that
+    have it, fp32 on CPU (bitsandbytes 0.50.2 runs NF4 layers on CPU; STACK.md)."""
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError("bitsandbytes (for QLoRA, --qlora)", "pip install 'iceburg[qlora]'") from e
+    return {"quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute_dtype),
+            "device_map": {"": 0} if device == "cuda" else {"": device}}
 
 
 def apply_lora(model, plan, cfg: TrainingConfig):
@@ -84,12 +91,14 @@ def apply_lora(model, plan, cfg: TrainingConfig):
     torch.manual_seed(cfg.seed)
     lcfg = LoraConfig(r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(plan.lora_target_modules) or "all-linear", bias="none",
-                      task_type=TaskType.CAUSAL_LM)
+                      task_type=TaskType.CAUSAL_LM, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
     model = get_peft_model(model, lcfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("LoRA r=%d alpha=%d on %s: %d trainable of %d parameters (%.2f%%)", plan.lora_r,
-                plan.lora_alpha, lcfg.target_modules, trainable, total, 100 * trainable / total)
+    logger.info("%s r=%d alpha=%d%s on %s: %d trainable of %d parameters (%.2f%%)",
+                "DoRA" if cfg.use_dora else "LoRA", plan.lora_r, plan.lora_alpha,
+                " (rsLoRA scaling)" if cfg.use_rslora else "", lcfg.target_modules, trainable, total,
+                100 * trainable / total)
     return model
 
 
@@ -100,6 +109,6 @@ def build_model(path: Path, cfg: TrainingConfig, plan, tokenizer, added_tokens: 
     if added_tokens and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model = apply_lora(model, plan, cfg)
-    if not plan.use_qlora:  # 4-bit weights are already placed on the GPU
+    if not plan.use_qlora:  # 4-bit weights are placed on the planned device as they load
         model.to(plan.device)
     return model

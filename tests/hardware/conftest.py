@@ -64,9 +64,9 @@ def cuda_box(total_gib: float = 24, free_gib: float = 23.5, capability=(8, 9), b
                              packages={"mlx": False, "bitsandbytes": bnb})
 
 
-def cpu_box(ram_gib: float = 8, available_gib: float = 6):
+def cpu_box(ram_gib: float = 8, available_gib: float = 6, bnb: bool = False):
     return SystemDescription("Linux", "x86_64", "Xeon", 4, int(ram_gib * GIB), int(available_gib * GIB),
-                             "2.13.0", packages={"mlx": False, "bitsandbytes": False})
+                             "2.13.0", packages={"mlx": False, "bitsandbytes": bnb})
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,9 @@ def test_real_cpu_detection():
     assert 0 < hw.available_memory <= hw.total_memory
     assert hw.supported_precisions[0] == "fp32" and hw.best_precision() == "fp32"
     assert hw.cpu_cores >= 1 and hw.torch_version == torch.__version__
-    assert hw.cuda_version is None and hw.recommended_batch_size is None
+    assert hw.cuda_version is None
+    # the original design's example prints a number for the default base (iceburg-tiny), not None
+    assert hw.recommended_batch_size is not None and hw.recommended_batch_size >= 1
     report = json.loads(hardware_report(as_json=True, hw=hw))
     assert report["device_kind"] == "cpu" and report["total_memory"] == hw.total_memory
 
@@ -74,3 +76,14 @@ def test_forced_device_missing(machines):
 def test_recommended_batch_size_for_a_model(machines, llama_3b_dir):
     hw = get_m4_optimizer(system=machines.cuda_box(total_gib=80, free_gib=79)).detect_hardware(llama_3b_dir)
     assert hw.recommended_batch_size is not None and hw.recommended_batch_size >= 1
+
+
+def test_default_base_shape_without_building_it(tmp_path, tiny_model_dir):
+    """--detect-hardware plans for iceburg-tiny from a config-only folder when it is not built yet;
+    that folder must have the built model's shape exactly."""
+    from iceburg.hardware import read_model_shape
+    from iceburg.models.tiny import shape_folder
+
+    folder = shape_folder(tmp_path)
+    assert (folder / "config.json").is_file() and not any(folder.glob("*.safetensors"))
+    assert read_model_shape(folder).to_dict() == read_model_shape(tiny_model_dir).to_dict()

@@ -80,3 +80,39 @@ def test_embedded_tiny_model_counted_without_loading(tiny_model_dir):
     assert shape.param_count == sum(p.numel() for p in real.parameters())
     assert set(shape.linear_names) == {name.rsplit(".", 1)[-1] for name, m in real.named_modules()
                                        if isinstance(m, torch.nn.Linear) and m is not real.get_output_embeddings()}
+
+
+def test_activation_probe_models_iceburgs_loop(small_qwen_dir):
+    """With `kept_positions`, the probe equals what autograd saves in iceburg's own loss
+    (training/trainer._forward_loss: logits only at supervised positions), not HF's full loss."""
+    from peft import LoraConfig, get_peft_model
+
+    from iceburg.training.encoding import Example
+    from iceburg.training.packing import collate, pack
+    from iceburg.training.trainer import TrainArgs, _forward_loss, weighted_token_loss
+
+    shape = read_model_shape(small_qwen_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_qwen_dir)),
+                           LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=shape.linear_names))
+    model.train()
+    resident = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[int, int] = {}
+
+    def keep(t):
+        if t.untyped_storage().data_ptr() not in resident:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    # both rows supervise their last 32 of 64 tokens: logits at 32 positions per row
+    examples = [Example(list(range(10 + i, 74 + i)), [t >= 32 for t in range(64)], f"e{i}") for i in range(2)]
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        _forward_loss(model, collate(pack(examples, 64, packing=False), 0), TrainArgs(), weighted_token_loss)
+    real = sum(seen.values())
+    per_layer, outside = activation_probe(shape, torch.float32, 2, 64, 8, shape.linear_names, 0.0,
+                                          kept_positions=32)
+    full_layer, full_outside = activation_probe(shape, torch.float32, 2, 64, 8, shape.linear_names, 0.0)
+    full = shape.num_layers * full_layer + full_outside
+    estimate = shape.num_layers * per_layer + outside
+    assert abs(estimate - real) / real < 0.02, (estimate, real)
+    assert estimate < full  # fewer logits than HF's loss keeps

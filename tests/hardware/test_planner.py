@@ -68,8 +68,24 @@ def test_explicit_settings_are_kept_or_refused(machines, llama_3b_dir):
         plan_training(llama_3b_dir, dataclasses.replace(cfg, batch_size=64), small)
     with pytest.raises(IceburgError, match="--precision"):
         plan_training(llama_3b_dir, TrainingConfig(precision="bf16"), describe_hardware(machines.cpu_box(64, 60)))
-    with pytest.raises(IceburgError, match="--use-qlora"):
+    with pytest.raises(IceburgError, match="--qlora.*CUDA or CPU"):
         plan_training(llama_3b_dir, TrainingConfig(use_qlora=True), describe_hardware(machines.mac()))
+
+
+def test_qlora_on_cpu_needs_only_bitsandbytes(machines, llama_3b_dir):
+    """bitsandbytes 0.50.2 runs NF4 on CPU (tests/training/test_qlora.py trains that way), so the
+    planner allows --qlora on a CPU box with it, and falls back to it when fp32 does not fit."""
+    with pytest.raises(IceburgError, match="pip install 'iceburg\\[qlora\\]'"):
+        plan_training(llama_3b_dir, TrainingConfig(use_qlora=True), describe_hardware(machines.cpu_box(64, 60)))
+    plan = plan_training(llama_3b_dir, TrainingConfig(use_qlora=True),
+                         describe_hardware(machines.cpu_box(64, 60, bnb=True)))
+    assert plan.device == "cpu" and plan.use_qlora and plan.precision == "fp32"
+    assert not plan_training(llama_3b_dir, TrainingConfig(), describe_hardware(machines.cpu_box(64, 60, bnb=True))).use_qlora
+    # 3B in fp32 needs ~12 GiB of weights alone: a 14 GiB box fits only with 4-bit weights
+    small = describe_hardware(machines.cpu_box(16, 14, bnb=True))
+    with pytest.raises(IceburgError, match="does not fit"):
+        plan_training(llama_3b_dir, TrainingConfig(use_qlora=False), small)
+    assert plan_training(llama_3b_dir, TrainingConfig(), small).use_qlora
 
 
 def test_accumulation_alone_sets_the_micro_batch(machines, small_qwen_dir):

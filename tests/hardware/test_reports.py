@@ -12,8 +12,10 @@ from iceburg.reports import configs_report, features_report, hardware_report
 def test_hardware_report_table_and_json():
     table = hardware_report()
     assert "memory available" in table and "precisions" in table
+    assert "recommended micro-batch" in table and "planned for iceburg-tiny" in table
     data = json.loads(hardware_report(as_json=True))
     assert {"device_kind", "total_memory", "available_memory", "supported_precisions"} <= set(data)
+    assert isinstance(data["recommended_batch_size"], int) and data["recommended_batch_size"] >= 1
 
 
 def test_features_report_names_every_capability(machines):

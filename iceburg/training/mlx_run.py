@@ -1,0 +1,52 @@
+"""The fine-tuner's training phase on the MLX backend (`--backend mlx`): same prepared data, plan,
+step order, metrics and run folder as torch; the adapter comes back as a torch PEFT model, so
+saving, merging and every export are the torch path's own (export/huggingface.py)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from ..config import TrainingConfig
+from ..errors import IceburgError
+from ..run_folder import RunFolder
+from .result import MetricsLog
+
+logger = logging.getLogger(__name__)
+
+
+def train_on_mlx(base_path: Path, cfg: TrainingConfig, plan, run: RunFolder, args, train_examples: list,
+                 eval_examples: list, order_fn, added_tokens: bool, callbacks) -> tuple[object, float, object]:
+    """(torch PEFT model holding the trained adapter, eval loss before, TrainOutput)."""
+    import mlx.core as mx
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .mlx_backend import apply_lora_mlx, evaluate_mlx, load_mlx_model, save_peft_adapter, train_mlx
+
+    if added_tokens:
+        raise IceburgError(f"--backend mlx: the base {base_path} has no chat template, so iceburg adds "
+                           "template tokens and grows the embeddings, which the MLX backend does not do; "
+                           "use --backend torch")
+    work = run.root / "mlx-work"
+    try:
+        mx.random.seed(cfg.seed)
+        model = apply_lora_mlx(load_mlx_model(base_path, work), plan.lora_r, plan.lora_alpha,
+                               list(plan.lora_target_modules), cfg.lora_dropout, cfg.use_rslora)
+        eval_before = evaluate_mlx(model, eval_examples, args)
+        logger.info("eval loss before training (mlx): %.4f", eval_before)
+        metrics = MetricsLog(run.metrics)
+        try:
+            out = train_mlx(model, train_examples, order_fn, eval_examples, args, callbacks=[metrics, *callbacks])
+        finally:
+            metrics.close()
+        adapter = save_peft_adapter(model, work / "adapter", plan.lora_r, plan.lora_alpha,
+                                    list(plan.lora_target_modules), cfg.use_rslora, base_path)
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, use_safetensors=True,
+                                                    trust_remote_code=cfg.trust_remote_code)
+        peft_model = PeftModel.from_pretrained(base, adapter)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return peft_model, eval_before, out
