@@ -204,6 +204,9 @@ class ICEBURGFineTuner:
                 raise DataError("the truth filter removed every record; lower --min-quality-score or "
                                 "check rejects.jsonl for the reasons")
             train_recs, eval_recs = split_eval(records, cfg.eval_fraction, cfg.seed)
+            from ..evaluation import write_heldout
+
+            write_heldout(run, eval_recs)  # for `iceburg eval` and the report's before/after answers
             if cfg.use_emergence_weighting:
                 from ..emergence import EmergenceProcessor
 
@@ -217,6 +220,9 @@ class ICEBURGFineTuner:
             else:
                 curriculum = plain_curriculum(train_recs)
             data_stats["curriculum"] = curriculum.strategy
+            from ..report import write_scores
+
+            write_scores(run, curriculum.records)
 
             # 3. tokenizer + encoding (assistant-only masks); records with nothing to learn -> rejects
             tokenizer = load_tokenizer(base.path, cfg)
