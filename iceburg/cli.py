@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import EMBEDDED_BASE, ModelType, TrainingConfig, config_help
+from .config import EMBEDDED_BASE, RECOMMENDED, ModelType, TrainingConfig, config_help
 from .errors import IceburgError
 
 logger = logging.getLogger("iceburg")
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--model-type", choices=[m.short for m in ModelType], help="train this model type: " + H["model_type"])
     act.add_argument("--export-only", metavar="DIR", help="export a run folder or any HF model folder")
     act.add_argument("--filter-only", action="store_true", help="run the truth filter only and write filtered data + report")
+    act.add_argument("--report", metavar="RUN", help="(re)build RUN/report.html from the run folder's files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", metavar="YAML", help="YAML file with TrainingConfig keys (flags override it)")
     S = argparse.SUPPRESS
@@ -76,13 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--formats", dest="export_formats", nargs="+", default=S, help=H["export_formats"])
     e.add_argument("--quantization", nargs="+", default=S, help=H["quantization"])
     e.add_argument("--onnx-int8", action="store_true", default=S, help=H["onnx_int8"])
+    a = p.add_argument_group("after training")
+    a.add_argument("--compare", dest="compare_prompts", type=int, default=S, help=H["compare_prompts"])
+    a.add_argument("--compare-max-new-tokens", type=int, default=S, help=H["compare_max_new_tokens"])
+    a.add_argument("--report-to", nargs="+", default=S, help=H["report_to"])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
 def make_config(args: argparse.Namespace) -> TrainingConfig:
     data = TrainingConfig.from_yaml(args.config).to_dict() if args.config else {}
-    skip = {"detect_hardware", "features", "configs", "export_only", "filter_only", "json", "config", "verbose"}
+    skip = {"detect_hardware", "features", "configs", "export_only", "filter_only", "json", "config", "verbose",
+            "report"}
     for k, v in vars(args).items():
         if k not in skip and v is not None:
             data[k] = v
@@ -91,10 +97,9 @@ def make_config(args: argparse.Namespace) -> TrainingConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
     try:
         return _dispatch(args)
     except IceburgError as e:
@@ -121,11 +126,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(configs_report(make_config(args)))
         return 0
+    if args.report:
+        from .report import build_report
+
+        print(build_report(Path(args.report)))
+        return 0
     if args.export_only:
         from .export.cli import export_only
 
         report = export_only(Path(args.export_only), make_config(args))
-        print(json.dumps(report, indent=2, default=str) if args.json else _summary(report))
+        print(json.dumps(report, indent=2, default=str) if args.json else _summary(report, Path(args.export_only)))
         return 0
     if args.filter_only:
         from .truth import run_filter_only
@@ -146,6 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = make_config(args)
     from .training.finetuner import ICEBURGFineTuner
 
+    print(_chosen(cfg), file=sys.stderr)
     result = ICEBURGFineTuner(cfg).train()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
@@ -154,30 +165,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(report: dict) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in report.items())
+def _summary(report: dict, folder: Path) -> str:
+    from .summary import export_rows, format_table
+
+    paths = {fmt: list(entry.get("files") or []) for fmt, entry in report.items()}
+    return format_table(export_rows({fmt: entry.get("report") for fmt, entry in report.items()}, paths)) + f"\nfull proofs: --json, or iceburg-train --report {folder}"
+
+
+def _chosen(cfg: TrainingConfig) -> str:
+    """The settings that decide how long the run takes, printed before it starts."""
+    steps = f"max {cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch(s)"
+    return (f"training {cfg.model_type.short} on {cfg.base_model}: {steps}, rows of {cfg.max_seq_length} tokens, "
+            f"batch {cfg.batch_size or 'planned'} x {cfg.gradient_accumulation_steps or 'planned'}, "
+            f"data {', '.join(cfg.data_path) or 'bundled sample'}, threads {cfg.num_threads or 'default'}")
 
 
 def _train_summary(r, cfg: TrainingConfig) -> str:
-    lines = [
-        f"run folder:        {r.run_dir}",
-        f"base model:        {r.base_model.get('spec')} ({r.base_model.get('source')})",
-        f"records:           {r.records_read} read, {r.records_rejected} rejected (see rejects.jsonl), "
-        f"{r.train_examples} train / {r.eval_examples} eval",
-        f"steps:             {r.steps} ({r.supervised_tokens} supervised tokens, {r.training_seconds:.1f} s)",
-        f"train loss:        {r.train_loss:.4f}",
-        f"eval loss:         {r.eval_loss_before:.4f} -> {r.eval_loss_after:.4f}",
-        f"adapter:           {r.adapter_dir}",
-        f"merged model:      {r.merged_dir}",
-    ]
-    for fmt, files in r.export_paths.items():
-        lines.append(f"export {fmt + ':':<11} {', '.join(files)}")
-    if cfg.base_model == EMBEDDED_BASE:
-        from .config import RECOMMENDED
+    from .summary import format_table, train_rows
 
-        rec = RECOMMENDED[cfg.model_type]["base_model"]
-        lines.append(f"note: trained the embedded demo base {EMBEDDED_BASE}; for a real {cfg.model_type.short} "
-                     f"model the original design recommends {rec}: --base-model {rec}")
+    lines = [format_table(train_rows(r.to_dict())), f"report: {r.run_dir / 'report.html'}"]
+    eval_json = Path(r.run_dir) / "eval.json"
+    if cfg.compare_prompts and eval_json.is_file():
+        from .evaluation import format_eval
+
+        lines += ["", format_eval(json.loads(eval_json.read_text(encoding="utf-8")))]
+    lines.append(f"try it: iceburg chat {r.run_dir}")
+    if cfg.base_model == EMBEDDED_BASE:
+        lines.append(f"note: trained the embedded demo base {EMBEDDED_BASE}; for a real model use "
+                     "--base-model smollm2-135m (embedded, offline) or your own (e.g. --base-model "
+                     f"{RECOMMENDED[cfg.model_type]['base_model']})")
     return "\n".join(lines)
 
 

@@ -140,6 +140,11 @@ class TrainingConfig:
     quantization: list[str] = _f(["q8_0"], "GGUF file types to write (f32, f16, bf16, q8_0, q4_0, "
                                  "q4_k_m, q5_k_m, q6_k)")
 
+    compare_prompts: int = _f(0, "after training, answer this many held-out prompts greedily with the base "
+                              "and the tuned model (printed, RUN/eval.json, report.html); 0 = skip")
+    compare_max_new_tokens: int = _f(256, "token budget of each answer for --compare")
+    report_to: list[str] = _f([], "extra metric sinks besides metrics.jsonl: tensorboard (RUN/tensorboard/)")
+
     def __post_init__(self) -> None:
         if isinstance(self.model_type, str):
             try:
@@ -190,6 +195,14 @@ class TrainingConfig:
             if f_ not in known_formats:
                 p.append(f"export_formats (--formats): unknown format {f_!r}; choose from "
                          + ", ".join(known_formats))
+        if not isinstance(self.compare_prompts, int) or self.compare_prompts < 0:
+            p.append(f"compare_prompts (--compare): must be an integer >= 0, got {self.compare_prompts!r}")
+        if not isinstance(self.compare_max_new_tokens, int) or self.compare_max_new_tokens < 1:
+            p.append("compare_max_new_tokens (--compare-max-new-tokens): must be a positive integer, got "
+                     f"{self.compare_max_new_tokens!r}")
+        for sink in self.report_to:
+            if sink != "tensorboard":
+                p.append(f"report_to (--report-to): unknown {sink!r}; choose tensorboard")
         if self.output_name is not None and not _safe_name(self.output_name):
             p.append(f"output_name (--output-name): {self.output_name!r} is not a safe folder name; "
                      "use letters, digits, '.', '_' and '-' only")

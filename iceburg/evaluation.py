@@ -95,12 +95,12 @@ def heldout_loss(folder: Path, records: list, max_length: int) -> float:
 
 
 def evaluate_model(name: str, folder: Path, records: list, max_length: int, n_prompts: int,
-                   max_new_tokens: int, system: str | None = None) -> ModelEval:
+                   max_new_tokens: int, known_loss: float | None = None) -> ModelEval:
     from .chat import HfChatModel
 
     started = time.perf_counter()
-    loss = heldout_loss(folder, records, max_length)
-    chat = HfChatModel(folder, system)
+    loss = heldout_loss(folder, records, max_length) if known_loss is None else known_loss
+    chat = HfChatModel(folder)
     prompts = [prompt_of(r.messages)[0] for r in records[:n_prompts]]
     answers = chat.answer_batch(prompts, max_new_tokens) if prompts else []
     stop_rate = sum(a.stopped for a in answers) / len(answers) if answers else float("nan")
@@ -116,8 +116,12 @@ def run_base_folder(run_dir: Path) -> tuple[str, Path]:
 
 
 def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEFAULT_PROMPTS,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
-    """Evaluate the run's merged model against its base (or `against`); writes RUN/eval.json."""
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, reuse_run_losses: bool = False) -> dict[str, Any]:
+    """Evaluate the run's merged model against its base (or `against`); writes RUN/eval.json.
+
+    reuse_run_losses: take the held-out losses from result.json (the trainer's eval loss before
+    and after, on the same records) instead of recomputing them; what the fine-tuner does right
+    after training, where they were just measured."""
     run_dir = Path(run_dir)
     if not (run_dir / "merged" / "config.json").is_file():
         raise IceburgError(f"{run_dir}: not a finished run folder (no merged/config.json); pass the folder "
@@ -131,8 +135,13 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
         base_name, base_dir = against, resolve_base_model(against).path
     else:
         base_name, base_dir = run_base_folder(run_dir)
-    tuned = evaluate_model("tuned", run_dir / "merged", records, max_length, n_prompts, max_new_tokens)
-    base = evaluate_model(base_name, base_dir, records, max_length, n_prompts, max_new_tokens)
+    known: dict[str, float | None] = {"tuned": None, "base": None}
+    if reuse_run_losses and not against:
+        result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        known = {"tuned": result["eval_loss_after"], "base": result["eval_loss_before"]}
+    tuned = evaluate_model("tuned", run_dir / "merged", records, max_length, n_prompts, max_new_tokens,
+                           known["tuned"])
+    base = evaluate_model(base_name, base_dir, records, max_length, n_prompts, max_new_tokens, known["base"])
     side_by_side = []
     for r, b, t in zip(records, base.answers, tuned.answers):
         prompt, reference = prompt_of(r.messages)

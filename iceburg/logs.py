@@ -34,5 +34,6 @@ def setup_logging(verbose: bool = False) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     except ImportError:
         pass

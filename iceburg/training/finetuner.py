@@ -282,11 +282,16 @@ class ICEBURGFineTuner:
         # 6. train
         eval_before = evaluate(model, eval_examples, args)
         logger.info("eval loss before training: %.4f", eval_before)
-        metrics = MetricsLog(run / "metrics.jsonl")
+        sinks = [MetricsLog(run / "metrics.jsonl")]
+        if "tensorboard" in cfg.report_to:
+            from .tensorboard import TensorBoardLog
+
+            sinks.append(TensorBoardLog(run / "tensorboard"))
         try:
-            out = train(model, examples, order_fn, eval_examples, args, callbacks=[metrics, *self.callbacks])
+            out = train(model, examples, order_fn, eval_examples, args, callbacks=[*sinks, *self.callbacks])
         finally:
-            metrics.close()
+            for sink in sinks:
+                sink.close()
         eval_after = out.eval_history[-1][1] if out.eval_history else evaluate(model, eval_examples, args)
         logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
 
@@ -320,7 +325,20 @@ class ICEBURGFineTuner:
             result.export_reports = {k: v.report for k, v in results.items()}
         result.wall_seconds = time.time() - started
         _write_json(run / "result.json", result.to_dict())
+        self.after_run(run, bool(eval_recs))
         return result
+
+    def after_run(self, run: Path, has_heldout: bool) -> None:
+        """Base vs tuned answers to a few held-out prompts (--compare N), then report.html."""
+        from ..report import build_report
+
+        cfg = self.config
+        if cfg.compare_prompts and has_heldout:
+            from ..evaluation import evaluate_run
+
+            evaluate_run(run, n_prompts=cfg.compare_prompts, max_new_tokens=cfg.compare_max_new_tokens,
+                         reuse_run_losses=True)
+        build_report(run)
 
 
 def _as_dict(obj: Any) -> Any:
