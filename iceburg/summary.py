@@ -32,7 +32,7 @@ def export_figure(fmt: str, rep: Any) -> str:
     """The one proof number worth a glance per format (full proofs: result.json / report.html)."""
     if not isinstance(rep, dict):
         return ""
-    keys = ("max_abs_logit_diff", "max_abs_diff", "argmax_agreement", "template_family", "files")
+    keys = ("proof", "max_abs_logit_diff", "max_abs_diff_single", "argmax_agreement", "family", "status", "bytes")
     found = []
     for key in keys:
         val = _find(rep, key)
