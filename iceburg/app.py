@@ -80,7 +80,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, evaluate_run, format_eval
-    from .report import build_report
+    from .run_report import build_report
 
     report = evaluate_run(args.run, against=args.against, n_prompts=args.prompts or DEFAULT_PROMPTS,
                           max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
@@ -91,7 +91,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .run_report import build_report
 
     print(build_report(args.run))
     return 0

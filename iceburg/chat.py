@@ -14,7 +14,6 @@ A run folder gives the run's system prompt (the model type's, the Modelfile's SY
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -56,12 +55,13 @@ class ChatTarget:
 
 def run_system_prompt(run_dir: Path) -> str | None:
     """The system prompt a run's exports use (ExportContext.system: the model type's prompt)."""
-    cfg_path = Path(run_dir) / "config.json"
-    if not cfg_path.is_file():
-        return None
     from .config import SYSTEM_PROMPTS, ModelType
+    from .run_folder import RunFolder
 
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    run = RunFolder(run_dir)
+    cfg = run.read_json(run.config)
+    if cfg is None:
+        return None
     if cfg.get("system_prompt"):
         return cfg["system_prompt"]
     return SYSTEM_PROMPTS[ModelType.parse(cfg.get("model_type", "base"))]
@@ -70,16 +70,19 @@ def run_system_prompt(run_dir: Path) -> str | None:
 def resolve_chat_target(spec: str | Path, gguf: bool = False) -> ChatTarget:
     """A run folder (its merged model, or with `gguf` its first GGUF export), a HF folder, a .gguf
     file, or any base model name `resolve_base_model` knows (e.g. `smollm2-135m`)."""
+    from .run_folder import RunFolder
+
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "config.json").is_file() and (path / "merged").is_dir():
+    run = RunFolder(path)
+    if path.is_dir() and run.config.is_file() and run.is_run():
         system = run_system_prompt(path)
         if gguf:
-            files = sorted((path / "exports").glob("**/*.gguf"))
+            files = sorted(run.exports.glob("**/*.gguf"))
             if not files:
                 raise IceburgError(f"{path}: the run has no GGUF export (exports/**/*.gguf); export one with "
                                    f"`iceburg-train --export-only {path} --formats gguf`, or drop --gguf")
             return ChatTarget("gguf", files[0], system, path)
-        return ChatTarget("hf", path / "merged", system, path)
+        return ChatTarget("hf", run.merged, system, path)
     if path.is_file() and path.suffix.lower() == ".gguf":
         return ChatTarget("gguf", path, None)
     if path.is_dir():

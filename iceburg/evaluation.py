@@ -6,7 +6,7 @@ For the tuned model (the run's `merged/`) and its base (the run's resolved base,
 - stop rate: the share of greedy answers to the first N held-out prompts (the conversation up to
   its first assistant turn) that end with the end-of-turn token within `max_new_tokens`;
 - the answers side by side, with the reference answer.
-Written to `RUN/eval.json` and shown in `report.html`. The held-out records are the ones the
+Written to `RUN/eval.json` (RunFolder.eval) and shown in `report.html`. The held-out records are the ones the
 run set aside (`heldout.jsonl`, written by the fine-tuner), never seen in training.
 """
 
@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IceburgError
+from .run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
-HELDOUT_FILE = "heldout.jsonl"
-EVAL_FILE = "eval.json"
 # Budget for the stop rate: the bundled sample answers are 300-900 tokens long in SmolLM2's
 # tokenizer, so 384 tokens lets a concise answer finish while a model that never emits the
 # end-of-turn token (the failure this measures) is caught; chosen, not measured as optimal.
@@ -42,21 +41,10 @@ class ModelEval:
     seconds: float = 0.0
 
 
-def write_heldout(run_dir: Path, records: list) -> Path:
-    """Save the held-out records (the fine-tuner calls this right after the split)."""
-    path = Path(run_dir) / HELDOUT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps({"source": r.source, "line": r.line, "record": r.to_json()}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def read_heldout(run_dir: Path) -> list:
     from .data.loader import normalise
 
-    path = Path(run_dir) / HELDOUT_FILE
+    path = RunFolder(run_dir).heldout
     if not path.is_file():
         raise IceburgError(f"{path} is missing: the run kept no held-out records (trained with "
                            "--eval-fraction 0, or by an iceburg older than `iceburg eval`); retrain with "
@@ -111,7 +99,7 @@ def evaluate_model(name: str, folder: Path, records: list, max_length: int, n_pr
 
 
 def run_base_folder(run_dir: Path) -> tuple[str, Path]:
-    info = json.loads((Path(run_dir) / "base_model.json").read_text(encoding="utf-8"))
+    info = json.loads(RunFolder(run_dir).base_model.read_text(encoding="utf-8"))
     return info.get("spec", "base"), Path(info["path"])
 
 
@@ -122,11 +110,12 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     reuse_run_losses: take the held-out losses from result.json (the trainer's eval loss before
     and after, on the same records) instead of recomputing them; what the fine-tuner does right
     after training, where they were just measured."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "merged" / "config.json").is_file():
+    run = RunFolder(run_dir)
+    run_dir = run.root
+    if not run.is_run():
         raise IceburgError(f"{run_dir}: not a finished run folder (no merged/config.json); pass the folder "
                            "iceburg-train printed as 'run folder'")
-    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    cfg = run.read_json(run.config) or {}
     records = read_heldout(run_dir)
     max_length = int(cfg.get("max_seq_length", 1024))
     if against:
@@ -137,9 +126,9 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
         base_name, base_dir = run_base_folder(run_dir)
     known: dict[str, float | None] = {"tuned": None, "base": None}
     if reuse_run_losses and not against:
-        result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        result = run.read_json(run.result)
         known = {"tuned": result["eval_loss_after"], "base": result["eval_loss_before"]}
-    tuned = evaluate_model("tuned", run_dir / "merged", records, max_length, n_prompts, max_new_tokens,
+    tuned = evaluate_model("tuned", run.merged, records, max_length, n_prompts, max_new_tokens,
                            known["tuned"])
     base = evaluate_model(base_name, base_dir, records, max_length, n_prompts, max_new_tokens, known["base"])
     side_by_side = []
@@ -152,9 +141,7 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
               "prompts": min(n_prompts, len(records)), "max_new_tokens": max_new_tokens,
               "decoding": "greedy", "tuned": _summary(tuned), "base": _summary(base),
               "side_by_side": side_by_side}
-    tmp = run_dir / f".{EVAL_FILE}.tmp"
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(run_dir / EVAL_FILE)
+    run.write_json(run.eval, report)
     return report
 
 

@@ -29,32 +29,18 @@ def export_rows(reports: dict[str, Any], paths: dict[str, list[str]]) -> list[tu
 
 
 def export_figure(fmt: str, rep: Any) -> str:
-    """The one proof number worth a glance per format (full proofs: result.json / report.html)."""
+    """The proof figure worth a glance per format (full proofs: result.json / report.html); GGUF and
+    ONNX share `--export-only`'s wording."""
     if not isinstance(rep, dict):
         return ""
-    keys = ("proof", "max_abs_logit_diff", "max_abs_diff_single", "argmax_agreement", "family", "status", "bytes")
-    found = []
-    for key in keys:
-        val = _find(rep, key)
-        if val is not None and not isinstance(val, (dict, list)):
-            found.append(f"{key.replace('_', ' ')} {_num(val)}")
-    return "; ".join(found[:2])
+    if fmt == "ollama":
+        template, check = rep.get("template") or {}, rep.get("template_check") or {}
+        return f"template {template.get('family', '?')}, Go check {check.get('status', '?')}"
+    if fmt == "huggingface":
+        return f"{rep.get('bytes', 0) / 2**20:.0f} MiB" if rep.get("bytes") else ""
+    from .export.cli import _key_figure
 
-
-def _find(obj: Any, key: str, depth: int = 0) -> Any:
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        if depth < 3:
-            for v in obj.values():
-                got = _find(v, key, depth + 1)
-                if got is not None:
-                    return got
-    return None
-
-
-def _num(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return _key_figure(fmt, rep)
 
 
 def _common_dir(files: list[str]) -> str:

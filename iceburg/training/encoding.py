@@ -130,3 +130,29 @@ def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example
     if not any(mask):
         return None
     return Example(input_ids=ids, mask=mask, id=record.id, weight=record.weight, truncated=truncated)
+
+
+@dataclass
+class EncodedSet:
+    examples: list[Example]
+    kept: list[int]  # index into the input records of each example
+    truncated: int
+
+
+def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
+               weights: list[float] | None = None) -> EncodedSet:
+    """Encode every record (with its curriculum weight); a record with no assistant token within
+    `max_length` is dropped through `rejects` (stage "encode"), never silently."""
+    out = EncodedSet([], [], 0)
+    for i, rec in enumerate(records):
+        if weights is not None:
+            rec.weight = float(weights[i])
+        ex = encode(tokenizer, rec, max_length, eos)
+        if ex is None:
+            if rejects is not None:
+                rejects.drop("encode", rec, [f"no assistant token within max_seq_length={max_length}"])
+            continue
+        out.truncated += ex.truncated
+        out.examples.append(ex)
+        out.kept.append(i)
+    return out

@@ -19,9 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from .run_folder import RunFolder
+
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;vertical-align:top;
@@ -72,10 +73,10 @@ def _pre(text: str) -> str:
 
 
 def loss_section(run: Path) -> str:
-    metrics = _read_jsonl(run / "metrics.jsonl")
+    metrics = _read_jsonl(RunFolder(run).metrics)
     train = [(m["step"], m["loss"]) for m in metrics if m.get("type") == "train"]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("type") == "eval"]
-    result = _read_json(run / "result.json") or {}
+    result = _read_json(RunFolder(run).result) or {}
     if not train:
         return "<p class='muted'>no metrics.jsonl (training did not start)</p>"
     fig, ax = _figure()
@@ -95,8 +96,8 @@ def loss_section(run: Path) -> str:
 
 
 def funnel_section(run: Path) -> str:
-    stats = _read_json(run / "data_stats.json") or {}
-    rejects = _read_jsonl(run / "rejects.jsonl")
+    stats = _read_json(RunFolder(run).data_stats) or {}
+    rejects = _read_jsonl(RunFolder(run).rejects)
     if not stats:
         return "<p class='muted'>no data_stats.json</p>"
     read = (stats.get("load") or {}).get("lines", 0)
@@ -114,7 +115,7 @@ def funnel_section(run: Path) -> str:
 
 
 def scores_section(run: Path) -> str:
-    scored = _read_jsonl(run / "scores.jsonl")
+    scored = _read_jsonl(RunFolder(run).scores)
     if not scored:
         return "<p class='muted'>no scores.jsonl in this run (written by runs with the emergence stage)</p>"
     import matplotlib.pyplot as plt
@@ -132,8 +133,8 @@ def scores_section(run: Path) -> str:
 
 
 def memory_section(run: Path) -> str:
-    plan = _read_json(run / "plan.json") or {}
-    peaks = [m["peak_rss_mib"] for m in _read_jsonl(run / "metrics.jsonl") if "peak_rss_mib" in m]
+    plan = _read_json(RunFolder(run).plan) or {}
+    peaks = [m["peak_rss_mib"] for m in _read_jsonl(RunFolder(run).metrics) if "peak_rss_mib" in m]
     if not plan:
         return "<p class='muted'>no plan.json</p>"
     est = plan.get("estimated_peak_bytes", 0) / 2**20
@@ -151,7 +152,7 @@ def memory_section(run: Path) -> str:
 
 
 def exports_section(run: Path) -> str:
-    result = _read_json(run / "result.json") or {}
+    result = _read_json(RunFolder(run).result) or {}
     reports = result.get("export_reports") or {}
     if not reports:
         return "<p class='muted'>no exports in result.json</p>"
@@ -178,7 +179,7 @@ def _proof_lines(rep: Any, prefix: str = "", depth: int = 0) -> str:
 
 
 def answers_section(run: Path) -> str:
-    ev = _read_json(run / "eval.json")
+    ev = _read_json(RunFolder(run).eval)
     if not ev:
         return f"<p class='muted'>no eval.json: run <code>iceburg eval {html.escape(str(run))}</code></p>"
     b, t = ev["base"], ev["tuned"]
@@ -200,10 +201,10 @@ def build_report(run_dir: Path) -> Path:
     from .errors import IceburgError
 
     run = Path(run_dir)
-    if not (run / "config.json").is_file():
+    if not (RunFolder(run).config).is_file():
         raise IceburgError(f"{run}: not a run folder (no config.json); pass the folder iceburg-train printed")
-    cfg = _read_json(run / "config.json")
-    base = _read_json(run / "base_model.json") or {}
+    cfg = _read_json(RunFolder(run).config)
+    base = _read_json(RunFolder(run).base_model) or {}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>iceburg run {html.escape(run.name)}</title>"
              f"<style>{_CSS}</style></head><body><h1>iceburg run {html.escape(run.name)}</h1>",
              _table([("model type", cfg.get("model_type")), ("base model", f"{base.get('spec')} ({base.get('source')}, "
@@ -212,24 +213,21 @@ def build_report(run_dir: Path) -> Path:
     for title, section in SECTIONS:
         parts.append(f"<h2>{title}</h2>{section(run)}")
     parts.append("</body></html>")
-    out = run / REPORT_FILE
+    out = RunFolder(run).report
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("".join(parts), encoding="utf-8")
     tmp.replace(out)
     return out
 
 
-def write_scores(run_dir: Path, records: Iterable[Any]) -> Path:
-    """One line per training record with the scores the report histograms (the fine-tuner calls it
-    after the curriculum is built): quality (the truth filter's, else the record's own), emergence
-    score and category, curriculum weight."""
-    path = Path(run_dir) / "scores.jsonl"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            quality = r.signals.get("truth.quality", r.quality_score)
-            fh.write(json.dumps({"id": r.id, "quality_score": quality,
-                                 "emergence_score": r.signals.get("emergence.score", r.emergence_score),
-                                 "category": r.metadata.get("emergence.category"), "weight": r.weight}) + "\n")
-    tmp.replace(path)
-    return path
+def heldout_row(r: Any) -> dict:
+    """A held-out record as RUN/heldout.jsonl stores it (read back by `evaluation.read_heldout`)."""
+    return {"source": r.source, "line": r.line, "record": r.to_json()}
+
+
+def score_row(r: Any) -> dict:
+    """One training record's scores for the histograms: quality (the truth filter's, else the
+    record's own), emergence score and category, curriculum weight."""
+    return {"id": r.id, "quality_score": r.signals.get("truth.quality", r.quality_score),
+            "emergence_score": r.signals.get("emergence.score", r.emergence_score),
+            "category": r.metadata.get("emergence.category"), "weight": r.weight}
