@@ -5,7 +5,7 @@
   iceburg report RUN                                   (re)build RUN/report.html
 
 Each subcommand parses its flags and calls one library function (chat.py, evaluation.py,
-report.py). User errors print one `error: ...` line and exit with status 2.
+run_report.py). User errors print one `error: ...` line and exit with status 2.
 """
 
 from __future__ import annotations
