@@ -89,7 +89,9 @@ def loss_section(run: Path) -> str:
     ax.set_ylabel("cross-entropy per supervised token")
     ax.legend()
     ax.grid(alpha=.3)
-    rows = [("steps", len(train)), ("supervised tokens", train and metrics[-1].get("supervised_tokens", "")),
+    last = [m for m in metrics if m.get("type") == "train"][-1]
+    rows = [("steps", len(train)), ("supervised tokens", last.get("supervised_tokens", "")),
+            ("supervised tokens/s (last step)", last.get("supervised_tokens_per_s", "not recorded")),
             ("eval loss before -> after", f"{result.get('eval_loss_before', float('nan')):.4f} -> "
                                           f"{result.get('eval_loss_after', float('nan')):.4f}" if result else "n/a")]
     return _png(fig) + _table(rows)
