@@ -112,3 +112,24 @@ def test_end_of_run_table(run_dir):
     assert lines[0].split()[:2] == ["stage", "outcome"]
     assert any(line.startswith("export gguf") for line in lines)
     assert "{" not in table  # no dict reprs
+
+
+def test_interactive_chat_loop_streams_and_keeps_history(tiny_model_dir):
+    import io
+
+    from iceburg.chat import HfChatModel, chat_loop
+
+    model = HfChatModel(tiny_model_dir, system="You are terse.")
+    seen: list = []
+    original = model.answer
+
+    def recording(messages, max_new_tokens, on_text=None):
+        seen.append([m["role"] for m in messages])
+        return original(messages, max_new_tokens, on_text)
+
+    model.answer = recording
+    out = io.StringIO()
+    chat_loop(model, 8, stdin=io.StringIO("first question\nsecond question\n\n"), stdout=out)
+    # system prompt first, then the growing conversation; answers were streamed to stdout
+    assert seen == [["system", "user"], ["system", "user", "assistant", "user"]]
+    assert out.getvalue().count("> ") == 3 and len(out.getvalue()) > 40
