@@ -130,7 +130,9 @@ def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best: bool = False):
     extra = {}
     if best:
         extra = dict(packing=True, packing_strategy="wrapped", assistant_only_loss=True, gradient_checkpointing=False)
-        if "generation" not in (tok.chat_template or ""):
+        from trl.chat_template_utils import has_generation_markers
+
+        if not has_generation_markers(tok.chat_template or ""):
             if "<|im_start|>" not in (tok.chat_template or ""):
                 raise SystemExit("trl-best needs a ChatML template here (assistant_only_loss needs generation markers)")
             tok.chat_template = CHATML_GENERATION
