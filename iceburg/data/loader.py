@@ -11,7 +11,8 @@ Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_t
 `metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
 run silently and never disappear: each goes to the `RejectWriter` with file, line and reason;
 `strict=True` raises `DataError` naming the file and line instead. Lines are read one at a time,
-so memory does not grow with file size.
+so memory does not grow with file size. A UTF-8 byte-order mark opening the file is skipped; text
+holding a lone UTF-16 surrogate is rejected with its position (it cannot be written as UTF-8).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
               "response", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
               "system", "signals", "weight"}
+
+
+BOM = b"\xef\xbb\xbf"
 
 
 class InvalidLine(ValueError):
@@ -67,8 +71,11 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
         with fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
+                    stats["blank"] = stats.get("blank", 0) + 1  # skipped, but accounted for
                     continue
                 stats["lines"] = stats.get("lines", 0) + 1
+                if lineno == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]  # a UTF-8 byte-order mark (Windows editors, PowerShell) opens the file
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -79,6 +86,9 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
                     _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    continue
+                except RecursionError:  # json's C scanner recurses per nesting level
+                    _reject(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
                     continue
                 try:
                     record = normalise(obj, source=str(path), line=lineno)
@@ -212,9 +222,22 @@ def _validate_messages(msgs: list[dict[str, Any]]) -> None:
             raise InvalidLine(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
             raise InvalidLine(f"message {i} ({role}): 'content' must be a string, got {type(content).__name__}")
+        if not content.isascii():
+            _check_encodable(content, f"message {i} ({role})")
         if not content.strip():
             raise InvalidLine(f"message {i} ({role}): empty content")
         if role == "system" and i != 0:
             raise InvalidLine(f"message {i}: a system message is only allowed first")
     if not any(m["role"] == "assistant" for m in msgs):
         raise InvalidLine("conversation has no assistant turn (nothing to learn from)")
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """A JSON string may hold a lone UTF-16 surrogate (`"\\ud800"` is valid JSON) that no UTF-8
+    writer or tokenizer can encode; such text is a broken producer's output, so the line is rejected
+    here with the position instead of crashing a later stage."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidLine(f"{where}: lone UTF-16 surrogate {text[e.start]!r} at character {e.start} "
+                          "(not encodable as UTF-8; the producer split a surrogate pair)") from None
