@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="YAML file with TrainingConfig keys (flags override it)")
     groups = {"actions": act, "training": p.add_argument_group("training"),
               "data": p.add_argument_group("data"), "export": p.add_argument_group("export"),
-              "after": p.add_argument_group("after training")}
+              "after": p.add_argument_group("after training"),
+              "hpo": p.add_argument_group("hyperparameter search (docs/hpo.md)")}
     for f_ in dataclasses.fields(TrainingConfig):
         if f_.metadata.get("flag"):
             _add_config_flag(groups[f_.metadata.get("group", "training")], f_)
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {e}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: pass --resume with the same --output-name to continue\n")
+        sys.stderr.write("interrupted: pass --resume (a search: --hpo-resume) with the same --output-name "
+                         "to continue\n")
         return 130
 
 
@@ -137,9 +139,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = filter_only(cfg)
         print(json.dumps(report, indent=2, default=str))
         return 0
-    if "model_type" not in vars(args):
+    if "model_type" not in vars(args) and not _yaml_has(args.config, "model_type"):
         raise IceburgError("nothing to do: pass --model-type TYPE to train (or --detect-hardware, "
                            "--features, --configs, --export-only DIR, --filter-only)")
+    if cfg.hpo:
+        from .hpo import run_study
+        from .hpo.report import format_summary
+
+        report = run_study(cfg)
+        print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_summary(report))
+        return 0
     from .training.finetuner import ICEBURGFineTuner
 
     print(_chosen(cfg), file=sys.stderr)
@@ -164,6 +173,17 @@ def _chosen(cfg: TrainingConfig) -> str:
     return (f"training {cfg.model_type.short} on {cfg.base_model}: {steps}, rows of {cfg.max_seq_length} tokens, "
             f"batch {cfg.batch_size or 'planned'} x {cfg.gradient_accumulation_steps or 'planned'}, "
             f"data {', '.join(cfg.data_path) or 'bundled sample'}, threads {cfg.num_threads or 'default'}")
+
+
+def _yaml_has(path: str | None, key: str) -> bool:
+    """Whether the --config file sets `key` (a search's best_config.yaml names its model type);
+    make_config has already parsed and validated the file."""
+    import yaml
+
+    if not path:
+        return False
+    with open(path, encoding="utf-8") as fh:
+        return key in (yaml.safe_load(fh) or {})
 
 
 def _train_summary(r, cfg: TrainingConfig) -> str:

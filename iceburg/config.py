@@ -93,7 +93,7 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
     return field(default=default, metadata=md)
 
 
-T, D, E = "training", "data", "export"
+T, D, E, H = "training", "data", "export", "hpo"
 
 
 @dataclass
@@ -195,6 +195,19 @@ class TrainingConfig:
     report_to: list[str] = _f([], "extra metric sinks besides metrics.jsonl: tensorboard (RUN/tensorboard/)",
                               "--report-to", group="after", nargs="+", choices=("tensorboard",))
 
+    # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
+    # the CLI is generated from flat fields and a search is "this config, N times, varied".
+    hpo: int | None = _f(None, "search hyperparameters with N Optuna trials (TPE, median pruning) "
+                         "instead of one run; writes a study folder with the best config "
+                         "(docs/hpo.md)", "--hpo", group=H, min=1)
+    hpo_workers: int = _f(1, "trial worker processes on this machine, sharing the study storage",
+                          "--hpo-workers", group=H, min=1)
+    hpo_storage: str | None = _f(None, "Optuna storage shared by all workers: an RDB URL (sqlite:///"
+                                 "study.db, postgresql://...) or a journal file path (default: "
+                                 "<study folder>/study.journal)", "--hpo-storage", group=H)
+    hpo_resume: bool = _f(False, "continue (or join) the study in output_dir/output_name until it "
+                          "has --hpo trials", "--hpo-resume", group=H)
+
     def __post_init__(self) -> None:
         if isinstance(self.model_type, str):
             try:
@@ -225,6 +238,7 @@ class TrainingConfig:
         if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
             p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
                      "the Modelfile SYSTEM block; rephrase it")
+        p.extend(self._hpo_problems())
         if isinstance(self.output_dir, str):
             problem = writable_problem(Path(self.output_dir))
             if problem:
@@ -246,6 +260,23 @@ class TrainingConfig:
             p.append(f"quantization (--quantization): {', '.join(k_quants)} need llama-cpp-python "
                      "(CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'iceburg[llama]'); or choose "
                      "q8_0, q4_0, f16")
+        return p
+
+    def _hpo_problems(self) -> list[str]:
+        p = []
+        if self.hpo is None:
+            used = [flag_of(k) for k in ("hpo_storage", "hpo_resume") if getattr(self, k)]
+            used += ["--hpo-workers"] if self.hpo_workers != 1 else []
+            p += [f"{f}: only applies to a hyperparameter search; add --hpo N" for f in used]
+        else:
+            if self.resume is True:
+                p.append("resume (--resume): resumes one run; to continue a search use --hpo-resume")
+            if self.hpo_resume is True and not self.output_name:
+                p.append("hpo_resume (--hpo-resume): needs --output-name, the study folder to continue")
+            if isinstance(self.hpo_storage, str) and "://" not in self.hpo_storage:
+                problem = writable_problem(Path(self.hpo_storage).parent)
+                if problem:
+                    p.append(f"hpo_storage (--hpo-storage): {problem}")
         return p
 
     def validate(self) -> "TrainingConfig":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import IceburgError
 from ..records import Record
+from .tool_render import render_with_tools
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example | None:
     """Tokenise one record; None when no assistant token fits within `max_length`."""
-    text, spans = assistant_spans(tokenizer, record.messages)
+    text, spans = render_with_tools(assistant_spans, tokenizer, record)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]

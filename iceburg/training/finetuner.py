@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 # on the 53 surveyor transcripts moved eval loss by 0.1; 8+ steps gave several times more).
 MIN_STEPS_PER_EPOCH = 8
 
-__all__ = ["ICEBURGFineTuner", "TrainingResult", "MIN_STEPS_PER_EPOCH"]
+__all__ = ["ICEBURGFineTuner", "TrainingResult", "MIN_STEPS_PER_EPOCH", "train_prepared"]
 
 
 class ICEBURGFineTuner:
@@ -55,9 +55,6 @@ class ICEBURGFineTuner:
 
         from ..base_models import resolve_base_model
         from ..pipeline import prepare
-        from ..run_report import heldout_row, score_row
-        from .encoding import encode_all
-        from .trainer import evaluate, train
 
         cfg, started = self.config.validate(), time.time()
         if cfg.num_threads:
@@ -71,65 +68,85 @@ class ICEBURGFineTuner:
 
         with RejectWriter(run.rejects) as rejects:
             data = prepare(cfg, rejects)
+            from ..run_report import heldout_row, score_row
+
             run.write_jsonl(run.heldout, map(heldout_row, data.eval_records))  # `iceburg eval`, --compare
             run.write_jsonl(run.scores, map(score_row, data.curriculum.records))  # report.html histograms
-            tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
-            cur = data.curriculum
-            train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
-            eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
-            stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
-                         eval_examples=len(eval_set.examples), truncated=train_set.truncated)
-            records_rejected = rejects.total
-        if not train_set.examples:
-            raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
-        run.write_json(run.data_stats, stats)
+            return train_prepared(cfg, data, run, base, rejects, self.callbacks, started)
 
-        plan = _plan(base.path, cfg, train_set.examples)
-        run.write_json(run.plan, as_dict(plan))
-        from .model import build_model
 
-        model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-        args = _train_args(cfg, plan, model, tokenizer, eos, run)
-        pos = {orig: new for new, orig in enumerate(train_set.kept)}
+def train_prepared(cfg: TrainingConfig, data, run: RunFolder, base, rejects: RejectWriter,
+                   callbacks: Iterable[Any] = (), started: float | None = None) -> TrainingResult:
+    """Encode -> plan -> LoRA train -> save -> export, for data already through the pipeline
+    (`iceburg.pipeline.Prepared`) into the prepared run folder `run`. `rejects` receives the
+    encode-stage drops and is closed (rejects.jsonl written) before training starts. Shared by
+    `ICEBURGFineTuner.train` and each trial of a hyperparameter search (iceburg/hpo), which
+    prepares the data once for all trials."""
+    from .encoding import encode_all
+    from .model import build_model
+    from .tool_render import ensure_tool_template
+    from .trainer import evaluate, train
 
-        def order_fn(epoch: int) -> list[int]:
-            return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
+    started = time.time() if started is None else started
+    cur = data.curriculum
+    tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+    # tool-calling records need a template that writes their calls (docs/tools.md)
+    tool_template = ensure_tool_template(tokenizer, [*cur.records, *data.eval_records])
+    train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
+    eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
+    stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
+                 eval_examples=len(eval_set.examples), truncated=train_set.truncated,
+                 tool_template=tool_template)
+    records_rejected = rejects.total
+    rejects.close()
+    if not train_set.examples:
+        raise DataError("no training examples left after filtering and encoding; see rejects.jsonl")
+    run.write_json(run.data_stats, stats)
 
-        eval_before = evaluate(model, eval_set.examples, args)
-        logger.info("eval loss before training: %.4f", eval_before)
-        sinks = [MetricsLog(run.metrics)]
-        if "tensorboard" in cfg.report_to:
-            from .tensorboard import TensorBoardLog
+    plan = _plan(base.path, cfg, train_set.examples)
+    run.write_json(run.plan, as_dict(plan))
+    model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
+    args = _train_args(cfg, plan, model, tokenizer, eos, run)
+    pos = {orig: new for new, orig in enumerate(train_set.kept)}
 
-            sinks.append(TensorBoardLog(run.tensorboard))
-        try:
-            out = train(model, train_set.examples, order_fn, eval_set.examples, args,
-                        callbacks=[*sinks, *self.callbacks])
-        finally:
-            for sink in sinks:
-                sink.close()
-        eval_after = out.eval_history[-1][1] if out.eval_history else evaluate(model, eval_set.examples, args)
-        logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
+    def order_fn(epoch: int) -> list[int]:
+        return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
 
-        from ..export.huggingface import save_adapter_and_merged
+    eval_before = evaluate(model, eval_set.examples, args)
+    logger.info("eval loss before training: %.4f", eval_before)
+    sinks = [MetricsLog(run.metrics)]
+    if "tensorboard" in cfg.report_to:
+        from .tensorboard import TensorBoardLog
 
-        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos)
-        result = TrainingResult(
-            model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
-            merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
-            eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
-            steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
-            records_read=data.records_read, records_rejected=records_rejected,
-            train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
-            truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
-            plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
-        try:
-            _export(result, cfg, run, base, stats, started)
-        finally:  # report.html, also after a failed export (the CLI rebuilds it after --compare)
-            from ..run_report import build_report
+        sinks.append(TensorBoardLog(run.tensorboard))
+    try:
+        out = train(model, train_set.examples, order_fn, eval_set.examples, args,
+                    callbacks=[*sinks, *callbacks])
+    finally:
+        for sink in sinks:
+            sink.close()
+    eval_after = out.eval_history[-1][1] if out.eval_history else evaluate(model, eval_set.examples, args)
+    logger.info("eval loss after training: %.4f (before %.4f)", eval_after, eval_before)
 
-            build_report(run.root)
-        return result
+    from ..export.huggingface import save_adapter_and_merged
+
+    adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos)
+    result = TrainingResult(
+        model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
+        merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
+        eval_loss_before=eval_before, eval_loss_after=eval_after, eval_history=out.eval_history,
+        steps=out.steps, supervised_tokens=out.supervised_tokens, total_tokens=out.total_tokens,
+        records_read=data.records_read, records_rejected=records_rejected,
+        train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
+        truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
+        plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
+    try:
+        _export(result, cfg, run, base, stats, started)
+    finally:  # report.html, also after a failed export (the CLI rebuilds it after --compare)
+        from ..run_report import build_report
+
+        build_report(run.root)
+    return result
 
 
 def _warn_embedded(base, cfg: TrainingConfig) -> None:

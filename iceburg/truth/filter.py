@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from ..data.tool_calls import answer_turns, structure_view
 from ..records import Record, RejectWriter
 from . import rubrics, signals
 from .dedup import DedupConfig, Deduplicator, Signature
@@ -112,12 +113,12 @@ class TruthFilter:
     # -- one record ------------------------------------------------------------------------------
     def assess(self, record: Record, agent_type: str | None = None) -> Assessment:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
-        turns = [m["content"] for m in record.messages if m["role"] == "assistant"]
+        turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
         ts = signals.compute(turns)
         sig = record.signals
         for k, v in ts.values.items():
             sig[f"truth.{k}"] = round(float(v), 4)
-        problems, _ = signals.role_structure(record.messages)
+        problems, _ = signals.role_structure(structure_view(record.messages))
         sig["truth.structure_problems"] = float(len(problems))
         text = "\n\n".join(turns)
         agent = agent_type or record.agent_type
