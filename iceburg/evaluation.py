@@ -69,8 +69,11 @@ def heldout_loss(folder: Path, records: list, max_length: int) -> float:
     from .training.encoding import encode, ensure_chat_template, eos_ids
     from .training.trainer import TrainArgs, evaluate
 
+    from .training.tool_render import ensure_tool_template
+
     tok = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tok)
+    ensure_tool_template(tok, records)  # as training does: a template that writes tool calls
     try:
         gen = GenerationConfig.from_pretrained(folder)
     except OSError:
