@@ -15,6 +15,8 @@ per epoch, peak RSS, eval loss after one epoch (iceburg's assistant-only metric,
 achieved FLOP/s against a large matmul measured in the same run.
 
     python bench/training_throughput.py [--threads 2] [--max-seq-length 1024]
+    python bench/training_throughput.py --model smollm2-135m --types surveyor --max-seq-length 512 \
+        --batch 4 --max-steps 8 --approaches original trl trl-best iceburg   # real shape, step-bounded
 """
 
 from __future__ import annotations
@@ -31,18 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def load_data(max_len: int, seed: int = 42):
+def load_data(max_len: int, seed: int = 42, model: str = "iceburg-tiny", types: list[str] | None = None):
     from transformers import AutoTokenizer
 
+    from iceburg.base_models import resolve_base_model
     from iceburg.data import SAMPLE_DIR
     from iceburg.data.loader import read_records
-    from iceburg.models.tiny import ensure_tiny_model
     from iceburg.training.encoding import encode, eos_ids
     from iceburg.data.split import split_eval
 
-    model_dir = ensure_tiny_model()
+    model_dir = resolve_base_model(model).path  # iceburg-tiny, smollm2-135m or any base spec
     tok = AutoTokenizer.from_pretrained(model_dir)
-    recs = list(read_records(sorted(SAMPLE_DIR.glob("*.jsonl"))))
+    files = sorted(SAMPLE_DIR.glob("*.jsonl"))
+    if types:
+        files = [f for f in files if f.stem in types]
+    recs = list(read_records(files))
     train, ev = split_eval(recs, 0.1, seed)
     eos = eos_ids(tok)
     tr_ex = [e for e in (encode(tok, r, max_len, eos) for r in train) if e]
@@ -87,31 +92,66 @@ def run_original(model_dir, tok, train_recs, tr_ex, ev_ex, a):
 
     model = lora_model(model_dir)
     args = TrainingArguments(output_dir=a.tmp + "/orig", per_device_train_batch_size=a.batch, num_train_epochs=1,
+                             max_steps=a.max_steps or -1,
                              learning_rate=2e-4, use_cpu=True, report_to=[], save_strategy="no",
                              logging_steps=1000, disable_tqdm=True, dataloader_num_workers=0, seed=0)
     tr = Trainer(model=model, args=args, train_dataset=Padded(tr_ex))
     t0 = time.time()
     tr.train()
     wall = time.time() - t0
-    return model, wall, len(tr_ex) * a.max_seq_length
+    share = _step_share(a, len(tr_ex))
+    return model, wall, len(tr_ex) * a.max_seq_length * share, share
 
 
-def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a):
+def _step_share(a, rows: int) -> float:
+    """Share of the epoch a step-bounded run covers (rows per step = batch); 1.0 when unbounded."""
+    steps = max(1, -(-rows // a.batch))
+    return min(1.0, a.max_steps / steps) if a.max_steps else 1.0
+
+
+# SmolLM2's ChatML template with TRL's `{% generation %}` markers around each assistant turn (content
+# + <|im_end|>), so `assistant_only_loss=True` can mask; it renders the same text as the original.
+CHATML_GENERATION = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best: bool = False):
+    """TRL SFTTrainer: its defaults, or (best) packing on, assistant-only loss, no gradient checkpointing."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model = lora_model(model_dir)
     ds = Dataset.from_list([{"messages": r.messages} for r in train_recs])
+    extra = {}
+    if best:
+        extra = dict(packing=True, packing_strategy="wrapped", assistant_only_loss=True, gradient_checkpointing=False)
+        from trl.chat_template_utils import has_generation_markers
+
+        if not has_generation_markers(tok.chat_template or ""):
+            if "<|im_start|>" not in (tok.chat_template or ""):
+                raise SystemExit("trl-best needs a ChatML template here (assistant_only_loss needs generation markers)")
+            tok.chat_template = CHATML_GENERATION
     cfg = SFTConfig(output_dir=a.tmp + "/trl", per_device_train_batch_size=a.batch, num_train_epochs=1,
-                    learning_rate=2e-4, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-                    logging_steps=1000, disable_tqdm=True, max_length=a.max_seq_length, seed=0)
+                    max_steps=a.max_steps or -1, learning_rate=2e-4, use_cpu=True, bf16=False, report_to=[],
+                    save_strategy="no", logging_steps=1000, disable_tqdm=True, max_length=a.max_seq_length, seed=0,
+                    **extra)
     tr = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
     processed = sum(len(x["input_ids"]) for x in tr.train_dataset)
+    share = _step_share(a, len(tr.train_dataset))
     t0 = time.time()
     tr.train()
     wall = time.time() - t0
     model.eval()
-    return model, wall, processed
+    return model, wall, processed * share, share
+
+
+def run_trl_best(model_dir, tok, train_recs, tr_ex, ev_ex, a):
+    return run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best=True)
 
 
 def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
@@ -122,12 +162,13 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     model = lora_model(model_dir)
     order = list(range(len(tr_ex)))
     random.Random(0).shuffle(order)
-    args = TrainArgs(epochs=1, learning_rate=2e-4, micro_batch_size=max(1, a.batch // 2), grad_accum=1,
-                     max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9, show_progress=False)
+    args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, micro_batch_size=max(1, a.batch // 2),
+                     grad_accum=1, max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
+                     show_progress=False)
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args)
     wall = time.time() - t0
-    return model, wall, out.total_tokens
+    return model, wall, out.total_tokens, out.supervised_tokens / max(1, sum(e.supervised for e in tr_ex))
 
 
 def child(a) -> None:
@@ -136,10 +177,12 @@ def child(a) -> None:
     torch.set_num_threads(a.threads)
     from _common import peak_rss_mb
 
-    model_dir, tok, train_recs, tr_ex, ev_ex = load_data(a.max_seq_length)
-    fn = {"original": run_original, "trl": run_trl, "iceburg": run_iceburg}[a.child]
-    model, wall, processed = fn(model_dir, tok, train_recs, tr_ex, ev_ex, a)
-    sup = sum(e.supervised for e in tr_ex)
+    model_dir, tok, train_recs, tr_ex, ev_ex = load_data(a.max_seq_length, model=a.model, types=a.types)
+    fn = {"original": run_original, "trl": run_trl, "trl-best": run_trl_best, "iceburg": run_iceburg}[a.child]
+    model, wall, processed, share = fn(model_dir, tok, train_recs, tr_ex, ev_ex, a)
+    # supervised tokens the run covered: the whole epoch's, times the share a step bound allowed
+    # (exact for iceburg; for HF/TRL the share of steps, as their rows hold similar token counts)
+    sup = sum(e.supervised for e in tr_ex) * share
     n_params = sum(p.numel() for p in model.parameters())
     res = {"approach": a.child, "wall_s": wall, "supervised_tokens": sup, "processed_tokens": processed,
            "supervised_tok_per_s": sup / wall, "eval_loss": eval_loss(model, ev_ex, a.max_seq_length),
@@ -166,7 +209,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-seq-length", type=int, default=1024)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"])
+    p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"],
+                   help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg")
+    p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
+    p.add_argument("--max-steps", type=int, default=None, help="bound each approach to this many optimizer steps")
+    p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
     a = p.parse_args()
@@ -182,7 +229,8 @@ def main() -> None:
     rows = []
     for name in a.approaches:
         cmd = [sys.executable, __file__, "--child", name, "--threads", str(a.threads), "--max-seq-length",
-               str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp]
+               str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
+               *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
@@ -197,8 +245,10 @@ def main() -> None:
         for r in rows:
             r["speedup_vs_this"] = base["iceburg"]["supervised_tok_per_s"] / r["supervised_tok_per_s"]
     meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "max_seq_length": a.max_seq_length,
-            "batch": a.batch, "lora": "r16 all-linear", "model": "iceburg-tiny"}
-    print(save(f"training_throughput_L{a.max_seq_length}", rows, meta,
+            "batch": a.batch, "lora": "r16 all-linear", "model": a.model, "max_steps": a.max_steps,
+            "types": a.types, "load_average": os.getloadavg()}
+    tag = "" if a.model == "iceburg-tiny" else f"_{a.model}"
+    print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
                ["approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
                 "supervised_tokens", "achieved_gflops", "pct_of_matmul_peak", "speedup_vs_this"]))
 

@@ -26,7 +26,7 @@ logger = logging.getLogger("iceburg")
 RANK0_STOPPED = "rank 0 stopped:"
 
 # Flags that pick what to do; everything else configures it.
-ACTIONS = ("detect_hardware", "features", "configs", "export_only", "filter_only")
+ACTIONS = ("detect_hardware", "features", "configs", "export_only", "filter_only", "report")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--export-only", metavar="DIR", help="export a run folder or any HF model folder "
                      "(to --output-dir when given, else DIR/exports for a run folder)")
     act.add_argument("--filter-only", action="store_true", help="run the truth filter only and write filtered data + report")
+    act.add_argument("--report", metavar="RUN", help="(re)build RUN/report.html from the run folder's files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", metavar="YAML", help="YAML file with TrainingConfig keys (flags override it)")
     groups = {"actions": act, "training": p.add_argument_group("training"),
               "data": p.add_argument_group("data"), "export": p.add_argument_group("export"),
+              "after": p.add_argument_group("after training"),
               "hpo": p.add_argument_group("hyperparameter search (docs/hpo.md)")}
     for f_ in dataclasses.fields(TrainingConfig):
         if f_.metadata.get("flag"):
@@ -91,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args._argv = argv
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
     try:
         return _dispatch(args)
     except IceburgError as e:
@@ -120,6 +121,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .reports import features_report
 
         print(features_report())
+        return 0
+    if args.report:
+        from .run_report import build_report
+
+        print(build_report(Path(args.report)))
         return 0
     cfg = make_config(args)  # every config error, before any work
     if args.configs:
@@ -159,14 +165,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from .training.finetuner import ICEBURGFineTuner
 
+    print(_chosen(cfg), file=sys.stderr)
     result = ICEBURGFineTuner(cfg).train()
     if os.environ.get("RANK", "0") != "0":
         return 0  # rank 0 prints the summary
+    if cfg.compare_prompts and result.eval_examples and result.success:
+        from .evaluation import evaluate_run
+        from .run_report import build_report
+
+        evaluate_run(result.run_dir, n_prompts=cfg.compare_prompts, max_new_tokens=cfg.compare_max_new_tokens,
+                     reuse_run_losses=True)
+        build_report(result.run_dir)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print(_train_summary(result, cfg))
     return 0 if result.success else 2
+
+
+def _chosen(cfg: TrainingConfig) -> str:
+    """The settings that decide how long the run takes, printed before it starts."""
+    steps = f"max {cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch(s)"
+    return (f"training {cfg.model_type.short} on {cfg.base_model}: {steps}, rows of {cfg.max_seq_length} tokens, "
+            f"batch {cfg.batch_size or 'planned'} x {cfg.gradient_accumulation_steps or 'planned'}, "
+            f"data {', '.join(cfg.data_path) or 'bundled sample'}, threads {cfg.num_threads or 'default'}")
 
 
 def _yaml_has(path: str | None, key: str) -> bool:
@@ -181,33 +203,31 @@ def _yaml_has(path: str | None, key: str) -> bool:
 
 
 def _train_summary(r, cfg: TrainingConfig) -> str:
+    """The end-of-run table, the --compare answers, and where to go next."""
     from .config import EMBEDDED_BASE, RECOMMENDED
+    from .run_folder import RunFolder
+    from .summary import format_table, train_rows
 
-    lines = [
-        f"run folder:        {r.run_dir}",
-        f"base model:        {r.base_model.get('spec')} ({r.base_model.get('source')})",
-        f"records:           {r.records_read} read, {r.records_rejected} rejected (see rejects.jsonl), "
-        f"{r.train_examples} train / {r.eval_examples} eval",
-        f"steps:             {r.steps} ({r.supervised_tokens} supervised tokens, {r.training_seconds:.1f} s)",
-        f"train loss:        {r.train_loss:.4f}",
-        f"eval loss:         {r.eval_loss_before:.4f} -> {r.eval_loss_after:.4f}",
-        f"adapter:           {r.adapter_dir}",
-        f"merged model:      {r.merged_dir}",
-    ]
+    run = RunFolder(r.run_dir)
+    lines = [format_table(train_rows(r.to_dict())), f"report: {run.report}"]
     if r.objective != "sft" and r.preference.get("after"):
         b, a = r.preference["before"], r.preference["after"]
         keys = [k for k in ("rewards/accuracies", "rewards/margins", "likelihood_accuracy") if k in a]
-        lines.insert(6, f"{r.objective} held-out:    " + ", ".join(f"{k} {b.get(k, float('nan')):.3f} -> {a[k]:.3f}"
-                                                           for k in keys))
-    for fmt, files in r.export_paths.items():
-        lines.append(f"export {fmt + ':':<11} {', '.join(files)}")
+        lines.append(f"{r.objective} held-out: " + ", ".join(f"{k} {b.get(k, float('nan')):.3f} -> {a[k]:.3f}"
+                                                         for k in keys))
     if r.export_error:
-        lines.append(f"export failed:     {r.export_error}")
-        lines.append(f"                   finish it with: iceburg-train --export-only {r.run_dir} --formats ...")
+        lines.append(f"export failed: {r.export_error}")
+        lines.append(f"finish it with: iceburg-train --export-only {r.run_dir} --formats ...")
+    if cfg.compare_prompts and run.eval.is_file():
+        from .evaluation import format_eval
+
+        lines += ["", format_eval(run.read_json(run.eval))]
+    lines.append(f"try it: iceburg chat {r.run_dir}")
     if cfg.base_model == EMBEDDED_BASE:
         rec = RECOMMENDED[cfg.model_type]["base_model"]
-        lines.append(f"note: trained the embedded demo base {EMBEDDED_BASE}; for a real {cfg.model_type.short} "
-                     f"model the original design recommends {rec}: --base-model {rec}")
+        lines.append(f"note: trained the embedded demo base {EMBEDDED_BASE}; for a real model use --base-model "
+                     f"smollm2-135m (embedded, offline) or your own (the original design recommends {rec} for "
+                     f"{cfg.model_type.short}: --base-model {rec})")
     return "\n".join(lines)
 
 

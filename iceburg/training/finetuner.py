@@ -94,7 +94,12 @@ class ICEBURGFineTuner:
 
         run, base = self._open_run(cfg)
         rejects = RejectWriter(run.rejects)
-        return run, base, rejects, prepare(cfg, rejects)
+        data = prepare(cfg, rejects)
+        from ..run_report import heldout_row, score_row
+
+        run.write_jsonl(run.heldout, map(heldout_row, data.eval_records))  # `iceburg eval`, --compare
+        run.write_jsonl(run.scores, map(score_row, data.curriculum.records))  # report.html histograms
+        return run, base, rejects, data
 
     def _train_preference(self, cfg: TrainingConfig, run: RunFolder, base, started: float) -> TrainingResult:
         """--objective dpo|orpo|kto: pairs (read or mined) -> the same encoding, plan and LoRA ->
@@ -231,6 +236,10 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
         eval_before = evaluate(model, eval_set.examples, args, world)
         logger.info("eval loss before training: %.4f", eval_before)
         metrics = [MetricsLog(run.metrics)] if world.is_main else []
+        if world.is_main and "tensorboard" in cfg.report_to:
+            from .tensorboard import TensorBoardLog
+
+            metrics.append(TensorBoardLog(run.tensorboard))
         try:
             out = train(model, train_set.examples, order_fn, eval_set.examples, args,
                         callbacks=[*metrics, *callbacks], world=world)
@@ -257,7 +266,12 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
         train_examples=len(train_set.examples), eval_examples=len(eval_set.examples),
         truncated_examples=train_set.truncated, training_seconds=out.wall_seconds, wall_seconds=0.0,
         plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate)
-    _export(result, cfg, run, base, stats, started)
+    try:
+        _export(result, cfg, run, base, stats, started)
+    finally:  # report.html, also after a failed export (the CLI rebuilds it after --compare)
+        from ..run_report import build_report
+
+        build_report(run.root)
     return result
 
 

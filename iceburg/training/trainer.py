@@ -200,6 +200,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     started = time.time()
     out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
     loss_sum, loss_n = 0.0, 0
+    sup_at_start = out.supervised_tokens
     model.train()
     bar = tqdm(total=len(steps), initial=start_step, desc="training", unit="step",
                disable=None if args.show_progress is None else not args.show_progress)
@@ -239,10 +240,14 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
         loss_n += 1
         out.last_loss = step_loss
         done = step_idx + 1
+        elapsed = time.time() - started
+        sup_rate = (out.supervised_tokens - sup_at_start) / max(elapsed, 1e-9)
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
+        bar.set_postfix(loss=f"{step_loss:.3f}", sup_tok_s=f"{sup_rate:.0f}",
+                        **({"eval": f"{out.eval_history[-1][1]:.3f}"} if out.eval_history else {}))
         metrics = {"step": done, "loss": step_loss, "lr": sched.get_last_lr()[0],
-                   "supervised_tokens": out.supervised_tokens, "elapsed_s": round(time.time() - started, 2)}
+                   "supervised_tokens": out.supervised_tokens, "elapsed_s": round(elapsed, 2),
+                   "supervised_tokens_per_s": round(sup_rate, 1), "peak_rss_mib": round(peak_rss_mib(), 1)}
         for cb in callbacks:
             cb.on_step(done, metrics)
         at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
@@ -262,6 +267,15 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     out.train_loss = loss_sum / max(loss_n, 1)
     out.wall_seconds = time.time() - started
     return out
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --

@@ -1,0 +1,101 @@
+"""`iceburg chat | eval | report`: use and inspect what `iceburg-train` produced.
+
+  iceburg chat RUN_OR_MODEL [--prompt TEXT] [--gguf]   talk to a run's model (or any model/GGUF)
+  iceburg eval RUN [--against BASE]                    held-out loss, stop rate, answers -> eval.json
+  iceburg report RUN                                   (re)build RUN/report.html
+
+Each subcommand parses its flags and calls one library function (chat.py, evaluation.py,
+run_report.py). User errors print one `error: ...` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import IceburgError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="iceburg", description="Use and inspect models trained by iceburg-train.")
+    p.add_argument("-v", "--verbose", action="store_true", help="show third-party logging (debug)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("chat", help="chat with a run's model, a model folder, a .gguf or a base name")
+    c.add_argument("target", help="run folder, Hugging Face folder, .gguf file or base model name (smollm2-135m)")
+    c.add_argument("--prompt", help="answer this one message and exit (for scripts)")
+    c.add_argument("--gguf", action="store_true", help="with a run folder: use its GGUF export (llama.cpp)")
+    c.add_argument("--system", help="system prompt (default: the run's; none for other models)")
+    c.add_argument("--max-new-tokens", type=int, default=512, help="answer budget in tokens (default 512)")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
+    e = sub.add_parser("eval", help="tuned vs base: held-out loss, stop rate, side-by-side answers")
+    e.add_argument("run", help="a finished run folder")
+    e.add_argument("--against", help="compare with this base (default: the run's own base)")
+    e.add_argument("--prompts", type=int, default=None, help="held-out prompts to answer (default 8)")
+    e.add_argument("--max-new-tokens", type=int, default=None, help="answer budget for the stop rate (default 384)")
+    e.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
+    r = sub.add_parser("report", help="(re)build RUN/report.html")
+    r.add_argument("run", help="a run folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        return {"chat": _chat, "eval": _eval, "report": _report}[args.command](args)
+    except IceburgError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import chat_loop, load_chat_model, resolve_chat_target, with_system
+
+    target = resolve_chat_target(args.target, gguf=args.gguf)
+    if args.system is not None:
+        target.system = args.system
+    model = load_chat_model(target, threads=args.threads)
+    if args.prompt is None:
+        chat_loop(model, args.max_new_tokens)
+        return 0
+    out = sys.stdout
+    ans = model.answer(with_system([{"role": "user", "content": args.prompt}], model.system), args.max_new_tokens,
+                       on_text=lambda t: (out.write(t), out.flush()))
+    out.write("\n")
+    if not ans.stopped:
+        sys.stderr.write(f"note: the answer reached the {args.max_new_tokens}-token budget without an end-of-turn token\n")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, evaluate_run, format_eval
+    from .run_report import build_report
+
+    report = evaluate_run(args.run, against=args.against, n_prompts=args.prompts or DEFAULT_PROMPTS,
+                          max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+    path = build_report(args.run)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else
+          format_eval(report) + f"\n\neval.json and {path} written")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .run_report import build_report
+
+    print(build_report(args.run))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Logging set-up shared by the command-line entry points: iceburg's own INFO lines, third-party
+chatter quiet unless `-v`.
+
+Measured on a `--formats onnx` run: onnxscript / onnx_ir print about 200 INFO lines while
+`torch.onnx.export` rewrites the graph, and transformers/torch emit deprecation warnings nobody
+running iceburg can act on. With `-v` everything is shown (DEBUG) for bug reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# Loggers whose INFO/WARNING lines describe library internals, not the user's run.
+NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export", "gguf", "httpx",
+                 "urllib3", "filelock", "huggingface_hub", "transformers", "accelerate", "peft",
+                 "sentence_transformers", "llama_cpp", "matplotlib", "PIL")
+# Warnings raised inside third-party code that a user cannot act on (category, message regex).
+KNOWN_WARNINGS = ((DeprecationWarning, ""), (FutureWarning, ""), (UserWarning, ".*TypedStorage.*"),
+                  (UserWarning, ".*torch.onnx.*"), (UserWarning, ".*kernels.*"))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """INFO for iceburg, ERROR for the libraries above (DEBUG everywhere with `verbose`)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    if verbose:
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", category=category, message=message)
+    try:  # transformers keeps its own verbosity switch besides the logging tree
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
+    except ImportError:
+        pass
