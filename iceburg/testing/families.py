@@ -30,7 +30,7 @@ from .llama_cpp_assets import cache_root, read_vectors, template_path, vocab_pat
 
 logger = logging.getLogger(__name__)
 
-FIXTURE_VERSION = 1
+FIXTURE_VERSION = 3
 
 # mistralai/Mistral-7B-Instruct-v0.3 tokenizer_config.json "chat_template", tool branches removed:
 # the system text opens the LAST user turn; "[INST] " with a space; assistant " " + content + EOS.
@@ -75,11 +75,13 @@ class Family:
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("llama3.2", "llama", "llama-bpe", "meta-llama-Llama-3.2-3B-Instruct",
            ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
-           dict(tie_word_embeddings=True, rope_parameters={**_LLAMA3_ROPE, "factor": 32.0}), ollama_tag="llama3.2:3b",
+           dict(tie_word_embeddings=True, max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 32.0}),
+           ollama_tag="llama3.2:3b",
            notes=("Llama 3.2 config: rope_scaling llama3 factor 32, tied embeddings",)),
     Family("llama3.1", "llama", "llama-bpe", "meta-llama-Llama-3.1-8B-Instruct",
            ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
-           dict(tie_word_embeddings=False, rope_parameters={**_LLAMA3_ROPE, "factor": 8.0}), ollama_tag="llama3.1:8b",
+           dict(tie_word_embeddings=False, max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 8.0}),
+           ollama_tag="llama3.1:8b",
            notes=("Llama 3.1 config: rope_scaling llama3 factor 8, untied embeddings",)),
     Family("qwen2.5", "qwen2", "qwen2", "Qwen-Qwen2.5-7B-Instruct", ("<|im_end|>", "<|endoftext|>"),
            ollama_tag="qwen2.5:7b", notes=("qkv bias, tied embeddings (as 0.5B/1.5B)",)),
@@ -140,9 +142,17 @@ def vocab_tokenizer_dir(vocab: str) -> Path:
     def build(out: Path) -> None:
         from transformers import AutoTokenizer
 
+        from ..base_models.gguf_file import _drop_foreign_tokens, match_llama_cpp
+
         src = vocab_path(vocab)
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         tok.save_pretrained(out)
+        # the same fix-ups iceburg's GGUF base conversion applies (base_models/gguf_file.py)
+        from transformers.integrations.gguf.reader import read_gguf_metadata
+
+        n_tokens = read_gguf_metadata(str(src))[0]["tokenizer.ggml.tokens"]  # string arrays come as lengths
+        match_llama_cpp(out, src)
+        _drop_foreign_tokens(out, n_tokens if isinstance(n_tokens, int) else len(n_tokens))
 
     return _atomic_build(families_root() / "vocab" / vocab, build)
 

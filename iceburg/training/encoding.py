@@ -17,11 +17,12 @@ followed by text the template writes only at the end of a conversation (Phi-3.5 
 Real templates that need more (docs/families.md):
 - templates that rewrite history: Qwen3 writes `<think>\n\n</think>\n\n` only into the last
   assistant turn and drops it from earlier ones; Mistral v0.3 / Nemo put the system text into the
-  last user turn. No single rendering holds every turn as the model produces it, so such a record
-  becomes one example per assistant turn (`encode_record`): example i is `messages[:i+1]`
-  rendered as the template renders a conversation that ends there, with only turn i supervised
-  (earlier turns are context). That is exactly the text the model sees and writes at inference.
-  Cost: the context of turn i is encoded again in each later example.
+  last user turn only (and leave it out once an assistant turn ends the chat). No single rendering
+  holds every turn as the model produces it, so such a record becomes one example per assistant
+  turn (`encode_record`): example i is the inference prompt for turn i (`messages[:i]` + generation
+  prompt) followed by turn i as the template writes it, with only turn i supervised (earlier turns
+  are context). That is exactly the text the model sees and writes at inference. Cost: the context
+  of turn i is encoded again in each later example.
 - templates without a system role (Gemma 2 raises "System role not supported"): the system text
   opens the first user message ("system\n\nuser"), as Gemma 3's own template and Ollama's Gemma
   template do.
@@ -133,14 +134,26 @@ def _eos_texts(tokenizer, eos: set[int] | None) -> list[str]:
 
 
 def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: list[str]) -> tuple[str, int, int]:
-    """(text of messages[:i+1], start, end) of assistant turn i rendered as the conversation's end."""
+    """(text, start, end) of assistant turn i as the conversation's end: the prompt the model sees
+    at inference (`messages[:i]` + generation prompt) followed by the turn as the template writes it.
+
+    The turn's own text is what `messages[:i+1]` adds to the prompt. Templates that put the system
+    text into the last user turn (Mistral v0.3 / Nemo) drop it once an assistant turn follows;
+    their turn text is then taken from the same conversation without the system message.
+    """
     prefix = _render(tokenizer, messages[:i], True)
     upto = _render(tokenizer, messages[: i + 1], False)
+    if not upto.startswith(prefix) and messages and messages[0]["role"] == "system":
+        alt_prefix = _render(tokenizer, messages[1:i], True)
+        alt_upto = _render(tokenizer, messages[1: i + 1], False)
+        if alt_upto.startswith(alt_prefix):
+            upto = prefix + alt_upto[len(alt_prefix):]
     if not upto.startswith(prefix):
         raise HistoryRewriteError(
             "the chat template does not render conversations prefix-consistently: the generation prompt "
-            "differs from the start of the assistant turn that follows it, so assistant turns cannot be located for assistant-only loss; pass a tokenizer whose "
-            "template writes `<assistant header>` + content + `<end of turn>` for each assistant message")
+            "differs from the start of the assistant turn that follows it, so assistant turns cannot be located "
+            "for assistant-only loss; pass a tokenizer whose template writes `<assistant header>` + content + "
+            "`<end of turn>` for each assistant message")
     content = messages[i]["content"].strip()
     at = upto.find(content, len(prefix)) if content else len(prefix)
     if at < 0:
