@@ -60,6 +60,7 @@ def test_encoding_masks_under_the_real_template(name, tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_gguf_f16_parity_and_tokenization(name, tmp_path):
     cell = run_cell(name, "gguf_f16", tmp_path)
@@ -71,6 +72,7 @@ def test_gguf_f16_parity_and_tokenization(name, tmp_path):
 
 @needs_llama
 @needs_go
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_ollama_alone_proves_gguf_and_template(name, tmp_path):
     cell = run_cell(name, "ollama", tmp_path)
@@ -94,9 +96,8 @@ def test_llama3_rope_factors_are_written_as_rope_freqs(tmp_path):
 @needs_llama
 def test_a_real_tokenizer_error_still_fails_the_proof(tmp_path):
     """The promotion allowance must not excuse a wrong tokenizer: the GGUF of the Qwen2.5 fixture
-    checked against a copy whose split regex is GPT-2's (digits in runs, not one by one)."""
+    checked against a copy of the model whose tokenizer lost its 50 highest-ranked BPE merges."""
     from iceburg.export.gguf import write_gguf
-    from iceburg.export.gguf_tokenizer import GPT2_REGEX
     from iceburg.export.gguf_verify import check_limits, verify_gguf
 
     src = family_model_dir("qwen2.5")
@@ -104,14 +105,12 @@ def test_a_real_tokenizer_error_still_fails_the_proof(tmp_path):
     wrong = tmp_path / "wrong"
     shutil.copytree(src, wrong)
     tok = json.loads((wrong / "tokenizer.json").read_text())
-    for step in tok["pre_tokenizer"]["pretokenizers"]:
-        if step["type"] == "Split":
-            step["pattern"] = {"Regex": GPT2_REGEX}
+    tok["model"]["merges"] = tok["model"]["merges"][50:]
     (wrong / "tokenizer.json").write_text(json.dumps(tok))
     report = verify_gguf(wrong, path, file_type="f16")
     failures = check_limits(report, "f16")
     assert any("tokenizes" in f for f in failures), failures
-    assert any("1234567890" in m["text"] for m in report["tokenization_mismatches"])
+    assert report["tokenization_mismatches"] and "</s>" in report["llama_cpp_promoted_tokens"].values()
 
 
 @needs_llama
