@@ -33,27 +33,24 @@ TYPES = ["base", "surveyor", "dissident", "synthesist", "oracle"]
 
 
 def load_data():
+    """The pipeline's own steps (iceburg.pipeline), with a read step over all five sample files."""
     from iceburg.config import TrainingConfig
     from iceburg.data import sample_data_path
     from iceburg.data.loader import read_records
-    from iceburg.emergence import EmergenceProcessor
+    from iceburg.pipeline import emergence_step, run_steps, split_step, truth_step
     from iceburg.records import RejectWriter
-    from iceburg.training.finetuner import split_eval
-    from iceburg.truth import TruthFilter
 
-    rw = RejectWriter(None)
-    recs = []
-    for t in TYPES:
-        for r in read_records([str(sample_data_path(t))], rw):
-            r.agent_type = r.agent_type or (None if t == "base" else t)
-            recs.append(r)
-    cfg = TrainingConfig()
-    kept, _ = TruthFilter(min_quality_score=cfg.min_quality_score).filter(recs, rejects=rw)
+    def read_all_types(state):
+        for t in TYPES:
+            for r in read_records([str(sample_data_path(t))], state.rejects):
+                r.agent_type = r.agent_type or (None if t == "base" else t)
+                state.records.append(r)
+        state.stats["read"] = len(state.records)
+
     # The pipeline's own split (defaults: fraction 0.1, seed 42): iceburg-tiny is pre-trained
     # without exactly these held-out records, so eval loss is on text the base never saw.
-    train_recs, eval_recs = split_eval(kept, cfg.eval_fraction, cfg.seed)
-    scored, stats = EmergenceProcessor().process(train_recs)
-    return scored, eval_recs, stats, len(recs)
+    state = run_steps(TrainingConfig(), RejectWriter(None), (read_all_types, truth_step, split_step, emergence_step))
+    return state.curriculum.records, state.eval_records, state.stats.get("emergence"), state.stats["read"]
 
 
 def plain_steps(scored, args) -> int:
@@ -79,8 +76,8 @@ def one_run(strategy: str, seed: int, scored, eval_recs, args) -> dict:
     from iceburg.config import TrainingConfig
     from iceburg.emergence import create_curriculum, plain_curriculum
     from iceburg.models.tiny import ensure_tiny_model
-    from iceburg.training.encoding import encode, ensure_chat_template, eos_ids
-    from iceburg.training.finetuner import apply_lora, load_model, load_tokenizer
+    from iceburg.training.encoding import encode_all, ensure_chat_template, eos_ids
+    from iceburg.training.model import apply_lora, load_model, load_tokenizer
     from iceburg.training.trainer import TrainArgs, evaluate, train
 
     cfg = TrainingConfig(seed=seed, lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
@@ -90,15 +87,9 @@ def one_run(strategy: str, seed: int, scored, eval_recs, args) -> dict:
     eos = eos_ids(tok, model.generation_config)
     records = copy.deepcopy(scored)
     cur = plain_curriculum(records) if strategy == "plain" else create_curriculum(records, strategy)
-    exs, keep = [], []
-    for i, (r, w) in enumerate(zip(cur.records, cur.weights)):
-        r.weight = w
-        ex = encode(tok, r, args.max_length, eos)
-        if ex is not None:
-            exs.append(ex)
-            keep.append(i)
-    pos = {o: n for n, o in enumerate(keep)}
-    ev = [e for e in (encode(tok, r, args.max_length, eos) for r in eval_recs) if e]
+    enc = encode_all(tok, cur.records, args.max_length, eos, weights=cur.weights)
+    exs, pos = enc.examples, {o: n for n, o in enumerate(enc.kept)}
+    ev = encode_all(tok, eval_recs, args.max_length, eos).examples
     plan = SimpleNamespace(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lora_target_modules=[],
                            gradient_checkpointing=False)
     model = apply_lora(model, plan, cfg)

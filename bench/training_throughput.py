@@ -38,7 +38,7 @@ def load_data(max_len: int, seed: int = 42):
     from iceburg.data.loader import read_records
     from iceburg.models.tiny import ensure_tiny_model
     from iceburg.training.encoding import encode, eos_ids
-    from iceburg.training.finetuner import split_eval
+    from iceburg.data.split import split_eval
 
     model_dir = ensure_tiny_model()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -74,71 +74,119 @@ SYSTEM_PROMPTS = {
 }
 
 CURRICULUM_STRATEGIES = ("weighted", "novel_first", "progressive")
+EXPORT_FORMATS = ("huggingface", "gguf", "ollama", "onnx")
+# GGUF file types the exporter writes (iceburg/export/gguf.py FILE_TYPES must list the same; a
+# test checks it). Kept here so a typo is refused before any work, not after training.
+GGUF_QUANTIZATIONS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
+    """A config field whose metadata carries its CLI flag, help and bounds; the CLI is generated
+    from these (iceburg/cli.py) and `problems()` checks the bounds, so both name the same flag.
+
+    Metadata keys: `flag` (None = config/YAML only), `aliases`, `group` (help section),
+    `min`/`max` (inclusive bounds; `min_exclusive`/`max_exclusive` for open ends), `choices`,
+    `negate` (a `--no-x` flag that stores False), `nargs`."""
+    md = {"help": help, "flag": flag, **kw}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=md)
+    return field(default=default, metadata=md)
+
+
+T, D, E = "training", "data", "export"
 
 
 @dataclass
 class TrainingConfig:
-    """Everything one training run needs. Validate with `validate()` (called by the fine-tuner)."""
+    """Everything one training run needs. Validate with `validate()` (called before any work)."""
 
     base_model: str = _f(EMBEDDED_BASE, "base model: a local HF folder, a .gguf file, an Ollama tag "
-                         "(llama3.2:3b), a Hugging Face id, or 'iceburg-tiny' (embedded default)")
-    model_type: ModelType = _f(ModelType.BASE, "base, surveyor, dissident, synthesist or oracle")
+                         "(llama3.2:3b), a Hugging Face id, or 'iceburg-tiny' (embedded default)",
+                         "--base-model", group=T)
+    model_type: ModelType = _f(ModelType.BASE, "model type to train: base, surveyor, dissident, "
+                               "synthesist or oracle", "--model-type", group="actions",
+                               choices=tuple(m.short for m in ModelType))
     data_path: list[str] = _f([], "JSONL file(s) or folder(s) of transcripts; empty = bundled sample "
-                              "data for the model type")
-    output_dir: str = _f("runs", "folder under which the run folder is created")
-    output_name: str | None = _f(None, "run folder name (default: <model type>-<timestamp>)")
-    resume: bool = _f(False, "resume an interrupted run in output_dir/output_name from its last checkpoint")
+                              "data for the model type", "--data-path", group=T, nargs="+")
+    output_dir: str = _f("runs", "folder under which the run folder is created (with --export-only: "
+                         "the folder the exports are written to)", "--output-dir", group=T)
+    output_name: str | None = _f(None, "run folder name (default: <model type>-<timestamp>)",
+                                 "--output-name", group=T)
+    resume: bool = _f(False, "resume an interrupted run in output_dir/output_name from its last "
+                      "checkpoint", "--resume", group=T)
 
-    epochs: int = _f(3, "passes over the training data")
-    max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float | None = _f(None, "peak learning rate (None = 2e-4, the original design's LoRA "
-                                     "rate for 4096-wide 7B models, scaled by sqrt(4096 / hidden size) and "
-                                     "clipped to [5e-5, 1e-3])")
-    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    batch_size: int | None = _f(None, "micro-batch size in packed rows (None = chosen by the planner)")
-    gradient_accumulation_steps: int | None = _f(None, "micro-batches per optimizer step (None = planner)")
-    max_seq_length: int = _f(1024, "tokens per packed row; longer transcripts are truncated")
-    packing: bool = _f(True, "pack several transcripts into one row (no attention across them)")
-    eval_fraction: float = _f(0.1, "share of records held out for evaluation")
-    eval_steps: int | None = _f(None, "evaluate every N optimizer steps (None = once per epoch)")
-    save_steps: int | None = _f(None, "checkpoint every N optimizer steps for resuming (None = per epoch)")
-    seed: int = _f(42, "seed for the split, shuffling, LoRA init and dropout")
-    num_threads: int | None = _f(None, "torch CPU threads (None = torch default)")
-    device: str | None = _f(None, "force a device: cpu, cuda, mps (None = detected)")
+    epochs: int = _f(3, "passes over the training data", "--epochs", group=T, min=1)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)",
+                               "--max-steps", group=T, min=1)
+    learning_rate: float | None = _f(None, "peak learning rate (default: 2e-4, the original design's "
+                                     "LoRA rate for 4096-wide 7B models, scaled by sqrt(4096 / hidden "
+                                     "size) and clipped to [5e-5, 1e-3])", "--learning-rate", group=T,
+                                     min_exclusive=0, max_exclusive=1)
+    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up", "--warmup-ratio", group=T,
+                             min=0, max=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay", "--weight-decay", group=T, min=0, max=1)
+    batch_size: int | None = _f(None, "micro-batch size in packed rows (default: chosen by the planner)",
+                                "--batch-size", group=T, min=1)
+    gradient_accumulation_steps: int | None = _f(None, "micro-batches per optimizer step (default: "
+                                                 "planner)", "--grad-accum", group=T, min=1,
+                                                 aliases=("--gradient-accumulation-steps",))
+    max_seq_length: int = _f(1024, "tokens per packed row; longer transcripts are truncated",
+                             "--max-seq-length", group=T, min=16)
+    packing: bool = _f(True, "one transcript per row instead of packing several into a row (no "
+                       "attention across packed transcripts)", "--no-packing", group=T, negate=True)
+    eval_fraction: float = _f(0.1, "share of records held out for evaluation", "--eval-fraction",
+                              group=T, min=0, max_exclusive=0.9)
+    eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: once per epoch)",
+                                "--eval-steps", group=T, min=1)
+    save_steps: int | None = _f(None, "checkpoint every N optimizer steps for resuming (default: per "
+                                "epoch)", "--save-steps", group=T, min=1)
+    seed: int = _f(42, "seed for the split, shuffling, LoRA init and dropout", "--seed", group=T, min=0)
+    num_threads: int | None = _f(None, "torch CPU threads (default: torch's)", "--threads", group=T,
+                                 min=1, aliases=("--num-threads",))
+    device: str | None = _f(None, "force a device (default: detected)", "--device", group=T,
+                            choices=("cpu", "cuda", "mps"))
 
-    lora_r: int | None = _f(None, "LoRA rank (None = per model type, scaled by model size)")
-    lora_alpha: int | None = _f(None, "LoRA alpha (None = 2 x r, as in the original table)")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    lora_target_modules: list[str] = _f([], "module names to adapt (empty = every linear "
-                                        "projection found in the model)")
-    use_qlora: bool | None = _f(None, "4-bit QLoRA (CUDA only; None = when full precision does not fit)")
-    gradient_checkpointing: bool | None = _f(None, "trade compute for memory (None = planner)")
-    precision: str | None = _f(None, "fp32, bf16 or fp16 (None = best the device supports)")
+    lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
+                            "--lora-r", group=T, min=1)
+    lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",
+                                "--lora-alpha", group=T, min=1)
+    lora_dropout: float = _f(0.05, "LoRA dropout", "--lora-dropout", group=T, min=0, max=1)
+    lora_target_modules: list[str] = _f([], "module names to adapt (default: every linear projection "
+                                        "found in the model)", "--lora-target-modules", group=T,
+                                        nargs="+")
+    use_qlora: bool | None = _f(None, "4-bit QLoRA (--qlora / --no-qlora; default: when full "
+                                "precision does not fit)", "--qlora", group=T, aliases=("--use-qlora",))
+    gradient_checkpointing: bool | None = _f(None, "trade compute for memory (default: planner)",
+                                             "--gradient-checkpointing", group=T)
+    precision: str | None = _f(None, "numeric precision (default: best the device supports)",
+                               "--precision", group=T, choices=("fp32", "bf16", "fp16"))
 
-    min_quality_score: float = _f(0.7, "truth filter: minimum quality to keep a record")
-    use_truth_filter: bool = _f(True, "run the truth filter (quality, duplicates, rubrics)")
-    truth_patterns: str | None = _f(None, "file of verified/contradicted patterns for the truth filter "
-                                    "(docs/truth_filter.md)")
-    use_emergence_weighting: bool = _f(True, "score novelty and train with the curriculum")
-    semantic_dedup: float | None = _f(None, "emergence: drop records whose embedding cosine similarity "
-                                      "to a kept neighbour is at least this (e.g. 0.95); None = off")
-    curriculum_strategy: str = _f("weighted", "weighted, novel_first or progressive")
-    strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it")
+    min_quality_score: float = _f(0.7, "truth filter: minimum quality to keep a record",
+                                  "--min-quality-score", group=D, min=0, max=1)
+    use_truth_filter: bool = _f(True, "skip the truth filter (quality, duplicates, rubrics)",
+                                "--no-truth-filter", group=D, negate=True)
+    truth_patterns: str | None = _f(None, "file of verified/contradicted patterns for the truth "
+                                    "filter (docs/truth_filter.md)", "--truth-patterns", group=D)
+    use_emergence_weighting: bool = _f(True, "plain shuffled training (no novelty scoring or "
+                                       "curriculum)", "--no-emergence", group=D, negate=True)
+    semantic_dedup: float | None = _f(None, "emergence: drop records whose embedding cosine "
+                                      "similarity to a kept neighbour is at least this (e.g. 0.95); "
+                                      "default off", "--semantic-dedup", group=D, min_exclusive=0, max=1)
+    curriculum_strategy: str = _f("weighted", "curriculum strategy", "--curriculum", group=D,
+                                  choices=CURRICULUM_STRATEGIES)
+    strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
+                      "--strict", group=D)
     trust_remote_code: bool = _f(False, "allow model code from the base model's repository (off: "
-                                 "only architectures transformers ships)")
+                                 "only architectures transformers ships)", "--trust-remote-code", group=T)
 
-    export_formats: list[str] = _f(["huggingface"], "exports after training: huggingface, gguf, "
-                                   "ollama, onnx")
-    onnx_int8: bool = _f(False, "also write an int8 (dynamic quantization) ONNX model")
-    quantization: list[str] = _f(["q8_0"], "GGUF file types to write (f32, f16, bf16, q8_0, q4_0, "
-                                 "q4_k_m, q5_k_m, q6_k)")
+    export_formats: list[str] = _f(["huggingface"], "exports after training (or with --export-only)",
+                                   "--formats", group=E, nargs="+", choices=EXPORT_FORMATS)
+    onnx_int8: bool = _f(False, "also write an int8 (dynamic quantization) ONNX model", "--onnx-int8",
+                         group=E)
+    quantization: list[str] = _f(["q8_0"], "GGUF file types to write", "--quantization", group=E,
+                                 nargs="+", choices=GGUF_QUANTIZATIONS)
+    system_prompt: str | None = _f(None, "system prompt written into the Ollama Modelfile and used by "
+                                   "chat (default: the model type's prompt)", "--system-prompt", group=E)
 
     def __post_init__(self) -> None:
         if isinstance(self.model_type, str):
@@ -148,57 +196,49 @@ class TrainingConfig:
                 pass  # reported by validate()
         if isinstance(self.data_path, (str, Path)):
             self.data_path = [str(self.data_path)]
-        self.data_path = [str(p) for p in self.data_path]
+        if isinstance(self.data_path, list):
+            self.data_path = [str(p) for p in self.data_path]
 
     # -- validation -----------------------------------------------------------------------------
     def problems(self) -> list[str]:
+        """Every problem at once, each naming the key and its flag (bounds come from metadata)."""
         p: list[str] = []
-        if not isinstance(self.model_type, ModelType):
-            p.append(f"model_type (--model-type): unknown value {self.model_type!r}; choose one of "
-                     + ", ".join(m.short for m in ModelType))
-        ints = {"epochs": 1, "max_seq_length": 16, "seed": 0}
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < lo:
-                p.append(f"{name} (--{name.replace('_', '-')}): must be an integer >= {lo}, got {v!r}")
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps",
-                     "save_steps", "lora_r", "lora_alpha", "num_threads"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                p.append(f"{name} (--{name.replace('_', '-')}): must be a positive integer, got {v!r}")
-        if self.learning_rate is not None and not (isinstance(self.learning_rate, (int, float))
-                                                   and 0 < self.learning_rate < 1):
-            p.append(f"learning_rate (--learning-rate): must be in (0, 1), got {self.learning_rate!r}")
-        for name in ("warmup_ratio", "lora_dropout", "min_quality_score"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v <= 1):
-                p.append(f"{name} (--{name.replace('_', '-')}): must be in [0, 1], got {v!r}")
-        if not (isinstance(self.eval_fraction, (int, float)) and 0 <= self.eval_fraction < 0.9):
-            p.append(f"eval_fraction (--eval-fraction): must be in [0, 0.9), got {self.eval_fraction!r}")
-        if self.semantic_dedup is not None and not (isinstance(self.semantic_dedup, (int, float))
-                                                    and 0 < self.semantic_dedup <= 1):
-            p.append(f"semantic_dedup (--semantic-dedup): must be in (0, 1], got {self.semantic_dedup!r}")
-        if self.curriculum_strategy not in CURRICULUM_STRATEGIES:
-            p.append(f"curriculum_strategy (--curriculum): unknown {self.curriculum_strategy!r}; "
-                     f"choose one of {', '.join(CURRICULUM_STRATEGIES)}")
-        if self.precision not in (None, "fp32", "bf16", "fp16"):
-            p.append(f"precision (--precision): unknown {self.precision!r}; choose fp32, bf16 or fp16")
-        if self.device not in (None, "cpu", "cuda", "mps"):
-            p.append(f"device (--device): unknown {self.device!r}; choose cpu, cuda or mps")
-        known_formats = ("huggingface", "gguf", "ollama", "onnx")
-        for f_ in self.export_formats:
-            if f_ not in known_formats:
-                p.append(f"export_formats (--formats): unknown format {f_!r}; choose from "
-                         + ", ".join(known_formats))
-        if self.output_name is not None and not _safe_name(self.output_name):
+        for f_ in dataclasses.fields(self):
+            p.extend(_field_problems(f_, getattr(self, f_.name)))
+        if isinstance(self.output_name, str) and not safe_name(self.output_name):
             p.append(f"output_name (--output-name): {self.output_name!r} is not a safe folder name; "
                      "use letters, digits, '.', '_' and '-' only")
-        if self.truth_patterns is not None and not Path(self.truth_patterns).is_file():
+        if isinstance(self.truth_patterns, str) and not Path(self.truth_patterns).is_file():
             p.append(f"truth_patterns (--truth-patterns): {self.truth_patterns} is not a file")
-        for d in self.data_path:
+        for d in self.data_path if isinstance(self.data_path, list) else []:
             if not Path(d).exists():
                 p.append(f"data_path (--data-path): {d} does not exist; pass a JSONL file or a folder "
                          "of .jsonl files")
+        p.extend(self._export_problems())
+        if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
+            p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
+                     "the Modelfile SYSTEM block; rephrase it")
+        if isinstance(self.output_dir, str):
+            problem = writable_problem(Path(self.output_dir))
+            if problem:
+                p.append(f"output_dir (--output-dir): {problem}")
+        return p
+
+    def _export_problems(self) -> list[str]:
+        """Format and quantization combinations that would fail only after training."""
+        import importlib.util
+
+        if not (isinstance(self.export_formats, list) and isinstance(self.quantization, list)):
+            return []
+        p = []
+        if self.onnx_int8 and "onnx" not in self.export_formats:
+            p.append("onnx_int8 (--onnx-int8): only applies to the ONNX export; add onnx to --formats")
+        gguf_out = {"gguf", "ollama"} & set(self.export_formats)
+        k_quants = [q for q in self.quantization if "_k" in q]
+        if gguf_out and k_quants and importlib.util.find_spec("llama_cpp") is None:
+            p.append(f"quantization (--quantization): {', '.join(k_quants)} need llama-cpp-python "
+                     "(CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'iceburg[llama]'); or choose "
+                     "q8_0, q4_0, f16")
         return p
 
     def validate(self) -> "TrainingConfig":
@@ -228,8 +268,18 @@ class TrainingConfig:
     def from_yaml(cls, path: str | Path) -> "TrainingConfig":
         import yaml
 
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError([f"--config {path}: no such file; pass a YAML file of config keys "
+                               "(see docs/ARCHITECTURE.md or iceburg-train --help)"])
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError([f"--config {path}: not valid YAML{at}: "
+                               f"{getattr(e, 'problem', None) or e}"]) from None
         if not isinstance(data, dict):
             raise ConfigError([f"{path}: expected a mapping of config keys at the top level"])
         return cls.from_dict(data, source=str(path))
@@ -252,10 +302,79 @@ class TrainingConfig:
         return r, alpha
 
 
-def _safe_name(name: str) -> bool:
+def safe_name(name: str) -> bool:
     import re
 
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name)) and ".." not in name
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be created or written (None when it can): checked before any work so a
+    run never trains for minutes and then fails to save."""
+    import os
+
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"{folder}: no existing parent folder"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{folder}: {probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{folder}: {probe} is not writable; choose another folder"
+    return None
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of a config key (for messages); config-only keys are named as keys."""
+    for f_ in dataclasses.fields(TrainingConfig):
+        if f_.name == name:
+            return f_.metadata.get("flag") or name
+    raise KeyError(name)
+
+
+def _field_problems(f_: dataclasses.Field, v: Any) -> list[str]:
+    md = f_.metadata
+    label = f"{f_.name} ({md['flag']})" if md.get("flag") else f_.name
+    if f_.name == "model_type":
+        if isinstance(v, ModelType):
+            return []
+        return [f"{label}: unknown value {v!r}; choose one of " + ", ".join(m.short for m in ModelType)]
+    if v is None and "None" in str(f_.type):
+        return []
+    kind = str(f_.type).replace(" | None", "")
+    if kind == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+        return [f"{label}: must be an integer, got {v!r}"]
+    if kind == "float" and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+        return [f"{label}: must be a number, got {v!r}"]
+    if kind == "bool" and not isinstance(v, bool):
+        return [f"{label}: must be true or false, got {v!r}"]
+    if kind == "str" and not isinstance(v, str):
+        return [f"{label}: must be a string, got {v!r}"]
+    if kind == "list[str]":
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            return [f"{label}: must be a list of strings, got {v!r}"]
+        bad = [x for x in v if md.get("choices") and x not in md["choices"]]
+        if bad:
+            return [f"{label}: unknown value(s) {', '.join(map(repr, bad))}; choose from "
+                    + ", ".join(md["choices"])]
+        return []
+    if md.get("choices") and v not in md["choices"]:
+        return [f"{label}: unknown {v!r}; choose one of {', '.join(md['choices'])}"]
+    lo_ex, hi_ex = "min_exclusive" in md, "max_exclusive" in md
+    lo, hi = md.get("min", md.get("min_exclusive")), md.get("max", md.get("max_exclusive"))
+    if kind in ("int", "float") and (lo is not None or hi is not None):
+        too_low = lo is not None and (v <= lo if lo_ex else v < lo)
+        too_high = hi is not None and (v >= hi if hi_ex else v > hi)
+        if too_low or too_high:
+            if lo is not None and hi is not None:
+                rng = f"in {'(' if lo_ex else '['}{lo}, {hi}{')' if hi_ex else ']'}"
+            elif lo is not None:
+                rng = f"{'>' if lo_ex else '>='} {lo}"
+            else:
+                rng = f"{'<' if hi_ex else '<='} {hi}"
+            return [f"{label}: must be {rng}, got {v!r}"]
+    return []
 
 
 def config_help() -> dict[str, str]:

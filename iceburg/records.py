@@ -99,6 +99,17 @@ class Reject:
         return out
 
 
+def _json_line(obj: dict[str, Any]) -> str:
+    """One JSONL line; text that cannot be encoded as UTF-8 (a lone surrogate such as "\\ud800",
+    which is valid JSON) is written with ASCII escapes instead of crashing the run."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, ensure_ascii=True)
+    return line + "\n"
+
+
 class RejectWriter:
     """Collects rejects into a JSONL file, written atomically (temp file + rename on close).
 
@@ -117,12 +128,23 @@ class RejectWriter:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
             self._fh = os.fdopen(fd, "w", encoding="utf-8")
 
+    def drop(self, stage: str, record: "Record | None", reasons: list[str],
+             details: dict[str, Any] | None = None, *, raw: str | None = None,
+             source: str = "", line: int = 0) -> None:
+        """The one way a stage drops something: a record (kept in full, with its origin) or, when
+        there is no record, the raw input (`raw`, with `source`/`line`)."""
+        self.write(Reject(stage=stage, reasons=list(reasons),
+                          source=record.source if record is not None else source,
+                          line=record.line if record is not None else line,
+                          record=record.to_json() if record is not None else None,
+                          raw=raw, details=dict(details or {})))
+
     def write(self, reject: Reject) -> None:
         key = f"{reject.stage}:{reject.reasons[0] if reject.reasons else 'unspecified'}"
         self.counts[key] = self.counts.get(key, 0) + 1
         self.total += 1
         if self._fh is not None:
-            self._fh.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
+            self._fh.write(_json_line(reject.to_json()))
 
     def extend(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
-from ..records import ROLES, Record, Reject, RejectWriter
+from ..records import ROLES, Record, RejectWriter
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,21 @@ def _reject(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], p
     stats["rejected"] = stats.get("rejected", 0) + 1
     logger.debug("rejecting %s:%d: %s", path, lineno, reason)
     if rejects is not None:
-        rejects.write(Reject(stage="load", reasons=[reason], source=str(path), line=lineno,
-                             raw=raw.rstrip("\n")[:20000]))
+        rejects.drop("load", None, [reason], raw=raw.rstrip("\n")[:20000], source=str(path), line=lineno)
+
+
+def coerce_record(item: Any, index: int, source: str = "") -> tuple[Record | None, str]:
+    """The public edge for the original API's dicts: a `Record` passes through, a dict in any
+    input shape is validated by `normalise` (one definition of a usable conversation); returns
+    `(None, reason)` for anything else. Stages call this once and then work on Records only."""
+    if isinstance(item, Record):
+        return item, ""
+    if not isinstance(item, dict):
+        return None, f"expected a Record or a dict, got {type(item).__name__}"
+    try:
+        return normalise(item, source=source, line=index + 1), ""
+    except InvalidLine as e:
+        return None, str(e)
 
 
 def normalise(obj: Any, source: str = "", line: int = 0) -> Record:

@@ -7,7 +7,7 @@ record (components in `record.signals["emergence.*"]`, category in
 See docs/emergence.md.
 """
 
-from ..training.curriculum import Curriculum, plain_curriculum
+from .curriculum import Curriculum, plain_curriculum
 from .detector import DetectorOutput, EmbeddingNoveltyDetector, EmergenceDetector
 from .embedding import EmbeddingCache, SentenceEmbedder, record_digest
 from .processor import (

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ..errors import DataError
-from ..records import Record, Reject, RejectWriter
-from ..training.curriculum import Curriculum, build_curriculum
+from ..records import Record, RejectWriter
+from .curriculum import Curriculum, build_curriculum
 from . import signals as sig
 from .detector import EmbeddingNoveltyDetector, EmergenceDetector
 
@@ -61,18 +61,11 @@ class EmergenceStats:
 
 
 def to_record(entry: Record | dict[str, Any], i: int) -> tuple[Record | None, str]:
-    """A `Record` from a Record or a seed-format dict, validated by the loader's `normalise` (one
-    definition of what a usable conversation is); `(None, reason)` when the entry is unusable."""
-    if isinstance(entry, Record):
-        return entry, ""
-    from ..data.loader import InvalidLine, normalise
+    """A `Record` from a Record or a seed-format dict (the loader's one adapter for the original
+    API's dicts); `(None, reason)` when the entry is unusable."""
+    from ..data.loader import coerce_record
 
-    if not isinstance(entry, dict):
-        return None, f"expected a Record or a dict, got {type(entry).__name__}"
-    try:
-        return normalise(entry, source="input", line=i + 1), ""
-    except InvalidLine as e:
-        return None, str(e)
+    return coerce_record(entry, i, source="input")
 
 
 class EmergenceProcessor:
@@ -120,11 +113,8 @@ class EmergenceProcessor:
     def _reject(self, record: Record | None, entry: Any, reason: str, details: dict[str, Any]) -> None:
         if self.rejects is None:
             return
-        self.rejects.write(Reject(stage="emergence", reasons=[reason],
-                                  source=record.source if record else "",
-                                  line=record.line if record else 0,
-                                  record=record.to_json() if record else None,
-                                  raw=None if record else repr(entry)[:2000], details=details))
+        self.rejects.drop("emergence", record, [reason], details,
+                          raw=None if record else repr(entry)[:2000])
 
     def process(self, records: Iterable[Record | dict[str, Any]],
                 agent_type: str | None = None) -> tuple[list[Record], EmergenceStats]:
@@ -199,7 +189,7 @@ class EmergenceProcessor:
         return score, feats
 
     def create_curriculum(self, scored: Sequence[Record], strategy: str = "weighted") -> Curriculum:
-        """See `iceburg.training.curriculum` for what each strategy means to the trainer."""
+        """See `iceburg.emergence.curriculum` for what each strategy means to the trainer."""
         return build_curriculum(scored, strategy)
 
 

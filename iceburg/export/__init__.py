@@ -34,6 +34,10 @@ def export_model(model_dir: Path, out_dir: Path, formats: list[str], ctx: Export
             results[fmt] = module.export(Path(model_dir), Path(out_dir), ctx)
         except IceburgError as e:
             raise ExportError(f"export to {fmt} failed: {e}") from e
+        except Exception as e:  # a crash inside a converter or runtime: still one clear error
+            logger.debug("export to %s crashed", fmt, exc_info=True)  # -v shows the traceback
+            raise ExportError(f"export to {fmt} failed: {type(e).__name__}: {e} (run with -v for the "
+                              "traceback)") from e
     return results
 
 

@@ -19,6 +19,9 @@ from typing import Any, Iterator
 from ..config import SYSTEM_PROMPTS, ModelType
 from ..errors import ExportError
 
+# The install line every llama.cpp-backed step names when llama-cpp-python is missing.
+LLAMA_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "llama-cpp-python==0.3.36"  (or: pip install "iceburg[llama]")'
+
 
 @dataclass
 class ExportContext:
@@ -36,6 +39,17 @@ class ExportContext:
     @property
     def system(self) -> str:
         return self.system_prompt if self.system_prompt is not None else SYSTEM_PROMPTS[self.model_type]
+
+
+def build_export_context(cfg, *, name: str, model_type: ModelType, adapter_dir: Path | None,
+                         base_model: str | None, max_seq_length: int,
+                         run_info: dict[str, Any] | None = None) -> ExportContext:
+    """The one place an `ExportContext` is built from a config: after training (the run's own
+    config) and for `--export-only` (the run folder's saved config, the flags for the rest)."""
+    return ExportContext(model_type=model_type, name=name, system_prompt=getattr(cfg, "system_prompt", None),
+                         quantization=list(cfg.quantization), max_seq_length=int(max_seq_length),
+                         adapter_dir=adapter_dir if adapter_dir is not None and Path(adapter_dir).exists() else None,
+                         base_model=base_model, run_info=dict(run_info or {}), onnx_int8=cfg.onnx_int8)
 
 
 @dataclass

@@ -1,39 +1,80 @@
-"""`--export-only DIR`: export a finished run folder or any plain Hugging Face model folder."""
+"""`--export-only DIR`: export a finished (or export-failed) run folder or any plain Hugging Face
+model folder."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+from typing import Any
 
 from ..config import ModelType, TrainingConfig
 from ..errors import IceburgError
-from . import ExportContext, export_model
+from ..run_folder import RunFolder
+from . import export_model
+from .base import build_export_context
 
 
-def export_only(folder: Path, cfg: TrainingConfig) -> dict:
+def export_only(folder: Path, cfg: TrainingConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Export `folder` in `cfg.export_formats`. Output goes to `out_dir` when given (the
+    `--output-dir` flag), else to RUN/exports for a run folder or `<output_dir>/export-<name>`
+    for a plain model folder. Finishing a run folder also records the exports in its result.json
+    (clearing a recorded export failure)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise IceburgError(f"--export-only {folder}: no such folder; pass a run folder (with merged/) "
                            "or a Hugging Face model folder")
+    run = RunFolder(folder)
     run_cfg: dict = {}
-    if (folder / "merged" / "config.json").exists():  # a run folder
-        model_dir, out_dir, adapter = folder / "merged", folder / "exports", folder / "adapter"
-        if (folder / "config.json").exists():
-            run_cfg = json.loads((folder / "config.json").read_text())
+    if run.is_run():
+        model_dir, default_out, adapter = run.merged, run.exports, run.adapter
+        run_cfg = run.read_json(run.config) or {}
     elif (folder / "config.json").exists():
-        model_dir, adapter = folder, None
-        out_dir = Path(cfg.output_dir) / f"export-{_safe(folder.name)}"
+        model_dir, adapter, run = folder, None, None
+        default_out = Path(cfg.output_dir) / f"export-{_safe(folder.name)}"
     else:
         raise IceburgError(f"--export-only {folder}: neither a run folder (merged/config.json) nor a "
                            "Hugging Face model folder (config.json)")
-    model_type = ModelType.parse(run_cfg.get("model_type", cfg.model_type))
-    ctx = ExportContext(model_type=model_type, name=_safe(run_cfg.get("output_name") or folder.name),
-                        quantization=list(cfg.quantization), onnx_int8=cfg.onnx_int8, max_seq_length=int(run_cfg.get("max_seq_length", cfg.max_seq_length)),
-                        adapter_dir=adapter if adapter and adapter.exists() else None,
-                        base_model=run_cfg.get("base_model"), run_info={"config": run_cfg} if run_cfg else {})
-    results = export_model(model_dir, out_dir, list(cfg.export_formats), ctx)
-    return {fmt: {"files": [str(f) for f in r.files], "report": r.report} for fmt, r in results.items()}
+    ctx = build_export_context(
+        cfg, name=_safe(run_cfg.get("output_name") or folder.name),
+        model_type=ModelType.parse(run_cfg.get("model_type", cfg.model_type)), adapter_dir=adapter,
+        base_model=run_cfg.get("base_model"), max_seq_length=int(run_cfg.get("max_seq_length", cfg.max_seq_length)),
+        run_info={"config": run_cfg} if run_cfg else {})
+    out = Path(out_dir) if out_dir is not None else default_out
+    results = export_model(model_dir, out, list(cfg.export_formats), ctx)
+    report = {fmt: {"files": [str(f) for f in r.files], "report": r.report} for fmt, r in results.items()}
+    if run is not None and run.is_finished():
+        res = run.read_json(run.result)
+        res.setdefault("export_paths", {}).update({k: v["files"] for k, v in report.items()})
+        res.setdefault("export_reports", {}).update({k: v["report"] for k, v in report.items()})
+        res["export_error"], res["success"] = None, True
+        run.write_json(run.result, res)
+    return report
+
+
+def format_export_summary(report: dict[str, Any]) -> str:
+    """One line per format: the files and the proof's key figure (`--json` gives everything)."""
+    lines = []
+    for fmt, r in report.items():
+        rep = r.get("report") or {}
+        figure = _key_figure(fmt, rep)
+        lines.append(f"{fmt:<12} {', '.join(r['files'])}" + (f"\n{'':<12} {figure}" if figure else ""))
+    return "\n".join(lines)
+
+
+def _key_figure(fmt: str, rep: dict[str, Any]) -> str:
+    if fmt == "gguf":
+        parts = []
+        for name, entry in (rep.get("files") or {}).items():
+            v = entry.get("verify") or {}
+            fig = (f", max |logit diff| {v['max_abs_logit_diff']:.3g}, argmax {v['argmax_agreement']:.1%}"
+                   if "max_abs_logit_diff" in v else "")
+            parts.append(f"{name}: proof {entry.get('proof')}{fig}")
+        return "; ".join(parts)
+    if fmt == "onnx" and "fp32" in rep:
+        return f"onnxruntime max |logit diff| {rep['fp32'].get('max_abs_diff_single', float('nan')):.3g}"
+    if fmt == "ollama" and "template" in rep:
+        return f"template: {rep['template']}; check: {rep.get('template_check')}"
+    return ""
 
 
 def _safe(name: str) -> str:

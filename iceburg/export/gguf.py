@@ -29,7 +29,7 @@ import gguf
 import numpy as np
 
 from ..errors import ExportError, IceburgError, MissingDependencyError
-from .base import ExportContext, ExportResult, atomic_path, check_free_space
+from .base import LLAMA_INSTALL, ExportContext, ExportResult, atomic_path, check_free_space
 from .gguf_tokenizer import add_tokenizer
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ FILE_TYPES: dict[str, tuple[FT, T | None]] = {
     "q8_0": (FT.MOSTLY_Q8_0, T.Q8_0), "q4_0": (FT.MOSTLY_Q4_0, T.Q4_0),
     "q4_k_m": (FT.MOSTLY_Q4_K_M, None), "q5_k_m": (FT.MOSTLY_Q5_K_M, None), "q6_k": (FT.MOSTLY_Q6_K, None),
 }
-LLAMA_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "llama-cpp-python==0.3.36"  (or: pip install "iceburg[llama]")'
 # Bytes per weight of each type (GGML_QUANT_SIZES: type_size / block_size; K-quant mixes measured
 # on llama.cpp's own quantizer: Q4_K_M ~4.9, Q5_K_M ~5.7, Q6_K 6.56 bits per weight).
 _BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,

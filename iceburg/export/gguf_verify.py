@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError
+from .base import LLAMA_INSTALL
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,6 @@ def _load_llama(gguf_path: Path, n_ctx: int, n_threads: int = 1):
     try:
         import llama_cpp
     except ImportError as e:
-        from .gguf import LLAMA_INSTALL
 
         raise MissingDependencyError("llama-cpp-python (needed to prove GGUF files in llama.cpp)", LLAMA_INSTALL) from e
     return llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,

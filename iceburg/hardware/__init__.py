@@ -17,7 +17,6 @@ from .detect import (CudaDevice, HardwareInfo, MpsDevice, SystemDescription, des
 from .memory import MemoryEstimate, configure_cpu_allocator, estimate_training_memory
 from .model_shape import ModelShape, read_model_shape
 from .planner import TrainingPlan, plan_training, recommend_lora, resolve_targets
-from .reports import configs_report, features_report, hardware_report
 
 
 class M4Optimizer:
@@ -45,7 +44,6 @@ def get_m4_optimizer(prefer_mlx: bool = False, system: SystemDescription | None 
 
 
 __all__ = ["CudaDevice", "HardwareInfo", "M4Optimizer", "MemoryEstimate", "ModelShape", "MpsDevice",
-           "SystemDescription", "TrainingPlan", "configs_report", "configure_cpu_allocator",
-           "describe_hardware", "estimate_training_memory", "features_report", "get_m4_optimizer",
-           "hardware_report", "plan_training", "probe_system", "read_model_shape", "recommend_lora",
+           "SystemDescription", "TrainingPlan", "configure_cpu_allocator",
+           "describe_hardware", "estimate_training_memory", "get_m4_optimizer", "plan_training", "probe_system", "read_model_shape", "recommend_lora",
            "resolve_targets"]

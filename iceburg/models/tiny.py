@@ -72,7 +72,7 @@ def corpus_texts() -> list[str]:
     from ..config import TrainingConfig
     from ..data import SAMPLE_DIR
     from ..data.loader import read_records
-    from ..training.finetuner import eval_bucket
+    from ..data.split import eval_bucket
 
     defaults = TrainingConfig()
     docs: set[str] = set()

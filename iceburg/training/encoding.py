@@ -245,3 +245,31 @@ def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Rec
     if not any(mask):
         return None
     return Example(input_ids=ids, mask=mask, id=ex_id, weight=record.weight, truncated=truncated)
+
+
+@dataclass
+class EncodedSet:
+    examples: list[Example]
+    kept: list[int]  # index into the input records of each example (repeated for per-turn examples)
+    truncated: int
+
+
+def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
+               weights: list[float] | None = None) -> EncodedSet:
+    """Encode every record (with its curriculum weight); a record with no assistant token within
+    `max_length` is dropped through `rejects` (stage "encode"), never silently. A record under a
+    template that rewrites history gives one example per assistant turn (`encode_record`)."""
+    out = EncodedSet([], [], 0)
+    for i, rec in enumerate(records):
+        if weights is not None:
+            rec.weight = float(weights[i])
+        examples = encode_record(tokenizer, rec, max_length, eos)
+        if not examples:
+            if rejects is not None:
+                rejects.drop("encode", rec, [f"no assistant token within max_seq_length={max_length}"])
+            continue
+        for ex in examples:
+            out.truncated += ex.truncated
+            out.examples.append(ex)
+            out.kept.append(i)
+    return out

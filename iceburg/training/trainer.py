@@ -150,19 +150,32 @@ def evaluate(model, examples: list[Example], args: TrainArgs) -> float:
     return total / max(count, 1)
 
 
-def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
-          args: TrainArgs, *, loss_fn=weighted_token_loss, callbacks: Iterable[TrainingCallback] = ()) -> TrainOutput:
-    from tqdm.auto import tqdm
+def default_optimizer(params: list[torch.nn.Parameter], args: TrainArgs) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def default_scheduler(opt: torch.optim.Optimizer, total_steps: int, args: TrainArgs):
+    """Linear warm-up over `warmup_ratio` of the steps, then linear decay to 0."""
     from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(opt, int(math.ceil(args.warmup_ratio * total_steps)), total_steps)
+
+
+def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
+          args: TrainArgs, *, loss_fn=weighted_token_loss, callbacks: Iterable[TrainingCallback] = (),
+          make_optimizer: Callable = default_optimizer, make_scheduler: Callable = default_scheduler) -> TrainOutput:
+    """Train on the deterministic step plan. The optimizer and schedule are injected
+    (`make_optimizer(params, args)`, `make_scheduler(opt, total_steps, args)`); their state must
+    round-trip through `state_dict` for resume."""
+    from tqdm.auto import tqdm
 
     callbacks = list(callbacks)
     steps, epoch_ends = plan_steps(examples, order_fn, args)
     if not steps:
         raise ValueError("nothing to train on: the step plan is empty")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    warmup = int(math.ceil(args.warmup_ratio * len(steps)))
-    sched = get_linear_schedule_with_warmup(opt, warmup, len(steps))
+    opt = make_optimizer(params, args)
+    sched = make_scheduler(opt, len(steps), args)
     scaler = torch.amp.GradScaler(enabled=args.precision == "fp16" and args.device.startswith("cuda"))
 
     start_step = 0

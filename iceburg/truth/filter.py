@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from ..records import Record, Reject, RejectWriter
+from ..records import Record, RejectWriter
 from . import rubrics, signals
 from .dedup import DedupConfig, Deduplicator, Signature
 from .patterns import TruthSystem
@@ -196,8 +196,7 @@ class TruthFilter:
                     key = r.split(":", 1)[0]
                     stats.reasons[key] = stats.reasons.get(key, 0) + 1
                 if rejects is not None:
-                    rejects.write(Reject(stage="truth", reasons=a.reasons, source=record.source,
-                                         line=record.line, record=record.to_json(), details=a.details))
+                    rejects.drop("truth", record, a.reasons, a.details)
                 continue
             yield record, a, sig  # type: ignore[misc]
 
@@ -244,8 +243,7 @@ class TruthFilter:
         if rejects is not None:
             details = dict(a.details, duplicate_of=kept_id, similarity=sim,
                            kept_quality=kept_quality)
-            rejects.write(Reject(stage="dedup", reasons=[reason], source=record.source,
-                                 line=record.line, record=record.to_json(), details=details))
+            rejects.drop("dedup", record, [reason], details)
 
     def count_kept(self, record: Record, a: Assessment, stats: TruthFilterStats) -> None:
         stats.final_output += 1
@@ -266,22 +264,16 @@ class TruthFilter:
     def _as_record(self, item: Record | dict, i: int, rejects: RejectWriter | None,
                    stats: TruthFilterStats) -> Record | None:
         stats.total_input += 1
-        if isinstance(item, Record):
-            return item
-        from ..data.loader import InvalidLine, normalise  # the loader's validation, one definition
+        from ..data.loader import coerce_record  # the public edge: one adapter for dicts
 
-        if isinstance(item, dict):
-            try:
-                return normalise(item, source="", line=i + 1)
-            except InvalidLine as e:
-                reason = f"invalid: {e}"
-        else:
-            reason = f"invalid: expected a Record or a dict, got {type(item).__name__}"
+        record, problem = coerce_record(item, i)
+        if record is not None:
+            return record
+        reason = f"invalid: {problem}"
         stats.invalid_removed += 1
         stats.reasons["invalid"] = stats.reasons.get("invalid", 0) + 1
         if rejects is not None:
-            rejects.write(Reject(stage="truth", reasons=[reason], line=i + 1,
-                                 raw=json.dumps(item, default=str)[:20000]))
+            rejects.drop("truth", None, [reason], raw=json.dumps(item, default=str)[:20000], line=i + 1)
         return None
 
 

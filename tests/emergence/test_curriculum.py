@@ -8,7 +8,7 @@ import pytest
 from emergence_helpers import conv
 from iceburg.emergence import EmergenceProcessor, create_curriculum, plain_curriculum
 from iceburg.errors import IceburgError
-from iceburg.training.curriculum import MAX_WEIGHT, MIN_WEIGHT, Curriculum, normalise_weights
+from iceburg.emergence.curriculum import MAX_WEIGHT, MIN_WEIGHT, Curriculum, normalise_weights
 
 SCORES = [0.9, 0.1, 0.55, 0.3, 0.85, 0.3, 0.6]
 

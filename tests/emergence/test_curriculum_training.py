@@ -118,7 +118,8 @@ def test_the_fine_tuner_trains_in_the_order_of_the_configured_curriculum(tmp_pat
     from iceburg.data import sample_data_path
     from iceburg.data.loader import read_records
     from iceburg.records import RejectWriter
-    from iceburg.training.finetuner import ICEBURGFineTuner, split_eval
+    from iceburg.data.split import split_eval
+    from iceburg.training.finetuner import ICEBURGFineTuner
     from iceburg.truth import TruthFilter
 
     try:

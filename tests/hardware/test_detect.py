@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from iceburg.errors import IceburgError
-from iceburg.hardware import (CudaDevice, describe_hardware, get_m4_optimizer, hardware_report,
-                              probe_system)
+from iceburg.hardware import CudaDevice, describe_hardware, get_m4_optimizer, probe_system
+from iceburg.reports import hardware_report
 
 GIB = 2**30
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from iceburg.config import ModelType, TrainingConfig
-from iceburg.hardware import configs_report, describe_hardware, features_report, hardware_report
+from iceburg.hardware import describe_hardware
+from iceburg.reports import configs_report, features_report, hardware_report
 
 
 def test_hardware_report_table_and_json():

@@ -9,7 +9,7 @@ import iceburg.models.tiny as tiny
 from iceburg.config import TrainingConfig
 from iceburg.data import sample_data_path
 from iceburg.data.loader import read_records
-from iceburg.training.finetuner import split_eval
+from iceburg.data.split import split_eval
 
 
 def sha(path):

@@ -1,4 +1,7 @@
-"""Text reports behind the CLI flags `--detect-hardware`, `--features` and `--configs`."""
+"""Text reports behind the CLI flags `--detect-hardware`, `--features` and `--configs`.
+
+They sit above the stages (they read the hardware stage and resolve base models), so they live
+here and not in `hardware/`, which stays a leaf layer."""
 
 from __future__ import annotations
 
@@ -9,10 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..config import EMBEDDED_BASE, ModelType, TrainingConfig
-from ..errors import IceburgError
-from .detect import HardwareInfo, SystemDescription, describe_hardware, probe_system
-from .planner import plan_training
+from .config import ModelType, TrainingConfig
+from .hardware.detect import HardwareInfo, SystemDescription, describe_hardware, probe_system
+from .hardware.planner import plan_training
 
 
 def _gib(n: int | None) -> str:
@@ -93,14 +95,8 @@ def base_model_dir(config: TrainingConfig) -> Path:
     spec = config.base_model
     if Path(spec).is_dir():
         return Path(spec)
-    if spec == EMBEDDED_BASE:
-        from ..models.tiny import ensure_tiny_model
+    from .base_models import resolve_base_model
 
-        return ensure_tiny_model()
-    try:
-        from ..base_models import resolve_base_model
-    except ImportError as exc:
-        raise IceburgError(f"--base-model {spec}: only local folders can be planned in this build") from exc
     return Path(resolve_base_model(spec, trust_remote_code=config.trust_remote_code).path)
 
 

@@ -1,0 +1,105 @@
+"""Load the tokenizer and the model for training, and apply LoRA.
+
+Safetensors only (never unpickle), no remote code unless the user asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainingConfig
+from ..errors import IceburgError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(path: Path, cfg: TrainingConfig):
+    """The base's fast tokenizer (offsets are needed for assistant-only masking)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if not getattr(tokenizer, "is_fast", False):
+        raise IceburgError(f"{path}: a fast (Rust) tokenizer is needed for assistant-only masking "
+                           "(offsets); add tokenizer.json to the folder")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def generation_config(path: Path):
+    """The base's generation config (its EOS ids), or None when the folder has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json: the tokenizer's EOS is used
+        return None
+
+
+def load_model(path: Path, cfg: TrainingConfig, plan=None):
+    """The model from a local HF folder; safetensors only, no remote code by default.
+
+    QLoRA (plan.use_qlora) loads the base in 4-bit NF4 with bitsandbytes; otherwise the base loads
+    in the planned precision (fp32 on CPU).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not any(path.glob("*.safetensors")):
+        raise IceburgError(f"base model folder {path} has no .safetensors weights; iceburg never "
+                           "unpickles .bin files. Convert it with safetensors or use another base")
+    torch.manual_seed(cfg.seed)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(plan, "precision", "fp32"), torch.float32)
+    kwargs: dict[str, Any] = {}
+    if plan is not None and getattr(plan, "use_qlora", False):
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError as e:
+            raise MissingDependencyError("bitsandbytes (for QLoRA)", "pip install 'iceburg[qlora]'") from e
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
+        kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                                 use_safetensors=True, dtype=dtype, **kwargs)
+    if kwargs.get("quantization_config") is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(getattr(plan, "gradient_checkpointing", False)))
+    return model
+
+
+def apply_lora(model, plan, cfg: TrainingConfig):
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(cfg.seed)
+    lcfg = LoraConfig(r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(plan.lora_target_modules) or "all-linear", bias="none",
+                      task_type=TaskType.CAUSAL_LM)
+    model = get_peft_model(model, lcfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("LoRA r=%d alpha=%d on %s: %d trainable of %d parameters (%.2f%%)", plan.lora_r,
+                plan.lora_alpha, lcfg.target_modules, trainable, total, 100 * trainable / total)
+    return model
+
+
+def build_model(path: Path, cfg: TrainingConfig, plan, tokenizer, added_tokens: bool):
+    """Base model in the planned precision, embeddings grown for added template tokens, LoRA on,
+    placed on the planned device."""
+    model = load_model(path, cfg, plan)
+    if added_tokens and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model = apply_lora(model, plan, cfg)
+    if not plan.use_qlora:  # 4-bit weights are already placed on the GPU
+        model.to(plan.device)
+    return model
