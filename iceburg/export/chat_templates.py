@@ -134,23 +134,27 @@ def _mistral_go(p: dict) -> str:
 
 
 def _mistral_v01_render(p: dict, system: str, msgs: list[Message]) -> str:
-    # The original Mistral-7B-Instruct-v0.1 template: no system role at all.
+    # The original Mistral-7B-Instruct-v0.1 template: no system role; the system text opens the
+    # first user turn, as training folds it (training/encoding.py fold_system).
     out = ""
-    for m in msgs:
+    for i, m in enumerate(msgs):
         if m["role"] == "user":
-            out += f"[INST] {m['content']} [/INST]"
+            prefix = f"{system}\n\n" if system and i == 1 else ""
+            out += f"[INST] {prefix}{m['content']} [/INST]"
         elif m["role"] == "assistant":
             out += f"{m['content']}{p['eos']}"
     return out
 
 
 def _mistral_v01_go(p: dict) -> str:
-    return ('{{ range .Messages }}{{ if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
+    return ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }}[INST] '
+            '{{ if and $.System (eq $i 1) }}{{ $.System }}\n\n{{ end }}{{ .Content }} [/INST]'
             '{{ else if eq .Role "assistant" }}{{ .Content }}' + go_literal(p["eos"]) + "{{ end }}{{ end }}")
 
 
 def _gemma_render(p: dict, system: str, msgs: list[Message]) -> str:
-    # Gemma 3: the system text opens the first user turn; Gemma 1/2 reject system messages.
+    # Gemma 3: the system text opens the first user turn; Gemma 1/2 reject system messages, and
+    # training folds the system text the same way (training/encoding.py fold_system).
     out = ""
     for i, m in enumerate(msgs):
         if m["role"] == "user":
