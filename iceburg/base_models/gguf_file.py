@@ -295,7 +295,7 @@ def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _drop_foreign_tokens(out, info.n_tokens)
-    changed = match_llama_cpp(out, Path(src_dir) / name)
+    changed = match_llama_cpp(out, info.path)
     if changed:
         logger.info("GGUF %s: tokenizer adjusted to tokenize as llama.cpp does: %s", info.path, "; ".join(changed))
 
