@@ -203,6 +203,6 @@ def test_ggml_types_transformers_cannot_read_are_dequantized_by_the_gguf_package
     assert {"Q5_0", "Q5_1"} <= set(base.details["gguf_tensor_types"])
     _, expected = bm.logits(tiny_models["qwen2"])
     _, got = bm.logits(base.path)
-    # 4-5 bit blocks of 32: measured max |logit diff| here 0.1-0.3 on this random model.
-    assert (got - expected).abs().max() < 0.5
-    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.8
+    # 4-5 bit blocks of 32: measured max |logit diff| 0.048, argmax 100% on this random model (seed 1).
+    assert (got - expected).abs().max() < 0.2
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
