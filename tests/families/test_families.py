@@ -142,3 +142,21 @@ def test_ollama_never_reuses_a_gguf_of_another_model(tmp_path):
 def test_recommended_ollama_tags_map_to_their_instruct_repos(spec, repo):
     name, tag = spec.split(":")
     assert map_ollama_tag(name, tag) == repo
+
+
+def test_unsupported_rope_scaling_is_refused_by_name(tmp_path):
+    """Phi-3.5-mini's real config carries longrope scaling (128k); iceburg's GGUF writer does not
+    write its factor tensors, so it must refuse it by name, not write a wrong file."""
+    from iceburg.errors import ExportError
+    from iceburg.export.gguf import write_gguf
+
+    src = family_model_dir("phi3.5")
+    model = tmp_path / "phi-longrope"
+    shutil.copytree(src, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+                              "long_factor": [1.0] * 8, "original_max_position_embeddings": 4096}
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match="longrope"):
+        write_gguf(model, tmp_path / "x.gguf", "f16")
+    assert not (tmp_path / "x.gguf").exists()
