@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--baseline-max", type=int, default=10_000,
                     help="run the (slow, all-in-memory) baseline only up to this corpus size")
+    ap.add_argument("--tag", default="", help="suffix of the results file name (e.g. a machine state)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -174,7 +175,7 @@ def main() -> None:
     cols = ["records", "corpus_mib", "pipeline", "seconds", "records_per_s", "cpu_seconds", "records_per_cpu_s",
             "dedup_seconds", "kept",
             "low_quality", "exact_dups", "near_dups", "peak_rss_main_mb", "peak_rss_worker_mb", "load_avg_1m"]
-    print(save("truth_throughput", rows, meta, cols))
+    print(save("truth_throughput" + (f"_{args.tag}" if args.tag else ""), rows, meta, cols))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from .config import TrainingConfig
 from .errors import IceburgError
 
 logger = logging.getLogger("iceburg")
+
+# Prefix of the error other ranks raise when rank 0 stopped (iceburg/training/finetuner.py).
+RANK0_STOPPED = "rank 0 stopped:"
 
 # Flags that pick what to do; everything else configures it.
 ACTIONS = ("detect_hardware", "features", "configs", "export_only", "filter_only")
@@ -66,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", metavar="YAML", help="YAML file with TrainingConfig keys (flags override it)")
     groups = {"actions": act, "training": p.add_argument_group("training"),
-              "data": p.add_argument_group("data"), "export": p.add_argument_group("export")}
+              "data": p.add_argument_group("data"), "export": p.add_argument_group("export"),
+              "hpo": p.add_argument_group("hyperparameter search (docs/hpo.md)")}
     for f_ in dataclasses.fields(TrainingConfig):
         if f_.metadata.get("flag"):
             _add_config_flag(groups[f_.metadata.get("group", "training")], f_)
@@ -83,7 +88,9 @@ def make_config(args: argparse.Namespace) -> TrainingConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args._argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
@@ -91,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except IceburgError as e:
-        sys.stderr.write(f"error: {e}\n")
+        if os.environ.get("RANK", "0") == "0" or not str(e).startswith(RANK0_STOPPED):
+            sys.stderr.write(f"error: {e}\n")  # rank 0's error is printed once, by rank 0
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: pass --resume with the same --output-name to continue\n")
+        sys.stderr.write("interrupted: pass --resume (a search: --hpo-resume) with the same --output-name "
+                         "to continue\n")
         return 130
 
 
@@ -131,17 +140,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = filter_only(cfg)
         print(json.dumps(report, indent=2, default=str))
         return 0
-    if "model_type" not in vars(args):
+    if "model_type" not in vars(args) and not _yaml_has(args.config, "model_type"):
         raise IceburgError("nothing to do: pass --model-type TYPE to train (or --detect-hardware, "
                            "--features, --configs, --export-only DIR, --filter-only)")
+    from .training.distributed import env_world_size, launch
+
+    if cfg.hpo and cfg.nproc > 1:
+        raise IceburgError("--hpo with --nproc: a search runs its trials as separate processes "
+                           "(--hpo-workers); drop --nproc")
+    if cfg.nproc > 1 and env_world_size() == 1:
+        return launch(args._argv, cfg.nproc)  # torchrun starts N copies of this command
+    if cfg.hpo:
+        from .hpo import run_study
+        from .hpo.report import format_summary
+
+        report = run_study(cfg)
+        print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_summary(report))
+        return 0
     from .training.finetuner import ICEBURGFineTuner
 
     result = ICEBURGFineTuner(cfg).train()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 prints the summary
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print(_train_summary(result, cfg))
     return 0 if result.success else 2
+
+
+def _yaml_has(path: str | None, key: str) -> bool:
+    """Whether the --config file sets `key` (a search's best_config.yaml names its model type);
+    make_config has already parsed and validated the file."""
+    import yaml
+
+    if not path:
+        return False
+    with open(path, encoding="utf-8") as fh:
+        return key in (yaml.safe_load(fh) or {})
 
 
 def _train_summary(r, cfg: TrainingConfig) -> str:
@@ -158,6 +194,11 @@ def _train_summary(r, cfg: TrainingConfig) -> str:
         f"adapter:           {r.adapter_dir}",
         f"merged model:      {r.merged_dir}",
     ]
+    if r.objective != "sft" and r.preference.get("after"):
+        b, a = r.preference["before"], r.preference["after"]
+        keys = [k for k in ("rewards/accuracies", "rewards/margins", "likelihood_accuracy") if k in a]
+        lines.insert(6, f"{r.objective} held-out:    " + ", ".join(f"{k} {b.get(k, float('nan')):.3f} -> {a[k]:.3f}"
+                                                           for k in keys))
     for fmt, files in r.export_paths.items():
         lines.append(f"export {fmt + ':':<11} {', '.join(files)}")
     if r.export_error:

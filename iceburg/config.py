@@ -77,6 +77,7 @@ CURRICULUM_STRATEGIES = ("weighted", "novel_first", "progressive")
 EXPORT_FORMATS = ("huggingface", "gguf", "ollama", "onnx")
 # GGUF file types the exporter writes (iceburg/export/gguf.py FILE_TYPES must list the same; a
 # test checks it). Kept here so a typo is refused before any work, not after training.
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
 GGUF_QUANTIZATIONS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 
 
@@ -93,7 +94,7 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
     return field(default=default, metadata=md)
 
 
-T, D, E = "training", "data", "export"
+T, D, E, H = "training", "data", "export", "hpo"
 
 
 @dataclass
@@ -146,6 +147,17 @@ class TrainingConfig:
     device: str | None = _f(None, "force a device (default: detected)", "--device", group=T,
                             choices=("cpu", "cuda", "mps"))
 
+    nproc: int = _f(1, "data-parallel training processes on this node (spawns torchrun; one per GPU, "
+                    "or CPU processes with gloo). Under torchrun / accelerate launch the launcher's "
+                    "world size is used instead. --batch-size and --grad-accum are per process",
+                    "--nproc", group=T, min=1)
+    distributed: str = _f("ddp", "multi-process mode: ddp (replicate the base, all-reduce LoRA "
+                          "gradients) or fsdp (shard the frozen base per decoder layer, for bases "
+                          "that do not fit one device)", "--distributed", group=T, choices=("ddp", "fsdp"))
+    dist_timeout: int = _f(1800, "seconds any rank waits in a collective before the whole job "
+                           "stops with an error (must exceed data preparation on rank 0)",
+                           "--dist-timeout", group=T, min=10)
+
     lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
                             "--lora-r", group=T, min=1)
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",
@@ -176,6 +188,17 @@ class TrainingConfig:
                                   choices=CURRICULUM_STRATEGIES)
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
                       "--strict", group=D)
+    # Preference tuning (docs/preference.md). beta 0.1: DPO paper's and TRL's default (also TRL's
+    # ORPO lambda and KTO beta); margin 0.1: one category band of the truth filter.
+    objective: str = _f("sft", "training objective: sft (supervised), dpo or orpo (chosen/rejected "
+                        "pairs) or kto (answers labelled good/bad); docs/preference.md", "--objective",
+                        group=T, choices=OBJECTIVES)
+    mine_preferences: bool = _f(False, "build chosen/rejected pairs from the transcripts with the truth "
+                                "filter's verdicts (with --objective dpo, orpo or kto)", "--mine-preferences",
+                                group=D)
+    preference_beta: float = _f(0.1, "DPO / KTO beta and ORPO lambda", "--beta", group=T, min_exclusive=0)
+    preference_margin: float = _f(0.1, "--mine-preferences: minimum truth-filter quality gap between the "
+                                  "chosen and the rejected answer", "--preference-margin", group=D, min=0, max=1)
     trust_remote_code: bool = _f(False, "allow model code from the base model's repository (off: "
                                  "only architectures transformers ships)", "--trust-remote-code", group=T)
 
@@ -187,6 +210,19 @@ class TrainingConfig:
                                  nargs="+", choices=GGUF_QUANTIZATIONS)
     system_prompt: str | None = _f(None, "system prompt written into the Ollama Modelfile and used by "
                                    "chat (default: the model type's prompt)", "--system-prompt", group=E)
+
+    # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
+    # the CLI is generated from flat fields and a search is "this config, N times, varied".
+    hpo: int | None = _f(None, "search hyperparameters with N Optuna trials (TPE, median pruning) "
+                         "instead of one run; writes a study folder with the best config "
+                         "(docs/hpo.md)", "--hpo", group=H, min=1)
+    hpo_workers: int = _f(1, "trial worker processes on this machine, sharing the study storage",
+                          "--hpo-workers", group=H, min=1)
+    hpo_storage: str | None = _f(None, "Optuna storage shared by all workers: an RDB URL (sqlite:///"
+                                 "study.db, postgresql://...) or a journal file path (default: "
+                                 "<study folder>/study.journal)", "--hpo-storage", group=H)
+    hpo_resume: bool = _f(False, "continue (or join) the study in output_dir/output_name until it "
+                          "has --hpo trials", "--hpo-resume", group=H)
 
     def __post_init__(self) -> None:
         if isinstance(self.model_type, str):
@@ -214,10 +250,17 @@ class TrainingConfig:
             if not Path(d).exists():
                 p.append(f"data_path (--data-path): {d} does not exist; pass a JSONL file or a folder "
                          "of .jsonl files")
+        if self.mine_preferences is True and self.objective == "sft":
+            p.append("mine_preferences (--mine-preferences): mined pairs train a preference objective; "
+                     "add --objective dpo (or orpo, kto)")
+        if self.objective in ("dpo", "orpo", "kto") and isinstance(self.nproc, int) and self.nproc > 1:
+            p.append("nproc (--nproc): preference objectives train in one process; drop --nproc or use "
+                     "--objective sft")
         p.extend(self._export_problems())
         if isinstance(self.system_prompt, str) and '"""' in self.system_prompt:
             p.append('system_prompt (--system-prompt): contains three double quotes, which would end '
                      "the Modelfile SYSTEM block; rephrase it")
+        p.extend(self._hpo_problems())
         if isinstance(self.output_dir, str):
             problem = writable_problem(Path(self.output_dir))
             if problem:
@@ -239,6 +282,23 @@ class TrainingConfig:
             p.append(f"quantization (--quantization): {', '.join(k_quants)} need llama-cpp-python "
                      "(CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'iceburg[llama]'); or choose "
                      "q8_0, q4_0, f16")
+        return p
+
+    def _hpo_problems(self) -> list[str]:
+        p = []
+        if self.hpo is None:
+            used = [flag_of(k) for k in ("hpo_storage", "hpo_resume") if getattr(self, k)]
+            used += ["--hpo-workers"] if self.hpo_workers != 1 else []
+            p += [f"{f}: only applies to a hyperparameter search; add --hpo N" for f in used]
+        else:
+            if self.resume is True:
+                p.append("resume (--resume): resumes one run; to continue a search use --hpo-resume")
+            if self.hpo_resume is True and not self.output_name:
+                p.append("hpo_resume (--hpo-resume): needs --output-name, the study folder to continue")
+            if isinstance(self.hpo_storage, str) and "://" not in self.hpo_storage:
+                problem = writable_problem(Path(self.hpo_storage).parent)
+                if problem:
+                    p.append(f"hpo_storage (--hpo-storage): {problem}")
         return p
 
     def validate(self) -> "TrainingConfig":

@@ -1,6 +1,7 @@
 """The one record type every stage passes along, and the rejects sink every stage writes to.
 
-A `Record` is a normalised conversation (ChatML-style `messages`) plus where it came from, the
+A `Record` is a normalised conversation (ChatML-style `messages`; assistant turns may carry
+`tool_calls` and `tool` messages carry results, see `iceburg.data.tool_calls`) plus where it came from, the
 optional scores a producer attached (`quality_score`, `emergence_score`), free metadata, and the
 named signals each stage computes (`signals["truth.repetition"] = 0.12`), so any decision can be
 explained afterwards. Stages are functions/objects over `Iterable[Record]`.
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
 class Record:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     source: str = ""
     line: int = 0
     quality_score: float | None = None
@@ -35,6 +36,8 @@ class Record:
     signals: dict[str, float] = field(default_factory=dict)
     # Training weight set by the curriculum (1.0 = plain training).
     weight: float = 1.0
+    # Function definitions the agent could call (`apply_chat_template(tools=...)`), or None.
+    tools: list[dict[str, Any]] | None = None
 
     @property
     def id(self) -> str:
@@ -45,10 +48,13 @@ class Record:
 
     def content_hash(self) -> str:
         payload = json.dumps(self.messages, ensure_ascii=False, sort_keys=True)
+        if self.tools:
+            payload += json.dumps(self.tools, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def assistant_text(self) -> str:
-        return "\n\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
+        """What the assistant said, its tool calls included (`name {"arg": ...}` per call)."""
+        return "\n\n".join(turn_text(m) for m in self.messages if m["role"] == "assistant")
 
     def user_text(self) -> str:
         return "\n\n".join(m["content"] for m in self.messages if m["role"] == "user")
@@ -56,6 +62,8 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The JSONL form the loader reads back (round-trips through `iceburg.data.loader`)."""
         out: dict[str, Any] = {"messages": self.messages}
+        if self.tools:
+            out["tools"] = self.tools
         if self.quality_score is not None:
             out["quality_score"] = self.quality_score
         if self.emergence_score is not None:
@@ -69,6 +77,13 @@ class Record:
         if self.weight != 1.0:
             out["weight"] = self.weight
         return out
+
+
+def turn_text(message: dict[str, Any]) -> str:
+    """A message's text followed by its tool calls as text (stable: argument keys sorted)."""
+    calls = [f"{c['function']['name']} {json.dumps(c['function']['arguments'], ensure_ascii=False, sort_keys=True)}"
+             for c in message.get("tool_calls", ())]
+    return "\n".join([message["content"], *calls] if message["content"] else calls)
 
 
 @dataclass

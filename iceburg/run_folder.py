@@ -7,6 +7,7 @@
       data_stats.json    counts of every pipeline stage
       rejects.jsonl      every dropped line or record, with stage and reasons
       metrics.jsonl      one line per training step and per evaluation
+      preferences.jsonl  the preference pairs (read or mined, with scores and reasons) of a dpo/orpo/kto run
       checkpoint/        resume state (adapter, optimizer, scheduler, step); removed by nothing
       adapter/           PEFT LoRA adapter
       merged/            Hugging Face model (base + LoRA folded in)
@@ -41,6 +42,7 @@ class RunFolder:
     data_stats = property(lambda self: self.root / "data_stats.json")
     rejects = property(lambda self: self.root / "rejects.jsonl")
     metrics = property(lambda self: self.root / "metrics.jsonl")
+    preferences = property(lambda self: self.root / "preferences.jsonl")  # pairs a preference run used
     checkpoint = property(lambda self: self.root / "checkpoint")
     adapter = property(lambda self: self.root / "adapter")
     merged = property(lambda self: self.root / "merged")

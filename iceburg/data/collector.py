@@ -100,7 +100,8 @@ class FineTuningLogger:
         self.log_record(record)
 
     def log_record(self, record: Record) -> None:
-        data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+        # backslashreplace: a lone surrogate becomes the JSON escape \\udXXX (reads back identical)
+        data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         with self._tlock:
             self._ensure_open()
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # type: ignore[arg-type]

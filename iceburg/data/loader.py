@@ -6,12 +6,16 @@ Accepted shapes (one JSON object per line):
 - ShareGPT `conversations`: [{"from": "human"|"gpt"|"system", "value"}]
 - Alpaca `instruction` (+ optional `input`) + `output`
 - `prompt` / `response`, `input` / `output`
+- tool use in any of the conversation shapes (OpenAI/HF `tool_calls`, `tool` results, a `tools`
+  list, ShareGPT `function_call`/`observation`, the older single `function_call`): normalised and
+  checked by `tool_calls.py` (docs/tools.md)
 
 Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_type`/`agent`,
 `metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
 run silently and never disappear: each goes to the `RejectWriter` with file, line and reason;
 `strict=True` raises `DataError` naming the file and line instead. Lines are read one at a time,
-so memory does not grow with file size.
+so memory does not grow with file size. A UTF-8 byte-order mark opening the file is skipped; text
+holding a lone UTF-16 surrogate is rejected with its position (it cannot be written as UTF-8).
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
 from ..records import ROLES, Record, RejectWriter
+from .tool_calls import TOOL_ROLES, ToolCallError, calls_of, link_results, normalise_tools, result_content, sharegpt_calls
 
 logger = logging.getLogger(__name__)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
-                  "system": "system"}
+                  "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
 KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
               "response", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
-              "system", "signals", "weight"}
+              "system", "signals", "weight", "tools", "functions"}
+
+
+BOM = b"\xef\xbb\xbf"
 
 
 class InvalidLine(ValueError):
@@ -67,8 +75,11 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
         with fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
+                    stats["blank"] = stats.get("blank", 0) + 1  # skipped, but accounted for
                     continue
                 stats["lines"] = stats.get("lines", 0) + 1
+                if lineno == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]  # a UTF-8 byte-order mark (Windows editors, PowerShell) opens the file
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -79,6 +90,9 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
                     _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    continue
+                except RecursionError:  # json's C scanner recurses per nesting level
+                    _reject(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
                     continue
                 try:
                     record = normalise(obj, source=str(path), line=lineno)
@@ -118,8 +132,14 @@ def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
     """Turn one parsed JSON object into a validated `Record`, or raise `InvalidLine`."""
     if not isinstance(obj, dict):
         raise InvalidLine(f"expected a JSON object, got {type(obj).__name__}")
-    messages = _messages(obj)
-    _validate_messages(messages)
+    try:
+        messages = _messages(obj)
+        tools = normalise_tools(obj.get("tools", obj.get("functions")),
+                                "tools" if "tools" in obj else "functions")
+        _validate_messages(messages)
+        link_results(messages, tools)
+    except ToolCallError as e:
+        raise InvalidLine(str(e)) from e
     scores = {k: _score(obj, k) for k in ("quality_score", "emergence_score")}
     meta = obj.get("metadata", {})
     if not isinstance(meta, dict):
@@ -138,7 +158,7 @@ def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
     weight = obj.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise InvalidLine(f"field 'weight' must be a non-negative number, got {weight!r}")
-    return Record(messages=messages, source=source, line=line, agent_type=agent, metadata=meta,
+    return Record(messages=messages, source=source, line=line, agent_type=agent, metadata=meta, tools=tools,
                   signals={k: float(v) for k, v in signals.items()}, weight=float(weight), **scores)
 
 
@@ -163,9 +183,7 @@ def _messages(obj: dict) -> list[dict[str, str]]:
                     raise InvalidLine(f"{key}[{i}] must be an object with 'role' and 'content'")
                 if "role" not in m:
                     raise InvalidLine(f"{key}[{i}] has no 'role'")
-                if "content" not in m:
-                    raise InvalidLine(f"{key}[{i}] has no 'content'")
-                out.append({"role": m["role"], "content": m["content"]})
+                out.append(_chat_message(m, f"{key}[{i}]"))
             return _with_system(obj, out)
     if "conversations" in obj:
         convs = obj["conversations"]
@@ -175,11 +193,18 @@ def _messages(obj: dict) -> list[dict[str, str]]:
         for i, m in enumerate(convs):
             if not isinstance(m, dict) or "from" not in m or "value" not in m:
                 raise InvalidLine(f"conversations[{i}] must be an object with 'from' and 'value'")
-            role = SHAREGPT_ROLES.get(str(m["from"]).lower())
+            speaker = str(m["from"]).lower()
+            role = SHAREGPT_ROLES.get(speaker)
             if role is None:
                 raise InvalidLine(f"conversations[{i}]: unknown speaker {m['from']!r} "
                                   f"(known: {', '.join(sorted(SHAREGPT_ROLES))})")
-            out.append({"role": role, "content": m["value"]})
+            if speaker == "function_call":  # LLaMA-Factory: the value is the call's JSON
+                out.append({"role": "assistant", "content": "",
+                            "tool_calls": sharegpt_calls(m["value"], f"conversations[{i}] (function_call)")})
+            elif role == "tool":
+                out.append({"role": "tool", "content": result_content(m["value"])})
+            else:
+                out.append({"role": role, "content": m["value"]})
         return _with_system(obj, out)
     if "instruction" in obj and "output" in obj:
         instr, extra = obj["instruction"], obj.get("input") or ""
@@ -194,6 +219,25 @@ def _messages(obj: dict) -> list[dict[str, str]]:
                                       {"role": "assistant", "content": obj[a]}])
     raise InvalidLine("no conversation found: expected 'messages', 'conversation', 'conversations' "
                       "(ShareGPT), 'instruction'+'output' (Alpaca), 'prompt'+'response' or 'input'+'output'")
+
+
+def _chat_message(m: dict, where: str) -> dict[str, Any]:
+    """One OpenAI/HF-style message; tool calls and tool results in their canonical shape."""
+    role = m["role"]
+    if isinstance(role, str) and role in TOOL_ROLES:  # `function` (older API), `ipython` (Llama 3.1)
+        out: dict[str, Any] = {"role": "tool", "content": result_content(m.get("content"))}
+        for k in ("name", "tool_call_id"):
+            if m.get(k) is not None:
+                out[k] = str(m[k])
+        return out
+    calls = calls_of(m, where) if role == "assistant" else []
+    if "content" not in m and not calls:
+        raise InvalidLine(f"{where} has no 'content'")
+    content = m.get("content")
+    out = {"role": role, "content": "" if content is None and calls else content}
+    if calls:
+        out["tool_calls"] = calls
+    return out
 
 
 def _with_system(obj: dict, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -212,9 +256,23 @@ def _validate_messages(msgs: list[dict[str, Any]]) -> None:
             raise InvalidLine(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
             raise InvalidLine(f"message {i} ({role}): 'content' must be a string, got {type(content).__name__}")
-        if not content.strip():
+        if not content.isascii():
+            _check_encodable(content, f"message {i} ({role})")
+        # A turn that is only a tool call has no text; a tool may return nothing.
+        if not content.strip() and not m.get("tool_calls") and role != "tool":
             raise InvalidLine(f"message {i} ({role}): empty content")
         if role == "system" and i != 0:
             raise InvalidLine(f"message {i}: a system message is only allowed first")
     if not any(m["role"] == "assistant" for m in msgs):
         raise InvalidLine("conversation has no assistant turn (nothing to learn from)")
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """A JSON string may hold a lone UTF-16 surrogate (`"\\ud800"` is valid JSON) that no UTF-8
+    writer or tokenizer can encode; such text is a broken producer's output, so the line is rejected
+    here with the position instead of crashing a later stage."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidLine(f"{where}: lone UTF-16 surrogate {text[e.start]!r} at character {e.start} "
+                          "(not encodable as UTF-8; the producer split a surrogate pair)") from None

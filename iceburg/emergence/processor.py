@@ -167,12 +167,18 @@ class EmergenceProcessor:
 
     def _score(self, rec: Record, novelty: float, extra: dict[str, float],
                agent_type: str | None) -> tuple[float, list[str]]:
+        # The producer's own score: on a re-run `emergence_score` holds the score computed last
+        # time (written back below), so the producer's value is the stored `emergence.provided`
+        # signal (absent when the producer gave none). Signals travel with the JSONL, so this holds
+        # across a write and re-read too.
+        provided = (rec.signals.get("emergence.provided") if "emergence.score" in rec.signals
+                    else rec.emergence_score)
         for key in [k for k in rec.signals if k.startswith("emergence.")]:
             del rec.signals[key]  # a re-run replaces every component of the previous one
         text = sig.record_text(rec)
         kw, feats = sig.keyword_score(text)
         parts: dict[str, float | None] = {
-            "provided": rec.emergence_score, "novelty": novelty, "keywords": kw,
+            "provided": provided, "novelty": novelty, "keywords": kw,
             "complexity": sig.complexity_score(rec), "agent": sig.agent_score(text, agent_type)}
         total = norm = 0.0
         for name, value in parts.items():
@@ -186,6 +192,9 @@ class EmergenceProcessor:
             rec.signals[f"emergence.{name}"] = value
         score = total / norm if norm > 0 else 0.0
         rec.signals["emergence.score"] = score
+        # The original API: `record.emergence_score` is the computed score after processing, so
+        # `to_json()` and written JSONL carry it (the producer's value stays in emergence.provided).
+        rec.emergence_score = round(score, 6)
         return score, feats
 
     def create_curriculum(self, scored: Sequence[Record], strategy: str = "weighted") -> Curriculum:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..records import Record
+from ..records import Record, turn_text
 
 NOVELTY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "scientific": ("breakthrough", "discovery", "novel", "unprecedented", "first"),
@@ -54,7 +54,7 @@ _BULLET = re.compile(r"(?m)^\s*[-*]\s")
 
 
 def record_text(record: Record) -> str:
-    return " ".join(m["content"] for m in record.messages).lower()
+    return " ".join(turn_text(m) for m in record.messages).lower()  # tool calls included
 
 
 def keyword_score(text: str) -> tuple[float, list[str]]:

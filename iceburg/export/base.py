@@ -67,7 +67,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
         yield tmp
-        os.replace(tmp, final)
+        if final.is_dir() and tmp.is_dir():
+            # Re-exporting a folder: os.replace cannot replace a non-empty directory, so move the
+            # old one aside first; it is deleted only once the new one is in place.
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             if tmp.is_dir():

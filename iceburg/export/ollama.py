@@ -28,6 +28,7 @@ from ..config import EMBEDDED_BASE
 from ..errors import ExportError
 from .base import ExportContext, ExportResult, atomic_path
 from .chat_templates import TemplateMatch, match_family, verify_template
+from .tool_templates import model_tool_template
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +234,13 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     else:
         check = {"verified": False, "status": "not verified: verification turned off", "cases": 0}
 
+    # A tool-capable TEMPLATE (.Tools, tool calls, tool results) where the family has one, proven
+    # with Go like the plain one (export/tool_templates.py); otherwise the report says why not.
+    tok = _tokenizer(model_dir)
+    tools = model_tool_template(tok, match, _runtime_adds_bos(tok, gguf_path), verify=ctx.verify)
+    match.notes.append(f"tools: {tools['status']}")
     params = [("stop", s) for s in match.stops] + [("num_ctx", str(int(ctx.max_seq_length)))]
-    body = [("template", match.go_template)]
+    body = [("template", tools["go_template"] if tools["supported"] else match.go_template)]
     if match.system_supported and ctx.system:
         body.append(("system", ctx.system))
     header = (f"Modelfile for {ctx.name}, written by iceburg.\nChat template family: {match.family}. "
@@ -248,6 +254,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
 
     report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "gguf_proof": gguf_report, "template": match.summary(),
                     "template_check": check, "num_ctx": int(ctx.max_seq_length),
+                    "tools": {k: v for k, v in tools.items() if k != "go_template"},
                     "system": bool(match.system_supported and ctx.system), "modelfile_roundtrip": "ok"}
     adapter = ctx.adapter_dir is not None and ctx.base_model is not None
     if adapter:

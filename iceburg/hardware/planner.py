@@ -60,10 +60,12 @@ class TrainingPlan:
     available_bytes: int = 0
     memory: dict[str, int] = field(default_factory=dict)  # the estimate, term by term
     model: dict[str, Any] = field(default_factory=dict)  # parameter count, shape, projection names
+    world_size: int = 1  # data-parallel processes; micro-batch and accumulation are per process
 
     @property
     def effective_batch_size(self) -> int:
-        return self.micro_batch_size * self.gradient_accumulation_steps
+        """Rows per optimizer step over all processes (the global batch)."""
+        return self.micro_batch_size * self.gradient_accumulation_steps * self.world_size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,11 +124,15 @@ def _qlora_options(config: TrainingConfig, hw: HardwareInfo) -> list[bool]:
 
 
 def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInfo | None = None,
-                  num_examples: int | None = None) -> TrainingPlan:
+                  num_examples: int | None = None, world_size: int = 1) -> TrainingPlan:
     """Settings for training `model_dir` with `config` on `hw` (detected when None).
 
     `num_examples` (packed rows or examples, when known) caps the effective batch so one epoch
     has at least one optimizer step. Raises IceburgError when nothing fits.
+
+    `world_size` data-parallel processes share each step: the effective (global) batch is
+    micro x accumulation x world_size, and on CPU the processes share the machine's memory, so
+    each may plan with 1/world_size of it (on GPUs each process has its own device).
     """
     if hw is None:
         from .detect import describe_hardware, probe_system
@@ -145,17 +151,18 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
 
     effective = DEFAULT_EFFECTIVE_BATCH
     if config.batch_size and config.gradient_accumulation_steps:
-        effective = config.batch_size * config.gradient_accumulation_steps
+        effective = config.batch_size * config.gradient_accumulation_steps * world_size
     if num_examples:
         effective = max(1, min(effective, num_examples))
     if config.batch_size:
         micros = [config.batch_size]
     else:
         # With only --gradient-accumulation-steps given, micro x accumulation aims at the effective batch.
-        top = min(max(1, effective // (config.gradient_accumulation_steps or 1)), MAX_MICRO_BATCH)
+        top = min(max(1, effective // ((config.gradient_accumulation_steps or 1) * world_size)), MAX_MICRO_BATCH)
         micros = [2 ** k for k in range(int(math.log2(top)), -1, -1)]
     gcs = [config.gradient_checkpointing] if config.gradient_checkpointing is not None else [False, True]
-    budget = int(hw.available_memory * MEMORY_HEADROOM)
+    shared = world_size if hw.device_kind == "cpu" else 1
+    budget = int(hw.available_memory * MEMORY_HEADROOM / shared)
 
     def estimate(micro: int, gc: bool, qlora: bool) -> MemoryEstimate:
         return estimate_training_memory(shape, micro_batch=micro, seq_len=config.max_seq_length,
@@ -169,16 +176,18 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
             for micro in micros:
                 est = estimate(micro, gc, qlora)
                 if est.training_bytes <= budget:
-                    accum = config.gradient_accumulation_steps or max(1, effective // micro)
+                    accum = config.gradient_accumulation_steps or max(1, effective // (micro * world_size))
                     if qlora:
                         notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
                     if gc and config.gradient_checkpointing is None:
                         notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit "
                                      "without it")
-                    notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory)} "
-                                 f"available on {hw.device_kind}")
+                    notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory // shared)} "
+                                 f"available on {hw.device_kind}" + (f" per process ({world_size} processes)"
+                                                                     if world_size > 1 else ""))
                     return TrainingPlan(hw.device_kind, precision, micro, accum, gc, qlora, r, alpha, targets,
-                                        est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict())
+                                        est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict(),
+                                        world_size)
     raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
                         budget, model_dir)
 

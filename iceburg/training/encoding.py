@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from ..errors import IceburgError
 from ..records import Record
+from .tool_render import render_with_tools
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | N
 
 
 def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example | None:
+<<<<<<< HEAD
     """Tokenise one record; None when no assistant token fits within `max_length`.
 
     Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
@@ -216,6 +218,10 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int]) -> 
 
 def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Record, ex_id: str,
                  max_length: int, eos: set[int]) -> Example | None:
+=======
+    """Tokenise one record; None when no assistant token fits within `max_length`."""
+    text, spans = render_with_tools(assistant_spans, tokenizer, record)
+>>>>>>> main
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]

@@ -39,6 +39,10 @@ class TrainingResult:
     # Training finished but an export failed: the message; `--export-only RUN` can finish it.
     export_error: str | None = None
     success: bool = True
+    objective: str = "sft"
+    # Preference runs: held-out metrics before/after (reward margin and accuracy, log-probs) and
+    # the data counts (pairs, mining reasons); docs/preference.md.
+    preference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -16,6 +16,8 @@ per-example weights, which would otherwise mean subclassing a sampler and the lo
 - Resume: the whole step plan is a deterministic function of (examples, order, args), so a
   checkpoint stores adapter weights, optimizer, scheduler and the step index; resuming rebuilds
   the plan and continues from that step.
+- Distributed (`world`, see distributed.py): the plan is global (`grad_accum x world_size`
+  micro-batches per step); each rank runs its share, rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
+from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
+                          unwrap)
 from .encoding import Example
 from .packing import Row, collate, pack
+
+SINGLE = World()
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ class TrainArgs:
     resume: bool = False
     show_progress: bool | None = None  # None = only on a terminal
     max_grad_norm: float = 1.0
+    world_size: int = 1  # processes sharing each optimizer step (micro-batches per step x this)
 
 
 @dataclass
@@ -97,7 +104,8 @@ def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]],
     while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
         rows = pack([examples[i] for i in order_fn(epoch)], args.max_length, args.packing)
         micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
-        steps.extend(micro[i:i + args.grad_accum] for i in range(0, len(micro), args.grad_accum))
+        per_step = args.grad_accum * args.world_size
+        steps.extend(micro[i:i + per_step] for i in range(0, len(micro), per_step))
         epoch_ends.add(len(steps))
         epoch += 1
         if not micro and epoch > args.epochs:  # an order rule that yields nothing cannot reach max_steps
@@ -131,8 +139,8 @@ def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_f
 
 
 @torch.no_grad()
-def evaluate(model, examples: list[Example], args: TrainArgs) -> float:
-    """Mean cross-entropy per supervised token (unweighted) over `examples`."""
+def evaluate(model, examples: list[Example], args: TrainArgs, world: World = SINGLE) -> float:
+    """Mean cross-entropy per supervised token (unweighted) over `examples` (shared over ranks)."""
     if not examples:
         return float("nan")
     was_training = model.training
@@ -140,11 +148,12 @@ def evaluate(model, examples: list[Example], args: TrainArgs) -> float:
     total, count = 0.0, 0
     unit = [Example(e.input_ids, e.mask, e.id, 1.0) for e in examples]
     rows = pack(unit, args.max_length, args.packing)
-    for i in range(0, len(rows), args.micro_batch_size):
-        batch = collate(rows[i:i + args.micro_batch_size], args.pad_id)
-        loss, n = _forward_loss(model, batch, args, weighted_token_loss)
-        total += float(loss)
-        count += n
+    micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
+    for mb, w in shard_micro_batches(micro, world.rank, world.size):
+        loss, n = _forward_loss(model, collate(mb, args.pad_id), args, weighted_token_loss)
+        total += w * float(loss)
+        count += int(w) * n
+    total, count = world.all_reduce_sum([total, count])
     if was_training:
         model.train()
     return total / max(count, 1)
@@ -163,13 +172,17 @@ def default_scheduler(opt: torch.optim.Optimizer, total_steps: int, args: TrainA
 
 def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
           args: TrainArgs, *, loss_fn=weighted_token_loss, callbacks: Iterable[TrainingCallback] = (),
-          make_optimizer: Callable = default_optimizer, make_scheduler: Callable = default_scheduler) -> TrainOutput:
+          make_optimizer: Callable = default_optimizer, make_scheduler: Callable = default_scheduler,
+          world: World = SINGLE) -> TrainOutput:
     """Train on the deterministic step plan. The optimizer and schedule are injected
     (`make_optimizer(params, args)`, `make_scheduler(opt, total_steps, args)`); their state must
-    round-trip through `state_dict` for resume."""
+    round-trip through `state_dict` for resume. Under `world`, `model` is the wrapped (DDP/FSDP)
+    model and `args.world_size` must equal `world.size`."""
     from tqdm.auto import tqdm
 
     callbacks = list(callbacks)
+    if args.world_size != world.size:
+        raise ValueError(f"args.world_size={args.world_size} but {world.size} processes are running")
     steps, epoch_ends = plan_steps(examples, order_fn, args)
     if not steps:
         raise ValueError("nothing to train on: the step plan is empty")
@@ -180,7 +193,10 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
 
     start_step = 0
     if args.resume and args.checkpoint_dir is not None:
-        start_step = load_checkpoint(model, opt, sched, args.checkpoint_dir)
+        if world.mode == "fsdp" and world.active:
+            start_step = load_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir)
+        else:
+            start_step = load_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir)
     started = time.time()
     out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
     loss_sum, loss_n = 0.0, 0
@@ -189,18 +205,27 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
                disable=None if args.show_progress is None else not args.show_progress)
     for step_idx in range(start_step, len(steps)):
         micro_batches = steps[step_idx]
+        # the global count: every rank knows the whole plan, so no communication is needed
         n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)
-        step_loss = 0.0
-        for mb in micro_batches:
-            for cb in callbacks:
-                cb.on_batch([eid for r in mb for eid in r.example_ids])
+        step_loss, n_step, tok_step = 0.0, 0, 0
+        mine = shard_micro_batches(micro_batches, world.rank, world.size)
+        for k, (mb, w) in enumerate(mine):
+            if w:
+                for cb in callbacks:
+                    cb.on_batch([eid for r in mb for eid in r.example_ids])
             batch = collate(mb, args.pad_id)
-            loss, n = _forward_loss(model, batch, args, loss_fn)
-            loss = loss / max(n_sup, 1)
-            scaler.scale(loss).backward()
+            with no_sync(model, world, last=k == len(mine) - 1):
+                loss, n = _forward_loss(model, batch, args, loss_fn)
+                loss = loss * (w / max(n_sup, 1))
+                # DDP/FSDP average gradients over ranks; x size makes the result the global sum
+                scaler.scale(loss * world.size).backward()
             step_loss += float(loss.detach())
-            out.supervised_tokens += n
-            out.total_tokens += batch["input_ids"].numel()
+            n_step += int(w) * n
+            tok_step += int(w) * batch["input_ids"].numel()
+        if world.active:
+            step_loss, n_step, tok_step = world.all_reduce_sum([step_loss, n_step, tok_step])
+        out.supervised_tokens += int(n_step)
+        out.total_tokens += int(tok_step)
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         scaler.step(opt)
@@ -222,13 +247,17 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
             cb.on_step(done, metrics)
         at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
         if at_eval or done == len(steps):
-            ev = evaluate(model, eval_examples, args)
+            ev = evaluate(model, eval_examples, args, world)
             out.eval_history.append((done, ev))
             for cb in callbacks:
                 cb.on_eval(done, ev)
         at_save = done % args.save_steps == 0 if args.save_steps else at_eval
         if args.checkpoint_dir is not None and at_save and done < len(steps):
-            save_checkpoint(model, opt, sched, args.checkpoint_dir, done)
+            if world.mode == "fsdp" and world.active:
+                save_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir, done, world)
+            elif world.is_main:
+                save_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir, done)
+            world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
     bar.close()
     out.train_loss = loss_sum / max(loss_n, 1)
     out.wall_seconds = time.time() - started
@@ -264,6 +293,11 @@ def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
     if not (ckpt_dir / "state.json").exists():
         logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return 0
+    if json.loads((ckpt_dir / "state.json").read_text()).get("format") == "fsdp-full":
+        from ..errors import IceburgError
+
+        raise IceburgError(f"{ckpt_dir} was written by a --distributed fsdp run; resume it with "
+                           "--distributed fsdp and the same number of processes")
     set_peft_model_state_dict(model, load_file(str(ckpt_dir / "adapter.safetensors")))
     # weights_only=True: a restricted unpickler that only rebuilds tensors and plain containers
     st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)

@@ -39,7 +39,7 @@ except ImportError:  # reported with the install line when near dedup is used
 from ..errors import MissingDependencyError
 import numpy as np
 
-from ..records import Record
+from ..records import Record, turn_text
 from .signals import words_of
 
 
@@ -56,7 +56,7 @@ class DedupConfig:
 
 
 def record_words(record: Record) -> list[str]:
-    text = "\n".join(m["content"] for m in record.messages if m["role"] != "system")
+    text = "\n".join(turn_text(m) for m in record.messages if m["role"] != "system")  # calls included
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return words_of(text)

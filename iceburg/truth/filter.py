@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from ..data.tool_calls import answer_turns, structure_view
 from ..records import Record, RejectWriter
 from . import rubrics, signals
 from .dedup import DedupConfig, Deduplicator, Signature
@@ -36,9 +37,15 @@ from .patterns import TruthSystem
 
 logger = logging.getLogger(__name__)
 
-BASE_SCORE = 0.75
-RUBRIC_WEIGHT = 0.20
+# Derived from the default threshold 0.7 of the original design (module docstring):
+BASE_SCORE = 0.75  # a clean answer with no rubric evidence passes 0.7 with a 0.05 margin
+RUBRIC_WEIGHT = 0.20  # the rubric ranks kept answers between 0.75 and 0.95, never rejects
+# One role-structure problem costs 0.15: a plain answer (0.75) falls to 0.60 < 0.7 unless its
+# rubric is >= 0.5 (0.85 - 0.15 = 0.70); two problems reject any answer (0.95 - 0.30 < 0.7).
 STRUCTURE_PENALTY = 0.15
+# A defect caps the computed score at 0.3: below any threshold a user sets above 0.3, and with a
+# producer score of 1.0 the blended quality is 0.5 x 1.0 + 0.5 x 0.3 = 0.65 < 0.7, so a producer's
+# score cannot rescue a loop even with reject_defects=False.
 DEFECT_CAP = 0.3
 HIST_BINS = 10
 
@@ -106,12 +113,12 @@ class TruthFilter:
     # -- one record ------------------------------------------------------------------------------
     def assess(self, record: Record, agent_type: str | None = None) -> Assessment:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
-        turns = [m["content"] for m in record.messages if m["role"] == "assistant"]
+        turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
         ts = signals.compute(turns)
         sig = record.signals
         for k, v in ts.values.items():
             sig[f"truth.{k}"] = round(float(v), 4)
-        problems, _ = signals.role_structure(record.messages)
+        problems, _ = signals.role_structure(structure_view(record.messages))
         sig["truth.structure_problems"] = float(len(problems))
         text = "\n\n".join(turns)
         agent = agent_type or record.agent_type

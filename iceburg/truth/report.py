@@ -59,7 +59,8 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
     load_stats: dict[str, int] = {}
     t0 = time.perf_counter()
     with RejectWriter(out_dir / "rejects.jsonl") as rejects, \
-            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir, prefix=".spool-") as spool:
+            tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace", dir=out_dir,
+                                   prefix=".spool-") as spool:
         records = read_records(paths, rejects, strict=config.strict, stats=load_stats)
         store = tf.dedup.store()
         # per spooled record: source file number and line (ids are rebuilt only for duplicates)
@@ -159,7 +160,8 @@ class _atomic_open:
 
     def __enter__(self):
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", dir=self.final.parent)
-        self.fh = os.fdopen(fd, "w", encoding="utf-8")
+        # backslashreplace: a lone surrogate is written as its JSON escape (see RejectWriter)
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
         return self.fh
 
     def __exit__(self, exc_type, *exc: object) -> None:

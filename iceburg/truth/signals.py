@@ -10,20 +10,24 @@ Sources of the thresholds:
   duplicate 5..10-gram character fraction 0.15 down to 0.10. Gopher applies them to documents of
   at least 50 words; we apply the n-gram rules from the same 50-word minimum (shorter answers give
   meaningless n-gram statistics: "of the" twice in ten words is already 20%).
+- Markdown (issue 13): `markdown.split_markdown` first sorts each turn into paragraphs, list items,
+  code, tables and dropped markup; the Gopher n-gram rules read the paragraphs, the line rules all
+  prose lines, and code and tables get light rules of their own (`block_repetition`). Measured on
+  real READMEs (bench/truth_real_corpus.py) this took clean rejections from 10.9% to 2.8%.
 - Symbols: Gopher's symbol-to-word ratio 0.1 (hash and ellipsis) and "80% of words contain an
-  alphabetic character". Markdown headings are not counted as hash symbols, and code blocks,
-  tables, URLs and citation markers are removed before these rules (the issue: code, markdown and
-  citations are not punished). Gopher's "90% of lines start with a bullet" rule is NOT used: a
-  markdown list answer is normal for research agents.
+  alphabetic character", per turn, on the prose only; `#123` references are not hashtags, inline
+  code counts as a word, free-standing dashes and arrows are punctuation. Gopher's "90% of lines
+  start with a bullet" rule is NOT used: a markdown list answer is normal for research agents.
 - Truncation: C4 (Raffel et al. 2020, section 2.2) keeps only lines ending in terminal punctuation;
-  we apply that only to the *last* line of the final answer, and never to list items, headings or
-  table rows, which end without a full stop in ordinary markdown. An odd number of ``` fences
-  means the answer stopped inside a code block.
+  we apply that only to the *last* line of the final answer, accept the legitimate markdown
+  endings (closed code block, table row, heading, list item of a list without a consistent
+  ending) and look for markdown cut-offs (unclosed fence or inline markup, bare list marker, cut
+  table row); see `truncation`.
 - Refusal / boilerplate phrases: the phrase lists used to clean ShareGPT/WizardLM data of
   "As an AI language model" refusals (ehartford's *_unfiltered datasets, anon8231489123's
   ShareGPT_Vicuna_unfiltered cleaning script); a turn is a refusal only when the phrase opens a
   short turn (< 120 words, measured: every clean sample answer that mentions "I cannot" is longer
-  or has it mid-text).
+  or has it mid-text). A calibrated "I cannot find evidence ..." is an answer, not a refusal.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
+from .markdown import Blocks, clean_prose_line, split_markdown
 from .repetition import (  # noqa: F401  (re-exported: the Gopher rules live in repetition.py)
     GOPHER_DUP_NGRAM, GOPHER_LINE, GOPHER_MIN_WORDS, GOPHER_TOP_NGRAM, ngram_repetition, repetition,
     word_arrays)
@@ -41,26 +48,69 @@ SYMBOL_WORD_RATIO = 0.10  # Gopher
 # fell to 0.72-0.74 alphabetic words while being clean.
 ALPHA_WORD_FRAC = 0.80
 ELLIPSIS_LINE_FRAC = 0.30  # Gopher: > 30% of lines ending with an ellipsis
-EMPTY_WORDS = 3  # fewer words than this is an empty answer ("OK.", "Sure")
-SHORT_WORDS = 10  # soft: a research answer under 10 words says almost nothing
+# Fewer words than this is an empty answer: the acknowledgements agents emit instead of an answer
+# ("OK", "Sure.", "N/A", "Noted.", bench/truth_corpus.py EMPTY) have 1-2 words; the shortest clean
+# assistant turn is 40 words on the real corpus (its selection floor) and 8 in the bundled samples.
+EMPTY_WORDS = 3
+# Soft only (-0.25): under 10 words a research answer states a bare verdict without support
+# (the bundled samples' one such answer, 8 words, is kept when its rubric or producer score lifts it).
+SHORT_WORDS = 10
+# The strict refusal pattern only counts in turns under 120 words: every refusal in the three
+# phrasing sets has <= 20 words, and on the real corpus no clean turn opens with the pattern at
+# any length (bench/results/truth_real_corpus.md, "strict refusal opening"); 120 keeps a refusal
+# followed by a short explanation while a long answer that merely starts "I can't stress enough"
+# is not judged by its first words.
 REFUSAL_MAX_WORDS = 120
-GARBAGE_CHAR_FRAC = 0.01  # replacement/control characters: 1% is already mojibake, never clean text
-BOILERPLATE_SHARE = 0.5  # boilerplate sentences make up over half the turn
+# Replacement/control/private-use characters: 1% of a turn's characters. Clean real text peaks at
+# 0.2% (emoji variation selectors and the odd control character in READMEs, measured), a decoder
+# that gave up leaves 5-10%.
+GARBAGE_CHAR_FRAC = 0.01
+# Boilerplate sentences ("I hope this helps") over half a turn: then the turn is mostly filler.
+# No clean real-corpus turn has any (max 0.0); below the limit it is a soft penalty of 0.2 x share.
+BOILERPLATE_SHARE = 0.5
+# Mojibake sequences per turn: none in clean real text (max 0); three rules out a single quoted
+# example of mojibake in a text about encodings.
+# Light rules for code and tables (markdown.py takes them out of the prose rules). Code repeats
+# lines legitimately (imports, closing brackets, the same call in several examples), so only lines
+# of 12+ characters count, from 4 of them. Table rows use Gopher's duplicate-line fraction 0.30.
+CODE_MIN_CHARS = 12
+CODE_MIN_LINES = 4
+# Limits: clean code repeats at most 0.40 of its long lines (p99 0.29, real corpus); clean tables
+# at most 0.13 of their rows; periodic repeats at most 4 in clean text, so 8 is twice that.
+BLOCK_LIMITS = {"code_dup_line_frac": 0.5, "table_dup_row_frac": 0.30, "long_line_repetition": 1.0,
+                "periodic_repeats": 7.0}
+PERIODIC_MIN_REPEATS = 8
+LONG_LINE_WORDS = GOPHER_MIN_WORDS
+MOJIBAKE_MIN = 3  # see above
 
-_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
-_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_FENCE_LINE = re.compile(r"^\s{0,3}(?:>\s?)*(?:```|~~~)")  # also inside a block quote
 _URL = re.compile(r"https?://\S+|www\.\S+|doi:\S+|10\.\d{4,9}/\S+")
-_CITE = re.compile(r"\[\d+(?:[,\u2013-]\s*\d+)*\]|\[\^?\w+\]")
-_TABLE_LINE = re.compile(r"^\s*\|.*\|\s*$")
-_LIST_OR_HEADING = re.compile(r"^\s*(?:[-*+\u2022]\s|\d+[.)]\s|#{1,6}\s|>\s?)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s")
+_SENTENCE_END = frozenset(".!?")
+_ITEM_ENDS = frozenset(".!?)]:;")  # endings that make a list style ("every item ends with one")
+_LIST_MARKER_ONLY = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s*$")
+_NOT_PROSE_END = re.compile(r"^(?:(?:[-*_=]\s*){3,}|\[[^\]]+\]:\s*\S+.*)$")
+_HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s|^\s*(?:\*\*|__)[^*_]+(?:\*\*|__):?\s*$")
 _WORD = re.compile(r"\w+")
 _PUNCT = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"})
-_GARBAGE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ue000-\uf8ff]")
+# replacement character, C0/C1 control characters (not tab/newline), private-use area
+_GARBAGE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff]")
+# UTF-8 decoded as Latin-1 or cp1252: a lead byte shown as Â/Ã/â followed by a continuation byte
+# shown as a C1 control, Latin-1 symbol or cp1252 punctuation (the sequences ftfy's "badness"
+# heuristic looks for, github.com/rspeer/python-ftfy, ftfy/badness.py)
+_MOJIBAKE = re.compile(r"[\u00c2\u00c3][\u0080-\u00bf]|\u00e2[\u0080-\u00bf\u20ac\u201a-\u2122][\u0080-\u00bf\u0152-\u2122]?")
+_HASH = re.compile(r"#(?!\d)")
 _TERMINAL = ".!?:;)\"'\u201d\u2019*_`]>}|"
 # Words a sentence never ends on; a last line ending in one was cut off.
 _DANGLING = {"the", "a", "an", "and", "or", "of", "to", "in", "for", "with", "that", "which", "is",
              "are", "was", "were", "be", "by", "on", "at", "as", "from", "but", "because", "this",
-             "its", "their", "than", "into", "between", "such", "if", "when", "while"}
+             "its", "their", "than", "into", "between", "such", "if", "when", "while",
+             # added after the real corpus ("- Windows via"): prepositions, determiners and
+             # auxiliaries that need a complement
+             "via", "onto", "per", "versus", "vs", "across", "through", "without", "within", "whether",
+             "your", "our", "his", "her", "these", "those", "each", "every", "either", "neither",
+             "can", "could", "should", "would", "shall", "must", "has", "have", "had", "does", "did",
+             "been", "being", "upon", "toward", "towards", "among", "whose"}
 
 REFUSAL = re.compile(
     r"^\W*(?:(?:i['\u2019]m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)[ ,.!]*(?:but )?)?"
@@ -84,6 +134,12 @@ _REFUSAL_CANT = re.compile(
     r"(?:have|need|must) to decline|decline|rather not|outside (?:what|the scope)|against my|"
     r"(?:don['\u2019]t|do not) have (?:access|the ability)|not something)\b", re.I)
 _FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s")
+# A calibrated statement of missing evidence is an answer, not a refusal (issue 13: "I cannot
+# find any peer-reviewed evidence for that claim; treat it as unsupported." was flagged): the
+# inability is about finding, confirming or verifying something, not about helping.
+_CALIBRATED = re.compile(
+    r"\b(?:can(?:no|['\u2019])t|can not|could(?:n['\u2019]t| not)|unable to|not able to|did(?:n['\u2019]t| not))\s+"
+    r"(?:find|locate|confirm|verify|identify|see|trace|reproduce|corroborate|substantiate)\b", re.I)
 
 
 def is_refusal(turn: str, n_words: int | None = None) -> bool:
@@ -97,7 +153,8 @@ def is_refusal(turn: str, n_words: int | None = None) -> bool:
         return True
     if n < REFUSAL_SHORT_WORDS:
         first = _FIRST_SENTENCE.split(t, 1)[0][:250]
-        return bool(_REFUSAL_SELF.search(first) and _REFUSAL_CANT.search(first))
+        return bool(_REFUSAL_SELF.search(first) and _REFUSAL_CANT.search(first)
+                    and not _CALIBRATED.search(first))
     return False
 
 
@@ -106,6 +163,11 @@ BOILERPLATE = re.compile(
     r"great question|as an ai(?: language model)?|i(?:'m| am) (?:just )?an ai|happy to help|"
     r"is there anything else|thank you for (?:your question|asking)|i'd be happy to help|"
     r"hope you find this|glad (?:i could|to) help|don't hesitate to ask)", re.I)
+# Free-standing punctuation of technical prose ("`h2` - required by ...", "a -> b", "x / y") is
+# punctuation, not a word without letters: Gopher's rule counts words, and these tokens took clean
+# real list items to 0.70-0.79 (measured). Symbol soup is made of other tokens ("|>", "$%", "]]").
+_PROSE_PUNCT = frozenset({"-", "\u2013", "\u2014", "--", "/", "&", "+", "=", "->", "=>", "<-", "\u2192",
+                          "\u2190", "\u2194", "\u00b1", "\u00d7", "<", ">", "<=", ">=", "~", "|", ":", "*"})
 _SYMBOL_TOKEN = re.compile(r"\s[^\w\s]+(?=\s)")  # a whitespace-separated token with no letter or digit
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -128,30 +190,119 @@ def words_of(text: str) -> list[str]:
 
 
 def prose_of(text: str) -> str:
-    """Text with code blocks, inline code, URLs, citation markers and table rows removed."""
-    t = _FENCE.sub(" ", text)
-    t = _INLINE_CODE.sub(" ", t)
-    t = _URL.sub(" ", t)
-    t = _CITE.sub(" ", t)
-    return "\n".join(ln for ln in t.split("\n") if not _TABLE_LINE.match(ln))
+    """The prose of a markdown answer: code, tables, diagrams and markup removed (`markdown.py`)."""
+    return split_markdown(text).prose
+
+
+def _fence_lines(text: str) -> int:
+    return sum(1 for ln in text.split("\n") if _FENCE_LINE.match(ln)) if "```" in text or "~~~" in text else 0
+
+
+def _unbalanced(line: str) -> str | None:
+    """Inline markup opened on the last line and never closed: the line was cut inside it."""
+    if line.replace("```", "").count("`") % 2:
+        return "an inline code span is not closed"
+    if line.count("**") % 2:
+        return "bold text is not closed"
+    if line.count("[") > line.count("]") or line.count("(") > line.count(")"):
+        return "a bracket or link is not closed"
+    return None
 
 
 def truncation(final_answer: str) -> str | None:
-    """Why the final answer looks cut off, or None."""
-    if final_answer.count("```") % 2 == 1:
+    """Why the final answer looks cut off, or None.
+
+    Legitimate markdown endings are accepted: a closed code block, a table row, a heading, and a
+    list item unless its list ends items with punctuation and this one does not. Cut-offs: an
+    unclosed code fence, inline markup opened and not closed on the last line, a last word that no
+    sentence ends on, a table row with fewer cells than its header, a paragraph line of 4+ words
+    without terminal punctuation."""
+    if _fence_lines(final_answer) % 2 == 1:
         return "unclosed code fence"
     lines = [ln for ln in final_answer.rstrip().split("\n") if ln.strip()]
     if not lines:
         return None
     last = lines[-1].rstrip()
+    if _FENCE_LINE.match(last):
+        return None  # ends with a closed code block
+    stripped = last.strip()
+    if stripped.count("|") >= 2 or stripped.startswith("|"):
+        return _table_cut(lines)
+    if (why := _unbalanced(last)) is not None:
+        return why
+    if last.endswith(":"):  # never a clean ending on the real corpus: what it announces is missing
+        return "the last line announces content that never comes (ends with ':')"
     words = _WORD.findall(last.lower())
     if words and words[-1] in _DANGLING and not last.endswith(tuple(_TERMINAL)):
         return f"last line ends on {words[-1]!r}"
-    if _LIST_OR_HEADING.match(last) or _TABLE_LINE.match(last) or len(words) < 4:
+    if _HEADING_LINE.match(last):
         return None
-    if last[-1] in _TERMINAL or _URL.search(last.split()[-1]) or last[-1].isdigit():
+    if _LIST_ITEM.match(last):
+        return _list_cut(lines)
+    if last.startswith(("    ", "\t")) and _ends_in_code(final_answer):
+        return None  # an indented code block
+    if last.startswith((" ", "\t")) and any(_LIST_ITEM.match(ln) for ln in lines[-4:-1]):
+        return _list_cut(lines, continuation=True)  # the continuation line of a list item
+    if _LIST_MARKER_ONLY.match(last):
+        return "the answer ends on an empty list item"
+    # A paragraph line without terminal punctuation was cut, whatever its length, unless it is a
+    # horizontal rule, a link definition, a bare URL or has no word at all (an emoji sign-off):
+    # on the real corpus (bench/truth_real_corpus.py) those were every clean short unpunctuated
+    # ending, while planted cuts left 1-3 word lines ("See", "To install") in 24% of cases.
+    if (last[-1] in _TERMINAL or not words or _URL.search(last.split()[-1])
+            or _NOT_PROSE_END.match(last.strip())):
         return None
     return f"last sentence has no terminal punctuation ({last[-30:]!r})"
+
+
+def _ends_in_code(text: str) -> bool:
+    b = split_markdown(text)
+    last = text.rstrip().split("\n")[-1]
+    return bool(b.code) and any(ln == last for ln in b.code[-1][-3:])
+
+
+def _table_cut(lines: list[str]) -> str | None:
+    last = lines[-1].strip()
+    rows = []
+    for ln in reversed(lines):
+        if "|" not in ln:
+            break
+        rows.append(ln.strip())
+    header = rows[-1]
+    if header.startswith("|") and not last.endswith("|"):
+        return "the last table row is cut off"
+    if len(rows) >= 3 and last.count("|") < header.count("|"):
+        return f"the last table row has {last.count('|') - 1} of {header.count('|') - 1} cells"
+    return None
+
+
+def _list_cut(lines: list[str], continuation: bool = False) -> str | None:
+    """A list item ends a list legitimately, unless the items before it all end alike - with
+    punctuation or a closing bracket - and it does not: READMEs end their items either always or
+    never with a full stop, and changelog items end with a `(#123)` or `[@user](...)` reference
+    (measured on the real corpus). An item's end is its last continuation line. A continuation
+    line ending the answer is judged like a paragraph line unless the items before it show a
+    list style without final punctuation."""
+    ends: list[str] = []  # last line of each earlier item, nearest first
+    current_end = None
+    for ln in reversed(lines[-16:-1]):
+        if _LIST_ITEM.match(ln):
+            ends.append(current_end or ln.rstrip())
+            current_end = None
+        elif ln.startswith((" ", "\t")):
+            current_end = current_end or ln.rstrip()
+        else:
+            break
+    last = lines[-1].rstrip()
+    ends = ends[:5]
+    styles = {e[-1] for e in ends}
+    if len(ends) >= 2 and styles <= _ITEM_ENDS:
+        if last[-1] not in styles | _SENTENCE_END and _WORD.search(last):
+            return f"the last list item lacks the ending its siblings have ({last[-30:]!r})"
+        return None
+    if continuation and last[-1] not in _TERMINAL:
+        return f"last sentence has no terminal punctuation ({last[-30:]!r})"
+    return None
 
 
 _BOILER_KEYS = ("hope", "let me know", "feel free", "question", " ai", "happy to", "anything else",
@@ -173,10 +324,11 @@ def boilerplate_share(turn: str) -> float:
 def compute(assistant_turns: list[str]) -> TextSignals:
     """All text signals of a transcript's assistant turns."""
     text = "\n\n".join(assistant_turns)
-    turn_prose = [prose_of(t) for t in assistant_turns]
+    blocks = [split_markdown(t) for t in assistant_turns]
+    turn_prose = [b.prose for b in blocks]
     prose = "\n\n".join(turn_prose)
-    turn_words = [words_of(p) for p in turn_prose]
-    words = [w for tw in turn_words for w in tw]
+    words = words_of(prose)  # every prose word (the rubric reads them)
+    running_words = [words_of(b.running) for b in blocks]  # paragraphs: the Gopher n-gram rules
     turn_lens = [len(t.split()) for t in assistant_turns] or [0]
     n_all = sum(turn_lens)
     v: dict[str, float] = {"words": float(n_all), "chars": float(len(text))}
@@ -189,8 +341,13 @@ def compute(assistant_turns: list[str]) -> TextSignals:
                             if len(turn_lens) > 1 else f"assistant text has {min(turn_lens)} words (< {EMPTY_WORDS})")
     elif n_all < SHORT_WORDS:
         soft["short"] = 0.25
-    rep, hits = repetition(prose, turn_words)
+    rep, hits = repetition(prose, running_words)
     v.update(rep)
+    v.update(block_repetition(blocks, assistant_turns))
+    v["periodic_repeats"] = float(periodic_repeats(words))
+    for key, limit in BLOCK_LIMITS.items():
+        if v[key] > limit:
+            hits.append(f"{key} {v[key]:.2f} > {limit}")
     if hits:
         defects["repetition"] = "Gopher repetition: " + ", ".join(hits[:3])
 
@@ -211,33 +368,132 @@ def compute(assistant_turns: list[str]) -> TextSignals:
     if cut and "empty" not in defects and "repetition" not in defects:
         defects["truncated"] = f"final answer looks cut off: {cut}"
 
-    n_tokens = len(prose.split())
-    if n_tokens:
-        hashes = 0
-        if "#" in prose:  # hash characters outside markdown heading markers
-            hashes = prose.count("#") - sum(len(ln) - len(ln.lstrip("#")) for ln in prose.split("\n")
-                                            if ln.startswith("#"))
-        ellipses = prose.count("...") + prose.count("\u2026")
-        v["symbol_ratio"] = (hashes + ellipses) / n_tokens
-        v["alpha_word_frac"] = 1.0 - len(_SYMBOL_TOKEN.findall(f" {prose} ")) / n_tokens
-    else:
-        v["symbol_ratio"], v["alpha_word_frac"] = 0.0, 1.0
-    plines = [ln.rstrip() for ln in prose.split("\n") if ln.strip()]
-    v["ellipsis_line_frac"] = (sum(1 for ln in plines if ln.endswith(("...", "\u2026")))
-                               / max(len(plines), 1))
-    v["garbage_char_frac"] = len(_GARBAGE.findall(text)) / max(len(text), 1)
-    garbage = []
-    if n_tokens >= 20 and v["symbol_ratio"] > SYMBOL_WORD_RATIO:
-        garbage.append(f"symbol/word {v['symbol_ratio']:.2f} > {SYMBOL_WORD_RATIO}")
-    if n_tokens >= 20 and v["alpha_word_frac"] < ALPHA_WORD_FRAC:
-        garbage.append(f"alphabetic words {v['alpha_word_frac']:.2f} < {ALPHA_WORD_FRAC}")
-    if len(plines) >= 3 and v["ellipsis_line_frac"] > ELLIPSIS_LINE_FRAC:
-        garbage.append(f"lines ending in ellipsis {v['ellipsis_line_frac']:.2f} > {ELLIPSIS_LINE_FRAC}")
-    if v["garbage_char_frac"] > GARBAGE_CHAR_FRAC:
-        garbage.append(f"replacement/control chars {v['garbage_char_frac']:.3f} > {GARBAGE_CHAR_FRAC}")
+    _garbage_values(v, turn_prose, assistant_turns)
+    garbage = _garbage_reasons(v)
     if garbage:
         defects["garbage"] = "symbols/garbage: " + ", ".join(garbage)
     return TextSignals(values=v, defects=defects, soft=soft, words=words)
+
+
+def _garbage_values(v: dict[str, float], turn_prose: list[str], turns: list[str]) -> None:
+    """Gopher symbol rules and garbage characters per turn, each rule from its minimum size; the
+    worst turn's value is stored (one garbage turn must not be averaged away by clean ones)."""
+    per = [_turn_garbage(p, t) for p, t in zip(turn_prose, turns)]
+    big = [t for t in per if t["prose_tokens"] >= 20]
+    v["symbol_ratio"] = max((t["symbol_ratio"] for t in big), default=0.0)
+    v["alpha_word_frac"] = min((t["alpha_word_frac"] for t in big), default=1.0)
+    v["ellipsis_line_frac"] = max((t["ellipsis_line_frac"] for t in per if t["prose_lines"] >= 3), default=0.0)
+    v["garbage_char_frac"] = max((t["garbage_char_frac"] for t in per), default=0.0)
+    v["mojibake"] = max((t["mojibake"] for t in per), default=0.0)
+
+
+def _turn_garbage(prose: str, text: str) -> dict[str, float]:
+    v: dict[str, float] = {}
+    n_tokens = len(prose.split())
+    v["prose_tokens"] = float(n_tokens)
+    if n_tokens:
+        # hash characters (heading markers are gone with the markup); `#123` issue and PR
+        # references are not hashtags: on the real corpus they alone gave changelog sections a
+        # symbol ratio of 0.10-0.28
+        hashes = len(_HASH.findall(prose)) if "#" in prose else 0
+        ellipses = prose.count("...") + prose.count("\u2026")
+        v["symbol_ratio"] = (hashes + ellipses) / n_tokens
+        symbols = _SYMBOL_TOKEN.findall(f" {prose} ")
+        punct = sum(1 for t in symbols if t.strip() in _PROSE_PUNCT) if symbols else 0
+        v["alpha_word_frac"] = (1.0 - (len(symbols) - punct) / (n_tokens - punct)) if n_tokens > punct else 1.0
+    else:
+        v["symbol_ratio"], v["alpha_word_frac"] = 0.0, 1.0
+    plines = [ln.rstrip() for ln in prose.split("\n") if ln.strip()]
+    v["prose_lines"] = float(len(plines))
+    v["ellipsis_line_frac"] = (sum(1 for ln in plines if ln.endswith(("...", "\u2026")))
+                               / max(len(plines), 1))
+    v["garbage_char_frac"] = len(_GARBAGE.findall(text)) / max(len(text), 1)
+    v["mojibake"] = float(len(_MOJIBAKE.findall(text))) if not text.isascii() else 0.0
+    return v
+
+
+def _garbage_reasons(v: dict[str, float]) -> list[str]:
+    garbage = []
+    if v["symbol_ratio"] > SYMBOL_WORD_RATIO:
+        garbage.append(f"symbol/word {v['symbol_ratio']:.2f} > {SYMBOL_WORD_RATIO}")
+    if v["alpha_word_frac"] < ALPHA_WORD_FRAC:
+        garbage.append(f"alphabetic words {v['alpha_word_frac']:.2f} < {ALPHA_WORD_FRAC}")
+    if v["ellipsis_line_frac"] > ELLIPSIS_LINE_FRAC:
+        garbage.append(f"lines ending in ellipsis {v['ellipsis_line_frac']:.2f} > {ELLIPSIS_LINE_FRAC}")
+    if v["garbage_char_frac"] > GARBAGE_CHAR_FRAC:
+        garbage.append(f"replacement/control chars {v['garbage_char_frac']:.3f} > {GARBAGE_CHAR_FRAC}")
+    if v["mojibake"] >= MOJIBAKE_MIN:
+        garbage.append(f"{int(v['mojibake'])} mojibake sequences (UTF-8 read as Latin-1/cp1252) >= {MOJIBAKE_MIN}")
+    return garbage
+
+
+def _dup_share(items: list[str]) -> float:
+    seen: set[str] = set()
+    dup = 0
+    for it in items:
+        if it in seen:
+            dup += 1
+        seen.add(it)
+    return dup / len(items) if items else 0.0
+
+
+def periodic_repeats(words: list[str], max_period: int = 8) -> int:
+    """Most consecutive repeats of a unit of 1..max_period prose words ("Extend - Extend -
+    Extend"): the shape of a sampling loop in a list item or a short line, where the Gopher n-gram
+    rules lack the 50 words they need. Numbers never match (a run of zeros is data). One numpy
+    comparison per period; periods without enough matches for a loop are skipped, so the value
+    is exact from PERIODIC_MIN_REPEATS repeats and 1 below (clean real text: at most 4, measured
+    with the exact count)."""
+    n = len(words)
+    if n < PERIODIC_MIN_REPEATS:
+        return 0
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=n)
+    best, digits_done = 1, False
+    for k in range(1, max_period + 1):
+        eq = ids[k:] == ids[:-k]
+        if int(eq.sum()) < (PERIODIC_MIN_REPEATS - 1) * k:
+            continue  # too few matches for a loop at this period (almost all prose stops here)
+        if not digits_done:
+            digits = np.fromiter(map(str.isdigit, words), dtype=bool, count=n)
+            if digits.any():
+                ids[digits] = -np.arange(1, n + 1)[digits]  # unique: numbers never repeat
+                eq = ids[k:] == ids[:-k]
+            digits_done = True
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], eq.view(np.int8), [0]))))
+        if edges.size:
+            best = max(best, int((edges[1::2] - edges[::2]).max()) // k + 1)  # longest w[i] == w[i-k] stretch
+    return best
+
+
+def block_repetition(blocks: list[Blocks], turns: list[str]) -> dict[str, float]:
+    """Light rules for what the paragraph rules do not read, worst turn:
+    - code_dup_line_frac: share of substantive code lines (>= CODE_MIN_CHARS characters) that
+      repeat an earlier line of the turn's code blocks, from CODE_MIN_LINES such lines;
+    - table_dup_row_frac: share of body rows (headers excluded) repeating an earlier row, 4+ rows;
+    - long_line_repetition: Gopher duplicate 5..10-gram rules on any single line of 50+ words
+      outside the paragraphs (a list item, a table row, a code line: `Blocks.long_lines`), as a
+      share of the limit (paragraph lines are read by the document rules);
+    (`periodic_repeats`, on all prose words, is the fourth light rule: 8 or more is a loop.)"""
+    out = dict.fromkeys(BLOCK_LIMITS, 0.0)
+    for b, turn in zip(blocks, turns):
+        if b.code:
+            lines = [ln.strip() for blk in b.code for ln in blk if len(ln.strip()) >= CODE_MIN_CHARS]
+            if len(lines) >= CODE_MIN_LINES:
+                out["code_dup_line_frac"] = max(out["code_dup_line_frac"], _dup_share(lines))
+        if b.tables:
+            rows = [" ".join(r.split()) for t in b.tables for r in t[1:]]
+            if len(rows) >= 4:
+                out["table_dup_row_frac"] = max(out["table_dup_row_frac"], _dup_share(rows))
+        for line in b.long_lines:
+            # prose words (inline code and URLs out, as the document rules read them), but all
+            # words of a line that holds a code fence: a loop that swallowed a code block
+            w = (words_of(clean_prose_line(line)) if "```" not in line and "~~~" not in line
+                 else words_of(_URL.sub(" ", line)))
+            if len(w) >= LONG_LINE_WORDS:
+                r = ngram_repetition(w, top=False)
+                worst = max(r.get(f"dup_{n}gram_frac", 0.0) / t for n, t in GOPHER_DUP_NGRAM.items())
+                out["long_line_repetition"] = max(out["long_line_repetition"], worst)
+    return out
 
 
 def role_structure(messages: list[dict[str, str]]) -> tuple[list[str], float]:

@@ -40,8 +40,7 @@ def test_every_component_and_the_category_are_stored(scored, surveyor_records):
         assert COMPONENTS <= set(r.signals), set(r.signals)
         assert 0.0 <= r.signals["emergence.score"] <= 1.0
         assert r.weight == weights[r.metadata["emergence.category"]]
-        if r.emergence_score is not None:
-            assert r.signals["emergence.provided"] == r.emergence_score
+        assert r.emergence_score == pytest.approx(r.signals["emergence.score"], abs=1e-6)
     counts = [stats.novel_count, stats.transitional_count, stats.familiar_count, stats.baseline_count]
     assert sum(counts) == len(out)
     assert stats.average_emergence == pytest.approx(np.mean([r.signals["emergence.score"] for r in out]))
@@ -105,6 +104,32 @@ def test_seed_format_dicts_and_unusable_entries(embedder):
     assert out[0].metadata["id"] == "x1" and out[0].signals["emergence.provided"] == 0.9
     assert "contradictory:however" in out[2].metadata["emergence.features"]
     assert out[2].signals["emergence.agent"] == pytest.approx(0.5)  # dissident: "however" +0.2
+
+
+def test_computed_score_is_written_back_and_the_provided_one_keeps_its_signal(embedder, tmp_path):
+    """The original API: after process() `emergence_score` is the computed score, carried by
+    to_json() and the written JSONL; a re-run (also after a write/read round trip) still sees the
+    producer's 0.9 as `provided`, not last run's score."""
+    from iceburg.data.loader import read_records
+
+    data = [{"messages": [{"role": "user", "content": "Is coffee healthy?"},
+                          {"role": "assistant", "content": "Moderate intake is linked to lower mortality."}],
+             "emergence_score": 0.9},
+            {"messages": [{"role": "user", "content": "Why is the sky blue?"},
+                          {"role": "assistant", "content": "Rayleigh scattering favours short wavelengths."}]}]
+    proc = EmergenceProcessor(detector=EmbeddingNoveltyDetector(k=1, embedder=embedder))
+    out, _ = proc.process(data)
+    first = [r.signals["emergence.score"] for r in out]
+    assert [r.emergence_score for r in out] == pytest.approx(first, abs=1e-6)
+    assert first[0] != pytest.approx(0.9) and out[0].signals["emergence.provided"] == 0.9
+    assert "emergence.provided" not in out[1].signals
+    path = tmp_path / "scored.jsonl"
+    path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in out))
+    back = list(read_records([path]))
+    assert [r.emergence_score for r in back] == pytest.approx(first, abs=1e-6)
+    again, _ = proc.process(back)
+    assert again[0].signals["emergence.provided"] == 0.9 and "emergence.provided" not in again[1].signals
+    assert [r.emergence_score for r in again] == pytest.approx(first, abs=1e-6)
 
 
 def test_keyword_and_agent_cues_match_whole_words():

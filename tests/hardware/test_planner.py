@@ -108,3 +108,19 @@ def test_real_cpu_plan(small_qwen_dir):
     assert plan.device in ("cpu", "cuda", "mps")
     assert plan.micro_batch_size >= 1 and plan.estimated_peak_bytes > plan.memory["weights"]
     assert plan.to_dict()["effective_batch_size"] == plan.effective_batch_size
+
+
+def test_world_size_keeps_the_global_batch_and_splits_cpu_memory(machines, small_qwen_dir):
+    """N data-parallel processes: accumulation divided by N (same global batch); on CPU each
+    process plans with 1/N of the memory; on GPUs each has its own device."""
+    hw = describe_hardware(machines.cpu_box(8, 6))
+    one = plan_training(small_qwen_dir, TrainingConfig(batch_size=2), hw)
+    two = plan_training(small_qwen_dir, TrainingConfig(batch_size=2), hw, world_size=2)
+    assert (two.world_size, two.micro_batch_size) == (2, 2)
+    assert two.gradient_accumulation_steps * 2 == one.gradient_accumulation_steps
+    assert two.effective_batch_size == one.effective_batch_size == DEFAULT_EFFECTIVE_BATCH
+    assert two.to_dict()["effective_batch_size"] == DEFAULT_EFFECTIVE_BATCH
+    explicit = plan_training(small_qwen_dir, TrainingConfig(batch_size=1, gradient_accumulation_steps=3), hw,
+                             world_size=4)
+    assert explicit.effective_batch_size == 12  # per-process values kept, times the processes
+    assert any("per process (2 processes)" in n for n in two.notes)

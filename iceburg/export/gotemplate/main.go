@@ -10,7 +10,10 @@
 //     a system message;
 //   - consecutive messages with the same role are merged with "\n\n" (tool messages excepted);
 //   - .System is every system message joined with "\n\n"; .Messages keeps the system messages;
-//   - .Prompt and .Response are empty, .Tools is nil; missing keys render as zero values.
+//   - .Prompt and .Response are empty; missing keys render as zero values;
+//   - .Tools is the request's tools (nil when none) and a message's .ToolCalls its calls, shaped
+//     like Ollama's api.Tool / api.ToolCall (.Function.Name, .Function.Arguments, ...); `json`
+//     prints a value as compact JSON (encoding/json, map keys sorted), as Ollama's `json` does.
 //
 // Only templates that use .Messages are rendered (the legacy .Prompt/.Response mode is refused).
 package main
@@ -23,15 +26,40 @@ import (
 	"text/template"
 )
 
+type ToolCallFunction struct {
+	Name      string         `json:"name"`
+	Arguments map[string]any `json:"arguments"`
+}
+
+type ToolCall struct {
+	ID       string           `json:"id,omitempty"`
+	Function ToolCallFunction `json:"function"`
+}
+
+type ToolFunction struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Parameters  any    `json:"parameters"`
+}
+
+type Tool struct {
+	Type     string       `json:"type"`
+	Function ToolFunction `json:"function"`
+}
+
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolName   string     `json:"tool_name,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
 }
 
 type Case struct {
 	Template string    `json:"template"`
 	System   string    `json:"system"`
 	Messages []Message `json:"messages"`
+	Tools    []Tool    `json:"tools"`
 }
 
 type Result struct {
@@ -70,9 +98,13 @@ func render(c Case) (string, error) {
 		msgs = append([]Message{{Role: "system", Content: c.System}}, msgs...)
 	}
 	system, collated := collate(msgs)
+	var tools any // nil, not an empty list, when the request has no tools (so `if .Tools` is false)
+	if len(c.Tools) > 0 {
+		tools = c.Tools
+	}
 	var b strings.Builder
 	err = tmpl.Execute(&b, map[string]any{
-		"System": system, "Messages": collated, "Tools": nil, "Prompt": "", "Response": "",
+		"System": system, "Messages": collated, "Tools": tools, "Prompt": "", "Response": "",
 		"Think": false, "IsThinkSet": false,
 	})
 	return b.String(), err

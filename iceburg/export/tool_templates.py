@@ -1,0 +1,237 @@
+"""Ollama TEMPLATEs that handle tools (`.Tools`, a message's `.ToolCalls`, `tool` results), proven.
+
+`chat_templates.match_family` identifies a model's chat family from conversations without tools.
+For the families whose Jinja template has a tool format, this module holds a Go template that also
+renders Ollama's `.Tools` (the request's function definitions), assistant `.ToolCalls` and `tool`
+messages the way the model's own template does with `apply_chat_template(..., tools=...)`:
+
+- `chatml` (Qwen2.5 and iceburg's Hermes-style ChatML tool template, `training/tool_render.py`):
+  definitions as JSON lines in `<tools></tools>` in the system turn, calls as `<tool_call>` blocks,
+  results as `<tool_response>` blocks in a user turn (Qwen2.5-7B-Instruct's template).
+- `llama3-header` (Llama 3.1/3.2/3.3 Instruct): "Environment: ipython" in the system header, the
+  definitions (`tojson(indent=4)`) and instructions opening the first user message, a call as
+  `{"name": ..., "parameters": ...}`, results in the `ipython` role as a JSON string; one call per
+  turn (the template raises on more).
+
+Proof: the Go template is rendered with Go's text/template (the helper emulates Ollama's values:
+`.Tools` as api.Tool, `.ToolCalls` as api.ToolCall) on probe chats with tools and compared with
+the Jinja rendering. JSON inside the text is compared as data: Ollama prints arguments and
+definitions with Go's encoding/json (compact, keys sorted) while Hugging Face's `tojson` writes
+`", "` / `": "` separators in insertion order, so the bytes of a JSON value differ while the value
+is the same; everything outside JSON values must be equal byte for byte. The Go template must also
+still render the family's plain probes byte for byte. A family without a tool format, a template
+that does not render tools, or a failed proof leaves the TEMPLATE without tool support and the
+export report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+from ..data.tool_calls import renders_tools
+from .chat_templates import TemplateMatch, go_literal, go_render
+
+logger = logging.getLogger(__name__)
+
+ToolRender = Callable[[list[dict], "list[dict] | None"], str]  # (messages, tools) -> text + generation prompt
+
+_SYS0 = '(and .Messages (eq (index .Messages 0).Role "system"))'
+_NEXT_NOT_TOOL = '(or (eq (len (slice $.Messages $i)) 1) (ne (index (slice $.Messages $i) 1).Role "tool"))'
+_HERMES_INSTRUCTIONS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
+    "function signatures within <tools></tools> XML tags:\n<tools>")
+_HERMES_FORMAT = ('\n</tools>\n\nFor each function call, return a json object with function name and arguments '
+                  'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+                  "<args-json-object>}\n</tool_call><|im_end|>\n")
+
+
+def _chatml_tools_go(p: dict) -> str:
+    # A run of tool results opens one user turn: `$prev` holds the previous role (Go templates have
+    # no arithmetic to look one message back); the look-ahead slices from the current message.
+    default = p.get("default_system") or ""
+    sys_text = f"{{{{ if {_SYS0} }}}}{{{{ (index .Messages 0).Content }}}}\n\n" + (
+        f"{{{{ else }}}}{go_literal(default)}\n\n" if default else "") + "{{ end }}"
+    plain_sys = (f"{{{{ else if {_SYS0} }}}}<|im_start|>system\n{{{{ (index .Messages 0).Content }}}}<|im_end|>\n"
+                 + (f"{{{{ else }}}}<|im_start|>system\n{go_literal(default)}<|im_end|>\n" if default else ""))
+    return (
+        "{{ if .Tools }}<|im_start|>system\n" + sys_text + go_literal(_HERMES_INSTRUCTIONS)
+        + "{{ range .Tools }}\n{{ json . }}{{ end }}" + go_literal(_HERMES_FORMAT) + plain_sys + "{{ end }}"
+        '{{ $prev := "" }}{{ range $i, $m := .Messages }}'
+        '{{ if or (eq $m.Role "user") (and (eq $m.Role "system") (ne $i 0)) }}'
+        "<|im_start|>{{ $m.Role }}\n{{ $m.Content }}<|im_end|>\n"
+        '{{ else if eq $m.Role "assistant" }}<|im_start|>assistant'
+        "{{ if or $m.Content (not $m.ToolCalls) }}\n{{ $m.Content }}{{ end }}"
+        '{{ range $m.ToolCalls }}\n<tool_call>\n{"name": "{{ .Function.Name }}", "arguments": '
+        "{{ json .Function.Arguments }}}\n</tool_call>{{ end }}<|im_end|>\n"
+        '{{ else if eq $m.Role "tool" }}{{ if ne $prev "tool" }}<|im_start|>user{{ end }}'
+        "\n<tool_response>\n{{ $m.Content }}\n</tool_response>"
+        f"{{{{ if {_NEXT_NOT_TOOL} }}}}<|im_end|>\n{{{{ end }}}}"
+        "{{ end }}{{ $prev = $m.Role }}{{ end }}<|im_start|>assistant\n")
+
+
+_L3_SYS = "<|start_header_id|>system<|end_header_id|>\n\n"
+_L3_TOOL_INTRO = (
+    "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a "
+    "function call with its proper arguments that best answers the given prompt.\n\nRespond in the format "
+    '{"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.\n\n')
+
+
+def _llama3_tools_go(p: dict) -> str:
+    # $f: index of the first non-system message, which the template opens with the tool definitions.
+    return (
+        _L3_SYS + "{{ if .Tools }}Environment: ipython\n{{ end }}" + go_literal(p["system_header"])
+        + f"{{{{ $f := 0 }}}}{{{{ if {_SYS0} }}}}{{{{ (index .Messages 0).Content }}}}{{{{ $f = 1 }}}}{{{{ end }}}}<|eot_id|>"
+        "{{ if .Tools }}" + go_literal(_L3_TOOL_INTRO) + "{{ range .Tools }}{{ json . }}\n\n{{ end }}"
+        "{{ (index .Messages $f).Content }}<|eot_id|>{{ end }}"
+        "{{ range $i, $m := .Messages }}"
+        '{{ if not (or (and (eq $i 0) (eq $m.Role "system")) (and $.Tools (eq $i $f))) }}'
+        "{{ if $m.ToolCalls }}{{ with index $m.ToolCalls 0 }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        '{"name": "{{ .Function.Name }}", "parameters": {{ json .Function.Arguments }}}<|eot_id|>{{ end }}'
+        '{{ else if eq $m.Role "tool" }}<|start_header_id|>ipython<|end_header_id|>\n\n{{ json $m.Content }}<|eot_id|>'
+        "{{ else }}<|start_header_id|>{{ $m.Role }}<|end_header_id|>\n\n{{ $m.Content }}<|eot_id|>{{ end }}"
+        "{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+# family -> (Go template builder, probe names it supports)
+_ALL = ("tools-offered", "call-and-result", "full-exchange", "content-and-call", "parallel-calls")
+TOOL_FAMILIES: dict[str, tuple[Callable[[dict], str], tuple[str, ...]]] = {
+    "chatml": (_chatml_tools_go, _ALL),
+    # Llama 3.x templates refuse parallel calls and drop the text of a turn that calls a tool.
+    "llama3-header": (_llama3_tools_go, ("tools-offered", "call-and-result", "full-exchange")),
+}
+
+# ---------------------------------------------------------------- probes
+
+PROBE_TOOLS = [
+    {"type": "function", "function": {
+        "name": "web_search", "description": 'Search the web; returns "title", url and snippet (naïve ✓).',
+        "parameters": {"type": "object", "properties": {
+            "query": {"type": "string", "description": "Search terms"},
+            "max_results": {"type": "integer", "description": "How many results"}}, "required": ["query"]}}},
+    {"type": "function", "function": {
+        "name": "calculator", "description": "Evaluate an arithmetic expression.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}},
+]
+
+
+def _call(name: str, **args: Any) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": args}}
+
+
+_SYS = {"role": "system", "content": "You are a careful research agent."}
+_U = {"role": "user", "content": 'Boiling point of water at 2,000 m, in "°C"?'}
+_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("web_search", query='boiling point "altitude" 2000 m', max_results=3)]}
+# `<`, `>` and `&` are escaped by Go's encoding/json (\u003c ...) but not by Jinja's tojson.
+_RESULT = {"role": "tool", "name": "web_search",
+           "content": '[{"title": "Boiling point vs altitude", "snippet": "93.4 °C at 2,000 m <b>&</b>"}]'}
+_ANSWER = {"role": "assistant", "content": "About 93 °C.\nAir pressure is lower there."}
+TOOL_PROBE_CHATS: dict[str, list[dict]] = {
+    "tools-offered": [_U],
+    "call-and-result": [_U, _CALL, _RESULT],
+    "full-exchange": [_SYS, _U, _CALL, _RESULT, _ANSWER, {"role": "user", "content": "And at sea level? {{ .System }}"}],
+    "content-and-call": [_SYS, _U, {**_CALL, "content": "Let me check."}, _RESULT],
+    "parallel-calls": [_U, {"role": "assistant", "content": "", "tool_calls": [
+        _call("calculator", expression="100 - 0.0033 * 2000"), _call("web_search", query="boiling point altitude")]},
+        {"role": "tool", "name": "calculator", "content": "93.4"}, {**_RESULT, "content": "no results"}],
+}
+
+
+def _go_message(m: dict) -> dict:
+    """A message as Ollama's API carries it (`tool_name`, `tool_calls`)."""
+    out = {"role": m["role"], "content": m["content"]}
+    if m.get("tool_calls"):
+        out["tool_calls"] = [{"function": c["function"]} for c in m["tool_calls"]]
+    if m["role"] == "tool" and m.get("name"):
+        out["tool_name"] = m["name"]
+    return out
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def same_modulo_json(a: str, b: str) -> tuple[bool, int]:
+    """Equal byte for byte outside JSON values, and JSON values equal as data. Returns (equal, the
+    offset in `a` of the first difference or -1)."""
+    dec = json.JSONDecoder()
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] in "{[\"" and b[j] == a[i]:
+            try:
+                va, ei = dec.raw_decode(a, i)
+                vb, ej = dec.raw_decode(b, j)
+            except json.JSONDecodeError:
+                va = vb = None
+                ei = ej = -1
+            if ei > 0 and ej > 0 and va == vb:
+                i, j = ei, ej
+                continue
+        if a[i] != b[j]:
+            return False, i
+        i, j = i + 1, j + 1
+    return (i == len(a) and j == len(b)), (-1 if i == len(a) and j == len(b) else i)
+
+
+# ---------------------------------------------------------------- the export step
+
+
+def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: bool, bos: str | None,
+                  runtime_adds_bos: bool) -> dict:
+    """The tool-capable TEMPLATE for `match`'s family, proven with Go, or why there is none.
+
+    Returns {"supported", "status", and when supported "go_template", "probes"}; never raises for
+    a missing tool format (a model without one is still exported, without tool support)."""
+    if not has_tool_format:
+        return {"supported": False, "status": "the model's chat template has no tool format (tool calls and "
+                "results vanish from its rendering), so the Modelfile TEMPLATE has no .Tools support"}
+    family = TOOL_FAMILIES.get(match.family)
+    if family is None:
+        return {"supported": False, "status": f"family {match.family!r}: iceburg has no Ollama tool template for "
+                "it, so the Modelfile TEMPLATE has no .Tools support (the GGUF's Jinja template still has it: "
+                "llama-server --jinja)"}
+    build, names = family
+    prefix = go_literal(bos) if match.bos_in_template and bos else ""
+    go = prefix + build(match.params)
+    cases, expected = [], []
+    for name in names:
+        chat = TOOL_PROBE_CHATS[name]
+        text = render(chat, PROBE_TOOLS)
+        if bos and runtime_adds_bos and text.startswith(bos):
+            text = text[len(bos):]
+        cases.append({"template": go, "system": "", "messages": [_go_message(m) for m in chat], "tools": PROBE_TOOLS})
+        expected.append((name, text))
+    for p in match.probes:  # the tool template must still render plain chats exactly
+        cases.append({"template": go, "system": p.modelfile_system, "messages": p.messages, "tools": []})
+        expected.append((f"plain:{p.name}", p.expected))
+    results = go_render(cases)
+    if results is None:
+        return {"supported": False, "status": "tool template not verified (go not found: apt-get install golang-go), "
+                "so the Modelfile TEMPLATE has no .Tools support"}
+    mismatches = []
+    for (name, exp), r in zip(expected, results):
+        ok, at = (False, 0) if r["error"] else (
+            (r["output"] == exp, 0) if name.startswith("plain:") else same_modulo_json(exp, r["output"]))
+        if not ok:
+            mismatches.append({"probe": name, "error": r["error"], "at": at, "expected": exp[max(0, at - 40):at + 80],
+                               "go": r["output"][max(0, at - 40):at + 80] if not r["error"] else ""})
+    if mismatches:
+        logger.warning("ollama: tool template for %s failed on %d probes: %s", match.family, len(mismatches), mismatches[0])
+        return {"supported": False, "status": f"tool template for {match.family!r} FAILED on {len(mismatches)} of "
+                f"{len(cases)} probe chats, so the Modelfile TEMPLATE has no .Tools support", "mismatches": mismatches}
+    n_tools = len(names)
+    return {"supported": True, "go_template": go, "probes": [n for n, _ in expected],
+            "status": f"verified: Go text/template equals apply_chat_template(tools=...) on {n_tools} tool probe chats "
+                      f"(JSON values compared as data) and byte for byte on {len(cases) - n_tools} plain ones"}
+
+
+def model_tool_template(tok, match: TemplateMatch, runtime_adds_bos: bool, verify: bool = True) -> dict:
+    """`tool_template` for an exported model's tokenizer (BOS as llama.cpp will add it)."""
+    if not verify:
+        return {"supported": False, "status": "tool template not verified (verification turned off), so the "
+                "Modelfile TEMPLATE has no .Tools support"}
+
+    def render(messages: list[dict], tools: list[dict] | None) -> str:
+        return tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+
+    return tool_template(match, render, renders_tools(tok), tok.bos_token, runtime_adds_bos)

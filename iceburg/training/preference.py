@@ -1,0 +1,368 @@
+"""Preference training (DPO / ORPO / KTO) on a LoRA model: our own loop, the SFT trainer's shape.
+
+Lives in `training/` (it runs on the SFT encoding and `TrainArgs`); the data, mining and losses
+it trains on are `iceburg/preference/`, a layer below.
+
+Why our own loop and not TRL's `DPOTrainer`: (1) the same encoding as SFT - the chat template's
+own rendering with assistant-only masks found by prefix rendering (`training/encoding.py`), where
+TRL splits prompt and answer by tokenising the prompt alone and supervises whatever follows it
+(ChatML's trailing newline included); (2) exact control of order, metrics and before/after
+evaluation through the same `TrainArgs` and callbacks as SFT; (3) speed on CPU: the reference
+log-probabilities are computed once before training with the adapter disabled (TRL's
+`precompute_ref_log_probs`), so a step is one policy forward/backward over [chosen; rejected]
+(bench/preference_throughput.py measures pairs/s and peak memory against TRL). The losses match
+TRL's term for term (tests/preference/test_losses.py runs TRL's trainer on the same batch).
+
+The DPO/KTO reference is the base model with the LoRA adapter disabled (`disable_adapter()`):
+no second copy of the weights. Evaluation reports, on held-out pairs: the implicit reward margin
+and reward accuracy (share of pairs with margin > 0, TRL's `rewards/accuracies`), the chosen and
+rejected log-probabilities, and the likelihood accuracy (share of pairs whose chosen answer has
+the higher mean per-token log-probability under the policy), which is defined before training too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+import torch
+
+from ..errors import IceburgError
+from ..records import Record
+from ..preference import losses
+from ..preference.data import KTOExample, PreferencePair
+from .encoding import Example, encode
+from .trainer import TrainArgs, TrainingCallback
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
+
+
+@dataclass
+class PairExample:
+    chosen: Example
+    rejected: Example
+    id: str
+    ref_chosen: float = float("nan")  # reference (adapter disabled) summed log-probs
+    ref_rejected: float = float("nan")
+
+
+@dataclass
+class KTOItem:
+    completion: Example
+    kl: Example  # the prompt with another example's answer (mismatched, for the z0 estimate)
+    label: bool
+    id: str
+    ref: float = float("nan")
+    ref_kl: float = float("nan")
+
+
+@dataclass
+class PreferenceArgs:
+    objective: str = "dpo"
+    beta: float = losses.DEFAULT_BETA
+    desirable_weight: float = 1.0  # KTO
+    undesirable_weight: float = 1.0
+
+
+@dataclass
+class PreferenceOutput:
+    steps: int
+    train_loss: float
+    last_loss: float
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    pairs_seen: int = 0
+    wall_seconds: float = 0.0
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+def encode_continuation(tokenizer, prompt: list[dict], continuation: list[dict], max_length: int,
+                        eos: set[int], ex_id: str) -> Example | None:
+    """prompt + continuation with the SFT encoding, supervising only the continuation's assistant
+    turns; truncated at the end like TRL's "keep_start". None when no answer token fits."""
+    ex = encode(tokenizer, Record(messages=prompt + continuation), 10 ** 9, eos)
+    if ex is None:
+        return None
+    runs = [t for t in range(len(ex.mask)) if ex.mask[t] and (t == 0 or not ex.mask[t - 1])]
+    n_turns = sum(m["role"] == "assistant" for m in prompt + continuation)
+    if len(runs) != n_turns:
+        raise IceburgError(f"the chat template merges assistant turns ({len(runs)} supervised runs for "
+                           f"{n_turns} assistant turns), so the answer cannot be told from the prompt")
+    start = runs[n_turns - len(continuation)]
+    mask = [False] * start + ex.mask[start:]
+    ids = ex.input_ids[:max_length]
+    mask = mask[:max_length]
+    if not any(mask):
+        return None
+    return Example(input_ids=ids, mask=mask, id=ex_id, truncated=len(ex.input_ids) > max_length)
+
+
+def encode_pairs(tokenizer, pairs: Iterable[PreferencePair], max_length: int, eos: set[int]
+                 ) -> tuple[list[PairExample], list[str]]:
+    """Encoded pairs, and the ids of pairs dropped because the prompt leaves no room for an answer."""
+    out, dropped = [], []
+    for p in pairs:
+        c = encode_continuation(tokenizer, p.prompt, p.chosen, max_length, eos, p.id)
+        r = encode_continuation(tokenizer, p.prompt, p.rejected, max_length, eos, p.id)
+        if c is None or r is None:
+            dropped.append(p.id)
+            continue
+        out.append(PairExample(c, r, p.id))
+    return out, dropped
+
+
+def encode_kto(tokenizer, items: list[KTOExample], max_length: int, eos: set[int]
+               ) -> tuple[list[KTOItem], list[str]]:
+    """Encoded KTO examples; each KL sequence pairs example i's prompt with example i-1's answer
+    (TRL rotates answers by one within each batch; we rotate over the data set once, so the
+    mismatched set is the same answers, paired with other prompts)."""
+    out, dropped = [], []
+    for i, it in enumerate(items):
+        other = items[i - 1] if len(items) > 1 else it
+        c = encode_continuation(tokenizer, it.prompt, it.completion, max_length, eos, it.id)
+        k = encode_continuation(tokenizer, it.prompt, other.completion, max_length, eos, it.id)
+        if c is None or k is None:
+            dropped.append(it.id)
+            continue
+        out.append(KTOItem(c, k, it.label, it.id))
+    return out, dropped
+
+
+# -- log-probabilities ---------------------------------------------------------------------------
+
+def sequence_logps(model, examples: list[Example], pad_id: int, device: str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each example's supervised tokens, and their count (one forward
+    over the right-padded batch)."""
+    n = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), n), dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        k = len(e.input_ids)
+        ids[i, :k] = torch.tensor(e.input_ids)
+        attn[i, :k] = 1
+        mask[i, :k] = torch.tensor(e.mask)
+    ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
+    return masked_logps(logits, ids[:, 1:], mask[:, 1:])
+
+
+def masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sum of log p(target) over `mask`, and the mask count (logits already shifted)."""
+    tok = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    m = mask.float()
+    return (tok * m).sum(-1), m.sum(-1)
+
+
+def _reference(model):
+    """The reference model: the same weights with the LoRA adapter switched off."""
+    disable = getattr(model, "disable_adapter", None)
+    if disable is None:
+        raise IceburgError("preference objectives with a reference (dpo, kto) need a PEFT LoRA model")
+    return disable()
+
+
+@torch.no_grad()
+def reference_logps(model, examples: list[Example], args: TrainArgs) -> list[float]:
+    was = model.training
+    model.eval()
+    out: list[float] = []
+    with _reference(model):
+        for i in range(0, len(examples), args.micro_batch_size):
+            lp, _ = sequence_logps(model, examples[i:i + args.micro_batch_size], args.pad_id, args.device)
+            out.extend(lp.tolist())
+    model.train(was)
+    return out
+
+
+def precompute_reference(model, data: list[PairExample] | list[KTOItem], args: TrainArgs) -> None:
+    if data and isinstance(data[0], PairExample):
+        rc = reference_logps(model, [d.chosen for d in data], args)
+        rr = reference_logps(model, [d.rejected for d in data], args)
+        for d, a, b in zip(data, rc, rr):
+            d.ref_chosen, d.ref_rejected = a, b
+    elif data:
+        r = reference_logps(model, [d.completion for d in data], args)
+        k = reference_logps(model, [d.kl for d in data], args)
+        for d, a, b in zip(data, r, k):
+            d.ref, d.ref_kl = a, b
+
+
+# -- one batch -----------------------------------------------------------------------------------
+
+def batch_loss(model, batch: list, args: TrainArgs, pargs: PreferenceArgs) -> tuple[torch.Tensor, dict]:
+    """Mean loss over the batch and its metrics (TRL's names: rewards/margins, logps/chosen, ...)."""
+    if pargs.objective == "kto":
+        return _kto_batch(model, batch, args, pargs)
+    lp, n = sequence_logps(model, [b.chosen for b in batch] + [b.rejected for b in batch], args.pad_id, args.device)
+    pc, pr = lp.chunk(2)
+    nc, nr = n.chunk(2)
+    m = {"logps/chosen": pc.mean().item(), "logps/rejected": pr.mean().item(),
+         "likelihood_accuracy": (pc / nc > pr / nr).float().mean().item()}
+    if pargs.objective == "dpo":
+        rc = torch.tensor([b.ref_chosen for b in batch], device=pc.device)
+        rr = torch.tensor([b.ref_rejected for b in batch], device=pc.device)
+        loss, cr, rj = losses.dpo_loss(pc, pr, rc, rr, pargs.beta)
+        m.update({"rewards/chosen": cr.mean().item(), "rewards/rejected": rj.mean().item(),
+                  "rewards/margins": (cr - rj).mean().item(), "rewards/accuracies": (cr > rj).float().mean().item()})
+    elif pargs.objective == "orpo":
+        loss, log_odds = losses.orpo_loss(pc / nc, pr / nr, -pc / nc, pargs.beta)
+        m.update({"nll_loss": (-pc / nc).mean().item(), "log_odds_ratio": log_odds.mean().item(),
+                  "rewards/margins": (pargs.beta * (pc / nc - pr / nr)).mean().item()})
+    else:
+        raise ValueError(f"unknown preference objective {pargs.objective!r}")
+    loss = loss.mean()
+    m["loss"] = loss.item()
+    return loss, m
+
+
+def _kto_batch(model, batch: list[KTOItem], args: TrainArgs, pargs: PreferenceArgs) -> tuple[torch.Tensor, dict]:
+    lp, _ = sequence_logps(model, [b.completion for b in batch] + [b.kl for b in batch], args.pad_id, args.device)
+    pol, pol_kl = lp.chunk(2)
+    dev = pol.device
+    ref = torch.tensor([b.ref for b in batch], device=dev)
+    ref_kl = torch.tensor([b.ref_kl for b in batch], device=dev)
+    labels = torch.tensor([b.label for b in batch], device=dev)
+    loss, z0 = losses.kto_loss(pol, ref, labels, pol_kl.detach(), ref_kl, pargs.beta,
+                               pargs.desirable_weight, pargs.undesirable_weight)
+    rewards = pargs.beta * (pol - ref).detach()
+    m = {"kl": z0.item(), "loss": loss.mean().item(), "n_desirable": float(labels.sum()),
+         "n_undesirable": float((~labels).sum())}
+    if labels.any():
+        m["rewards/chosen"] = rewards[labels].mean().item()
+        m["logps/chosen"] = pol[labels].mean().item()
+    if (~labels).any():
+        m["rewards/rejected"] = rewards[~labels].mean().item()
+        m["logps/rejected"] = pol[~labels].mean().item()
+    return loss.mean(), m
+
+
+def _fresh_reference(model, chunk: list, args: TrainArgs) -> list:
+    """`chunk` with reference log-probs computed in the same batch shape as the policy's, so that
+    before training (adapter still zero) every margin is exactly 0, not float noise."""
+    pairs = isinstance(chunk[0], PairExample)
+    seqs = [c.chosen for c in chunk] + [c.rejected for c in chunk] if pairs else \
+        [c.completion for c in chunk] + [c.kl for c in chunk]
+    with _reference(model):
+        a, b = sequence_logps(model, seqs, args.pad_id, args.device)[0].chunk(2)
+    if pairs:
+        return [replace(c, ref_chosen=x, ref_rejected=y) for c, x, y in zip(chunk, a.tolist(), b.tolist())]
+    return [replace(c, ref=x, ref_kl=y) for c, x, y in zip(chunk, a.tolist(), b.tolist())]
+
+
+@torch.no_grad()
+def evaluate_preferences(model, data: list, args: TrainArgs, pargs: PreferenceArgs) -> dict[str, float]:
+    """Held-out metrics, averaged over examples (see the module docstring)."""
+    if not data:
+        return {}
+    was = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for i in range(0, len(data), args.micro_batch_size):
+        chunk = data[i:i + args.micro_batch_size]
+        if pargs.objective in ("dpo", "kto"):
+            chunk = _fresh_reference(model, chunk, args)
+        _, m = batch_loss(model, chunk, args, pargs)
+        for k, v in m.items():
+            n = _count(k, m, len(chunk))
+            sums[k] = sums.get(k, 0.0) + v * n
+            counts[k] = counts.get(k, 0.0) + n
+    model.train(was)
+    return {k: v / counts[k] for k, v in sums.items() if not k.startswith("n_") and counts[k]}
+
+
+def _count(key: str, m: dict, n: int) -> float:
+    """Examples a batch metric averages over: KTO's chosen / rejected metrics cover only the
+    desirable / undesirable examples of the batch."""
+    if key.endswith("/chosen") and "n_desirable" in m:
+        return m["n_desirable"]
+    if key.endswith("/rejected") and "n_undesirable" in m:
+        return m["n_undesirable"]
+    return float(n)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, pargs: PreferenceArgs, *,
+                     callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
+    """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
+    computed first (adapter disabled); order is a seeded shuffle per epoch."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    if not train_data:
+        raise IceburgError("no preference pairs to train on")
+    callbacks = list(callbacks)
+    if pargs.objective in ("dpo", "kto"):
+        precompute_reference(model, train_data + eval_data, args)  # eval recomputes its own, see below
+    rng = random.Random(args.seed)
+    steps: list[list[list]] = []
+    epoch = 0
+    while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
+        order = list(range(len(train_data)))
+        rng.shuffle(order)
+        micro = [[train_data[j] for j in order[i:i + args.micro_batch_size]]
+                 for i in range(0, len(order), args.micro_batch_size)]
+        steps.extend(micro[i:i + args.grad_accum] for i in range(0, len(micro), args.grad_accum))
+        epoch += 1
+    if args.max_steps is not None:
+        steps = steps[: args.max_steps]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(math.ceil(args.warmup_ratio * len(steps))), len(steps))
+    out = PreferenceOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"))
+    out.eval_before = evaluate_preferences(model, eval_data, args, pargs)
+    started = time.time()
+    total = 0.0
+    model.train()
+    bar = tqdm(total=len(steps), desc=f"training ({pargs.objective})", unit="step",
+               disable=None if args.show_progress is None else not args.show_progress)
+    for s, micro_batches in enumerate(steps, start=1):
+        n_step = sum(len(mb) for mb in micro_batches)
+        agg: dict[str, float] = {}
+        for mb in micro_batches:
+            for cb in callbacks:
+                cb.on_batch([b.id for b in mb])
+            loss, m = batch_loss(model, mb, args, pargs)
+            (loss * len(mb) / n_step).backward()
+            for k, v in m.items():
+                agg[k] = agg.get(k, 0.0) + v * len(mb) / n_step
+        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(agg["loss"]):
+            raise FloatingPointError(f"training diverged at step {s}: loss is {agg['loss']}; lower --learning-rate")
+        out.pairs_seen += n_step
+        total += agg["loss"]
+        out.last_loss = agg["loss"]
+        metrics = {"step": s, **agg, "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 2)}
+        out.history.append(metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{agg['loss']:.3f}")
+        for cb in callbacks:
+            cb.on_step(s, metrics)
+        if args.eval_steps and s % args.eval_steps == 0 and s < len(steps) and eval_data:
+            ev = evaluate_preferences(model, eval_data, args, pargs)
+            for cb in callbacks:
+                cb.on_eval(s, ev.get("loss", float("nan")))
+    bar.close()
+    out.wall_seconds = time.time() - started
+    out.train_loss = total / len(steps)
+    out.eval_after = evaluate_preferences(model, eval_data, args, pargs)
+    if eval_data:
+        for cb in callbacks:
+            cb.on_eval(len(steps), out.eval_after.get("loss", float("nan")))
+    return out

@@ -1,0 +1,171 @@
+"""Rendering tool-calling conversations for training.
+
+Records with tool calls are rendered by the model's own chat template with the record's function
+definitions passed as `tools=` (Hugging Face's tool-use convention: transformers' chat-templating
+docs, "Tool use / function calling"). Templates with native tool support (Llama 3.1/3.2/3.3,
+Qwen2.5, Qwen3, Hermes, Mistral Nemo, ...) write the definitions, the calls and the results in
+the format the model was trained on; assistant-only masking (`encoding.py`) then supervises the
+assistant turns, which include the call text the template writes for them, while tool results
+(their own messages) and the definitions (in the system or first user turn) stay unsupervised.
+
+ChatML bases whose template renders only `role` + `content` (iceburg-tiny, SmolLM2, many base
+models given ChatML) would silently drop the calls. For them iceburg installs
+`HERMES_CHATML_TEMPLATE`: ChatML plus the Hermes-style tool format of NousResearch's Hermes 2 Pro
+/ Hermes 3 as Qwen2.5 writes it (definitions as JSON lines inside `<tools></tools>` in the
+system turn, each call as `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>` in the
+assistant turn, results as `<tool_response>` blocks in a user turn). It renders a conversation
+without tools byte for byte like plain ChatML, and it is saved with the fine-tuned tokenizer, so
+the exported GGUF and Ollama template carry it. A non-ChatML template that cannot render tool
+calls is refused: there is no format the model already knows to fall back on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from ..data.tool_calls import renders_tools
+from ..errors import IceburgError
+from ..records import Record
+
+logger = logging.getLogger(__name__)
+
+# Qwen2.5-7B-Instruct's template (llama.cpp models/templates/Qwen-Qwen2.5-7B-Instruct.jinja) without
+# its default "You are Qwen" system prompt; Qwen3-0.6B's template does the same. Arguments given as
+# a JSON string are written as they are (Qwen3 / Hermes 3 do this too), objects with `tojson`.
+HERMES_CHATML_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' or (message['role'] == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message['content'] or not message.tool_calls %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls or [] %}"
+    "{%- set call = tool_call.function if tool_call.function is defined else tool_call %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + call.name + '\", \"arguments\": ' }}"
+    "{%- if call.arguments is string %}{{- call.arguments }}{%- else %}{{- call.arguments | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+_PLAIN_CHAT = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+_PLAIN_CHATML = "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
+
+
+class ToolsTokenizer:
+    """A tokenizer whose `apply_chat_template` passes a record's `tools=` (everything else delegates).
+
+    Lets `encoding.py` render one record with its function definitions without threading `tools`
+    through every helper."""
+
+    def __init__(self, tokenizer, tools: list[dict[str, Any]]):
+        self._tokenizer = tokenizer
+        self._tools = tools
+
+    def apply_chat_template(self, conversation, **kwargs):
+        kwargs.setdefault("tools", self._tools)
+        return self._tokenizer.apply_chat_template(conversation, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+def bind_tools(tokenizer, tools: list[dict[str, Any]] | None):
+    """`tokenizer` rendering with `tools=tools`; the tokenizer itself when there are none."""
+    return ToolsTokenizer(tokenizer, tools) if tools else tokenizer
+
+
+def _is_plain_chatml(tokenizer) -> bool:
+    from jinja2.exceptions import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(_PLAIN_CHAT, tokenize=False)
+    except TemplateError:
+        return False
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    return text in (_PLAIN_CHATML, bos + _PLAIN_CHATML)
+
+
+def uses_tools(records: Iterable[Record]) -> bool:
+    return any(r.tools or any(m.get("tool_calls") or m["role"] == "tool" for m in r.messages) for r in records)
+
+
+def ensure_tool_template(tokenizer, records: Iterable[Record]) -> str | None:
+    """Make sure the tokenizer's template renders the records' tool use.
+
+    Returns None when no record uses tools or the template renders them natively, "hermes" when
+    the plain ChatML template was replaced by `HERMES_CHATML_TEMPLATE`. Raises `IceburgError` for a
+    template that can render neither."""
+    if not uses_tools(records) or renders_tools(tokenizer):
+        return None
+    if _is_plain_chatml(tokenizer):
+        tokenizer.chat_template = HERMES_CHATML_TEMPLATE
+        logger.warning("the base's ChatML template cannot render tool calls: using the Hermes-style "
+                       "ChatML tool template (docs/tools.md); it is saved with the fine-tuned tokenizer")
+        return "hermes"
+    raise IceburgError(
+        "the training data has tool calls, but the base model's chat template does not render them (a "
+        "probe conversation's call and result vanish from the text) and it is not ChatML, so there is no "
+        "tool format this model knows; choose a base whose template supports tools (Llama 3.1/3.2, "
+        "Qwen2.5/3, Hermes, Mistral Nemo; docs/tools.md) or drop the tool-calling records")
+
+
+def check_calls_rendered(text: str, spans: list[tuple[int, int]], messages: list[dict[str, Any]],
+                         where: str) -> None:
+    """Every call of every assistant turn must lie in that turn's supervised span (its name and its
+    string arguments), so a template that drops or moves calls cannot train silently without them."""
+    turns = [m for m in messages if m["role"] == "assistant"]
+    for m, (a, b) in zip(turns, spans):
+        _check_turn(text[a:b], m, where)
+
+
+def _check_turn(span_text: str, message: dict[str, Any], where: str) -> None:
+    for call in message.get("tool_calls", ()):
+        fn = call["function"]
+        missing = [fn["name"]] if fn["name"] not in span_text else []
+        missing += [v for v in fn["arguments"].values() if isinstance(v, str) and v not in span_text
+                    and v.encode("unicode_escape").decode() not in span_text]
+        if missing:
+            raise IceburgError(f"{where}: the chat template does not write tool call {fn['name']!r} into the "
+                               f"assistant turn (missing {missing[:3]}); the call would not be learned")
+
+
+def render_with_tools(spans_fn, tokenizer, record: Record):
+    """`spans_fn(tokenizer, messages)` (encoding.assistant_spans) with the record's `tools=`; for
+    records with calls, checks every call landed in its turn's span and turns a template's refusal
+    (Llama 3.x: "only supports single tool-calls at once") into an error naming the record."""
+    from jinja2.exceptions import TemplateError
+
+    calls = any(m.get("tool_calls") for m in record.messages)
+    try:
+        text, spans = spans_fn(bind_tools(tokenizer, record.tools), record.messages)
+    except TemplateError as e:
+        if not calls:
+            raise
+        raise IceburgError(f"{record.id}: the chat template refuses this tool-calling conversation: {e}") from e
+    if calls:
+        check_calls_rendered(text, spans, record.messages, record.id)
+    return text, spans
