@@ -185,11 +185,10 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | N
 
 
 def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example | None:
-<<<<<<< HEAD
     """Tokenise one record; None when no assistant token fits within `max_length`.
 
     Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
-    text, spans = assistant_spans(tokenizer, record.messages, eos)
+    text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos), tokenizer, record)
     return _encode_text(tokenizer, text, spans, record, record.id, max_length, eos)
 
 
@@ -218,10 +217,6 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int]) -> 
 
 def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Record, ex_id: str,
                  max_length: int, eos: set[int]) -> Example | None:
-=======
-    """Tokenise one record; None when no assistant token fits within `max_length`."""
-    text, spans = render_with_tools(assistant_spans, tokenizer, record)
->>>>>>> main
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
