@@ -17,7 +17,7 @@ import os
 import shutil
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class GgufInfo:
     n_elements: int  # weights in all tensors (sizes the converted folder)
     has_chat_template: bool
     size: int
+    # ggml types transformers' reader cannot dequantize (Q5_0, Q5_1, ...): rewritten first, see
+    # `dequantize_foreign_types`.
+    foreign_types: list[str] = field(default_factory=list)
 
     @property
     def has_tokenizer(self) -> bool:
@@ -79,6 +82,9 @@ def read_gguf_info(path: Path) -> GgufInfo:
         raise MissingDependencyError("the gguf package (to read GGUF files)", "pip install gguf") from exc
     try:
         metadata, _ = read_gguf_metadata(str(path))
+        foreign = _foreign_types(path)
+        if foreign:
+            return _info_via_gguf_reader(path, size, foreign)
         header = GgufHeader.from_file(str(path))
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise CorruptGGUFError(f"{path}: the GGUF header ends early ({exc}); the file ({size} bytes) is "
@@ -105,6 +111,94 @@ def read_gguf_info(path: Path) -> GgufInfo:
         n_elements=sum(math.prod(t.shape) for t in header.tensors),
         n_tokens=tokens if isinstance(tokens, int) else len(tokens),
         has_chat_template="tokenizer.chat_template" in metadata, size=size)
+
+
+def transformers_ggml_types() -> set[int]:
+    """ggml type ids transformers 5's GGUF reader reads (F32/F16/BF16 + its dequantizers)."""
+    from transformers.integrations.gguf.dequant import GGML_BLOCK
+
+    return set(GGML_BLOCK) | {0, 1, 30}  # F32, F16, BF16 (ggml.h)
+
+
+def _foreign_types(path: Path) -> list[str]:
+    """Names of the ggml types in `path` that transformers' reader cannot read, from a fast scan of
+    the tensor infos with the gguf package's own reader (it also knows every type it dequantizes)."""
+    import gguf
+
+    known = transformers_ggml_types()
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, struct.error, IndexError, UnicodeDecodeError, OSError):
+        return []  # let transformers' reader produce the precise corruption error
+    return sorted({t.tensor_type.name for t in reader.tensors if int(t.tensor_type) not in known})
+
+
+def _info_via_gguf_reader(path: Path, size: int, foreign: list[str]) -> GgufInfo:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    undequantizable = [n for n in foreign if gguf.GGMLQuantizationType[n] not in gguf.quants._type_traits]
+    if undequantizable:
+        raise CorruptGGUFError(f"{path}: holds tensors of ggml type(s) {', '.join(undequantizable)}, which neither "
+                               "transformers nor the gguf package can dequantize; use another quantization of the model")
+
+    def value(key: str) -> Any:
+        f = reader.get_field(key)
+        return f.contents() if f is not None else None
+
+    arch = str(value("general.architecture"))
+    supported = supported_gguf_architectures()
+    if arch not in supported and _ARCH_RENAMES.get(arch) not in supported:
+        raise UnsupportedArchitectureError(f"{path}: GGUF architecture {arch!r} cannot be loaded by the installed "
+                                           f"transformers (it loads: {', '.join(sorted(supported))}).")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    return GgufInfo(path=path, architecture=arch, name=value("general.name"),
+                    tensor_types=sorted({t.tensor_type.name for t in reader.tensors}),
+                    n_elements=sum(int(t.n_elements) for t in reader.tensors),
+                    n_tokens=len(tokens.data) if tokens is not None else 0,
+                    has_chat_template=reader.get_field("tokenizer.chat_template") is not None, size=size,
+                    foreign_types=foreign)
+
+
+def dequantize_foreign_types(src: Path, dst: Path, foreign: list[str]) -> Path:
+    """Copy GGUF `src` to `dst` with every tensor of a `foreign` type dequantized by the gguf
+    package (F16 for matrices, F32 for vectors, as llama.cpp keeps norms); metadata and all other
+    tensors are copied unchanged. Streams one tensor at a time."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(src))
+    arch = str(reader.get_field("general.architecture").contents())
+    writer = gguf.GGUFWriter(str(dst), arch)
+    try:
+        for name, f in reader.fields.items():
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue
+            vtype = f.types[0]
+            sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY and len(f.types) > 1 else None
+            writer.add_key_value(name, f.contents(), vtype, sub_type=sub)
+        plan = []
+        for t in reader.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # numpy order
+            if t.tensor_type.name in foreign:
+                qtype = gguf.GGMLQuantizationType.F16 if len(shape) > 1 else gguf.GGMLQuantizationType.F32
+                nbytes = int(np.prod(shape)) * (2 if len(shape) > 1 else 4)
+            else:
+                qtype, nbytes = t.tensor_type, int(t.n_bytes)
+            writer.add_tensor_info(t.name, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
+            plan.append((t, qtype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t, qtype in plan:
+            if t.tensor_type.name in foreign:
+                values = gguf.quants.dequantize(t.data, t.tensor_type)
+                writer.write_tensor_data(values.astype(np.float16 if qtype == gguf.GGMLQuantizationType.F16 else np.float32))
+            else:
+                writer.write_tensor_data(t.data)
+    finally:
+        writer.close()
+    return dst
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
@@ -176,6 +270,12 @@ def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     src_dir, name = str(info.path.parent), info.path.name
+    if info.foreign_types:  # e.g. Q5_0 tensors in a Q4_K_M file: dequantized by the gguf package first
+        logger.info("GGUF %s holds %s tensors: dequantizing them with the gguf package first", info.path,
+                    "/".join(info.foreign_types))
+        out.mkdir(parents=True, exist_ok=True)
+        dequantize_foreign_types(info.path, out / "dequantized.gguf", info.foreign_types)
+        src_dir, name = str(out), "dequantized.gguf"
 
     def load(dtype: str) -> Any:
         # dequantize=True: plain dense weights, never the packed kernels fetched from the Hub.
@@ -191,9 +291,82 @@ def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code
         model = load("bfloat16")
     tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name, trust_remote_code=trust_remote_code)
     logger.info("GGUF %s loaded and dequantized in %.1fs", info.path, time.perf_counter() - started)
+    (out / "dequantized.gguf").unlink(missing_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _drop_foreign_tokens(out, info.n_tokens)
+    changed = match_llama_cpp(out, info.path)
+    if changed:
+        logger.info("GGUF %s: tokenizer adjusted to tokenize as llama.cpp does: %s", info.path, "; ".join(changed))
+
+
+# llama.cpp pre-tokenizers that take a whole pre-token from the vocabulary before applying any
+# BPE merge (src/llama-vocab.cpp: `ignore_merges = true` for LLAMA_VOCAB_PRE_TYPE_LLAMA3); Llama 3's
+# own tokenizer.json says `"ignore_merges": true`, but transformers' GGUF conversion leaves it off,
+# so " Việt" became 3 tokens instead of llama.cpp's one (llama-bpe .inp/.out: 45/46 -> 46/46).
+IGNORE_MERGES_PRE = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"}
+
+
+def match_llama_cpp_bpe(folder: Path, pre: str | None) -> bool:
+    """Set `ignore_merges` in `folder/tokenizer.json` when llama.cpp's pre-tokenizer `pre` uses it;
+    returns True when the file was changed."""
+    path = Path(folder) / "tokenizer.json"
+    if pre not in IGNORE_MERGES_PRE or not path.is_file():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data.get("model") or {}
+    if model.get("type") != "BPE" or model.get("ignore_merges"):
+        return False
+    model["ignore_merges"] = True
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return True
+
+
+def match_llama_cpp_spm(folder: Path) -> bool:
+    """SentencePiece-style tokenizers: prepend "▁" to every text piece as llama.cpp does
+    (`add_space_prefix`), i.e. Llama 2's own normalizer (Prepend("▁") + Replace(" ", "▁")).
+
+    transformers' GGUF conversion writes a Metaspace pre-tokenizer with prepend_scheme "first",
+    which skips the prefix when the text already starts with a space: " " became [29871] where
+    llama.cpp gives [259] (llama-spm .inp/.out 31/46 before, 46/46 after). Returns True if changed.
+    """
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    pre = data.get("pre_tokenizer") or {}
+    model = data.get("model") or {}
+    if not (model.get("type") == "BPE" and model.get("byte_fallback") and pre.get("type") == "Metaspace"
+            and pre.get("prepend_scheme") in ("first", "always") and not pre.get("split", True)):
+        return False
+    data["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    data["pre_tokenizer"] = None
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return True
+
+
+def gguf_tokenizer_pre(path: Path) -> str | None:
+    """`tokenizer.ggml.pre` of a GGUF file (fast reader), or None."""
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+
+    metadata, _ = read_gguf_metadata(str(path))
+    pre = metadata.get("tokenizer.ggml.pre")
+    return pre if isinstance(pre, str) else None
+
+
+def match_llama_cpp(folder: Path, gguf_path: Path) -> list[str]:
+    """Apply the tokenizer fix-ups above that the GGUF's tokenizer calls for; returns what changed."""
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+
+    metadata, _ = read_gguf_metadata(str(gguf_path))
+    changed = []
+    if match_llama_cpp_bpe(folder, metadata.get("tokenizer.ggml.pre")):
+        changed.append("ignore_merges (llama.cpp %s pre-tokenizer)" % metadata.get("tokenizer.ggml.pre"))
+    if metadata.get("tokenizer.ggml.model") == "llama" and metadata.get("tokenizer.ggml.add_space_prefix", True) \
+            and match_llama_cpp_spm(folder):
+        changed.append("space prefix on every piece (llama.cpp add_space_prefix)")
+    return changed
 
 
 def _has_fp16_overflow(param: Any) -> bool:

@@ -134,23 +134,27 @@ def _mistral_go(p: dict) -> str:
 
 
 def _mistral_v01_render(p: dict, system: str, msgs: list[Message]) -> str:
-    # The original Mistral-7B-Instruct-v0.1 template: no system role at all.
+    # The original Mistral-7B-Instruct-v0.1 template: no system role; the system text opens the
+    # first user turn, as training folds it (training/encoding.py fold_system).
     out = ""
-    for m in msgs:
+    for i, m in enumerate(msgs):
         if m["role"] == "user":
-            out += f"[INST] {m['content']} [/INST]"
+            prefix = f"{system}\n\n" if system and i == 1 else ""
+            out += f"[INST] {prefix}{m['content']} [/INST]"
         elif m["role"] == "assistant":
             out += f"{m['content']}{p['eos']}"
     return out
 
 
 def _mistral_v01_go(p: dict) -> str:
-    return ('{{ range .Messages }}{{ if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
+    return ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }}[INST] '
+            '{{ if and $.System (eq $i 1) }}{{ $.System }}\n\n{{ end }}{{ .Content }} [/INST]'
             '{{ else if eq .Role "assistant" }}{{ .Content }}' + go_literal(p["eos"]) + "{{ end }}{{ end }}")
 
 
 def _gemma_render(p: dict, system: str, msgs: list[Message]) -> str:
-    # Gemma 3: the system text opens the first user turn; Gemma 1/2 reject system messages.
+    # Gemma 3: the system text opens the first user turn; Gemma 1/2 reject system messages, and
+    # training folds the system text the same way (training/encoding.py fold_system).
     out = ""
     for i, m in enumerate(msgs):
         if m["role"] == "user":
@@ -167,6 +171,58 @@ _GEMMA_GO = ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }}<start_of_t
              "{{ end }}{{ end }}<start_of_turn>model\n")
 
 
+_L3_SYS = "<|start_header_id|>system<|end_header_id|>\n\n"
+
+
+def _llama3_header_infer(render: RenderFn, tokens: dict) -> dict:
+    # Llama 3.1/3.2/3.3 always open with a system turn holding a knowledge-cutoff/date block
+    # ("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"), then the system text.
+    # Llama 3.2 writes today's date (strftime_now): the Go template gets the export day's date.
+    out = render([{"role": "user", "content": "x"}])
+    bos = tokens.get("bos") or ""
+    out = out[len(bos):] if bos and out.startswith(bos) else out
+    if not out.startswith(_L3_SYS) or "<|eot_id|>" not in out:
+        return {"system_header": None}
+    header = out[len(_L3_SYS):out.index("<|eot_id|>")]
+    return {"system_header": header or None}
+
+
+def _llama3_header_render(p: dict, system: str, msgs: list[Message]) -> str:
+    sys_text = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
+    body = msgs[1:] if msgs and msgs[0]["role"] == "system" else msgs
+    return _L3_SYS + p["system_header"] + sys_text + "<|eot_id|>" + _llama3_render(p, system, body)
+
+
+def _llama3_header_go(p: dict) -> str:
+    return (_L3_SYS + go_literal(p["system_header"]) + '{{ if and .Messages (eq (index .Messages 0).Role "system") }}'
+            "{{ (index .Messages 0).Content }}{{ end }}<|eot_id|>"
+            '{{ range $i, $m := .Messages }}{{ if not (and (eq $i 0) (eq $m.Role "system")) }}'
+            "<|start_header_id|>{{ $m.Role }}<|end_header_id|>\n\n{{ $m.Content }}<|eot_id|>{{ end }}{{ end }}"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def _mistral_last_render(p: dict, system: str, msgs: list[Message]) -> str:
+    # Mistral-7B-Instruct-v0.3 (sp=" ") and Mistral-Nemo-Instruct-2407 (sp=""): the system text
+    # opens the LAST user turn (so it moves as the chat grows); assistant turns end with EOS.
+    sp, out = p["sp"], ""
+    sys_text = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
+    for i, m in enumerate(msgs):
+        if m["role"] == "user":
+            prefix = f"{sys_text}\n\n" if sys_text and i == len(msgs) - 1 else ""
+            out += f"[INST]{sp}{prefix}{m['content']}[/INST]"
+        elif m["role"] == "assistant":
+            out += f"{sp}{m['content']}{p['eos']}"
+    return out
+
+
+def _mistral_last_go(p: dict) -> str:
+    sp = p["sp"]
+    return ('{{ range $i, $_ := .Messages }}{{ if eq .Role "user" }}[INST]' + sp
+            + '{{ if and (eq (index $.Messages 0).Role "system") (eq (len (slice $.Messages $i)) 1) }}'
+            "{{ (index $.Messages 0).Content }}\n\n{{ end }}{{ .Content }}[/INST]"
+            '{{ else if eq .Role "assistant" }}' + sp + "{{ .Content }}" + go_literal(p["eos"]) + "{{ end }}{{ end }}")
+
+
 def _phi3_render(p: dict, system: str, msgs: list[Message]) -> str:
     return "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs) + "<|assistant|>\n"
 
@@ -176,6 +232,12 @@ FAMILIES: list[ChatFamily] = [
     ChatFamily("llama3", lambda p: "{{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
                "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
                _llama3_render, ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]),
+    ChatFamily("llama3-header", _llama3_header_go, _llama3_header_render,
+               ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"], _llama3_header_infer),
+    ChatFamily("mistral-v0.3", _mistral_last_go, _mistral_last_render, ["[INST]", "[/INST]"],
+               lambda render, tokens: {"eos": tokens["eos"], "sp": " "}),
+    ChatFamily("mistral-nemo", _mistral_last_go, _mistral_last_render, ["[INST]", "[/INST]"],
+               lambda render, tokens: {"eos": tokens["eos"], "sp": ""}),
     ChatFamily("mistral", _mistral_go, _mistral_render, ["[INST]", "[/INST]"],
                lambda render, tokens: {"eos": tokens["eos"]}),
     ChatFamily("mistral-v0.1", _mistral_v01_go, _mistral_v01_render, ["[INST]", "[/INST]"],
@@ -244,8 +306,23 @@ def build_probes(render: RenderFn, system: str, bos: str | None, runtime_adds_bo
         render(PROBE_CHATS["single-turn+system"])
         system_supported = True
     except errors as e:
-        system_supported = False
-        notes.append(f"the chat template rejects system messages ({e}); SYSTEM is left out of the Modelfile")
+        # Training folds the system text into the first user message for such templates
+        # (training/encoding.py fold_system); the probes expect what training rendered.
+        from ..training.encoding import fold_system_text
+
+        original = render
+
+        def render(messages: list[Message]) -> str:  # noqa: F811 - the folding view of the template
+            return original(fold_system_text(messages))
+
+        try:
+            render(PROBE_CHATS["single-turn+system"])
+            system_supported = True
+            notes.append(f"the chat template rejects system messages ({e}); the system text opens the first user "
+                         "message, as in training")
+        except errors:
+            system_supported = False
+            notes.append(f"the chat template rejects system messages ({e}); SYSTEM is left out of the Modelfile")
     systems = [system, ""] if system_supported and system else [""]
     probes: list[Probe] = []
     stripped = False
@@ -281,14 +358,19 @@ def match_family(render: RenderFn, tokens: dict, system: str, runtime_adds_bos: 
         if any(v is None for v in params.values()):
             continue
         # A BOS the runtime will not add is written into the template (llama.cpp parses it as special).
-        prefix = bos_literal if probes and all(p.expected.startswith(bos_literal) for p in probes) else ""
-        bad = next((p for p in probes if prefix + fam.render(params, *ollama_view(p.modelfile_system, p.messages))
-                    != p.expected), None)
-        if bad is None:
-            go = (go_literal(prefix) if prefix else "") + fam.go(params)
-            stops = list(dict.fromkeys([*fam.stops, *(t for t in [tokens.get("eos")] if t)]))
-            return TemplateMatch(fam.name, params, go, stops, system_supported, probes, bool(prefix), notes)
-        got = prefix + fam.render(params, *ollama_view(bad.modelfile_system, bad.messages))
+        # Without one first: a BOS that is also the turn marker (SmolLM2's bos is <|im_start|>)
+        # starts every ChatML text without being a prefix of its own.
+        prefixes = [""] + ([bos_literal] if bos_literal and probes and all(p.expected.startswith(bos_literal)
+                                                                         for p in probes) else [])
+        got = ""
+        for prefix in prefixes:
+            bad = next((p for p in probes if prefix + fam.render(params, *ollama_view(p.modelfile_system, p.messages))
+                        != p.expected), None)
+            if bad is None:
+                go = (go_literal(prefix) if prefix else "") + fam.go(params)
+                stops = list(dict.fromkeys([*fam.stops, *(t for t in [tokens.get("eos")] if t)]))
+                return TemplateMatch(fam.name, params, go, stops, system_supported, probes, bool(prefix), notes)
+            got = prefix + fam.render(params, *ollama_view(bad.modelfile_system, bad.messages))
         misses.append(f"{fam.name}: probe {bad.name!r} expected {bad.expected[:80]!r}, family gives {got[:80]!r}")
     raise ExportError(
         "ollama: the model's chat template matches none of the chat families iceburg can translate to an "

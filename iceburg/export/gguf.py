@@ -55,15 +55,55 @@ _BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0
 class ArchSpec:
     gguf_arch: gguf.MODEL_ARCH
     permute_qk: bool
+    norm_plus_one: bool = False  # Gemma stores RMSNorm weights as w and computes (1 + w)
+    rope_types: tuple[str, ...] = ("default",)  # RoPE variants llama.cpp's graph reproduces
 
 
-# Hugging Face `model_type` -> llama.cpp architecture. Mistral (v0.1-v0.3, 7B) is the llama graph;
-# its sliding window (4096) is not applied by llama.cpp's llama arch (nor by its converter).
+# Hugging Face `model_type` -> llama.cpp architecture, as llama.cpp's convert_hf_to_gguf.py maps them.
+# Mistral (v0.1-v0.3, Nemo) is the llama graph; its sliding window (4096, v0.1 only) is not applied
+# by llama.cpp's llama arch (nor by its converter). Qwen2/Qwen3/Phi-3/Gemma use NEOX RoPE in
+# llama.cpp: no q/k permutation. Llama 3.1+ "llama3" RoPE scaling is a per-frequency factor
+# table, written as the `rope_freqs` tensor (see `_llama3_rope_factors`).
 ARCHS: dict[str, ArchSpec] = {
-    "llama": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "llama": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True, rope_types=("default", "llama3")),
     "mistral": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
     "qwen2": ArchSpec(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
+    "qwen3": ArchSpec(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
+    "phi3": ArchSpec(gguf.MODEL_ARCH.PHI3, permute_qk=False),
+    "gemma2": ArchSpec(gguf.MODEL_ARCH.GEMMA2, permute_qk=False, norm_plus_one=True),
 }
+
+
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """RoPE parameters in either spelling (transformers 5 `rope_parameters`, 4.x `rope_scaling`)."""
+    return config.get("rope_parameters") or config.get("rope_scaling") or {}
+
+
+def _llama3_rope_factors(config: dict[str, Any]) -> np.ndarray:
+    """Llama 3.1's per-frequency RoPE factors, exactly as convert_hf_to_gguf.py LlamaModel writes
+    them into `rope_freqs.weight` (llama.cpp divides each frequency by its factor): wavelengths
+    shorter than original_context/high_freq_factor keep 1, longer than original/low_freq_factor
+    get `factor`, and the band between is interpolated smoothly."""
+    import math
+
+    rope = _rope(config)
+    base = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    factor = float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    factors = []
+    for i in range(0, dim, 2):
+        wavelen = 2 * math.pi / (1.0 / base ** (i / dim))
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
 
 
 def _read_config(model_dir: Path) -> dict[str, Any]:
@@ -75,10 +115,11 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     if model_type not in ARCHS:
         raise IceburgError(f"gguf: architecture {model_type!r} ({', '.join(config.get('architectures') or [])}) in {path} "
                            f"is not supported; supported architectures: {', '.join(ARCHS)}")
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise ExportError(f"gguf: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} in {path} is not supported "
-                          "yet (only the default RoPE); export to huggingface instead")
+    rope_type = _rope(config).get("rope_type", _rope(config).get("type")) or "default"
+    allowed = ARCHS[model_type].rope_types
+    if rope_type not in allowed:
+        raise ExportError(f"gguf: RoPE scaling {rope_type!r} of {model_type} in {path} is not supported by iceburg's "
+                          f"GGUF writer (supported for {model_type}: {', '.join(allowed)}); export to huggingface instead")
     return config
 
 
@@ -145,7 +186,7 @@ def _convert(data: "torch.Tensor", qtype: T) -> np.ndarray:
 def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_type: FT) -> None:
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
-    rope = config.get("rope_parameters") or {}
+    rope = _rope(config)
     w.add_context_length(config.get("max_position_embeddings", 2048))
     w.add_embedding_length(config["hidden_size"])
     w.add_block_count(config["num_hidden_layers"])
@@ -158,8 +199,53 @@ def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_
     if head_dim != config["hidden_size"] // n_head:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
+    if config["model_type"] == "gemma2":  # convert_hf_to_gguf.py Gemma2Model.set_gguf_parameters
+        w.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
+        w.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
+        if head_dim != config.get("query_pre_attn_scalar", head_dim):
+            raise ExportError(f"gguf: gemma2 with query_pre_attn_scalar {config['query_pre_attn_scalar']} != head_dim "
+                              f"{head_dim} (Gemma 2 27B's scaling) is not supported by iceburg's GGUF writer")
+    if config.get("sliding_window") and config["model_type"] in ("gemma2", "phi3"):
+        w.add_sliding_window(int(config["sliding_window"]))
     w.add_vocab_size(n_vocab)
     w.add_file_type(int(file_type))
+
+
+FINGERPRINT_KEY = "iceburg.source_fingerprint"
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def source_fingerprint(model_dir: Path) -> str:
+    """sha256 over the folder's config, tokenizer, chat template and weight files (contents).
+
+    Written into every GGUF as `iceburg.source_fingerprint`, so the Ollama exporter reuses a GGUF
+    only when it was written from this very model. Cached per (path, size, mtime) in the process:
+    hashing runs at ~1 GB/s, once per export run.
+    """
+    model_dir = Path(model_dir)
+    names = ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "tokenizer.model"]
+    files = [model_dir / n for n in names if (model_dir / n).is_file()] + _safetensors_files(model_dir)
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _FINGERPRINTS:
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 24):
+                    h.update(block)
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def read_fingerprint(gguf_path: Path) -> str | None:
+    """`iceburg.source_fingerprint` of a GGUF file (None: not written by iceburg, or older)."""
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+
+    metadata, _ = read_gguf_metadata(str(gguf_path))
+    value = metadata.get(FINGERPRINT_KEY)
+    return value if isinstance(value, str) else None
 
 
 def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name: str | None = None) -> Path:
@@ -195,12 +281,17 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
                               "is this a plain causal-LM checkpoint of that architecture?")
         output = gname == "output.weight" or (gname == "token_embd.weight" and (tied or "lm_head.weight" not in names))
         plan.append((path, name, gname, shape, _target_type(gname, shape, weight_type, output)))
+    extra: dict[str, np.ndarray] = {}
+    if (_rope(config).get("rope_type") or _rope(config).get("type")) == "llama3":
+        extra[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = _llama3_rope_factors(config)
+    plan += [(None, None, gname, data.shape, T.F32) for gname, data in extra.items()]
 
     t0 = time.perf_counter()
     with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[spec.gguf_arch])
         try:
             writer.add_name(name or model_dir.name)
+            writer.add_string(FINGERPRINT_KEY, source_fingerprint(model_dir))
             _add_hparams(writer, config, n_vocab, ftype)
             add_tokenizer(writer, model_dir, n_vocab)
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -211,7 +302,7 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            for data, (_, name, gname, shape, qtype) in zip(_stream(plan, spec, n_head, n_head_kv), plan):
+            for data, (_, name, gname, shape, qtype) in zip(_stream(plan, spec, n_head, n_head_kv, extra), plan):
                 writer.write_tensor_data(_convert(data, qtype))
                 del data
         finally:
@@ -220,12 +311,16 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
     return out_path
 
 
-def _stream(plan: list[tuple[Path, str, str, tuple[int, ...], T]], spec: ArchSpec, n_head: int,
-            n_head_kv: int) -> Iterator["torch.Tensor"]:
+def _stream(plan: list[tuple[Any, Any, str, tuple[int, ...], T]], spec: ArchSpec, n_head: int,
+            n_head_kv: int, extra: dict[str, np.ndarray]) -> Iterator["torch.Tensor"]:
     """Yield each planned tensor in its stored dtype, one at a time, q/k rows permuted for llama."""
+    import torch
     from safetensors import safe_open
 
-    for path, name, _gname, _shape, _qtype in plan:
+    for path, name, gname, _shape, _qtype in plan:
+        if path is None:  # a tensor made here (rope_freqs), not read from the checkpoint
+            yield torch.from_numpy(extra[gname])
+            continue
         # Re-open per tensor: safe_open memory-maps the file and touched pages would otherwise
         # stay resident (counted in RSS) until the whole file has been read.
         with safe_open(path, framework="pt") as f:
@@ -234,6 +329,8 @@ def _stream(plan: list[tuple[Path, str, str, tuple[int, ...], T]], spec: ArchSpe
             data = _permute(data, n_head)
         elif spec.permute_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
             data = _permute(data, n_head_kv)
+        if spec.norm_plus_one and name.endswith("norm.weight"):  # convert_hf_to_gguf.py Gemma2Model
+            data = data.to(torch.float32) + 1
         yield data
 
 

@@ -17,6 +17,7 @@ Files (in `out_dir`, beside the GGUF exporter's `<name>-<type>.gguf`): `Modelfil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ..config import EMBEDDED_BASE
 from ..errors import ExportError
-from .base import ExportContext, ExportResult, atomic_path, check_free_space
+from .base import ExportContext, ExportResult, atomic_path
 from .chat_templates import TemplateMatch, match_family, verify_template
 from .tool_templates import model_tool_template
 
@@ -177,17 +178,28 @@ def translate_chat_template(model_dir: Path, system: str, gguf_path: Path | None
 # ---------------------------------------------------------------- export
 
 
-def _gguf_file(model_dir: Path, out_dir: Path, ctx: ExportContext) -> tuple[Path, bool]:
+def _gguf_file(model_dir: Path, out_dir: Path, ctx: ExportContext) -> tuple[Path, dict]:
+    """The GGUF the Modelfile points at: reused only when it was written from this very model
+    (its `iceburg.source_fingerprint` equals the folder's), else written and proven by the GGUF
+    exporter, exactly as `--formats gguf` does (so `--formats ollama` alone proves it too)."""
+    from . import gguf as gguf_export
+
     file_type = (ctx.quantization or ["q8_0"])[0]
     path = out_dir / f"{ctx.name}-{file_type}.gguf"
-    if path.exists():
-        return path, True
-    try:
-        from .gguf import estimate_bytes, write_gguf
-    except ImportError as e:
-        raise ExportError(f"ollama: needs the GGUF exporter (iceburg.export.gguf.write_gguf): {e}") from e
-    check_free_space(out_dir, estimate_bytes(model_dir, file_type), "ollama export (GGUF file)")
-    return write_gguf(model_dir, path, file_type), False
+    replaced = path.exists()
+    if replaced:
+        theirs, ours = gguf_export.read_fingerprint(path), gguf_export.source_fingerprint(model_dir)
+        if theirs == ours:
+            return path, {"reused": True, "fingerprint": ours,
+                          "proof": "reused: written from this model (fingerprint matches); the GGUF exporter "
+                                   "proved it before giving it this name"}
+        logger.warning("ollama: %s was not written from %s (fingerprint %s, expected %s); writing it again",
+                       path, model_dir, theirs, ours)
+    single = dataclasses.replace(ctx, quantization=[file_type])
+    result = gguf_export.export(model_dir, out_dir, single)
+    entry = result.report["files"][path.name]
+    return path, {"reused": False, "replaced_foreign_file": replaced,
+                  "proof": entry["proof"], "verify": entry.get("verify")}
 
 
 def _readme(ctx: ExportContext, out_dir: Path, gguf_name: str, match: TemplateMatch, check: dict, adapter: bool) -> str:
@@ -211,7 +223,8 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     # The template first: a chat template no family matches stops the export before any file.
     file_type = (ctx.quantization or ["q8_0"])[0]
     match = translate_chat_template(model_dir, ctx.system, out_dir / f"{ctx.name}-{file_type}.gguf")
-    gguf_path, reused = _gguf_file(model_dir, out_dir, ctx)
+    gguf_path, gguf_report = _gguf_file(model_dir, out_dir, ctx)
+    reused = gguf_report["reused"]
     if not reused:  # the new GGUF's add_bos_token flag decides whether the template writes BOS
         match = translate_chat_template(model_dir, ctx.system, gguf_path)
     if ctx.verify:
@@ -239,7 +252,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         tmp.write_text(text, encoding="utf-8")
     files += [modelfile, gguf_path]
 
-    report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "template": match.summary(),
+    report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "gguf_proof": gguf_report, "template": match.summary(),
                     "template_check": check, "num_ctx": int(ctx.max_seq_length),
                     "tools": {k: v for k, v in tools.items() if k != "go_template"},
                     "system": bool(match.system_supported and ctx.system), "modelfile_roundtrip": "ok"}

@@ -22,7 +22,7 @@ from ..errors import IceburgError
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2")
+SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2")
 
 # Real Qwen2.5-0.5B dimensions (its config.json on the Hugging Face hub: hidden_size 896,
 # num_hidden_layers 24, num_attention_heads 14, num_key_value_heads 2, intermediate_size 4864,
@@ -54,6 +54,21 @@ _TINY: dict[str, dict[str, Any]] = {
     "qwen2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
                   rope_theta=1000000.0, rms_norm_eps=1e-6),
+    # Qwen3: q/k RMSNorm per head, explicit head_dim, tied embeddings (as Qwen3-0.6B).
+    "qwen3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
+                  rope_theta=1000000.0, rms_norm_eps=1e-6),
+    # Phi-3: fused qkv_proj and gate_up_proj, no GQA (as Phi-3.5-mini: 32 heads, 32 KV heads).
+    "phi3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                 intermediate_size=128, tie_word_embeddings=False, max_position_embeddings=512,
+                 rope_theta=10000.0, rms_norm_eps=1e-5),
+    # Gemma 2: (1 + w) RMSNorms before and after attention and MLP, embeddings scaled by
+    # sqrt(hidden), attention and final logit soft-capping (50, 30), sliding window on every other
+    # layer (4096), query scale 1/sqrt(head_dim) (gemma-2-2b/9b; 27B differs), tied embeddings.
+    "gemma2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                   intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
+                   rope_theta=10000.0, rms_norm_eps=1e-6, query_pre_attn_scalar=16,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096),
 }
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -83,7 +98,7 @@ def build_random_model(arch: str, out_dir: Path, *, tokenizer_dir: Path, seed: i
         raise IceburgError(f"build_random_model: vocab_size {fields['vocab_size']} is smaller than the tokenizer "
                            f"in {tokenizer_dir} ({len(tokenizer)} tokens)")
     rope_theta = fields.pop("rope_theta", 10000.0)
-    fields["rope_parameters"] = {"rope_type": "default", "rope_theta": rope_theta}
+    fields.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": rope_theta})
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         fields.setdefault(key, getattr(tokenizer, key))
 

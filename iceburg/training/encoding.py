@@ -10,7 +10,22 @@ writes it (content plus end-of-turn marker). Trailing whitespace after the end-o
 tokenizer's offsets, so the supervised tokens decode to exactly the assistant text + EOS.
 
 If a template does not emit an end-of-turn token after the assistant content, the tokenizer's
-EOS is appended (and supervised) so the model learns to stop.
+EOS is appended (and supervised) so the model learns to stop. When the end-of-turn token is
+followed by text the template writes only at the end of a conversation (Phi-3.5 appends its
+`<|endoftext|>` when no generation prompt follows), the turn ends at the first end-of-turn token.
+
+Real templates that need more (docs/families.md):
+- templates that rewrite history: Qwen3 writes `<think>\n\n</think>\n\n` only into the last
+  assistant turn and drops it from earlier ones; Mistral v0.3 / Nemo put the system text into the
+  last user turn only (and leave it out once an assistant turn ends the chat). No single rendering
+  holds every turn as the model produces it, so such a record becomes one example per assistant
+  turn (`encode_record`): example i is the inference prompt for turn i (`messages[:i]` + generation
+  prompt) followed by turn i as the template writes it, with only turn i supervised (earlier turns
+  are context). That is exactly the text the model sees and writes at inference. Cost: the context
+  of turn i is encoded again in each later example.
+- templates without a system role (Gemma 2 raises "System role not supported"): the system text
+  opens the first user message ("system\n\nuser"), as Gemma 3's own template and Ollama's Gemma
+  template do.
 """
 
 from __future__ import annotations
@@ -76,32 +91,132 @@ def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """Full rendered text and the [start, end) character span of each assistant turn."""
+class HistoryRewriteError(IceburgError):
+    """The template renders an earlier turn differently once later turns follow (see module doc)."""
+
+
+def fold_system(tokenizer, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """`messages`, with the system text moved into the first user message when the template has
+    no system role (it raises on one); unchanged otherwise."""
+    from jinja2.exceptions import TemplateError
+
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    try:
+        _render(tokenizer, messages[:2], False)
+        return messages
+    except TemplateError as e:
+        if "system" not in str(e).lower():
+            raise
+    return fold_system_text(messages)
+
+
+def fold_system_text(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The leading system message's text prepended to the first user message ("system\n\nuser")."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    rest = [dict(m) for m in messages[1:]]
+    first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
+    if first_user is not None:
+        rest[first_user]["content"] = messages[0]["content"] + "\n\n" + rest[first_user]["content"]
+    return rest
+
+
+def _turn_end(tokenizer, upto: str, content_end: int, eos_texts: list[str]) -> int:
+    """End of an assistant turn in `upto`: just after the first end-of-turn token that follows the
+    content, else the rendered text without trailing whitespace."""
+    hits = [upto.find(t, content_end) + len(t) for t in eos_texts if t and upto.find(t, content_end) >= 0]
+    return min(hits) if hits else len(upto.rstrip())
+
+
+def _eos_texts(tokenizer, eos: set[int] | None) -> list[str]:
+    ids = set(eos or ()) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    return [t for t in tokenizer.convert_ids_to_tokens(sorted(ids)) if t]
+
+
+def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: list[str]) -> tuple[str, int, int]:
+    """(text, start, end) of assistant turn i as the conversation's end: the prompt the model sees
+    at inference (`messages[:i]` + generation prompt) followed by the turn as the template writes it.
+
+    The turn's own text is what `messages[:i+1]` adds to the prompt. Templates that put the system
+    text into the last user turn (Mistral v0.3 / Nemo) drop it once an assistant turn follows;
+    their turn text is then taken from the same conversation without the system message.
+    """
+    prefix = _render(tokenizer, messages[:i], True)
+    upto = _render(tokenizer, messages[: i + 1], False)
+    if not upto.startswith(prefix) and messages and messages[0]["role"] == "system":
+        alt_prefix = _render(tokenizer, messages[1:i], True)
+        alt_upto = _render(tokenizer, messages[1: i + 1], False)
+        if alt_upto.startswith(alt_prefix):
+            upto = prefix + alt_upto[len(alt_prefix):]
+    if not upto.startswith(prefix):
+        raise HistoryRewriteError(
+            "the chat template does not render conversations prefix-consistently: the generation prompt "
+            "differs from the start of the assistant turn that follows it, so assistant turns cannot be located "
+            "for assistant-only loss; pass a tokenizer whose template writes `<assistant header>` + content + "
+            "`<end of turn>` for each assistant message")
+    content = messages[i]["content"].strip()
+    at = upto.find(content, len(prefix)) if content else len(prefix)
+    if at < 0:
+        raise IceburgError("the chat template changes assistant content when rendering (e.g. strips "
+                           "reasoning); assistant-only masking needs the content verbatim")
+    return upto, len(prefix), _turn_end(tokenizer, upto, at + len(content), eos_texts)
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | None = None
+                    ) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the [start, end) character span of each assistant turn.
+
+    Raises HistoryRewriteError when the template rewrites earlier turns (use `encode_record`)."""
+    messages = fold_system(tokenizer, messages)
+    eos_texts = _eos_texts(tokenizer, eos)
     full = _render(tokenizer, messages, False)
     spans: list[tuple[int, int]] = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix = _render(tokenizer, messages[:i], True)
-        upto = _render(tokenizer, messages[: i + 1], False)
-        if not full.startswith(upto) or not upto.startswith(prefix):
-            raise IceburgError(
-                "the chat template does not render conversations prefix-consistently, so assistant "
-                "turns cannot be located for assistant-only loss; use a base whose template appends "
-                "turns (ChatML, Llama 3, Qwen, Mistral) or pass a tokenizer with a standard template")
-        start, end = len(prefix), len(upto.rstrip())
-        # Some templates strip or alter content; locate it to be safe.
-        if m["content"].strip() and m["content"].strip() not in full[start:end]:
-            raise IceburgError("the chat template changes assistant content when rendering "
-                               "(e.g. strips reasoning); assistant-only masking needs the content verbatim")
+        upto, start, end = _turn_span(tokenizer, messages, i, eos_texts)
+        if not full.startswith(upto[:end]):
+            raise HistoryRewriteError(
+                "the chat template does not render conversations prefix-consistently (it rewrites earlier "
+                "turns), so one example per assistant turn is needed (encoding.encode_record)")
         spans.append((start, end))
     return full, spans
 
 
 def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example | None:
-    """Tokenise one record; None when no assistant token fits within `max_length`."""
-    text, spans = render_with_tools(assistant_spans, tokenizer, record)
+    """Tokenise one record; None when no assistant token fits within `max_length`.
+
+    Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
+    text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos), tokenizer, record)
+    return _encode_text(tokenizer, text, spans, record, record.id, max_length, eos)
+
+
+def encode_record(tokenizer, record: Record, max_length: int, eos: set[int]) -> list[Example]:
+    """One example per record, or one per assistant turn when the template rewrites history.
+
+    Per-turn examples are `<record id>#turn<k>` (k counts assistant turns from 1) and carry the
+    record's weight; examples without a supervised token within `max_length` are left out.
+    """
+    try:
+        ex = encode(tokenizer, record, max_length, eos)
+        return [ex] if ex is not None else []
+    except HistoryRewriteError:
+        pass
+    messages = fold_system(tokenizer, record.messages)
+    eos_texts = _eos_texts(tokenizer, eos)
+    out: list[Example] = []
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for k, i in enumerate(turns, 1):
+        text, start, end = _turn_span(tokenizer, messages, i, eos_texts)
+        ex = _encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", max_length, eos)
+        if ex is not None:
+            out.append(ex)
+    return out
+
+
+def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Record, ex_id: str,
+                 max_length: int, eos: set[int]) -> Example | None:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
@@ -130,30 +245,32 @@ def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example
         ids, mask = ids[:max_length], mask[:max_length]
     if not any(mask):
         return None
-    return Example(input_ids=ids, mask=mask, id=record.id, weight=record.weight, truncated=truncated)
+    return Example(input_ids=ids, mask=mask, id=ex_id, weight=record.weight, truncated=truncated)
 
 
 @dataclass
 class EncodedSet:
     examples: list[Example]
-    kept: list[int]  # index into the input records of each example
+    kept: list[int]  # index into the input records of each example (repeated for per-turn examples)
     truncated: int
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
                weights: list[float] | None = None) -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
-    `max_length` is dropped through `rejects` (stage "encode"), never silently."""
+    `max_length` is dropped through `rejects` (stage "encode"), never silently. A record under a
+    template that rewrites history gives one example per assistant turn (`encode_record`)."""
     out = EncodedSet([], [], 0)
     for i, rec in enumerate(records):
         if weights is not None:
             rec.weight = float(weights[i])
-        ex = encode(tokenizer, rec, max_length, eos)
-        if ex is None:
+        examples = encode_record(tokenizer, rec, max_length, eos)
+        if not examples:
             if rejects is not None:
                 rejects.drop("encode", rec, [f"no assistant token within max_seq_length={max_length}"])
             continue
-        out.truncated += ex.truncated
-        out.examples.append(ex)
-        out.kept.append(i)
+        for ex in examples:
+            out.truncated += ex.truncated
+            out.examples.append(ex)
+            out.kept.append(i)
     return out

@@ -221,10 +221,12 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
         return build_model(base.path, cfg, plan, tokenizer, added_tokens)
 
     args = _train_args(cfg, plan, tokenizer, eos, run, world.size)
-    pos = {orig: new for new, orig in enumerate(train_set.kept)}
+    pos: dict[int, list[int]] = {}  # record -> its examples (several: one per turn, encode_record)
+    for new, orig in enumerate(train_set.kept):
+        pos.setdefault(orig, []).append(new)
 
     def order_fn(epoch: int) -> list[int]:
-        return [pos[i] for i in cur.epoch_order(epoch, cfg.seed) if i in pos]
+        return [j for i in cur.epoch_order(epoch, cfg.seed) for j in pos.get(i, ())]
 
     if cfg.resolved_backend() == "mlx":  # one process; same examples, order, loss and run folder
         from .mlx_run import train_on_mlx

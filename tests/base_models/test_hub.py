@@ -51,7 +51,8 @@ def test_tag_map():
     assert map_ollama_tag("gemma2", "27b") == "google/gemma-2-27b-it"
     assert map_ollama_tag("gemma", "2b") == "google/gemma-2b-it"
     assert map_ollama_tag("llama3.2", "3b-text-q4_K_M") is None  # a base model, not the instruct repo
-    assert map_ollama_tag("qwen2.5", "72b") is None and map_ollama_tag("nosuch", "7b") is None
+    assert map_ollama_tag("qwen2.5", "72b") == "Qwen/Qwen2.5-72B-Instruct"  # siblings: docs/families.md
+    assert map_ollama_tag("qwen2.5", "110b") is None and map_ollama_tag("nosuch", "7b") is None
     for name, sizes in OLLAMA_TO_HF.items():
         assert sizes["default"] in sizes, name
 

