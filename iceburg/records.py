@@ -178,3 +178,15 @@ class RejectWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fold_system_text(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """For templates with no system role (Gemma): the leading system message's text prepended to
+    the first user message ("system\n\nuser"). Training and the Ollama export fold it alike."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    rest = [dict(m) for m in messages[1:]]
+    first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
+    if first_user is not None:
+        rest[first_user]["content"] = messages[0]["content"] + "\n\n" + rest[first_user]["content"]
+    return rest

@@ -308,7 +308,7 @@ def build_probes(render: RenderFn, system: str, bos: str | None, runtime_adds_bo
     except errors as e:
         # Training folds the system text into the first user message for such templates
         # (training/encoding.py fold_system); the probes expect what training rendered.
-        from ..training.encoding import fold_system_text
+        from ..records import fold_system_text
 
         original = render
 

@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import IceburgError
-from ..records import Record
+from ..records import Record, fold_system_text
 from .tool_render import render_with_tools
 
 logger = logging.getLogger(__name__)
@@ -109,17 +109,6 @@ def fold_system(tokenizer, messages: list[dict[str, str]]) -> list[dict[str, str
         if "system" not in str(e).lower():
             raise
     return fold_system_text(messages)
-
-
-def fold_system_text(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The leading system message's text prepended to the first user message ("system\n\nuser")."""
-    if not messages or messages[0]["role"] != "system":
-        return messages
-    rest = [dict(m) for m in messages[1:]]
-    first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
-    if first_user is not None:
-        rest[first_user]["content"] = messages[0]["content"] + "\n\n" + rest[first_user]["content"]
-    return rest
 
 
 def _turn_end(tokenizer, upto: str, content_end: int, eos_texts: list[str]) -> int:
