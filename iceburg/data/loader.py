@@ -63,9 +63,11 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
-                 strict: bool = False, stats: dict[str, int] | None = None) -> Iterator[Record]:
-    """Yield valid records from JSONL files; route every invalid line to `rejects`."""
+def read_json_lines(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
+                    strict: bool = False, stats: dict[str, int] | None = None) -> Iterator[tuple[Path, int, Any, str]]:
+    """Yield `(path, line number, parsed JSON, text)` for every line that is valid UTF-8 JSON;
+    route every other line to `rejects` (a UTF-8 byte-order mark on the first line is accepted).
+    Shared by the transcript reader and the preference reader, so both account for every line."""
     stats = stats if stats is not None else {}
     for path in expand_paths(paths):
         try:
@@ -83,27 +85,35 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    _reject(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
+                    reject_line(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
                             raw.decode("utf-8", "replace"))
                     continue
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
-                    _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    reject_line(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
                     continue
                 except RecursionError:  # json's C scanner recurses per nesting level
-                    _reject(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
+                    reject_line(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
                     continue
-                try:
-                    record = normalise(obj, source=str(path), line=lineno)
-                except InvalidLine as e:
-                    _reject(rejects, strict, stats, path, lineno, str(e), text)
-                    continue
-                stats["valid"] = stats.get("valid", 0) + 1
-                yield record
+                yield path, lineno, obj, text
 
 
-def _reject(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], path: Path,
+def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
+                 strict: bool = False, stats: dict[str, int] | None = None) -> Iterator[Record]:
+    """Yield valid records from JSONL files; route every invalid line to `rejects`."""
+    stats = stats if stats is not None else {}
+    for path, lineno, obj, text in read_json_lines(paths, rejects, strict=strict, stats=stats):
+        try:
+            record = normalise(obj, source=str(path), line=lineno)
+        except InvalidLine as e:
+            reject_line(rejects, strict, stats, path, lineno, str(e), text)
+            continue
+        stats["valid"] = stats.get("valid", 0) + 1
+        yield record
+
+
+def reject_line(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], path: Path,
             lineno: int, reason: str, raw: str) -> None:
     if strict:
         raise DataError(f"{path}:{lineno}: {reason} (--strict is on; fix the line or drop --strict "

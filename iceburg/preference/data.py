@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..data.loader import SHAREGPT_ROLES, InvalidLine, expand_paths, normalise
-from ..errors import DataError
+from ..data.loader import SHAREGPT_ROLES, InvalidLine, normalise, read_json_lines, reject_line
 from ..records import Record, RejectWriter
 
 logger = logging.getLogger(__name__)
@@ -120,43 +119,18 @@ def unpair(pairs: Iterable[PreferencePair]) -> list[KTOExample]:
 
 def read_preferences(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *, strict: bool = False,
                      stats: dict[str, int] | None = None) -> Iterator[PreferencePair | KTOExample]:
-    """Yield valid preference records from JSONL files; route every invalid line to `rejects`."""
+    """Yield valid preference records from JSONL files; route every invalid line to `rejects`
+    (the transcript reader's line handling: UTF-8, JSON, byte-order mark, every line counted)."""
     stats = stats if stats is not None else {}
-    for path in expand_paths(paths):
+    for path, lineno, obj, text in read_json_lines(paths, rejects, strict=strict, stats=stats):
         try:
-            fh = open(path, "rb")
-        except OSError as e:
-            raise DataError(f"--data-path {path}: cannot read ({e.strerror})") from e
-        with fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                stats["lines"] = stats.get("lines", 0) + 1
-                text = raw.decode("utf-8", "replace")
-                try:
-                    item = parse_preference(json.loads(raw.decode("utf-8")), source=str(path), line=lineno)
-                except UnicodeDecodeError as e:
-                    _reject(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}", text)
-                    continue
-                except json.JSONDecodeError as e:
-                    _reject(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
-                    continue
-                except InvalidLine as e:
-                    _reject(rejects, strict, stats, path, lineno, str(e), text)
-                    continue
-                key = "pairs" if isinstance(item, PreferencePair) else "kto"
-                stats[key] = stats.get(key, 0) + 1
-                yield item
-
-
-def _reject(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], path: Path, lineno: int,
-            reason: str, raw: str) -> None:
-    if strict:
-        raise DataError(f"{path}:{lineno}: {reason} (--strict is on; fix the line or drop --strict "
-                        "to write it to rejects.jsonl and continue)")
-    stats["rejected"] = stats.get("rejected", 0) + 1
-    if rejects is not None:
-        rejects.drop("load", None, [reason], raw=raw.rstrip("\n")[:20000], source=str(path), line=lineno)
+            item = parse_preference(obj, source=str(path), line=lineno)
+        except InvalidLine as e:
+            reject_line(rejects, strict, stats, path, lineno, str(e), text)
+            continue
+        key = "pairs" if isinstance(item, PreferencePair) else "kto"
+        stats[key] = stats.get(key, 0) + 1
+        yield item
 
 
 def is_preference_line(obj: Any) -> bool:
