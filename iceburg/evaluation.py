@@ -69,11 +69,12 @@ def heldout_loss(folder: Path, records: list, max_length: int) -> float:
     from .training.encoding import encode, ensure_chat_template, eos_ids
     from .training.trainer import TrainArgs, evaluate
 
-    from .training.tool_render import ensure_tool_template
+    from .training.tool_render import tool_policy
 
     tok = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tok)
-    ensure_tool_template(tok, records)  # as training does: a template that writes tool calls
+    _, skip = tool_policy(tok, records)  # as training does: a template that writes tool calls
+    records = [r for r in records if skip is None or not skip(r)]
     try:
         gen = GenerationConfig.from_pretrained(folder)
     except OSError:

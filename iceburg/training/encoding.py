@@ -245,14 +245,20 @@ class EncodedSet:
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
-               weights: list[float] | None = None) -> EncodedSet:
+               weights: list[float] | None = None, skip=None) -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
-    `max_length` is dropped through `rejects` (stage "encode"), never silently. A record under a
+    `max_length`, or one `skip(record)` gives a reason for, is dropped through `rejects` (stage
+    "encode"), never silently. A record under a
     template that rewrites history gives one example per assistant turn (`encode_record`)."""
     out = EncodedSet([], [], 0)
     for i, rec in enumerate(records):
         if weights is not None:
             rec.weight = float(weights[i])
+        reason = skip(rec) if skip is not None else None  # e.g. tool calls the template cannot write
+        if reason:
+            if rejects is not None:
+                rejects.drop("encode", rec, [reason])
+            continue
         examples = encode_record(tokenizer, rec, max_length, eos)
         if not examples:
             if rejects is not None:

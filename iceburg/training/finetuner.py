@@ -175,7 +175,7 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
     from .distributed import World, describe, unwrap, wrap_model
     from .encoding import encode_all
     from .model import build_model
-    from .tool_render import ensure_tool_template
+    from .tool_render import tool_policy
     from .trainer import evaluate, train
 
     world = world or World()
@@ -186,9 +186,9 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
             cur = data.curriculum
             tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
             # tool-calling records need a template that writes their calls (docs/tools.md)
-            tool_template = ensure_tool_template(tokenizer, [*cur.records, *data.eval_records])
-            train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights)
-            eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects)
+            tool_template, skip = tool_policy(tokenizer, [*cur.records, *data.eval_records])
+            train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights, skip)
+            eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects, skip=skip)
             stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
                          eval_examples=len(eval_set.examples), truncated=train_set.truncated,
                          tool_template=tool_template)
@@ -215,7 +215,7 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
         records_rejected = shared["records_rejected"]
         run = RunFolder(Path(cfg.output_dir) / shared["run_name"])
         tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
-        ensure_tool_template(tokenizer, [*cur.records, *shared["eval_records"]])
+        tool_policy(tokenizer, [*cur.records, *shared["eval_records"]])
 
     def build():
         return build_model(base.path, cfg, plan, tokenizer, added_tokens)

@@ -113,6 +113,28 @@ def uses_tools(records: Iterable[Record]) -> bool:
     return any(r.tools or any(m.get("tool_calls") or m["role"] == "tool" for m in r.messages) for r in records)
 
 
+class ToolFormatMissing(IceburgError):
+    """The base's chat template has no way to write tool calls (and is not plain ChatML)."""
+
+
+SKIP_REASON = ("tool calls: the base model's chat template has no tool format, so the calls cannot be "
+               "rendered for training; use a base whose template supports tools (docs/tools.md)")
+
+
+def tool_policy(tokenizer, records: Iterable[Record]):
+    """What training does with tool-calling records: `(template kind, skip)` where `skip(record)`
+    gives a reject reason for a record that cannot be rendered (None = keep). A base with no tool
+    format (e.g. SmolLM2's ChatML-with-default-system template, Phi-3.5) still trains on the rest:
+    its tool-calling records go to rejects.jsonl (stage "encode") with the reason, not silently."""
+    records = list(records)
+    try:
+        return ensure_tool_template(tokenizer, records), None
+    except ToolFormatMissing as e:
+        n = sum(uses_tools([r]) for r in records)
+        logger.warning("%d tool-calling record(s) are dropped (rejects.jsonl, stage encode): %s", n, e)
+        return "unsupported", (lambda r: SKIP_REASON if uses_tools([r]) else None)
+
+
 def ensure_tool_template(tokenizer, records: Iterable[Record]) -> str | None:
     """Make sure the tokenizer's template renders the records' tool use.
 
@@ -126,7 +148,7 @@ def ensure_tool_template(tokenizer, records: Iterable[Record]) -> str | None:
         logger.warning("the base's ChatML template cannot render tool calls: using the Hermes-style "
                        "ChatML tool template (docs/tools.md); it is saved with the fine-tuned tokenizer")
         return "hermes"
-    raise IceburgError(
+    raise ToolFormatMissing(
         "the training data has tool calls, but the base model's chat template does not render them (a "
         "probe conversation's call and result vanish from the text) and it is not ChatML, so there is no "
         "tool format this model knows; choose a base whose template supports tools (Llama 3.1/3.2, "

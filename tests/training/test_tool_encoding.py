@@ -122,3 +122,26 @@ def test_llama_refuses_parallel_calls_with_the_record_named(llama):
     conv.insert(4, dict(conv[3]))
     with pytest.raises(IceburgError, match="x.jsonl:7: the chat template refuses .*single tool-calls"):
         encode(llama, Record(messages=conv, tools=TOOLS, source="x.jsonl", line=7), 4096, {0})
+
+
+def test_a_base_without_tool_format_trains_on_the_rest_and_rejects_tool_records(tiny_model_dir,
+                                                                               llama_cpp_templates, tmp_path):
+    """SmolLM2's and Phi-3.5's templates cannot write calls: the run keeps going, and every
+    tool-calling record is in rejects.jsonl with the reason (never silently dropped)."""
+    import json
+
+    from iceburg.records import RejectWriter
+    from iceburg.training.encoding import encode_all, eos_ids
+    from iceburg.training.tool_render import SKIP_REASON, tool_policy
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = (llama_cpp_templates / "microsoft-Phi-3.5-mini-instruct.jinja").read_text()
+    plain = [m for m in CONV if m["role"] in ("system", "user")][:2] + [{"role": "assistant", "content": "Yes."}]
+    records = [Record(messages=CONV, tools=TOOLS, source="f", line=1), Record(messages=plain, source="f", line=2)]
+    kind, skip = tool_policy(tok, records)
+    assert kind == "unsupported" and skip(records[0]) == SKIP_REASON and skip(records[1]) is None
+    with RejectWriter(tmp_path / "r.jsonl") as rejects:
+        enc = encode_all(tok, records, 1024, eos_ids(tok), rejects, skip=skip)
+    assert enc.kept == [1]
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["line"], r["reasons"]) for r in rows] == [("encode", 1, [SKIP_REASON])]
