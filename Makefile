@@ -29,9 +29,9 @@ go:
 	@command -v go >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq golang-go >/dev/null)
 
 # The README's main command: a real 135M instruct model, sized to train in about 5 minutes on 2
-# quiet cores: measured 45.9 s per optimizer step of 4 x 512-token rows (2026-11-30, quiet, 2
-# threads), so 6 steps (docs/using.md); then base vs tuned answers to 3 held-out questions, the
-# exports with their proofs, and RUN/report.html.
+# quiet cores: measured 32.7 s per optimizer step of 4 x 512-token rows (2026-11-30, quiet, 2
+# threads), so 6 steps train in 196 s (docs/using.md); then base vs tuned answers to 3 held-out
+# questions, the exports with their proofs (about 3 more minutes), and RUN/report.html.
 DEMO_FLAGS ?= --model-type surveyor --base-model smollm2-135m --max-seq-length 512 --max-steps 6 --compare 3 \
 	--formats huggingface gguf ollama onnx
 demo: setup go
