@@ -61,3 +61,13 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     return "" if v is None else str(v)
+
+
+def md_table(rows: list[dict]) -> list[str]:
+    """A markdown table of `rows` (keys of the first row as columns; floats to 3 decimals)."""
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+                                     for v in (r.get(c) for c in cols)) + " |")
+    return out

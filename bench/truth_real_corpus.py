@@ -443,13 +443,7 @@ def signal_distribution(clean: list[dict]) -> list[dict]:
     return rows
 
 
-def md_table(rows: list[dict]) -> list[str]:
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
-                                     for v in (r.get(c) for c in cols)) + " |")
-    return out
+from _common import md_table  # noqa: E402  (bench/ is on sys.path above)
 
 
 def main() -> None:

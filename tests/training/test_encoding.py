@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from iceburg.errors import IceburgError
 from iceburg.records import Record
+from iceburg.testing.family_matrix import supervised_segments
 from iceburg.training.encoding import assistant_spans, encode, ensure_chat_template, eos_ids
 
 CONV = [
@@ -23,17 +24,6 @@ def tok(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def supervised_segments(ex):
-    segs, cur = [], []
-    for i, m in zip(ex.input_ids, ex.mask):
-        if m:
-            cur.append(i)
-        elif cur:
-            segs.append(cur)
-            cur = []
-    if cur:
-        segs.append(cur)
-    return segs
 
 
 def test_supervised_tokens_decode_to_assistant_turns_plus_eos(tok):

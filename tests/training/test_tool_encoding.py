@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from iceburg.data.tool_calls import renders_tools
 from iceburg.errors import IceburgError
 from iceburg.records import Record
+from iceburg.testing.family_matrix import supervised_segments
 from iceburg.training.encoding import encode, eos_ids
 from iceburg.training.tool_render import HERMES_CHATML_TEMPLATE, ensure_tool_template
 
@@ -30,16 +31,7 @@ CONV = [
 
 
 def supervised_text(tok, ex) -> list[str]:
-    segs, cur = [], []
-    for i, m in zip(ex.input_ids, ex.mask):
-        if m:
-            cur.append(i)
-        elif cur:
-            segs.append(cur)
-            cur = []
-    if cur:
-        segs.append(cur)
-    return [tok.decode(s) for s in segs]
+    return [tok.decode(s) for s in supervised_segments(ex)]
 
 
 def check_context_unsupervised(tok, ex):
