@@ -114,17 +114,6 @@ class Reject:
         return out
 
 
-def _json_line(obj: dict[str, Any]) -> str:
-    """One JSONL line; text that cannot be encoded as UTF-8 (a lone surrogate such as "\\ud800",
-    which is valid JSON) is written with ASCII escapes instead of crashing the run."""
-    line = json.dumps(obj, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(obj, ensure_ascii=True)
-    return line + "\n"
-
-
 class RejectWriter:
     """Collects rejects into a JSONL file, written atomically (temp file + rename on close).
 
@@ -141,7 +130,9 @@ class RejectWriter:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            # backslashreplace: a lone surrogate ("\\ud800", valid JSON) is written as its JSON
+            # escape and reads back identical, as in the collector and --filter-only writers
+            self._fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
 
     def drop(self, stage: str, record: "Record | None", reasons: list[str],
              details: dict[str, Any] | None = None, *, raw: str | None = None,
@@ -159,7 +150,7 @@ class RejectWriter:
         self.counts[key] = self.counts.get(key, 0) + 1
         self.total += 1
         if self._fh is not None:
-            self._fh.write(_json_line(reject.to_json()))
+            self._fh.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
 
     def extend(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:
