@@ -134,11 +134,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(configs_report(cfg))
         return 0
     if args.export_only:
-        from .export.cli import export_only, format_export_summary
+        from .export.cli import export_only
+        from .summary import export_only_table
 
         out_dir = Path(cfg.output_dir) if "output_dir" in vars(args) else None
         report = export_only(Path(args.export_only), cfg, out_dir)
-        print(json.dumps(report, indent=2, default=str) if args.json else format_export_summary(report))
+        print(json.dumps(report, indent=2, default=str) if args.json else export_only_table(report))
         return 0
     if args.filter_only:
         from .pipeline import filter_only

@@ -29,8 +29,8 @@ def export_rows(reports: dict[str, Any], paths: dict[str, list[str]]) -> list[tu
 
 
 def export_figure(fmt: str, rep: Any) -> str:
-    """The proof figure worth a glance per format (full proofs: result.json / report.html); GGUF and
-    ONNX share `--export-only`'s wording."""
+    """The proof figure worth a glance per format (full proofs: result.json / report.html); the
+    training table and `--export-only` both print it."""
     if not isinstance(rep, dict):
         return ""
     if fmt == "ollama":
@@ -38,9 +38,17 @@ def export_figure(fmt: str, rep: Any) -> str:
         return f"template {template.get('family', '?')}, Go check {check.get('status', '?')}"
     if fmt == "huggingface":
         return f"{rep.get('bytes', 0) / 2**20:.0f} MiB" if rep.get("bytes") else ""
-    from .export.cli import _key_figure
-
-    return _key_figure(fmt, rep)
+    if fmt == "gguf":
+        parts = []
+        for name, entry in (rep.get("files") or {}).items():
+            v = entry.get("verify") or {}
+            fig = (f", max |logit diff| {v['max_abs_logit_diff']:.3g}, argmax {v['argmax_agreement']:.1%}"
+                   if "max_abs_logit_diff" in v else "")
+            parts.append(f"{name}: proof {entry.get('proof')}{fig}")
+        return "; ".join(parts)
+    if fmt == "onnx" and "fp32" in rep:
+        return f"onnxruntime max |logit diff| {rep['fp32'].get('max_abs_diff_single', float('nan')):.3g}"
+    return ""
 
 
 def _common_dir(files: list[str]) -> str:
@@ -65,3 +73,9 @@ def train_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("merged model", "ok", "transformers safetensors", str(r["merged_dir"])),
     ]
     return rows + export_rows(r.get("export_reports") or {}, r.get("export_paths") or {})
+
+
+def export_only_table(report: dict[str, Any]) -> str:
+    """`--export-only`'s summary: the same rows as the training table's exports."""
+    return format_table(export_rows({k: v["report"] for k, v in report.items()},
+                                    {k: v["files"] for k, v in report.items()}))

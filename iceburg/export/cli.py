@@ -51,32 +51,6 @@ def export_only(folder: Path, cfg: TrainingConfig, out_dir: Path | None = None) 
     return report
 
 
-def format_export_summary(report: dict[str, Any]) -> str:
-    """One line per format: the files and the proof's key figure (`--json` gives everything)."""
-    lines = []
-    for fmt, r in report.items():
-        rep = r.get("report") or {}
-        figure = _key_figure(fmt, rep)
-        lines.append(f"{fmt:<12} {', '.join(r['files'])}" + (f"\n{'':<12} {figure}" if figure else ""))
-    return "\n".join(lines)
-
-
-def _key_figure(fmt: str, rep: dict[str, Any]) -> str:
-    if fmt == "gguf":
-        parts = []
-        for name, entry in (rep.get("files") or {}).items():
-            v = entry.get("verify") or {}
-            fig = (f", max |logit diff| {v['max_abs_logit_diff']:.3g}, argmax {v['argmax_agreement']:.1%}"
-                   if "max_abs_logit_diff" in v else "")
-            parts.append(f"{name}: proof {entry.get('proof')}{fig}")
-        return "; ".join(parts)
-    if fmt == "onnx" and "fp32" in rep:
-        return f"onnxruntime max |logit diff| {rep['fp32'].get('max_abs_diff_single', float('nan')):.3g}"
-    if fmt == "ollama" and "template" in rep:
-        return f"template: {rep['template']}; check: {rep.get('template_check')}"
-    return ""
-
-
 def _safe(name: str) -> str:
     """File-name-safe version of a user-supplied name."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "model"
