@@ -18,6 +18,7 @@ building twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -96,6 +97,7 @@ def corpus_hash(texts: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)  # reads the sample corpus (~0.1 s): once per process
 def _cache_key() -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": BUILDER_VERSION, "shape": SHAPE, "vocab": VOCAB_SIZE,
