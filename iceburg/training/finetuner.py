@@ -61,8 +61,10 @@ class ICEBURGFineTuner:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         if cfg.objective != "sft":  # preference tuning: one process (docs/preference.md)
+            from .preference import run_preference
+
             run, base = self._open_run(cfg)
-            return self._train_preference(cfg, run, base, started)
+            return run_preference(cfg, run, base, started, self.callbacks)
         world = init_world(_device(cfg), cfg.distributed, cfg.dist_timeout)
         try:
             if not world.is_main:  # rank 0 prepares and writes; this rank gets the data from it
@@ -100,67 +102,6 @@ class ICEBURGFineTuner:
         run.write_jsonl(run.heldout, map(heldout_row, data.eval_records))  # `iceburg eval`, --compare
         run.write_jsonl(run.scores, map(score_row, data.curriculum.records))  # report.html histograms
         return run, base, rejects, data
-
-    def _train_preference(self, cfg: TrainingConfig, run: RunFolder, base, started: float) -> TrainingResult:
-        """--objective dpo|orpo|kto: pairs (read or mined) -> the same encoding, plan and LoRA ->
-        the preference loop (training/preference.py) -> the same merge, save and exports."""
-        from ..export.huggingface import save_adapter_and_merged
-        from ..preference.data import write_jsonl
-        from ..preference.pipeline import prepare_preferences
-        from .model import build_model
-        from .preference import PreferenceArgs, encode_kto, encode_pairs, train_preference
-
-        with RejectWriter(run.rejects) as rejects:
-            data = prepare_preferences(cfg, rejects)
-            tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
-            enc = encode_kto if cfg.objective == "kto" else encode_pairs
-            train_set, dropped = enc(tokenizer, data.train, cfg.max_seq_length, eos)
-            eval_set, dropped_eval = enc(tokenizer, data.eval, cfg.max_seq_length, eos)
-            for ex_id in dropped + dropped_eval:
-                src, _, line = ex_id.rpartition(":")
-                rejects.drop("encode", None, [f"the prompt fills --max-seq-length {cfg.max_seq_length}: no "
-                                              "answer token left to compare"], source=src, line=int(line or 0))
-            stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set),
-                         eval_examples=len(eval_set))
-            records_rejected = rejects.total
-        if not train_set:
-            raise DataError("no preference examples left after encoding; see rejects.jsonl")
-        run.write_json(run.data_stats, stats)
-        write_jsonl(run.preferences, data.pairs or data.train + data.eval)
-        seqs = [e for d in train_set for e in ((d.chosen, d.rejected) if cfg.objective != "kto" else (d.completion, d.kl))]
-        plan = _plan(base.path, cfg, seqs)
-        run.write_json(run.plan, as_dict(plan))
-        model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-        args = _train_args(cfg, plan, tokenizer, eos, run)
-        # One micro-batch of B pairs is 2B unpadded sequences (chosen and rejected, or answer and
-        # its KL mismatch): half the planner's rows keeps the same memory budget.
-        args.micro_batch_size = max(1, plan.micro_batch_size // 2)
-        args.checkpoint_dir, args.resume = None, False  # preference runs do not checkpoint (yet)
-        metrics = MetricsLog(run.metrics)
-        try:
-            out = train_preference(model, train_set, eval_set, args, PreferenceArgs(cfg.objective, cfg.preference_beta),
-                                   callbacks=[metrics, *self.callbacks])
-        finally:
-            metrics.close()
-        logger.info("%s held-out before: %s; after: %s", cfg.objective, out.eval_before, out.eval_after)
-        adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos, base.path,
-                                                          cfg.trust_remote_code)
-        result = TrainingResult(
-            model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
-            merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
-            eval_loss_before=out.eval_before.get("loss", math.nan), eval_loss_after=out.eval_after.get("loss", math.nan),
-            eval_history=[(out.steps, out.eval_after.get("loss", math.nan))], steps=out.steps,
-            supervised_tokens=sum(sum(e.mask) for e in seqs) * out.pairs_seen // len(train_set),
-            total_tokens=sum(len(e.input_ids) for e in seqs) * out.pairs_seen // len(train_set),
-            records_read=int(data.stats.get("load", {}).get("lines", 0)), records_rejected=records_rejected,
-            train_examples=len(train_set), eval_examples=len(eval_set),
-            truncated_examples=sum(e.truncated for e in seqs), training_seconds=out.wall_seconds, wall_seconds=0.0,
-            plan=as_dict(plan), learning_rate=args.learning_rate, objective=cfg.objective,
-            preference={"before": out.eval_before, "after": out.eval_after, "pairs_seen": out.pairs_seen,
-                        "data": data.stats})
-        _export(result, cfg, run, base, stats, started)
-        return result
-
 
 def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejects: RejectWriter | None,
                    callbacks: Iterable[Any] = (), started: float | None = None, world=None) -> TrainingResult:

@@ -56,11 +56,13 @@ class PairExample:
 @dataclass
 class KTOItem:
     completion: Example
-    kl: Example  # the prompt with another example's answer (mismatched, for the z0 estimate)
+    kl: Example | None  # the prompt with another answer of its batch (mismatched, for the z0 estimate)
     label: bool
     id: str
     ref: float = float("nan")
     ref_kl: float = float("nan")
+    group: int = -1  # the micro-batch it trains in: its KL answer comes from the same batch (kl_batches)
+    source: KTOExample | None = None
 
 
 @dataclass
@@ -79,8 +81,9 @@ class PreferenceOutput:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
-    pairs_seen: int = 0
+    pairs_seen: int = 0  # over the whole plan, the steps before a resumed checkpoint included
     wall_seconds: float = 0.0
+    resumed_from: int = 0
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -120,21 +123,60 @@ def encode_pairs(tokenizer, pairs: Iterable[PreferencePair], max_length: int, eo
     return out, dropped
 
 
-def encode_kto(tokenizer, items: list[KTOExample], max_length: int, eos: set[int]
-               ) -> tuple[list[KTOItem], list[str]]:
-    """Encoded KTO examples; each KL sequence pairs example i's prompt with example i-1's answer
-    (TRL rotates answers by one within each batch; we rotate over the data set once, so the
-    mismatched set is the same answers, paired with other prompts)."""
+def encode_kto(tokenizer, items: list[KTOExample], max_length: int, eos: set[int], batch_size: int | None = None,
+               seed: int = 0) -> tuple[list[KTOItem], list[str]]:
+    """Encoded KTO examples, and the ids of those dropped because the prompt leaves no room for an
+    answer. With `batch_size`, also their KL sequences, in fixed micro-batches (`kl_batches`);
+    without it `kl` is None (enough to plan memory, not to train)."""
     out, dropped = [], []
-    for i, it in enumerate(items):
-        other = items[i - 1] if len(items) > 1 else it
+    for it in items:
         c = encode_continuation(tokenizer, it.prompt, it.completion, max_length, eos, it.id)
-        k = encode_continuation(tokenizer, it.prompt, other.completion, max_length, eos, it.id)
-        if c is None or k is None:
+        if c is None:
             dropped.append(it.id)
             continue
-        out.append(KTOItem(c, k, it.label, it.id))
+        out.append(KTOItem(c, None, it.label, it.id, source=it))
+    if batch_size is not None:
+        out = kl_batches(tokenizer, out, batch_size, max_length, eos, seed)
     return out, dropped
+
+
+def kl_batches(tokenizer, items: list[KTOItem], batch_size: int, max_length: int, eos: set[int],
+               seed: int = 0) -> list[KTOItem]:
+    """Fix the micro-batches KTO trains in and build each example's mismatched KL sequence, as TRL
+    1.16.0 does (`KTOTrainer._prepare_dataset`): within each batch of `batch_size`, answers rotate by
+    one, (x_1, y_n), (x_2, y_1), ..., (x_n, y_{n-1}), so the z0 estimate of a batch uses the same
+    answers as its rewards, paired with other prompts (KTO paper, sec. 4). Unlike TRL, which keeps
+    the data set's order, the items are shuffled once (seeded) before batching: unpaired pairs sit
+    next to each other, and rotating within them would pair an answer with its own prompt. The
+    training loop keeps these batches whole and shuffles only their order."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    shuffled = [items[i] for i in order]
+    out: list[KTOItem] = []
+    for g, start in enumerate(range(0, len(shuffled), batch_size)):
+        chunk = shuffled[start:start + batch_size]
+        for i, it in enumerate(chunk):
+            other = chunk[i - 1]  # i = 0 takes the last answer; a batch of one pairs with itself, as TRL
+            if it.source is None or other.source is None:
+                raise IceburgError(f"KTO example {it.id} has no source messages to build its KL sequence from")
+            kl = encode_continuation(tokenizer, it.source.prompt, other.source.completion, max_length, eos, it.id)
+            if kl is None:  # cannot happen: the prompt left room for its own answer, so for any other one
+                raise IceburgError(f"KTO example {it.id}: no room for the mismatched answer within {max_length} tokens")
+            out.append(replace(it, kl=kl, group=g))
+    return out
+
+
+def micro_batches(data: list, size: int) -> list[list]:
+    """The data's micro-batches in order: KTO's fixed groups (their KL answers come from inside
+    the group), otherwise consecutive chunks of `size`."""
+    if data and isinstance(data[0], KTOItem):
+        if any(d.kl is None or d.group < 0 for d in data):
+            raise IceburgError("KTO examples need their KL sequences: encode them with encode_kto(..., batch_size=N)")
+        groups: dict[int, list] = {}
+        for d in data:
+            groups.setdefault(d.group, []).append(d)
+        return list(groups.values())
+    return [data[i:i + size] for i in range(0, len(data), size)]
 
 
 # -- log-probabilities ---------------------------------------------------------------------------
@@ -270,8 +312,7 @@ def evaluate_preferences(model, data: list, args: TrainArgs, pargs: PreferenceAr
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    for i in range(0, len(data), args.micro_batch_size):
-        chunk = data[i:i + args.micro_batch_size]
+    for chunk in micro_batches(data, args.micro_batch_size):
         if pargs.objective in ("dpo", "kto"):
             chunk = _fresh_reference(model, chunk, args)
         _, m = batch_loss(model, chunk, args, pargs)
@@ -295,44 +336,74 @@ def _count(key: str, m: dict, n: int) -> float:
 
 # -- the loop ------------------------------------------------------------------------------------
 
+def plan_preference_steps(train_data: list, args: TrainArgs) -> tuple[list[list[list]], set[int]]:
+    """The whole step plan (micro-batches per optimizer step) and the steps that end an epoch: a
+    deterministic function of the data and `args` (seeded shuffle per epoch; KTO shuffles its fixed
+    batches), so a resumed run rebuilds it exactly and continues at its checkpoint's step."""
+    rng = random.Random(args.seed)
+    steps: list[list[list]] = []
+    epoch_ends: set[int] = set()
+    epoch = 0
+    while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
+        if isinstance(train_data[0], KTOItem):
+            micro = micro_batches(train_data, args.micro_batch_size)
+            rng.shuffle(micro)
+        else:
+            order = list(range(len(train_data)))
+            rng.shuffle(order)
+            micro = micro_batches([train_data[j] for j in order], args.micro_batch_size)
+        steps.extend(micro[i:i + args.grad_accum] for i in range(0, len(micro), args.grad_accum))
+        epoch_ends.add(len(steps))
+        epoch += 1
+    if args.max_steps is not None:
+        steps = steps[: args.max_steps]
+    return steps, epoch_ends
+
+
 def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, pargs: PreferenceArgs, *,
                      callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
     """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
-    computed first (adapter disabled); order is a seeded shuffle per epoch."""
+    computed first (adapter disabled); order is a seeded shuffle per epoch.
+
+    Checkpoints and resume work as in SFT (`training/trainer.py`): with `args.checkpoint_dir`, the
+    adapter, optimizer, scheduler, step and torch RNG state (LoRA dropout) are saved every
+    `save_steps` steps (default: at each evaluation, i.e. every `eval_steps` or at epoch ends);
+    `args.resume` loads them and continues the same plan. The reference log-probs and the
+    before-training evaluation are recomputed from the adapter-free model before the checkpoint is
+    loaded, so a resumed run reports the same figures as an uninterrupted one."""
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+
+    from .trainer import default_scheduler, load_checkpoint, peak_rss_mib, save_checkpoint
 
     if not train_data:
         raise IceburgError("no preference pairs to train on")
     callbacks = list(callbacks)
     if pargs.objective in ("dpo", "kto"):
         precompute_reference(model, train_data + eval_data, args)  # eval recomputes its own, see below
-    rng = random.Random(args.seed)
-    steps: list[list[list]] = []
-    epoch = 0
-    while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
-        order = list(range(len(train_data)))
-        rng.shuffle(order)
-        micro = [[train_data[j] for j in order[i:i + args.micro_batch_size]]
-                 for i in range(0, len(order), args.micro_batch_size)]
-        steps.extend(micro[i:i + args.grad_accum] for i in range(0, len(micro), args.grad_accum))
-        epoch += 1
-    if args.max_steps is not None:
-        steps = steps[: args.max_steps]
+    steps, epoch_ends = plan_preference_steps(train_data, args)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(math.ceil(args.warmup_ratio * len(steps))), len(steps))
+    sched = default_scheduler(opt, len(steps), args)
     out = PreferenceOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"))
     out.eval_before = evaluate_preferences(model, eval_data, args, pargs)
+    start = 0
+    if args.resume and args.checkpoint_dir is not None:
+        start = load_checkpoint(model, opt, sched, args.checkpoint_dir)
+        if start > len(steps):
+            raise IceburgError(f"{args.checkpoint_dir} is at step {start} but this run plans {len(steps)} steps: "
+                               "resume with the settings of the interrupted run (see its config.json)")
+    out.resumed_from = start
+    out.pairs_seen = sum(len(mb) for st in steps[:start] for mb in st)
     started = time.time()
     total = 0.0
     model.train()
-    bar = tqdm(total=len(steps), desc=f"training ({pargs.objective})", unit="step",
+    bar = tqdm(total=len(steps), initial=start, desc=f"training ({pargs.objective})", unit="step",
                disable=None if args.show_progress is None else not args.show_progress)
-    for s, micro_batches in enumerate(steps, start=1):
-        n_step = sum(len(mb) for mb in micro_batches)
+    for s in range(start + 1, len(steps) + 1):
+        step_batches = steps[s - 1]
+        n_step = sum(len(mb) for mb in step_batches)
         agg: dict[str, float] = {}
-        for mb in micro_batches:
+        for mb in step_batches:
             for cb in callbacks:
                 cb.on_batch([b.id for b in mb])
             loss, m = batch_loss(model, mb, args, pargs)
@@ -348,21 +419,101 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
         out.pairs_seen += n_step
         total += agg["loss"]
         out.last_loss = agg["loss"]
-        metrics = {"step": s, **agg, "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 2)}
+        metrics = {"step": s, **agg, "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 2),
+                   "peak_rss_mib": round(peak_rss_mib(), 1)}
         out.history.append(metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{agg['loss']:.3f}")
         for cb in callbacks:
             cb.on_step(s, metrics)
-        if args.eval_steps and s % args.eval_steps == 0 and s < len(steps) and eval_data:
+        at_eval = bool(args.eval_steps) and s % args.eval_steps == 0
+        if at_eval and s < len(steps) and eval_data:
             ev = evaluate_preferences(model, eval_data, args, pargs)
             for cb in callbacks:
                 cb.on_eval(s, ev.get("loss", float("nan")))
+        at_save = s % args.save_steps == 0 if args.save_steps else (at_eval or (not args.eval_steps and s in epoch_ends))
+        if args.checkpoint_dir is not None and at_save and s < len(steps):
+            save_checkpoint(model, opt, sched, args.checkpoint_dir, s)
     bar.close()
     out.wall_seconds = time.time() - started
-    out.train_loss = total / len(steps)
+    out.train_loss = total / max(1, len(steps) - start)
     out.eval_after = evaluate_preferences(model, eval_data, args, pargs)
     if eval_data:
         for cb in callbacks:
             cb.on_eval(len(steps), out.eval_after.get("loss", float("nan")))
     return out
+
+
+# -- the run (`iceburg-train --objective dpo|orpo|kto`) ----------------------------------------------
+
+def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingCallback] = ()):
+    """--objective dpo|orpo|kto in the prepared run folder `run`: pairs (read or mined) -> the SFT
+    encoding, plan and LoRA -> `train_preference` (checkpoints in the run folder; `--resume`
+    continues them) -> the same merge, save and exports as SFT. Returns the `TrainingResult`."""
+    from ..errors import DataError
+    from ..export.huggingface import save_adapter_and_merged
+    from ..preference.data import write_jsonl
+    from ..preference.pipeline import prepare_preferences
+    from ..records import RejectWriter
+    from .finetuner import _export, _plan, _tokenizer, _train_args
+    from .model import build_model
+    from .result import MetricsLog, TrainingResult, as_dict
+
+    kto = cfg.objective == "kto"
+    with RejectWriter(run.rejects) as rejects:
+        data = prepare_preferences(cfg, rejects)
+        tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+        enc = encode_kto if kto else encode_pairs
+        train_set, dropped = enc(tokenizer, data.train, cfg.max_seq_length, eos)
+        eval_set, dropped_eval = enc(tokenizer, data.eval, cfg.max_seq_length, eos)
+        for ex_id in dropped + dropped_eval:
+            src, _, line = ex_id.rpartition(":")
+            rejects.drop("encode", None, [f"the prompt fills --max-seq-length {cfg.max_seq_length}: no "
+                                          "answer token left to compare"], source=src, line=int(line or 0))
+        stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set),
+                     eval_examples=len(eval_set))
+        records_rejected = rejects.total
+    if not train_set:
+        raise DataError("no preference examples left after encoding; see rejects.jsonl")
+    run.write_json(run.data_stats, stats)
+    write_jsonl(run.preferences, data.pairs or data.train + data.eval)
+    # KTO's KL sequences (the prompt with another answer) are as long as its answers on average
+    seqs = [e for d in train_set for e in ((d.completion, d.completion) if kto else (d.chosen, d.rejected))]
+    plan = _plan(base.path, cfg, seqs)
+    run.write_json(run.plan, as_dict(plan))
+    model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
+    args = _train_args(cfg, plan, tokenizer, eos, run)
+    # One micro-batch of B pairs is 2B unpadded sequences (chosen and rejected, or answer and
+    # its KL mismatch): half the planner's rows keeps the same memory budget.
+    args.micro_batch_size = max(1, plan.micro_batch_size // 2)
+    if kto:  # the KL answers come from inside each micro-batch, so the batches are fixed now
+        if args.micro_batch_size < 2:  # TRL refuses it too: z0 would be the batch's own reward
+            args.micro_batch_size = 2
+        train_set = kl_batches(tokenizer, train_set, args.micro_batch_size, cfg.max_seq_length, eos, cfg.seed)
+        eval_set = kl_batches(tokenizer, eval_set, args.micro_batch_size, cfg.max_seq_length, eos, cfg.seed)
+    metrics = MetricsLog(run.metrics)
+    try:
+        out = train_preference(model, train_set, eval_set, args, PreferenceArgs(cfg.objective, cfg.preference_beta),
+                               callbacks=[metrics, *callbacks])
+    finally:
+        metrics.close()
+    logger.info("%s held-out before: %s; after: %s", cfg.objective, out.eval_before, out.eval_after)
+    adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos, base.path,
+                                                      cfg.trust_remote_code)
+    seqs = [e for d in train_set for e in ((d.completion, d.kl) if kto else (d.chosen, d.rejected))]
+    result = TrainingResult(
+        model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
+        merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
+        eval_loss_before=out.eval_before.get("loss", math.nan), eval_loss_after=out.eval_after.get("loss", math.nan),
+        eval_history=[(out.steps, out.eval_after.get("loss", math.nan))], steps=out.steps,
+        supervised_tokens=sum(sum(e.mask) for e in seqs) * out.pairs_seen // len(train_set),
+        total_tokens=sum(len(e.input_ids) for e in seqs) * out.pairs_seen // len(train_set),
+        records_read=int(data.stats.get("load", {}).get("lines", 0)), records_rejected=records_rejected,
+        train_examples=len(train_set), eval_examples=len(eval_set),
+        truncated_examples=sum(e.truncated for e in seqs), training_seconds=out.wall_seconds, wall_seconds=0.0,
+        plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate,
+        objective=cfg.objective,
+        preference={"before": out.eval_before, "after": out.eval_after, "pairs_seen": out.pairs_seen,
+                    "data": data.stats})
+    _export(result, cfg, run, base, stats, started)
+    return result

@@ -289,7 +289,9 @@ def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+    # the RNG state too: LoRA dropout draws from it, so a resumed run drops the same units
+    rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     if ckpt_dir.exists():
         import shutil
@@ -317,6 +319,10 @@ def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
     st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
+    if "rng" in st:  # checkpoints written before the RNG was saved resume without it
+        torch.set_rng_state(st["rng"]["cpu"])
+        if "cuda" in st["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
     step = json.loads((ckpt_dir / "state.json").read_text())["step"]
     logger.info("resuming from step %d", step)
     return int(step)

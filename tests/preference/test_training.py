@@ -107,7 +107,7 @@ def test_kto_from_unpaired_labels(make_lora, tiny_tokenizer, sample_pairs):
     budget (measured: reward gap -0.007 after 30 steps), so this pins the optimisation only."""
     items = unpair(sample_pairs)
     random.Random(1).shuffle(items)
-    data, _ = encode_kto(tiny_tokenizer, items[:48], MAX_LEN, eos_ids(tiny_tokenizer))
+    data, _ = encode_kto(tiny_tokenizer, items[:48], MAX_LEN, eos_ids(tiny_tokenizer), batch_size=8)
     out = train_preference(make_lora(), data, data[:24], _args(epochs=2), PreferenceArgs("kto"))
     before, after = out.eval_before, out.eval_after
     assert before["rewards/chosen"] == before["rewards/rejected"] == 0 and before["loss"] == 0.5
