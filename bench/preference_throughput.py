@@ -26,12 +26,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def _pairs():
+def _pairs(n: int | None = None):
+    """The bundled pairs (the first `n`: both implementations precompute or train on the same set)."""
     from iceburg.data import SAMPLE_DIR
     from iceburg.preference.data import read_preferences
 
     d = SAMPLE_DIR / "preference"
-    return list(read_preferences(sorted(d.glob("*_mined.jsonl")) + sorted(d.glob("*_pairs.jsonl"))))
+    return list(read_preferences(sorted(d.glob("*_mined.jsonl")) + sorted(d.glob("*_pairs.jsonl"))))[:n]
 
 
 def _model(path: str):
@@ -54,7 +55,7 @@ def run_ours(a) -> dict:
 
     model, tok = _model(a.model)
     loaded = peak_rss_mb()
-    data, _ = encode_pairs(tok, _pairs(), a.max_length, eos_ids(tok))
+    data, _ = encode_pairs(tok, _pairs(a.pairs), a.max_length, eos_ids(tok))
     args = TrainArgs(epochs=1, max_steps=a.steps, learning_rate=5e-4, micro_batch_size=a.batch, max_length=a.max_length,
                      warmup_ratio=0.0, show_progress=False, pad_id=tok.pad_token_id or 0)
     t0 = time.time()
@@ -75,7 +76,7 @@ def run_trl(a, precompute: bool) -> dict:
 
     model, tok = _model(a.model)
     loaded = peak_rss_mb()
-    ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in _pairs()])
+    ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in _pairs(a.pairs)])
     times: list[float] = []
 
     class Clock(TrainerCallback):
@@ -101,10 +102,12 @@ def run_trl(a, precompute: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default=None, help="HF folder (default: iceburg-tiny)")
+    p.add_argument("--model", default=None, help="HF folder or embedded base name, e.g. smollm2-135m "
+                   "(default: iceburg-tiny)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--pairs", type=int, default=None, help="use the first N bundled pairs (default: all)")
     p.add_argument("--one", choices=["iceburg", "trl", "trl-precompute"], help=argparse.SUPPRESS)
     a = p.parse_args()
     import torch
@@ -114,25 +117,34 @@ def main() -> None:
         from iceburg.models.tiny import ensure_tiny_model
 
         a.model = str(ensure_tiny_model())
+    elif not Path(a.model).is_dir():  # an embedded base (smollm2-135m): its cached HF folder
+        from iceburg.base_models import resolve_base_model
+
+        a.name = a.model
+        a.model = str(resolve_base_model(a.model).path)
     if a.one:
         res = run_ours(a) if a.one == "iceburg" else run_trl(a, a.one == "trl-precompute")
         print("RESULT " + json.dumps(res))
         return
     from _common import machine_info, save
 
+    load_start = os.getloadavg()[0]
     rows = []
     for which in ("iceburg", "trl", "trl-precompute"):
         cmd = [sys.executable, __file__, "--one", which, "--model", a.model, "--steps", str(a.steps),
-               "--batch", str(a.batch), "--max-length", str(a.max_length)]
+               "--batch", str(a.batch), "--max-length", str(a.max_length)] + \
+            (["--pairs", str(a.pairs)] if a.pairs else [])
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if not line:
             raise SystemExit(f"{which} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(line[0][7:]))
         print(rows[-1], flush=True)
-    meta = {**machine_info(), "model": Path(a.model).name, "steps": a.steps, "batch_pairs": a.batch,
-            "max_length": a.max_length, "lora": "r8 all-linear", "precision": "fp32"}
-    name = f"preference_throughput_{Path(a.model).name}"
+    model_name = getattr(a, "name", None) or Path(a.model).name
+    meta = {**machine_info(), "model": model_name, "steps": a.steps, "batch_pairs": a.batch,
+            "max_length": a.max_length, "pairs_in_data": a.pairs or "all", "lora": "r8 all-linear",
+            "precision": "fp32", "threads": torch.get_num_threads(), "load_avg_1m_start": load_start}
+    name = f"preference_throughput_{model_name}"
     print(save(name, rows, meta, ["impl", "pairs", "ref_precompute_s", "train_s", "pairs_per_s",
                                   "rss_after_load_mb", "peak_rss_mb"]))
 

@@ -31,6 +31,12 @@ def make_lora(tiny_model_dir):
     return lambda **kw: lora_model(tiny_model_dir, **kw)
 
 
+@pytest.fixture(scope="session")
+def lora_on():
+    """`lora_on(model_dir)`: the same LoRA setup on another base (SmolLM2)."""
+    return lora_model
+
+
 def lora_model(model_dir, seed: int = 0, random_b: bool = False):
     """iceburg-tiny with a LoRA adapter on every linear layer (r 8). `random_b` gives the adapter
     non-zero weights so policy and reference differ from the first step."""
