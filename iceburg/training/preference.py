@@ -455,14 +455,14 @@ def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingC
     from ..preference.data import write_jsonl
     from ..preference.pipeline import prepare_preferences
     from ..records import RejectWriter
-    from .finetuner import _export, _plan, _tokenizer, _train_args
     from .model import build_model
     from .result import MetricsLog, TrainingResult, as_dict
+    from .run_parts import export_run, plan_run, run_tokenizer, train_args
 
     kto = cfg.objective == "kto"
     with RejectWriter(run.rejects) as rejects:
         data = prepare_preferences(cfg, rejects)
-        tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
+        tokenizer, eos, added_tokens = run_tokenizer(base.path, cfg)
         enc = encode_kto if kto else encode_pairs
         train_set, dropped = enc(tokenizer, data.train, cfg.max_seq_length, eos)
         eval_set, dropped_eval = enc(tokenizer, data.eval, cfg.max_seq_length, eos)
@@ -479,10 +479,10 @@ def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingC
     write_jsonl(run.preferences, data.pairs or data.train + data.eval)
     # KTO's KL sequences (the prompt with another answer) are as long as its answers on average
     seqs = [e for d in train_set for e in ((d.completion, d.completion) if kto else (d.chosen, d.rejected))]
-    plan = _plan(base.path, cfg, seqs)
+    plan = plan_run(base.path, cfg, seqs)
     run.write_json(run.plan, as_dict(plan))
     model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-    args = _train_args(cfg, plan, tokenizer, eos, run)
+    args = train_args(cfg, plan, tokenizer, eos, run)
     # One micro-batch of B pairs is 2B unpadded sequences (chosen and rejected, or answer and
     # its KL mismatch): half the planner's rows keeps the same memory budget.
     args.micro_batch_size = max(1, plan.micro_batch_size // 2)
@@ -515,5 +515,5 @@ def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingC
         objective=cfg.objective,
         preference={"before": out.eval_before, "after": out.eval_after, "pairs_seen": out.pairs_seen,
                     "data": data.stats})
-    _export(result, cfg, run, base, stats, started)
+    export_run(result, cfg, run, base, stats, started)
     return result
