@@ -9,6 +9,8 @@ reference precompute for ours; TRL recomputes the reference every step unless
 precompute_ref_log_probs, which we also time), and the process's peak RSS.
 
 Run: OMP_NUM_THREADS=2 PYTHONPATH=. python bench/preference_throughput.py [--model DIR] [--steps 20]
+SmolLM2 (docs/preference.md): OMP_NUM_THREADS=1 PYTHONPATH=. python bench/preference_throughput.py
+    --model smollm2-135m --steps 4 --batch 2 --max-length 128 --pairs 16
 """
 
 from __future__ import annotations
