@@ -3,7 +3,7 @@ reference (base with the adapter disabled) does not move, and every exporter tak
 
 Sizes: 128-token sequences, batches of 8 pairs, lr 2e-3 (the tiny model's SFT rate in the e2e
 test). Measured on a loaded 2-core machine (load 8), one thread: DPO 2 epochs 36 s, held-out reward
-accuracy 0 -> 0.79, margin 0 -> 0.20; ORPO 1 epoch; KTO 30 steps (held-out reward gap 0.44)."""
+accuracy 0 -> 0.79, margin 0 -> 0.20; ORPO 1 epoch; KTO 15 steps (held-out reward gap 0.13)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_orpo_without_reference(make_lora, split):
 
 def test_kto_separates_heldout_answers(make_lora, tiny_tokenizer, sample_pairs):
     """KTO on the bundled pairs unpaired (118 labelled answers), held out by pair so no held-out
-    prompt was trained on: after 30 steps the implicit reward of desirable held-out answers is above
+    prompt was trained on: after 15 steps the implicit reward of desirable held-out answers is above
     that of undesirable ones. Measured (scratch sweep, lr / steps -> held-out reward gap): 5e-3 / 15
     -> 0.13, 5e-3 / 30 -> 0.44, 2e-3 / 45 -> 0.36, 2e-3 / 90 -> 0.60."""
     pairs = list(sample_pairs)
@@ -113,11 +113,11 @@ def test_kto_separates_heldout_answers(make_lora, tiny_tokenizer, sample_pairs):
     train, _ = encode_kto(tiny_tokenizer, unpair(pairs[n_eval:]), MAX_LEN, eos, batch_size=8)
     held_out, _ = encode_kto(tiny_tokenizer, unpair(pairs[:n_eval]), MAX_LEN, eos, batch_size=8)
     assert {d.id for d in train}.isdisjoint({d.id for d in held_out})
-    out = train_preference(make_lora(), train, held_out, _args(epochs=2, learning_rate=5e-3), PreferenceArgs("kto"))
+    out = train_preference(make_lora(), train, held_out, _args(epochs=1, learning_rate=5e-3), PreferenceArgs("kto"))
     before, after = out.eval_before, out.eval_after
-    assert out.steps == 30
+    assert out.steps == 15
     assert before["rewards/chosen"] == before["rewards/rejected"] == 0 and before["loss"] == 0.5
-    assert after["rewards/chosen"] - after["rewards/rejected"] > 0.2  # measured 0.44
+    assert after["rewards/chosen"] - after["rewards/rejected"] > 0.05  # measured 0.13 (0.44 after 30 steps)
     assert after["loss"] < before["loss"]
     assert all("kl" in h for h in out.history)
 
