@@ -36,6 +36,7 @@ def run(nproc: int, threads_total: int, global_batch: int, max_len: int, steps: 
              "--grad-accum", str(max(1, global_batch // nproc)), "--max-seq-length", str(max_len),
              "--no-emergence", "--threads", str(threads), "--nproc", str(nproc), "--lora-r", "8", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+    load = os.getloadavg()[0]  # per row: the load moves between runs on a shared machine
     t = time.time()
     done = subprocess.run([sys.executable, "-m", "iceburg.cli", *flags], env=env, capture_output=True, text=True)
     wall = time.time() - t
@@ -46,7 +47,8 @@ def run(nproc: int, threads_total: int, global_batch: int, max_len: int, steps: 
             "steps": r["steps"], "supervised_tokens": r["supervised_tokens"],
             "train_loop_s": round(r["training_seconds"], 2),
             "supervised_tok_per_s": round(r["supervised_tokens"] / r["training_seconds"], 1),
-            "command_wall_s": round(wall, 1), "train_loss": round(r["train_loss"], 4)}
+            "command_wall_s": round(wall, 1), "train_loss": round(r["train_loss"], 4),
+            "load_avg_1m_before": round(load, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)}
 
 
 def allreduce_bytes(name: str, config, r: int) -> dict:
