@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--emergence-size", type=int, default=0, help="also run emergence on this many (0: skip)")
+    ap.add_argument("--emergence-only", action="store_true", help="only the emergence rows")
+    ap.add_argument("--name", default="curate_throughput", help="result file name under bench/results")
     ap.add_argument("--work", default="/tmp/iceburg_curate_bench")
     args = ap.parse_args()
     from _common import machine_info, save
@@ -85,11 +87,12 @@ def main() -> None:
     rows = []
     data = split(build_corpus(args.size), args.files, work / f"data_{args.size}")
     one = work / "one"
-    rows.append(run(data, one, 0, 1, False))
-    for workers in (1, 2):
-        out = work / f"w{workers}"
-        rows.append(run(data, out, args.files, workers, False))
-        rows[-1]["equals_one_process"] = same(out / "filtered", one / "filtered")
+    if not args.emergence_only:
+        rows.append(run(data, one, 0, 1, False))
+        for workers in (1, 2):
+            out = work / f"w{workers}"
+            rows.append(run(data, out, args.files, workers, False))
+            rows[-1]["equals_one_process"] = same(out / "filtered", one / "filtered")
     if args.emergence_size:
         src = build_corpus(args.size)
         small = work / f"src_{args.emergence_size}.jsonl"
@@ -104,7 +107,7 @@ def main() -> None:
     cols = ["engine", "workers", "emergence", "lines", "kept", "command_wall_s", "records_per_s",
             "truth_s", "dedup_s", "kept_s", "novelty_s", "emergence_s", "peak_rss_mb_per_worker",
             "equals_one_process", "load_avg_1m_before"]
-    print(save("curate_throughput", rows, meta, cols))
+    print(save(args.name, rows, meta, cols))
 
 
 if __name__ == "__main__":

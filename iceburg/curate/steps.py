@@ -195,6 +195,9 @@ class DedupResolveStep(_CurateStep):
         return {"signatures": store.n, "dropped": len(idx)}
 
 
+_EMBEDDERS: dict[str, Any] = {}  # cache folder -> SentenceEmbedder, per process
+
+
 class DedupApplyStep(_CurateStep):
     """Apply the global dedup decision to this shard; embed the kept records for novelty."""
 
@@ -233,9 +236,15 @@ class DedupApplyStep(_CurateStep):
             import torch
 
             from ..emergence import SentenceEmbedder
+            from ..emergence.embedding import default_cache_dir
 
             torch.set_num_threads(spec.threads)
-            emb = SentenceEmbedder().embed_records(kept) if kept else np.empty((0, 384), np.float32)
+            # one model per worker process, not one per task (~1 GB RSS, seconds to load)
+            key = str(default_cache_dir())
+            if key not in _EMBEDDERS:
+                _EMBEDDERS[key] = SentenceEmbedder()
+            embedder = _EMBEDDERS[key]
+            emb = embedder.embed_records(kept) if kept else np.empty((0, 384), np.float32)
             np.save(out / EMB.format(rank=rank), np.asarray(emb, np.float32))
             np.save(out / f"{rank:05d}.keys.npy", np.asarray(keys, np.int64).reshape(-1, 2))
         self.stat_update("kept", value=stats.final_output)
