@@ -153,11 +153,11 @@ class TruthScoreStep(_CurateStep):
         return {"stats": stats.to_dict(), "load": load_stats, "reject_counts": counts}
 
 
-def _global_order(parts: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _global_order(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Concatenate per-shard arrays and sort them into the single-process order (file, line)."""
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((cat["line"], cat["fileno"]))
-    return {k: v[order] for k, v in cat.items()}, order
+    return {k: v[order] for k, v in cat.items()}
 
 
 class DedupResolveStep(_CurateStep):
@@ -173,7 +173,7 @@ class DedupResolveStep(_CurateStep):
         for f in sorted(src.glob("*.sig.npz")):
             with np.load(f) as z:
                 parts.append({k: z[k] for k in z.files})
-        sig, _ = _global_order(parts) if parts else ({}, None)
+        sig = _global_order(parts) if parts else {}
         store = tf.dedup.store()
         from ..truth.dedup import Signature
 
@@ -303,11 +303,12 @@ class _NoveltyLookup:
     def __init__(self, spec: CurateSpec, table: dict[str, np.ndarray]):
         self.spec, self.t = spec, table
         self.row = {(int(f), int(ln)): i for i, (f, ln) in enumerate(zip(table["fileno"], table["line"]))}
+        self.file_no = {p: i for i, p in enumerate(spec.files)}
 
     def detect(self, records) -> Any:
         from ..emergence import DetectorOutput
 
-        rows = np.asarray([self.row[(self.spec.files.index(r.source), r.line)] for r in records], np.int64)
+        rows = np.asarray([self.row[(self.file_no[r.source], r.line)] for r in records], np.int64)
         t = self.t
         dup = []
         for i in rows:

@@ -159,3 +159,17 @@ def test_curate_flags_need_filter_only(capsys):
     assert "add --filter-only" in capsys.readouterr().err
     assert main(["--filter-only", "--curate-workers", "2"]) == 2
     assert "only applies with --curate-tasks" in capsys.readouterr().err
+
+
+def test_cli_more_tasks_than_files(small_corpus, tmp_path, capsys):
+    """The CLI path; a task without a file finishes empty and the counts still add up."""
+    from iceburg.cli import main
+
+    rc = main(["--filter-only", "--data-path", str(small_corpus), "--output-dir", str(tmp_path),
+               "--curate-tasks", "3", "--no-emergence", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    kept = _lines(tmp_path / "filtered/filtered.jsonl")
+    rejects = _lines(tmp_path / "filtered/rejects.jsonl")
+    assert report["curation"]["stages"]["truth"]["tasks"] == 3
+    assert report["lines_read"] == len(kept) + len(rejects) == report["stats"]["final_output"] + len(rejects)
