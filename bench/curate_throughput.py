@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ def split(src: Path, files: int, out: Path) -> Path:
 
 
 def run(data: Path, out: Path, tasks: int, workers: int, emergence: bool) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # a fresh output and a cold embedding cache
     flags = ["--filter-only", "--data-path", str(data), "--output-dir", str(out), "--model-type", "surveyor"]
     if tasks:
         flags += ["--curate-tasks", str(tasks), "--curate-workers", str(workers)]
