@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--global-batch", type=int, default=4)
     ap.add_argument("--max-seq-length", type=int, default=1024)
     ap.add_argument("--max-steps", type=int, default=12)
+    ap.add_argument("--name", default="distributed_throughput", help="result file name under bench/results")
     a = ap.parse_args()
     from _common import machine_info, save
     from transformers import AutoConfig, LlamaConfig
@@ -82,7 +83,7 @@ def main() -> None:
     meta = dict(machine_info(), threads_total=a.threads_total, backend="gloo (CPU)")
     with tempfile.TemporaryDirectory() as d:
         rows = [run(n, a.threads_total, a.global_batch, a.max_seq_length, a.max_steps, Path(d)) for n in a.nprocs]
-    print(save("distributed_throughput", rows, meta, list(rows[0])))
+    print(save(a.name, rows, meta, list(rows[0])))
     llama3b = LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)
     comm = [allreduce_bytes("iceburg-tiny", AutoConfig.from_pretrained(ensure_tiny_model()), 8),

@@ -78,7 +78,7 @@ def curate(cfg: TrainingConfig, out_dir: Path | None = None) -> dict[str, Any]:
     report["records_per_second"] = round(report["lines_read"] / report["seconds"], 1) if report["seconds"] else None
     report["curation"]["workers"] = cfg.curate_workers
     report["model_type"] = ModelType.parse(cfg.model_type).short
-    _write_report(out, report)
+    write_report(out, report)
     for stage in ("truth", "dedup", "kept", "novelty", "emergence"):  # keep logs/ and the task figures
         shutil.rmtree(Path(spec.work) / stage, ignore_errors=True)
     return report
@@ -159,6 +159,7 @@ def merge(spec: CurateSpec, out: Path, tasks: int) -> dict[str, Any]:
                                 for s in ("truth", "dedup", "kept", "novelty", "emergence")
                                 if (Path(spec.work) / s).is_dir()}},
         "files": {k: str(out / k) for k in ("filtered.jsonl", "rejects.jsonl", "report.json", "report.md")},
+        "seconds": None, "records_per_second": None,  # set by the caller that timed the stages
     }
     if spec.emergence:
         em = {"total_processed": 0, "novel_count": 0, "transitional_count": 0, "familiar_count": 0,
@@ -172,10 +173,10 @@ def merge(spec: CurateSpec, out: Path, tasks: int) -> dict[str, Any]:
     return report
 
 
-def _write_report(out: Path, report: dict[str, Any]) -> None:
+def write_report(out: Path, report: dict[str, Any]) -> None:
     from ..truth.report import render_markdown
 
-    report.setdefault("model_type", report["rubric"])
+    report.setdefault("model_type", report["rubric"])  # curate() sets the model type's short name
     write_json(out / "report.json", report)
     md = render_markdown(report)
     stages = report["curation"]["stages"]

@@ -107,7 +107,7 @@ class _CurateStep(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         t0 = time.perf_counter()
-        with self.track_time():  # datatrove's own stats.json then shows each step's time
+        with self.track_time("task"):  # datatrove's own stats.json then shows each step's time
             info = self.stage(rank, world_size) or {}
         info.update(seconds=round(time.perf_counter() - t0, 3), peak_rss_mb=peak_rss_mb(), rank=rank)
         write_json(self.spec.dir(self.stage_name) / f"{rank:05d}.task.json", info)
