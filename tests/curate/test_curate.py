@@ -173,3 +173,15 @@ def test_cli_more_tasks_than_files(small_corpus, tmp_path, capsys):
     rejects = _lines(tmp_path / "filtered/rejects.jsonl")
     assert report["curation"]["stages"]["truth"]["tasks"] == 3
     assert report["lines_read"] == len(kept) + len(rejects) == report["stats"]["final_output"] + len(rejects)
+
+
+def test_strict_error_in_a_worker_stops_the_run(corpus, tmp_path, capsys):
+    """A user error raised inside a datatrove worker process reaches the CLI as one error line."""
+    from iceburg.cli import main
+
+    rc = main(["--filter-only", "--strict", "--data-path", str(corpus), "--output-dir", str(tmp_path),
+               "--curate-tasks", "2", "--curate-workers", "2", "--no-emergence"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("error: ") and "--strict is on" in err[-1] and ".jsonl:" in err[-1]
+    assert not (tmp_path / "filtered" / "filtered.jsonl").exists()
