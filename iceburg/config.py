@@ -324,8 +324,7 @@ class TrainingConfig:
         if self.backend != "mlx":
             return []
         p = [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
-             for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora),
-                              ("--resume", self.resume)) if on]
+             for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora)) if on]
         if importlib.util.find_spec("mlx_lm") is None:
             p.append("backend (--backend mlx): mlx-lm is not installed: pip install mlx mlx-lm (Linux: "
                      "pip install 'mlx[cpu]==0.32.4' 'mlx-lm==0.32.2')")
@@ -333,14 +332,15 @@ class TrainingConfig:
 
     def resolved_backend(self) -> str:
         """torch or mlx: `auto` is mlx on Apple silicon with mlx-lm installed, unless the run asks for
-        something only the torch backend does (QLoRA, DoRA, resume)."""
+        something only the torch backend does (QLoRA, DoRA). Resuming a checkpoint with the other
+        backend is refused by its loader (checkpoint/state.json "format")."""
         import importlib.util
         import platform
 
         if self.backend != "auto":
             return self.backend
         apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-        torch_only = bool(self.use_qlora or self.use_dora or self.resume)
+        torch_only = bool(self.use_qlora or self.use_dora)
         return "mlx" if apple and not torch_only and importlib.util.find_spec("mlx_lm") else "torch"
 
     def validate(self) -> "TrainingConfig":

@@ -307,11 +307,13 @@ def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
     if not (ckpt_dir / "state.json").exists():
         logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return 0
-    if json.loads((ckpt_dir / "state.json").read_text()).get("format") == "fsdp-full":
+    fmt = json.loads((ckpt_dir / "state.json").read_text()).get("format")
+    if fmt in ("fsdp-full", "mlx"):
         from ..errors import IceburgError
 
-        raise IceburgError(f"{ckpt_dir} was written by a --distributed fsdp run; resume it with "
-                           "--distributed fsdp and the same number of processes")
+        writer, how = {"fsdp-full": ("--distributed fsdp", "--distributed fsdp and the same number of processes"),
+                       "mlx": ("--backend mlx", "--backend mlx")}[fmt]
+        raise IceburgError(f"{ckpt_dir} was written by a {writer} run; resume it with {how}")
     set_peft_model_state_dict(model, load_file(str(ckpt_dir / "adapter.safetensors")))
     # weights_only=True: a restricted unpickler that only rebuilds tensors and plain containers
     st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
