@@ -125,13 +125,14 @@ def planner_gib(shape, micro_batch: int, seq_len: int, sup_frac: float) -> float
     return est.total / 2**30
 
 
-def _lora_model(cfg, attn: str):
+def _lora_model(cfg, attn: str, device: str):
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn).cuda()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn).to(device)
     return get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, lora_dropout=0.0,
                                             target_modules=TARGETS, task_type=TaskType.CAUSAL_LM))
 
@@ -139,8 +140,8 @@ def _lora_model(cfg, attn: str):
 class StepClock:
     """A trainer callback timing the steps after `warmup` (device synchronised)."""
 
-    def __init__(self, warmup: int):
-        self.warmup, self.t0, self.t1, self.sup0, self.sup1 = warmup, None, None, 0, 0
+    def __init__(self, warmup: int, device: str):
+        self.warmup, self.device, self.t0, self.t1, self.sup0, self.sup1 = warmup, device, None, None, 0, 0
 
     def on_batch(self, ids):
         pass
@@ -151,21 +152,23 @@ class StepClock:
     def on_step(self, step, metrics):
         import torch
 
-        torch.cuda.synchronize()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
         if step == self.warmup:
             self.t0, self.sup0 = time.perf_counter(), metrics["supervised_tokens"]
         self.t1, self.sup1 = time.perf_counter(), metrics["supervised_tokens"]
 
 
-def run_iceburg(mode: str, cfg, examples: list, a) -> dict:
+def run_iceburg(mode: str, cfg, examples: list, a, device: str = "cuda") -> dict:
+    """One mode's timing (device "cpu" only for smoke tests of this script: main() refuses CPU)."""
     from iceburg.training.trainer import TrainArgs, plan_steps, train
 
     varlen = mode != "iceburg-sdpa"
-    model = _lora_model(cfg, "flash_attention_2" if varlen else "sdpa")
+    model = _lora_model(cfg, "flash_attention_2" if varlen else "sdpa", device)
     args = TrainArgs(max_steps=a.steps, micro_batch_size=a.micro_batch, max_length=a.seq_len, packing=True,
-                     device="cuda", precision="bf16", warmup_ratio=0.0, learning_rate=1e-4, eval_steps=10**9,
+                     device=device, precision="bf16" if device == "cuda" else "fp32", warmup_ratio=0.0, learning_rate=1e-4, eval_steps=10**9,
                      show_progress=False, varlen=varlen, liger=mode.endswith("liger"))
-    clock = StepClock(a.warmup)
+    clock = StepClock(a.warmup, device)
     train(model, examples, lambda e: list(range(len(examples))), [], args, callbacks=[clock])
     steps, _ = plan_steps(examples, lambda e: list(range(len(examples))), args)
     timed = [r for s in steps[a.warmup:a.steps] for mb in s for r in mb]
@@ -189,23 +192,24 @@ def _id_tokenizer():
                                    pad_token="<pad>", eos_token="<pad>", unk_token="<unk>")
 
 
-def run_trl(cfg, examples: list, a) -> dict:
+def run_trl(cfg, examples: list, a, device: str = "cuda") -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
-    model = _lora_model(cfg, attn)
+    model = _lora_model(cfg, attn, device)
     ds = Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
                             "completion_mask": [[int(m) for m in e.mask] for e in examples]})
-    clock = StepClock(a.warmup)
+    clock = StepClock(a.warmup, device)
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             clock.on_step(state.global_step, {"supervised_tokens": 0})
 
     sft = SFTConfig(output_dir="/tmp/iceburg-bench-trl", max_steps=a.steps, per_device_train_batch_size=a.micro_batch,
-                    max_length=a.seq_len, packing=True, packing_strategy="bfd", bf16=True,
+                    max_length=a.seq_len, packing=True, packing_strategy="bfd", bf16=device == "cuda",
+                    use_cpu=device == "cpu",
                     gradient_checkpointing=False, completion_only_loss=True, learning_rate=1e-4,
                     logging_steps=10**9, save_strategy="no", report_to=[], dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=sft, train_dataset=ds, callbacks=[Clock()],
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         shape = shape_from_config(cfg)
         examples = make_examples(a.examples, a.seq_len, cfg.vocab_size)
         sup_frac = sum(sum(e.mask) for e in examples) / sum(len(e.input_ids) for e in examples)
+        # before any run: TRL edits the config it trains (its probe then fails on the meta device)
+        planner = round(planner_gib(shape, a.micro_batch, a.seq_len, sup_frac), 2)
         for mode in a.modes:
             if not have.get(mode, True):
                 rows.append({"shape": name, "mode": mode, "note": "skipped: flash-attn/liger-kernel not installed"})
@@ -257,12 +263,13 @@ def main(argv: list[str] | None = None) -> None:
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            r = run_trl(cfg, examples, a) if mode == "trl-bfd" else run_iceburg(mode, cfg, examples, a)
+            fresh = model_config(name)
+            r = run_trl(fresh, examples, a) if mode == "trl-bfd" else run_iceburg(mode, fresh, examples, a)
             flops = step_flops(r["tokens"], r["supervised"], r["mean_ctx"], shape)
             rows.append({"shape": name, "mode": mode, "sup_tok_s": round(r["supervised"] / r["seconds"]),
                          "mfu_pct": round(100 * flops / r["seconds"] / peak, 1),
                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                         "planner_gib": round(planner_gib(shape, a.micro_batch, a.seq_len, sup_frac), 2),
+                         "planner_gib": planner,
                          "note": r.get("attn", "")})
     meta = {**machine_info(), "device": device, "seq_len": a.seq_len, "micro_batch": a.micro_batch,
             "steps": a.steps, "warmup": a.warmup, "lora_r": LORA_R, "peak_tflops": peak / 1e12}
