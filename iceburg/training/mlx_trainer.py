@@ -53,7 +53,8 @@ class SegmentMask:
 
     def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
         if window_size is not None:
-            raise NotImplementedError("packed rows on a sliding-window model; train with --no-packing")
+            raise IceburgError("--backend mlx packs rows with a block-diagonal mask, which this sliding-window "
+                               "model's layers do not take; add --no-packing (or use --backend torch)")
         return self.mask
 
     def update_and_fetch(self, keys, values):

@@ -236,7 +236,7 @@ def test_finetuner_with_backend_mlx(tmp_path, tiny_model_dir):
     from iceburg.training.finetuner import ICEBURGFineTuner
 
     cfg = TrainingConfig(model_type="surveyor", output_dir=str(tmp_path), output_name="m", backend="mlx",
-                         max_steps=2, max_seq_length=256, num_threads=2, export_formats=[])
+                         max_steps=2, save_steps=1, max_seq_length=256, num_threads=2, export_formats=[])
     result = ICEBURGFineTuner(cfg).train()
     run = tmp_path / "m"
     assert json.loads((run / "plan.json").read_text())["backend"] == "mlx"
@@ -244,6 +244,8 @@ def test_finetuner_with_backend_mlx(tmp_path, tiny_model_dir):
                  "metrics.jsonl", "result.json"):
         assert (run / name).exists(), name
     assert not (run / "mlx-work").exists()
+    # the run folder's checkpoint/ holds the MLX checkpoint of step 1 (the last step writes none)
+    assert json.loads((run / "checkpoint" / "state.json").read_text()) == {"step": 1, "format": "mlx"}
     assert result.steps == 2 and result.supervised_tokens > 0
     assert result.eval_loss_after != result.eval_loss_before
 
