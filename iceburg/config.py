@@ -333,6 +333,9 @@ class TrainingConfig:
         if self.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
             p.append("attn_implementation (--attn-implementation): flash_attention_2 needs the flash-attn "
                      "package (CUDA): pip install flash-attn --no-build-isolation; or use sdpa")
+        if self.use_liger is True and isinstance(self.nproc, int) and self.nproc > 1:
+            p.append("use_liger (--liger): the fused loss bypasses the DDP/FSDP wrapper's forward, so it "
+                     "runs in one process; drop --nproc or --liger")
         if self.use_liger is True and importlib.util.find_spec("liger_kernel") is None:
             p.append("use_liger (--liger): liger-kernel is not installed (CUDA only): "
                      "pip install liger-kernel==0.8.5")

@@ -67,6 +67,7 @@ def test_missing_packages_named_with_install_line():
         assert any("pip install flash-attn" in p for p in probs)
     mlx = TrainingConfig(backend="mlx", use_liger=True).problems()
     assert any("--liger runs on torch only" in p for p in mlx)
+    assert any("--liger" in p and "one process" in p for p in TrainingConfig(use_liger=True, nproc=2).problems())
 
 
 def test_liger_requested_without_the_package_raises_the_install_line():
@@ -79,6 +80,30 @@ def test_liger_requested_without_the_package_raises_the_install_line():
         pytest.skip("liger-kernel is installed")
     with pytest.raises(MissingDependencyError, match="pip install liger-kernel"):
         liger_functional()
+
+
+def test_liger_path_weights_and_positions_match_the_trainer_loss(tiny_model_dir, monkeypatch):
+    """Our side of the Liger path (hidden states at supervised positions, per-example weights as a
+    sum over distinct weights) against the trainer's loss, with the kernel replaced by the plain
+    torch computation it fuses (lm-head matmul + summed cross-entropy; Liger's own kernel needs CUDA)."""
+    from transformers import AutoModelForCausalLM
+
+    from iceburg.training import accel
+    from iceburg.training.packing import collate, pack
+    from iceburg.training.trainer import TrainArgs, _autocast, _forward_loss, weighted_token_loss
+
+    def flce(h, w, t, b=None, reduction="mean"):
+        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b).float(), t, reduction=reduction)
+
+    monkeypatch.setattr(accel, "liger_functional", lambda: flce)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    rows = pack(_examples(model.config.vocab_size), 100)
+    batch = collate(rows, 0)
+    with torch.no_grad():
+        ref, n_ref = _forward_loss(model, batch, TrainArgs(), weighted_token_loss)
+        fused, n = accel.liger_forward_loss(model, batch, "cpu", _autocast(TrainArgs()))
+    assert n == n_ref and len({w for r in rows for w in r.weights}) > 2  # several weights in play
+    assert abs(float(fused) - float(ref)) < 1e-4 * float(ref)
 
 
 @pytest.fixture
