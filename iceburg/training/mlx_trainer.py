@@ -71,7 +71,9 @@ def segment_mask(position_ids: np.ndarray) -> np.ndarray:
 
 
 def batch_arrays(rows: list[Row], pad_id: int):
-    """(inputs, targets, token weights, supervised count, per-layer cache or None)."""
+    """(inputs, targets, token weights, supervised count, per-layer cache or None, kept positions).
+    Targets and weights are already cut to the kept positions: those where some row supervises
+    the next token (as trainer._forward_loss's `logits_to_keep`)."""
     mx = _mlx()
     n = max(len(r) for r in rows)
     ids = np.full((len(rows), n), pad_id, dtype=np.int32)
@@ -85,16 +87,32 @@ def batch_arrays(rows: list[Row], pad_id: int):
     packed = any(len(r.example_ids) > 1 for r in rows)
     seg = mx.array(segment_mask(pos[:, :-1])) if packed else None
     # position t predicts token t+1 (as in trainer._forward_loss)
-    return (mx.array(ids[:, :-1]), mx.array(ids[:, 1:]), mx.array(mask[:, 1:] * w[:, 1:]),
-            int(mask[:, 1:].sum()), seg)
+    keep = np.nonzero(mask[:, 1:].any(axis=0))[0]
+    if keep.size == 0:  # nothing supervised: one position at weight 0 keeps the gradient tree whole
+        keep = np.zeros(1, dtype=np.int64)
+    return (mx.array(ids[:, :-1]), mx.array(ids[:, 1:][:, keep]), mx.array((mask[:, 1:] * w[:, 1:])[:, keep]),
+            int(mask[:, 1:].sum()), seg, mx.array(keep))
 
 
-def _loss_sum(model, inputs, targets, weights, seg):
+# Model types whose mlx-lm 0.32.2 `Model.__call__` is exactly "lm head over self.model(...)" (read
+# in models/llama.py, qwen2.py, qwen3.py): for them the head runs only at the kept positions, which
+# saves most of the head's time and memory on large vocabularies (Qwen2.5: 152k), as on torch.
+HEAD_AT_KEPT = {"llama", "qwen2", "qwen3"}
+
+
+def _logits(model, inputs, cache, keep):
+    if getattr(model, "model_type", None) not in HEAD_AT_KEPT:
+        return model(inputs, cache=cache)[:, keep]
+    h = model.model(inputs, cache)[:, keep]
+    return model.model.embed_tokens.as_linear(h) if model.args.tie_word_embeddings else model.lm_head(h)
+
+
+def _loss_sum(model, inputs, targets, weights, seg, keep):
     import mlx.core as mx
     import mlx.nn as nn
 
     cache = None if seg is None else [SegmentMask(seg)] * len(model.layers)
-    logits = model(inputs, cache=cache).astype(mx.float32)
+    logits = _logits(model, inputs, cache, keep).astype(mx.float32)
     return (nn.losses.cross_entropy(logits, targets, reduction="none") * weights).sum()
 
 
@@ -107,8 +125,8 @@ def evaluate_mlx(model, examples: list[Example], args: TrainArgs) -> float:
     rows = pack(unit, args.max_length, args.packing)
     total, count = 0.0, 0
     for i in range(0, len(rows), args.micro_batch_size):
-        inputs, targets, weights, n, seg = batch_arrays(rows[i:i + args.micro_batch_size], args.pad_id)
-        total += float(_loss_sum(model, inputs, targets, weights, seg))
+        inputs, targets, weights, n, seg, keep = batch_arrays(rows[i:i + args.micro_batch_size], args.pad_id)
+        total += float(_loss_sum(model, inputs, targets, weights, seg, keep))
         count += n
     model.train()
     return total / max(count, 1)
@@ -137,7 +155,7 @@ def train_mlx(model, examples: list[Example], order_fn: Callable[[int], list[int
     start = 0
     if args.resume and args.checkpoint_dir is not None:
         start = load_mlx_checkpoint(model, opt, args.checkpoint_dir)
-    grad_fn = nn.value_and_grad(model, lambda m, i, t, w, s, scale: _loss_sum(m, i, t, w, s) * scale)
+    grad_fn = nn.value_and_grad(model, lambda m, i, t, w, s, k, scale: _loss_sum(m, i, t, w, s, k) * scale)
     out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start)
     started, loss_sum = time.time(), 0.0
     model.train()
@@ -149,8 +167,8 @@ def train_mlx(model, examples: list[Example], order_fn: Callable[[int], list[int
         for mb in micro_batches:
             for cb in callbacks:
                 cb.on_batch([eid for r in mb for eid in r.example_ids])
-            inputs, targets, weights, n, seg = batch_arrays(mb, args.pad_id)
-            loss, g = grad_fn(model, inputs, targets, weights, seg, 1.0 / max(n_sup, 1))
+            inputs, targets, weights, n, seg, keep = batch_arrays(mb, args.pad_id)
+            loss, g = grad_fn(model, inputs, targets, weights, seg, keep, 1.0 / max(n_sup, 1))
             grads = g if grads is None else tree_map(lambda a, b: a + b, grads, g)
             step_loss += float(loss)
             out.supervised_tokens += n

@@ -132,7 +132,7 @@ def test_same_init_same_eval_loss(trained):
 def test_packed_rows_match_torch_packing(tmp_path, tiny_model_dir, data, peft_init):
     """Packed rows on MLX (block-diagonal mask through mlx-lm's cache protocol, positions running on)
     give torch's packed loss (positions restarting per example, sdpa's block-diagonal mask)."""
-    from iceburg.training.mlx_trainer import evaluate_mlx, train_mlx
+    from iceburg.training.mlx_trainer import HEAD_AT_KEPT, evaluate_mlx, train_mlx
     from iceburg.training.packing import pack
     from iceburg.training.trainer import evaluate, train
 
@@ -141,6 +141,7 @@ def test_packed_rows_match_torch_packing(tmp_path, tiny_model_dir, data, peft_in
     assert any(len(r.example_ids) > 1 for r in pack(train_ex, 384)), "the data must actually pack"
     make, init = peft_init
     peft, mlx_model = make(), _mlx_model(tiny_model_dir, tmp_path, init)
+    assert mlx_model.model_type in HEAD_AT_KEPT  # the lm head runs at supervised positions only, as torch
     t_losses, m_losses = StepLosses(), StepLosses()
     before = evaluate(peft, eval_ex, args), evaluate_mlx(mlx_model, eval_ex, args)
     unpacked = evaluate_mlx(mlx_model, eval_ex, _args(pad, packing=False, max_length=384))
