@@ -203,6 +203,13 @@ class TrainingConfig:
                                   choices=CURRICULUM_STRATEGIES)
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
                       "--strict", group=D)
+    # Curation on datatrove (docs/curation.md): --filter-only sharded over tasks, same result as
+    # one process (dedup and novelty are decided globally).
+    curate_tasks: int = _f(0, "with --filter-only: run the truth filter, global dedup and emergence "
+                           "scoring as datatrove pipeline steps over N tasks (files are the shards; "
+                           "0 = the one-process --filter-only)", "--curate-tasks", group=D, min=0)
+    curate_workers: int = _f(1, "with --curate-tasks: tasks run at once on this machine (datatrove's "
+                             "local executor)", "--curate-workers", group=D, min=1)
     # Preference tuning (docs/preference.md). beta 0.1: DPO paper's and TRL's default (also TRL's
     # ORPO lambda and KTO beta); margin 0.1: one category band of the truth filter.
     objective: str = _f("sft", "training objective: sft (supervised), dpo or orpo (chosen/rejected "
