@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..config import TrainingConfig
-from ..errors import IceburgError
+from ..errors import ConfigError, IceburgError
 from ..run_folder import RunFolder
 from .result import TrainingResult
 
@@ -42,6 +42,11 @@ def plan_run(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 
                          world_size=world_size, supervised_fraction=supervised)
     if plan.device == "cpu":
         configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
+    from .accel import gpu_option_problems
+
+    problems = gpu_option_problems(cfg.attn_implementation, bool(cfg.use_liger), plan.device)
+    if problems:
+        raise ConfigError(problems)
     return plan
 
 
@@ -56,7 +61,8 @@ def train_args(cfg: TrainingConfig, plan, tokenizer, eos: set[int], run: RunFold
         max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,
         save_steps=cfg.save_steps, seed=cfg.seed, device=plan.device, precision=plan.precision,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos),
-        checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size)
+        checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size,
+        varlen=cfg.attn_implementation.startswith("flash_attention"), liger=bool(cfg.use_liger))
 
 
 def export_run(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base, data_stats: dict,
