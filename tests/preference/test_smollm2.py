@@ -4,7 +4,9 @@ off) does not move.
 
 Sizes keep it small: 64-token sequences (the prompt, ChatML's default system line included, and
 the first ~10 answer tokens: enough to tell a refusal or a loop from an answer), 8 training pairs,
-2 epochs of 2 steps, 6 held-out pairs, lr 2e-3, one thread. Measured: see docs/preference.md."""
+2 epochs of 2 steps, 6 held-out pairs, lr 2e-3, one thread (restored after: measured 71 s at one
+thread, load ~1, but 448 s at the suite's two threads with load 3 - the OpenMP collapse STACK.md
+describes). Figures: docs/preference.md."""
 
 from __future__ import annotations
 
@@ -26,12 +28,19 @@ MAX_LEN = 64
 
 
 def test_dpo_on_smollm2_raises_heldout_margin_and_keeps_the_reference(sample_pairs, lora_on):
-    from transformers import AutoTokenizer
-
     from iceburg.base_models import resolve_base_model
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    path = resolve_base_model("smollm2-135m").path  # cached HF folder (converted once per machine)
+    try:
+        _dpo_on(resolve_base_model("smollm2-135m").path, sample_pairs, lora_on)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _dpo_on(path, sample_pairs, lora_on):
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path)
     ensure_chat_template(tok)
     data, _ = encode_pairs(tok, sample_pairs, MAX_LEN, eos_ids(tok))
