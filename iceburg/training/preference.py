@@ -299,8 +299,9 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
                      callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
     """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
     computed first (adapter disabled); order is a seeded shuffle per epoch."""
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
+
+    from ..progress import bar as progress_bar
 
     if not train_data:
         raise IceburgError("no preference pairs to train on")
@@ -327,8 +328,7 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
     started = time.time()
     total = 0.0
     model.train()
-    bar = tqdm(total=len(steps), desc=f"training ({pargs.objective})", unit="step",
-               disable=None if args.show_progress is None else not args.show_progress)
+    bar = progress_bar(total=len(steps), desc=f"training ({pargs.objective})", unit="step", show=args.show_progress)
     for s, micro_batches in enumerate(steps, start=1):
         n_step = sum(len(mb) for mb in micro_batches)
         agg: dict[str, float] = {}

@@ -181,7 +181,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     (`make_optimizer(params, args)`, `make_scheduler(opt, total_steps, args)`); their state must
     round-trip through `state_dict` for resume. Under `world`, `model` is the wrapped (DDP/FSDP)
     model and `args.world_size` must equal `world.size`."""
-    from tqdm.auto import tqdm
+    from ..progress import bar as progress_bar
 
     callbacks = list(callbacks)
     if args.world_size != world.size:
@@ -208,8 +208,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     loss_sum, loss_n = 0.0, 0
     sup_at_start = out.supervised_tokens
     model.train()
-    bar = tqdm(total=len(steps), initial=start_step, desc="training", unit="step",
-               disable=None if args.show_progress is None else not args.show_progress)
+    bar = progress_bar(total=len(steps), initial=start_step, desc="training", unit="step", show=args.show_progress)
     for step_idx in range(start_step, len(steps)):
         micro_batches = steps[step_idx]
         # the global count: every rank knows the whole plan, so no communication is needed

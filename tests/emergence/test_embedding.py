@@ -54,3 +54,15 @@ def test_embeddings_measure_meaning_and_rerun_hits_the_cache(embedder: SentenceE
     other.embed_records(recs[:1])
     assert other.misses == 1
     other._model.max_seq_length = embedder.max_tokens  # shared model: restore its budget
+
+
+def test_embedding_shows_a_progress_bar_when_asked(capsys):
+    from iceburg import progress
+
+    progress.set_enabled(True)
+    try:
+        emb = SentenceEmbedder(batch_size=4, use_cache=False).embed_texts([f"sentence {i}" for i in range(40)])
+    finally:
+        progress.set_enabled(None)
+    assert emb.shape == (40, 384)
+    assert "embedding" in capsys.readouterr().err  # 40 texts in chunks of 32: a 2-chunk bar
