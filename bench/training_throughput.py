@@ -271,8 +271,9 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
-            sys.stderr.write(out.stderr[-3000:])
-            raise SystemExit(f"{name} failed")
+            err = "\n".join(x for x in out.stderr.splitlines() if "Loading weights" not in x)
+            sys.stderr.write(err[-3000:])
+            raise SystemExit(f"{name} failed (exit {out.returncode}; -9 is a kill, e.g. out of memory)")
         r = json.loads(line[0][7:])
         r["approach"] = name
         r["pct_of_matmul_peak"] = 100 * r["achieved_gflops"] / peak
