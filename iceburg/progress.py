@@ -2,7 +2,7 @@
 
 Every stage that can take more than a few seconds shows a bar on stderr: building a base
 (GGUF -> HF folder, iceburg-tiny pre-training), embedding for emergence scoring, training, and
-the exports (one line per finished export with its time). Bars show only on a terminal by
+the exports (one line per finished export). Bars show only on a terminal by
 default (tqdm's `disable=None`); `--json` turns them off (`set_enabled(False)`) so the command's
 stdout and stderr stay machine-readable, and a caller can force them on (tests, notebooks).
 """

@@ -188,6 +188,8 @@ class SentenceEmbedder:
         """Embed texts without the cache (normalised rows, float32)."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
+        import torch
+
         from ..progress import bar
 
         model = self._load()
@@ -198,8 +200,6 @@ class SentenceEmbedder:
                               show_progress_bar=False).float().cpu()
                  for i in bar(range(0, len(texts), chunk), desc="embedding", unit="chunk", leave=False,
                               show=None if len(texts) > chunk else False)]
-        import torch
-
         emb = torch.cat(parts).numpy()
         # normalise in float32 (a bf16 model's own normalisation leaves norms off by ~3e-3)
         return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
