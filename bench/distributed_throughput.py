@@ -36,6 +36,7 @@ def run(nproc: int, threads_total: int, global_batch: int, max_len: int, steps: 
              "--grad-accum", str(max(1, global_batch // nproc)), "--max-seq-length", str(max_len),
              "--no-emergence", "--threads", str(threads), "--nproc", str(nproc), "--lora-r", "8", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+    load = os.getloadavg()[0]  # per row: the load moves between runs on a shared machine
     t = time.time()
     done = subprocess.run([sys.executable, "-m", "iceburg.cli", *flags], env=env, capture_output=True, text=True)
     wall = time.time() - t
@@ -46,7 +47,8 @@ def run(nproc: int, threads_total: int, global_batch: int, max_len: int, steps: 
             "steps": r["steps"], "supervised_tokens": r["supervised_tokens"],
             "train_loop_s": round(r["training_seconds"], 2),
             "supervised_tok_per_s": round(r["supervised_tokens"] / r["training_seconds"], 1),
-            "command_wall_s": round(wall, 1), "train_loss": round(r["train_loss"], 4)}
+            "command_wall_s": round(wall, 1), "train_loss": round(r["train_loss"], 4),
+            "load_avg_1m_before": round(load, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)}
 
 
 def allreduce_bytes(name: str, config, r: int) -> dict:
@@ -71,6 +73,7 @@ def main() -> None:
     ap.add_argument("--global-batch", type=int, default=4)
     ap.add_argument("--max-seq-length", type=int, default=1024)
     ap.add_argument("--max-steps", type=int, default=12)
+    ap.add_argument("--name", default="distributed_throughput", help="result file name under bench/results")
     a = ap.parse_args()
     from _common import machine_info, save
     from transformers import AutoConfig, LlamaConfig
@@ -80,7 +83,7 @@ def main() -> None:
     meta = dict(machine_info(), threads_total=a.threads_total, backend="gloo (CPU)")
     with tempfile.TemporaryDirectory() as d:
         rows = [run(n, a.threads_total, a.global_batch, a.max_seq_length, a.max_steps, Path(d)) for n in a.nprocs]
-    print(save("distributed_throughput", rows, meta, list(rows[0])))
+    print(save(a.name, rows, meta, list(rows[0])))
     llama3b = LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)
     comm = [allreduce_bytes("iceburg-tiny", AutoConfig.from_pretrained(ensure_tiny_model()), 8),

@@ -71,6 +71,9 @@ QUESTIONS = {
     "base": ["Explain {h} in {pkg}.", "Tell me about {h} ({pkg})."],
 }
 RATES = [0.02, 0.05, 0.10, 0.20]
+# The package set the thresholds were measured on (the venv's markdown READMEs on 2026-11-30);
+# packages installed later are new, unseen text: run with `--packages all` to include them.
+PINNED = ROOT / "bench" / "truth_real_corpus_packages.txt"
 # Defect class -> the reason the filter must give (issue 13's targets: exact 1.0, near <= 10% edits
 # 0.95, truncation 0.9, loops/refusals/empty 0.95, clean rejected <= 3%).
 DEFECTS = {"loop": "repetition", "refusal": "refusal", "refusal_heldout": "refusal",
@@ -102,12 +105,14 @@ _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>", re.S)
 
 
-def readmes() -> list[tuple[str, str, str]]:
-    """(name, version, markdown long description) of installed packages, sorted by name."""
+def readmes(only: set[str] | None = None) -> list[tuple[str, str, str]]:
+    """(name, version, markdown long description) of installed packages, sorted by name; only the
+    packages named in `only` when given (the venv is shared and grows, so a pinned list keeps
+    the corpus comparable between runs)."""
     seen: dict[str, tuple[str, str, str]] = {}
     for d in im.distributions():
         name = (d.metadata.get("Name") or "").lower()
-        if not name or name in seen:
+        if not name or name in seen or (only is not None and name not in only):
             continue
         if "markdown" not in (d.metadata.get("Description-Content-Type") or "").lower():
             continue
@@ -145,9 +150,9 @@ def sections(md: str) -> list[tuple[str, str]]:
     return keep
 
 
-def clean_pool(seed: int) -> tuple[list[dict], dict]:
+def clean_pool(seed: int, only: set[str] | None = None) -> tuple[list[dict], dict]:
     """Deduplicated sections as (package, heading, body), and source statistics."""
-    docs = readmes()
+    docs = readmes(only)
     secs = [(name, h, b) for name, _v, md in docs for h, b in sections(md)]
     n_raw = len(secs)
     seen, exact_unique = set(), []
@@ -280,12 +285,12 @@ def calibrated(rec: dict, rng: random.Random) -> dict:
     return out
 
 
-def build(seed: int = 13, n_per_class: int = 300) -> tuple[dict[str, list[tuple[dict, str, int | None]]], dict]:
+def build(seed: int = 13, n_per_class: int = 300, only: set[str] | None = None) -> tuple[dict[str, list[tuple[dict, str, int | None]]], dict]:
     """Labelled groups: "clean" (every transcript), one group per planted defect (on up to
     `n_per_class` clean transcripts each) and the pair groups. Each group is filtered on its own,
     so a planted copy never meets its clean original, and every class can use the whole pool."""
     rng = random.Random(seed)
-    pool, source_stats = clean_pool(seed)
+    pool, source_stats = clean_pool(seed, only)
     clean = transcripts(pool, rng)
 
     def sample(k: int = n_per_class) -> list[dict]:
@@ -451,10 +456,18 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--dump", help="also write the labelled corpus to this JSONL file")
+    ap.add_argument("--packages", default=str(PINNED),
+                    help="file with one package name a line: only their READMEs (default: the 59 "
+                         "packages the thresholds were measured on); 'all' = every installed package")
+    ap.add_argument("--tag", default="", help="suffix for the results files")
     args = ap.parse_args()
     from _common import RESULTS, machine_info
 
-    groups, src = build(args.seed)
+    only = None if args.packages == "all" else {
+        ln.strip().lower() for ln in Path(args.packages).read_text().split("\n") if ln.strip() and not ln.startswith("#")}
+    groups, src = build(args.seed, only=only)
+    if only is not None and (missing := sorted(only - {p.split("==")[0] for p in src["packages"]})):
+        print(f"note: {len(missing)} pinned packages are not installed here: {missing}")
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as fh:
             for items in groups.values():
@@ -465,7 +478,8 @@ def main() -> None:
     dist = signal_distribution([rec for rec, _l, _p in groups["clean"]])
     meta = machine_info()
     md = ["# truth_real_corpus", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
-          f"Command: `python bench/truth_real_corpus.py --threshold {args.threshold} --seed {args.seed}`", "",
+          f"Command: `python bench/truth_real_corpus.py --threshold {args.threshold} --seed {args.seed} "
+          f"--packages {args.packages if args.packages == 'all' else Path(args.packages).relative_to(ROOT)}`", "",
           f"Source: {src['packages_with_markdown_readme']} installed packages with a markdown README; "
           f"{src['sections_in_size_range']} sections of 40-1,200 words; removed as the source's own duplicates: "
           f"{src['exact_source_duplicates_removed']} exact, {src['near_source_duplicates_removed']} near; "
@@ -482,7 +496,7 @@ def main() -> None:
           "", "## Signals on the clean transcripts (what the thresholds are set against)", ""] + md_table(
           [{k: r.get(k) for k in ("signal", "rule", "p50", "p99", "max", "min", "clean_tripped")} for r in dist]) + [""]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "truth_real_corpus" + ("" if args.threshold == 0.7 else f"_t{args.threshold}")
+    name = "truth_real_corpus" + ("" if args.threshold == 0.7 else f"_t{args.threshold}") + args.tag
     (RESULTS / f"{name}.md").write_text("\n".join(md))
     (RESULTS / f"{name}.json").write_text(json.dumps(
         {"meta": meta, "source": src, "rows": rows, "summary": summary, "signals_on_clean": dist,

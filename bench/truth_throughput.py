@@ -141,6 +141,13 @@ def main() -> None:
     ap.add_argument("--baseline-max", type=int, default=10_000,
                     help="run the (slow, all-in-memory) baseline only up to this corpus size")
     ap.add_argument("--tag", default="", help="suffix of the results file name (e.g. a machine state)")
+    ap.add_argument("--ab", metavar="DIR",
+                    help="also run the iceburg pipelines from another checkout (e.g. `git worktree add "
+                         "/tmp/old HEAD~1`), alternating with this one: on a shared machine only a ratio "
+                         "measured in the same run means anything")
+    ap.add_argument("--repeats", type=int, default=1, help="run every pipeline this many times")
+    ap.add_argument("--pipelines", nargs="+", default=["iceburg-w2", "iceburg-w1", "baseline"],
+                    help="which pipelines to run (iceburg-w1/-w2 and baseline up to --baseline-max)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -154,11 +161,18 @@ def main() -> None:
         path = build_corpus(n)
         mb = path.stat().st_size / 2**20
         print(f"corpus {n}: {mb:.0f} MiB ({time.perf_counter() - t:.0f} s to build or load)", flush=True)
-        modes = ["iceburg-w2"] + (["iceburg-w1", "baseline"] if n <= args.baseline_max else [])
-        for mode in modes:
+        modes = [m for m in ["iceburg-w2"] + (["iceburg-w1", "baseline"] if n <= args.baseline_max else [])
+                 if m in args.pipelines]
+        runs = [(mode, Path(__file__), ROOT) for mode in modes]
+        if args.ab:  # the other checkout's iceburg pipelines, each right after this one's
+            other = Path(args.ab).resolve()
+            runs = [r for m, f, root in runs for r in [(m, f, root)] + (
+                [(f"{m}@{other.name}", other / "bench" / f.name, other)] if m.startswith("iceburg") else [])]
+        for (mode, script, root) in runs * args.repeats:
             out = CACHE / f"out_{n}_{mode}"
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(out)],
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            proc = subprocess.run([sys.executable, str(script), "--child", mode.split("@")[0], str(path), str(out)],
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(root)})
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
                 raise SystemExit(f"{mode} on {n} failed:\n{proc.stderr[-3000:]}")
@@ -175,6 +189,8 @@ def main() -> None:
     cols = ["records", "corpus_mib", "pipeline", "seconds", "records_per_s", "cpu_seconds", "records_per_cpu_s",
             "dedup_seconds", "kept",
             "low_quality", "exact_dups", "near_dups", "peak_rss_main_mb", "peak_rss_worker_mb", "load_avg_1m"]
+    if args.ab:
+        meta["ab"] = f"pipelines suffixed @{Path(args.ab).resolve().name} ran from {args.ab}"
     print(save("truth_throughput" + (f"_{args.tag}" if args.tag else ""), rows, meta, cols))
 
 

@@ -145,6 +145,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = export_only(Path(args.export_only), cfg, out_dir)
         print(json.dumps(report, indent=2, default=str) if args.json else export_only_table(report))
         return 0
+    if (cfg.curate_tasks or cfg.curate_workers != 1) and not args.filter_only:
+        raise IceburgError("--curate-tasks / --curate-workers curate data: add --filter-only "
+                           "(they do not apply to training)")
+    if args.filter_only and cfg.curate_workers != 1 and not cfg.curate_tasks:
+        raise IceburgError("--curate-workers: only applies with --curate-tasks N (datatrove tasks)")
+    if args.filter_only and cfg.curate_tasks:
+        from .curate import curate
+
+        report = curate(cfg)
+        print(json.dumps(report, indent=2, default=str))
+        return 0
     if args.filter_only:
         from .pipeline import filter_only
 

@@ -179,6 +179,14 @@ class TrainingConfig:
                                              "--gradient-checkpointing", group=T)
     precision: str | None = _f(None, "numeric precision (default: best the device supports)",
                                "--precision", group=T, choices=("fp32", "bf16", "fp16"))
+    attn_implementation: str = _f("auto", "attention kernel: auto (transformers' choice: sdpa where the "
+                                  "model supports it), sdpa or eager (packed rows get a block-diagonal "
+                                  "mask from their position ids), or flash_attention_2 (CUDA + flash-attn; "
+                                  "each micro-batch becomes one padding-free varlen row)",
+                                  "--attn-implementation", group=T,
+                                  choices=("auto", "sdpa", "eager", "flash_attention_2"))
+    use_liger: bool = _f(False, "Liger's fused lm-head + cross-entropy (CUDA + liger-kernel): the "
+                         "supervised positions' logits are never materialised", "--liger", group=T)
 
     min_quality_score: float = _f(0.7, "truth filter: minimum quality to keep a record",
                                   "--min-quality-score", group=D, min=0, max=1)
@@ -195,6 +203,13 @@ class TrainingConfig:
                                   choices=CURRICULUM_STRATEGIES)
     strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
                       "--strict", group=D)
+    # Curation on datatrove (docs/curation.md): --filter-only sharded over tasks, same result as
+    # one process (dedup and novelty are decided globally).
+    curate_tasks: int = _f(0, "with --filter-only: run the truth filter, global dedup and emergence "
+                           "scoring as datatrove pipeline steps over N tasks (files are the shards; "
+                           "0 = the one-process --filter-only)", "--curate-tasks", group=D, min=0)
+    curate_workers: int = _f(1, "with --curate-tasks: tasks run at once on this machine (datatrove's "
+                             "local executor)", "--curate-workers", group=D, min=1)
     # Preference tuning (docs/preference.md). beta 0.1: DPO paper's and TRL's default (also TRL's
     # ORPO lambda and KTO beta); margin 0.1: one category band of the truth filter.
     objective: str = _f("sft", "training objective: sft (supervised), dpo or orpo (chosen/rejected "
@@ -321,11 +336,22 @@ class TrainingConfig:
     def _backend_problems(self) -> list[str]:
         import importlib.util
 
+        p = []
+        if self.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            p.append("attn_implementation (--attn-implementation): flash_attention_2 needs the flash-attn "
+                     "package (CUDA): pip install flash-attn --no-build-isolation; or use sdpa")
+        if self.use_liger is True and isinstance(self.nproc, int) and self.nproc > 1:
+            p.append("use_liger (--liger): the fused loss bypasses the DDP/FSDP wrapper's forward, so it "
+                     "runs in one process; drop --nproc or --liger")
+        if self.use_liger is True and importlib.util.find_spec("liger_kernel") is None:
+            p.append("use_liger (--liger): liger-kernel is not installed (CUDA only): "
+                     "pip install liger-kernel==0.8.5")
         if self.backend != "mlx":
-            return []
-        p = [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
-             for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora),
-                              ("--resume", self.resume)) if on]
+            return p
+        p += [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
+              for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora), ("--liger", self.use_liger),
+                               ("--attn-implementation flash_attention_2",
+                                self.attn_implementation == "flash_attention_2")) if on]
         if importlib.util.find_spec("mlx_lm") is None:
             p.append("backend (--backend mlx): mlx-lm is not installed: pip install mlx mlx-lm (Linux: "
                      "pip install 'mlx[cpu]==0.32.4' 'mlx-lm==0.32.2')")
@@ -333,14 +359,16 @@ class TrainingConfig:
 
     def resolved_backend(self) -> str:
         """torch or mlx: `auto` is mlx on Apple silicon with mlx-lm installed, unless the run asks for
-        something only the torch backend does (QLoRA, DoRA, resume)."""
+        something only the torch backend does (QLoRA, DoRA, Liger, flash attention). Resuming a checkpoint with the other
+        backend is refused by its loader (checkpoint/state.json "format")."""
         import importlib.util
         import platform
 
         if self.backend != "auto":
             return self.backend
         apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-        torch_only = bool(self.use_qlora or self.use_dora or self.resume)
+        torch_only = bool(self.use_qlora or self.use_dora or self.use_liger
+                          or self.attn_implementation == "flash_attention_2")
         return "mlx" if apple and not torch_only and importlib.util.find_spec("mlx_lm") else "torch"
 
     def validate(self) -> "TrainingConfig":

@@ -80,6 +80,8 @@ def _feature_rows(system: SystemDescription) -> list[tuple[str, str]]:
     rows.append(("llama.cpp (llama_cpp)", "available" if pkg("llama_cpp") else
                  "not installed: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'iceburg[llama]' (builds 10-14 min)"))
     rows.append(("onnxruntime", "available" if pkg("onnxruntime") else "not installed: pip install onnxruntime"))
+    rows.append(("curation on datatrove (--curate-tasks)", "available" if pkg("datatrove") else
+                 "not installed: pip install 'iceburg[curate]'"))
     go = shutil.which("go")
     if go:
         ver = subprocess.run([go, "version"], capture_output=True, text=True, check=False).stdout.strip()

@@ -33,7 +33,8 @@ class DetectorOutput:
 
     novelty: np.ndarray  # [n] in [0, 1], the score the processor combines
     signals: dict[str, np.ndarray] = field(default_factory=dict)  # stored as "emergence.<name>"
-    duplicate_of: list[tuple[int, float] | None] | None = None  # (kept index, similarity)
+    # (kept index in the batch, or the kept record's id when it is outside the batch, similarity)
+    duplicate_of: list[tuple[int | str, float] | None] | None = None
     info: dict[str, object] = field(default_factory=dict)  # timings, method, cache hits
 
 

@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 # pre-cut very long texts before tokenisation, the tokenizer does the exact truncation.
 CHARS_PER_TOKEN = 4
 DEFAULT_MAX_TOKENS = 128
+# Digests embedded per call of the model (and per cache shard). 4,096 x 384 float32 rows are 6 MiB;
+# sentence-transformers keeps every input and output row of one call until it returns, so this
+# bounds what the embedder holds at once (issue 13: the 100k cold run peaked at 6.95 GB), and
+# sorting by length inside 4,096 digests still groups equal lengths (max_tokens caps them).
+EMBED_CHUNK = 4096
 MODEL_ID = "all-MiniLM-L6-v2"
 
 
@@ -153,6 +158,7 @@ class SentenceEmbedder:
         self.dtype = _resolve_dtype(dtype, device)
         self.cache = EmbeddingCache(cache_dir) if use_cache else None
         self._model = None
+        self._prefix: str | None = None
         self.hits = 0
         self.misses = 0
 
@@ -165,6 +171,13 @@ class SentenceEmbedder:
         except Exception:  # metadata missing in an odd install: the key just gets less specific
             pkg = "unknown"
         return f"{MODEL_ID}@{pkg}|{self.max_tokens}|{self.dtype}"
+
+    def key_of(self, digest: str) -> str:
+        """Cache key of a digest: sha256 over the model key (model, package version, token
+        budget, dtype) and the digest text."""
+        if self._prefix is None:
+            self._prefix = self.model_key
+        return hashlib.sha256(f"{self._prefix}\n{digest}".encode("utf-8")).hexdigest()
 
     def _load(self):
         if self._model is None:
@@ -188,42 +201,46 @@ class SentenceEmbedder:
         """Embed texts without the cache (normalised rows, float32)."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        import torch
-
-        from ..progress import bar
-
         model = self._load()
-        texts = list(texts)
-        # chunks of a few batches: the bar moves every second or so (400-800 digests/s, STACK.md)
-        chunk = self.batch_size * 8
-        parts = [model.encode(texts[i:i + chunk], batch_size=self.batch_size, convert_to_tensor=True,
-                              show_progress_bar=False).float().cpu()
-                 for i in bar(range(0, len(texts), chunk), desc="embedding", unit="chunk", leave=False,
-                              show=None if len(texts) > chunk else False)]
-        emb = torch.cat(parts).numpy()
+        emb = model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
+                           show_progress_bar=False)
+        emb = emb.float().cpu().numpy()
         # normalise in float32 (a bf16 model's own normalisation leaves norms off by ~3e-3)
         return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def embed_records(self, records: Sequence[Record]) -> np.ndarray:
-        texts = [record_digest(r, self.max_tokens) for r in records]
-        prefix = self.model_key
-        keys = [hashlib.sha256(f"{prefix}\n{t}".encode("utf-8")).hexdigest() for t in texts]
+        """[n, 384] float32, one row per record. Streams: only the keys (64 bytes each) and the
+        output matrix are held for the whole corpus; digests are rebuilt per chunk of
+        `EMBED_CHUNK` misses, embedded, copied into the matrix and written to the cache as one
+        shard, so the embedder holds one chunk's state whatever the corpus size, and an
+        interrupted run keeps every finished chunk in the cache."""
+        keys = [self.key_of(record_digest(r, self.max_tokens)) for r in records]
         if self.cache is not None:
             out, missing = self.cache.get(keys)
         else:
-            out, missing = np.zeros((len(texts), 384), dtype=np.float32), list(range(len(texts)))
+            out, missing = np.zeros((len(records), 384), dtype=np.float32), list(range(len(records)))
         # Embed each distinct missing digest once.
         first: dict[str, int] = {}
         for i in missing:
             first.setdefault(keys[i], i)
         todo = list(first.values())
-        self.hits, self.misses = len(texts) - len(missing), len(todo)
+        self.hits, self.misses = len(records) - len(missing), len(todo)
         if todo:
             logger.info("embedding %d digests (%d cached)", len(todo), self.hits)
-            vecs = self.embed_texts([texts[i] for i in todo])
-            row_of = {keys[i]: n for n, i in enumerate(todo)}
-            for i in missing:
-                out[i] = vecs[row_of[keys[i]]]
-            if self.cache is not None:
-                self.cache.put([keys[i] for i in todo], vecs)
+        from ..progress import bar
+
+        # one bar over the misses, moved per chunk (4,096 digests: every 5-10 s at the 400-800
+        # digests/s measured on 2 cores, STACK.md); none when everything fits in one chunk
+        with bar(total=len(todo), desc="embedding", unit="digest", leave=False,
+                 show=None if len(todo) > EMBED_CHUNK else False) as progress:
+            for start in range(0, len(todo), EMBED_CHUNK):
+                part = todo[start:start + EMBED_CHUNK]
+                vecs = self.embed_texts([record_digest(records[i], self.max_tokens) for i in part])
+                out[part] = vecs
+                if self.cache is not None:
+                    self.cache.put([keys[i] for i in part], vecs)
+                progress.update(len(part))
+        for i in missing:  # repeated digests: copy the row embedded for the first one
+            if first[keys[i]] != i:
+                out[i] = out[first[keys[i]]]
         return out

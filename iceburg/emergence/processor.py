@@ -141,8 +141,10 @@ class EmergenceProcessor:
             dup = out.duplicate_of[i] if out.duplicate_of else None
             if dup is not None:
                 stats.duplicates_rejected += 1
-                self._reject(rec, None, "near_duplicate",
-                             {"duplicate_of": usable[dup[0]].id, "similarity": round(dup[1], 4)})
+                # a detector that saw more records than this batch (iceburg.curate's global
+                # novelty) names the kept record by id; otherwise dup[0] indexes this batch
+                of = dup[0] if isinstance(dup[0], str) else usable[dup[0]].id
+                self._reject(rec, None, "near_duplicate", {"duplicate_of": of, "similarity": round(dup[1], 4)})
                 continue
             score, feats = self._score(rec, float(out.novelty[i]),
                                        {k: float(v[i]) for k, v in out.signals.items()},

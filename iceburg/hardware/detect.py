@@ -188,7 +188,7 @@ def describe_hardware(system: SystemDescription, prefer_mlx: bool = False,
         precisions = ["fp32", "fp16"] + (["bf16"] if mps.macos_version >= (14, 0) else [])
         if kind == "mlx":
             notes.append("MLX selected: --backend auto trains with mlx-lm (training/mlx_backend.py) on "
-                         "the same unified memory; torch-only options (QLoRA, DoRA, resume) use MPS")
+                         "the same unified memory; torch-only options (QLoRA, DoRA) use MPS")
         return HardwareInfo(kind, f"Apple {system.cpu_name}", system.ram_total, available, precisions,
                             notes=notes, **common)
     precisions = ["fp32"] + (["bf16"] if system.cpu_bf16 else [])

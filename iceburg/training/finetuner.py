@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import EMBEDDED_BASE, RECOMMENDED, TrainingConfig
-from ..errors import DataError, IceburgError
+from ..errors import ConfigError, DataError, IceburgError
 from ..records import RejectWriter
 from ..run_folder import RunFolder
 from .result import MetricsLog, TrainingResult, as_dict
@@ -341,6 +341,11 @@ def _plan(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 1):
                          world_size=world_size, supervised_fraction=supervised)
     if plan.device == "cpu":
         configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
+    from .accel import gpu_option_problems
+
+    problems = gpu_option_problems(cfg.attn_implementation, bool(cfg.use_liger), plan.device)
+    if problems:
+        raise ConfigError(problems)
     return plan
 
 
@@ -355,7 +360,8 @@ def _train_args(cfg: TrainingConfig, plan, tokenizer, eos: set[int], run: RunFol
         max_length=cfg.max_seq_length, packing=cfg.packing, eval_steps=cfg.eval_steps,
         save_steps=cfg.save_steps, seed=cfg.seed, device=plan.device, precision=plan.precision,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos),
-        checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size)
+        checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size,
+        varlen=cfg.attn_implementation.startswith("flash_attention"), liger=bool(cfg.use_liger))
 
 
 def _export(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base, data_stats: dict,

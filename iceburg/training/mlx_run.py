@@ -19,12 +19,14 @@ logger = logging.getLogger(__name__)
 def train_on_mlx(base_path: Path, cfg: TrainingConfig, plan, run: RunFolder, args, train_examples: list,
                  eval_examples: list, order_fn, added_tokens: bool, callbacks) -> tuple[object, float, object]:
     """(torch PEFT model holding the trained adapter, eval loss before, TrainOutput)."""
-    import mlx.core as mx
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from .mlx_backend import apply_lora_mlx, evaluate_mlx, load_mlx_model, save_peft_adapter, train_mlx
+    from .mlx_backend import _mlx, apply_lora_mlx, load_mlx_model, save_peft_adapter
+    from .mlx_trainer import evaluate_mlx, train_mlx
+
+    mx = _mlx()  # first: binds OpenBLAS on Linux before mlx loads (mlx_backend.preload_openblas)
 
     if added_tokens:
         raise IceburgError(f"--backend mlx: the base {base_path} has no chat template, so iceburg adds "

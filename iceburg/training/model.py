@@ -57,7 +57,9 @@ def load_model(path: Path, cfg: TrainingConfig, plan=None):
     if plan is not None and getattr(plan, "use_qlora", False):
         kwargs = qlora_load_kwargs(plan.device, dtype)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
-                                                 use_safetensors=True, dtype=dtype, **kwargs)
+                                                 use_safetensors=True, dtype=dtype,
+                                                 attn_implementation=None if cfg.attn_implementation == "auto"
+                                                 else cfg.attn_implementation, **kwargs)
     if kwargs:
         from peft import prepare_model_for_kbit_training
 

@@ -73,6 +73,8 @@ class TrainArgs:
     show_progress: bool | None = None  # None = only on a terminal
     max_grad_norm: float = 1.0
     world_size: int = 1  # processes sharing each optimizer step (micro-batches per step x this)
+    varlen: bool = False  # a micro-batch as one padding-free row (flash-attention varlen; accel.py)
+    liger: bool = False  # Liger's fused lm head + cross-entropy (accel.py)
 
 
 @dataclass
@@ -124,7 +126,19 @@ def _autocast(args: TrainArgs):
     return torch.autocast(device_type="cpu", enabled=False)
 
 
+def _collate(rows: list[Row], args: TrainArgs) -> dict[str, torch.Tensor]:
+    if args.varlen:
+        from .accel import collate_varlen
+
+        return collate_varlen(rows)
+    return collate(rows, args.pad_id)
+
+
 def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
+    if args.liger and loss_fn is weighted_token_loss:
+        from .accel import liger_forward_loss
+
+        return liger_forward_loss(model, batch, args.device, _autocast(args))
     ids = batch["input_ids"].to(args.device)
     pos = batch["position_ids"].to(args.device)
     # position t predicts token t+1: keep logits only where some row supervises t+1
@@ -153,7 +167,7 @@ def evaluate(model, examples: list[Example], args: TrainArgs, world: World = SIN
     rows = pack(unit, args.max_length, args.packing, best_fit=True)
     micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
     for mb, w in shard_micro_batches(micro, world.rank, world.size):
-        loss, n = _forward_loss(model, collate(mb, args.pad_id), args, weighted_token_loss)
+        loss, n = _forward_loss(model, _collate(mb, args), args, weighted_token_loss)
         total += w * float(loss)
         count += int(w) * n
     total, count = world.all_reduce_sum([total, count])
@@ -219,7 +233,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
             if w:
                 for cb in callbacks:
                     cb.on_batch([eid for r in mb for eid in r.example_ids])
-            batch = collate(mb, args.pad_id)
+            batch = _collate(mb, args)
             with no_sync(model, world, last=k == len(mine) - 1):
                 loss, n = _forward_loss(model, batch, args, loss_fn)
                 loss = loss * (w / max(n_sup, 1))
@@ -334,11 +348,13 @@ def load_checkpoint(model, opt, sched, ckpt_dir: Path) -> int:
     if not (ckpt_dir / "state.json").exists():
         logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return 0
-    if json.loads((ckpt_dir / "state.json").read_text()).get("format") == "fsdp-full":
+    fmt = json.loads((ckpt_dir / "state.json").read_text()).get("format")
+    if fmt in ("fsdp-full", "mlx"):
         from ..errors import IceburgError
 
-        raise IceburgError(f"{ckpt_dir} was written by a --distributed fsdp run; resume it with "
-                           "--distributed fsdp and the same number of processes")
+        writer, how = {"fsdp-full": ("--distributed fsdp", "--distributed fsdp and the same number of processes"),
+                       "mlx": ("--backend mlx", "--backend mlx")}[fmt]
+        raise IceburgError(f"{ckpt_dir} was written by a {writer} run; resume it with {how}")
     set_peft_model_state_dict(model, load_file(str(ckpt_dir / "adapter.safetensors")))
     # weights_only=True: a restricted unpickler that only rebuilds tensors and plain containers
     st = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)

@@ -147,7 +147,7 @@ def _unspool(obj: dict[str, Any]) -> tuple[Record, Assessment]:
     record = Record(messages=r["messages"], source=obj["s"], line=obj["l"],
                     quality_score=r.get("quality_score"), emergence_score=r.get("emergence_score"),
                     agent_type=r.get("agent_type"), metadata=r.get("metadata", {}),
-                    signals=r.get("signals", {}), weight=r.get("weight", 1.0))
+                    signals=r.get("signals", {}), weight=r.get("weight", 1.0), tools=r.get("tools"))
     q, cat, details = obj["a"]
     return record, Assessment(q, Category(cat), [], details)
 

@@ -56,13 +56,37 @@ def test_embeddings_measure_meaning_and_rerun_hits_the_cache(embedder: SentenceE
     other._model.max_seq_length = embedder.max_tokens  # shared model: restore its budget
 
 
-def test_embedding_shows_a_progress_bar_when_asked(capsys):
+def test_embedding_shows_a_progress_bar_when_asked(embedder: SentenceEmbedder, monkeypatch, capsys):
+    import iceburg.emergence.embedding as embedding
     from iceburg import progress
 
+    monkeypatch.setattr(embedding, "EMBED_CHUNK", 4)
+    e = SentenceEmbedder(use_cache=False)
+    e._model = embedder._load()
     progress.set_enabled(True)
     try:
-        emb = SentenceEmbedder(batch_size=4, use_cache=False).embed_texts([f"sentence {i}" for i in range(40)])
+        emb = e.embed_records([conv("Tell me one fact.", f"Fact number {i}.") for i in range(10)])
     finally:
         progress.set_enabled(None)
-    assert emb.shape == (40, 384)
-    assert "embedding" in capsys.readouterr().err  # 40 texts in chunks of 32: a 2-chunk bar
+    assert emb.shape == (10, 384)
+    err = capsys.readouterr().err
+    assert "embedding:" in err and "/10" in err  # one bar over the 10 digests, moved per chunk of 4
+
+
+def test_embedding_streams_in_chunks_with_one_shard_each(embedder: SentenceEmbedder, tmp_path, monkeypatch):
+    """Issue 13 (100k-record RSS): misses are embedded and cached chunk by chunk; the rows equal a
+    one-call embedding, a repeated digest is embedded once, and every chunk is its own shard."""
+    import iceburg.emergence.embedding as embedding
+
+    texts = ["Sleep consolidates memories.", "Feed the starter, then fold.", "Tides follow the moon.",
+             "Sleep consolidates memories.", "Rust has no garbage collector."]
+    recs = [conv("Tell me one fact.", t) for t in texts]
+    monkeypatch.setattr(embedding, "EMBED_CHUNK", 2)
+    e = SentenceEmbedder(cache_dir=tmp_path)
+    e._model = embedder._load()
+    v = e.embed_records(recs)
+    assert e.misses == 4  # the repeated digest once
+    assert len(list(tmp_path.glob("shard-*.keys"))) == 2  # 4 distinct misses, chunks of 2
+    np.testing.assert_array_equal(v[3], v[0])
+    one_call = e.embed_texts([record_digest(r, e.max_tokens) for r in recs])
+    np.testing.assert_allclose(v, one_call, atol=1e-5)

@@ -20,7 +20,8 @@ def test_hardware_report_table_and_json():
 
 def test_features_report_names_every_capability(machines):
     text = features_report()
-    for name in ("CUDA", "MPS", "MLX", "QLoRA (bitsandbytes)", "llama.cpp", "onnxruntime", "Go"):
+    for name in ("CUDA", "MPS", "MLX", "QLoRA (bitsandbytes)", "llama.cpp", "onnxruntime", "Go",
+                 "curation on datatrove"):
         assert name in text
     onnx_line = next(line for line in text.splitlines() if line.startswith("onnxruntime"))
     assert onnx_line.split()[-1] == "available"  # a pinned dependency, so installed here

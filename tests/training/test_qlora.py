@@ -4,7 +4,8 @@ recipe, merge into the base reloaded in float32, export GGUF, and compare logits
 "The QLoRA model" is the 4-bit base with the saved adapter (NF4 quantisation is deterministic, so
 reloading it gives the model that was trained). The merged model cannot equal it exactly: it adds
 the same LoRA update to the unquantised weights. The bound is the quantisation error itself,
-max |logits(base fp32) - logits(base NF4)| on the same tokens (figures in docs/training.md).
+|logits(base fp32) - logits(base NF4)| on the same tokens, widened by the adapter's relative
+effect (a first-order argument, in the test; figures in docs/training.md).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def test_merged_and_gguf_match_the_qlora_model_within_quantisation_error(qlora_r
     qlora = PeftModel.from_pretrained(nf4, qlora_run.adapter_dir).eval()
     l_qlora = _logits(qlora, ids)
     base32 = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    quant_err = np.abs(_logits(base32, ids) - base_nf4).max()
+    l_base32 = _logits(base32, ids)
+    quant_err = np.abs(l_base32 - base_nf4).max()
     lora32 = PeftModel.from_pretrained(base32, qlora_run.adapter_dir).eval()
     l_lora32 = _logits(lora32, ids)
     merged = AutoModelForCausalLM.from_pretrained(qlora_run.merged_dir, dtype=torch.float32)
@@ -87,18 +89,27 @@ def test_merged_and_gguf_match_the_qlora_model_within_quantisation_error(qlora_r
     l_gguf = _llama_logits(_load_llama(gguf, n_ctx=len(ids) + 8, n_threads=2), ids)
 
     merged_vs_qlora = np.abs(l_merged - l_qlora).max()
+    # NF4's effect on the logits at the base (d0) and at the adapted point (d1 = merged - QLoRA). Both
+    # come from the same weight perturbation E = W - dequant(NF4(W)) (the adapter is identical in
+    # the two models), so to first order d1 = J(W + dW) E and d0 = J(W) E: their sizes may differ
+    # only by the relative change the adapter makes to the network, r = |LoRA effect| / |logits|.
+    # The bound |d1| <= (1 + r) |d0| (L2 over every logit) is that first-order argument, replacing
+    # an empirical "2x the max-abs quantisation error" (measured: |d1|/|d0| = 0.999, r = 0.145).
+    d0, d1 = l_base32 - base_nf4, l_merged - l_qlora
+    r = float(np.linalg.norm(l_lora32 - l_base32) / np.linalg.norm(l_base32))
     figures = dict(quant_err=quant_err, merge_exact=np.abs(l_merged - l_lora32).max(),
                    merged_vs_qlora=merged_vs_qlora, gguf_vs_merged=np.abs(l_gguf - l_merged).max(),
                    gguf_vs_qlora=np.abs(l_gguf - l_qlora).max(),
                    argmax=(l_merged.argmax(-1) == l_qlora.argmax(-1)).mean(),
                    lora_effect=np.abs(l_qlora - base_nf4).max())
+    figures.update(l2_d0=np.linalg.norm(d0), l2_d1=np.linalg.norm(d1), r=r)
     print("qlora logits:", {k: round(float(v), 5) for k, v in figures.items()})
     assert figures["lora_effect"] > 0.05  # the adapter changed the model, so the comparison means something
     assert figures["merge_exact"] < 1e-4  # folding B@A into fp32 weights is exact
     assert figures["gguf_vs_merged"] < 1e-3  # F32 GGUF limit (iceburg/export/gguf_verify.py)
-    # the merged model differs from the QLoRA model by the quantisation error of the base, no more
-    # (measured 1.16 vs 0.86, ratio 1.35 on iceburg-tiny after 6 steps, docs/training.md; 2x bound)
-    assert merged_vs_qlora <= 2 * quant_err and figures["gguf_vs_qlora"] <= 2 * quant_err + 1e-3
+    assert 0.02 < r < 0.5  # the adapter moved the logits, and little enough for a first-order argument
+    assert (1 - r) * figures["l2_d0"] <= figures["l2_d1"] <= (1 + r) * figures["l2_d0"]
+    # GGUF vs QLoRA <= |d1| + |GGUF - merged| (triangle inequality), so the two checks above cover it
     assert figures["argmax"] >= 0.9
 
 

@@ -105,6 +105,15 @@ def test_refusals_are_still_refusals(text):
     "\n\n| a | b |\n|---|---|\n| 1 | 2 |",  # a table
     "\n\n---",  # a horizontal rule
     "\n\n[docs]: https://example.org/docs",  # a link definition
+    # issue 13 (truncation >= 0.9): the endings the stricter rules must still accept
+    "\n\nSee the [benchmarks README](bench/README.md)",  # a paragraph ending on a link
+    "\n\nPossible values: [`0`, `0.5`, `1`]",  # a bracketed list
+    "\n\n`make bench`",  # a line of inline code only (a command)
+    "\n\nThe reviewer will be glad to read it. Really! \U0001f60a",  # a sentence, then an emoji
+    "\n\nIt ends inside a parenthesis (as this one does.)",
+    "\n\n* Fix A by [@a](https://x.org/a) in https://x.org/pull/1\n* Fix B by [@b](https://x.org/b) in "
+    "https://x.org/pull/2\n* Fix C by [@c](https://x.org/c) in [#3](https://x.org/pull/3)",  # URL ~ link
+    "\n\n- multi-GPU on several nodes\n- TPU\n- FP16 mixed precision\n- DeepSpeed",  # short siblings
 ])
 def test_legitimate_markdown_endings_are_not_truncation(ending):
     assert truncation("The answer has a proper first paragraph." + ending) is None
@@ -120,6 +129,18 @@ def test_legitimate_markdown_endings_are_not_truncation(ending):
     ("\n\n| a | b | c |\n|---|---|---|\n| 1 | 2 | 3 |\n| 4 | 5", "table row is cut off"),
     ("\n\n- The first item ends here.\n- The second one too.\n- But the third stops mid", "the ending its siblings have"),
     ("\n\nThe effect depends on the", "ends on 'the'"),
+    # issue 13: the misses of the real corpus, as general shapes
+    ("\n\nIt will also save the converted model in the path `mlx_model`", "no terminal punctuation"),
+    ("\n\nNumPy does not define the distance between elements (`.strides`)", "no terminal punctuation"),
+    ("\n\n- `anyio` - required for asyncio.\n- `trio` -", "ends on '-'"),
+    ("\n\nIt compiles with cmake, and", "ends on 'and'"),
+    ("\n\nThis holds for pandas, Polars,", "ends on ','"),
+    ("\n\n- docs/using.md: the main command\n- docs/preference.md: DPO /", "ends on '/'"),
+    ("\n\n* Add hooks by [@a](https://x.org/a) in https://x.org/pull/1\n"
+     "* Fix paths by [@b](https://x.org/b) in https://x.org/pull/2\n* Optimize", "the ending its siblings have"),
+    ("\n\n- Relax the TypeError thrown when comparing a match with anything else\n"
+     "- Extend the capability of explain when isolation holds at most two entries\n- Support",
+     "its siblings are sentences"),
 ])
 def test_cut_off_endings_are_truncation(ending, why):
     got = truncation("The answer has a proper first paragraph." + ending)

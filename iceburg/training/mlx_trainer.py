@@ -1,0 +1,240 @@
+"""The torch trainer's loop (`trainer.train`) on an mlx-lm model with LoRA layers.
+
+Same step plan (`trainer.plan_steps`), packing, loss (weighted cross-entropy over supervised
+tokens, normalised per optimizer step), AdamW with linear warm-up/decay and gradient clipping,
+callbacks, evaluation and checkpoint semantics as the torch trainer.
+
+Packing: mlx-lm 0.32.2's models take no position ids and build their own causal mask, but they
+ask the per-layer KV cache for a mask (`base.create_attention_mask` calls `cache.make_mask`) and
+rotate queries/keys at `cache.offset`. `SegmentMask` stands in for that cache: offset 0, keys and
+values passed through, and a block-diagonal causal mask so packed examples never attend to each
+other. Positions then run on across a row instead of restarting per example, which gives the same
+attention scores: RoPE makes q_i . k_j depend only on i - j, and the mask keeps i and j in one
+example (measured against torch's restarting-position packed rows in tests/training/test_mlx.py).
+
+Checkpoints (`checkpoint/` of the run folder, as torch): `adapter.safetensors` (PEFT key names, as
+torch writes), `optimizer.safetensors` (mlx AdamW state) and `state.json` with the step and
+`"format": "mlx"`. The schedule is a pure function of the step and the random key is re-seeded
+from (seed, step) at every step, so neither needs saving and a resumed run replays the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import IceburgError
+from .encoding import Example
+from .mlx_backend import _mlx, load_peft_weights, lora_layers, peft_tensors
+from .packing import Row, pack
+from .trainer import TrainArgs, TrainOutput, peak_rss_mib, plan_steps
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "mlx"
+
+
+class SegmentMask:
+    """mlx-lm's KV-cache protocol, used only to hand every layer a block-diagonal causal mask
+    (see the module docstring). Holds no keys or values, so nothing accumulates across calls."""
+
+    offset = 0
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
+        if window_size is not None:
+            raise IceburgError("--backend mlx packs rows with a block-diagonal mask, which this sliding-window "
+                               "model's layers do not take; add --no-packing (or use --backend torch)")
+        return self.mask
+
+    def update_and_fetch(self, keys, values):
+        return keys, values
+
+
+def segment_mask(position_ids: np.ndarray) -> np.ndarray:
+    """(B, 1, L, L) bool: token i sees token j when j <= i and both lie in one example (a new
+    example starts where its position restarts at 0, as packing.collate lays rows out)."""
+    seg = np.cumsum(position_ids == 0, axis=1)
+    same = seg[:, :, None] == seg[:, None, :]
+    causal = np.tril(np.ones((position_ids.shape[1],) * 2, dtype=bool))
+    return (same & causal)[:, None]
+
+
+def batch_arrays(rows: list[Row], pad_id: int):
+    """(inputs, targets, token weights, supervised count, per-layer cache or None, kept positions).
+    Targets and weights are already cut to the kept positions: those where some row supervises
+    the next token (as trainer._forward_loss's `logits_to_keep`)."""
+    mx = _mlx()
+    n = max(len(r) for r in rows)
+    ids = np.full((len(rows), n), pad_id, dtype=np.int32)
+    pos = np.zeros((len(rows), n), dtype=np.int64)
+    mask = np.zeros((len(rows), n), dtype=np.float32)
+    w = np.zeros((len(rows), n), dtype=np.float32)
+    for i, r in enumerate(rows):
+        k = len(r)
+        ids[i, :k], pos[i, :k], mask[i, :k], w[i, :k] = r.input_ids, r.position_ids, r.mask, r.weights
+        pos[i, k:] = np.arange(n - k)  # padding is its own segment, as packing.collate
+    packed = any(len(r.example_ids) > 1 for r in rows)
+    seg = mx.array(segment_mask(pos[:, :-1])) if packed else None
+    # position t predicts token t+1 (as in trainer._forward_loss)
+    keep = np.nonzero(mask[:, 1:].any(axis=0))[0]
+    if keep.size == 0:  # nothing supervised: one position at weight 0 keeps the gradient tree whole
+        keep = np.zeros(1, dtype=np.int64)
+    return (mx.array(ids[:, :-1]), mx.array(ids[:, 1:][:, keep]), mx.array((mask[:, 1:] * w[:, 1:])[:, keep]),
+            int(mask[:, 1:].sum()), seg, mx.array(keep))
+
+
+# Model types whose mlx-lm 0.32.2 `Model.__call__` is exactly "lm head over self.model(...)" (read
+# in models/llama.py, qwen2.py, qwen3.py): for them the head runs only at the kept positions, which
+# saves most of the head's time and memory on large vocabularies (Qwen2.5: 152k), as on torch.
+HEAD_AT_KEPT = {"llama", "qwen2", "qwen3"}
+
+
+def _logits(model, inputs, cache, keep):
+    if getattr(model, "model_type", None) not in HEAD_AT_KEPT:
+        return model(inputs, cache=cache)[:, keep]
+    h = model.model(inputs, cache)[:, keep]
+    return model.model.embed_tokens.as_linear(h) if model.args.tie_word_embeddings else model.lm_head(h)
+
+
+def _loss_sum(model, inputs, targets, weights, seg, keep):
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    cache = None if seg is None else [SegmentMask(seg)] * len(model.layers)
+    logits = _logits(model, inputs, cache, keep).astype(mx.float32)
+    return (nn.losses.cross_entropy(logits, targets, reduction="none") * weights).sum()
+
+
+def evaluate_mlx(model, examples: list[Example], args: TrainArgs) -> float:
+    """Mean cross-entropy per supervised token (unweighted), as `trainer.evaluate`."""
+    if not examples:
+        return float("nan")
+    model.eval()
+    unit = [Example(e.input_ids, e.mask, e.id, 1.0) for e in examples]
+    rows = pack(unit, args.max_length, args.packing)
+    total, count = 0.0, 0
+    for i in range(0, len(rows), args.micro_batch_size):
+        inputs, targets, weights, n, seg, keep = batch_arrays(rows[i:i + args.micro_batch_size], args.pad_id)
+        total += float(_loss_sum(model, inputs, targets, weights, seg, keep))
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def _lr(step: int, total: int, args: TrainArgs) -> float:
+    """transformers' get_linear_schedule_with_warmup, as the torch trainer uses it."""
+    warm = int(math.ceil(args.warmup_ratio * total))
+    if step < warm:
+        return args.learning_rate * step / max(1, warm)
+    return args.learning_rate * max(0.0, (total - step) / max(1, total - warm))
+
+
+def train_mlx(model, examples: list[Example], order_fn: Callable[[int], list[int]],
+              eval_examples: list[Example], args: TrainArgs, callbacks=()) -> TrainOutput:
+    """The torch trainer's step plan, loss, schedule, evaluation and checkpoints on mlx."""
+    mx = _mlx()
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx.utils import tree_map
+
+    steps, epoch_ends = plan_steps(examples, order_fn, args)
+    if not steps:
+        raise ValueError("nothing to train on: the step plan is empty")
+    opt = optim.AdamW(learning_rate=args.learning_rate, weight_decay=args.weight_decay, bias_correction=True)
+    start = 0
+    if args.resume and args.checkpoint_dir is not None:
+        start = load_mlx_checkpoint(model, opt, args.checkpoint_dir)
+    grad_fn = nn.value_and_grad(model, lambda m, i, t, w, s, k, scale: _loss_sum(m, i, t, w, s, k) * scale)
+    out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start)
+    started, loss_sum = time.time(), 0.0
+    model.train()
+    for idx in range(start, len(steps)):
+        micro_batches = steps[idx]
+        mx.random.seed(args.seed * 1_000_003 + idx)  # dropout masks depend on (seed, step) only
+        n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)  # as the torch trainer
+        grads, step_loss = None, 0.0
+        for mb in micro_batches:
+            for cb in callbacks:
+                cb.on_batch([eid for r in mb for eid in r.example_ids])
+            inputs, targets, weights, n, seg, keep = batch_arrays(mb, args.pad_id)
+            loss, g = grad_fn(model, inputs, targets, weights, seg, keep, 1.0 / max(n_sup, 1))
+            grads = g if grads is None else tree_map(lambda a, b: a + b, grads, g)
+            step_loss += float(loss)
+            out.supervised_tokens += n
+            out.total_tokens += int(inputs.size) + len(mb)  # + the last token of each row, as torch counts
+        grads, _ = optim.clip_grad_norm(grads, args.max_grad_norm)
+        opt.learning_rate = _lr(idx, len(steps), args)
+        opt.update(model, grads)
+        mx.eval(model.parameters(), opt.state)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"training diverged at step {idx + 1}: loss is {step_loss}; "
+                                     "lower --learning-rate")
+        loss_sum += step_loss
+        out.last_loss, done = step_loss, idx + 1
+        elapsed = time.time() - started
+        for cb in callbacks:
+            cb.on_step(done, {"step": done, "loss": step_loss, "lr": float(opt.learning_rate),
+                              "supervised_tokens": out.supervised_tokens, "elapsed_s": round(elapsed, 2),
+                              "supervised_tokens_per_s": round(out.supervised_tokens / max(elapsed, 1e-9), 1),
+                              "peak_rss_mib": round(peak_rss_mib(), 1)})
+        at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
+        if at_eval or done == len(steps):
+            ev = evaluate_mlx(model, eval_examples, args)
+            out.eval_history.append((done, ev))
+            for cb in callbacks:
+                cb.on_eval(done, ev)
+        at_save = done % args.save_steps == 0 if args.save_steps else at_eval
+        if args.checkpoint_dir is not None and at_save and done < len(steps):
+            save_mlx_checkpoint(model, opt, args.checkpoint_dir, done)
+    out.train_loss = loss_sum / max(len(steps) - start, 1)
+    out.wall_seconds = time.time() - started
+    return out
+
+
+def save_mlx_checkpoint(model, opt, ckpt_dir: Path, step: int) -> None:
+    """Written to a sibling folder and swapped in, so an interrupted save leaves the last one whole."""
+    mx = _mlx()
+    from mlx.utils import tree_flatten
+    from safetensors.numpy import save_file
+
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(peft_tensors(model), str(tmp / "adapter.safetensors"))
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(opt.state)))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "format": CHECKPOINT_FORMAT}))
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    os.replace(tmp, ckpt_dir)
+    logger.info("checkpoint saved at step %d", step)
+
+
+def load_mlx_checkpoint(model, opt, ckpt_dir: Path) -> int:
+    mx = _mlx()
+    from mlx.utils import tree_unflatten
+    from safetensors.numpy import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "state.json").exists():
+        logger.info("no checkpoint in %s: starting from step 0", ckpt_dir)
+        return 0
+    state = json.loads((ckpt_dir / "state.json").read_text())
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise IceburgError(f"{ckpt_dir} was written by the torch backend (format "
+                           f"{state.get('format', 'torch')!r}); resume it with --backend torch")
+    load_peft_weights(model, load_file(str(ckpt_dir / "adapter.safetensors")))
+    opt.state = tree_unflatten(list(mx.load(str(ckpt_dir / "optimizer.safetensors")).items()))
+    logger.info("resuming from step %d", state["step"])
+    return int(state["step"])
