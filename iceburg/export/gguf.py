@@ -71,12 +71,26 @@ ARCHS: dict[str, ArchSpec] = {
     "qwen3": ArchSpec(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
     "phi3": ArchSpec(gguf.MODEL_ARCH.PHI3, permute_qk=False),
     "gemma2": ArchSpec(gguf.MODEL_ARCH.GEMMA2, permute_qk=False, norm_plus_one=True),
+    # Gemma 3 text (Gemma3ForCausalLM): (1+w) norms incl. per-head q/k norms, embedding scale and
+    # 1/sqrt(head_dim) query scaling built into llama.cpp's graph; global/local RoPE bases and the
+    # sliding window written as convert_hf_to_gguf.py's Gemma3Model does (conversion/gemma.py).
+    "gemma3_text": ArchSpec(gguf.MODEL_ARCH.GEMMA3, permute_qk=False, norm_plus_one=True),
 }
 
 
 def _rope(config: dict[str, Any]) -> dict[str, Any]:
-    """RoPE parameters in either spelling (transformers 5 `rope_parameters`, 4.x `rope_scaling`)."""
-    return config.get("rope_parameters") or config.get("rope_scaling") or {}
+    """RoPE parameters in either spelling (transformers 5 `rope_parameters`, 4.x `rope_scaling`).
+
+    Models with per-layer-type RoPE (Gemma 3: "full_attention" / "sliding_attention") give the
+    global layers' parameters here, as convert_hf_to_gguf.py does; see `_rope_swa`."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return rope.get("full_attention", rope)
+
+
+def _rope_swa(config: dict[str, Any]) -> dict[str, Any] | None:
+    """RoPE parameters of the sliding-window layers, when the model gives them separately."""
+    rope = config.get("rope_parameters") or {}
+    return rope.get("sliding_attention")
 
 
 def _llama3_rope_factors(config: dict[str, Any]) -> np.ndarray:
@@ -205,7 +219,20 @@ def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_
         if head_dim != config.get("query_pre_attn_scalar", head_dim):
             raise ExportError(f"gguf: gemma2 with query_pre_attn_scalar {config['query_pre_attn_scalar']} != head_dim "
                               f"{head_dim} (Gemma 2 27B's scaling) is not supported by iceburg's GGUF writer")
-    if config.get("sliding_window") and config["model_type"] in ("gemma2", "phi3"):
+    if config["model_type"] == "gemma3_text":  # conversion/gemma.py Gemma3Model.set_gguf_parameters
+        if config.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
+        if config.get("attn_logit_softcapping") is not None:
+            raise ExportError("gguf: gemma3 with attn_logit_softcapping is not a Gemma 3 llama.cpp can run")
+        # llama.cpp scales queries by 1/sqrt(head_dim) except for its 27B type (src/models/gemma3.cpp)
+        if head_dim != config.get("query_pre_attn_scalar", head_dim):
+            raise ExportError(f"gguf: gemma3 with query_pre_attn_scalar {config['query_pre_attn_scalar']} != head_dim "
+                              f"{head_dim} (Gemma 3 27B's scaling) is not supported by iceburg's GGUF writer")
+        if (swa := _rope_swa(config)) and swa.get("rope_theta") is not None:
+            w.add_rope_freq_base_swa(float(swa["rope_theta"]))
+        if config.get("layer_types"):  # llama.cpp reads the per-layer array before its default of 5:1
+            w.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
+    if config.get("sliding_window") and config["model_type"] in ("gemma2", "phi3", "gemma3_text"):
         w.add_sliding_window(int(config["sliding_window"]))
     w.add_vocab_size(n_vocab)
     w.add_file_type(int(file_type))

