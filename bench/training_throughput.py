@@ -47,7 +47,10 @@ def load_data(max_len: int, seed: int = 42, model: str = "iceburg-tiny", types: 
     files = sorted(SAMPLE_DIR.glob("*.jsonl"))
     if types:
         files = [f for f in files if f.stem in types]
-    recs = list(read_records(files))
+    # transcripts with tool calls aside: TRL's path and iceburg-tiny's template cannot write them,
+    # and the comparison needs the same text for every approach
+    recs = [r for r in read_records(files)
+            if not any(m.get("role") == "tool" or m.get("tool_calls") for m in r.messages)]
     train, ev = split_eval(recs, 0.1, seed)
     eos = eos_ids(tok)
     tr_ex = [e for e in (encode(tok, r, max_len, eos) for r in train) if e]
@@ -162,13 +165,39 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     model = lora_model(model_dir)
     order = list(range(len(tr_ex)))
     random.Random(0).shuffle(order)
-    args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, micro_batch_size=max(1, a.batch // 2),
+    # a shuffled order, so the trainer packs best-fit (what the weighted/plain curricula get)
+    args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=not a.greedy,
+                     micro_batch_size=a.iceburg_rows or max(1, a.batch // 2),
                      grad_accum=1, max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
                      show_progress=False)
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args)
     wall = time.time() - t0
+    if a.profile:
+        profile_step(model, tr_ex, order, args, a)
     return model, wall, out.total_tokens, out.supervised_tokens / max(1, sum(e.supervised for e in tr_ex))
+
+
+def profile_step(model, tr_ex, order, args, a) -> None:
+    """One more optimizer-free forward+backward of the first micro-batch under torch.profiler: where
+    the time of a step goes (the table goes to stderr and bench/results/)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from iceburg.training.packing import collate, pack
+    from iceburg.training.trainer import _forward_loss, weighted_token_loss
+
+    rows = pack([tr_ex[i] for i in order], args.max_length, True, args.best_fit)[: args.micro_batch_size]
+    batch = collate(rows, args.pad_id)
+    model.train()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss, n = _forward_loss(model, batch, args, weighted_token_loss)
+        (loss / max(n, 1)).backward()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48)
+    out = Path(__file__).resolve().parent / "results" / f"training_profile_{a.model}_L{a.max_seq_length}.txt"
+    out.write_text(f"# one iceburg micro-batch ({len(rows)} x {args.max_length}), threads {a.threads}, "
+                   f"load average {os.getloadavg()}\n{table}\n")
+    sys.stderr.write(table + "\n")
 
 
 def child(a) -> None:
@@ -210,10 +239,15 @@ def main() -> None:
     p.add_argument("--max-seq-length", type=int, default=1024)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"],
-                   help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg")
+                   help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg, "
+                        "iceburg:greedy (in-order packing)")
     p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
     p.add_argument("--max-steps", type=int, default=None, help="bound each approach to this many optimizer steps")
     p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
+    p.add_argument("--iceburg-rows", type=int, default=None,
+                   help="iceburg rows per micro-batch (default batch // 2; the planner's 4 for SmolLM2 at 512)")
+    p.add_argument("--greedy", action="store_true", help="iceburg with greedy in-order packing (no best-fit)")
+    p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
     a = p.parse_args()
@@ -225,18 +259,23 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    load_start = os.getloadavg()
     peak = matmul_gflops(a.threads)
     rows = []
     for name in a.approaches:
-        cmd = [sys.executable, __file__, "--child", name, "--threads", str(a.threads), "--max-seq-length",
+        cmd = [sys.executable, __file__, "--child", name.split(":")[0], "--threads", str(a.threads), "--max-seq-length",
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
-               *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else [])]
+               *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
+               *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
+               *(["--greedy"] if name == "iceburg:greedy" else []), *(["--profile"] if a.profile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
-            sys.stderr.write(out.stderr[-3000:])
-            raise SystemExit(f"{name} failed")
+            err = "\n".join(x for x in out.stderr.splitlines() if "Loading weights" not in x)
+            sys.stderr.write(err[-3000:])
+            raise SystemExit(f"{name} failed (exit {out.returncode}; -9 is a kill, e.g. out of memory)")
         r = json.loads(line[0][7:])
+        r["approach"] = name
         r["pct_of_matmul_peak"] = 100 * r["achieved_gflops"] / peak
         rows.append(r)
         print(json.dumps(r))
@@ -246,7 +285,8 @@ def main() -> None:
             r["speedup_vs_this"] = base["iceburg"]["supervised_tok_per_s"] / r["supervised_tok_per_s"]
     meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "max_seq_length": a.max_seq_length,
             "batch": a.batch, "lora": "r16 all-linear", "model": a.model, "max_steps": a.max_steps,
-            "types": a.types, "load_average": os.getloadavg()}
+            "types": a.types, "iceburg_rows": a.iceburg_rows or max(1, a.batch // 2),
+            "load_average_start": load_start, "load_average_end": os.getloadavg()}
     tag = "" if a.model == "iceburg-tiny" else f"_{a.model}"
     print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
                ["approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     setup_logging(args.verbose)
+    if getattr(args, "json", False):  # machine-readable output: no bars on stderr either
+        from .progress import set_enabled
+
+        set_enabled(False)
     try:
         return _dispatch(args)
     except IceburgError as e:

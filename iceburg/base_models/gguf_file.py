@@ -269,6 +269,8 @@ def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from ..progress import StepBar
+
     src_dir, name = str(info.path.parent), info.path.name
     if info.foreign_types:  # e.g. Q5_0 tensors in a Q4_K_M file: dequantized by the gguf package first
         logger.info("GGUF %s holds %s tensors: dequantizing them with the gguf package first", info.path,
@@ -284,20 +286,28 @@ def _write_dense_folder(info: GgufInfo, out: Path, dtype: str, trust_remote_code
             quantization_config=GgufConfig(dequantize=True))
 
     started = time.perf_counter()
-    model = load(dtype)
-    if dtype == "float16" and any(_has_fp16_overflow(p) for p in model.parameters()):
-        logger.warning("GGUF %s overflows float16 once dequantized; loading it as bfloat16", info.path)
-        del model  # free it before the second load
-        model = load("bfloat16")
-    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name, trust_remote_code=trust_remote_code)
-    logger.info("GGUF %s loaded and dequantized in %.1fs", info.path, time.perf_counter() - started)
-    (out / "dequantized.gguf").unlink(missing_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _drop_foreign_tokens(out, info.n_tokens)
-    changed = match_llama_cpp(out, info.path)
-    if changed:
-        logger.info("GGUF %s: tokenizer adjusted to tokenize as llama.cpp does: %s", info.path, "; ".join(changed))
+    s = StepBar(f"building base from {info.path.name}",
+                ["load + dequantize", "save weights", "save tokenizer", "match llama.cpp tokenizer"])
+    with s:
+        s.step("load + dequantize")
+        model = load(dtype)
+        if dtype == "float16" and any(_has_fp16_overflow(p) for p in model.parameters()):
+            logger.warning("GGUF %s overflows float16 once dequantized; loading it as bfloat16", info.path)
+            del model  # free it before the second load
+            model = load("bfloat16")
+        tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name, trust_remote_code=trust_remote_code)
+        logger.info("GGUF %s loaded and dequantized in %.1fs", info.path, time.perf_counter() - started)
+        (out / "dequantized.gguf").unlink(missing_ok=True)
+        s.step("save weights")
+        model.save_pretrained(out)
+        s.step("save tokenizer")
+        tokenizer.save_pretrained(out)
+        _drop_foreign_tokens(out, info.n_tokens)
+        s.step("match llama.cpp tokenizer")
+        changed = match_llama_cpp(out, info.path)
+        if changed:
+            logger.info("GGUF %s: tokenizer adjusted to tokenize as llama.cpp does: %s", info.path,
+                        "; ".join(changed))
 
 
 # llama.cpp pre-tokenizers that take a whole pre-token from the vocabulary before applying any

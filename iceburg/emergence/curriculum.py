@@ -37,6 +37,9 @@ from ..errors import IceburgError
 from ..records import Record
 
 STRATEGIES = ("plain", "weighted", "novel_first", "progressive")
+# Strategies whose epoch order is a fresh shuffle: the trainer may pack them best-fit. The ordered
+# ones (novel_first, progressive) must be packed in order, since the order is their intervention.
+SHUFFLED_STRATEGIES = ("plain", "weighted")
 # Clip bounds for normalised loss weights: a record may count at most 4x and at least 1/4 of an
 # average record; the default category weights (2.0 .. 0.5, mean-normalised) stay inside.
 MIN_WEIGHT = 0.25
@@ -67,6 +70,11 @@ class Curriculum:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def shuffled(self) -> bool:
+        """True when each epoch is a fresh shuffle (the trainer may then pack best-fit)."""
+        return self.strategy in SHUFFLED_STRATEGIES
 
     def epoch_order(self, epoch: int, seed: int) -> list[int]:
         """Indices into `records` for this epoch, in the order the trainer must feed them."""

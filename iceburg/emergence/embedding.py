@@ -227,12 +227,19 @@ class SentenceEmbedder:
         self.hits, self.misses = len(records) - len(missing), len(todo)
         if todo:
             logger.info("embedding %d digests (%d cached)", len(todo), self.hits)
-        for start in range(0, len(todo), EMBED_CHUNK):
-            part = todo[start:start + EMBED_CHUNK]
-            vecs = self.embed_texts([record_digest(records[i], self.max_tokens) for i in part])
-            out[part] = vecs
-            if self.cache is not None:
-                self.cache.put([keys[i] for i in part], vecs)
+        from ..progress import bar
+
+        # one bar over the misses, moved per chunk (4,096 digests: every 5-10 s at the 400-800
+        # digests/s measured on 2 cores, STACK.md); none when everything fits in one chunk
+        with bar(total=len(todo), desc="embedding", unit="digest", leave=False,
+                 show=None if len(todo) > EMBED_CHUNK else False) as progress:
+            for start in range(0, len(todo), EMBED_CHUNK):
+                part = todo[start:start + EMBED_CHUNK]
+                vecs = self.embed_texts([record_digest(records[i], self.max_tokens) for i in part])
+                out[part] = vecs
+                if self.cache is not None:
+                    self.cache.put([keys[i] for i in part], vecs)
+                progress.update(len(part))
         for i in missing:  # repeated digests: copy the row embedded for the first one
             if first[keys[i]] != i:
                 out[i] = out[first[keys[i]]]

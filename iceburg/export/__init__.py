@@ -26,19 +26,29 @@ def export_model(model_dir: Path, out_dir: Path, formats: list[str], ctx: Export
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:
         raise ExportError(f"--formats: unknown format(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    from ..progress import StepBar
+
     results: dict[str, ExportResult] = {}
-    for fmt in sorted(set(formats), key=ORDER.index):
-        module = importlib.import_module(EXPORTERS[fmt])
-        logger.info("exporting %s", fmt)
-        try:
-            results[fmt] = module.export(Path(model_dir), Path(out_dir), ctx)
-        except IceburgError as e:
-            raise ExportError(f"export to {fmt} failed: {e}") from e
-        except Exception as e:  # a crash inside a converter or runtime: still one clear error
-            logger.debug("export to %s crashed", fmt, exc_info=True)  # -v shows the traceback
-            raise ExportError(f"export to {fmt} failed: {type(e).__name__}: {e} (run with -v for the "
-                              "traceback)") from e
+    chosen = sorted(set(formats), key=ORDER.index)
+    with StepBar("export", [f"{f} (write + proof)" for f in chosen]) as bar:
+        for fmt in chosen:
+            bar.step(f"{fmt} (write + proof)")
+            results[fmt] = _export_one(fmt, model_dir, out_dir, ctx)
+            bar.write(f"export {fmt}: done ({len(results[fmt].files)} file(s))")
     return results
+
+
+def _export_one(fmt: str, model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
+    module = importlib.import_module(EXPORTERS[fmt])
+    logger.info("exporting %s", fmt)
+    try:
+        return module.export(Path(model_dir), Path(out_dir), ctx)
+    except IceburgError as e:
+        raise ExportError(f"export to {fmt} failed: {e}") from e
+    except Exception as e:  # a crash inside a converter or runtime: still one clear error
+        logger.debug("export to %s crashed", fmt, exc_info=True)  # -v shows the traceback
+        raise ExportError(f"export to {fmt} failed: {type(e).__name__}: {e} (run with -v for the "
+                          "traceback)") from e
 
 
 __all__ = ["ExportContext", "ExportResult", "export_model", "EXPORTERS"]

@@ -221,7 +221,7 @@ def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
 def _pretrain(model, tokenizer, texts: list[str], doc_sep: int) -> None:
     """Next-token pre-training on the documents joined into one stream (deterministic)."""
     import torch
-    from tqdm.auto import tqdm
+    from ..progress import bar
 
     stream: list[int] = []
     for t in texts:
@@ -234,7 +234,7 @@ def _pretrain(model, tokenizer, texts: list[str], doc_sep: int) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / PRETRAIN_STEPS))
     model.train()
-    for step in tqdm(range(PRETRAIN_STEPS), desc="pre-training iceburg-tiny", leave=False, disable=None):
+    for step in bar(range(PRETRAIN_STEPS), desc="building iceburg-tiny: pre-training", unit="step", leave=False):
         starts = torch.randint(0, n_windows, (PRETRAIN_BATCH,), generator=gen) * PRETRAIN_SEQ
         batch = torch.stack([data[s:s + PRETRAIN_SEQ + 1] for s in starts.tolist()])
         out = model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone(), use_cache=False)

@@ -266,7 +266,7 @@ def gather_full_model(model, world: World, build):
 # The same files as a single-process checkpoint (adapter.safetensors, optimizer.pt, state.json),
 # keyed by the model's parameter names instead of PEFT's adapter names; state.json says which.
 
-def save_fsdp_checkpoint(model, opt, sched, ckpt_dir, step: int, world: World) -> None:
+def save_fsdp_checkpoint(model, opt, sched, ckpt_dir, step: int, world: World, plan_id: str | None = None) -> None:
     """Every rank takes part in the gather; rank 0 writes."""
     import json
     import shutil
@@ -285,7 +285,7 @@ def save_fsdp_checkpoint(model, opt, sched, ckpt_dir, step: int, world: World) -
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in msd.items() if k in trainable}, str(tmp / "adapter.safetensors"))
     torch.save({"optimizer": osd, "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "format": "fsdp-full"}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "format": "fsdp-full", "plan": plan_id}))
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     os.replace(tmp, ckpt_dir)

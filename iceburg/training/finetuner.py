@@ -163,6 +163,9 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
         return build_model(base.path, cfg, plan, tokenizer, added_tokens)
 
     args = _train_args(cfg, plan, tokenizer, eos, run, world.size)
+    # shuffled epochs pack best-fit (~12% padding -> see docs/training.md); ordered curricula keep
+    # greedy in-order packing so their order survives
+    args.best_fit = cur.shuffled
     pos: dict[int, list[int]] = {}  # record -> its examples (several: one per turn, encode_record)
     for new, orig in enumerate(train_set.kept):
         pos.setdefault(orig, []).append(new)

@@ -7,7 +7,8 @@ tok/s vs SFTTrainer 12.7k on CPU) and because the curriculum needs exact control
 per-example weights, which would otherwise mean subclassing a sampler and the loss.
 
 - Order: for each epoch, `order_fn(epoch)` gives the example indices; examples are packed in that
-  order and micro-batches are consumed in that order (no reshuffle). Callbacks see every
+  order (greedy), or best-fit (`best_fit`, for shuffled epochs: rows keep the order of their
+  earliest example), and micro-batches are consumed in that order (no reshuffle). Callbacks see every
   micro-batch's example ids (`on_batch`).
 - Loss: cross-entropy on supervised (assistant) tokens only, each token multiplied by its
   example's weight, normalised by the number of supervised tokens in the optimizer step (so
@@ -60,6 +61,7 @@ class TrainArgs:
     grad_accum: int = 1
     max_length: int = 1024
     packing: bool = True
+    best_fit: bool = False  # best-fit decreasing packing (shuffled epochs only; packing.py)
     eval_steps: int | None = None  # None = end of each epoch
     save_steps: int | None = None  # None = end of each epoch
     seed: int = 42
@@ -104,7 +106,7 @@ def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]],
     epoch_ends: set[int] = set()
     epoch = 0
     while epoch < args.epochs or (args.max_steps is not None and len(steps) < args.max_steps):
-        rows = pack([examples[i] for i in order_fn(epoch)], args.max_length, args.packing)
+        rows = pack([examples[i] for i in order_fn(epoch)], args.max_length, args.packing, args.best_fit)
         micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
         per_step = args.grad_accum * args.world_size
         steps.extend(micro[i:i + per_step] for i in range(0, len(micro), per_step))
@@ -161,7 +163,8 @@ def evaluate(model, examples: list[Example], args: TrainArgs, world: World = SIN
     model.eval()
     total, count = 0.0, 0
     unit = [Example(e.input_ids, e.mask, e.id, 1.0) for e in examples]
-    rows = pack(unit, args.max_length, args.packing)
+    # the order of held-out rows cannot change a mean over tokens: always pack them best-fit
+    rows = pack(unit, args.max_length, args.packing, best_fit=True)
     micro = [rows[i:i + args.micro_batch_size] for i in range(0, len(rows), args.micro_batch_size)]
     for mb, w in shard_micro_batches(micro, world.rank, world.size):
         loss, n = _forward_loss(model, _collate(mb, args), args, weighted_token_loss)
@@ -192,7 +195,7 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     (`make_optimizer(params, args)`, `make_scheduler(opt, total_steps, args)`); their state must
     round-trip through `state_dict` for resume. Under `world`, `model` is the wrapped (DDP/FSDP)
     model and `args.world_size` must equal `world.size`."""
-    from tqdm.auto import tqdm
+    from ..progress import bar as progress_bar
 
     callbacks = list(callbacks)
     if args.world_size != world.size:
@@ -205,19 +208,21 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     sched = make_scheduler(opt, len(steps), args)
     scaler = torch.amp.GradScaler(enabled=args.precision == "fp16" and args.device.startswith("cuda"))
 
+    plan_id = plan_fingerprint(steps)
     start_step = 0
     if args.resume and args.checkpoint_dir is not None:
         if world.mode == "fsdp" and world.active:
             start_step = load_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir)
         else:
             start_step = load_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir)
+        if start_step:
+            check_plan(args.checkpoint_dir, plan_id)
     started = time.time()
     out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
     loss_sum, loss_n = 0.0, 0
     sup_at_start = out.supervised_tokens
     model.train()
-    bar = tqdm(total=len(steps), initial=start_step, desc="training", unit="step",
-               disable=None if args.show_progress is None else not args.show_progress)
+    bar = progress_bar(total=len(steps), initial=start_step, desc="training", unit="step", show=args.show_progress)
     for step_idx in range(start_step, len(steps)):
         micro_batches = steps[step_idx]
         # the global count: every rank knows the whole plan, so no communication is needed
@@ -273,9 +278,9 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
         at_save = done % args.save_steps == 0 if args.save_steps else at_eval
         if args.checkpoint_dir is not None and at_save and done < len(steps):
             if world.mode == "fsdp" and world.active:
-                save_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir, done, world)
+                save_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir, done, world, plan_id)
             elif world.is_main:
-                save_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir, done)
+                save_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir, done, plan_id)
             world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
     bar.close()
     out.train_loss = loss_sum / max(loss_n, 1)
@@ -294,7 +299,29 @@ def peak_rss_mib() -> float:
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --
 
-def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int) -> None:
+def plan_fingerprint(steps: list[list[list[Row]]]) -> str:
+    """A hash of the step plan's shape: which example ids sit in which row, micro-batch and step.
+    Stored with each checkpoint so a resume whose data, order, packing or batch settings changed
+    is refused instead of silently training a different plan."""
+    import hashlib
+
+    layout = [[[r.example_ids for r in mb] for mb in step] for step in steps]
+    return hashlib.sha256(json.dumps(layout, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def check_plan(ckpt_dir: Path, plan_id: str) -> None:
+    """Refuse to resume a checkpoint written for another step plan (older checkpoints carry none)."""
+    from ..errors import IceburgError
+
+    saved = json.loads((Path(ckpt_dir) / "state.json").read_text()).get("plan")
+    if saved is not None and saved != plan_id:
+        raise IceburgError(f"{ckpt_dir} was written for another step plan (plan {saved}, this run's is "
+                           f"{plan_id}): the data, --curriculum, --seed, --max-seq-length, packing or batch "
+                           "settings changed since. Resume with the original settings, or start a new run "
+                           "without --resume")
+
+
+def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int, plan_id: str | None = None) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -303,10 +330,15 @@ def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(tmp / "adapter.safetensors"))
+<<<<<<< HEAD
     # the RNG state too: LoRA dropout draws from it, so a resumed run drops the same units
     rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
+=======
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "plan": plan_id}))
+>>>>>>> main
     if ckpt_dir.exists():
         import shutil
 

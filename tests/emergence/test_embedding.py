@@ -56,6 +56,23 @@ def test_embeddings_measure_meaning_and_rerun_hits_the_cache(embedder: SentenceE
     other._model.max_seq_length = embedder.max_tokens  # shared model: restore its budget
 
 
+def test_embedding_shows_a_progress_bar_when_asked(embedder: SentenceEmbedder, monkeypatch, capsys):
+    import iceburg.emergence.embedding as embedding
+    from iceburg import progress
+
+    monkeypatch.setattr(embedding, "EMBED_CHUNK", 4)
+    e = SentenceEmbedder(use_cache=False)
+    e._model = embedder._load()
+    progress.set_enabled(True)
+    try:
+        emb = e.embed_records([conv("Tell me one fact.", f"Fact number {i}.") for i in range(10)])
+    finally:
+        progress.set_enabled(None)
+    assert emb.shape == (10, 384)
+    err = capsys.readouterr().err
+    assert "embedding:" in err and "/10" in err  # one bar over the 10 digests, moved per chunk of 4
+
+
 def test_embedding_streams_in_chunks_with_one_shard_each(embedder: SentenceEmbedder, tmp_path, monkeypatch):
     """Issue 13 (100k-record RSS): misses are embedded and cached chunk by chunk; the rows equal a
     one-call embedding, a repeated digest is embedded once, and every chunk is its own shard."""

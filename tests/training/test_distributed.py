@@ -122,7 +122,9 @@ def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
                distributed="fsdp")
     assert launch([str(WORKER), json.dumps(cfg), str(rec), "-1", "0"], nproc=2, module=None) == 0
     run = tmp_path / "r"
-    assert json.loads((run / "checkpoint" / "state.json").read_text()) == {"step": 4, "format": "fsdp-full"}
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert {k: state[k] for k in ("step", "format")} == {"step": 4, "format": "fsdp-full"}
+    assert len(state["plan"]) == 16  # the step plan's fingerprint: a resume with another plan is refused
     assert (run / "merged" / "model.safetensors").exists()
     fsdp = _losses(run / "metrics.jsonl")
     assert sorted(fsdp) == sorted(one)

@@ -29,3 +29,37 @@ def test_packing_accumulation_and_max_steps_beyond_epochs():
     assert len(steps) == 3 and ends == {1, 2, 3}
     assert ids(steps)[0] == ["e0", "e1", "e2", "e3", "e4", "e5"]
     assert ids(steps)[1] == ["e5", "e4", "e3", "e2", "e1", "e0"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_step_plan(tmp_path, tiny_model_dir):
+    import pytest
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from iceburg.errors import IceburgError
+    from iceburg.training.trainer import train
+
+    class Stop:
+        def on_batch(self, ids): pass
+        def on_eval(self, step, loss): pass
+
+        def on_step(self, step, metrics):
+            if step == 2:
+                raise KeyboardInterrupt
+
+    def model():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        return get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
+
+    # rows of 40: greedy in order [30] [20,10] [25] [15,5]; best-fit [30,10] [20,5] [25,15]
+    data = [Example(list(range(5, 5 + n)), [False] + [True] * (n - 1), f"e{i}")
+            for i, n in enumerate([30, 20, 10, 25, 15, 5])]
+    args = TrainArgs(max_steps=3, save_steps=1, max_length=40, best_fit=True, checkpoint_dir=tmp_path / "ck",
+                     show_progress=False)
+    order = lambda e: list(range(6))  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        train(model(), data, order, [], args, callbacks=[Stop()])
+    with pytest.raises(IceburgError, match="another step plan"):
+        train(model(), data, order, [], TrainArgs(**{**args.__dict__, "resume": True, "best_fit": False}))
+    out = train(model(), data, order, [], TrainArgs(**{**args.__dict__, "resume": True}))
+    assert out.resumed_from == 1 and out.steps == 3  # the stop came before step 2 was saved
