@@ -363,7 +363,6 @@ def plan_preference_steps(train_data: list, args: TrainArgs) -> tuple[list[list[
 def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, pargs: PreferenceArgs, *,
                      callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
     """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
-<<<<<<< HEAD
     computed first (adapter disabled); order is a seeded shuffle per epoch.
 
     Checkpoints and resume work as in SFT (`training/trainer.py`): with `args.checkpoint_dir`, the
@@ -372,15 +371,8 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
     `args.resume` loads them and continues the same plan. The reference log-probs and the
     before-training evaluation are recomputed from the adapter-free model before the checkpoint is
     loaded, so a resumed run reports the same figures as an uninterrupted one."""
-    from tqdm.auto import tqdm
-
-    from .trainer import default_scheduler, load_checkpoint, peak_rss_mib, save_checkpoint
-=======
-    computed first (adapter disabled); order is a seeded shuffle per epoch."""
-    from transformers import get_linear_schedule_with_warmup
->>>>>>> main
-
     from ..progress import bar as progress_bar
+    from .trainer import default_scheduler, load_checkpoint, peak_rss_mib, save_checkpoint
 
     if not train_data:
         raise IceburgError("no preference pairs to train on")
@@ -404,17 +396,11 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
     started = time.time()
     total = 0.0
     model.train()
-<<<<<<< HEAD
-    bar = tqdm(total=len(steps), initial=start, desc=f"training ({pargs.objective})", unit="step",
-               disable=None if args.show_progress is None else not args.show_progress)
+    bar = progress_bar(total=len(steps), initial=start, desc=f"training ({pargs.objective})", unit="step",
+                       show=args.show_progress)
     for s in range(start + 1, len(steps) + 1):
         step_batches = steps[s - 1]
         n_step = sum(len(mb) for mb in step_batches)
-=======
-    bar = progress_bar(total=len(steps), desc=f"training ({pargs.objective})", unit="step", show=args.show_progress)
-    for s, micro_batches in enumerate(steps, start=1):
-        n_step = sum(len(mb) for mb in micro_batches)
->>>>>>> main
         agg: dict[str, float] = {}
         for mb in step_batches:
             for cb in callbacks:

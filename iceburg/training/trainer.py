@@ -330,15 +330,10 @@ def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int, plan_id: str |
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(tmp / "adapter.safetensors"))
-<<<<<<< HEAD
     # the RNG state too: LoRA dropout draws from it, so a resumed run drops the same units
     rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-=======
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "plan": plan_id}))
->>>>>>> main
     if ckpt_dir.exists():
         import shutil
 
