@@ -43,6 +43,9 @@ def main() -> None:
     p.add_argument("--answers", type=int, default=2, help="answers per type shown side by side")
     p.add_argument("--types", nargs="+", default=TYPES)
     p.add_argument("--out", default="/tmp/iceburg-bench/smollm2-types")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the rows and answers already in bench/results for types not run now "
+                        "(a partial table completed type by type; each row keeps its own load figure)")
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,6 +59,12 @@ def main() -> None:
     from iceburg.training.finetuner import ICEBURGFineTuner
 
     rows, answers = [], []
+    results = Path(__file__).resolve().parent / "results"
+    if a.keep and (results / "smollm2_types.json").exists():
+        rows = [r for r in json.loads((results / "smollm2_types.json").read_text())["rows"] if r["type"] not in a.types]
+        kept = {r["type"] for r in rows}
+        old = (results / "smollm2_types_answers.md").read_text().split("\n### ")[1:]
+        answers = ["### " + blk.rstrip("\n") + "\n" for blk in old if blk.split(":", 1)[0] in kept]
     load_start = os.getloadavg()
     for t in a.types:
         started = time.time()

@@ -98,7 +98,10 @@ def cell_encoding(name: str, out_dir: Path | None = None) -> Cell:
 
 
 def cell_lora(name: str, out_dir: Path | None = None, steps: int = 30) -> Cell:
-    """LoRA (all linear layers, r=8) through iceburg's trainer; eval loss before and after."""
+    """LoRA (all linear layers, r=8) through iceburg's trainer on six short Q&A chats; loss before
+    and after on two HELD-OUT chats of the same shape (other questions, other answers) and on the
+    training chats. Passes when the held-out loss falls: the model learned the task's form
+    (brief answer, then the end-of-turn token) rather than only memorising its training text."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -113,21 +116,33 @@ def cell_lora(name: str, out_dir: Path | None = None, steps: int = 30) -> Cell:
     facts = [("boiling point of water", "100 degrees Celsius at sea level."), ("capital of France", "Paris."),
              ("largest planet", "Jupiter."), ("speed of light", "About 300,000 km per second."),
              ("author of Hamlet", "William Shakespeare."), ("chemical symbol for gold", "Au.")]
-    records = [Record(messages=[{"role": "system", "content": "Answer briefly."},
-                                {"role": "user", "content": f"What is the {q}?"},
-                                {"role": "assistant", "content": a}]) for q, a in facts]
-    examples = [e for r in records for e in encode_record(tok, r, 256, eos)]
+    held_out = [("capital of Japan", "Tokyo."), ("chemical symbol for iron", "Fe.")]
+
+    def encode(pairs):
+        records = [Record(messages=[{"role": "system", "content": "Answer briefly."},
+                                    {"role": "user", "content": f"What is the {q}?"},
+                                    {"role": "assistant", "content": a}]) for q, a in pairs]
+        return [e for r in records for e in encode_record(tok, r, 256, eos)]
+
+    examples, heldout = encode(facts), encode(held_out)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    args = TrainArgs(max_steps=steps, epochs=100, learning_rate=5e-3, warmup_ratio=0.0, max_length=256,
+    # random fixtures start at ~uniform loss and need a large step (5e-3) to move in 30 steps; real
+    # pretrained weights memorise six facts at that rate (SmolLM2: train loss 2.83 -> 0.00) and then
+    # can lose held-out loss, so they take 5e-4 (a usual LoRA rate for pretrained weights)
+    lr = 5e-3 if get_family(name).fixture else 5e-4
+    args = TrainArgs(max_steps=steps, epochs=100, learning_rate=lr, warmup_ratio=0.0, max_length=256,
                      packing=False, pad_id=tok.pad_token_id or 0, show_progress=False)
-    before = evaluate(model, examples, args)
-    out = train(model, examples, lambda epoch: list(range(len(examples))), examples, args)
-    after = evaluate(model, examples, args)
-    figure = f"loss {before:.2f} -> {after:.2f} in {out.steps} steps"
+    before, train_before = evaluate(model, heldout, args), evaluate(model, examples, args)
+    out = train(model, examples, lambda epoch: list(range(len(examples))), heldout, args)
+    after, train_after = evaluate(model, heldout, args), evaluate(model, examples, args)
+    figure = (f"held-out loss {before:.2f} -> {after:.2f} (train {train_before:.2f} -> {train_after:.2f}) "
+              f"in {out.steps} steps at lr {lr:g}")
     status = "pass" if after < before else "fail"
-    return Cell(status, figure, "" if status == "pass" else f"eval loss did not fall ({figure})")
+    return Cell(status, figure, "" if status == "pass" else f"held-out loss did not fall ({figure})",
+                data={"heldout_before": before, "heldout_after": after,
+                      "train_before": train_before, "train_after": train_after})
 
 
 def cell_gguf(name: str, out_dir: Path, file_type: str) -> Cell:
