@@ -53,6 +53,11 @@ def test_interrupted_preference_run_resumes(tmp_path, tiny_model_dir, objective)
     with pytest.raises(IceburgError, match="--resume"):
         ICEBURGFineTuner(cfg(tmp_path, objective)).train()
 
+    # a resume that would train another plan (here: another shuffle) is refused, naming the cause
+    with pytest.raises(IceburgError, match="another step plan"):
+        ICEBURGFineTuner(cfg(tmp_path, objective, resume=True, seed=7)).train()
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["plan"]
+
     resumed = StopAt(-1)
     result = ICEBURGFineTuner(cfg(tmp_path, objective, resume=True), callbacks=[resumed]).train()
     assert result.resumed_from_step == 2 and result.steps == 5 and sorted(resumed.steps) == [3, 4, 5]
