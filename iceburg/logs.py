@@ -18,10 +18,34 @@ NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.
 # Warnings raised inside third-party code that a user cannot act on (category, message regex).
 KNOWN_WARNINGS = ((DeprecationWarning, ""), (FutureWarning, ""), (UserWarning, ".*TypedStorage.*"),
                   (UserWarning, ".*torch.onnx.*"), (UserWarning, ".*kernels.*"))
+# Modules whose UserWarnings are exporter internals (torch.onnx's dynamic-shape renaming: "The axis
+# name: past_sequence will not be used ...", seen on every `--formats onnx` run).
+KNOWN_WARNING_MODULES = (r"torch\.onnx\..*",)
+
+
+_quiet = False  # set by setup_logging: library chatter is being kept quiet
+
+
+def is_quiet() -> bool:
+    """True when an entry point asked for quiet third-party logging (no `-v`)."""
+    return _quiet
+
+
+def requiet() -> None:
+    """Apply the quiet levels again. `import torch` (re)sets the levels of its own registered
+    loggers (torch._logging: "torch.onnx" back to WARNING), and iceburg imports torch only after
+    setup_logging ran (user errors are caught first), so a stage that imports torch late calls
+    this before its noisy part. Measured: without it a `--formats onnx` run printed torch.onnx's
+    glog-style "torchvision is not installed" warnings."""
+    if _quiet:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def setup_logging(verbose: bool = False) -> None:
     """INFO for iceburg, ERROR for the libraries above (DEBUG everywhere with `verbose`)."""
+    global _quiet
+    _quiet = not verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     if verbose:
@@ -30,6 +54,8 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", category=category, message=message)
+    for module in KNOWN_WARNING_MODULES:
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
     try:  # transformers keeps its own verbosity switch besides the logging tree
         from transformers.utils import logging as hf_logging
 

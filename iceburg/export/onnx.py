@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..logs import is_quiet, requiet
 from .base import ExportContext, ExportResult, atomic_path, check_free_space
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,11 @@ def export_graph(model, path: Path) -> list[str]:
     past = tuple(torch.zeros(batch, kv_heads, past_len, head_dim) for _ in past_names)
     b, s, p, t = Dim("batch"), Dim("sequence"), Dim("past_sequence"), Dim("total_sequence")
     dynamic = {"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: t}, "past": tuple({0: b, 2: p} for _ in past_names)}
+    requiet()  # torch's import reset its loggers' levels (logs.requiet)
+    # verbose=False: the dynamo exporter otherwise prints its "[torch.onnx] ..." step lines on
+    # stdout, past any logger; `-v` (not quiet) keeps them for bug reports
     torch.onnx.export(_wrapper(model), (ids, mask, *past), str(path), dynamo=True, dynamic_shapes=dynamic,
-                      input_names=["input_ids", "attention_mask", *past_names],
+                      verbose=not is_quiet(), input_names=["input_ids", "attention_mask", *past_names],
                       output_names=["logits", *[n.replace("past_key_values", "present") for n in past_names]])
     return past_names
 

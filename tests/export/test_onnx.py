@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 
 import numpy as np
 import onnxruntime as ort
@@ -12,15 +15,52 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iceburg.export import onnx as onnx_export
 from iceburg.export.base import ExportContext
+from iceburg import logs
 
 pytestmark = pytest.mark.slow  # one real export of iceburg-tiny (~25 s on 2 cores)
+
+
+CHATTER: dict[str, object] = {}  # what the export printed / logged, as the CLI runs it (quiet)
+
+
+class _Catch(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    result = onnx_export.export(tiny_model_dir, out, ExportContext(name="iceburg-tiny"), int8=True)
+    # as the CLI runs it: setup_logging(quiet) ran before torch reset its own loggers' levels
+    root, torch_logger = logging.getLogger(), logging.getLogger("torch")
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in logs.NOISY_LOGGERS})
+    logs.setup_logging(False)
+    logging.getLogger("torch.onnx").setLevel(logging.WARNING)  # what torch._logging leaves after `import torch`
+    catch = _Catch()
+    torch_logger.addHandler(catch)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            result = onnx_export.export(tiny_model_dir, out, ExportContext(name="iceburg-tiny"), int8=True)
+    finally:
+        torch_logger.removeHandler(catch)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+        logs._quiet = False
+    CHATTER.update(stdout=stdout.getvalue(), records=[f"{r.name}: {r.getMessage()}" for r in catch.records])
     return result, out / "iceburg-tiny-onnx"
+
+
+def test_quiet_unless_verbose(exported):
+    """Without -v the export shows none of torch.onnx's step lines (stdout) or warnings."""
+    assert "[torch.onnx]" not in CHATTER["stdout"], CHATTER["stdout"][:300]
+    assert CHATTER["records"] == []
 
 
 @pytest.fixture(scope="module")
