@@ -74,6 +74,15 @@ def test_gguf_f16_parity_and_tokenization(name, tmp_path):
         assert any("</s>" in p["tokens"] for p in cell.data["tokenization_promoted"])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_lora_lowers_held_out_loss(name, tmp_path):
+    """30 LoRA steps on six short chats lower the loss on two unseen chats of the same shape
+    (1-11 s per family at 1 thread, quiet; bench/results/families_matrix_lora_heldout.md)."""
+    cell = run_cell(name, "lora", tmp_path)
+    assert cell.status == "pass", cell.reason
+    assert cell.data["heldout_after"] < cell.data["heldout_before"] - 0.1, cell.figure
+
+
 @needs_llama
 @needs_go
 @pytest.mark.slow
