@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import IceburgError
 from .encoding import Example
 from .mlx_backend import _mlx, load_peft_weights, lora_layers, peft_tensors
-from .packing import Row, pack
+from .packing import Row, collate, pack
 from .trainer import TrainArgs, TrainOutput, peak_rss_mib, plan_steps
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,9 @@ def batch_arrays(rows: list[Row], pad_id: int):
     Targets and weights are already cut to the kept positions: those where some row supervises
     the next token (as trainer._forward_loss's `logits_to_keep`)."""
     mx = _mlx()
-    n = max(len(r) for r in rows)
-    ids = np.full((len(rows), n), pad_id, dtype=np.int32)
-    pos = np.zeros((len(rows), n), dtype=np.int64)
-    mask = np.zeros((len(rows), n), dtype=np.float32)
-    w = np.zeros((len(rows), n), dtype=np.float32)
-    for i, r in enumerate(rows):
-        k = len(r)
-        ids[i, :k], pos[i, :k], mask[i, :k], w[i, :k] = r.input_ids, r.position_ids, r.mask, r.weights
-        pos[i, k:] = np.arange(n - k)  # padding is its own segment, as packing.collate
+    batch = {k: v.numpy() for k, v in collate(rows, pad_id).items()}  # the torch trainer's padding
+    ids, pos = batch["input_ids"].astype(np.int32), batch["position_ids"]
+    mask, w = batch["loss_mask"].astype(np.float32), batch["token_weights"]
     packed = any(len(r.example_ids) > 1 for r in rows)
     seg = mx.array(segment_mask(pos[:, :-1])) if packed else None
     # position t predicts token t+1 (as in trainer._forward_loss)
