@@ -360,17 +360,6 @@ def plan_preference_steps(train_data: list, args: TrainArgs) -> tuple[list[list[
     return steps, epoch_ends
 
 
-def preference_plan_fingerprint(steps: list[list[list]]) -> str:
-    """The preference counterpart of `trainer.plan_fingerprint`: a hash of which pair / KTO item
-    (by id) sits in which micro-batch and step. Stored with each checkpoint, so a resume whose
-    data, --seed, batch or objective changed is refused instead of training a different plan."""
-    import hashlib
-    import json
-
-    layout = [[[item.id for item in mb] for mb in step] for step in steps]
-    return hashlib.sha256(json.dumps(layout, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
 def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, pargs: PreferenceArgs, *,
                      callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
     """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
@@ -383,7 +372,7 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
     before-training evaluation are recomputed from the adapter-free model before the checkpoint is
     loaded, so a resumed run reports the same figures as an uninterrupted one."""
     from ..progress import bar as progress_bar
-    from .trainer import check_plan, default_scheduler, load_checkpoint, peak_rss_mib, save_checkpoint
+    from .trainer import check_plan, default_scheduler, load_checkpoint, peak_rss_mib, plan_fingerprint, save_checkpoint
 
     if not train_data:
         raise IceburgError("no preference pairs to train on")
@@ -391,7 +380,7 @@ def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, 
     if pargs.objective in ("dpo", "kto"):
         precompute_reference(model, train_data + eval_data, args)  # eval recomputes its own, see below
     steps, epoch_ends = plan_preference_steps(train_data, args)
-    plan_id = preference_plan_fingerprint(steps)
+    plan_id = plan_fingerprint(steps, key=lambda item: item.id)  # pairs / KTO items by id
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     sched = default_scheduler(opt, len(steps), args)

@@ -299,13 +299,14 @@ def peak_rss_mib() -> float:
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --
 
-def plan_fingerprint(steps: list[list[list[Row]]]) -> str:
-    """A hash of the step plan's shape: which example ids sit in which row, micro-batch and step.
-    Stored with each checkpoint so a resume whose data, order, packing or batch settings changed
-    is refused instead of silently training a different plan."""
+def plan_fingerprint(steps: list[list[list]], key=lambda row: row.example_ids) -> str:
+    """A hash of the step plan's shape: which example ids sit in which row, micro-batch and step
+    (`key` names an item: a packed Row by its example ids, a preference pair by its id). Stored
+    with each checkpoint so a resume whose data, order, packing or batch settings changed is
+    refused instead of silently training a different plan."""
     import hashlib
 
-    layout = [[[r.example_ids for r in mb] for mb in step] for step in steps]
+    layout = [[[key(r) for r in mb] for mb in step] for step in steps]
     return hashlib.sha256(json.dumps(layout, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
