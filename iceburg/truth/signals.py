@@ -183,6 +183,9 @@ BOILERPLATE = re.compile(
     r"great question|as an ai(?: language model)?|i(?:'m| am) (?:just )?an ai|happy to help|"
     r"is there anything else|thank you for (?:your question|asking)|i'd be happy to help|"
     r"hope you find this|glad (?:i could|to) help|don't hesitate to ask)", re.I)
+# The same pattern, case-sensitive, for lower-cased text: re.I alone made each search ~10x slower
+# (measured 744 vs 72 us per synthetic 2-8 KB answer).
+_BOILERPLATE_LOW = re.compile(BOILERPLATE.pattern)
 # Free-standing punctuation of technical prose ("`h2` - required by ...", "a -> b", "x / y") is
 # punctuation, not a word without letters: Gopher's rule counts words, and these tokens took clean
 # real list items to 0.70-0.79 (measured). Symbol soup is made of other tokens ("|>", "$%", "]]").
@@ -362,13 +365,13 @@ _BOILER_KEYS = ("hope", "let me know", "feel free", "question", " ai", "happy to
 
 def boilerplate_share(turn: str) -> float:
     low = turn.lower()  # substring prefilter: the re.I alternation alone costs ~1.8 ms per 6 KB turn
-    if not any(k in low for k in _BOILER_KEYS) or not BOILERPLATE.search(turn):
+    if not any(k in low for k in _BOILER_KEYS) or not _BOILERPLATE_LOW.search(low):
         return 0.0
     sents = [s for s in _SENT.split(turn) if _WORD.search(s)]
     if not sents:
         return 0.0
     total = sum(len(s) for s in sents)
-    bp = sum(len(s) for s in sents if BOILERPLATE.search(s))
+    bp = sum(len(s) for s in sents if _BOILERPLATE_LOW.search(s.lower()))
     return bp / max(total, 1)
 
 
