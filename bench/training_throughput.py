@@ -169,7 +169,7 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=not a.greedy,
                      micro_batch_size=a.iceburg_rows or max(1, a.batch // 2),
                      grad_accum=1, max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
-                     show_progress=False)
+                     show_progress=False, segment_attention=False if a.mask else None)
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args)
     wall = time.time() - t0
@@ -240,7 +240,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"],
                    help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg, "
-                        "iceburg:greedy (in-order packing)")
+                        "iceburg:greedy (in-order packing), iceburg:mask (sdpa's block-diagonal mask instead of "
+                        "segment attention)")
     p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
     p.add_argument("--max-steps", type=int, default=None, help="bound each approach to this many optimizer steps")
     p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
@@ -248,6 +249,8 @@ def main() -> None:
                    help="iceburg rows per micro-batch (default batch // 2; the planner's 4 for SmolLM2 at 512)")
     p.add_argument("--greedy", action="store_true", help="iceburg with greedy in-order packing (no best-fit)")
     p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
+    p.add_argument("--mask", action="store_true", help="iceburg with sdpa's block-diagonal mask (no segment attention)")
+    p.add_argument("--tag", default="", help="suffix of the saved table's name")
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
     a = p.parse_args()
@@ -267,7 +270,8 @@ def main() -> None:
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
                *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
-               *(["--greedy"] if name == "iceburg:greedy" else []), *(["--profile"] if a.profile else [])]
+               *(["--greedy"] if name == "iceburg:greedy" else []), *(["--mask"] if name == "iceburg:mask" else []),
+               *(["--profile"] if a.profile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
@@ -287,7 +291,7 @@ def main() -> None:
             "batch": a.batch, "lora": "r16 all-linear", "model": a.model, "max_steps": a.max_steps,
             "types": a.types, "iceburg_rows": a.iceburg_rows or max(1, a.batch // 2),
             "load_average_start": load_start, "load_average_end": os.getloadavg()}
-    tag = "" if a.model == "iceburg-tiny" else f"_{a.model}"
+    tag = ("" if a.model == "iceburg-tiny" else f"_{a.model}") + (f"_{a.tag}" if a.tag else "")
     print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
                ["approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
                 "supervised_tokens", "achieved_gflops", "pct_of_matmul_peak", "speedup_vs_this"]))

@@ -38,6 +38,7 @@ from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkp
                           unwrap)
 from .encoding import Example
 from .packing import Row, collate, pack
+from .segment_attention import segment_attention, supports_segments
 
 SINGLE = World()
 
@@ -75,6 +76,9 @@ class TrainArgs:
     world_size: int = 1  # processes sharing each optimizer step (micro-batches per step x this)
     varlen: bool = False  # a micro-batch as one padding-free row (flash-attention varlen; accel.py)
     liger: bool = False  # Liger's fused lm head + cross-entropy (accel.py)
+    # causal attention per packed example instead of sdpa's block-diagonal mask (segment_attention.py);
+    # None = on CPU when the model's attention allows it
+    segment_attention: bool | None = None
 
 
 @dataclass
@@ -134,6 +138,20 @@ def _collate(rows: list[Row], args: TrainArgs) -> dict[str, torch.Tensor]:
     return collate(rows, args.pad_id)
 
 
+def _use_segments(model, args: TrainArgs) -> bool:
+    """Whether this model's packed rows run through segment attention (decided once per model)."""
+    if args.segment_attention is False or args.varlen:
+        return False
+    cached = getattr(model, "_iceburg_segments", None)
+    if cached is None:
+        why = supports_segments(model, args.max_length)
+        cached = why is None and (args.segment_attention or args.device == "cpu")
+        if why and args.segment_attention:
+            logger.warning("segment attention is off for this model: %s", why)
+        model._iceburg_segments = cached
+    return cached
+
+
 def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
     if args.liger and loss_fn is weighted_token_loss:
         from .accel import liger_forward_loss
@@ -146,7 +164,7 @@ def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_f
     keep = tgt_mask.any(dim=0).nonzero().squeeze(-1)
     if keep.numel() == 0:
         return torch.zeros((), device=args.device, requires_grad=True), 0
-    with _autocast(args):
+    with _autocast(args), segment_attention(model, _use_segments(model, args)):
         out = model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=keep.to(args.device))
     targets = ids[:, 1:][:, keep.to(args.device)]
     mask = tgt_mask[:, keep].to(args.device)

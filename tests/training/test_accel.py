@@ -34,7 +34,7 @@ def test_varlen_layout_gives_the_padded_batch_loss(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
     rows = pack(_examples(model.config.vocab_size), 100)
     assert len(rows) >= 2 and any(len(r.example_ids) > 1 for r in rows)  # packed rows of unequal length
-    args = TrainArgs()
+    args = TrainArgs(segment_attention=False)  # transformers' block-diagonal mask (segments: test_segment_attention.py)
     with torch.no_grad():
         padded, n_padded = _forward_loss(model, collate(rows, 0), args, weighted_token_loss)
         flat_batch = collate_varlen(rows)

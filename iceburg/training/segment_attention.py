@@ -1,0 +1,136 @@
+"""Packed rows on CPU without a block-diagonal mask: causal attention per packed example.
+
+The trainer packs several examples into one row with `position_ids` restarting at each example.
+Under sdpa, transformers turns those positions into a [rows x L x L] block-diagonal causal mask
+(masking_utils.find_packed_sequence_indices), and torch's CPU flash kernel then computes every
+query-key block of the row, masked or not: measured on SmolLM2-135M at 4 x 512 it was 17% of a
+training step (bench/results/training_profile_smollm2-135m_L512.txt). This attention function
+reads the example boundaries from the same `position_ids` and runs `scaled_dot_product_attention`
+with `is_causal=True` on each example alone, so the work is the sum of the examples' squared
+lengths (halved by causality) instead of the row's squared length, and the kernel takes its
+unmasked causal path.
+
+It computes the same function as the masked path (tests/training/test_segment_attention.py checks
+loss and gradients against sdpa's block mask). It is registered under the name `SEGMENT_SDPA`
+and used by the trainer only for training/evaluation forwards of models whose attention is plain
+causal attention (no sliding window shorter than a row, no soft-capping); generation and every
+export keep the model's own implementation (`segment_attention(model)` restores it).
+
+Hand-written because no library does it on CPU: flash-attention's varlen kernels (the GPU path,
+accel.py) are CUDA-only, and torch's nested-tensor SDPA does not take a causal mask on CPU
+for training.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+SEGMENT_SDPA = "iceburg_segment_sdpa"
+
+
+def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """Per row, the (start, end) spans over which positions count up by one (one packed example
+    each; trailing padding restarts its positions too, so it is a span of its own)."""
+    pos = position_ids
+    brk = torch.ones_like(pos, dtype=torch.bool)
+    brk[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
+    out = []
+    n = pos.shape[1]
+    for row in brk.tolist():
+        starts = [i for i, b in enumerate(row) if b]
+        out.append(list(zip(starts, starts[1:] + [n])))
+    return out
+
+
+def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                         scaling: float | None = None, **kwargs):
+    """transformers attention interface: query (B, H, L, D), key/value (B, Hkv, L, D) ->
+    output (B, L, H, D), no weights."""
+    pos = kwargs.get("position_ids")
+    if pos is None or attention_mask is not None or query.shape[2] != key.shape[2]:
+        raise RuntimeError(f"{SEGMENT_SDPA} is a training kernel for packed rows (position_ids, no mask, "
+                           "no cache); the trainer enables it only around its own forwards")
+    if kwargs.get("softcap") is not None:
+        raise RuntimeError(f"{SEGMENT_SDPA} cannot soft-cap attention scores")
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:
+        key = key.repeat_interleave(n_rep, dim=1)
+        value = value.repeat_interleave(n_rep, dim=1)
+    if pos.shape[0] != query.shape[0]:
+        pos = pos.expand(query.shape[0], -1)
+    window = kwargs.get("sliding_window")
+    rows = []
+    for b, spans in enumerate(segments(pos)):
+        if window is not None and max(e - s for s, e in spans) > window:
+            raise RuntimeError(f"{SEGMENT_SDPA}: an example is longer than the sliding window ({window})")
+        if len(spans) == 1:
+            parts = [F.scaled_dot_product_attention(query[b:b + 1], key[b:b + 1], value[b:b + 1],
+                                                    dropout_p=dropout, is_causal=True, scale=scaling)]
+        else:
+            parts = [F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
+                                                    value[b:b + 1, :, s:e], dropout_p=dropout,
+                                                    is_causal=True, scale=scaling) for s, e in spans]
+        rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
+    out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(SEGMENT_SDPA, segment_sdpa_forward)
+
+
+def supports_segments(model, max_length: int) -> str | None:
+    """Why the model's attention cannot run per segment (None: it can)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return "no config"
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "_attn_implementation", None) not in ("sdpa", "eager", None):
+        return f"attention implementation {text._attn_implementation}"
+    if getattr(text, "attn_logit_softcapping", None):
+        return "attention soft-capping"
+    window = getattr(text, "sliding_window", None)
+    layer_types = getattr(text, "layer_types", None) or []
+    if window is not None and window < max_length and (
+            any("sliding" in t for t in layer_types) or getattr(text, "use_sliding_window", True)):
+        return f"sliding window {window} < row length {max_length}"
+    return None
+
+
+def _configs(model):
+    seen, out = set(), []
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and id(cfg) not in seen and hasattr(cfg, "_attn_implementation"):
+            seen.add(id(cfg))
+            out.append(cfg)
+            for sub in ("text_config",):
+                s = getattr(cfg, sub, None)
+                if s is not None and id(s) not in seen and hasattr(s, "_attn_implementation"):
+                    seen.add(id(s))
+                    out.append(s)
+    return out
+
+
+@contextmanager
+def segment_attention(model, enabled: bool = True):
+    """Run the block with every attention of `model` computed per packed example, then restore."""
+    if not enabled:
+        yield
+        return
+    _register()
+    cfgs = _configs(model)
+    saved = [c._attn_implementation for c in cfgs]
+    try:
+        for c in cfgs:
+            c._attn_implementation = SEGMENT_SDPA
+        yield
+    finally:
+        for c, s in zip(cfgs, saved):
+            c._attn_implementation = s
