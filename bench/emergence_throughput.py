@@ -91,7 +91,13 @@ def worker(n: int, cache: str, threads: int, max_tokens: int, recall: bool, exac
     from _common import peak_rss_mb
 
     from iceburg.emergence import EmbeddingNoveltyDetector, EmergenceProcessor, SentenceEmbedder
+    from iceburg.emergence import embedding as embedding_module
     from iceburg.emergence.neighbours import knn
+
+    # A/B of the cold path's memory: digests per model call and cache shard (0 = all in one call,
+    # what the embedder did before EMBED_CHUNK)
+    if os.environ.get("ICEBURG_BENCH_EMBED_CHUNK"):
+        embedding_module.EMBED_CHUNK = int(os.environ["ICEBURG_BENCH_EMBED_CHUNK"]) or 10**9
 
     sampler = RssSampler()
     rss_start = sampler.rss_mb()

@@ -26,6 +26,7 @@ come from gguf's `SpecialVocab`;
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -105,8 +106,46 @@ def _merge_ranks(tok_json: dict[str, Any]) -> dict[str, int]:
     return ranks
 
 
+# What `add_tokenizer` computed per (folder, vocabulary size, tokenizer files' size and mtime):
+# an export writes one GGUF per quantization and each would read and convert the same tokenizer
+# again (about 4 s for Llama 3's 128,256 tokens on this 2-core machine; measured).
+_CACHE: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+_CACHE_SIZE = 4
+
+
+def _cache_key(model_dir: Path, n_vocab: int) -> tuple:
+    files = []
+    for f in sorted(Path(model_dir).iterdir()):
+        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "added_tokens", "chat_template"))
+                            or f.name in ("config.json", "generation_config.json")):
+            st = f.stat()
+            files.append((f.name, st.st_size, st.st_mtime_ns))
+    return str(Path(model_dir).resolve()), n_vocab, tuple(files)
+
+
 def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dict[str, Any]:
     """Write tokens, types, merges/scores, special ids and chat template; return a summary."""
+    key = _cache_key(model_dir, n_vocab)
+    if key not in _CACHE:
+        _CACHE[key] = _tokenizer_metadata(model_dir, n_vocab)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    meta, summary = _CACHE[key]
+    writer.add_tokenizer_model(meta["kind"])
+    if meta["kind"] == "gpt2":
+        writer.add_tokenizer_pre(summary["pre"])
+    else:
+        writer.add_tokenizer_pre("default")
+        writer.add_token_scores(meta["scores"])
+        writer.add_add_space_prefix(meta["space_prefix"])
+    writer.add_token_list(meta["tokens"])
+    writer.add_token_types(meta["types"])
+    meta["special"].add_to_gguf(writer, quiet=True)
+    return copy.deepcopy(summary)
+
+
+def _tokenizer_metadata(model_dir: Path, n_vocab: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tokenizer's GGUF metadata (tokens, types, scores, SpecialVocab) and its summary."""
     from transformers import AutoTokenizer
 
     _load_tokenizer_json(model_dir)  # a clear error when there is no fast tokenizer
@@ -145,19 +184,15 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dic
             tokens.append(token)
             types.append(gguf.TokenType.NORMAL)
 
-    writer.add_tokenizer_model(kind)
+    meta: dict[str, Any] = {"kind": kind, "tokens": tokens, "types": types}
     summary: dict[str, Any] = {"model": kind, "n_tokens": len(tokens), "n_unused": types.count(gguf.TokenType.UNUSED)}
     if kind == "gpt2":
         summary["pre"] = detect_pre_tokenizer(tok_json)
-        writer.add_tokenizer_pre(summary["pre"])
     else:
-        writer.add_tokenizer_pre("default")
         ranks = _merge_ranks(tok_json)
         worst = -float(len(ranks) + 1)
-        writer.add_token_scores([-float(ranks[t]) if t in ranks else (0.0 if len(t) == 1 else worst) for t in tokens])
-        writer.add_add_space_prefix(_adds_space_prefix(tok_json))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
+        meta["scores"] = [-float(ranks[t]) if t in ranks else (0.0 if len(t) == 1 else worst) for t in tokens]
+        meta["space_prefix"] = _adds_space_prefix(tok_json)
 
     special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n_vocab)
     if kind == "gpt2":  # merges of the loaded pipeline, in SpecialVocab's "a b" form (spaces as U+0120)
@@ -170,11 +205,11 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dic
     special.add_special_token["eos"] = hf.eos_token_id is not None and probe[-1:] == [hf.eos_token_id] != bare[-1:]
     if special.chat_template is None and getattr(hf, "chat_template", None):
         special.chat_template = hf.chat_template
-    special.add_to_gguf(writer, quiet=True)
+    meta["special"] = special
     summary.update(special_ids=dict(special.special_token_ids), add_bos=special.add_special_token["bos"],
                    add_eos=special.add_special_token["eos"], merges=len(special.merges),
                    chat_template=special.chat_template is not None)
-    return summary
+    return meta, summary
 
 
 def _adds_space_prefix(tok_json: dict[str, Any]) -> bool:

@@ -1,7 +1,8 @@
-"""Real model families end to end (issue 11): the cheap cells of the family x stage matrix on each
+"""Real model families end to end (issue 11): every cell of the family x stage matrix on each
 family's fixture (real llama.cpp vocabulary + real template + random weights with the family's
-architecture features), plus the tokenization-proof and Ollama-reuse rules. The heavy cells
-(LoRA, Q8_0/Q4_K_M, ONNX, SmolLM2's real weights) run in bench/families_matrix.py.
+architecture features), plus the tokenization-proof and Ollama-reuse rules. The rows with real
+weights (SmolLM2-135M, Gemma 3 270M) run in bench/families_matrix.py, which also writes the docs
+table.
 
 Assets come from llama-cpp-python's sdist (iceburg.testing.llama_cpp_assets, cached).
 """
@@ -81,6 +82,29 @@ def test_lora_lowers_held_out_loss(name, tmp_path):
     cell = run_cell(name, "lora", tmp_path)
     assert cell.status == "pass", cell.reason
     assert cell.data["heldout_after"] < cell.data["heldout_before"] - 0.1, cell.figure
+
+
+@needs_llama
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_gguf_quantized_parity_and_tokenization(name, tmp_path):
+    """Q8_0 and Q4_K_M written by iceburg, proven in llama.cpp against the HF model under the
+    export's limits (docs/export_gguf.md "Why these limits"), tokenization on the probe texts and
+    the family's .inp vectors."""
+    for file_type in ("q8_0", "q4_k_m"):
+        cell = run_cell(name, f"gguf_{file_type}", tmp_path)
+        assert cell.status == "pass", f"{file_type}: {cell.reason}"
+        assert not cell.data["tokenization_mismatches"], file_type
+        assert cell.data["kld_mean"] <= 0.02 and cell.data["max_abs_logit_diff"] > 0, cell.figure  # really quantized
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_parity(name, tmp_path):
+    cell = run_cell(name, "onnx", tmp_path)
+    assert cell.status == "pass", cell.reason
+    fp = cell.data["fp32"]
+    assert max(fp["max_abs_diff_single"], fp["max_abs_diff_batched_padded"]) < 1e-3, cell.figure
 
 
 @needs_llama
