@@ -45,6 +45,13 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     return out
 
 
+def segment_work_share(position_ids: torch.Tensor) -> float:
+    """Attention work per example (sum of squared lengths) over the masked path's (rows x L^2)."""
+    spans = segments(position_ids)
+    n = position_ids.shape[1]
+    return sum((e - s) ** 2 for row in spans for s, e in row) / max(1, len(spans) * n * n)
+
+
 def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, dropout: float = 0.0,
                          scaling: float | None = None, **kwargs):
@@ -57,25 +64,27 @@ def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: 
     if kwargs.get("softcap") is not None:
         raise RuntimeError(f"{SEGMENT_SDPA} cannot soft-cap attention scores")
     n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:
-        key = key.repeat_interleave(n_rep, dim=1)
-        value = value.repeat_interleave(n_rep, dim=1)
+    if n_rep > 1:  # as transformers' repeat_kv
+        b_, h_, l_, d_ = key.shape
+        key = key[:, :, None].expand(b_, h_, n_rep, l_, d_).reshape(b_, h_ * n_rep, l_, d_)
+        value = value[:, :, None].expand(b_, h_, n_rep, l_, d_).reshape(b_, h_ * n_rep, l_, d_)
     if pos.shape[0] != query.shape[0]:
         pos = pos.expand(query.shape[0], -1)
     window = kwargs.get("sliding_window")
-    rows = []
-    for b, spans in enumerate(segments(pos)):
-        if window is not None and max(e - s for s, e in spans) > window:
-            raise RuntimeError(f"{SEGMENT_SDPA}: an example is longer than the sliding window ({window})")
-        if len(spans) == 1:
-            parts = [F.scaled_dot_product_attention(query[b:b + 1], key[b:b + 1], value[b:b + 1],
-                                                    dropout_p=dropout, is_causal=True, scale=scaling)]
-        else:
-            parts = [F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
-                                                    value[b:b + 1, :, s:e], dropout_p=dropout,
-                                                    is_causal=True, scale=scaling) for s, e in spans]
-        rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
-    out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+    spans = segments(pos)
+    if window is not None and max(e - s for row in spans for s, e in row) > window:
+        raise RuntimeError(f"{SEGMENT_SDPA}: an example is longer than the sliding window ({window})")
+
+    def attend(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+
+    if all(len(row) == 1 for row in spans):  # no row is packed: one causal call for the batch
+        out = attend(query, key, value)
+    else:
+        rows = [torch.cat([attend(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e])
+                           for s, e in row], dim=2) if len(row) > 1
+                else attend(query[b:b + 1], key[b:b + 1], value[b:b + 1]) for b, row in enumerate(spans)]
+        out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
 
 
