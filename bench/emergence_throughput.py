@@ -98,6 +98,10 @@ def worker(n: int, cache: str, threads: int, max_tokens: int, recall: bool, exac
     # what the embedder did before EMBED_CHUNK)
     if os.environ.get("ICEBURG_BENCH_EMBED_CHUNK"):
         embedding_module.EMBED_CHUNK = int(os.environ["ICEBURG_BENCH_EMBED_CHUNK"]) or 10**9
+    if os.environ.get("ICEBURG_BENCH_MALLOC") == "1":  # freed memory back to the OS (glibc), as training does
+        from iceburg.hardware import configure_cpu_allocator
+
+        configure_cpu_allocator()
 
     sampler = RssSampler()
     rss_start = sampler.rss_mb()
