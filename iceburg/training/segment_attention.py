@@ -12,13 +12,15 @@ unmasked causal path.
 
 It computes the same function as the masked path (tests/training/test_segment_attention.py checks
 loss and gradients against sdpa's block mask). It is registered under the name `SEGMENT_SDPA`
-and used by the trainer only for training/evaluation forwards of models whose attention is plain
-causal attention (no sliding window shorter than a row, no soft-capping); generation and every
-export keep the model's own implementation (`segment_attention(model)` restores it).
+and used by the trainer only for its own training/evaluation forwards, only for models whose
+attention is plain causal attention (no sliding window shorter than a row, no soft-capping), and
+only for micro-batches whose examples are short enough to pay (trainer.SEGMENT_MAX_WORK_SHARE:
+one kernel call per example costs more than it saves when a row is mostly one example).
+Generation and every export keep the model's own implementation (`segment_attention(model)`
+restores it).
 
 Hand-written because no library does it on CPU: flash-attention's varlen kernels (the GPU path,
-accel.py) are CUDA-only, and torch's nested-tensor SDPA does not take a causal mask on CPU
-for training.
+accel.py) are CUDA-only.
 """
 
 from __future__ import annotations
