@@ -27,6 +27,7 @@ come from gguf's `SpecialVocab`;
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import re
@@ -109,10 +110,6 @@ def _merge_ranks(tok_json: dict[str, Any]) -> dict[str, int]:
 # What `add_tokenizer` computed per (folder, vocabulary size, tokenizer files' size and mtime):
 # an export writes one GGUF per quantization and each would read and convert the same tokenizer
 # again (about 4 s for Llama 3's 128,256 tokens on this 2-core machine; measured).
-_CACHE: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
-_CACHE_SIZE = 4
-
-
 def _cache_key(model_dir: Path, n_vocab: int) -> tuple:
     files = []
     for f in sorted(Path(model_dir).iterdir()):
@@ -123,14 +120,14 @@ def _cache_key(model_dir: Path, n_vocab: int) -> tuple:
     return str(Path(model_dir).resolve()), n_vocab, tuple(files)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_metadata(key: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _tokenizer_metadata(Path(key[0]), key[1])
+
+
 def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> dict[str, Any]:
     """Write tokens, types, merges/scores, special ids and chat template; return a summary."""
-    key = _cache_key(model_dir, n_vocab)
-    if key not in _CACHE:
-        _CACHE[key] = _tokenizer_metadata(model_dir, n_vocab)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-    meta, summary = _CACHE[key]
+    meta, summary = _cached_metadata(_cache_key(model_dir, n_vocab))
     writer.add_tokenizer_model(meta["kind"])
     if meta["kind"] == "gpt2":
         writer.add_tokenizer_pre(summary["pre"])

@@ -83,10 +83,8 @@ def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: 
     if all(len(row) == 1 for row in spans):  # no row is packed: one causal call for the batch
         out = attend(query, key, value)
     else:
-        rows = [torch.cat([attend(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e])
-                           for s, e in row], dim=2) if len(row) > 1
-                else attend(query[b:b + 1], key[b:b + 1], value[b:b + 1]) for b, row in enumerate(spans)]
-        out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+        out = torch.cat([torch.cat([attend(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e])
+                                    for s, e in row], dim=2) for b, row in enumerate(spans)], dim=0)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -115,18 +113,14 @@ def supports_segments(model, max_length: int) -> str | None:
 
 
 def _configs(model):
-    seen, out = set(), []
+    """Every config (and text sub-config) of the model's modules that names an attention kernel."""
+    found: dict[int, object] = {}
     for m in model.modules():
         cfg = getattr(m, "config", None)
-        if cfg is not None and id(cfg) not in seen and hasattr(cfg, "_attn_implementation"):
-            seen.add(id(cfg))
-            out.append(cfg)
-            for sub in ("text_config",):
-                s = getattr(cfg, sub, None)
-                if s is not None and id(s) not in seen and hasattr(s, "_attn_implementation"):
-                    seen.add(id(s))
-                    out.append(s)
-    return out
+        for c in (cfg, getattr(cfg, "text_config", None)):
+            if c is not None and hasattr(c, "_attn_implementation"):
+                found.setdefault(id(c), c)
+    return list(found.values())
 
 
 @contextmanager
