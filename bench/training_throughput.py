@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -251,6 +252,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
     p.add_argument("--mask", action="store_true", help="iceburg with sdpa's block-diagonal mask (no segment attention)")
     p.add_argument("--tag", default="", help="suffix of the saved table's name")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the approaches this many times, the order reversed every other round; each "
+                        "round's speedups are against that round's iceburg run (on a shared machine whose "
+                        "speed drifts, only ratios measured close together mean something)")
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
     a = p.parse_args()
@@ -265,7 +270,9 @@ def main() -> None:
     load_start = os.getloadavg()
     peak = matmul_gflops(a.threads)
     rows = []
-    for name in a.approaches:
+    order = [(rnd, name) for rnd in range(a.rounds)
+             for name in (a.approaches if rnd % 2 == 0 else list(reversed(a.approaches)))]
+    for rnd, name in order:
         cmd = [sys.executable, __file__, "--child", name.split(":")[0], "--threads", str(a.threads), "--max-seq-length",
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
@@ -279,21 +286,30 @@ def main() -> None:
             sys.stderr.write(err[-3000:])
             raise SystemExit(f"{name} failed (exit {out.returncode}; -9 is a kill, e.g. out of memory)")
         r = json.loads(line[0][7:])
-        r["approach"] = name
+        r["approach"], r["round"] = name, rnd + 1
         r["pct_of_matmul_peak"] = 100 * r["achieved_gflops"] / peak
         rows.append(r)
         print(json.dumps(r))
-    base = {r["approach"]: r for r in rows}
-    if "iceburg" in base:
-        for r in rows:
-            r["speedup_vs_this"] = base["iceburg"]["supervised_tok_per_s"] / r["supervised_tok_per_s"]
+    base = {(r["round"], r["approach"]): r for r in rows}
+    speedups: dict[str, list[float]] = {}
+    for r in rows:
+        ice = base.get((r["round"], "iceburg"))
+        if ice:
+            r["speedup_vs_this"] = ice["supervised_tok_per_s"] / r["supervised_tok_per_s"]
+            speedups.setdefault(r["approach"], []).append(r["speedup_vs_this"])
+    if a.rounds > 1:
+        for name, v in speedups.items():
+            print(f"iceburg vs {name}: per round {', '.join(f'{x:.2f}x' for x in v)}; "
+                  f"median {statistics.median(v):.2f}x, min {min(v):.2f}x")
     meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "max_seq_length": a.max_seq_length,
             "batch": a.batch, "lora": "r16 all-linear", "model": a.model, "max_steps": a.max_steps,
             "types": a.types, "iceburg_rows": a.iceburg_rows or max(1, a.batch // 2),
-            "load_average_start": load_start, "load_average_end": os.getloadavg()}
+            "load_average_start": load_start, "load_average_end": os.getloadavg(), "rounds": a.rounds,
+            **({f"median_speedup_vs_{k}": round(statistics.median(v), 3)
+                for k, v in speedups.items() if k != "iceburg"} if a.rounds > 1 else {})}
     tag = ("" if a.model == "iceburg-tiny" else f"_{a.model}") + (f"_{a.tag}" if a.tag else "")
     print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
-               ["approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
+               ["round", "approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
                 "supervised_tokens", "achieved_gflops", "pct_of_matmul_peak", "speedup_vs_this"]))
 
 

@@ -12,10 +12,12 @@ unmasked causal path.
 
 It computes the same function as the masked path (tests/training/test_segment_attention.py checks
 loss and gradients against sdpa's block mask). It is registered under the name `SEGMENT_SDPA`
-and used by the trainer only for its own training/evaluation forwards, only for models whose
-attention is plain causal attention (no sliding window shorter than a row, no soft-capping), and
-only for micro-batches whose examples are short enough to pay (trainer.SEGMENT_MAX_WORK_SHARE:
-one kernel call per example costs more than it saves when a row is mostly one example).
+and used by the trainer only for its own training/evaluation forwards, and only for models whose
+attention is plain causal attention (no sliding window shorter than a row, no soft-capping).
+Each row is cut into its examples with `unbind`/`split` (their backward is one stack/cat;
+indexing a slice would allocate and add a zero-filled gradient of the whole tensor per example)
+and grouped KV heads are shared inside the kernel (`enable_gqa`) rather than copied: with both,
+segments beat the mask even on rows of mostly one example (docs/training.md).
 Generation and every export keep the model's own implementation (`segment_attention(model)`
 restores it).
 
@@ -48,7 +50,8 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
 
 
 def segment_work_share(position_ids: torch.Tensor) -> float:
-    """Attention work per example (sum of squared lengths) over the masked path's (rows x L^2)."""
+    """Attention work per example (sum of squared lengths) over the masked path's (rows x L^2):
+    how much packing there is in a micro-batch (reported by bench/training_step_ab.py)."""
     spans = segments(position_ids)
     n = position_ids.shape[1]
     return sum((e - s) ** 2 for row in spans for s, e in row) / max(1, len(spans) * n * n)
@@ -65,11 +68,7 @@ def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: 
                            "no cache); the trainer enables it only around its own forwards")
     if kwargs.get("softcap") is not None:
         raise RuntimeError(f"{SEGMENT_SDPA} cannot soft-cap attention scores")
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:  # as transformers' repeat_kv
-        b_, h_, l_, d_ = key.shape
-        key = key[:, :, None].expand(b_, h_, n_rep, l_, d_).reshape(b_, h_ * n_rep, l_, d_)
-        value = value[:, :, None].expand(b_, h_, n_rep, l_, d_).reshape(b_, h_ * n_rep, l_, d_)
+    gqa = query.shape[1] != key.shape[1]  # grouped KV heads: sdpa shares them, no repeat_kv copy
     if pos.shape[0] != query.shape[0]:
         pos = pos.expand(query.shape[0], -1)
     window = kwargs.get("sliding_window")
@@ -78,13 +77,19 @@ def segment_sdpa_forward(module, query: torch.Tensor, key: torch.Tensor, value: 
         raise RuntimeError(f"{SEGMENT_SDPA}: an example is longer than the sliding window ({window})")
 
     def attend(q, k, v):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
+                                              enable_gqa=gqa)
 
     if all(len(row) == 1 for row in spans):  # no row is packed: one causal call for the batch
         out = attend(query, key, value)
     else:
-        out = torch.cat([torch.cat([attend(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e])
-                                    for s, e in row], dim=2) for b, row in enumerate(spans)], dim=0)
+        # unbind/split, not indexing (module docstring)
+        rows = []
+        for q, k, v, row in zip(query.unbind(0), key.unbind(0), value.unbind(0), spans):
+            lens = [e - s for s, e in row]
+            rows.append(torch.cat([attend(qs[None], ks[None], vs[None]) for qs, ks, vs in
+                                   zip(q.split(lens, 1), k.split(lens, 1), v.split(lens, 1))], dim=2))
+        out = torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None
 
 

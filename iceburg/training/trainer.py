@@ -37,8 +37,9 @@ import torch
 from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
                           unwrap)
 from .encoding import Example
+from .lora_dropout import lora_dropout_on_cpu
 from .packing import Row, collate, pack
-from .segment_attention import segment_attention, segment_work_share, supports_segments
+from .segment_attention import segment_attention, supports_segments
 
 SINGLE = World()
 
@@ -138,18 +139,13 @@ def _collate(rows: list[Row], args: TrainArgs) -> dict[str, torch.Tensor]:
     return collate(rows, args.pad_id)
 
 
-# Segment attention pays when a row's examples are short against the row: its attention work is
-# the sum of the examples' squared lengths, the mask's the row's squared length. Measured per
-# micro-batch (forward + backward, 2 threads): SmolLM2-135M at 4 x 512, rows of 1-3 examples with
-# most tokens in one (work share ~0.85), segments 1.15-1.25x SLOWER than the mask (per-example
-# kernel calls and copies); iceburg-tiny at 4 x 2048 (share ~0.2) 1.5x faster. Below this share
-# the trainer takes segments, above it the mask.
-SEGMENT_MAX_WORK_SHARE = 0.5
-
-
-def _use_segments(model, args: TrainArgs, position_ids: torch.Tensor | None = None) -> bool:
-    """Whether this micro-batch's packed rows run through segment attention: the model must allow
-    it (decided once per model), and the rows' examples must be short enough to pay."""
+def _use_segments(model, args: TrainArgs) -> bool:
+    """Whether the trainer's forwards run through segment attention (decided once per model): on
+    CPU by default, wherever the model's attention allows it. Measured per micro-batch (forward +
+    backward, 2 threads, bench/training_step_ab.py): SmolLM2-135M at 4 x 512 with rows of mostly
+    one example (work share 0.855) 1.14x faster than the mask, at share 0.70 1.2x (attention
+    alone); iceburg-tiny at 4 x 2048 (share ~0.2) 1.5x. (Before segments split the tensors instead
+    of indexing them and shared grouped KV heads in the kernel, they lost below share 0.5.)"""
     if args.segment_attention is False or args.varlen:
         return False
     cached = getattr(model, "_iceburg_segments", None)
@@ -159,9 +155,7 @@ def _use_segments(model, args: TrainArgs, position_ids: torch.Tensor | None = No
         if why and args.segment_attention:
             logger.warning("segment attention is off for this model: %s", why)
         model._iceburg_segments = cached
-    if not cached or position_ids is None or args.segment_attention:
-        return cached
-    return segment_work_share(position_ids) <= SEGMENT_MAX_WORK_SHARE
+    return cached
 
 
 def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
@@ -176,7 +170,7 @@ def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_f
     keep = tgt_mask.any(dim=0).nonzero().squeeze(-1)
     if keep.numel() == 0:
         return torch.zeros((), device=args.device, requires_grad=True), 0
-    with _autocast(args), segment_attention(model, _use_segments(model, args, pos)):
+    with _autocast(args), segment_attention(model, _use_segments(model, args)):
         out = model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=keep.to(args.device))
     targets = ids[:, 1:][:, keep.to(args.device)]
     mask = tgt_mask[:, keep].to(args.device)
@@ -224,7 +218,16 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
     """Train on the deterministic step plan. The optimizer and schedule are injected
     (`make_optimizer(params, args)`, `make_scheduler(opt, total_steps, args)`); their state must
     round-trip through `state_dict` for resume. Under `world`, `model` is the wrapped (DDP/FSDP)
-    model and `args.world_size` must equal `world.size`."""
+    model and `args.world_size` must equal `world.size`. On CPU the LoRA dropout masks are drawn
+    by `lora_dropout.CpuLoraDropout` (same distribution, cheaper), PEFT's modules restored after."""
+    with lora_dropout_on_cpu(model, args.device == "cpu"):
+        return _train(model, examples, order_fn, eval_examples, args, loss_fn=loss_fn, callbacks=callbacks,
+                      make_optimizer=make_optimizer, make_scheduler=make_scheduler, world=world)
+
+
+def _train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
+           args: TrainArgs, *, loss_fn, callbacks: Iterable[TrainingCallback], make_optimizer: Callable,
+           make_scheduler: Callable, world: World) -> TrainOutput:
     from ..progress import bar as progress_bar
 
     callbacks = list(callbacks)

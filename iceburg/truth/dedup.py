@@ -115,9 +115,15 @@ class Deduplicator:
     def store(self) -> SignatureStore:
         return SignatureStore(self.config.num_perm)
 
+    @staticmethod
+    def exact_key(record: Record, words: list[str] | None = None) -> bytes:
+        """16-byte BLAKE2b of the record's normalised words: equal for exact duplicates."""
+        words = record_words(record) if words is None else words
+        return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).digest()
+
     def signature(self, record: Record) -> Signature:
         words = record_words(record)
-        key = hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).digest()
+        key = self.exact_key(record, words)
         digest = None
         if self.config.near:
             mh = RMinHash(num_perm=self.config.num_perm, seed=self.config.seed)

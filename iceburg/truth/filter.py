@@ -195,9 +195,15 @@ class TruthFilter:
                 self, converted, agent_type, self.workers)
         else:
             scored = (self.score_one(r, agent_type) for r in converted)
+        # Exact keys of the records rejected so far: a rejected record that repeats one is named a
+        # duplicate as well (its quality reasons stay first), so a copy is reported as a copy even
+        # when both members fail the quality rules and never reach the dedup stage.
+        rejected_keys: dict[bytes, str] = {}
         for record, a, sig in scored:
             stats.histogram[_bin(a.quality)] += 1
             if a.reasons:
+                if self.dedup.config.exact:
+                    self._name_rejected_copy(record, a, rejected_keys)
                 stats.low_quality_removed += 1
                 for r in a.reasons:
                     key = r.split(":", 1)[0]
@@ -231,6 +237,14 @@ class TruthFilter:
                     stats.total_input, stats.final_output, stats.low_quality_removed,
                     stats.exact_duplicates_removed, stats.near_duplicates_removed)
         return kept, stats
+
+    def _name_rejected_copy(self, record: Record, a: Assessment, seen: dict[bytes, str]) -> None:
+        key = self.dedup.exact_key(record)
+        first = seen.setdefault(key, record.id)
+        if first != record.id:
+            a.reasons.append(f"exact_duplicate: same normalised text as {first} (rejected too)")
+            record.metadata["duplicate_of"] = first
+            record.metadata["truth_reasons"] = a.reasons
 
     # -- bookkeeping shared with run_filter_only -------------------------------------------------
     def reject_duplicate(self, record: Record, a: Assessment, kind: str, kept_id: str,

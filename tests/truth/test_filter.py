@@ -74,6 +74,28 @@ def test_every_drop_goes_to_rejects_with_reasons_scores_and_duplicate_of(tmp_pat
     assert stats.exact_duplicates_removed == 1 and stats.low_quality_removed == 3 and stats.invalid_removed == 1
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_copy_is_named_even_when_both_members_fail_quality(tmp_path, workers):
+    refusal = "I'm sorry, but I can't help with that."
+    recs = [conv(refusal), conv("  I'M SORRY, but I can't   help with that. "), conv(refusal + " Really."),
+            conv(ANSWER)]
+    with RejectWriter(tmp_path / "rejects.jsonl") as rw:
+        kept, stats = TruthFilter(workers=workers).filter(recs, rejects=rw)
+    rows = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(kept) == 1 and len(rows) == 3
+    first, copy, other = rows
+    assert [r.split(":")[0] for r in first["reasons"]] == ["refusal"]
+    # the re-spaced, upper-cased copy: its own quality reason first, then the copy it is
+    assert [r.split(":")[0] for r in copy["reasons"]] == ["refusal", "exact_duplicate"]
+    first_id = Record(messages=first["record"]["messages"]).id  # no source: the content hash
+    assert copy["record"]["metadata"]["duplicate_of"] == first_id
+    assert copy["reasons"][1] == f"exact_duplicate: same normalised text as {first_id} (rejected too)"
+    assert [r.split(":")[0] for r in other["reasons"]] == ["refusal"]  # different words: not a copy
+    assert stats.reasons == {"refusal": 3, "exact_duplicate": 1} and stats.low_quality_removed == 3
+    _, off = TruthFilter(dedup=DedupConfig(exact=False, near=False)).filter(recs)
+    assert off.reasons == {"refusal": 3}
+
+
 def test_near_duplicates_keep_best_scored_member():
     rng = random.Random(0)
     base = ANSWER.split()
