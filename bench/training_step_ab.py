@@ -9,6 +9,8 @@ A, B, A, B, ... in one process (so machine load hits both alike):
   causal-full: plain causal and full-vocabulary logits at every position (the original's lm head)
   mask / segments: packed, with sdpa's block-diagonal mask or segment attention forced
   +cpu-dropout: with the trainer's CPU LoRA dropout (training/lora_dropout.py) instead of PEFT's
+  iceburg: segments + CPU dropout + the lm head only at supervised (row, position) pairs (the
+           trainer's CPU step; the cases above compute it at the rows' union of positions)
 
     python bench/training_step_ab.py --model smollm2-135m --reps 2 --threads 1
     python bench/training_step_ab.py --threads 2 --reps 3 --tag dropout \
@@ -38,7 +40,7 @@ def main() -> None:
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--cases", nargs="+", default=["packed", "causal", "causal-full"],
                    help="packed (the trainer's own choice), causal, causal-full, mask, segments, "
-                        "mask+cpu-dropout, segments+cpu-dropout")
+                        "mask+cpu-dropout, segments+cpu-dropout, iceburg")
     p.add_argument("--tag", default="")
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
@@ -68,11 +70,13 @@ def main() -> None:
     from iceburg.training.lora_dropout import lora_dropout_on_cpu
 
     def packed():
+        model._iceburg_head_apart = False
         loss, n = _forward_loss(model, batch, args, weighted_token_loss)
         (loss / n).backward()
 
-    def step(segments: bool, cpu_dropout: bool):
+    def step(segments: bool, cpu_dropout: bool, head_apart: bool = False):
         def run():
+            model._iceburg_head_apart = None if head_apart else False  # None: decide (allowed here)
             with lora_dropout_on_cpu(model, cpu_dropout):
                 loss, n = _forward_loss(model, batch, TrainArgs(max_length=a.max_seq_length,
                                                                 segment_attention=segments), weighted_token_loss)
@@ -80,6 +84,7 @@ def main() -> None:
         return run
 
     def causal():
+        model._iceburg_head_apart = False
         b = dict(batch, position_ids=torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"]))
         loss, n = _forward_loss(model, b, args, weighted_token_loss)
         (loss / n).backward()
@@ -92,7 +97,9 @@ def main() -> None:
     cases = {"packed": packed, "causal": causal, "causal-full": causal_full,
              # packed rows, each attention path forced, with PEFT's dropout or iceburg's CPU dropout
              "mask": step(False, False), "segments": step(True, False),
-             "mask+cpu-dropout": step(False, True), "segments+cpu-dropout": step(True, True)}
+             "mask+cpu-dropout": step(False, True), "segments+cpu-dropout": step(True, True),
+             # + the lm head only at supervised (row, position) pairs: the trainer's CPU step now
+             "iceburg": step(True, True, True)}
     cases = {k: cases[k] for k in a.cases}
     times: dict[str, list[float]] = {k: [] for k in cases}
     next(iter(cases.values()))()  # warm-up, untimed: the first step of a process pays one-time allocation

@@ -158,6 +158,28 @@ def _use_segments(model, args: TrainArgs) -> bool:
     return cached
 
 
+# Causal LMs whose forward is `lm_head(decoder(...).last_hidden_state[:, keep])` and nothing more (no
+# final soft-capping or logit scale): the trainer may call their decoder and head apart.
+HEAD_APART = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
+
+
+def _head_apart(model, args: TrainArgs):
+    """The causal LM whose decoder and plain linear head the trainer calls apart (to run the head
+    only at supervised row positions), or None: single-process CPU training of a HEAD_APART model
+    whose head is not adapted. Decided once per model."""
+    if args.device != "cpu" or args.world_size != 1 or hasattr(model, "module"):
+        return None
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ok = getattr(model, "_iceburg_head_apart", None)
+    if ok is None:
+        cfg = getattr(inner, "config", None)
+        ok = model._iceburg_head_apart = bool(
+            getattr(cfg, "model_type", None) in HEAD_APART and hasattr(inner, "model")
+            and type(inner.get_output_embeddings()) is torch.nn.Linear
+            and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logits_scaling", None))
+    return inner if ok else None
+
+
 def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
     if args.liger and loss_fn is weighted_token_loss:
         from .accel import liger_forward_loss
@@ -170,7 +192,17 @@ def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_f
     keep = tgt_mask.any(dim=0).nonzero().squeeze(-1)
     if keep.numel() == 0:
         return torch.zeros((), device=args.device, requires_grad=True), 0
+    split = _head_apart(model, args) if loss_fn is weighted_token_loss else None
     with _autocast(args), segment_attention(model, _use_segments(model, args)):
+        if split is not None:
+            # the head only at the supervised (row, position) pairs: `logits_to_keep` can only
+            # pick positions for every row at once (their union, ~all positions with 4 rows)
+            sel = tgt_mask.to(args.device)
+            hidden = split.model(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
+            logits = split.get_output_embeddings()(hidden[:, :-1][sel])
+            weights = batch["token_weights"][:, 1:].to(args.device)[sel]
+            ones = torch.ones_like(weights, dtype=torch.bool)
+            return loss_fn(logits[None], ids[:, 1:][sel][None], ones[None], weights[None]), int(sel.sum())
         out = model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=keep.to(args.device))
     targets = ids[:, 1:][:, keep.to(args.device)]
     mask = tgt_mask[:, keep].to(args.device)

@@ -75,3 +75,56 @@ def test_unbiased_like_nn_dropout(p):
             mean = sum(lin_b(lin_a(d(x))) for _ in range(400)) / 400
             # unscaled masks would be off by p (30% at p=0.3)
             assert float((mean - exact).abs().max()) < 0.15 * float(exact.abs().max())
+
+
+def test_resumed_run_drops_the_same_units(tmp_path, tiny_model_dir):
+    """The checkpoint restores torch's RNG state, from which every CpuLoraDropout mask is seeded:
+    an interrupted and resumed run ends with the uninterrupted run's adapter, bit for bit."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from iceburg.training.encoding import Example
+    from iceburg.training.trainer import TrainArgs, train
+
+    class Stop:
+        def on_batch(self, ids): pass
+        def on_eval(self, step, loss): pass
+
+        def on_step(self, step, metrics):
+            if step == 2:
+                raise KeyboardInterrupt
+
+    def model():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        return get_peft_model(base, LoraConfig(r=2, lora_dropout=0.3, target_modules="all-linear"))
+
+    data = [Example(list(range(5, 5 + n)), [False] + [True] * (n - 1), f"e{i}")
+            for i, n in enumerate([30, 20, 10, 25, 15, 5])]
+    order = lambda e: list(range(6))  # noqa: E731
+
+    def args(ck, resume=False):
+        return TrainArgs(max_steps=4, save_steps=1, max_length=40, micro_batch_size=1, checkpoint_dir=ck,
+                         show_progress=False, resume=resume)
+
+    torch.manual_seed(1)
+    whole = model()
+    out = train(whole, data, order, [], args(tmp_path / "a"))
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        train(model(), data, order, [], args(tmp_path / "b"), callbacks=[Stop()])
+    torch.manual_seed(99)  # a different stream: only the checkpoint's RNG state can give the same masks
+    resumed = model()
+    out2 = train(resumed, data, order, [], args(tmp_path / "b", resume=True))
+    assert out2.resumed_from == 1 and out.steps == out2.steps == 4
+    assert out2.last_loss == out.last_loss
+    a, b = get_peft_model_state_dict(whole), get_peft_model_state_dict(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the masks really mattered: without dropout the adapter ends elsewhere
+    torch.manual_seed(0)  # the same initial adapter as model()
+    nodrop = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                            LoraConfig(r=2, lora_dropout=0.0, target_modules="all-linear"))
+    torch.manual_seed(1)
+    train(nodrop, data, order, [], args(tmp_path / "c"))
+    c = get_peft_model_state_dict(nodrop)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
