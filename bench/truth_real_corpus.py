@@ -479,7 +479,7 @@ def main() -> None:
     meta = machine_info()
     md = ["# truth_real_corpus", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
           f"Command: `python bench/truth_real_corpus.py --threshold {args.threshold} --seed {args.seed} "
-          f"--packages {args.packages if args.packages == 'all' else Path(args.packages).relative_to(ROOT)}`", "",
+          f"--packages {args.packages if args.packages == 'all' else Path(args.packages).resolve().relative_to(ROOT)}`", "",
           f"Source: {src['packages_with_markdown_readme']} installed packages with a markdown README; "
           f"{src['sections_in_size_range']} sections of 40-1,200 words; removed as the source's own duplicates: "
           f"{src['exact_source_duplicates_removed']} exact, {src['near_source_duplicates_removed']} near; "
