@@ -163,7 +163,14 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
 
     from iceburg.training.trainer import TrainArgs, train
 
-    if not a.default_allocator:  # as the pipeline does before CPU training (run_parts.py)
+    if a.allocator == "pipeline":  # the pipeline's plan and its allocator choice (run_parts.plan_run)
+        from iceburg.config import TrainingConfig
+        from iceburg.training.run_parts import plan_run
+
+        plan = plan_run(Path(model_dir), TrainingConfig(max_seq_length=a.max_seq_length, batch_size=a.iceburg_rows
+                                                        or max(1, a.batch // 2), gradient_accumulation_steps=1), tr_ex)
+        sys.stderr.write("plan: " + "; ".join(plan.notes) + "\n")
+    elif a.allocator == "fixed":
         from iceburg.hardware import configure_cpu_allocator
 
         configure_cpu_allocator()
@@ -245,8 +252,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"],
                    help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg, "
-                        "iceburg:greedy (in-order packing), iceburg:glibc (without the pipeline's "
-                        "configure_cpu_allocator), iceburg:mask (sdpa's block-diagonal mask instead of "
+                        "iceburg:greedy (in-order packing), iceburg:glibc / iceburg:fixed (glibc's "
+                        "allocator / configure_cpu_allocator(), instead of the pipeline's choice), "
+                        "iceburg:mask (sdpa's block-diagonal mask instead of "
                         "segment attention)")
     p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
     p.add_argument("--max-steps", type=int, default=None, help="bound each approach to this many optimizer steps")
@@ -256,8 +264,9 @@ def main() -> None:
     p.add_argument("--greedy", action="store_true", help="iceburg with greedy in-order packing (no best-fit)")
     p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
     p.add_argument("--mask", action="store_true", help="iceburg with sdpa's block-diagonal mask (no segment attention)")
-    p.add_argument("--default-allocator", action="store_true",
-                   help="iceburg without configure_cpu_allocator() (glibc's dynamic mmap threshold)")
+    p.add_argument("--allocator", default="pipeline", choices=["pipeline", "glibc", "fixed"],
+                   help="(child) iceburg's allocator: as the pipeline decides it, glibc's default, or "
+                        "configure_cpu_allocator()'s fixed mmap threshold")
     p.add_argument("--tag", default="", help="suffix of the saved table's name")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the approaches this many times, the order reversed every other round; each "
@@ -285,7 +294,7 @@ def main() -> None:
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
                *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
                *(["--greedy"] if name == "iceburg:greedy" else []), *(["--mask"] if name == "iceburg:mask" else []),
-               *(["--default-allocator"] if name == "iceburg:glibc" else []),
+               "--allocator", {"iceburg:glibc": "glibc", "iceburg:fixed": "fixed"}.get(name, "pipeline"),
                *(["--profile"] if a.profile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import EMBEDDED_BASE, TrainingConfig
 from .detect import (CudaDevice, HardwareInfo, MpsDevice, SystemDescription, describe_hardware,
                      probe_system)
-from .memory import MemoryEstimate, configure_cpu_allocator, estimate_training_memory
+from .memory import MemoryEstimate, configure_cpu_allocator, estimate_training_memory, fixed_mmap_threshold_needed
 from .model_shape import ModelShape, read_model_shape
 from .planner import TrainingPlan, plan_training, recommend_lora, resolve_targets
 
@@ -64,6 +64,6 @@ def get_m4_optimizer(prefer_mlx: bool = False, system: SystemDescription | None 
 
 
 __all__ = ["CudaDevice", "HardwareInfo", "M4Optimizer", "MemoryEstimate", "ModelShape", "MpsDevice",
-           "SystemDescription", "TrainingPlan", "configure_cpu_allocator",
+           "SystemDescription", "TrainingPlan", "configure_cpu_allocator", "fixed_mmap_threshold_needed",
            "describe_hardware", "estimate_training_memory", "get_m4_optimizer", "plan_training", "probe_system", "read_model_shape", "recommend_lora",
            "resolve_targets"]

@@ -33,7 +33,8 @@ def plan_run(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 
     """The hardware plan, from the config on the meta device before any weight is loaded. Small
     data sets need enough optimizer steps: the effective batch is capped so an epoch has at
     least MIN_STEPS_PER_EPOCH steps when the data allows (counted in packed rows)."""
-    from ..hardware import configure_cpu_allocator, plan_training
+    from ..hardware import configure_cpu_allocator, fixed_mmap_threshold_needed, plan_training
+    from ..hardware.planner import MEMORY_HEADROOM
 
     tokens = sum(len(e.input_ids) for e in examples)
     rows = tokens / cfg.max_seq_length if cfg.packing else len(examples)
@@ -41,7 +42,14 @@ def plan_run(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 
     plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
                          world_size=world_size, supervised_fraction=supervised)
     if plan.device == "cpu":
-        configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
+        budget = int(plan.available_bytes * MEMORY_HEADROOM / max(1, world_size))
+        if fixed_mmap_threshold_needed(plan.estimated_peak_bytes, budget):
+            configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned
+            plan.notes.append("freed memory is returned to the OS (fixed mmap threshold): twice the "
+                              "estimate would not fit, and the estimate assumes it")
+        else:
+            plan.notes.append("glibc's allocator keeps freed memory for reuse (faster steps, up to ~2x the "
+                              "estimated peak, which fits)")
     from .accel import gpu_option_problems
 
     problems = gpu_option_problems(cfg.attn_implementation, bool(cfg.use_liger), plan.device)
