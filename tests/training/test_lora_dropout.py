@@ -83,16 +83,10 @@ def test_resumed_run_drops_the_same_units(tmp_path, tiny_model_dir):
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
+    from test_resume import StopAt
+
     from iceburg.training.encoding import Example
     from iceburg.training.trainer import TrainArgs, train
-
-    class Stop:
-        def on_batch(self, ids): pass
-        def on_eval(self, step, loss): pass
-
-        def on_step(self, step, metrics):
-            if step == 2:
-                raise KeyboardInterrupt
 
     def model():
         torch.manual_seed(0)
@@ -112,7 +106,7 @@ def test_resumed_run_drops_the_same_units(tmp_path, tiny_model_dir):
     out = train(whole, data, order, [], args(tmp_path / "a"))
     torch.manual_seed(1)
     with pytest.raises(KeyboardInterrupt):
-        train(model(), data, order, [], args(tmp_path / "b"), callbacks=[Stop()])
+        train(model(), data, order, [], args(tmp_path / "b"), callbacks=[StopAt(2)])
     torch.manual_seed(99)  # a different stream: only the checkpoint's RNG state can give the same masks
     resumed = model()
     out2 = train(resumed, data, order, [], args(tmp_path / "b", resume=True))
