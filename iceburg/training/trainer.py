@@ -180,6 +180,41 @@ def _head_apart(model, args: TrainArgs):
     return inner if ok else None
 
 
+class _HeadCrossEntropy(torch.autograd.Function):
+    """sum_i w_i * cross_entropy(h_i @ W^T + b, t_i) for a frozen head, in chunks of HEAD_CHUNK rows,
+    with the gradient for h computed in the forward (softmax - one-hot, times w, times W): only a
+    chunk's logits are ever alive, instead of the logits, their log-softmax and their gradient
+    for every supervised position (3 x 300 MB for SmolLM2's 49k vocabulary at 4 x 512), and
+    nothing is recomputed. Written by hand: Liger's fused linear cross-entropy does this on CUDA
+    (Triton) only."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, weights):
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, h.shape[0], HEAD_CHUNK):
+            e = min(s + HEAD_CHUNK, h.shape[0])
+            logits = torch.nn.functional.linear(h[s:e], weight, bias).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            idx = targets[s:e, None]
+            w = weights[s:e].float()
+            loss += ((lse - logits.gather(1, idx).squeeze(1)) * w).sum()
+            if grad_h is not None:
+                p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                p.scatter_add_(1, idx, torch.full_like(idx, -1.0, dtype=p.dtype))
+                grad_h[s:e] = (p.mul_(w[:, None])).to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_h if grad_h is not None else h.new_empty(0))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad_h,) = ctx.saved_tensors
+        return grad_h * grad_loss.to(grad_h.dtype), None, None, None, None
+
+
+HEAD_CHUNK = 256  # rows of logits alive at once: 256 x 49k x 4 bytes = 50 MB for SmolLM2
+
+
 def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_fn) -> tuple[torch.Tensor, int]:
     if args.liger and loss_fn is weighted_token_loss:
         from .accel import liger_forward_loss
@@ -199,10 +234,15 @@ def _forward_loss(model, batch: dict[str, torch.Tensor], args: TrainArgs, loss_f
             # pick positions for every row at once (their union, ~all positions with 4 rows)
             sel = tgt_mask.to(args.device)
             hidden = split.model(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
-            logits = split.get_output_embeddings()(hidden[:, :-1][sel])
+            head = split.get_output_embeddings()
             weights = batch["token_weights"][:, 1:].to(args.device)[sel]
+            targets = ids[:, 1:][sel]
+            if not head.weight.requires_grad and (head.bias is None or not head.bias.requires_grad):
+                return _HeadCrossEntropy.apply(hidden[:, :-1][sel], head.weight, head.bias, targets,
+                                               weights), int(sel.sum())
+            logits = head(hidden[:, :-1][sel])
             ones = torch.ones_like(weights, dtype=torch.bool)
-            return loss_fn(logits[None], ids[:, 1:][sel][None], ones[None], weights[None]), int(sel.sum())
+            return loss_fn(logits[None], targets[None], ones[None], weights[None]), int(sel.sum())
         out = model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=keep.to(args.device))
     targets = ids[:, 1:][:, keep.to(args.device)]
     mask = tgt_mask[:, keep].to(args.device)

@@ -106,9 +106,16 @@ def test_activation_probe_models_iceburgs_loop(small_qwen_dir):
 
     # both rows supervise their last 32 of 64 tokens: logits at 32 positions per row
     examples = [Example(list(range(10 + i, 74 + i)), [t >= 32 for t in range(64)], f"e{i}") for i in range(2)]
+    batch = collate(pack(examples, 64, packing=False), 0)
+    model._iceburg_head_apart = False  # the general path (`logits_to_keep`), which the probe models
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        _forward_loss(model, collate(pack(examples, 64, packing=False), 0), TrainArgs(), weighted_token_loss)
+        _forward_loss(model, batch, TrainArgs(), weighted_token_loss)
     real = sum(seen.values())
+    # single-process CPU runs call the head apart and fuse it into the loss: they save less
+    model._iceburg_head_apart, seen = None, {}
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        _forward_loss(model, batch, TrainArgs(), weighted_token_loss)
+    assert sum(seen.values()) < real
     per_layer, outside = activation_probe(shape, torch.float32, 2, 64, 8, shape.linear_names, 0.0,
                                           kept_positions=32)
     full_layer, full_outside = activation_probe(shape, torch.float32, 2, 64, 8, shape.linear_names, 0.0)
