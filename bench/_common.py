@@ -59,7 +59,8 @@ def save(name: str, rows: list[dict], meta: dict, columns: list[str]) -> str:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+        # 5 significant digits below 10, so losses that differ in the 4th decimal stay apart
+        return f"{v:.5g}" if abs(v) < 10 else f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     return "" if v is None else str(v)
 
 

