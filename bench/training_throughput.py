@@ -59,12 +59,12 @@ def load_data(max_len: int, seed: int = 42, model: str = "iceburg-tiny", types: 
     return model_dir, tok, train, tr_ex, ev_ex
 
 
-def lora_model(model_dir):
+def lora_model(model_dir, seed: int = 0):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return get_peft_model(m, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                                         task_type="CAUSAL_LM"))
@@ -124,16 +124,19 @@ CHATML_GENERATION = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best: bool = False):
-    """TRL SFTTrainer: its defaults, or (best) packing on, assistant-only loss, no gradient checkpointing."""
+def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best: bool = False, strategy: str = "wrapped"):
+    """TRL SFTTrainer: its defaults, or (best) packing on, assistant-only loss, no gradient checkpointing,
+    with TRL's `strategy`: "wrapped" (dense rows, conversations cut across rows, nothing truncated)
+    or "bfd" (TRL's default: best-fit rows of whole conversations, each truncated to max_length as
+    iceburg's are, so both train on the same tokens)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model = lora_model(model_dir)
+    model = lora_model(model_dir, a.seed)
     ds = Dataset.from_list([{"messages": r.messages} for r in train_recs])
     extra = {}
     if best:
-        extra = dict(packing=True, packing_strategy="wrapped", assistant_only_loss=True, gradient_checkpointing=False)
+        extra = dict(packing=True, packing_strategy=strategy, assistant_only_loss=True, gradient_checkpointing=False)
         from trl.chat_template_utils import has_generation_markers
 
         if not has_generation_markers(tok.chat_template or ""):
@@ -142,20 +145,29 @@ def run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best: bool = False):
             tok.chat_template = CHATML_GENERATION
     cfg = SFTConfig(output_dir=a.tmp + "/trl", per_device_train_batch_size=a.batch, num_train_epochs=1,
                     max_steps=a.max_steps or -1, learning_rate=2e-4, use_cpu=True, bf16=False, report_to=[],
-                    save_strategy="no", logging_steps=1000, disable_tqdm=True, max_length=a.max_seq_length, seed=0,
+                    save_strategy="no", logging_steps=1000, disable_tqdm=True, max_length=a.max_seq_length, seed=a.seed,
                     **extra)
     tr = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
     processed = sum(len(x["input_ids"]) for x in tr.train_dataset)
     share = _step_share(a, len(tr.train_dataset))
+    # the assistant tokens TRL really supervises, from its labels (wrapped packing keeps the parts
+    # of long conversations that a 512-token truncation drops); TRL defaults label every token, so
+    # there the count comes from iceburg's assistant masks of the same (truncated) conversations
+    sup = (sum(sum(t != -100 for t in x["labels"]) for x in tr.train_dataset) * share
+           if best and "labels" in tr.train_dataset.column_names else None)
     t0 = time.time()
     tr.train()
     wall = time.time() - t0
     model.eval()
-    return model, wall, processed * share, share
+    return model, wall, processed * share, share, sup
 
 
 def run_trl_best(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     return run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best=True)
+
+
+def run_trl_bfd(model_dir, tok, train_recs, tr_ex, ev_ex, a):
+    return run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best=True, strategy="bfd")
 
 
 def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
@@ -174,20 +186,26 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
         from iceburg.hardware import configure_cpu_allocator
 
         configure_cpu_allocator()
-    model = lora_model(model_dir)
+    if a.split:  # conversations longer than a row trained as further windows (--overflow split)
+        from iceburg.training.encoding import encode_record, eos_ids
+
+        tr_ex = [e for r in train_recs for e in encode_record(tok, r, a.max_seq_length, eos_ids(tok), "split")]
+    model = lora_model(model_dir, a.seed)
     order = list(range(len(tr_ex)))
-    random.Random(0).shuffle(order)
+    random.Random(a.seed).shuffle(order)
     # a shuffled order, so the trainer packs best-fit (what the weighted/plain curricula get)
     args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=not a.greedy,
                      micro_batch_size=a.iceburg_rows or max(1, a.batch // 2),
                      grad_accum=1, max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
-                     show_progress=False, segment_attention=False if a.mask else None)
+                     show_progress=False, segment_attention=False if a.mask else None, seed=42 + a.seed,
+                     **({"warmup_ratio": 0.0} if a.no_warmup else {}))
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args)
     wall = time.time() - t0
     if a.profile:
         profile_step(model, tr_ex, order, args, a)
-    return model, wall, out.total_tokens, out.supervised_tokens / max(1, sum(e.supervised for e in tr_ex))
+    return (model, wall, out.total_tokens, out.supervised_tokens / max(1, sum(e.supervised for e in tr_ex)),
+            out.supervised_tokens)
 
 
 def profile_step(model, tr_ex, order, args, a) -> None:
@@ -219,11 +237,13 @@ def child(a) -> None:
     from _common import peak_rss_mb
 
     model_dir, tok, train_recs, tr_ex, ev_ex = load_data(a.max_seq_length, model=a.model, types=a.types)
-    fn = {"original": run_original, "trl": run_trl, "trl-best": run_trl_best, "iceburg": run_iceburg}[a.child]
-    model, wall, processed, share = fn(model_dir, tok, train_recs, tr_ex, ev_ex, a)
-    # supervised tokens the run covered: the whole epoch's, times the share a step bound allowed
+    fn = {"original": run_original, "trl": run_trl, "trl-best": run_trl_best, "trl-bfd": run_trl_bfd,
+          "iceburg": run_iceburg}[a.child]
+    model, wall, processed, share, *counted = fn(model_dir, tok, train_recs, tr_ex, ev_ex, a)
+    # supervised tokens the run covered: counted from TRL's own assistant masks where it has them,
+    # else the whole epoch's (iceburg's truncated examples), times the share a step bound allowed
     # (exact for iceburg; for HF/TRL the share of steps, as their rows hold similar token counts)
-    sup = sum(e.supervised for e in tr_ex) * share
+    sup = counted[0] if counted and counted[0] is not None else sum(e.supervised for e in tr_ex) * share
     n_params = sum(p.numel() for p in model.parameters())
     res = {"approach": a.child, "wall_s": wall, "supervised_tokens": sup, "processed_tokens": processed,
            "supervised_tok_per_s": sup / wall, "eval_loss": eval_loss(model, ev_ex, a.max_seq_length),
@@ -251,11 +271,14 @@ def main() -> None:
     p.add_argument("--max-seq-length", type=int, default=1024)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--approaches", nargs="+", default=["original", "trl", "iceburg"],
-                   help="original, trl (TRL defaults), trl-best (packing, assistant-only loss, no grad ckpt), iceburg, "
+                   help="original, trl (TRL defaults), trl-best (packing 'wrapped', assistant-only loss, no grad ckpt), "
+                        "trl-bfd (the same with TRL's default 'bfd' packing: whole, truncated conversations), iceburg, "
                         "iceburg:greedy (in-order packing), iceburg:glibc / iceburg:fixed (glibc's "
                         "allocator / configure_cpu_allocator(), instead of the pipeline's choice), "
                         "iceburg:mask (sdpa's block-diagonal mask instead of "
-                        "segment attention)")
+                        "segment attention), iceburg:nowarmup (no warm-up step, as TRL's default schedule), "
+                        "iceburg:split (--overflow split: long conversations as further windows); "
+                        "any name@sN runs with seeds + N (LoRA init, data order, dropout)")
     p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
     p.add_argument("--max-steps", type=int, default=None, help="bound each approach to this many optimizer steps")
     p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
@@ -272,6 +295,9 @@ def main() -> None:
                    help="run the approaches this many times, the order reversed every other round; each "
                         "round's speedups are against that round's iceburg run (on a shared machine whose "
                         "speed drifts, only ratios measured close together mean something)")
+    p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)  # (child) iceburg:nowarmup
+    p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)  # (child) iceburg:split
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # (child) an approach's @sN suffix
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
     a = p.parse_args()
@@ -289,12 +315,15 @@ def main() -> None:
     order = [(rnd, name) for rnd in range(a.rounds)
              for name in (a.approaches if rnd % 2 == 0 else list(reversed(a.approaches)))]
     for rnd, name in order:
-        cmd = [sys.executable, __file__, "--child", name.split(":")[0], "--threads", str(a.threads), "--max-seq-length",
+        variant, _, seed = name.partition("@s")  # e.g. iceburg@s1: LoRA init, data order and dropout seeds + 1
+        cmd = [sys.executable, __file__, "--child", variant.split(":")[0], "--seed", seed or "0",
+               *(["--no-warmup"] if variant == "iceburg:nowarmup" else []),
+               *(["--split"] if variant == "iceburg:split" else []), "--threads", str(a.threads), "--max-seq-length",
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
                *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
-               *(["--greedy"] if name == "iceburg:greedy" else []), *(["--mask"] if name == "iceburg:mask" else []),
-               "--allocator", {"iceburg:glibc": "glibc", "iceburg:fixed": "fixed"}.get(name, "pipeline"),
+               *(["--greedy"] if variant == "iceburg:greedy" else []), *(["--mask"] if variant == "iceburg:mask" else []),
+               "--allocator", {"iceburg:glibc": "glibc", "iceburg:fixed": "fixed"}.get(variant, "pipeline"),
                *(["--profile"] if a.profile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]

@@ -131,8 +131,13 @@ class TrainingConfig:
     gradient_accumulation_steps: int | None = _f(None, "micro-batches per optimizer step (default: "
                                                  "planner)", "--grad-accum", group=T, min=1,
                                                  aliases=("--gradient-accumulation-steps",))
-    max_seq_length: int = _f(1024, "tokens per packed row; longer transcripts are truncated",
-                             "--max-seq-length", group=T, min=16)
+    max_seq_length: int = _f(1024, "tokens per packed row; longer transcripts are truncated or split "
+                             "(--overflow)", "--max-seq-length", group=T, min=16)
+    overflow: str = _f("split", "a training transcript longer than --max-seq-length: 'split' trains the "
+                       "rest as further windows of that length (TRL's bfd_split); 'truncate' drops it "
+                       "(TRL's default). Held-out transcripts are always truncated, so eval losses stay "
+                       "comparable",
+                       "--overflow", group=T, choices=("truncate", "split"))
     packing: bool = _f(True, "one transcript per row instead of packing several into a row (no "
                        "attention across packed transcripts)", "--no-packing", group=T, negate=True)
     eval_fraction: float = _f(0.1, "share of records held out for evaluation", "--eval-fraction",

@@ -57,6 +57,7 @@ class Example:
     id: str
     weight: float = 1.0
     truncated: bool = False
+    part: int = 1  # window of a longer conversation (overflow="split"; split_overflow)
 
     @property
     def supervised(self) -> int:
@@ -173,23 +174,54 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | N
     return full, spans
 
 
-def encode(tokenizer, record: Record, max_length: int, eos: set[int]) -> Example | None:
+OVERFLOW = ("truncate", "split")
+
+
+def encode(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str = "truncate"
+           ) -> Example | None:
     """Tokenise one record; None when no assistant token fits within `max_length`.
 
+    `overflow="split"` returns the whole conversation, however long (`split_overflow` cuts it).
     Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
     text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos), tokenizer, record)
-    return _encode_text(tokenizer, text, spans, record, record.id, max_length, eos)
+    limit = max_length if overflow == "truncate" else None
+    return _encode_text(tokenizer, text, spans, record, record.id, limit, eos)
 
 
-def encode_record(tokenizer, record: Record, max_length: int, eos: set[int]) -> list[Example]:
+def split_overflow(ex: Example, max_length: int) -> list[Example]:
+    """A conversation longer than `max_length` as consecutive windows of `max_length` tokens (TRL's
+    "bfd_split"): the first keeps the example's id, window k > 1 is `<id>#part<k>`; windows without
+    a supervised token are left out. Each window trains as its own sequence (attention restarts),
+    so a continuation sees its own window only. Every supervised token lands in exactly one window,
+    where truncation would drop the ones past `max_length`."""
+    if len(ex.input_ids) <= max_length:
+        return [ex]
+    out = []
+    for k, a in enumerate(range(0, len(ex.input_ids), max_length)):
+        mask = ex.mask[a:a + max_length]
+        if any(mask):
+            out.append(Example(input_ids=ex.input_ids[a:a + max_length], mask=mask,
+                               id=ex.id if k == 0 else f"{ex.id}#part{k + 1}", weight=ex.weight,
+                               part=k + 1))
+    return out
+
+
+def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
+                  overflow: str = "truncate") -> list[Example]:
     """One example per record, or one per assistant turn when the template rewrites history.
 
     Per-turn examples are `<record id>#turn<k>` (k counts assistant turns from 1) and carry the
     record's weight; examples without a supervised token within `max_length` are left out.
+    `overflow`: "truncate" cuts a conversation at `max_length`; "split" keeps the rest as further
+    examples (`split_overflow`).
     """
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
     try:
-        ex = encode(tokenizer, record, max_length, eos)
-        return [ex] if ex is not None else []
+        ex = encode(tokenizer, record, max_length, eos, overflow)
+        if ex is None:
+            return []
+        return split_overflow(ex, max_length) if overflow == "split" else [ex]
     except HistoryRewriteError:
         pass
     messages = fold_system(tokenizer, record.messages)
@@ -198,14 +230,15 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int]) -> 
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     for k, i in enumerate(turns, 1):
         text, start, end = _turn_span(tokenizer, messages, i, eos_texts)
-        ex = _encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", max_length, eos)
+        limit = max_length if overflow == "truncate" else None
+        ex = _encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit, eos)
         if ex is not None:
-            out.append(ex)
+            out.extend(split_overflow(ex, max_length) if overflow == "split" else [ex])
     return out
 
 
 def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Record, ex_id: str,
-                 max_length: int, eos: set[int]) -> Example | None:
+                 max_length: int | None, eos: set[int]) -> Example | None:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
@@ -229,7 +262,7 @@ def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Rec
                 out_ids.append(min(eos))
                 out_mask.append(True)
         ids, mask = out_ids, out_mask
-    truncated = len(ids) > max_length
+    truncated = max_length is not None and len(ids) > max_length
     if truncated:
         ids, mask = ids[:max_length], mask[:max_length]
     if not any(mask):
@@ -242,14 +275,16 @@ class EncodedSet:
     examples: list[Example]
     kept: list[int]  # index into the input records of each example (repeated for per-turn examples)
     truncated: int
+    split: int = 0  # examples that are a later window of a longer conversation (overflow="split")
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
-               weights: list[float] | None = None, skip=None) -> EncodedSet:
+               weights: list[float] | None = None, skip=None, overflow: str = "truncate") -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
     `max_length`, or one `skip(record)` gives a reason for, is dropped through `rejects` (stage
     "encode"), never silently. A record under a
-    template that rewrites history gives one example per assistant turn (`encode_record`)."""
+    template that rewrites history gives one example per assistant turn (`encode_record`); with
+    `overflow="split"` a conversation longer than `max_length` gives one per window."""
     out = EncodedSet([], [], 0)
     for i, rec in enumerate(records):
         if weights is not None:
@@ -259,13 +294,14 @@ def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int],
             if rejects is not None:
                 rejects.drop("encode", rec, [reason])
             continue
-        examples = encode_record(tokenizer, rec, max_length, eos)
+        examples = encode_record(tokenizer, rec, max_length, eos, overflow)
         if not examples:
             if rejects is not None:
                 rejects.drop("encode", rec, [f"no assistant token within max_seq_length={max_length}"])
             continue
         for ex in examples:
             out.truncated += ex.truncated
+            out.split += ex.part > 1
             out.examples.append(ex)
             out.kept.append(i)
     return out

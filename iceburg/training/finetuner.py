@@ -129,10 +129,12 @@ def train_prepared(cfg: TrainingConfig, data, run: RunFolder | None, base, rejec
             tokenizer, eos, added_tokens = _tokenizer(base.path, cfg)
             # tool-calling records need a template that writes their calls (docs/tools.md)
             tool_template, skip = tool_policy(tokenizer, [*cur.records, *data.eval_records])
-            train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights, skip)
+            train_set = encode_all(tokenizer, cur.records, cfg.max_seq_length, eos, rejects, cur.weights, skip,
+                                   overflow=cfg.overflow)
             eval_set = encode_all(tokenizer, data.eval_records, cfg.max_seq_length, eos, rejects, skip=skip)
             stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
                          eval_examples=len(eval_set.examples), truncated=train_set.truncated,
+                         split_windows=train_set.split,
                          tool_template=tool_template)
             records_rejected = rejects.total
             rejects.close()

@@ -35,7 +35,7 @@ from ..errors import IceburgError
 from .encoding import Example
 from .mlx_backend import _mlx, load_peft_weights, lora_layers, peft_tensors
 from .packing import Row, collate, pack
-from .trainer import TrainArgs, TrainOutput, peak_rss_mib, plan_steps
+from .trainer import TrainArgs, TrainOutput, peak_rss_mib, plan_steps, warmup_steps
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ def evaluate_mlx(model, examples: list[Example], args: TrainArgs) -> float:
 
 
 def _lr(step: int, total: int, args: TrainArgs) -> float:
-    """transformers' get_linear_schedule_with_warmup, as the torch trainer uses it."""
-    warm = int(math.ceil(args.warmup_ratio * total))
+    """transformers' get_linear_schedule_with_warmup over `warmup_steps`, as the torch trainer uses it."""
+    warm = warmup_steps(total, args)
     if step < warm:
         return args.learning_rate * step / max(1, warm)
     return args.learning_rate * max(0.0, (total - step) / max(1, total - warm))

@@ -276,11 +276,24 @@ def default_optimizer(params: list[torch.nn.Parameter], args: TrainArgs) -> torc
     return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
+def warmup_steps(total_steps: int, args: TrainArgs) -> int:
+    """Whole warm-up steps: `warmup_ratio` of the steps, rounded down.
+
+    transformers rounds up, and its linear warm-up runs the first step at a learning rate of 0:
+    on the short runs a CPU fine-tune makes (12 steps at the 5% default), that is one step of
+    compute in twelve that moves no weight. Measured on SmolLM2-135M, one epoch of the surveyor
+    samples, 3 seeds: held-out loss 3.3591-3.3600 with that step vs 3.3506 without it, against
+    TRL's defaults (no warm-up) 3.3513-3.3516 on the same tokens (docs/training.md). Rounding down
+    drops a warm-up shorter than one step (below 20 steps at 5%) and keeps it for longer runs."""
+    return int(math.floor(args.warmup_ratio * total_steps + 1e-9))
+
+
 def default_scheduler(opt: torch.optim.Optimizer, total_steps: int, args: TrainArgs):
-    """Linear warm-up over `warmup_ratio` of the steps, then linear decay to 0."""
+    """Linear warm-up over `warmup_steps` (`warmup_ratio` of the steps, rounded down), then linear
+    decay to 0."""
     from transformers import get_linear_schedule_with_warmup
 
-    return get_linear_schedule_with_warmup(opt, int(math.ceil(args.warmup_ratio * total_steps)), total_steps)
+    return get_linear_schedule_with_warmup(opt, warmup_steps(total_steps, args), total_steps)
 
 
 def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],

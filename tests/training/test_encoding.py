@@ -46,6 +46,53 @@ def test_truncation_keeps_the_start_and_drops_examples_without_assistant_tokens(
     assert encode(tok, Record(messages=CONV), first, eos_ids(tok)) is None  # only system/user fit
 
 
+@pytest.mark.parametrize("offset", [-2, 3, 11])
+def test_split_overflow_keeps_every_supervised_token_once(tok, offset):
+    """overflow="split": consecutive windows of `length` tokens whose concatenation is the whole
+    conversation (windows without an assistant token left out), where truncation keeps one."""
+    from iceburg.training.encoding import encode_all, encode_record
+
+    eos = eos_ids(tok)
+    full = encode(tok, Record(messages=CONV), 4096, eos)
+    length = full.mask.index(True) + offset  # offset < 0: the first window holds no assistant token
+    rec = Record(messages=CONV, source="r", line=1)
+    parts = encode_record(tok, rec, length, eos, "split")
+    assert len(parts) > 1 and all(len(p.input_ids) <= length and any(p.mask) for p in parts)
+    assert [p.part for p in parts] == sorted(p.part for p in parts) and (parts[0].part == 1) == (offset > 0)
+    assert all(p.id == ("r:1" if p.part == 1 else f"r:1#part{p.part}") for p in parts)
+    assert not any(p.truncated for p in parts)
+    windows = {(p.part - 1) * length: p for p in parts}
+    for a in range(0, len(full.input_ids), length):  # each window is the full example's slice
+        if a in windows:
+            assert windows[a].input_ids == full.input_ids[a:a + length]
+            assert windows[a].mask == full.mask[a:a + length]
+        else:
+            assert not any(full.mask[a:a + length])  # only system/user tokens were left out
+    assert sum(p.supervised for p in parts) == full.supervised
+    # truncation (the default) keeps the first window only, and says so
+    cut = encode_record(tok, rec, length, eos)
+    if offset > 0:
+        assert len(cut) == 1 and cut[0].truncated and cut[0].supervised == offset < full.supervised
+    else:
+        assert cut == []  # nothing supervised fits: encode_all rejects the record with that reason
+    # encode_all: every window maps back to its record, and the windows are counted
+    enc = encode_all(tok, [rec, Record(messages=CONV[:3], source="r", line=2)], length, eos, overflow="split")
+    assert enc.kept == [0] * len(parts) + [1] * (len(enc.examples) - len(parts))
+    assert enc.split == sum(p.part > 1 for p in enc.examples) and enc.truncated == 0
+    with pytest.raises(ValueError, match="overflow"):
+        encode_record(tok, rec, length, eos, "wrap")
+
+
+def test_overflow_is_validated_with_the_config():
+    from iceburg.config import TrainingConfig
+    from iceburg.errors import ConfigError
+
+    assert TrainingConfig().overflow == "split"  # measured better than truncation (docs/training.md)
+    TrainingConfig(overflow="truncate").validate()
+    with pytest.raises(ConfigError, match="overflow"):
+        TrainingConfig(overflow="wrap").validate()
+
+
 def test_template_without_eos_gets_eos_appended(tok, tiny_model_dir):
     t = AutoTokenizer.from_pretrained(tiny_model_dir)
     t.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" \

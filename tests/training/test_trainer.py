@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from iceburg.training.encoding import Example
 from iceburg.training.trainer import TrainArgs, plan_steps
 
@@ -63,3 +66,29 @@ def test_resume_refuses_a_checkpoint_of_another_step_plan(tmp_path, tiny_model_d
         train(model(), data, order, [], TrainArgs(**{**args.__dict__, "resume": True, "best_fit": False}))
     out = train(model(), data, order, [], TrainArgs(**{**args.__dict__, "resume": True}))
     assert out.resumed_from == 1 and out.steps == 3  # the stop came before step 2 was saved
+
+
+@pytest.mark.parametrize("total", [1, 6, 12, 19, 20, 40, 101])
+def test_warmup_rounds_down_and_never_wastes_a_short_run(total):
+    """A warm-up shorter than one whole step is none (the first step trains at the peak rate);
+    longer runs ramp up from 0 over floor(ratio x steps) steps; the MLX trainer's schedule is the same."""
+    from iceburg.training.mlx_trainer import _lr
+    from iceburg.training.trainer import default_scheduler, warmup_steps
+
+    args = TrainArgs(learning_rate=1e-3, warmup_ratio=0.05)
+    warm = warmup_steps(total, args)
+    assert warm == int(0.05 * total + 1e-9)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=args.learning_rate)
+    sched = default_scheduler(opt, total, args)
+    lrs = []
+    for _ in range(total):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    if warm == 0:
+        assert lrs[0] == pytest.approx(1e-3)  # the 12-step run of the docs: no step at rate 0
+    else:
+        assert lrs[0] == 0.0 and lrs[warm] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # then linear decay
+    assert lrs == pytest.approx([_lr(i, total, args) for i in range(total)])
