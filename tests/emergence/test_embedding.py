@@ -89,4 +89,10 @@ def test_embedding_streams_in_chunks_with_one_shard_each(embedder: SentenceEmbed
     assert len(list(tmp_path.glob("shard-*.keys"))) == 2  # 4 distinct misses, chunks of 2
     np.testing.assert_array_equal(v[3], v[0])
     one_call = e.embed_texts([record_digest(r, e.max_tokens) for r in recs])
-    np.testing.assert_allclose(v, one_call, atol=1e-5)
+    # fp32: equal to float rounding; bf16 (auto on AMX/AVX512-BF16 CPUs): a chunk pads to its own
+    # longest text, and bf16 rounds each batch's sums differently (measured up to 1.5e-3 per
+    # component on a Xeon), which is why embeddings are compared by cosine there
+    if e.dtype == "fp32":
+        np.testing.assert_allclose(v, one_call, atol=1e-5)
+    else:
+        assert np.min(np.sum(v * one_call, axis=1)) > 0.999  # unit rows: cosine similarity

@@ -71,7 +71,8 @@ def test_interrupted_preference_run_resumes(tmp_path, tiny_model_dir, objective)
     for s in combined:
         assert _numbers(combined[s]) == pytest.approx(_numbers(fresh.steps[s]), rel=1e-5, abs=1e-6), s
     # loss moved after the checkpoint, so equality is not the untrained loss repeated
-    assert fresh.steps[5]["loss"] != pytest.approx(fresh.steps[1]["loss"], abs=1e-4)
+    # (step 1's DPO loss is ln 2 exactly: policy == reference; an untrained step repeats it to 1e-7)
+    assert any(abs(fresh.steps[s]["loss"] - fresh.steps[1]["loss"]) > 1e-5 for s in (3, 4, 5))
     assert result.preference["after"] == pytest.approx(ref.preference["after"], rel=1e-5, abs=1e-6)
     assert result.preference["before"] == pytest.approx(ref.preference["before"], rel=1e-5, abs=1e-6)
     assert (run / "result.json").exists() and (run / "merged" / "model.safetensors").exists()

@@ -122,7 +122,8 @@ def test_same_init_same_eval_loss(trained):
     print("eval before (torch, mlx):", trained["before"], "after:", t.eval_history[-1][1], m.eval_history[-1][1],
           "train loss:", t.train_loss, m.train_loss)
     assert abs(trained["before"][0] - trained["before"][1]) < 1e-4
-    assert abs(t.eval_history[-1][1] - trained["before"][0]) > 2e-2  # training moved the loss
+    # training moved the loss (by 0.0145 on a Xeon, more on the EPYC; equal backends agree to 1e-5)
+    assert abs(t.eval_history[-1][1] - trained["before"][0]) > 5e-3
     # measured: 1.5e-7 apart after 3 steps (fp32 both; summation order differs)
     assert abs(t.eval_history[-1][1] - m.eval_history[-1][1]) < 1e-3
     assert abs(t.train_loss - m.train_loss) < 1e-3
