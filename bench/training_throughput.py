@@ -175,30 +175,31 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
 
     from iceburg.training.trainer import TrainArgs, train
 
-    if a.allocator == "pipeline":  # the pipeline's plan and its allocator choice (run_parts.plan_run)
+    v = a.variant  # iceburg, or iceburg:<variant> (see --approaches)
+    if v == "iceburg:split":  # conversations longer than a row trained as further windows (--overflow split)
+        from iceburg.training.encoding import encode_all, eos_ids
+
+        tr_ex = encode_all(tok, train_recs, a.max_seq_length, eos_ids(tok), overflow="split").examples
+    if v not in ("iceburg:glibc", "iceburg:fixed"):  # the pipeline's plan and allocator (run_parts.plan_run)
         from iceburg.config import TrainingConfig
         from iceburg.training.run_parts import plan_run
 
         plan = plan_run(Path(model_dir), TrainingConfig(max_seq_length=a.max_seq_length, batch_size=a.iceburg_rows
                                                         or max(1, a.batch // 2), gradient_accumulation_steps=1), tr_ex)
         sys.stderr.write("plan: " + "; ".join(plan.notes) + "\n")
-    elif a.allocator == "fixed":
+    elif v == "iceburg:fixed":
         from iceburg.hardware import configure_cpu_allocator
 
         configure_cpu_allocator()
-    if a.split:  # conversations longer than a row trained as further windows (--overflow split)
-        from iceburg.training.encoding import encode_record, eos_ids
-
-        tr_ex = [e for r in train_recs for e in encode_record(tok, r, a.max_seq_length, eos_ids(tok), "split")]
     model = lora_model(model_dir, a.seed)
     order = list(range(len(tr_ex)))
     random.Random(a.seed).shuffle(order)
     # a shuffled order, so the trainer packs best-fit (what the weighted/plain curricula get)
-    args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=not a.greedy,
+    args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=v != "iceburg:greedy",
                      micro_batch_size=a.iceburg_rows or max(1, a.batch // 2),
                      grad_accum=1, max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
-                     show_progress=False, segment_attention=False if a.mask else None, seed=42 + a.seed,
-                     **({"warmup_ratio": 0.0} if a.no_warmup else {}))
+                     show_progress=False, segment_attention=False if v == "iceburg:mask" else None, seed=42 + a.seed,
+                     **({"warmup_ratio": 0.0} if v == "iceburg:nowarmup" else {}))
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args)
     wall = time.time() - t0
@@ -240,7 +241,7 @@ def child(a) -> None:
     fn = {"original": run_original, "trl": run_trl, "trl-best": run_trl_best, "trl-bfd": run_trl_bfd,
           "iceburg": run_iceburg}[a.child]
     model, wall, processed, share, *counted = fn(model_dir, tok, train_recs, tr_ex, ev_ex, a)
-    # supervised tokens the run covered: counted from TRL's own assistant masks where it has them,
+    # supervised tokens the run covered: counted by the run where it can (iceburg; TRL's labels),
     # else the whole epoch's (iceburg's truncated examples), times the share a step bound allowed
     # (exact for iceburg; for HF/TRL the share of steps, as their rows hold similar token counts)
     sup = counted[0] if counted and counted[0] is not None else sum(e.supervised for e in tr_ex) * share
@@ -284,19 +285,13 @@ def main() -> None:
     p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
     p.add_argument("--iceburg-rows", type=int, default=None,
                    help="iceburg rows per micro-batch (default batch // 2; the planner's 4 for SmolLM2 at 512)")
-    p.add_argument("--greedy", action="store_true", help="iceburg with greedy in-order packing (no best-fit)")
     p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
-    p.add_argument("--mask", action="store_true", help="iceburg with sdpa's block-diagonal mask (no segment attention)")
-    p.add_argument("--allocator", default="pipeline", choices=["pipeline", "glibc", "fixed"],
-                   help="(child) iceburg's allocator: as the pipeline decides it, glibc's default, or "
-                        "configure_cpu_allocator()'s fixed mmap threshold")
     p.add_argument("--tag", default="", help="suffix of the saved table's name")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the approaches this many times, the order reversed every other round; each "
                         "round's speedups are against that round's iceburg run (on a shared machine whose "
                         "speed drifts, only ratios measured close together mean something)")
-    p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)  # (child) iceburg:nowarmup
-    p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)  # (child) iceburg:split
+    p.add_argument("--variant", default="", help=argparse.SUPPRESS)  # (child) the approach name, e.g. iceburg:split
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # (child) an approach's @sN suffix
     p.add_argument("--child")
     p.add_argument("--tmp", default="/tmp/iceburg-bench")
@@ -316,14 +311,11 @@ def main() -> None:
              for name in (a.approaches if rnd % 2 == 0 else list(reversed(a.approaches)))]
     for rnd, name in order:
         variant, _, seed = name.partition("@s")  # e.g. iceburg@s1: LoRA init, data order and dropout seeds + 1
-        cmd = [sys.executable, __file__, "--child", variant.split(":")[0], "--seed", seed or "0",
-               *(["--no-warmup"] if variant == "iceburg:nowarmup" else []),
-               *(["--split"] if variant == "iceburg:split" else []), "--threads", str(a.threads), "--max-seq-length",
+        cmd = [sys.executable, __file__, "--child", variant.split(":")[0], "--variant", variant, "--seed", seed or "0",
+               "--threads", str(a.threads), "--max-seq-length",
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
                *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
-               *(["--greedy"] if variant == "iceburg:greedy" else []), *(["--mask"] if variant == "iceburg:mask" else []),
-               "--allocator", {"iceburg:glibc": "glibc", "iceburg:fixed": "fixed"}.get(variant, "pipeline"),
                *(["--profile"] if a.profile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]

@@ -217,11 +217,13 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
     """
     if overflow not in OVERFLOW:
         raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+    limit = max_length if overflow == "truncate" else None  # None: whole, then split_overflow
+
+    def windows(ex: Example | None) -> list[Example]:
+        return [] if ex is None else [ex] if limit is not None else split_overflow(ex, max_length)
+
     try:
-        ex = encode(tokenizer, record, max_length, eos, overflow)
-        if ex is None:
-            return []
-        return split_overflow(ex, max_length) if overflow == "split" else [ex]
+        return windows(encode(tokenizer, record, max_length, eos, overflow))
     except HistoryRewriteError:
         pass
     messages = fold_system(tokenizer, record.messages)
@@ -230,10 +232,8 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     for k, i in enumerate(turns, 1):
         text, start, end = _turn_span(tokenizer, messages, i, eos_texts)
-        limit = max_length if overflow == "truncate" else None
-        ex = _encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit, eos)
-        if ex is not None:
-            out.extend(split_overflow(ex, max_length) if overflow == "split" else [ex])
+        out.extend(windows(_encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit,
+                                        eos)))
     return out
 
 

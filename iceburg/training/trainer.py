@@ -282,8 +282,8 @@ def warmup_steps(total_steps: int, args: TrainArgs) -> int:
     transformers rounds up, and its linear warm-up runs the first step at a learning rate of 0:
     on the short runs a CPU fine-tune makes (12 steps at the 5% default), that is one step of
     compute in twelve that moves no weight. Measured on SmolLM2-135M, one epoch of the surveyor
-    samples, 3 seeds: held-out loss 3.3591-3.3600 with that step vs 3.3506 without it, against
-    TRL's defaults (no warm-up) 3.3513-3.3516 on the same tokens (docs/training.md). Rounding down
+    samples: held-out loss 3.3591-3.3610 with that step (3 seeds) vs 3.3506 without it, against
+    3.3513-3.3542 for TRL's bfd packing (no warm-up) on the same tokens (docs/training.md). Rounding down
     drops a warm-up shorter than one step (below 20 steps at 5%) and keeps it for longer runs."""
     return int(math.floor(args.warmup_ratio * total_steps + 1e-9))
 
