@@ -12,6 +12,8 @@ import logging
 import re
 from pathlib import Path
 
+from ..families import OLLAMA_TAGS
+
 logger = logging.getLogger(__name__)
 
 # What a base needs, and nothing that loads by unpickling (*.bin, *.pt, *.pth are left out).
@@ -22,38 +24,10 @@ SAFE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokeniz
 # Meta's an `original/` folder for their reference code.
 SKIP_PATTERNS = ["consolidated*", "original/*"]
 
-# Ollama library tags -> the Hugging Face instruct repo Ollama's build was converted from
-# (sizes as listed on ollama.com/library/<name>). Used when the Ollama store has no such model.
-# "default" is the size Ollama's `latest` tag points at. meta-llama, mistralai and google repos
-# are gated on the Hub: accept the licence there and run `hf auth login` before downloading.
-# gemma3 4b/12b/27b are image-text models (Gemma3ForConditionalGeneration) and are left out.
-OLLAMA_TO_HF: dict[str, dict[str, str]] = {
-    "llama3.2": {"default": "3b", "1b": "meta-llama/Llama-3.2-1B-Instruct",
-                 "3b": "meta-llama/Llama-3.2-3B-Instruct"},
-    "llama3.1": {"default": "8b", "8b": "meta-llama/Llama-3.1-8B-Instruct",
-                 "70b": "meta-llama/Llama-3.1-70B-Instruct", "405b": "meta-llama/Llama-3.1-405B-Instruct"},
-    "llama3": {"default": "8b", "8b": "meta-llama/Meta-Llama-3-8B-Instruct",
-               "70b": "meta-llama/Meta-Llama-3-70B-Instruct"},
-    # Ollama's `mistral` is Mistral-7B-Instruct v0.3 (ollama.com/library/mistral: "v0.3").
-    "mistral": {"default": "7b", "7b": "mistralai/Mistral-7B-Instruct-v0.3"},
-    "mistral-nemo": {"default": "12b", "12b": "mistralai/Mistral-Nemo-Instruct-2407"},
-    "qwen2.5": {"default": "7b", "0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct",
-                "3b": "Qwen/Qwen2.5-3B-Instruct", "7b": "Qwen/Qwen2.5-7B-Instruct",
-                "14b": "Qwen/Qwen2.5-14B-Instruct", "32b": "Qwen/Qwen2.5-32B-Instruct",
-                "72b": "Qwen/Qwen2.5-72B-Instruct"},
-    # Qwen3 releases one hybrid-thinking chat model per size (no "-Instruct" suffix).
-    "qwen3": {"default": "8b", "0.6b": "Qwen/Qwen3-0.6B", "1.7b": "Qwen/Qwen3-1.7B", "4b": "Qwen/Qwen3-4B",
-              "8b": "Qwen/Qwen3-8B", "14b": "Qwen/Qwen3-14B", "32b": "Qwen/Qwen3-32B"},
-    "phi3.5": {"default": "3.8b", "3.8b": "microsoft/Phi-3.5-mini-instruct"},
-    "phi3": {"default": "3.8b", "3.8b": "microsoft/Phi-3-mini-4k-instruct", "14b": "microsoft/Phi-3-medium-4k-instruct"},
-    "phi4": {"default": "14b", "14b": "microsoft/phi-4"},
-    "smollm2": {"default": "1.7b", "135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                "360m": "HuggingFaceTB/SmolLM2-360M-Instruct", "1.7b": "HuggingFaceTB/SmolLM2-1.7B-Instruct"},
-    "gemma": {"default": "7b", "2b": "google/gemma-2b-it", "7b": "google/gemma-7b-it"},
-    "gemma2": {"default": "9b", "2b": "google/gemma-2-2b-it", "9b": "google/gemma-2-9b-it",
-               "27b": "google/gemma-2-27b-it"},
-    "gemma3": {"default": "1b", "270m": "google/gemma-3-270m-it", "1b": "google/gemma-3-1b-it"},
-}
+# Ollama library tags -> the Hugging Face instruct repo Ollama's build was converted from: each
+# family's record holds its own names (iceburg/families/, docs/families.md). Read live, so a family
+# registered later (a test's own) is mapped too. Used when the Ollama store has no such model.
+OLLAMA_TO_HF = OLLAMA_TAGS
 _SIZE = re.compile(r"\d+(\.\d+)?[bm]")
 
 

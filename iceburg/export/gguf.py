@@ -10,10 +10,11 @@ entry, proves each one in llama.cpp when `ctx.verify` (gguf_verify.py) and repor
 - Tensors are streamed: header and tensor infos are written from the safetensors headers, then
   each tensor is read, converted and written on its own, so memory holds one tensor at a time
   (bench/export_gguf.py measures the peak).
-- Llama-family q/k projections are permuted from Hugging Face's rotate-half RoPE layout to the
-  interleaved layout llama.cpp's LLAMA arch expects (the inverse of transformers'
-  `modeling_gguf_pytorch_utils.py` Llama processor). Qwen2 uses NEOX RoPE in llama.cpp: no
-  permutation.
+- What differs per architecture is read from its family record (`iceburg.families.gguf_spec`):
+  e.g. Llama-family q/k projections are permuted from Hugging Face's rotate-half RoPE layout to
+  the interleaved layout llama.cpp's LLAMA arch expects (the inverse of transformers'
+  `modeling_gguf_pytorch_utils.py` Llama processor); Qwen2 uses NEOX RoPE in llama.cpp: no
+  permutation; Gemma's own keys are its record's `hparams` hook.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -29,6 +29,7 @@ import gguf
 import numpy as np
 
 from ..errors import ExportError, IceburgError, MissingDependencyError
+from ..families import GgufSpec, gguf_model_types, gguf_spec
 from .base import LLAMA_INSTALL, ExportContext, ExportResult, atomic_path, check_free_space
 from .gguf_tokenizer import add_tokenizer
 
@@ -51,46 +52,29 @@ _BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0
                      "q4_k_m": 4.9 / 8, "q5_k_m": 5.7 / 8, "q6_k": 6.56 / 8}
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    gguf_arch: gguf.MODEL_ARCH
-    permute_qk: bool
-    norm_plus_one: bool = False  # Gemma stores RMSNorm weights as w and computes (1 + w)
-    rope_types: tuple[str, ...] = ("default",)  # RoPE variants llama.cpp's graph reproduces
+# llama.cpp architecture name -> gguf.MODEL_ARCH. What each Hugging Face `model_type` is written as
+# (arch, q/k permutation, (1 + w) norms, RoPE variants, the arch's own keys) is its family's
+# `GgufSpec` in the registry (iceburg/families/, as llama.cpp's convert_hf_to_gguf.py maps them).
+_ARCH_BY_NAME = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
 
 
-# Hugging Face `model_type` -> llama.cpp architecture, as llama.cpp's convert_hf_to_gguf.py maps them.
-# Mistral (v0.1-v0.3, Nemo) is the llama graph; its sliding window (4096, v0.1 only) is not applied
-# by llama.cpp's llama arch (nor by its converter). Qwen2/Qwen3/Phi-3/Gemma use NEOX RoPE in
-# llama.cpp: no q/k permutation. Llama 3.1+ "llama3" RoPE scaling is a per-frequency factor
-# table, written as the `rope_freqs` tensor (see `_llama3_rope_factors`).
-ARCHS: dict[str, ArchSpec] = {
-    "llama": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True, rope_types=("default", "llama3")),
-    "mistral": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "qwen2": ArchSpec(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
-    "qwen3": ArchSpec(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
-    "phi3": ArchSpec(gguf.MODEL_ARCH.PHI3, permute_qk=False),
-    "gemma2": ArchSpec(gguf.MODEL_ARCH.GEMMA2, permute_qk=False, norm_plus_one=True),
-    # Gemma 3 text (Gemma3ForCausalLM): (1+w) norms incl. per-head q/k norms, embedding scale and
-    # 1/sqrt(head_dim) query scaling built into llama.cpp's graph; global/local RoPE bases and the
-    # sliding window written as convert_hf_to_gguf.py's Gemma3Model does (conversion/gemma.py).
-    "gemma3_text": ArchSpec(gguf.MODEL_ARCH.GEMMA3, permute_qk=False, norm_plus_one=True),
-}
+def arch_spec(model_type: str | None, path: Path | None = None, architectures: list[str] | None = None) -> GgufSpec:
+    """The registry's GGUF spec of `model_type`; IceburgError naming the supported ones otherwise."""
+    spec = gguf_spec(model_type)
+    if spec is None:
+        raise IceburgError(f"gguf: architecture {model_type!r} ({', '.join(architectures or [])}) in {path} "
+                           f"is not supported; supported architectures: {', '.join(gguf_model_types())}")
+    return spec
 
 
 def _rope(config: dict[str, Any]) -> dict[str, Any]:
     """RoPE parameters in either spelling (transformers 5 `rope_parameters`, 4.x `rope_scaling`).
 
     Models with per-layer-type RoPE (Gemma 3: "full_attention" / "sliding_attention") give the
-    global layers' parameters here, as convert_hf_to_gguf.py does; see `_rope_swa`."""
+    global layers' parameters here, as convert_hf_to_gguf.py does (the sliding layers' base: the
+    gemma3 record's `hparams` hook)."""
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     return rope.get("full_attention", rope)
-
-
-def _rope_swa(config: dict[str, Any]) -> dict[str, Any] | None:
-    """RoPE parameters of the sliding-window layers, when the model gives them separately."""
-    rope = config.get("rope_parameters") or {}
-    return rope.get("sliding_attention")
 
 
 def _llama3_rope_factors(config: dict[str, Any]) -> np.ndarray:
@@ -126,11 +110,8 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         raise ExportError(f"gguf: {path} is missing; point at a Hugging Face model folder (config.json, *.safetensors, tokenizer)")
     config = json.loads(path.read_text())
     model_type = config.get("model_type")
-    if model_type not in ARCHS:
-        raise IceburgError(f"gguf: architecture {model_type!r} ({', '.join(config.get('architectures') or [])}) in {path} "
-                           f"is not supported; supported architectures: {', '.join(ARCHS)}")
+    allowed = arch_spec(model_type, path, config.get("architectures")).rope_types
     rope_type = _rope(config).get("rope_type", _rope(config).get("type")) or "default"
-    allowed = ARCHS[model_type].rope_types
     if rope_type not in allowed:
         raise ExportError(f"gguf: RoPE scaling {rope_type!r} of {model_type} in {path} is not supported by iceburg's "
                           f"GGUF writer (supported for {model_type}: {', '.join(allowed)}); export to huggingface instead")
@@ -213,26 +194,10 @@ def _add_hparams(w: gguf.GGUFWriter, config: dict[str, Any], n_vocab: int, file_
     if head_dim != config["hidden_size"] // n_head:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
-    if config["model_type"] == "gemma2":  # convert_hf_to_gguf.py Gemma2Model.set_gguf_parameters
-        w.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
-        w.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
-        if head_dim != config.get("query_pre_attn_scalar", head_dim):
-            raise ExportError(f"gguf: gemma2 with query_pre_attn_scalar {config['query_pre_attn_scalar']} != head_dim "
-                              f"{head_dim} (Gemma 2 27B's scaling) is not supported by iceburg's GGUF writer")
-    if config["model_type"] == "gemma3_text":  # conversion/gemma.py Gemma3Model.set_gguf_parameters
-        if config.get("final_logit_softcapping"):
-            w.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
-        if config.get("attn_logit_softcapping") is not None:
-            raise ExportError("gguf: gemma3 with attn_logit_softcapping is not a Gemma 3 llama.cpp can run")
-        # llama.cpp scales queries by 1/sqrt(head_dim) except for its 27B type (src/models/gemma3.cpp)
-        if head_dim != config.get("query_pre_attn_scalar", head_dim):
-            raise ExportError(f"gguf: gemma3 with query_pre_attn_scalar {config['query_pre_attn_scalar']} != head_dim "
-                              f"{head_dim} (Gemma 3 27B's scaling) is not supported by iceburg's GGUF writer")
-        if (swa := _rope_swa(config)) and swa.get("rope_theta") is not None:
-            w.add_rope_freq_base_swa(float(swa["rope_theta"]))
-        if config.get("layer_types"):  # llama.cpp reads the per-layer array before its default of 5:1
-            w.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
-    if config.get("sliding_window") and config["model_type"] in ("gemma2", "phi3", "gemma3_text"):
+    spec = arch_spec(config["model_type"])
+    if spec.hparams is not None:  # the arch's own keys (e.g. iceburg/families/gemma.py)
+        spec.hparams(w, config, head_dim)
+    if config.get("sliding_window") and spec.sliding_window:
         w.add_sliding_window(int(config["sliding_window"]))
     w.add_vocab_size(n_vocab)
     w.add_file_type(int(file_type))
@@ -289,7 +254,8 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
     if weight_type is None:
         return _write_k_quant(model_dir, out_path, file_type, name)
     config = _read_config(model_dir)
-    spec = ARCHS[config["model_type"]]
+    spec = arch_spec(config["model_type"])
+    gguf_arch = _ARCH_BY_NAME[spec.arch]
     n_head = config["num_attention_heads"]
     n_head_kv = config.get("num_key_value_heads") or n_head
     tied = bool(config.get("tie_word_embeddings", False))
@@ -297,14 +263,14 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
     headers = list(_tensor_headers(model_dir))
     names = {n for _, n, _ in headers}
     n_vocab = config["vocab_size"]
-    tmap = gguf.get_tensor_name_map(spec.gguf_arch, config["num_hidden_layers"])
+    tmap = gguf.get_tensor_name_map(gguf_arch, config["num_hidden_layers"])
     plan: list[tuple[Path, str, str, tuple[int, ...], T]] = []
     for path, name, shape in headers:
         if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and tied and "model.embed_tokens.weight" in names):
             continue
         gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
-            raise ExportError(f"gguf: tensor {name!r} in {path.name} has no GGUF name for {gguf.MODEL_ARCH_NAMES[spec.gguf_arch]}; "
+            raise ExportError(f"gguf: tensor {name!r} in {path.name} has no GGUF name for {spec.arch}; "
                               "is this a plain causal-LM checkpoint of that architecture?")
         output = gname == "output.weight" or (gname == "token_embd.weight" and (tied or "lm_head.weight" not in names))
         plan.append((path, name, gname, shape, _target_type(gname, shape, weight_type, output)))
@@ -315,7 +281,7 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
 
     t0 = time.perf_counter()
     with atomic_path(out_path) as tmp:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[spec.gguf_arch])
+        writer = gguf.GGUFWriter(tmp, spec.arch)
         try:
             writer.add_name(name or model_dir.name)
             writer.add_string(FINGERPRINT_KEY, source_fingerprint(model_dir))
@@ -338,7 +304,7 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
     return out_path
 
 
-def _stream(plan: list[tuple[Any, Any, str, tuple[int, ...], T]], spec: ArchSpec, n_head: int,
+def _stream(plan: list[tuple[Any, Any, str, tuple[int, ...], T]], spec: GgufSpec, n_head: int,
             n_head_kv: int, extra: dict[str, np.ndarray]) -> Iterator["torch.Tensor"]:
     """Yield each planned tensor in its stored dtype, one at a time, q/k rows permuted for llama."""
     import torch

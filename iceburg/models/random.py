@@ -7,7 +7,8 @@ initialiser under a fixed seed, so two builds with the same arguments are bit-id
 
 The default shapes are tiny (seconds to build) but keep each architecture's distinguishing
 features: Llama has untied embeddings and no biases; Mistral is Llama-shaped with a sliding window
-in its config; Qwen2 has q/k/v biases and tied embeddings (as Qwen2.5-0.5B/1.5B do).
+in its config; Qwen2 has q/k/v biases and tied embeddings (as Qwen2.5-0.5B/1.5B do). Each shape is
+its family record's `Architecture.random_shape` (iceburg/families/).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IceburgError
+from ..families import random_model_types, random_shape
 
 logger = logging.getLogger(__name__)
-
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
 
 # Real Qwen2.5-0.5B dimensions (its config.json on the Hugging Face hub: hidden_size 896,
 # num_hidden_layers 24, num_attention_heads 14, num_key_value_heads 2, intermediate_size 4864,
@@ -42,44 +42,6 @@ QWEN25_05B_SHAPE: dict[str, Any] = dict(
     dtype="bfloat16",
 )
 
-# Tiny defaults: every 2-D weight has a row length divisible by 32 (Q8_0/Q4_0 block size) and
-# head_dim 16, so all in-process GGUF types apply to every matrix.
-_TINY: dict[str, dict[str, Any]] = {
-    "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=128, tie_word_embeddings=False, max_position_embeddings=512,
-                  rope_theta=10000.0, rms_norm_eps=1e-5),
-    "mistral": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=128, tie_word_embeddings=False, max_position_embeddings=512,
-                    rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=4096),
-    "qwen2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
-                  rope_theta=1000000.0, rms_norm_eps=1e-6),
-    # Qwen3: q/k RMSNorm per head, explicit head_dim, tied embeddings (as Qwen3-0.6B).
-    "qwen3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
-                  rope_theta=1000000.0, rms_norm_eps=1e-6),
-    # Phi-3: fused qkv_proj and gate_up_proj, no GQA (as Phi-3.5-mini: 32 heads, 32 KV heads).
-    "phi3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                 intermediate_size=128, tie_word_embeddings=False, max_position_embeddings=512,
-                 rope_theta=10000.0, rms_norm_eps=1e-5),
-    # Gemma 2: (1 + w) RMSNorms before and after attention and MLP, embeddings scaled by
-    # sqrt(hidden), attention and final logit soft-capping (50, 30), sliding window on every other
-    # layer (4096), query scale 1/sqrt(head_dim) (gemma-2-2b/9b; 27B differs), tied embeddings.
-    "gemma2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                   intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
-                   rope_theta=10000.0, rms_norm_eps=1e-6, query_pre_attn_scalar=16,
-                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096),
-    # Gemma 3 (text): (1 + w) norms incl. per-head q/k norms, no soft-capping, five sliding layers
-    # then one global (as gemma-3-270m's layer_types), global RoPE base 1e6 and local 1e4 (its
-    # config). The window is 16 here so the proof's ~60-token prompts cross it (270M: 512).
-    "gemma3_text": dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
-                        intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512,
-                        rms_norm_eps=1e-6, query_pre_attn_scalar=16, sliding_window=16,
-                        layer_types=["sliding_attention"] * 5 + ["full_attention"],
-                        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
-                                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
-}
-
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json",
                     "merges.txt", "added_tokens.json", "generation_config.json")
@@ -95,11 +57,14 @@ def build_random_model(arch: str, out_dir: Path, *, tokenizer_dir: Path, seed: i
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if arch not in SUPPORTED_ARCHS:
-        raise IceburgError(f"build_random_model: unknown architecture {arch!r}; choose from {', '.join(SUPPORTED_ARCHS)}")
+    tiny = random_shape(arch)
+    if tiny is None:
+        raise IceburgError(f"build_random_model: unknown architecture {arch!r}; choose from "
+                           f"{', '.join(random_model_types())} (an architecture's tiny shape is its family "
+                           "record's Architecture.random_shape, iceburg/families/)")
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    fields = {**_TINY[arch], **shape}
+    fields = {**tiny, **shape}
     dtype = getattr(torch, str(fields.pop("dtype", "float32")))
     if fields.get("vocab_size") is None:
         fields["vocab_size"] = len(tokenizer)

