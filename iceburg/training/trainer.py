@@ -34,6 +34,7 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
+from .. import families
 from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
                           unwrap)
 from .encoding import Example
@@ -159,13 +160,13 @@ def _use_segments(model, args: TrainArgs) -> bool:
 
 
 # Causal LMs whose forward is `lm_head(decoder(...).last_hidden_state[:, keep])` and nothing more (no
-# final soft-capping or logit scale): the trainer may call their decoder and head apart.
-HEAD_APART = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
+# final soft-capping or logit scale): the trainer may call their decoder and head apart. Which
+# model_types those are is each family record's `Architecture.head_apart` (iceburg/families/).
 
 
 def _head_apart(model, args: TrainArgs):
     """The causal LM whose decoder and plain linear head the trainer calls apart (to run the head
-    only at supervised row positions), or None: single-process CPU training of a HEAD_APART model
+    only at supervised row positions), or None: single-process CPU training of a head-apart model
     whose head is not adapted. Decided once per model."""
     if args.device != "cpu" or args.world_size != 1 or hasattr(model, "module"):
         return None
@@ -174,7 +175,7 @@ def _head_apart(model, args: TrainArgs):
     if ok is None:
         cfg = getattr(inner, "config", None)
         ok = model._iceburg_head_apart = bool(
-            getattr(cfg, "model_type", None) in HEAD_APART and hasattr(inner, "model")
+            families.head_apart(getattr(cfg, "model_type", None)) and hasattr(inner, "model")
             and type(inner.get_output_embeddings()) is torch.nn.Linear
             and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logits_scaling", None))
     return inner if ok else None
