@@ -97,6 +97,76 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
 T, D, E, H = "training", "data", "export", "hpo"
 
 
+# The config's sections (issue 24): every field belongs to exactly one (a test checks it). A YAML
+# file groups its keys under these names (`train: {epochs: 3}`); --help lists the flags by
+# section. Attribute access stays flat (`cfg.epochs`), so code and flags did not change; the old
+# flat YAML keys still load, with a deprecation note. `hpo` is both a section and a field: a
+# mapping under `hpo:` is the section, a number is the trial count.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "run": ("model_type", "base_model", "output_dir", "output_name", "resume", "seed", "trust_remote_code"),
+    "data": ("data_path", "eval_fraction", "strict", "mine_preferences", "preference_margin"),
+    "truth": ("use_truth_filter", "min_quality_score", "truth_patterns"),
+    "emergence": ("use_emergence_weighting", "semantic_dedup", "curriculum_strategy"),
+    "train": ("objective", "epochs", "max_steps", "learning_rate", "warmup_ratio", "weight_decay",
+              "batch_size", "gradient_accumulation_steps", "max_seq_length", "overflow", "packing",
+              "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
+              "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
+              "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta"),
+    "distributed": ("nproc", "distributed", "dist_timeout"),
+    "export": ("export_formats", "onnx_int8", "quantization", "system_prompt"),
+    "eval": ("compare_prompts", "compare_max_new_tokens", "report_to"),
+    "hpo": ("hpo", "hpo_workers", "hpo_storage", "hpo_resume"),
+    "curate": ("curate_tasks", "curate_workers"),
+}
+SECTION_TITLES = {"run": "run", "data": "data", "truth": "truth filter (docs/truth_filter.md)",
+                  "emergence": "emergence and curriculum (docs/emergence.md)", "train": "training",
+                  "distributed": "distributed training", "export": "export",
+                  "eval": "after training: comparison and evaluation", "hpo": "hyperparameter search (docs/hpo.md)",
+                  "curate": "curation on datatrove (docs/curation.md)"}
+
+
+def section_of(name: str) -> str:
+    """The section a config key belongs to (KeyError for an unknown key)."""
+    for section, names in SECTIONS.items():
+        if name in names:
+            return section
+    raise KeyError(name)
+
+
+def nest_sections(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A flat key -> value mapping grouped by section (the YAML form), sections in SECTIONS order."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, names in SECTIONS.items():
+        part = {k: flat[k] for k in names if k in flat}
+        if part:
+            out[section] = part
+    return out
+
+
+def flatten_sections(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A YAML mapping with section blocks -> (flat keys, problems, flat keys used the old way).
+    A key under the wrong section is a problem naming the right one."""
+    flat: dict[str, Any] = {}
+    problems: list[str] = []
+    old: list[str] = []
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for k, v in value.items():
+                try:
+                    right = section_of(k)
+                except KeyError:
+                    problems.append(f"{source}: unknown key {key}.{k}; valid keys in {key}: "
+                                    + ", ".join(SECTIONS[key]))
+                    continue
+                if right != key:
+                    problems.append(f"{source}: {k} belongs to section {right!r}, not {key!r}; move it under {right}:")
+                flat[k] = v
+        else:
+            flat[key] = value
+            old.append(key)
+    return flat, problems, old
+
+
 @dataclass
 class TrainingConfig:
     """Everything one training run needs. Validate with `validate()` (called before any work)."""
@@ -384,11 +454,25 @@ class TrainingConfig:
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Flat key -> value (config.json in a run folder; `nest_sections` gives the YAML form)."""
         out = {}
         for f_ in dataclasses.fields(self):
             v = getattr(self, f_.name)
             out[f_.name] = v.value if isinstance(v, ModelType) else v
         return out
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The keys of one section and their values (`cfg.section("train")["epochs"]`)."""
+        if name not in SECTIONS:
+            raise KeyError(f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}")
+        flat = self.to_dict()
+        return {k: flat[k] for k in SECTIONS[name]}
+
+    def to_yaml(self, only: dict[str, Any] | None = None) -> str:
+        """The YAML form, grouped by section (`only`: write just these keys, e.g. a search's overrides)."""
+        import yaml
+
+        return yaml.safe_dump(nest_sections(self.to_dict() if only is None else only), sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainingConfig":
@@ -417,7 +501,18 @@ class TrainingConfig:
                                f"{getattr(e, 'problem', None) or e}"]) from None
         if not isinstance(data, dict):
             raise ConfigError([f"{path}: expected a mapping of config keys at the top level"])
-        return cls.from_dict(data, source=str(path))
+        flat, problems, old = flatten_sections(data, str(path))
+        if problems:
+            raise ConfigError(problems)
+        known_old = [k for k in old if any(k in names for names in SECTIONS.values())]
+        if known_old:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s: flat keys are deprecated; group them by section (%s), e.g. %s", path,
+                ", ".join(known_old[:5]) + (" ..." if len(known_old) > 5 else ""),
+                " / ".join(f"{section_of(k)}: {{{k}: ...}}" for k in known_old[:2]))
+        return cls.from_dict(flat, source=str(path))
 
     def resolved_learning_rate(self, hidden_size: int | None) -> float:
         """Explicit rate, else 2e-4 width-scaled: LoRA rates that work for 7B models (hidden 4096)

@@ -105,7 +105,6 @@ def write_plots(study, folder: StudyFolder) -> list[str]:
 
 def write_report(study, folder: StudyFolder, cfg: TrainingConfig, hidden_size: int | None) -> StudyReport:
     import optuna
-    import yaml
 
     rows = trial_rows(study)
     counts: dict[str, int] = {}
@@ -124,7 +123,7 @@ def write_report(study, folder: StudyFolder, cfg: TrainingConfig, hidden_size: i
     overrides = dict(best.user_attrs["overrides"])
     header = (f"# Best configuration of study {folder.root.name}: trial {best.number}, eval loss "
               f"{best.value:.6f}\n# Train with it: iceburg-train --config {folder.best_config}\n")
-    folder.write_text(folder.best_config, header + yaml.safe_dump(best_config_dict(cfg, overrides), sort_keys=False))
+    folder.write_text(folder.best_config, header + cfg.to_yaml(only=best_config_dict(cfg, overrides)))
     notes = write_plots(study, folder)
     _write_markdown_report(folder, cfg, hidden_size, best, overrides, counts, rows, notes)
     logger.info("study %s: best trial %d, eval loss %.4f; %s", folder.root, best.number, best.value, counts)
