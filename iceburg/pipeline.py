@@ -30,6 +30,7 @@ class PipelineState:
     eval_records: list[Record] = field(default_factory=list)
     curriculum: Any = None  # iceburg.emergence.curriculum.Curriculum
     stats: dict[str, Any] = field(default_factory=dict)
+    paths: list[str] | None = None  # what read_step reads (None: data_paths(cfg))
 
 
 @dataclass
@@ -59,7 +60,7 @@ def read_step(state: PipelineState) -> None:
     from .data.loader import read_records
 
     cfg, load_stats = state.cfg, {}
-    paths = data_paths(cfg)
+    paths = state.paths or data_paths(cfg)
     state.records = list(read_records(paths, state.rejects, strict=cfg.strict, stats=load_stats))
     for r in state.records:
         r.agent_type = r.agent_type or cfg.model_type.agent
@@ -73,11 +74,10 @@ def truth_step(state: PipelineState) -> None:
     cfg = state.cfg
     if not cfg.use_truth_filter:
         return
-    from .truth import PatternTruthSystem, TruthFilter
+    from .truth.from_config import truth_filter_from
 
-    system = PatternTruthSystem.from_file(cfg.truth_patterns) if cfg.truth_patterns else None
-    state.records, tstats = TruthFilter(min_quality_score=cfg.min_quality_score, truth_system=system).filter(
-        state.records, agent_type=cfg.model_type.agent, rejects=state.rejects)
+    state.records, tstats = truth_filter_from(cfg).filter(state.records, agent_type=cfg.model_type.agent,
+                                                          rejects=state.rejects)
     state.stats["truth_filter"] = tstats.to_dict()
     if not state.records:
         raise DataError("the truth filter removed every record; lower --min-quality-score or check "
@@ -108,8 +108,11 @@ def emergence_step(state: PipelineState) -> None:
 TRAIN_STEPS: tuple[Step, ...] = (read_step, truth_step, split_step, emergence_step)
 
 
-def run_steps(cfg: TrainingConfig, rejects: RejectWriter, steps: tuple[Step, ...]) -> PipelineState:
-    state = PipelineState(cfg=cfg, rejects=rejects)
+def run_steps(cfg: TrainingConfig, rejects: RejectWriter, steps: tuple[Step, ...],
+              paths: list[str] | None = None) -> PipelineState:
+    """Run `steps` in order over one state; `paths` replaces the config's data paths (preference
+    mining reads its transcripts and answers through the same read step)."""
+    state = PipelineState(cfg=cfg, rejects=rejects, paths=paths)
     for step in steps:
         step(state)
         logger.debug("%s: %d records", step.__name__, len(state.records))

@@ -15,12 +15,13 @@
       heldout.jsonl      the held-out (eval) records, for `iceburg eval`
       scores.jsonl       per training record: quality, emergence score, category, weight
       tensorboard/       event files (--report-to tensorboard)
+      mlx-work/          the MLX backend's scratch folder during training (removed after)
       result.json        TrainingResult (written last; an export failure is recorded in it)
       eval.json          base vs tuned: held-out loss, stop rate, answers (--compare N, iceburg eval)
       report.html        self-contained report of all of the above (iceburg-train --report RUN)
 
-The fine-tuner, `--export-only`, the report and the tests use these properties instead of
-spelling names, so a rename happens here once.
+The recipes (`iceburg/recipes/`: `open_run` creates or reopens the folder), `--export-only`, the
+report and the tests use these properties instead of spelling names, so a rename happens here once.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class RunFolder:
     heldout = property(lambda self: self.root / "heldout.jsonl")
     scores = property(lambda self: self.root / "scores.jsonl")
     tensorboard = property(lambda self: self.root / "tensorboard")
+    mlx_work = property(lambda self: self.root / "mlx-work")  # --backend mlx scratch, removed after training
     eval = property(lambda self: self.root / "eval.json")
     report = property(lambda self: self.root / "report.html")
 

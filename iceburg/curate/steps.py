@@ -59,10 +59,9 @@ class CurateSpec:
         return d
 
     def truth_filter(self):
-        from ..truth import PatternTruthSystem, TruthFilter
+        from ..truth.from_config import truth_filter_from
 
-        system = PatternTruthSystem.from_file(self.truth_patterns) if self.truth_patterns else None
-        return TruthFilter(min_quality_score=self.min_quality_score, truth_system=system, workers=1)
+        return truth_filter_from(self, workers=1)
 
     def shard(self, rank: int, world_size: int) -> list[int]:
         """The file numbers of one task: files are the unit of sharding (datatrove's readers shard

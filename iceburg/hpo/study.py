@@ -1,4 +1,5 @@
-"""`run_study(cfg)`: a hyperparameter search over the recipe with Optuna (`--hpo N`).
+"""`run_study(cfg)`: a hyperparameter search over the SFT recipe with Optuna (`--hpo N`).
+The training side of a trial (data once, one run folder per trial) is `iceburg.recipes.hpo`.
 
     resolve base -> pipeline (read, truth, split, emergence: ONCE) -> W workers, each looping
     ask -> train one trial into trials/trial-NNNN/ (a normal run folder) -> tell
@@ -108,8 +109,7 @@ class PruningCallback:
 def run_study(cfg: TrainingConfig, enqueue: Iterable[dict[str, Any]] = ()) -> StudyReport:
     """Run (or continue, with `hpo_resume`) the study of `cfg.hpo` trials; `enqueue` holds
     parameter sets (Optuna names, e.g. the current defaults) to try first."""
-    from ..base_models import resolve_base_model
-    from ..pipeline import prepare
+    from ..recipes.hpo import prepare_study_data
 
     optuna = require_optuna()
     cfg = cfg.validate()
@@ -118,13 +118,9 @@ def run_study(cfg: TrainingConfig, enqueue: Iterable[dict[str, Any]] = ()) -> St
                                   f"{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
     folder = StudyFolder(Path(cfg.output_dir) / cfg.output_name)
     folder.prepare(cfg.hpo_resume)
-    base = resolve_base_model(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
-    folder.write_json(folder.base_model, base.to_dict())
-    # the curriculum strategy is searched: prepare keeps the scored records ("plain" builds no
-    # copies) and each trial builds its own curriculum from them (iceburg/emergence/curriculum.py)
-    data_cfg = dataclasses.replace(cfg, curriculum_strategy="plain") if cfg.use_emergence_weighting else cfg
     with RejectWriter(folder.rejects) as rejects:
-        data = prepare(data_cfg, rejects)
+        base, data = prepare_study_data(cfg, rejects)  # once for every trial (iceburg/recipes/hpo.py)
+    folder.write_json(folder.base_model, base.to_dict())
     folder.write_json(folder.data_stats, dict(data.stats, rejected=dict(rejects.counts)))
 
     storage = cfg.hpo_storage or str(folder.journal)
@@ -207,10 +203,8 @@ def run_trial(study, trial, job: TrialJob) -> None:
     """Train one trial into trials/trial-NNNN and tell the study how it ended."""
     import optuna
 
-    from ..emergence.curriculum import build_curriculum, plain_curriculum
-    from ..pipeline import Prepared
+    from ..recipes.hpo import train_trial
     from ..run_folder import RunFolder
-    from ..training.finetuner import train_prepared
     from .space import apply
 
     started = time.time()
@@ -220,19 +214,9 @@ def run_trial(study, trial, job: TrialJob) -> None:
         trial.set_user_attr("overrides", params)
         cfg = apply(job.cfg, params, output_dir=str(job.root / "trials"), output_name=f"trial-{trial.number:04d}",
                     export_formats=[], onnx_int8=False, hpo=None, hpo_workers=1, hpo_storage=None,
-                    hpo_resume=False).validate()
-        run = RunFolder(Path(cfg.output_dir) / cfg.output_name)
-        trial.set_user_attr("run_dir", str(run.root))
-        run.prepare(resume=False)
-        run.write_json(run.config, cfg.to_dict())
-        run.write_json(run.base_model, job.base.to_dict())
-        records = job.data.curriculum.records
-        cur = build_curriculum(records, cfg.curriculum_strategy) if cfg.use_emergence_weighting \
-            else plain_curriculum(records)
-        data = Prepared(curriculum=cur, eval_records=job.data.eval_records,
-                        stats=dict(job.data.stats, curriculum=cur.strategy))
-        with RejectWriter(run.rejects) as rejects:
-            result = train_prepared(cfg, data, run, job.base, rejects, [PruningCallback(trial)], started)
+                    hpo_resume=False, resume=False).validate()
+        trial.set_user_attr("run_dir", str(RunFolder(Path(cfg.output_dir) / cfg.output_name).root))
+        result = train_trial(cfg, job.base, job.data, [PruningCallback(trial)], started)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("eval_loss_before", result.eval_loss_before)
         state, value = optuna.trial.TrialState.COMPLETE, result.eval_loss_after

@@ -1,17 +1,16 @@
 """From a `TrainingConfig` to preference training data: read or mine, check, split.
 
 - `--objective dpo|orpo|kto` with preference files: `read_preferences` (per-line rejects).
-- `--mine-preferences` with transcripts: `read_records` -> `mine_preferences` with the run's truth
-  filter settings (min quality, patterns).
+- `--mine-preferences` with transcripts: the pipeline's `read_step` -> `mine_preferences` with the
+  run's truth filter (`truth_filter_from`, the truth step's own factory).
 - No `--data-path`: the bundled samples of the model type (`iceburg/data/sample/preference/`:
   `<type>_mined.jsonl` + `<type>_pairs.jsonl`; for mining, `<type>.jsonl` + `<type>_answers.jsonl`).
 - KTO takes pairs too (each pair as a desirable and an undesirable example); DPO / ORPO need pairs.
-- Held-out split: by a hash of each item's content and the seed, ranked (the SFT split's rule).
+- Held-out split: the SFT split (`iceburg.data.split.split_eval`) over each item's JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -44,37 +43,10 @@ def default_paths(cfg: TrainingConfig) -> list[Path]:
 
 
 def prepare_preferences(cfg: TrainingConfig, rejects: RejectWriter | None) -> PreparedPreferences:
+    """Read (or mine) the run's preference items, check them against the objective, split them."""
     paths = cfg.data_path or [str(p) for p in default_paths(cfg)]
     stats: dict[str, Any] = {"objective": cfg.objective, "paths": [str(p) for p in paths]}
-    if cfg.mine_preferences:
-        from ..data.loader import read_records
-        from ..truth import TruthFilter
-
-        truth_system = None
-        if cfg.truth_patterns:
-            from ..truth import PatternTruthSystem
-
-            truth_system = PatternTruthSystem.from_file(cfg.truth_patterns)
-        load: dict[str, int] = {}
-        truth = TruthFilter(min_quality_score=cfg.min_quality_score, truth_system=truth_system)
-        pairs, mstats = mine_preferences(read_records(paths, rejects, strict=cfg.strict, stats=load), truth,
-                                         margin=cfg.preference_margin, agent_type=cfg.model_type.agent)
-        items = list(pairs)
-        stats.update(load=load, mining=mstats.to_dict())
-        if not pairs:
-            raise DataError(f"--mine-preferences found no pairs in {', '.join(map(str, paths))}: "
-                            f"{mstats.prompts} distinct prompts, {mstats.single_answer_prompts} with one answer, "
-                            f"{mstats.no_good_answer_prompts} without an answer the truth filter keeps, "
-                            f"{mstats.below_margin} below the margin {mstats.margin}; mining needs several "
-                            "answers to the same prompt (or lower --preference-margin)")
-    else:
-        load: dict[str, int] = {}
-        items = list(read_preferences(paths, rejects, strict=cfg.strict, stats=load))
-        stats["load"] = load
-        if not items:
-            raise DataError(f"no preference records in {', '.join(map(str, paths))}: --objective "
-                            f"{cfg.objective} needs 'chosen'/'rejected' pairs or KTO 'completion'/'label' lines "
-                            "(docs/preference.md), or --mine-preferences to build pairs from transcripts")
+    items = mine(cfg, paths, rejects, stats) if cfg.mine_preferences else read(cfg, paths, rejects, stats)
     pairs = [x for x in items if isinstance(x, PreferencePair)]
     kto = [x for x in items if isinstance(x, KTOExample)]
     if cfg.objective in ("dpo", "orpo") and kto:
@@ -88,16 +60,44 @@ def prepare_preferences(cfg: TrainingConfig, rejects: RejectWriter | None) -> Pr
     return PreparedPreferences(train_items, eval_items, pairs, stats)
 
 
-def _bucket(item: PreferencePair | KTOExample, seed: int) -> str:
-    payload = json.dumps(item.to_json(), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(f"{seed}:{payload}".encode()).hexdigest()
+def mine(cfg: TrainingConfig, paths: list[str], rejects: RejectWriter | None, stats: dict[str, Any]) -> list:
+    """`--mine-preferences`: the pipeline's read step over the transcripts, then pairs from the
+    run's own truth filter settings (`truth_filter_from`, as the truth step builds it)."""
+    from ..pipeline import read_step, run_steps
+    from ..truth.from_config import truth_filter_from
+
+    state = run_steps(cfg, rejects, (read_step,), paths=[str(p) for p in paths])
+    pairs, mstats = mine_preferences(state.records, truth_filter_from(cfg), margin=cfg.preference_margin,
+                                     agent_type=cfg.model_type.agent)
+    stats.update(load=state.stats["load"], mining=mstats.to_dict())
+    if not pairs:
+        raise DataError(f"--mine-preferences found no pairs in {', '.join(map(str, paths))}: "
+                        f"{mstats.prompts} distinct prompts, {mstats.single_answer_prompts} with one answer, "
+                        f"{mstats.no_good_answer_prompts} without an answer the truth filter keeps, "
+                        f"{mstats.below_margin} below the margin {mstats.margin}; mining needs several "
+                        "answers to the same prompt (or lower --preference-margin)")
+    return list(pairs)
+
+
+def read(cfg: TrainingConfig, paths: list[str], rejects: RejectWriter | None, stats: dict[str, Any]) -> list:
+    """Preference files (pairs or KTO lines), per-line rejects like the transcript loader."""
+    load: dict[str, int] = {}
+    items = list(read_preferences(paths, rejects, strict=cfg.strict, stats=load))
+    stats["load"] = load
+    if not items:
+        raise DataError(f"no preference records in {', '.join(map(str, paths))}: --objective "
+                        f"{cfg.objective} needs 'chosen'/'rejected' pairs or KTO 'completion'/'label' lines "
+                        "(docs/preference.md), or --mine-preferences to build pairs from transcripts")
+    return items
+
+
+def _content(item: PreferencePair | KTOExample) -> str:
+    return json.dumps(item.to_json(), sort_keys=True, ensure_ascii=False)
 
 
 def split_items(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    """The round(fraction x n) items with the lowest content hash are held out (at least one when
-    there are >= 10), as the SFT split does: stable when items are added or reordered."""
-    if fraction <= 0 or len(items) < 2:
-        return items, []
-    n_eval = max(1 if len(items) >= 10 else 0, int(round(len(items) * fraction)))
-    held = set(sorted(range(len(items)), key=lambda i: _bucket(items[i], seed))[:n_eval])
-    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+    """The SFT split's rule (`iceburg.data.split.split_eval`: the lowest content hashes are held
+    out, stable when items are added or reordered) over the items' JSON."""
+    from ..data.split import split_eval
+
+    return split_eval(items, fraction, seed, content=_content)

@@ -3,7 +3,8 @@
     from iceburg.training import (get_m4_optimizer, TruthFilter, EmergenceProcessor,
                                   ICEBURGFineTuner, TrainingConfig, ModelType)
 
-Names resolve lazily so `import iceburg.training` stays cheap.
+Names resolve lazily so `import iceburg.training` stays cheap (and `ICEBURGFineTuner`, which lives
+in `iceburg.recipes`, a layer above, is reached without an upward import).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ _LAZY = {
     "get_m4_optimizer": "iceburg.hardware",
     "TruthFilter": "iceburg.truth",
     "EmergenceProcessor": "iceburg.emergence",
-    "ICEBURGFineTuner": "iceburg.training.finetuner",
-    "TrainingResult": "iceburg.training.finetuner",
+    "ICEBURGFineTuner": "iceburg.recipes.finetuner",  # the recipes sit above training (layers)
+    "TrainingResult": "iceburg.training.result",
 }
 
 __all__ = ["ModelType", "TrainingConfig", *_LAZY]

@@ -1,18 +1,16 @@
-"""The steps every training run shares (SFT in `finetuner.py`, preference in `preference.py`):
-the base's tokenizer and end-of-turn ids, the hardware plan, `TrainArgs` from the config and the
-plan, and the exports with result.json. Their own module so that both drivers import them
-without importing each other."""
+"""Training mechanics every recipe shares (iceburg/recipes/: sft, preference, hpo): the base's
+tokenizer and end-of-turn ids, the hardware plan, and `TrainArgs` from the config and the plan.
+Opening the run folder and finishing it (save, exports, result.json) are the recipes' own
+(`iceburg.recipes.run`)."""
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 from ..config import TrainingConfig
-from ..errors import ConfigError, IceburgError
+from ..errors import ConfigError
 from ..run_folder import RunFolder
-from .result import TrainingResult
 
 # Below this many optimizer steps per epoch, small data sets barely train (measured: 3 steps/epoch
 # on the 53 surveyor transcripts moved eval loss by 0.1; 8+ steps gave several times more).
@@ -71,31 +69,3 @@ def train_args(cfg: TrainingConfig, plan, tokenizer, eos: set[int], run: RunFold
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos),
         checkpoint_dir=run.checkpoint, resume=cfg.resume, world_size=world_size,
         varlen=cfg.attn_implementation.startswith("flash_attention"), liger=bool(cfg.use_liger))
-
-
-def export_run(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base, data_stats: dict,
-            started: float) -> None:
-    """Run the requested exports; result.json is written either way (with the failure, if any)."""
-    from ..export import export_model
-    from ..export.base import build_export_context
-
-    error: IceburgError | None = None
-    if cfg.export_formats:
-        ctx = build_export_context(
-            cfg, name=cfg.model_type.value, model_type=cfg.model_type, adapter_dir=result.adapter_dir,
-            base_model=cfg.base_model, max_seq_length=cfg.max_seq_length,
-            run_info={"config": cfg.to_dict(), "data": data_stats, "eval_loss_before": result.eval_loss_before,
-                      "eval_loss_after": result.eval_loss_after, "train_loss": result.train_loss,
-                      "base": base.to_dict()})
-        try:
-            results = export_model(result.merged_dir, run.exports, list(cfg.export_formats), ctx)
-            result.export_paths = {k: [str(p) for p in v.files] for k, v in results.items()}
-            result.export_reports = {k: v.report for k, v in results.items()}
-        except IceburgError as e:
-            error = e
-            result.export_error, result.success = str(e), False
-    result.wall_seconds = time.time() - started
-    run.write_json(run.result, result.to_dict())
-    if error is not None:
-        raise error
-

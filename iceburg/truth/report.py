@@ -25,7 +25,7 @@ from typing import Any
 from ..config import ModelType, TrainingConfig
 from ..records import Record, RejectWriter
 from .filter import HIST_BINS, Assessment, Category, TruthFilter, TruthFilterStats
-from .patterns import PatternTruthSystem
+from .from_config import truth_filter_from
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,7 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
         # CPU each, measured) one process finishes first.
         small = sum(p.stat().st_size for p in expand_paths(paths)) < 4 * 2**20
         workers = 1 if small else min(os.cpu_count() or 1, 8)
-    truth_system = None
-    patterns = getattr(config, "truth_patterns", None)  # optional config field (see docs/truth_filter.md)
-    if patterns:
-        truth_system = PatternTruthSystem.from_file(patterns)
-    tf = truth_filter or TruthFilter(min_quality_score=config.min_quality_score, workers=workers,
-                                     truth_system=truth_system)
+    tf = truth_filter or truth_filter_from(config, workers=workers)
     agent = ModelType.parse(config.model_type).agent
     stats = TruthFilterStats()
     load_stats: dict[str, int] = {}
