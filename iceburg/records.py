@@ -7,7 +7,9 @@ named signals each stage computes (`signals["truth.repetition"] = 0.12`), so any
 explained afterwards. Stages are functions/objects over `Iterable[Record]`.
 
 Nothing is ever silently dropped: a stage that removes a record hands a `Reject` to a
-`RejectWriter` with the stage name, the reasons and the scores.
+`RejectWriter` with the stage name, the reasons and the scores. Each reason is a `Reason`: a stable
+`code` from `REJECT_CODES` (what counts, reports and preference mining key on) and the human
+message (what a person reads); code is never parsed back out of the message.
 """
 
 from __future__ import annotations
@@ -21,6 +23,50 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROLES = ("system", "user", "assistant", "tool")
+
+# The stable reject codes, one per way a record can leave the pipeline (docs/data.md "Reject
+# codes" lists the same table; tests/data/test_reject_codes.py checks the two agree and that every
+# code the package writes is here). A new way to drop a record adds a row here and there.
+REJECT_CODES: dict[str, str] = {
+    # load (iceburg/data/loader.py, tool_calls.py, content.py)
+    "invalid_utf8": "the line is not valid UTF-8",
+    "invalid_json": "the line is not valid JSON",
+    "invalid_record": "the JSON holds no usable conversation (shape, role, field or score problem)",
+    "unencodable_text": "text holds a lone UTF-16 surrogate (not writable as UTF-8)",
+    "invalid_tool_call": "a malformed tool call, tool definition or tool result",
+    "unmatched_tool_result": "a tool result (Anthropic `tool_result`) with no matching call",
+    "unsupported_content": "a content part that cannot be trained on as text (image, audio, file)",
+    "unknown_content_part": "a content part of a type the loader does not know",
+    "invalid_reasoning": "a reasoning field that is not text",
+    # truth (iceburg/truth/signals.py defects, filter.py)
+    "empty": "an assistant turn with (almost) no words",
+    "repetition": "the answer loops (Gopher repetition rules)",
+    "refusal": "an assistant turn opens with a refusal",
+    "boilerplate": "most of a turn is boilerplate sentences",
+    "truncated": "the final answer looks cut off",
+    "garbage": "symbols, control characters or mojibake",
+    "low_quality": "quality score below --min-quality-score",
+    # dedup (iceburg/truth/dedup.py, filter.py) and emergence (embedding near duplicates)
+    "exact_duplicate": "same normalised text as a kept (or earlier rejected) record",
+    "near_duplicate": "MinHash (dedup) or embedding (emergence) similarity above the threshold",
+    # encode (iceburg/training/encoding.py, tool_render.py, preference.py)
+    "no_tool_format": "tool calls, but the base's chat template has no tool format",
+    "template_refused": "the chat template raised, or could not write the turn or its tool calls",
+    "too_long": "no supervised token within --max-seq-length",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a record was dropped: a stable `code` (a key of `REJECT_CODES`) and the human message."""
+
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.code not in REJECT_CODES:
+            raise ValueError(f"unknown reject code {self.code!r}: add it to REJECT_CODES in iceburg/records.py "
+                             "and to the table in docs/data.md")
 
 
 @dataclass
@@ -90,19 +136,27 @@ def turn_text(message: dict[str, Any]) -> str:
 class Reject:
     """Why one input line or record did not make it into training."""
 
-    stage: str  # "load", "truth", "dedup", "emergence", ...
-    reasons: list[str]
+    stage: str  # "load", "truth", "dedup", "emergence", "encode"
+    reasons: list[str]  # the human messages
     source: str = ""
     line: int = 0
     record: dict[str, Any] | None = None  # the normalised record, when there was one
     raw: str | None = None  # the raw line, when it could not be parsed
     details: dict[str, Any] = field(default_factory=dict)  # scores, duplicate_of, ...
+    codes: list[str] = field(default_factory=list)  # REJECT_CODES, one per reason
+
+    @property
+    def code(self) -> str:
+        """The code this reject is counted under: its first reason's."""
+        return self.codes[0] if self.codes else "unspecified"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "stage": self.stage,
             "source": self.source,
             "line": self.line,
+            "code": self.code,
+            "codes": self.codes,
             "reasons": self.reasons,
         }
         if self.details:
@@ -117,7 +171,7 @@ class Reject:
 class RejectWriter:
     """Collects rejects into a JSONL file, written atomically (temp file + rename on close).
 
-    Counts per (stage, first reason) are kept for the stats. Use as a context manager; `path=None`
+    Counts per `stage:code` (the first reason's code, e.g. `truth:refusal`) are kept for the stats. Use as a context manager; `path=None`
     keeps counts only (for library use where the caller does not want a file).
     """
 
@@ -134,19 +188,23 @@ class RejectWriter:
             # escape and reads back identical, as in the collector and --filter-only writers
             self._fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
 
-    def drop(self, stage: str, record: "Record | None", reasons: list[str],
+    def drop(self, stage: str, record: "Record | None", reasons: Iterable[Reason],
              details: dict[str, Any] | None = None, *, raw: str | None = None,
              source: str = "", line: int = 0) -> None:
         """The one way a stage drops something: a record (kept in full, with its origin) or, when
-        there is no record, the raw input (`raw`, with `source`/`line`)."""
-        self.write(Reject(stage=stage, reasons=list(reasons),
+        there is no record, the raw input (`raw`, with `source`/`line`). `reasons`: `Reason`s."""
+        reasons = list(reasons)
+        bad = [r for r in reasons if not isinstance(r, Reason)]
+        if bad or not reasons:
+            raise TypeError(f"RejectWriter.drop({stage!r}) needs Reason(code, message) items, got {bad or reasons!r}")
+        self.write(Reject(stage=stage, reasons=[r.message for r in reasons], codes=[r.code for r in reasons],
                           source=record.source if record is not None else source,
                           line=record.line if record is not None else line,
                           record=record.to_json() if record is not None else None,
                           raw=raw, details=dict(details or {})))
 
     def write(self, reject: Reject) -> None:
-        key = f"{reject.stage}:{reject.reasons[0] if reject.reasons else 'unspecified'}"
+        key = f"{reject.stage}:{reject.code}"
         self.counts[key] = self.counts.get(key, 0) + 1
         self.total += 1
         if self._fh is not None:

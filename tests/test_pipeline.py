@@ -6,7 +6,7 @@ import json
 
 from iceburg.config import TrainingConfig
 from iceburg.pipeline import TRAIN_STEPS, prepare, read_step, run_steps, split_step
-from iceburg.records import Record, RejectWriter
+from iceburg.records import Reason, Record, RejectWriter
 
 
 def test_prepare_accounts_for_every_line(tmp_path):
@@ -34,10 +34,10 @@ def test_reject_writer_drop_keeps_record_and_survives_lone_surrogates(tmp_path):
     rec = Record(messages=[{"role": "user", "content": "q \ud800"}, {"role": "assistant", "content": "a"}],
                  source="f.jsonl", line=3)
     with RejectWriter(tmp_path / "r.jsonl") as w:
-        w.drop("truth", rec, ["empty: 1 word"], {"quality": 0.1})
-        w.drop("load", None, ["malformed JSON"], raw="{bad", source="f.jsonl", line=4)
+        w.drop("truth", rec, [Reason("empty", "empty: 1 word")], {"quality": 0.1})
+        w.drop("load", None, [Reason("invalid_json", "malformed JSON")], raw="{bad", source="f.jsonl", line=4)
     rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows[0]["record"]["messages"][0]["content"] == "q \ud800" and rows[0]["line"] == 3
-    assert rows[1] == {"stage": "load", "source": "f.jsonl", "line": 4, "reasons": ["malformed JSON"],
-                       "raw": "{bad"}
-    assert w.counts == {"truth:empty: 1 word": 1, "load:malformed JSON": 1}
+    assert rows[1] == {"stage": "load", "source": "f.jsonl", "line": 4, "code": "invalid_json",
+                       "codes": ["invalid_json"], "reasons": ["malformed JSON"], "raw": "{bad"}
+    assert w.counts == {"truth:empty": 1, "load:invalid_json": 1}

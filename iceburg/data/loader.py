@@ -9,6 +9,10 @@ Accepted shapes (one JSON object per line):
 - tool use in any of the conversation shapes (OpenAI/HF `tool_calls`, `tool` results, a `tools`
   list, ShareGPT `function_call`/`observation`, the older single `function_call`): normalised and
   checked by `tool_calls.py` (docs/tools.md)
+- content as the SDKs write it (`content.py`): OpenAI content parts, Anthropic Messages blocks
+  (`text`, `thinking`, `tool_use`, `tool_result`; `tools` with `input_schema`), the `developer` role
+  (= system), and reasoning (`reasoning_content` / `reasoning` / `thinking` fields, `<think>` blocks)
+  as one `reasoning` field on the assistant message (docs/data.md lists every shape)
 
 Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_type`/`agent`,
 `metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
@@ -27,7 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
-from ..records import ROLES, Record, RejectWriter
+from ..records import ROLES, Reason, Record, RejectWriter
+from .content import ContentError, attach_reasoning, is_part_list, reasoning_fields, split_parts
 from .tool_calls import TOOL_ROLES, ToolCallError, calls_of, link_results, normalise_tools, result_content, sharegpt_calls
 
 logger = logging.getLogger(__name__)
@@ -44,7 +49,12 @@ BOM = b"\xef\xbb\xbf"
 
 
 class InvalidLine(ValueError):
-    """Raised by `normalise` with the reason a line is unusable."""
+    """Raised by `normalise` with the reason a line is unusable; `code` is its reject code
+    (`iceburg.records.REJECT_CODES`)."""
+
+    def __init__(self, message: str, code: str = "invalid_record"):
+        super().__init__(message)
+        self.code = code
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -86,15 +96,17 @@ def read_json_lines(paths: Iterable[str | Path], rejects: RejectWriter | None = 
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     reject_line(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
-                            raw.decode("utf-8", "replace"))
+                                raw.decode("utf-8", "replace"), code="invalid_utf8")
                     continue
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
-                    reject_line(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})", text)
+                    reject_line(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})",
+                                text, code="invalid_json")
                     continue
                 except RecursionError:  # json's C scanner recurses per nesting level
-                    reject_line(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text)
+                    reject_line(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text,
+                                code="invalid_json")
                     continue
                 yield path, lineno, obj, text
 
@@ -107,21 +119,21 @@ def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = Non
         try:
             record = normalise(obj, source=str(path), line=lineno)
         except InvalidLine as e:
-            reject_line(rejects, strict, stats, path, lineno, str(e), text)
+            reject_line(rejects, strict, stats, path, lineno, str(e), text, code=e.code)
             continue
         stats["valid"] = stats.get("valid", 0) + 1
         yield record
 
 
 def reject_line(rejects: RejectWriter | None, strict: bool, stats: dict[str, int], path: Path,
-            lineno: int, reason: str, raw: str) -> None:
+                lineno: int, reason: str, raw: str, code: str = "invalid_record") -> None:
     if strict:
         raise DataError(f"{path}:{lineno}: {reason} (--strict is on; fix the line or drop --strict "
                         "to write it to rejects.jsonl and continue)")
     stats["rejected"] = stats.get("rejected", 0) + 1
     logger.debug("rejecting %s:%d: %s", path, lineno, reason)
     if rejects is not None:
-        rejects.drop("load", None, [reason], raw=raw.rstrip("\n")[:20000], source=str(path), line=lineno)
+        rejects.drop("load", None, [Reason(code, reason)], raw=raw.rstrip("\n")[:20000], source=str(path), line=lineno)
 
 
 def coerce_record(item: Any, index: int, source: str = "") -> tuple[Record | None, str]:
@@ -144,12 +156,15 @@ def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
         raise InvalidLine(f"expected a JSON object, got {type(obj).__name__}")
     try:
         messages = _messages(obj)
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant":
+                attach_reasoning(m, [m.pop("reasoning")] if "reasoning" in m else [], f"message {i} (assistant)")
         tools = normalise_tools(obj.get("tools", obj.get("functions")),
                                 "tools" if "tools" in obj else "functions")
         _validate_messages(messages)
         link_results(messages, tools)
-    except ToolCallError as e:
-        raise InvalidLine(str(e)) from e
+    except (ToolCallError, ContentError) as e:
+        raise InvalidLine(str(e), e.code) from e
     scores = {k: _score(obj, k) for k in ("quality_score", "emergence_score")}
     meta = obj.get("metadata", {})
     if not isinstance(meta, dict):
@@ -193,7 +208,7 @@ def _messages(obj: dict) -> list[dict[str, str]]:
                     raise InvalidLine(f"{key}[{i}] must be an object with 'role' and 'content'")
                 if "role" not in m:
                     raise InvalidLine(f"{key}[{i}] has no 'role'")
-                out.append(_chat_message(m, f"{key}[{i}]"))
+                out.extend(_chat_messages(m, f"{key}[{i}]"))
             return _with_system(obj, out)
     if "conversations" in obj:
         convs = obj["conversations"]
@@ -231,27 +246,45 @@ def _messages(obj: dict) -> list[dict[str, str]]:
                       "(ShareGPT), 'instruction'+'output' (Alpaca), 'prompt'+'response' or 'input'+'output'")
 
 
-def _chat_message(m: dict, where: str) -> dict[str, Any]:
-    """One OpenAI/HF-style message; tool calls and tool results in their canonical shape."""
-    role = m["role"]
+def _chat_messages(m: dict, where: str) -> list[dict[str, Any]]:
+    """One OpenAI/HF/Anthropic-style message as canonical messages: tool calls and results in
+    their canonical shape, content parts as text (`content.py`); an Anthropic user turn holding
+    `tool_result` blocks becomes one `tool` message per result (then the user's text, if any)."""
+    role = "system" if m["role"] == "developer" else m["role"]  # OpenAI's name for it in o1 and later
     if isinstance(role, str) and role in TOOL_ROLES:  # `function` (older API), `ipython` (Llama 3.1)
-        out: dict[str, Any] = {"role": "tool", "content": result_content(m.get("content"))}
-        for k in ("name", "tool_call_id"):
-            if m.get(k) is not None:
-                out[k] = str(m[k])
-        return out
+        return [_tool_message(m, where)]
+    content = m.get("content")
+    parts = split_parts(content, role, where) if isinstance(content, list) else None
+    if parts is not None and parts.results:
+        return parts.results + ([{"role": role, "content": parts.text}] if parts.text.strip() else [])
     calls = calls_of(m, where) if role == "assistant" else []
+    if parts is not None:
+        content, calls = parts.text, calls + parts.calls
     if "content" not in m and not calls:
         raise InvalidLine(f"{where} has no 'content'")
-    content = m.get("content")
-    out = {"role": role, "content": "" if content is None and calls else content}
+    out: dict[str, Any] = {"role": role, "content": "" if content is None and calls else content}
     if calls:
         out["tool_calls"] = calls
+    reasoning = [*(parts.reasoning if parts else []), *reasoning_fields(m, where)] if role == "assistant" else []
+    if reasoning:
+        out["reasoning"] = "\n\n".join(reasoning)  # joined with inline <think> by attach_reasoning
+    return [out]
+
+
+def _tool_message(m: dict, where: str) -> dict[str, Any]:
+    content = m.get("content")
+    text = split_parts(content, "tool", where).text if is_part_list(content) else result_content(content)
+    out: dict[str, Any] = {"role": "tool", "content": text}
+    for k in ("name", "tool_call_id"):
+        if m.get(k) is not None:
+            out[k] = str(m[k])
     return out
 
 
 def _with_system(obj: dict, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     system = obj.get("system")
+    if isinstance(system, list):  # Anthropic: a list of text blocks
+        system = split_parts(system, "system", "field 'system'").text
     if isinstance(system, str) and system.strip() and not (msgs and msgs[0].get("role") == "system"):
         return [{"role": "system", "content": system}] + msgs
     return msgs
@@ -285,4 +318,4 @@ def _check_encodable(text: str, where: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidLine(f"{where}: lone UTF-16 surrogate {text[e.start]!r} at character {e.start} "
-                          "(not encodable as UTF-8; the producer split a surrogate pair)") from None
+                          "(not encodable as UTF-8; the producer split a surrogate pair)", "unencodable_text") from None

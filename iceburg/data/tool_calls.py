@@ -17,6 +17,8 @@ the shape Hugging Face chat templates read (transformers' chat-templating docs, 
   `apply_chat_template`).
 
 Accepted spellings: OpenAI / HF `tool_calls` with `arguments` as an object or a JSON string;
+Anthropic `tool_use` / `tool_result` blocks (turned into these by `content.py`) and tool
+definitions with `input_schema`;
 `tool` messages with `name` and/or `tool_call_id`; OpenAI's older single `function_call` on an
 assistant message with `function` role results; ShareGPT / LLaMA-Factory `function_call` and
 `observation` turns with a `tools` column that may itself be a JSON string; a top-level `functions`
@@ -38,7 +40,12 @@ TOOL_ROLES = {"tool", "function", "observation", "ipython"}
 
 
 class ToolCallError(ValueError):
-    """A malformed tool call or tool definition; the message is the reject reason."""
+    """A malformed tool call or tool definition; the message is the reject reason, `code` its
+    reject code (`iceburg.records.REJECT_CODES`)."""
+
+    def __init__(self, message: str, code: str = "invalid_tool_call"):
+        super().__init__(message)
+        self.code = code
 
 
 def _json_value(text: str, what: str) -> Any:
@@ -60,13 +67,15 @@ def normalise_tools(raw: Any, where: str = "tools") -> list[dict[str, Any]] | No
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
             raise ToolCallError(f"{where}[{i}] must be an object, got {type(t).__name__}")
-        fn = t.get("function", t) if t.get("type", "function") == "function" else None
+        # Anthropic client tools are `{name, description, input_schema}` (type absent or "custom")
+        fn = t.get("function", t) if t.get("type", "function") in ("function", "custom") else None
         if not isinstance(fn, dict):
-            raise ToolCallError(f"{where}[{i}]: only type 'function' tools are supported, got {t.get('type')!r}")
+            raise ToolCallError(f"{where}[{i}]: only function tools are supported (OpenAI type 'function', "
+                                f"Anthropic client tools), got type {t.get('type')!r}")
         name = fn.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ToolCallError(f"{where}[{i}] has no function name")
-        params = fn.get("parameters", {"type": "object", "properties": {}})
+        params = fn.get("parameters", fn.get("input_schema", {"type": "object", "properties": {}}))
         if not isinstance(params, dict):
             raise ToolCallError(f"{where}[{i}] ({name}): 'parameters' must be a JSON-schema object")
         clean: dict[str, Any] = {"name": name}
@@ -151,7 +160,9 @@ def link_results(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None)
                                         f"(the record's tools define: {', '.join(sorted(known))})")
         elif role == "tool":
             if not pending:
-                raise ToolCallError(f"message {i} (tool): tool result with no preceding tool call")
+                named = f" (tool_call_id {m['tool_call_id']!r})" if "tool_call_id" in m else ""
+                raise ToolCallError(f"message {i} (tool): tool result{named} with no preceding tool call",
+                                    "unmatched_tool_result")
             call = _answered_call(m, pending, i)
             pending.remove(call)
             if "name" not in m:
@@ -167,13 +178,14 @@ def _answered_call(m: dict[str, Any], pending: list[dict[str, Any]], i: int) -> 
         call = next((c for c in pending if c.get("id") == m["tool_call_id"]), None)
         if call is None:
             raise ToolCallError(f"message {i} (tool): tool_call_id {m['tool_call_id']!r} matches no call "
-                                f"of the preceding assistant turn")
+                                f"of the preceding assistant turn", "unmatched_tool_result")
         return call
     if "name" in m:
         call = next((c for c in pending if c["function"]["name"] == m["name"]), None)
         if call is None:
             raise ToolCallError(f"message {i} (tool): result of {m['name']!r}, but the preceding assistant "
-                                f"turn called {', '.join(c['function']['name'] for c in pending)}")
+                                f"turn called {', '.join(c['function']['name'] for c in pending)}",
+                                "unmatched_tool_result")
         return call
     return pending[0]
 

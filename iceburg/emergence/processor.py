@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ..errors import DataError
-from ..records import Record, RejectWriter
+from ..records import Reason, Record, RejectWriter
 from .curriculum import Curriculum, build_curriculum
 from . import signals as sig
 from .detector import EmbeddingNoveltyDetector, EmergenceDetector
@@ -110,7 +110,7 @@ class EmergenceProcessor:
             return EmergenceCategory.FAMILIAR
         return EmergenceCategory.BASELINE
 
-    def _reject(self, record: Record | None, entry: Any, reason: str, details: dict[str, Any]) -> None:
+    def _reject(self, record: Record | None, entry: Any, reason: Reason, details: dict[str, Any]) -> None:
         if self.rejects is None:
             return
         self.rejects.drop("emergence", record, [reason], details,
@@ -126,7 +126,7 @@ class EmergenceProcessor:
             rec, why = to_record(entry, i)
             if rec is None:
                 stats.unusable_rejected += 1
-                self._reject(None, entry, "invalid", {"index": i, "why": why})
+                self._reject(None, entry, Reason("invalid_record", "invalid"), {"index": i, "why": why})
             else:
                 usable.append(rec)
         if not usable:
@@ -144,7 +144,7 @@ class EmergenceProcessor:
                 # a detector that saw more records than this batch (iceburg.curate's global
                 # novelty) names the kept record by id; otherwise dup[0] indexes this batch
                 of = dup[0] if isinstance(dup[0], str) else usable[dup[0]].id
-                self._reject(rec, None, "near_duplicate", {"duplicate_of": of, "similarity": round(dup[1], 4)})
+                self._reject(rec, None, Reason("near_duplicate", "near_duplicate"), {"duplicate_of": of, "similarity": round(dup[1], 4)})
                 continue
             score, feats = self._score(rec, float(out.novelty[i]),
                                        {k: float(v[i]) for k, v in out.signals.items()},

@@ -19,7 +19,8 @@ a clear score gap). Defect answers are capped at 0.3 by the filter, so they alwa
 against a kept answer (>= 0.7).
 
 Answers identical to the chosen one are skipped (no signal). Every pair keeps both scores and the
-rejected side's reasons; `MiningStats.pairs_by_reason` counts pairs by reason class.
+rejected side's reasons; `MiningStats.pairs_by_reason` counts pairs by the first reason's reject code
+(`iceburg.records.REJECT_CODES`; `lower_quality` for a kept answer that scored lower).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..records import Record
+from ..records import Reason, Record
 from ..truth.filter import TruthFilter
 from .data import PreferencePair
 
@@ -72,9 +73,9 @@ def _split(record: Record) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     return record.messages[:last], record.messages[last:last + 1]
 
 
-def reason_classes(reasons: list[str]) -> list[str]:
-    """'refusal: matched ...' -> 'refusal' (the filter writes reasons as 'class: explanation')."""
-    return [r.split(":", 1)[0].strip() for r in reasons] or [LOWER_QUALITY]
+def reason_classes(reasons: list[Reason]) -> list[str]:
+    """The reject codes of the rejected side's reasons (`lower_quality` when it has none)."""
+    return [r.code for r in reasons] or [LOWER_QUALITY]
 
 
 def mine_preferences(records: Iterable[Record], truth: TruthFilter, *, margin: float = DEFAULT_MARGIN,
@@ -83,7 +84,7 @@ def mine_preferences(records: Iterable[Record], truth: TruthFilter, *, margin: f
     if not 0 <= margin <= 1:
         raise ValueError(f"margin must be in [0, 1], got {margin}")
     stats = MiningStats(margin=margin)
-    groups: dict[str, list[tuple[Record, float, list[str]]]] = defaultdict(list)
+    groups: dict[str, list[tuple[Record, float, list[Reason]]]] = defaultdict(list)
     for r in records:
         stats.records += 1
         a = truth.assess(r, agent_type)
@@ -114,7 +115,7 @@ def mine_preferences(records: Iterable[Record], truth: TruthFilter, *, margin: f
             stats.pairs_by_reason[classes[0]] = stats.pairs_by_reason.get(classes[0], 0) + 1
             pairs.append(PreferencePair(
                 prompt=prompt, chosen=chosen, rejected=rejected, source=best[0].source, line=best[0].line,
-                chosen_score=best[1], rejected_score=q, reasons=reasons or [
+                chosen_score=best[1], rejected_score=q, reasons=[r.message for r in reasons] or [
                     f"{LOWER_QUALITY}: quality {q:.2f} vs {best[1]:.2f} (margin >= {margin:.2f})"],
                 agent_type=best[0].agent_type or agent_type,
                 metadata={"chosen_from": best[0].id, "rejected_from": rec.id, "reason_class": classes[0]}))

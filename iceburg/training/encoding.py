@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import IceburgError
-from ..records import Record, fold_system_text
+from ..records import Reason, Record, fold_system_text
 from .tool_render import render_with_tools
 
 logger = logging.getLogger(__name__)
@@ -276,32 +276,56 @@ class EncodedSet:
     kept: list[int]  # index into the input records of each example (repeated for per-turn examples)
     truncated: int
     split: int = 0  # examples that are a later window of a longer conversation (overflow="split")
+    refused: int = 0  # records the chat template refused (rejects.jsonl, code template_refused)
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
-               weights: list[float] | None = None, skip=None, overflow: str = "truncate") -> EncodedSet:
+               weights: list[float] | None = None, skip=None, overflow: str = "truncate",
+               strict: bool = False) -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
-    `max_length`, or one `skip(record)` gives a reason for, is dropped through `rejects` (stage
-    "encode"), never silently. A record under a
-    template that rewrites history gives one example per assistant turn (`encode_record`); with
-    `overflow="split"` a conversation longer than `max_length` gives one per window."""
+    `max_length`, one `skip(record)` gives a reason for, or one the chat template refuses is
+    dropped through `rejects` (stage "encode", codes too_long / no_tool_format / template_refused),
+    never silently and never stopping the run; `strict=True` (`--strict`) raises on a refusal
+    instead. A record under a template that rewrites history gives one example per assistant turn
+    (`encode_record`); with `overflow="split"` a conversation longer than `max_length` gives one
+    per window."""
     out = EncodedSet([], [], 0)
     for i, rec in enumerate(records):
         if weights is not None:
             rec.weight = float(weights[i])
-        reason = skip(rec) if skip is not None else None  # e.g. tool calls the template cannot write
-        if reason:
+        examples = _encode_or_reason(tokenizer, rec, max_length, eos, skip, overflow, strict)
+        if isinstance(examples, Reason):
+            out.refused += examples.code == "template_refused"
             if rejects is not None:
-                rejects.drop("encode", rec, [reason])
-            continue
-        examples = encode_record(tokenizer, rec, max_length, eos, overflow)
-        if not examples:
-            if rejects is not None:
-                rejects.drop("encode", rec, [f"no assistant token within max_seq_length={max_length}"])
+                rejects.drop("encode", rec, [examples])
             continue
         for ex in examples:
             out.truncated += ex.truncated
             out.split += ex.part > 1
             out.examples.append(ex)
             out.kept.append(i)
+    if out.refused:
+        logger.warning("the chat template refused %d of %d record(s): written to rejects.jsonl (stage encode, "
+                       "code template_refused); --strict stops at the first instead", out.refused, len(records))
     return out
+
+
+def _encode_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], skip, overflow: str,
+                      strict: bool) -> list[Example] | Reason:
+    """The record's examples, or the reason it cannot train (`Reason`, for rejects.jsonl)."""
+    from jinja2.exceptions import TemplateError
+
+    reason = skip(rec) if skip is not None else None  # e.g. tool calls the template cannot write
+    if reason:
+        return Reason("no_tool_format", reason)
+    try:
+        examples = encode_record(tokenizer, rec, max_length, eos, overflow)
+    except (TemplateError, IceburgError) as e:
+        # a template's own raise_exception (Llama 3.x: "only supports single tool-calls at once"),
+        # a call it does not write, a turn it rewrites: that record cannot be rendered as trained
+        message = str(e) if isinstance(e, IceburgError) else f"{rec.id}: the chat template refuses this record: {e}"
+        if strict:
+            raise IceburgError(f"{message} (--strict is on; drop --strict to write such records to "
+                               "rejects.jsonl and train on the rest)") from e
+        return Reason("template_refused", message)
+    return examples or Reason("too_long", f"no assistant token within max_seq_length={max_length}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from ..data.tool_calls import answer_turns, structure_view
-from ..records import Record, RejectWriter
+from ..records import Reason, Record, RejectWriter
 from . import rubrics, signals
 from .dedup import DedupConfig, Deduplicator, Signature
 from .patterns import TruthSystem
@@ -70,7 +70,7 @@ class TruthFilterStats:
     near_duplicates_removed: int = 0
     final_output: int = 0
     average_quality_score: float = 0.0  # over the kept records
-    reasons: dict[str, int] = field(default_factory=dict)  # defect class -> records showing it
+    reasons: dict[str, int] = field(default_factory=dict)  # reject code -> records showing it
     histogram: list[int] = field(default_factory=lambda: [0] * HIST_BINS)  # all scored records
     kept_histogram: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
 
@@ -82,7 +82,7 @@ class TruthFilterStats:
 class Assessment:
     quality: float
     category: Category
-    reasons: list[str]  # defect/low-quality reasons, "class: explanation"; empty = kept
+    reasons: list[Reason]  # defect/low-quality reasons (code + "class: explanation"); empty = kept
     details: dict[str, Any]
 
 
@@ -137,7 +137,7 @@ class TruthFilter:
 
         computed = BASE_SCORE + RUBRIC_WEIGHT * rscore + adj - sum(ts.soft.values())
         computed -= STRUCTURE_PENALTY * len(problems)
-        reasons = [f"{k}: {v}" for k, v in ts.defects.items()]
+        reasons = [Reason(k, f"{k}: {v}") for k, v in ts.defects.items()]
         if reasons:
             computed = min(computed, DEFECT_CAP)
         computed = min(max(computed, 0.0), 1.0)
@@ -161,11 +161,12 @@ class TruthFilter:
             why.append(f"computed {computed:.2f} = {BASE_SCORE} + {RUBRIC_WEIGHT} x rubric({rname}) "
                        f"{rscore:.2f} {adj:+.2f} patterns - penalties {sum(ts.soft.values()):.2f}"
                        f"{' - structure ' + ', '.join(problems) if problems else ''}")
-            reasons = [f"low_quality: score {quality:.2f} < {self.min_quality_score:.2f} ({'; '.join(why)})"]
+            reasons = [Reason("low_quality",
+                              f"low_quality: score {quality:.2f} < {self.min_quality_score:.2f} ({'; '.join(why)})")]
         category = self.category(quality) if not reasons else Category.LOW_QUALITY
         record.metadata["truth_category"] = category.value
         if reasons:
-            record.metadata["truth_reasons"] = reasons
+            _note_reasons(record, reasons)
         return Assessment(quality, category, reasons, details)
 
     def category(self, quality: float) -> Category:
@@ -206,8 +207,7 @@ class TruthFilter:
                     self._name_rejected_copy(record, a, rejected_keys)
                 stats.low_quality_removed += 1
                 for r in a.reasons:
-                    key = r.split(":", 1)[0]
-                    stats.reasons[key] = stats.reasons.get(key, 0) + 1
+                    stats.reasons[r.code] = stats.reasons.get(r.code, 0) + 1
                 if rejects is not None:
                     rejects.drop("truth", record, a.reasons, a.details)
                 continue
@@ -242,9 +242,9 @@ class TruthFilter:
         key = self.dedup.exact_key(record)
         first = seen.setdefault(key, record.id)
         if first != record.id:
-            a.reasons.append(f"exact_duplicate: same normalised text as {first} (rejected too)")
+            a.reasons.append(Reason("exact_duplicate", f"exact_duplicate: same normalised text as {first} (rejected too)"))
             record.metadata["duplicate_of"] = first
-            record.metadata["truth_reasons"] = a.reasons
+            _note_reasons(record, a.reasons)
 
     # -- bookkeeping shared with run_filter_only -------------------------------------------------
     def reject_duplicate(self, record: Record, a: Assessment, kind: str, kept_id: str,
@@ -254,13 +254,13 @@ class TruthFilter:
         record.metadata["duplicate_of"] = kept_id
         if kind == "exact_duplicate":
             stats.exact_duplicates_removed += 1
-            reason = f"exact_duplicate: same normalised text as {kept_id}"
+            reason = Reason("exact_duplicate", f"exact_duplicate: same normalised text as {kept_id}")
         else:
             stats.near_duplicates_removed += 1
-            reason = (f"near_duplicate: estimated Jaccard {sim:.2f} >= {self.dedup.config.threshold} "
-                      f"(word {self.dedup.config.ngram}-grams) with {kept_id}")
-        stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
-        record.metadata["truth_reasons"] = [reason]
+            reason = Reason("near_duplicate", f"near_duplicate: estimated Jaccard {sim:.2f} >= "
+                            f"{self.dedup.config.threshold} (word {self.dedup.config.ngram}-grams) with {kept_id}")
+        stats.reasons[reason.code] = stats.reasons.get(reason.code, 0) + 1
+        _note_reasons(record, [reason])
         if rejects is not None:
             details = dict(a.details, duplicate_of=kept_id, similarity=sim,
                            kept_quality=kept_quality)
@@ -290,12 +290,18 @@ class TruthFilter:
         record, problem = coerce_record(item, i)
         if record is not None:
             return record
-        reason = f"invalid: {problem}"
+        reason = Reason("invalid_record", f"invalid: {problem}")
         stats.invalid_removed += 1
-        stats.reasons["invalid"] = stats.reasons.get("invalid", 0) + 1
+        stats.reasons[reason.code] = stats.reasons.get(reason.code, 0) + 1
         if rejects is not None:
             rejects.drop("truth", None, [reason], raw=json.dumps(item, default=str)[:20000], line=i + 1)
         return None
+
+
+def _note_reasons(record: Record, reasons: list[Reason]) -> None:
+    """The reasons on the record itself (kept in filtered/rejected JSON): messages and codes."""
+    record.metadata["truth_reasons"] = [r.message for r in reasons]
+    record.metadata["truth_codes"] = [r.code for r in reasons]
 
 
 # -- process pool ---------------------------------------------------------------------------------

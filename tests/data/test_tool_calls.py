@@ -98,27 +98,31 @@ def test_round_trip_through_to_json(tmp_path):
 
 
 BAD = [
-    (openai("{port: Brest}"), "tool_calls[0] (tide_lookup) arguments is not valid JSON"),
-    (openai('["Brest"]'), "arguments must be a JSON object, got list"),
+    (openai("{port: Brest}"), "tool_calls[0] (tide_lookup) arguments is not valid JSON", "invalid_tool_call"),
+    (openai('["Brest"]'), "arguments must be a JSON object, got list", "invalid_tool_call"),
     ({**openai({"port": "Brest"}), "tools": [{"type": "function", "function": {"name": "weather"}}]},
-     "calls unknown function 'tide_lookup' (the record's tools define: weather)"),
+     "calls unknown function 'tide_lookup' (the record's tools define: weather)", "invalid_tool_call"),
     ({"messages": [CANONICAL[0], {"role": "tool", "content": RESULT}, CANONICAL[3]]},
-     "message 1 (tool): tool result with no preceding tool call"),
-    (openai({"port": "Brest"}, tool_call_id="call_9"), "tool_call_id 'call_9' matches no call"),
+     "message 1 (tool): tool result with no preceding tool call", "unmatched_tool_result"),
+    (openai({"port": "Brest"}, tool_call_id="call_9"), "tool_call_id 'call_9' matches no call", "unmatched_tool_result"),
     ({"messages": [CANONICAL[0], {"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": {}}}]}]},
-     "tool_calls[0] has no function name"),
+     "tool_calls[0] has no function name", "invalid_tool_call"),
     ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "tide_lookup(Brest)"}]},
-     "conversations[1] (function_call) is not valid JSON"),
-    ({"messages": [CANONICAL[0], {"role": "assistant", "content": ""}]}, "message 1 (assistant): empty content"),
+     "conversations[1] (function_call) is not valid JSON", "invalid_tool_call"),
+    ({"messages": [CANONICAL[0], {"role": "assistant", "content": ""}]}, "message 1 (assistant): empty content",
+     "invalid_record"),
 ]
 
 
-@pytest.mark.parametrize("obj,reason", BAD, ids=[r[:30] for _, r in BAD])
-def test_malformed_tool_calls_are_rejected_with_line_and_reason(tmp_path, obj, reason):
-    recs, w, p = load(tmp_path, [{"messages": CANONICAL}, obj])
-    assert len(recs) == 1 and w.total == 1
-    (key,) = w.counts
-    assert reason in key, key
+@pytest.mark.parametrize("obj,reason,code", BAD, ids=[r[:30] for _, r, _ in BAD])
+def test_malformed_tool_calls_are_rejected_with_line_and_reason(tmp_path, obj, reason, code):
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(o) + "\n" for o in [{"messages": CANONICAL}, obj]))
+    with RejectWriter(tmp_path / "rejects.jsonl") as w:
+        recs = list(read_records([p], w))
+    assert len(recs) == 1 and w.total == 1 and w.counts == {f"load:{code}": 1}
+    (row,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert reason in row["reasons"][0] and row["code"] == code and row["line"] == 2, row
 
 
 def test_strict_names_file_and_line(tmp_path):

@@ -100,7 +100,7 @@ def test_seed_format_dicts_and_unusable_entries(embedder):
     rw = RejectWriter(None)
     out, stats = EmergenceProcessor(detector=EmbeddingNoveltyDetector(k=2, embedder=embedder),
                                     rejects=rw).process(data, agent_type="dissident")
-    assert len(out) == 3 and stats.unusable_rejected == 1 and rw.counts == {"emergence:invalid": 1}
+    assert len(out) == 3 and stats.unusable_rejected == 1 and rw.counts == {"emergence:invalid_record": 1}
     assert out[0].metadata["id"] == "x1" and out[0].signals["emergence.provided"] == 0.9
     assert "contradictory:however" in out[2].metadata["emergence.features"]
     assert out[2].signals["emergence.agent"] == pytest.approx(0.5)  # dissident: "however" +0.2

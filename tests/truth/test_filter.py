@@ -47,7 +47,7 @@ def test_provided_score_is_combined_and_missing_score_uses_computed():
     r2 = Record(messages=conv(ANSWER)["messages"], quality_score=0.3)
     a2 = tf.assess(r2, "surveyor")
     assert a2.quality == pytest.approx(0.5 * 0.3 + 0.5 * r2.signals["truth.computed"], abs=1e-4)
-    assert a2.reasons and a2.reasons[0].startswith("low_quality: score")
+    assert a2.reasons and a2.reasons[0].code == "low_quality" and a2.reasons[0].message.startswith("low_quality: score")
     assert a2.category is Category.LOW_QUALITY
 
 
@@ -62,15 +62,18 @@ def test_every_drop_goes_to_rejects_with_reasons_scores_and_duplicate_of(tmp_pat
     rows = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert stats.final_output == 1 and kept[0].quality_score == 0.95
     assert len(rows) == 5 == stats.total_input - stats.final_output
-    by_reason = {r["reasons"][0].split(":")[0]: r for r in rows}
-    assert set(by_reason) == {"exact_duplicate", "refusal", "repetition", "truncated", "invalid"}
+    by_reason = {r["code"]: r for r in rows}
+    assert set(by_reason) == {"exact_duplicate", "refusal", "repetition", "truncated", "invalid_record"}
+    assert all(r["codes"][0] == r["code"] and len(r["codes"]) == len(r["reasons"]) for r in rows)
     dup = by_reason["exact_duplicate"]
     assert dup["stage"] == "dedup" and dup["details"]["duplicate_of"] == kept[0].id
     assert dup["record"]["quality_score"] == 0.8
     assert by_reason["refusal"]["stage"] == "truth"
     assert by_reason["refusal"]["details"]["computed"] <= 0.3
     assert "truth.refusal" in by_reason["refusal"]["record"]["signals"]
-    assert stats.reasons == {"exact_duplicate": 1, "refusal": 1, "repetition": 1, "truncated": 1, "invalid": 1}
+    assert stats.reasons == {"exact_duplicate": 1, "refusal": 1, "repetition": 1, "truncated": 1, "invalid_record": 1}
+    assert rw.counts == {"dedup:exact_duplicate": 1, "truth:refusal": 1, "truth:repetition": 1,
+                         "truth:truncated": 1, "truth:invalid_record": 1}
     assert stats.exact_duplicates_removed == 1 and stats.low_quality_removed == 3 and stats.invalid_removed == 1
 
 
@@ -84,13 +87,14 @@ def test_a_copy_is_named_even_when_both_members_fail_quality(tmp_path, workers):
     rows = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(kept) == 1 and len(rows) == 3
     first, copy, other = rows
-    assert [r.split(":")[0] for r in first["reasons"]] == ["refusal"]
+    assert first["codes"] == ["refusal"]
     # the re-spaced, upper-cased copy: its own quality reason first, then the copy it is
-    assert [r.split(":")[0] for r in copy["reasons"]] == ["refusal", "exact_duplicate"]
+    assert copy["codes"] == ["refusal", "exact_duplicate"]
+    assert copy["record"]["metadata"]["truth_codes"] == ["refusal", "exact_duplicate"]
     first_id = Record(messages=first["record"]["messages"]).id  # no source: the content hash
     assert copy["record"]["metadata"]["duplicate_of"] == first_id
     assert copy["reasons"][1] == f"exact_duplicate: same normalised text as {first_id} (rejected too)"
-    assert [r.split(":")[0] for r in other["reasons"]] == ["refusal"]  # different words: not a copy
+    assert other["codes"] == ["refusal"]  # different words: not a copy
     assert stats.reasons == {"refusal": 3, "exact_duplicate": 1} and stats.low_quality_removed == 3
     _, off = TruthFilter(dedup=DedupConfig(exact=False, near=False)).filter(recs)
     assert off.reasons == {"refusal": 3}
