@@ -141,10 +141,12 @@ def prepare_on_main(cfg: TrainingConfig, data, run: RunFolder, base, rejects: Re
     cur = data.curriculum
     tokens, template, skip = load_tokens(cfg, base, [*cur.records, *data.eval_records])
     train_set = encode_all(tokens.tokenizer, cur.records, cfg.max_seq_length, tokens.eos, rejects, cur.weights,
-                           skip, overflow=cfg.overflow)
-    eval_set = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, rejects, skip=skip)
+                           skip, overflow=cfg.overflow, strict=cfg.strict)
+    eval_set = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, rejects, skip=skip,
+                          strict=cfg.strict)
     stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
                  eval_examples=len(eval_set.examples), truncated=train_set.truncated,
+                 template_refused=train_set.refused + eval_set.refused,
                  split_windows=train_set.split, tool_template=template)
     records_rejected = rejects.total
     rejects.close()
