@@ -54,6 +54,8 @@ def _add_config_flag(group: argparse._ArgumentGroup, f_: dataclasses.Field) -> N
         kw["type"] = int if kind == "int" else float
     elif kind == "list[str]":
         kw["nargs"] = md.get("nargs", "+")
+        if md.get("action"):  # "extend": `--gate A --gate B` collects both
+            kw["action"] = md["action"]
     group.add_argument(*names, **kw)
 
 

@@ -87,7 +87,8 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
 
     Metadata keys: `flag` (None = config/YAML only), `aliases`, `group` (help section),
     `min`/`max` (inclusive bounds; `min_exclusive`/`max_exclusive` for open ends), `choices`,
-    `negate` (a `--no-x` flag that stores False), `nargs`."""
+    `negate` (a `--no-x` flag that stores False), `nargs`, `action` ("extend": a repeatable list flag,
+    `--gate A --gate B`)."""
     md = {"help": help, "flag": flag, **kw}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=md)
@@ -114,7 +115,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
     "export": ("export_formats", "onnx_int8", "quantization", "system_prompt"),
-    "eval": ("compare_prompts", "compare_max_new_tokens", "report_to"),
+    "eval": ("compare_prompts", "compare_max_new_tokens", "report_to", "gates"),
     "hpo": ("hpo", "hpo_workers", "hpo_storage", "hpo_resume"),
     "curate": ("curate_tasks", "curate_workers"),
 }
@@ -314,6 +315,10 @@ class TrainingConfig:
                                      group="after", min=1)
     report_to: list[str] = _f([], "extra metric sinks besides metrics.jsonl: tensorboard (RUN/tensorboard/)",
                               "--report-to", group="after", nargs="+", choices=("tensorboard",))
+    gates: list[str] = _f([], "evaluation gates checked after training, before the GGUF/Ollama/ONNX exports "
+                          "are written (a failing model keeps only merged/ and the huggingface export; exit "
+                          "3), e.g. --gate 'truth_pass_rate>=base-0.02' --gate 'forgetting_loss<=base+0.05' "
+                          "(docs/evaluation.md)", "--gate", group="after", action="extend")
 
     # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
     # the CLI is generated from flat fields and a search is "this config, N times, varied".
