@@ -1,11 +1,12 @@
 """`iceburg chat | eval | report`: use and inspect what `iceburg-train` produced.
 
   iceburg chat RUN_OR_MODEL [--prompt TEXT] [--gguf]   talk to a run's model (or any model/GGUF)
-  iceburg eval RUN [--against BASE]                    held-out loss, stop rate, answers -> eval.json
+  iceburg eval RUN [--against BASE] [--gate RULE]      metrics with 95% intervals, gates -> eval.json
   iceburg report RUN                                   (re)build RUN/report.html
 
 Each subcommand parses its flags and calls one library function (chat.py, evaluation.py,
-run_report.py). User errors print one `error: ...` line and exit with status 2.
+run_report.py). User errors print one `error: ...` line and exit with status 2; a failed
+`iceburg eval --gate` exits with status 3.
 """
 
 from __future__ import annotations
@@ -34,11 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", help="system prompt (default: the run's; none for other models)")
     c.add_argument("--max-new-tokens", type=int, default=512, help="answer budget in tokens (default 512)")
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
-    e = sub.add_parser("eval", help="tuned vs base: held-out loss, stop rate, side-by-side answers")
+    e = sub.add_parser("eval", help="tuned vs base with 95%% intervals: truth verdict, stop rate, tool calls, "
+                       "forgetting, ...; gates (docs/evaluation.md)")
     e.add_argument("run", help="a finished run folder")
     e.add_argument("--against", help="compare with this base (default: the run's own base)")
-    e.add_argument("--prompts", type=int, default=None, help="held-out prompts to answer (default 8)")
+    e.add_argument("--prompts", type=int, default=None, help="answer prompts per suite (default 16)")
     e.add_argument("--max-new-tokens", type=int, default=None, help="answer budget for the stop rate (default 384)")
+    e.add_argument("--eval-data", nargs="+", default=[], metavar="FILE",
+                   help="also evaluate on these transcripts (any shape the loader reads)")
+    e.add_argument("--samples", type=int, default=0, metavar="K",
+                   help="also K sampled answers per prompt (metrics 'sampled.*'; default 0)")
+    e.add_argument("--gguf", action="store_true", help="also answer with the run's GGUF export through llama.cpp "
+                   "and compare it with the transformers model")
+    e.add_argument("--gate", action="append", default=[], metavar="RULE", dest="gates",
+                   help="e.g. 'tool_call_accuracy>=base', 'truth_pass_rate>=base-0.02'; exit 3 when one fails")
+    e.add_argument("--no-forgetting", action="store_true", help="skip the general-text loss")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap and sampling seed (default 0)")
+    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     e.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
     r = sub.add_parser("report", help="(re)build RUN/report.html")
     r.add_argument("run", help="a run folder")
@@ -83,15 +96,21 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, evaluate_run, format_eval
+    from .evaluation import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, GATE_EXIT, evaluate_run, failed,
+                             format_eval)
     from .run_report import build_report
 
     report = evaluate_run(args.run, against=args.against, n_prompts=args.prompts or DEFAULT_PROMPTS,
-                          max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+                          max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, samples=args.samples,
+                          eval_data=args.eval_data, gguf=args.gguf, gates=args.gates,
+                          forgetting=not args.no_forgetting, seed=args.seed, threads=args.threads)
     path = build_report(args.run)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else
           format_eval(report) + f"\n\neval.json and {path} written")
-    return 0
+    bad = failed(report["gates"])
+    for g in bad:
+        sys.stderr.write(f"{g['message']}\n")
+    return GATE_EXIT if bad else 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except IceburgError as e:
         if os.environ.get("RANK", "0") == "0" or not str(e).startswith(RANK0_STOPPED):
             sys.stderr.write(f"error: {e}\n")  # rank 0's error is printed once, by rank 0
-        return 2
+        return getattr(e, "exit_status", 2)  # 3: an evaluation gate failed (evaluation/release.py)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: pass --resume (a search: --hpo-resume) with the same --output-name "
                          "to continue\n")
@@ -133,6 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(build_report(Path(args.report)))
         return 0
     cfg = make_config(args)  # every config error, before any work
+    if cfg.gates:  # a malformed --gate is refused before training, not after it
+        from .evaluation import parse_gates
+
+        parse_gates(cfg.gates)
     if args.configs:
         from .reports import configs_report
 
@@ -186,7 +190,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     result = ICEBURGFineTuner(cfg).train()
     if os.environ.get("RANK", "0") != "0":
         return 0  # rank 0 prints the summary
-    if cfg.compare_prompts and result.eval_examples and result.success:
+    if cfg.compare_prompts and result.eval_examples and result.success and not cfg.gates:  # gates wrote eval.json
         from .evaluation import evaluate_run
         from .run_report import build_report
 

@@ -119,8 +119,12 @@ def export_run(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base
     from ..export.base import build_export_context
 
     error: IceburgError | None = None
-    # evaluation gates: checked here, before any export file is written (see finish_run)
-    if cfg.export_formats:
+    formats = list(cfg.export_formats)
+    if cfg.gates:  # evaluation gates (docs/evaluation.md): a failing model gets no GGUF/Ollama/ONNX file
+        from ..evaluation.release import gate_exports
+
+        formats, error = gate_exports(cfg, run.root, formats, result)
+    if formats:
         ctx = build_export_context(
             cfg, name=cfg.model_type.value, model_type=cfg.model_type, adapter_dir=result.adapter_dir,
             base_model=cfg.base_model, max_seq_length=cfg.max_seq_length,
@@ -128,7 +132,7 @@ def export_run(result: TrainingResult, cfg: TrainingConfig, run: RunFolder, base
                       "eval_loss_after": result.eval_loss_after, "train_loss": result.train_loss,
                       "base": base.to_dict()})
         try:
-            results = export_model(result.merged_dir, run.exports, list(cfg.export_formats), ctx)
+            results = export_model(result.merged_dir, run.exports, formats, ctx)
             result.export_paths = {k: [str(p) for p in v.files] for k, v in results.items()}
             result.export_reports = {k: v.report for k, v in results.items()}
         except IceburgError as e:
