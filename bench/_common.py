@@ -45,15 +45,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def save(name: str, rows: list[dict], meta: dict, columns: list[str]) -> str:
+def result_stem(part: str | None = None) -> str:
+    """The results file stem of the running bench: one current table per bench
+    (`bench/results/<bench>.md` + `.json`, `<bench>_<part>` for a second table the same run writes);
+    earlier runs live in git history, never beside it under another name."""
+    import sys
+
+    bench = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else "bench"
+    return bench + (f"_{part}" if part else "")
+
+
+def save(name: str, rows: list[dict], meta: dict, columns: list[str], part: str | None = None) -> str:
+    """Write the bench's current table. `name` is the run's title (its variant: model, length, tag),
+    kept in the heading and in the JSON meta; the file is `result_stem(part)`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"run": name, **meta}
     lines = [f"# {name}", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
     table = "\n".join(lines) + "\n"
-    (RESULTS / f"{name}.md").write_text(table)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    stem = result_stem(part)
+    (RESULTS / f"{stem}.md").write_text(table)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     return table
 
 

@@ -10,7 +10,7 @@ subprocess of the real CLI (`iceburg-train --filter-only [--curate-tasks T --cur
 the one-process row is plain `--filter-only` (run_filter_only with 1 scoring worker).
 Peak RSS per worker: the largest `peak_rss_mb` of the tasks (ru_maxrss of the process that ran
 them: with 1 worker that is the main process, with 2 each pool process). Results:
-bench/results/curate_throughput.{md,json}, with the load average before each run.
+bench/results/curate_throughput.md, with the load average before each run.
 """
 
 from __future__ import annotations

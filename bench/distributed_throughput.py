@@ -88,7 +88,7 @@ def main() -> None:
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)
     comm = [allreduce_bytes("iceburg-tiny", AutoConfig.from_pretrained(ensure_tiny_model()), 8),
             allreduce_bytes("llama-3.2-3b shape", llama3b, 16)]
-    print(save("distributed_allreduce_bytes", comm, meta, list(comm[0])))
+    print(save("distributed_allreduce_bytes", comm, meta, list(comm[0]), part="allreduce_bytes"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ default split, the same for every run) -> EmergenceProcessor (scores the trainin
 assistant-only encoding -> LoRA (finetuner.apply_lora) -> trainer.train for exactly `--steps`
 steps -> eval loss (mean CE per supervised eval token, unweighted). Only the curriculum and the
 training seed (LoRA init, shuffles) change between runs. Results:
-bench/results/emergence_ablation.{md,json}.
+bench/results/emergence_ablation.md.
 
     python bench/emergence_ablation.py --data mixed --thresholds quantile   # issue 13
 

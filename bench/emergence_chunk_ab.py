@@ -9,7 +9,7 @@ A variant is label:records:chunk:malloc (chunk 0 = one call; malloc 1 = glibc re
 memory to the OS, `iceburg.hardware.configure_cpu_allocator`).
 
 Reports each stage's peak RSS (bench/emergence_throughput.py's worker); results:
-bench/results/emergence_chunk_ab.{md,json}.
+bench/results/emergence_chunk_ab.md.
 """
 
 from __future__ import annotations

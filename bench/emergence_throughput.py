@@ -206,7 +206,7 @@ def main() -> None:
         meta = machine_info()
         meta.update(max_tokens=args.max_tokens, exact_limit=args.exact_limit,
                     note="memory only: cache preloaded with random unit vectors, no model loaded")
-        print(save(args.name, rows, meta, MEM_COLS))
+        print(save(args.name, rows, meta, MEM_COLS, part="memory"))
         return
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="iceburg-emb-bench-") as cache:

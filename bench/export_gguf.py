@@ -162,7 +162,7 @@ def main() -> None:
         proof = proof_rows(work)
         print(save("export_gguf_proof", proof, machine_info(),
                    ["model", "type", "file_MB", "max_abs_logit_diff", "argmax_agreement", "greedy_exact",
-                    "greedy_token_agreement", "tokenization_match", "write_s", "verify_s"]))
+                    "greedy_token_agreement", "tokenization_match", "write_s", "verify_s"], part="proof"))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
     ap.add_argument("--cells", nargs="*", default=CELLS)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--name", default="families_matrix")
+    ap.add_argument("--part", default=None, help="which part of the matrix this run measures (smollm2, gemma3, onnx, lora_heldout, ...): written to bench/results/families_matrix_<part>.md; none = the whole matrix")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("httpx", "transformers", "iceburg.export"):
@@ -50,8 +50,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     header = "# families_matrix\n\nMachine: " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n\n"
     seconds = {n: {c: cell.seconds for c, cell in row.items()} for n, row in results.items()}
-    (RESULTS / f"{args.name}.md").write_text(header + table + "\n\nSeconds per cell: " + json.dumps(seconds) + "\n")
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(
+    stem = "families_matrix" + (f"_{args.part}" if args.part else "")
+    (RESULTS / f"{stem}.md").write_text(header + table + "\n\nSeconds per cell: " + json.dumps(seconds) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"meta": meta, "results": {n: {c: {k: v for k, v in asdict(cell).items() if k != "data"}
                                          for c, cell in row.items()} for n, row in results.items()}},
         indent=2, default=str))

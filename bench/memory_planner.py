@@ -11,7 +11,7 @@ supervised in 32-token turns) while its peak RSS is recorded
     .venv/bin/python bench/memory_planner.py            # three shapes, five cases (10-25 minutes on 2 busy cores)
     .venv/bin/python bench/memory_planner.py --loop hf  # HF's full-sequence loss instead of iceburg's loop
     .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
-    .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b --name memory_planner_1b  # slow
+    .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b --name 1b  # slow
     .venv/bin/python bench/memory_planner.py --device cuda
 
 Writes bench/results/memory_planner.md and .json (with machine info and thread settings).
@@ -229,8 +229,8 @@ def recommendations(seq_len: int = 1024, lora_r: int = 32) -> None:
               "the bf16 column with Metal's working set, which `--detect-hardware` shows as memory available."]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "memory_recommendations.md").write_text("\n".join(lines) + "\n")
-    (out / "memory_recommendations.json").write_text(json.dumps(rows, indent=1))
+    (out / "memory_planner_recommendations.md").write_text("\n".join(lines) + "\n")
+    (out / "memory_planner_recommendations.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
 
 
@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=SUPERVISED_FRACTION, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
     ap.add_argument("--only", help="comma-separated shape names")
-    ap.add_argument("--name", help="results file stem (default memory_planner[_cuda][_default_malloc])")
+    ap.add_argument("--name", help="variant label written into the table (default: device, allocator and loss loop)")
     ap.add_argument("--recommendations", action="store_true",
                     help="only write the minimum-memory table for 1B/3B/7B/14B (no training)")
     args = ap.parse_args()
@@ -292,8 +292,10 @@ def main() -> None:
     lines += ["", "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items())]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_default_malloc" if args.default_allocator else "")
-    stem = args.name or f"memory_planner{suffix}" + ("_hf_loss" if args.loop == "hf" else "_iceburg_loop")
+    # one current table (earlier runs are in git history); the variant goes into the table's machine line
+    machine["variant"] = args.name or ("" if args.device == "cpu" else args.device) + \
+        ("_default_malloc" if args.default_allocator else "") + ("_hf_loss" if args.loop == "hf" else "_iceburg_loop")
+    stem = "memory_planner"
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print("\n".join(lines))

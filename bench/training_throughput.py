@@ -225,7 +225,7 @@ def profile_step(model, tr_ex, order, args, a) -> None:
         loss, n = _forward_loss(model, batch, args, weighted_token_loss)
         (loss / max(n, 1)).backward()
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48)
-    out = Path(__file__).resolve().parent / "results" / f"training_profile_{a.model}_L{a.max_seq_length}.txt"
+    out = Path(__file__).resolve().parent / "results" / "training_throughput_profile.txt"
     out.write_text(f"# one iceburg micro-batch ({len(rows)} x {args.max_length}), threads {a.threads}, "
                    f"load average {os.getloadavg()}\n{table}\n")
     sys.stderr.write(table + "\n")

@@ -12,7 +12,7 @@ subprocess so its peak RSS is its own (main process + largest scoring worker):
   (`TruthFilter.assess`, one process), exact dedup on a set of hashes, datasketch `MinHash` +
   `MinHashLSH` (same 160 permutations, threshold 0.5, word 2-grams, first-seen kept), write.
 Both do the same parse + score work, so the difference is dedup and streaming. Dedup stage
-seconds are reported separately. Results: bench/results/truth_throughput.{md,json}.
+seconds are reported separately. Results: bench/results/truth_throughput.md.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def configure_cpu_allocator() -> bool:
 
 # glibc's default (dynamic) threshold keeps freed activation memory in the heap for reuse: no page
 # faults per step, but a higher peak. Measured on SmolLM2-135M at 4 x 512, LoRA r16 on all linear
-# layers, 2 threads, one run (bench/results/training_throughput_smollm2-135m_s5alloc_L512.md):
+# layers, 2 threads, one run (bench/results/training_throughput_smollm2-135m_s5alloc_L512.md (git 73b5661)):
 # 84.4 supervised tok/s at 9.98 GB peak RSS with glibc's default vs 59.5 tok/s at 5.25 GB with the
 # fixed threshold (1.42x the speed for 1.9x the memory; the planner estimated 6.43 GiB, so the
 # default's peak was 1.45x the estimate). The estimate assumes the fixed threshold, so the default
@@ -78,7 +78,7 @@ def fixed_mmap_threshold_needed(estimated_peak_bytes: int, budget_bytes: int) ->
 
 # Resident memory of a Python process after importing torch 2.13 + transformers 5.24 + peft 0.21
 # and running one tiny LoRA step: 378-398 MiB measured on the project's x86-64 CPU machine
-# (`import_rss` in bench/results/memory_planner.json records it for every run).
+# (`import_rss` in bench/results/memory_planner.json (git ecdbf3f) records it for every run).
 CPU_RUNTIME_BYTES = 400 * 2**20
 
 # QLoRA NF4 + double quantisation: 4.127 bits per quantised parameter (QLoRA paper, section 3).

@@ -2,7 +2,7 @@
 
 PEFT applies `nn.Dropout(lora_dropout)` to the input of every LoRA adapter: on SmolLM2-135M that
 is 210 masks per forward (7 adapted projections x 30 layers), and torch's CPU `bernoulli_` took
-9% of a training step (bench/results/training_profile_smollm2-135m_L512.txt). `CpuLoraDropout`
+9% of a training step (bench/results/training_throughput_profile.txt). `CpuLoraDropout`
 computes the same function - each element kept with probability 1 - p and scaled by 1 / (1 - p),
 a fresh independent mask per call, identity in eval mode - with the mask drawn by
 `numpy.random.Generator.random(dtype=float32)` and kept as booleans for the backward: 1.5x faster

