@@ -104,7 +104,8 @@ def funnel_section(run: Path) -> str:
         return "<p class='muted'>no data_stats.json</p>"
     read = (stats.get("load") or {}).get("lines", 0)
     by_stage = Counter(r.get("stage", "?") for r in rejects)
-    by_reason = Counter((r.get("stage", "?"), (r.get("reasons") or ["?"])[0].split(":")[0][:60]) for r in rejects)
+    # the stable reject code (docs/data.md); rejects files older than the codes show the first reason
+    by_reason = Counter((r.get("stage", "?"), r.get("code") or (r.get("reasons") or ["?"])[0][:60]) for r in rejects)
     train, evals = stats.get("train_examples", 0), stats.get("eval_examples", 0)
     labels = ["read"] + [f"rejected: {s}" for s in by_stage] + ["train", "eval"]
     values = [read] + [-n for n in by_stage.values()] + [train, evals]
@@ -113,7 +114,7 @@ def funnel_section(run: Path) -> str:
     ax.barh(labels[::-1], [abs(v) for v in values][::-1], color=colors[::-1])
     ax.set_xlabel("records (JSONL lines)")
     rows = [(s, reason, n) for (s, reason), n in by_reason.most_common(15)]
-    return _png(fig) + _table(rows, ("stage", "first reason", "records")) if rows else _png(fig)
+    return _png(fig) + _table(rows, ("stage", "code", "records")) if rows else _png(fig)
 
 
 def scores_section(run: Path) -> str:
@@ -161,8 +162,26 @@ def exports_section(run: Path) -> str:
     rows = []
     for fmt, rep in reports.items():
         files = ", ".join(Path(p).name for p in (result.get("export_paths") or {}).get(fmt, []))
-        rows.append((fmt, files, _pre(_proof_lines(rep))))
-    return _table(rows, ("format", "files", "proof"))
+        rows.append((fmt, _export_status(rep), files, _pre(_proof_lines(rep))))
+    if result.get("export_error"):
+        rows.append(("(export)", "failed", "", _pre(str(result["export_error"]))))
+    return _table(rows, ("format", "status", "files", "proof (limits and their sources beside the figures)"))
+
+
+def _criterion_line(prefix: str, c: dict) -> str:
+    """One rule of a proof: measured value, limit, status and the limit's source on one line."""
+    m = c.get("measured")
+    shown = f"{m:.4g}" if isinstance(m, float) else str(m)
+    return f"{prefix}{c['criterion']}: {shown} (limit {c.get('limit')}: {c.get('status')}; source: {c.get('source')})"
+
+
+def _export_status(rep: Any) -> str:
+    """The status export_model recorded from the exporter's own proof (proven / measured / written,
+    not verified: why / failed: why). run_report sits beside export in the layer contract and
+    cannot ask the exporter, so a report without one (an older run) says so instead of guessing."""
+    if isinstance(rep, dict) and rep.get("status"):
+        return str(rep["status"])
+    return "not recorded (exported by an older iceburg; rerun --export-only to prove it)"
 
 
 def _proof_lines(rep: Any, prefix: str = "", depth: int = 0) -> str:
@@ -171,8 +190,10 @@ def _proof_lines(rep: Any, prefix: str = "", depth: int = 0) -> str:
         return f"{prefix}{rep}"
     lines = []
     for k, v in rep.items():
-        if isinstance(v, dict) and depth < 2:
+        if isinstance(v, dict) and depth < 4:
             lines.append(_proof_lines(v, f"{prefix}{k}.", depth + 1))
+        elif isinstance(v, list) and v and all(isinstance(c, dict) and "criterion" in c for c in v):
+            lines += [_criterion_line(prefix, c) for c in v]
         elif isinstance(v, (list, tuple)) and len(str(v)) > 120:
             lines.append(f"{prefix}{k}: [{len(v)} items]")
         else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .export import export_status, exporters
+
 
 def format_table(rows: list[tuple[str, str, str, str]]) -> str:
     head = ("stage", "outcome", "key figure", "path")
@@ -19,36 +21,25 @@ def format_table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def export_rows(reports: dict[str, Any], paths: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
+def export_rows(reports: dict[str, Any], paths: dict[str, list[str]],
+                error: str | None = None) -> list[tuple[str, str, str, str]]:
+    """One row per export: its status from its own proof (proven / measured / written, not verified:
+    why / failed: why), never a blanket "ok"; a failed export (`error`) gets its own row."""
     rows = []
     for fmt, rep in reports.items():
         files = paths.get(fmt, [])
-        rows.append((f"export {fmt}", "ok", export_figure(fmt, rep), files[0] if len(files) == 1 else
-                     (f"{len(files)} files in {_common_dir(files)}" if files else "")))
+        rows.append((f"export {fmt}", export_status(fmt, rep), export_figure(fmt, rep), files[0] if len(files) == 1
+                     else (f"{len(files)} files in {_common_dir(files)}" if files else "")))
+    if error:
+        rows.append(("export", "failed", error[:200], ""))
     return rows
 
 
 def export_figure(fmt: str, rep: Any) -> str:
-    """The proof figure worth a glance per format (full proofs: result.json / report.html); the
-    training table and `--export-only` both print it."""
-    if not isinstance(rep, dict):
-        return ""
-    if fmt == "ollama":
-        template, check = rep.get("template") or {}, rep.get("template_check") or {}
-        return f"template {template.get('family', '?')}, Go check {check.get('status', '?')}"
-    if fmt == "huggingface":
-        return f"{rep.get('bytes', 0) / 2**20:.0f} MiB" if rep.get("bytes") else ""
-    if fmt == "gguf":
-        parts = []
-        for name, entry in (rep.get("files") or {}).items():
-            v = entry.get("verify") or {}
-            fig = (f", max |logit diff| {v['max_abs_logit_diff']:.3g}, argmax {v['argmax_agreement']:.1%}"
-                   if "max_abs_logit_diff" in v else "")
-            parts.append(f"{name}: proof {entry.get('proof')}{fig}")
-        return "; ".join(parts)
-    if fmt == "onnx" and "fp32" in rep:
-        return f"onnxruntime max |logit diff| {rep['fp32'].get('max_abs_diff_single', float('nan')):.3g}"
-    return ""
+    """The proof figure worth a glance, as the exporter declares it (full proofs: result.json /
+    report.html); the training table and `--export-only` both print it."""
+    spec = exporters().get(fmt)
+    return spec.headline(rep) if spec is not None and isinstance(rep, dict) else ""
 
 
 def _common_dir(files: list[str]) -> str:
@@ -72,7 +63,7 @@ def train_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{r['eval_loss_before']:.4f} -> {r['eval_loss_after']:.4f}", str(r["run_dir"]) + "/metrics.jsonl"),
         ("merged model", "ok", "transformers safetensors", str(r["merged_dir"])),
     ]
-    return rows + export_rows(r.get("export_reports") or {}, r.get("export_paths") or {})
+    return rows + export_rows(r.get("export_reports") or {}, r.get("export_paths") or {}, r.get("export_error"))
 
 
 def export_only_table(report: dict[str, Any]) -> str:

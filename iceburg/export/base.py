@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..config import SYSTEM_PROMPTS, ModelType
 from ..errors import ExportError
@@ -50,6 +50,50 @@ def build_export_context(cfg, *, name: str, model_type: ModelType, adapter_dir: 
                          quantization=list(cfg.quantization), max_seq_length=int(max_seq_length),
                          adapter_dir=adapter_dir if adapter_dir is not None and Path(adapter_dir).exists() else None,
                          base_model=base_model, run_info=dict(run_info or {}), onnx_int8=cfg.onnx_int8)
+
+
+# The four states an export (or one of its files) can be in, from its own proof:
+# "proven" = every judged criterion passed against a limit; "measured" = figures without a limit;
+# "written, not verified: <why>" = no proof ran; "failed: <why>" = a limit was broken.
+PROVEN, MEASURED = "proven", "measured"
+
+
+def not_verified(reason: str) -> str:
+    return f"written, not verified: {reason}"
+
+
+def failed(reason: str) -> str:
+    return f"failed: {reason}"
+
+
+def worst_status(statuses: list[str]) -> str:
+    """One status for several parts: failed > not verified > measured > proven."""
+    for prefix in ("failed", "written, not verified", MEASURED):
+        hit = next((s for s in statuses if s.startswith(prefix)), None)
+        if hit is not None:
+            return hit
+    return PROVEN if statuses else not_verified("nothing was written")
+
+
+@dataclass(frozen=True)
+class ExporterSpec:
+    """What an exporter declares about itself (one per exporter module, named SPEC).
+
+    `export_model` runs the exporters in `order`, and stores `status(report)` in every report;
+    the end-of-run table prints `headline(report)`; `options` are the config fields (flags) the
+    exporter reads besides the context's common ones, listed in docs/ARCHITECTURE.md.
+    Option checks that must run before training stay in `TrainingConfig._export_problems`:
+    config sits below export in the layer contract (pyproject.toml), so it cannot ask the
+    exporters; tests/export/test_exporters.py checks both agree on the names.
+    """
+
+    name: str
+    order: int  # ollama (FROM points at a GGUF file) runs after gguf
+    module: str  # the module whose export(model_dir, out_dir, ctx) writes the files
+    options: tuple[str, ...]
+    headline: Callable[[dict[str, Any]], str]
+    status: Callable[[dict[str, Any]], str]
+    summary: str = ""  # one line for docs and --help
 
 
 @dataclass

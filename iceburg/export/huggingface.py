@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import ExportError
-from .base import ExportContext, ExportResult, atomic_path, check_free_space
+from .base import (PROVEN, ExportContext, ExporterSpec, ExportResult, atomic_path, check_free_space, failed,
+                   not_verified)
 
 logger = logging.getLogger(__name__)
 
@@ -140,5 +141,32 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         with atomic_path(dest / "adapter") as tmp:
             shutil.copytree(ctx.adapter_dir, tmp)
         files.append(dest / "adapter")
-    return ExportResult(format="huggingface", files=files,
-                        report={"merged": str(dest / "merged"), "bytes": _folder_size(dest)})
+    report = {"merged": str(dest / "merged"), "bytes": _folder_size(dest)}
+    if ctx.verify:
+        report["copy_check"] = compare_copy(model_dir, dest / "merged")
+        if report["copy_check"]["differ"]:
+            raise ExportError(f"huggingface: the copy in {dest / 'merged'} differs from {model_dir}: "
+                              f"{report['copy_check']['differ'][:3]}; check the disk and export again")
+    return ExportResult(format="huggingface", files=files, report=report)
+
+
+def compare_copy(src: Path, dest: Path) -> dict:
+    """Every file of `src` read back from `dest` and compared byte for byte (the model card is new)."""
+    import filecmp
+
+    names = sorted(p.relative_to(src) for p in Path(src).rglob("*") if p.is_file())
+    differ = [str(n) for n in names if n != Path("README.md") and not filecmp.cmp(src / n, dest / n, shallow=False)]
+    return {"files": len(names), "differ": differ, "rule": "every file of the merged model equal byte for byte"}
+
+
+def _status(report: dict) -> str:
+    check = report.get("copy_check")
+    if check is None:
+        return not_verified("verification turned off")
+    return failed(f"{len(check['differ'])} files differ") if check["differ"] else PROVEN
+
+
+SPEC = ExporterSpec(
+    name="huggingface", order=0, module="iceburg.export.huggingface", options=(),
+    headline=lambda rep: f"{rep.get('bytes', 0) / 2**20:.0f} MiB" if rep.get("bytes") else "",
+    status=_status, summary="the merged model (safetensors, tokenizer, card) and the LoRA adapter, read back")

@@ -26,11 +26,21 @@ from pathlib import Path
 
 from ..config import EMBEDDED_BASE
 from ..errors import ExportError
-from .base import ExportContext, ExportResult, atomic_path
+from .base import PROVEN, ExportContext, ExporterSpec, ExportResult, atomic_path, not_verified
 from .chat_templates import TemplateMatch, match_family, verify_template
 from .tool_templates import model_tool_template
 
 logger = logging.getLogger(__name__)
+
+# What the proof applies, recorded in every report beside the measured figures.
+LIMITS = {
+    "template": {"limit": "Go text/template output equals apply_chat_template byte for byte on every probe chat",
+                 "source": "Ollama renders TEMPLATE with Go's text/template (ollama/ollama template/); any byte "
+                           "of difference changes what the model sees"},
+    "modelfile": {"limit": "the written Modelfile parses back to the commands meant",
+                  "source": "re-implementation of ollama/ollama parser/parser.go (parse_modelfile)"},
+    "gguf": {"limit": "the GGUF file's own proof (gguf_verify.judge)", "source": "docs/export_gguf.md"},
+}
 
 # ---------------------------------------------------------------- Modelfile syntax
 
@@ -190,9 +200,11 @@ def _gguf_file(model_dir: Path, out_dir: Path, ctx: ExportContext) -> tuple[Path
     if replaced:
         theirs, ours = gguf_export.read_fingerprint(path), gguf_export.source_fingerprint(model_dir)
         if theirs == ours:
+            # The file's proof is the GGUF export's (export_model copies it in when both ran); a file
+            # written with verification off also has its final name, so reuse alone proves nothing.
             return path, {"reused": True, "fingerprint": ours,
-                          "proof": "reused: written from this model (fingerprint matches); the GGUF exporter "
-                                   "proved it before giving it this name"}
+                          "proof": "reused: written from this model (fingerprint matches); its proof is the GGUF "
+                                   "export's, not repeated here"}
         logger.warning("ollama: %s was not written from %s (fingerprint %s, expected %s); writing it again",
                        path, model_dir, theirs, ours)
     single = dataclasses.replace(ctx, quantization=[file_type])
@@ -255,7 +267,8 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "gguf_proof": gguf_report, "template": match.summary(),
                     "template_check": check, "num_ctx": int(ctx.max_seq_length),
                     "tools": {k: v for k, v in tools.items() if k != "go_template"},
-                    "system": bool(match.system_supported and ctx.system), "modelfile_roundtrip": "ok"}
+                    "system": bool(match.system_supported and ctx.system), "limits": LIMITS,
+                    "modelfile_roundtrip": "passed: parse_modelfile reads back every command unchanged"}
     adapter = ctx.adapter_dir is not None and ctx.base_model is not None
     if adapter:
         files += _write_adapter_variant(out_dir, ctx, body, params, header)
@@ -295,3 +308,31 @@ def _write_adapter_variant(out_dir: Path, ctx: ExportContext, body: list, params
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return [path, dest]
+
+
+# ---------------------------------------------------------------- what the exporter says about itself
+
+
+def _status(report: dict) -> str:
+    """proven only when Go rendered the TEMPLATE identically and the GGUF it points at is proven."""
+    from .gguf_verify import file_status
+
+    check = report.get("template_check") or {}
+    if not check.get("verified"):
+        reason = str(check.get("status", "no template check recorded"))
+        return not_verified(reason.removeprefix("not verified: "))
+    gguf = report.get("gguf_proof") or {}
+    if gguf.get("reused") and not gguf.get("verify"):
+        return not_verified(f"{report.get('gguf')} was reused from an earlier export; its proof is that export's")
+    gguf_status = file_status(str(report.get("gguf")), gguf)
+    return PROVEN if gguf_status == PROVEN else gguf_status
+
+
+def _headline(report: dict) -> str:
+    template, check = report.get("template") or {}, report.get("template_check") or {}
+    return f"template {template.get('family', '?')}, Go check: {check.get('status', 'not recorded')}"
+
+
+SPEC = ExporterSpec(name="ollama", order=2, module="iceburg.export.ollama", options=("system_prompt", "quantization", "max_seq_length"),
+                    headline=_headline, status=_status,
+                    summary="a Modelfile whose TEMPLATE is proven with Go against the chat template, FROM a proven GGUF")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iceburg.export.gguf_verify import check_limits, kl_divergence
+from iceburg.export.gguf_verify import LIMITS_BY_TYPE, MIN_JUDGED_POSITIONS, check_limits, judge, kl_divergence
 
 
 def _report(diff: float, scale: float, kld: float = 0.0, decisive: float = 1.0, n_decisive: int = 174) -> dict:
@@ -35,7 +35,36 @@ def test_q8_0_limits():
     # random fixtures have no decisive position: the relative limit still judges them
     failures = check_limits(_report(0.3, 1.0, 1e-4, n_decisive=0), "q8_0")
     assert len(failures) == 1 and "0.125" in failures[0], failures
-    assert check_limits(_report(0.3, 1.0), "q4_k_m") == []  # K-quants: figures only
+
+
+
+def test_too_few_decisive_positions_are_not_judged_never_passed():
+    report = _report(2.32, 44.0, 0.0047, decisive=0.5, n_decisive=MIN_JUDGED_POSITIONS - 1)
+    j = judge(report, "q8_0")
+    crit = {c["criterion"]: c for c in j["criteria"]}
+    assert crit["argmax_agreement_decisive"]["status"] == f"not judged ({MIN_JUDGED_POSITIONS - 1} positions)"
+    assert j["failures"] == [] and j["verdict"] == "proven"  # max diff and KLD passed against their limits
+    at_twenty = judge(_report(2.32, 44.0, 0.0047, decisive=0.9, n_decisive=MIN_JUDGED_POSITIONS), "q8_0")
+    assert at_twenty["verdict"] == "failed" and "20 decisive positions" in at_twenty["failures"][0]
+
+
+@pytest.mark.parametrize("file_type,kld,published", [("q4_0", 0.29, "0.071940"), ("q4_k_m", 0.125, "0.031273"),
+                                                     ("q5_k_m", 0.043, "0.010762"), ("q6_k", 0.022, "0.005452")])
+def test_4_to_6_bit_types_have_limits_with_their_source(file_type, kld, published):
+    """KLD limit = 4 x llama.cpp's published mean KLD for the type on Llama 3 8B (gguf_verify.LIMITS_BY_TYPE)."""
+    limits = LIMITS_BY_TYPE[file_type]
+    assert limits.kld_mean == kld and published in limits.source and "perplexity/README.md" in limits.source
+    assert judge(_report(0.2, 1.0, kld * 0.9), file_type)["verdict"] == "proven"
+    assert any("kld_mean" in f for f in check_limits(_report(0.2, 1.0, kld * 1.1), file_type))
+    # the relative rule judges a near-flat model whatever its KLD
+    assert any("max_abs_logit_diff" in f for f in check_limits(_report(0.6, 1.0, 0.0, n_decisive=0), file_type))
+    crit = {c["criterion"]: c for c in judge(_report(0.3, 1.0), file_type)["criteria"]}
+    assert set(crit) == {"tokenization", "argmax_agreement_decisive", "max_abs_logit_diff", "kld_mean"}
+    assert all(c["limit"] and c["source"] for c in crit.values())
+
+
+def test_unknown_type_is_measured_not_proven():
+    assert judge(_report(0.3, 1.0), "q2_k")["verdict"] == "measured"
 
 
 def test_kl_divergence_is_llama_perplexity_s_kld():

@@ -1,0 +1,126 @@
+"""The GGUF proof judges only what it can and states its limits (issue 33), on real files in llama.cpp.
+
+- A near-flat model (random llama weights with iceburg-tiny's tokenizer: logit scale 0.84, 0
+  decisive positions, measured) reports the decisive-argmax rule as "not judged (0 positions)",
+  never 1.0, and is still proven or failed by the other rules.
+- `--quantization q4_k_m` records the KLD limit and its source (llama.cpp's published Llama 3 8B
+  figure) in the proof; a Q4_K_M file of a damaged model fails it.
+
+The damage is the final RMSNorm weight x 1.5: every logit grows by half, so the argmax never
+changes (a rule on top-1 alone cannot see it) while the distributions sharpen (KLD) and the
+logits move by half the logit scale. The file is written from the damaged copy and compared with
+the undamaged model, as a converter bug would be.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iceburg.export.base import ExportContext
+from iceburg.export.gguf_verify import MIN_JUDGED_POSITIONS, LIMITS_BY_TYPE
+
+try:
+    import llama_cpp  # noqa: F401
+
+    HAVE_LLAMA = True
+except ImportError:
+    HAVE_LLAMA = False
+pytestmark = [pytest.mark.llama, pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")]
+
+
+def scale_final_norm(src: Path, dst: Path, factor: float) -> Path:
+    """A copy of `src` whose final RMSNorm weight is multiplied by `factor` (all logits x factor)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        w = load_file(f)
+        if "model.norm.weight" in w:
+            w["model.norm.weight"] = w["model.norm.weight"] * factor
+            save_file(w, f, metadata={"format": "pt"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    from iceburg.models.random import build_random_model
+
+    root = tmp_path_factory.mktemp("proof_models")
+    # near-flat: default random llama shape, logit scale 0.84, top-2 gaps ~1e-2 (measured 0 decisive)
+    flat = build_random_model("llama", root / "flat", tokenizer_dir=tiny_model_dir)
+    # rows of 256 so Q4_K applies without fallback; final norm x 10 gives logit scale 23 (real
+    # SmolLM2 / Gemma 3 270M: 44 / 40) and 261 decisive positions (measured, 2-core Xeon)
+    k = build_random_model("qwen2", root / "k", tokenizer_dir=tiny_model_dir, hidden_size=256,
+                           intermediate_size=512, num_attention_heads=4, num_key_value_heads=2)
+    sharp = scale_final_norm(k, root / "sharp", 10.0)
+    return {"flat": flat, "flat_damaged": scale_final_norm(flat, root / "flat_damaged", 1.5),
+            "sharp": sharp, "sharp_damaged": scale_final_norm(sharp, root / "sharp_damaged", 1.5)}
+
+
+def _criteria(report: dict) -> dict[str, dict]:
+    return {c["criterion"]: c for c in report["judgement"]["criteria"]}
+
+
+def test_near_flat_model_leaves_argmax_unjudged_and_is_proven_by_the_rest(models, tmp_path):
+    from iceburg.export import export_model
+    from iceburg.summary import export_figure
+
+    results = export_model(models["flat"], tmp_path, ["gguf"], ExportContext(name="flat", quantization=["q8_0"]))
+    report = results["gguf"].report
+    proof = report["files"]["flat-q8_0.gguf"]["verify"]
+    crit = _criteria(proof)
+    k = proof["decisive_positions"]
+    assert k < MIN_JUDGED_POSITIONS
+    assert k > 0 or proof["argmax_agreement_decisive"] is None  # never 1.0 out of nothing
+    assert crit["argmax_agreement_decisive"]["status"] == f"not judged ({k} positions)"
+    # the verdict rests on the rules that could judge: each passed against a stated limit
+    judged = [c for name, c in crit.items() if name != "argmax_agreement_decisive"]
+    assert {c["criterion"] for c in judged} == {"tokenization", "max_abs_logit_diff", "kld_mean"}
+    assert all(c["status"] == "passed" and c["limit"] and c["source"] for c in judged), judged
+    assert proof["judgement"]["verdict"] == "proven" and report["status"] == "proven"
+    assert f"not judged, {k} positions" in export_figure("gguf", report)  # the end-of-run table says so
+
+
+def test_near_flat_damaged_file_fails_on_the_rules_that_can_judge(models, tmp_path):
+    from iceburg.export.gguf import write_gguf
+    from iceburg.export.gguf_verify import verify_gguf
+
+    path = write_gguf(models["flat_damaged"], tmp_path / "damaged-q8_0.gguf", "q8_0")
+    proof = verify_gguf(models["flat"], path, file_type="q8_0")
+    crit = _criteria(proof)
+    assert crit["argmax_agreement_decisive"]["status"].startswith("not judged")
+    assert crit["max_abs_logit_diff"]["status"] == "failed", crit  # logits moved by half their scale
+    assert proof["judgement"]["verdict"] == "failed"
+    assert any("max_abs_logit_diff" in f for f in proof["judgement"]["failures"])
+
+
+def test_q4_k_m_flag_records_the_kld_limit_and_its_source(models, tmp_path):
+    from iceburg.cli import build_parser, make_config
+    from iceburg.export.cli import export_only
+
+    cfg = make_config(build_parser().parse_args(
+        ["--output-dir", str(tmp_path), "--formats", "gguf", "--quantization", "q4_k_m"]))
+    report = export_only(models["sharp"], cfg)["gguf"]["report"]
+    proof = report["files"]["sharp-q4_k_m.gguf"]["verify"]
+    kld = _criteria(proof)["kld_mean"]
+    assert kld["limit"] == f"<= {LIMITS_BY_TYPE['q4_k_m'].kld_mean:.4g}" == "<= 0.125"
+    assert "tools/perplexity/README.md" in kld["source"] and "0.031273" in kld["source"]
+    assert kld["status"] == "passed" and kld["measured"] == proof["kld_mean"]  # measured 0.061 (Xeon)
+    assert _criteria(proof)["argmax_agreement_decisive"]["status"] == "passed"  # 261 decisive positions
+    assert proof["judgement"]["verdict"] == "proven" and report["status"] == "proven"
+
+
+def test_q4_k_m_file_of_a_damaged_model_fails_the_kld_limit(models, tmp_path):
+    from iceburg.export.gguf import write_gguf
+    from iceburg.export.gguf_verify import verify_gguf
+
+    path = write_gguf(models["sharp_damaged"], tmp_path / "damaged-q4_k_m.gguf", "q4_k_m")
+    proof = verify_gguf(models["sharp"], path, file_type="q4_k_m")
+    crit = _criteria(proof)
+    assert crit["kld_mean"]["status"] == "failed", crit["kld_mean"]  # measured 0.36 vs limit 0.125
+    assert any(f.startswith("kld_mean") and "0.125 for q4_k_m" in f for f in proof["judgement"]["failures"])
+    # top-1 cannot see a uniform sharpening: the argmax rule alone would have passed this file
+    assert crit["argmax_agreement_decisive"]["status"] == "passed"
