@@ -74,6 +74,10 @@ SYSTEM_PROMPTS = {
 }
 
 CURRICULUM_STRATEGIES = ("weighted", "novel_first", "progressive")
+# The --formats names, in run order. Each exporter declares the rest of itself (order, options,
+# headline figure, status from its proof) in its module's SPEC (iceburg/export/base.py ExporterSpec);
+# config sits below export in the layer contract, so only the names live here, and
+# tests/export/test_exporters.py checks they equal the exporters' own.
 EXPORT_FORMATS = ("huggingface", "gguf", "ollama", "onnx")
 # GGUF file types the exporter writes (iceburg/export/gguf.py FILE_TYPES must list the same; a
 # test checks it). Kept here so a typo is refused before any work, not after training.
