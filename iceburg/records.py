@@ -53,6 +53,7 @@ REJECT_CODES: dict[str, str] = {
     "no_tool_format": "tool calls, but the base's chat template has no tool format",
     "template_refused": "the chat template raised, or could not write the turn or its tool calls",
     "too_long": "no supervised token within --max-seq-length",
+    "no_target_turn": "--train-on selects no assistant turn of the record",
 }
 
 

@@ -31,10 +31,11 @@ Real templates that need more (docs/families.md):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import IceburgError
 from ..records import Reason, Record, fold_system_text
+from .reasoning import bind_vars, forced_turn, prepare_messages, reasoning_format
 from .tool_render import render_with_tools
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
         alt_upto = _render(tokenizer, messages[1: i + 1], False)
         if alt_upto.startswith(alt_prefix):
             upto = prefix + alt_upto[len(alt_prefix):]
+    if not upto.startswith(prefix):  # R1 distills: the prompt opens a think block (reasoning.py)
+        upto = forced_turn(prefix, upto, messages[i]) or upto
     if not upto.startswith(prefix):
         raise HistoryRewriteError(
             "the chat template does not render conversations prefix-consistently: the generation prompt "
@@ -177,13 +180,29 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | N
 OVERFLOW = ("truncate", "split")
 
 
-def encode(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str = "truncate"
-           ) -> Example | None:
+TRAIN_ON = ("all", "last", "final")
+
+
+def trained_turns(messages: list[dict], train_on: str = "all") -> list[int]:
+    """Which assistant turns carry loss (positions among the assistant turns, from 0): "all"; "last"
+    (the last one; earlier turns are context); "final" (answers only, not the turns that call tools)."""
+    if train_on not in TRAIN_ON:
+        raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+    turns = [m for m in messages if m["role"] == "assistant"]
+    if train_on == "last":
+        return [len(turns) - 1] if turns else []
+    return [k for k, m in enumerate(turns) if train_on == "all" or not m.get("tool_calls")]
+
+
+def encode(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str = "truncate",
+           train_on: str = "all") -> Example | None:
     """Tokenise one record; None when no assistant token fits within `max_length`.
 
     `overflow="split"` returns the whole conversation, however long (`split_overflow` cuts it).
+    `train_on` picks the supervised turns (`trained_turns`).
     Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
     text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos), tokenizer, record)
+    spans = [spans[k] for k in trained_turns(record.messages, train_on)]
     limit = max_length if overflow == "truncate" else None
     return _encode_text(tokenizer, text, spans, record, record.id, limit, eos)
 
@@ -207,30 +226,47 @@ def split_overflow(ex: Example, max_length: int) -> list[Example]:
 
 
 def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
-                  overflow: str = "truncate") -> list[Example]:
+                  overflow: str = "truncate", reasoning: str = "keep", train_on: str = "all") -> list[Example]:
     """One example per record, or one per assistant turn when the template rewrites history.
 
     Per-turn examples are `<record id>#turn<k>` (k counts assistant turns from 1) and carry the
     record's weight; examples without a supervised token within `max_length` are left out.
     `overflow`: "truncate" cuts a conversation at `max_length`; "split" keeps the rest as further
-    examples (`split_overflow`).
+    examples (`split_overflow`). `reasoning` ("keep" | "drop"): each turn's reasoning as the
+    template writes it, or none (`reasoning.py`); `train_on`: the supervised turns (`trained_turns`).
     """
     if overflow not in OVERFLOW:
         raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+    fmt = reasoning_format(tokenizer)
+    messages, _ = prepare_messages(record.messages, fmt, reasoning)
+    if messages is record.messages:
+        return _encode_prepared(bind_vars(tokenizer, fmt), record, max_length, eos, overflow, train_on)
+    prepared = replace(record, messages=messages)
+    examples = _encode_prepared(bind_vars(tokenizer, fmt), prepared, max_length, eos, overflow, train_on)
+    for ex in examples:  # a record without a source is named by its content hash: keep the input's
+        ex.id = record.id + ex.id[len(prepared.id):]
+    return examples
+
+
+def _encode_prepared(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str,
+                     train_on: str) -> list[Example]:
     limit = max_length if overflow == "truncate" else None  # None: whole, then split_overflow
 
     def windows(ex: Example | None) -> list[Example]:
         return [] if ex is None else [ex] if limit is not None else split_overflow(ex, max_length)
 
     try:
-        return windows(encode(tokenizer, record, max_length, eos, overflow))
+        return windows(encode(tokenizer, record, max_length, eos, overflow, train_on))
     except HistoryRewriteError:
         pass
     messages = fold_system(tokenizer, record.messages)
     eos_texts = _eos_texts(tokenizer, eos)
     out: list[Example] = []
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    trained = set(trained_turns(messages, train_on))
     for k, i in enumerate(turns, 1):
+        if k - 1 not in trained:
+            continue
         text, start, end = _turn_span(tokenizer, messages, i, eos_texts)
         out.extend(windows(_encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit,
                                         eos)))
@@ -277,28 +313,33 @@ class EncodedSet:
     truncated: int
     split: int = 0  # examples that are a later window of a longer conversation (overflow="split")
     refused: int = 0  # records the chat template refused (rejects.jsonl, code template_refused)
+    reasoning_dropped: int = 0  # records whose reasoning the template cannot write (--reasoning keep)
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
                weights: list[float] | None = None, skip=None, overflow: str = "truncate",
-               strict: bool = False) -> EncodedSet:
+               strict: bool = False, reasoning: str = "keep", train_on: str = "all") -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
     `max_length`, one `skip(record)` gives a reason for, or one the chat template refuses is
     dropped through `rejects` (stage "encode", codes too_long / no_tool_format / template_refused),
     never silently and never stopping the run; `strict=True` (`--strict`) raises on a refusal
     instead. A record under a template that rewrites history gives one example per assistant turn
     (`encode_record`); with `overflow="split"` a conversation longer than `max_length` gives one
-    per window."""
+    per window. `reasoning` and `train_on`: see `encode_record` (a record `train_on` leaves no
+    turn of is dropped with code no_target_turn)."""
     out = EncodedSet([], [], 0)
+    opts = {"overflow": overflow, "reasoning": reasoning, "train_on": train_on}
+    cannot_write = reasoning == "keep" and reasoning_format(tokenizer).kind == "none"
     for i, rec in enumerate(records):
         if weights is not None:
             rec.weight = float(weights[i])
-        examples = _encode_or_reason(tokenizer, rec, max_length, eos, skip, overflow, strict)
+        examples = _encode_or_reason(tokenizer, rec, max_length, eos, skip, opts, strict)
         if isinstance(examples, Reason):
             out.refused += examples.code == "template_refused"
             if rejects is not None:
                 rejects.drop("encode", rec, [examples])
             continue
+        out.reasoning_dropped += cannot_write and any(m.get("reasoning") for m in rec.messages)
         for ex in examples:
             out.truncated += ex.truncated
             out.split += ex.part > 1
@@ -307,10 +348,13 @@ def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int],
     if out.refused:
         logger.warning("the chat template refused %d of %d record(s): written to rejects.jsonl (stage encode, "
                        "code template_refused); --strict stops at the first instead", out.refused, len(records))
+    if out.reasoning_dropped:
+        logger.warning("%d record(s) carry reasoning the base's chat template cannot write: trained without it "
+                       "(docs/data.md; a base whose template renders reasoning keeps it)", out.reasoning_dropped)
     return out
 
 
-def _encode_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], skip, overflow: str,
+def _encode_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], skip, opts: dict[str, str],
                       strict: bool) -> list[Example] | Reason:
     """The record's examples, or the reason it cannot train (`Reason`, for rejects.jsonl)."""
     from jinja2.exceptions import TemplateError
@@ -318,8 +362,11 @@ def _encode_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], sk
     reason = skip(rec) if skip is not None else None  # e.g. tool calls the template cannot write
     if reason:
         return Reason("no_tool_format", reason)
+    if not trained_turns(rec.messages, opts["train_on"]):
+        return Reason("no_target_turn", f"--train-on {opts['train_on']} selects no assistant turn of this "
+                                        "record (every assistant turn calls tools)")
     try:
-        examples = encode_record(tokenizer, rec, max_length, eos, overflow)
+        examples = encode_record(tokenizer, rec, max_length, eos, **opts)
     except (TemplateError, IceburgError) as e:
         # a template's own raise_exception (Llama 3.x: "only supports single tool-calls at once"),
         # a call it does not write, a turn it rewrites: that record cannot be rendered as trained
