@@ -1,4 +1,5 @@
-"""The torch trainer's loop (`trainer.train`) on an mlx-lm model with LoRA layers.
+"""The MLX step for the step engine (`engine.run_plan`, the loop `trainer.train` runs too), on an
+mlx-lm model with LoRA layers.
 
 Same step plan (`trainer.plan_steps`), packing, loss (weighted cross-entropy over supervised
 tokens, normalised per optimizer step), AdamW with linear warm-up/decay and gradient clipping,
@@ -13,7 +14,8 @@ attention scores: RoPE makes q_i . k_j depend only on i - j, and the mask keeps 
 example (measured against torch's restarting-position packed rows in tests/training/test_mlx.py).
 
 Checkpoints (`checkpoint/` of the run folder, as torch): `adapter.safetensors` (PEFT key names, as
-torch writes), `optimizer.safetensors` (mlx AdamW state) and `state.json` with the step and
+torch writes; its header carries the step plan's fingerprint, so a resume with another plan is
+refused as on torch), `optimizer.safetensors` (mlx AdamW state) and `state.json` with the step and
 `"format": "mlx"`. The schedule is a pure function of the step and the random key is re-seeded
 from (seed, step) at every step, so neither needs saving and a resumed run replays the same steps.
 """
@@ -22,10 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,9 +33,10 @@ import numpy as np
 
 from ..errors import IceburgError
 from .encoding import Example
-from .mlx_backend import _mlx, load_peft_weights, lora_layers, peft_tensors
+from .engine import Cadence, StepResult, TrainOutput, make_plan, run_plan
+from .mlx_backend import _mlx, load_peft_weights, peft_tensors
 from .packing import Row, collate, pack
-from .trainer import TrainArgs, TrainOutput, peak_rss_mib, plan_steps, warmup_steps
+from .trainer import TrainArgs, plan_steps, warmup_steps
 
 logger = logging.getLogger(__name__)
 
@@ -136,67 +137,70 @@ def _lr(step: int, total: int, args: TrainArgs) -> float:
 
 def train_mlx(model, examples: list[Example], order_fn: Callable[[int], list[int]],
               eval_examples: list[Example], args: TrainArgs, callbacks=()) -> TrainOutput:
-    """The torch trainer's step plan, loss, schedule, evaluation and checkpoints on mlx."""
+    """The torch trainer's step plan, loss, schedule, evaluation and checkpoints on mlx, run by the
+    step engine (`engine.run_plan`): this module supplies only the step and the checkpoints."""
+    _mlx()
+    import mlx.optimizers as optim
+
+    plan = make_plan(*plan_steps(examples, order_fn, args))
+    opt = optim.AdamW(learning_rate=args.learning_rate, weight_decay=args.weight_decay, bias_correction=True)
+    ckpt = None if args.checkpoint_dir is None else MlxCheckpointer(model, opt, Path(args.checkpoint_dir))
+    model.train()
+    return run_plan(plan, mlx_step(model, opt, args, len(plan)), lambda step: evaluate_mlx(model, eval_examples, args),
+                    cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt, resume=args.resume,
+                    callbacks=callbacks, show_progress=args.show_progress, desc="training (mlx)")
+
+
+def mlx_step(model, opt, args: TrainArgs, total: int) -> Callable:
+    """The engine's step function on mlx: gradients summed over the step's micro-batches (loss
+    normalised by the step's supervised tokens, as torch), clipped, one AdamW update."""
     mx = _mlx()
     import mlx.nn as nn
     import mlx.optimizers as optim
     from mlx.utils import tree_map
 
-    steps, epoch_ends = plan_steps(examples, order_fn, args)
-    if not steps:
-        raise ValueError("nothing to train on: the step plan is empty")
-    opt = optim.AdamW(learning_rate=args.learning_rate, weight_decay=args.weight_decay, bias_correction=True)
-    start = 0
-    if args.resume and args.checkpoint_dir is not None:
-        start = load_mlx_checkpoint(model, opt, args.checkpoint_dir)
     grad_fn = nn.value_and_grad(model, lambda m, i, t, w, s, k, scale: _loss_sum(m, i, t, w, s, k) * scale)
-    out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start)
-    started, loss_sum = time.time(), 0.0
-    model.train()
-    for idx in range(start, len(steps)):
-        micro_batches = steps[idx]
-        mx.random.seed(args.seed * 1_000_003 + idx)  # dropout masks depend on (seed, step) only
+
+    def step(index: int, micro_batches: list[list[Row]], on_batch: Callable) -> StepResult:
+        mx.random.seed(args.seed * 1_000_003 + index)  # dropout masks depend on (seed, step) only
         n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)  # as the torch trainer
-        grads, step_loss = None, 0.0
+        grads, step_loss, sup, tokens = None, 0.0, 0, 0
         for mb in micro_batches:
-            for cb in callbacks:
-                cb.on_batch([eid for r in mb for eid in r.example_ids])
+            on_batch([eid for r in mb for eid in r.example_ids])
             inputs, targets, weights, n, seg, keep = batch_arrays(mb, args.pad_id)
             loss, g = grad_fn(model, inputs, targets, weights, seg, keep, 1.0 / max(n_sup, 1))
             grads = g if grads is None else tree_map(lambda a, b: a + b, grads, g)
             step_loss += float(loss)
-            out.supervised_tokens += n
-            out.total_tokens += int(inputs.size) + len(mb)  # + the last token of each row, as torch counts
+            sup += n
+            tokens += int(inputs.size) + len(mb)  # + the last token of each row, as torch counts
         grads, _ = optim.clip_grad_norm(grads, args.max_grad_norm)
-        opt.learning_rate = _lr(idx, len(steps), args)
+        opt.learning_rate = _lr(index, total, args)
         opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"training diverged at step {idx + 1}: loss is {step_loss}; "
-                                     "lower --learning-rate")
-        loss_sum += step_loss
-        out.last_loss, done = step_loss, idx + 1
-        elapsed = time.time() - started
-        for cb in callbacks:
-            cb.on_step(done, {"step": done, "loss": step_loss, "lr": float(opt.learning_rate),
-                              "supervised_tokens": out.supervised_tokens, "elapsed_s": round(elapsed, 2),
-                              "supervised_tokens_per_s": round(out.supervised_tokens / max(elapsed, 1e-9), 1),
-                              "peak_rss_mib": round(peak_rss_mib(), 1)})
-        at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
-        if at_eval or done == len(steps):
-            ev = evaluate_mlx(model, eval_examples, args)
-            out.eval_history.append((done, ev))
-            for cb in callbacks:
-                cb.on_eval(done, ev)
-        at_save = done % args.save_steps == 0 if args.save_steps else at_eval
-        if args.checkpoint_dir is not None and at_save and done < len(steps):
-            save_mlx_checkpoint(model, opt, args.checkpoint_dir, done)
-    out.train_loss = loss_sum / max(len(steps) - start, 1)
-    out.wall_seconds = time.time() - started
-    return out
+        return StepResult(step_loss, {"lr": float(opt.learning_rate)}, sup, tokens)
+
+    return step
 
 
-def save_mlx_checkpoint(model, opt, ckpt_dir: Path, step: int) -> None:
+class MlxCheckpointer:
+    """The engine's checkpointer on mlx. The step plan's fingerprint rides in the adapter file's
+    safetensors header (`{"plan": ...}`): `state.json` keeps exactly the step and the format,
+    as MLX checkpoints have always written it."""
+
+    def __init__(self, model, opt, path: Path):
+        self.model, self.opt, self.path = model, opt, path
+
+    def saved_plan(self) -> str | None:
+        return saved_mlx_plan(self.path)
+
+    def load(self) -> int:
+        return load_mlx_checkpoint(self.model, self.opt, self.path)
+
+    def save(self, step: int, plan_id: str) -> None:
+        save_mlx_checkpoint(self.model, self.opt, self.path, step, plan_id)
+
+
+def save_mlx_checkpoint(model, opt, ckpt_dir: Path, step: int, plan_id: str | None = None) -> None:
     """Written to a sibling folder and swapped in, so an interrupted save leaves the last one whole."""
     mx = _mlx()
     from mlx.utils import tree_flatten
@@ -206,13 +210,27 @@ def save_mlx_checkpoint(model, opt, ckpt_dir: Path, step: int) -> None:
     tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(peft_tensors(model), str(tmp / "adapter.safetensors"))
+    save_file(peft_tensors(model), str(tmp / "adapter.safetensors"),
+              metadata=None if plan_id is None else {"plan": plan_id})
     mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(opt.state)))
     (tmp / "state.json").write_text(json.dumps({"step": step, "format": CHECKPOINT_FORMAT}))
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     os.replace(tmp, ckpt_dir)
     logger.info("checkpoint saved at step %d", step)
+
+
+def saved_mlx_plan(ckpt_dir: Path) -> str | None:
+    """The plan fingerprint of the MLX checkpoint in `ckpt_dir` (None: no MLX checkpoint there, or
+    one written before fingerprints)."""
+    from safetensors import safe_open
+
+    ckpt_dir = Path(ckpt_dir)
+    state = ckpt_dir / "state.json"
+    if not state.exists() or json.loads(state.read_text()).get("format") != CHECKPOINT_FORMAT:
+        return None  # load_mlx_checkpoint says which backend to resume another format with
+    with safe_open(str(ckpt_dir / "adapter.safetensors"), framework="np") as f:
+        return (f.metadata() or {}).get("plan")
 
 
 def load_mlx_checkpoint(model, opt, ckpt_dir: Path) -> int:

@@ -25,19 +25,18 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
 from ..errors import IceburgError
-from ..records import Record
+from ..records import Reason, Record
 from ..preference import losses
 from ..preference.data import KTOExample, PreferencePair
 from .encoding import Example, encode
-from .trainer import TrainArgs, TrainingCallback
+from .engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
+from .trainer import OptimizerStep, TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -361,88 +360,97 @@ def plan_preference_steps(train_data: list, args: TrainArgs) -> tuple[list[list[
 
 
 def train_preference(model, train_data: list, eval_data: list, args: TrainArgs, pargs: PreferenceArgs, *,
-                     callbacks: Iterable[TrainingCallback] = ()) -> PreferenceOutput:
+                     callbacks: Iterable[TrainingCallback] = (), make_optimizer: Callable = default_optimizer,
+                     make_scheduler: Callable = default_scheduler) -> PreferenceOutput:
     """Train `model` (a PEFT LoRA model) on encoded pairs / KTO items. Reference log-probs are
-    computed first (adapter disabled); order is a seeded shuffle per epoch.
+    computed first (adapter disabled); order is a seeded shuffle per epoch. The optimizer and
+    schedule are injected as in `trainer.train` (`make_optimizer(params, args)`,
+    `make_scheduler(opt, total_steps, args)`; defaults AdamW and linear warm-up/decay).
 
-    Checkpoints and resume work as in SFT (`training/trainer.py`): with `args.checkpoint_dir`, the
-    adapter, optimizer, scheduler, step and torch RNG state (LoRA dropout) are saved every
-    `save_steps` steps (default: at each evaluation, i.e. every `eval_steps` or at epoch ends);
-    `args.resume` loads them and continues the same plan. The reference log-probs and the
-    before-training evaluation are recomputed from the adapter-free model before the checkpoint is
-    loaded, so a resumed run reports the same figures as an uninterrupted one."""
-    from ..progress import bar as progress_bar
-    from .trainer import check_plan, default_scheduler, load_checkpoint, peak_rss_mib, plan_fingerprint, save_checkpoint
+    The loop is the step engine's (`engine.run_plan`), as SFT's: checkpoints (adapter, optimizer,
+    scheduler, step, torch RNG state for LoRA dropout) every `save_steps` steps (default: at each
+    evaluation, every `eval_steps` or at epoch ends), `args.resume` continues the same plan and
+    refuses a checkpoint of another one. The reference log-probs and the before-training
+    evaluation are recomputed from the adapter-free model before the checkpoint is loaded, so a
+    resumed run reports the same figures as an uninterrupted one. One process only."""
+    from .distributed import env_world_size
 
     if not train_data:
         raise IceburgError("no preference pairs to train on")
-    callbacks = list(callbacks)
+    if args.world_size != 1 or env_world_size() > 1:
+        raise IceburgError(f"preference objectives ({pargs.objective}) train in one process (world size "
+                           f"{max(args.world_size, env_world_size())} asked): their step does not shard pairs "
+                           "over ranks yet; drop --nproc / torchrun, or use --objective sft")
     if pargs.objective in ("dpo", "kto"):
         precompute_reference(model, train_data + eval_data, args)  # eval recomputes its own, see below
-    steps, epoch_ends = plan_preference_steps(train_data, args)
-    plan_id = plan_fingerprint(steps, key=lambda item: item.id)  # pairs / KTO items by id
+    plan = make_plan(*plan_preference_steps(train_data, args), key=lambda item: item.id)  # pairs / KTO items by id
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    sched = default_scheduler(opt, len(steps), args)
-    out = PreferenceOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"))
-    out.eval_before = evaluate_preferences(model, eval_data, args, pargs)
-    start = 0
-    if args.resume and args.checkpoint_dir is not None:
-        check_plan(args.checkpoint_dir, plan_id)
-        start = load_checkpoint(model, opt, sched, args.checkpoint_dir)
-        if start > len(steps):
-            raise IceburgError(f"{args.checkpoint_dir} is at step {start} but this run plans {len(steps)} steps: "
-                               "resume with the settings of the interrupted run (see its config.json)")
-    out.resumed_from = start
-    out.pairs_seen = sum(len(mb) for st in steps[:start] for mb in st)
-    started = time.time()
-    total = 0.0
+    opt = make_optimizer(params, args)
+    sched = make_scheduler(opt, len(plan), args)
+    eval_before = evaluate_preferences(model, eval_data, args, pargs)
+    held_out = _HeldOut(model, eval_data, args, pargs)
+    history = _History()
+    ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
     model.train()
-    bar = progress_bar(total=len(steps), initial=start, desc=f"training ({pargs.objective})", unit="step",
-                       show=args.show_progress)
-    for s in range(start + 1, len(steps) + 1):
-        step_batches = steps[s - 1]
-        n_step = sum(len(mb) for mb in step_batches)
+    run = run_plan(plan, preference_step(model, args, pargs, OptimizerStep(params, opt, sched, args.max_grad_norm)),
+                   held_out, cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt,
+                   resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
+                   desc=f"training ({pargs.objective})")
+    return PreferenceOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss,
+                            eval_before=eval_before, eval_after=held_out.last if held_out.last is not None
+                            else evaluate_preferences(model, eval_data, args, pargs),
+                            history=history.lines, pairs_seen=sum(len(mb) for st in plan.steps for mb in st),
+                            wall_seconds=run.wall_seconds, resumed_from=run.resumed_from)
+
+
+def preference_step(model, args: TrainArgs, pargs: PreferenceArgs, stepper: OptimizerStep) -> Callable:
+    """The engine's step function for DPO / ORPO / KTO: each micro-batch's mean loss weighted by
+    its share of the step's pairs, its metrics averaged the same way, then one optimizer step."""
+
+    def step(index: int, micro_batches: list[list], on_batch: Callable) -> StepResult:
+        n_step = sum(len(mb) for mb in micro_batches)
         agg: dict[str, float] = {}
-        for mb in step_batches:
-            for cb in callbacks:
-                cb.on_batch([b.id for b in mb])
+        for mb in micro_batches:
+            on_batch([b.id for b in mb])
             loss, m = batch_loss(model, mb, args, pargs)
-            (loss * len(mb) / n_step).backward()
+            stepper.backward(loss * len(mb) / n_step)
             for k, v in m.items():
                 agg[k] = agg.get(k, 0.0) + v * len(mb) / n_step
-        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if not math.isfinite(agg["loss"]):
-            raise FloatingPointError(f"training diverged at step {s}: loss is {agg['loss']}; lower --learning-rate")
-        out.pairs_seen += n_step
-        total += agg["loss"]
-        out.last_loss = agg["loss"]
-        metrics = {"step": s, **agg, "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 2),
-                   "peak_rss_mib": round(peak_rss_mib(), 1)}
-        out.history.append(metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{agg['loss']:.3f}")
-        for cb in callbacks:
-            cb.on_step(s, metrics)
-        at_eval = bool(args.eval_steps) and s % args.eval_steps == 0
-        if at_eval and s < len(steps) and eval_data:
-            ev = evaluate_preferences(model, eval_data, args, pargs)
-            for cb in callbacks:
-                cb.on_eval(s, ev.get("loss", float("nan")))
-        at_save = s % args.save_steps == 0 if args.save_steps else (at_eval or (not args.eval_steps and s in epoch_ends))
-        if args.checkpoint_dir is not None and at_save and s < len(steps):
-            save_checkpoint(model, opt, sched, args.checkpoint_dir, s, plan_id)
-    bar.close()
-    out.wall_seconds = time.time() - started
-    out.train_loss = total / max(1, len(steps) - start)
-    out.eval_after = evaluate_preferences(model, eval_data, args, pargs)
-    if eval_data:
-        for cb in callbacks:
-            cb.on_eval(len(steps), out.eval_after.get("loss", float("nan")))
-    return out
+        lr = stepper.step()
+        return StepResult(agg.pop("loss"), {**agg, "lr": lr})
+
+    return step
+
+
+class _HeldOut:
+    """The engine's evaluation: held-out preference metrics; the loss goes to the callbacks, the
+    whole dict of the latest evaluation stays in `last` (the run's `eval_after`)."""
+
+    def __init__(self, model, data: list, args: TrainArgs, pargs: PreferenceArgs):
+        self.model, self.data, self.args, self.pargs = model, data, args, pargs
+        self.last: dict[str, float] | None = None
+
+    def __call__(self, step: int) -> float | None:
+        if not self.data:
+            return None
+        self.last = evaluate_preferences(self.model, self.data, self.args, self.pargs)
+        return self.last.get("loss", float("nan"))
+
+
+class _History:
+    """Keeps every step's metrics line (`PreferenceOutput.history`)."""
+
+    def __init__(self):
+        self.lines: list[dict] = []
+
+    def on_batch(self, example_ids: list[str]) -> None:
+        pass
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        self.lines.append(metrics)
+
+    def on_eval(self, step: int, eval_loss: float) -> None:
+        pass
 
 
 # -- the run (`iceburg-train --objective dpo|orpo|kto`) ----------------------------------------------
@@ -469,8 +477,8 @@ def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingC
         eval_set, dropped_eval = enc(tokenizer, data.eval, cfg.max_seq_length, eos)
         for ex_id in dropped + dropped_eval:
             src, _, line = ex_id.rpartition(":")
-            rejects.drop("encode", None, [f"the prompt fills --max-seq-length {cfg.max_seq_length}: no "
-                                          "answer token left to compare"], source=src, line=int(line or 0))
+            rejects.drop("encode", None, [Reason("too_long", f"the prompt fills --max-seq-length {cfg.max_seq_length}: "
+                                                 "no answer token left to compare")], source=src, line=int(line or 0))
         stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set),
                      eval_examples=len(eval_set))
         records_rejected = rejects.total

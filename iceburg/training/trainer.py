@@ -17,6 +17,10 @@ per-example weights, which would otherwise mean subclassing a sampler and the lo
 - Resume: the whole step plan is a deterministic function of (examples, order, args), so a
   checkpoint stores adapter weights, optimizer, scheduler and the step index; resuming rebuilds
   the plan and continues from that step.
+- The loop itself (resume and the plan check, evaluation and save cadence, metrics lines,
+  callbacks, the divergence check, the progress bar) is the step engine's (`engine.run_plan`);
+  this module supplies the SFT step (`sft_step`), the torch optimizer step (`OptimizerStep`, also
+  the preference objectives') and the torch checkpointer (`TorchCheckpointer`).
 - Distributed (`world`, see distributed.py): the plan is global (`grad_accum x world_size`
   micro-batches per step); each rank runs its share, rank 0 alone writes checkpoints.
 """
@@ -27,10 +31,9 @@ import json
 import logging
 import math
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import torch
 
@@ -38,6 +41,8 @@ from .. import families
 from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
                           unwrap)
 from .encoding import Example
+from .engine import (Cadence, StepResult, TrainingCallback, TrainOutput, make_plan, peak_rss_mib,  # noqa: F401
+                     plan_fingerprint, run_plan)
 from .lora_dropout import lora_dropout_on_cpu
 from .packing import Row, collate, pack
 from .segment_attention import segment_attention, supports_segments
@@ -45,12 +50,6 @@ from .segment_attention import segment_attention, supports_segments
 SINGLE = World()
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingCallback(Protocol):
-    def on_batch(self, example_ids: list[str]) -> None: ...
-    def on_step(self, step: int, metrics: dict) -> None: ...
-    def on_eval(self, step: int, eval_loss: float) -> None: ...
 
 
 @dataclass
@@ -81,18 +80,6 @@ class TrainArgs:
     # causal attention per packed example instead of sdpa's block-diagonal mask (segment_attention.py);
     # None = on CPU when the model's attention allows it
     segment_attention: bool | None = None
-
-
-@dataclass
-class TrainOutput:
-    steps: int
-    train_loss: float  # mean weighted loss over all steps
-    last_loss: float
-    eval_history: list[tuple[int, float]] = field(default_factory=list)
-    supervised_tokens: int = 0  # assistant tokens the optimizer saw (all epochs)
-    total_tokens: int = 0  # tokens processed, padding included
-    wall_seconds: float = 0.0
-    resumed_from: int = 0
 
 
 def weighted_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
@@ -314,131 +301,107 @@ def train(model, examples: list[Example], order_fn: Callable[[int], list[int]], 
 def _train(model, examples: list[Example], order_fn: Callable[[int], list[int]], eval_examples: list[Example],
            args: TrainArgs, *, loss_fn, callbacks: Iterable[TrainingCallback], make_optimizer: Callable,
            make_scheduler: Callable, world: World) -> TrainOutput:
-    from ..progress import bar as progress_bar
-
-    callbacks = list(callbacks)
     if args.world_size != world.size:
         raise ValueError(f"args.world_size={args.world_size} but {world.size} processes are running")
-    steps, epoch_ends = plan_steps(examples, order_fn, args)
-    if not steps:
-        raise ValueError("nothing to train on: the step plan is empty")
+    plan = make_plan(*plan_steps(examples, order_fn, args))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, args)
-    sched = make_scheduler(opt, len(steps), args)
-    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16" and args.device.startswith("cuda"))
-
-    plan_id = plan_fingerprint(steps)
-    start_step = 0
-    if args.resume and args.checkpoint_dir is not None:
-        if world.mode == "fsdp" and world.active:
-            start_step = load_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir)
-        else:
-            start_step = load_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir)
-        if start_step:
-            check_plan(args.checkpoint_dir, plan_id)
-    started = time.time()
-    out = TrainOutput(steps=len(steps), train_loss=float("nan"), last_loss=float("nan"), resumed_from=start_step)
-    loss_sum, loss_n = 0.0, 0
-    sup_at_start = out.supervised_tokens
+    sched = make_scheduler(opt, len(plan), args)
+    stepper = OptimizerStep(params, opt, sched, args.max_grad_norm,
+                            fp16=args.precision == "fp16" and args.device.startswith("cuda"))
+    ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir, world)
     model.train()
-    bar = progress_bar(total=len(steps), initial=start_step, desc="training", unit="step", show=args.show_progress)
-    for step_idx in range(start_step, len(steps)):
-        micro_batches = steps[step_idx]
+    return run_plan(plan, sft_step(model, args, loss_fn, stepper, world),
+                    lambda step: evaluate(model, eval_examples, args, world),
+                    cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt, resume=args.resume,
+                    callbacks=callbacks, show_progress=args.show_progress, desc="training")
+
+
+def sft_step(model, args: TrainArgs, loss_fn, stepper: "OptimizerStep", world: World) -> Callable:
+    """The engine's step function for supervised fine-tuning: forward/backward over this rank's
+    share of the step's micro-batches (loss normalised by the step's supervised tokens over all
+    ranks), then one optimizer step."""
+
+    def step(index: int, micro_batches: list[list[Row]], on_batch: Callable) -> StepResult:
         # the global count: every rank knows the whole plan, so no communication is needed
         n_sup = sum(sum(sum(r.mask) for r in mb) for mb in micro_batches)
         step_loss, n_step, tok_step = 0.0, 0, 0
         mine = shard_micro_batches(micro_batches, world.rank, world.size)
         for k, (mb, w) in enumerate(mine):
             if w:
-                for cb in callbacks:
-                    cb.on_batch([eid for r in mb for eid in r.example_ids])
+                on_batch([eid for r in mb for eid in r.example_ids])
             batch = _collate(mb, args)
             with no_sync(model, world, last=k == len(mine) - 1):
                 loss, n = _forward_loss(model, batch, args, loss_fn)
                 loss = loss * (w / max(n_sup, 1))
                 # DDP/FSDP average gradients over ranks; x size makes the result the global sum
-                scaler.scale(loss * world.size).backward()
+                stepper.backward(loss * world.size)
             step_loss += float(loss.detach())
             n_step += int(w) * n
             tok_step += int(w) * batch["input_ids"].numel()
         if world.active:
             step_loss, n_step, tok_step = world.all_reduce_sum([step_loss, n_step, tok_step])
-        out.supervised_tokens += int(n_step)
-        out.total_tokens += int(tok_step)
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"training diverged at step {step_idx + 1}: loss is {step_loss}; "
-                                     "lower --learning-rate")
-        loss_sum += step_loss
-        loss_n += 1
-        out.last_loss = step_loss
-        done = step_idx + 1
-        elapsed = time.time() - started
-        sup_rate = (out.supervised_tokens - sup_at_start) / max(elapsed, 1e-9)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", sup_tok_s=f"{sup_rate:.0f}",
-                        **({"eval": f"{out.eval_history[-1][1]:.3f}"} if out.eval_history else {}))
-        metrics = {"step": done, "loss": step_loss, "lr": sched.get_last_lr()[0],
-                   "supervised_tokens": out.supervised_tokens, "elapsed_s": round(elapsed, 2),
-                   "supervised_tokens_per_s": round(sup_rate, 1), "peak_rss_mib": round(peak_rss_mib(), 1)}
-        for cb in callbacks:
-            cb.on_step(done, metrics)
-        at_eval = done % args.eval_steps == 0 if args.eval_steps else done in epoch_ends
-        if at_eval or done == len(steps):
-            ev = evaluate(model, eval_examples, args, world)
-            out.eval_history.append((done, ev))
-            for cb in callbacks:
-                cb.on_eval(done, ev)
-        at_save = done % args.save_steps == 0 if args.save_steps else at_eval
-        if args.checkpoint_dir is not None and at_save and done < len(steps):
-            if world.mode == "fsdp" and world.active:
-                save_fsdp_checkpoint(model, opt, sched, args.checkpoint_dir, done, world, plan_id)
-            elif world.is_main:
-                save_checkpoint(unwrap(model), opt, sched, args.checkpoint_dir, done, plan_id)
-            world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
-    bar.close()
-    out.train_loss = loss_sum / max(loss_n, 1)
-    out.wall_seconds = time.time() - started
-    return out
+        return StepResult(step_loss, {"lr": stepper.step()}, int(n_step), int(tok_step))
+
+    return step
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    import resource
-    import sys
+class OptimizerStep:
+    """The one torch optimizer step (SFT and preference objectives): unscale (fp16 on CUDA),
+    clip the gradient norm, step the optimizer and the schedule, clear the gradients."""
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    def __init__(self, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, sched, max_grad_norm: float,
+                 fp16: bool = False):
+        self.params, self.opt, self.sched, self.max_grad_norm = params, opt, sched, max_grad_norm
+        # disabled, the scaler passes the loss through and calls opt.step() as it is
+        self.scaler = torch.amp.GradScaler(enabled=fp16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> float:
+        """Apply the accumulated gradients; the learning rate the next step will use."""
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return self.sched.get_last_lr()[0]
 
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --
 
-def plan_fingerprint(steps: list[list[list]], key=lambda row: row.example_ids) -> str:
-    """A hash of the step plan's shape: which example ids sit in which row, micro-batch and step
-    (`key` names an item: a packed Row by its example ids, a preference pair by its id). Stored
-    with each checkpoint so a resume whose data, order, packing or batch settings changed is
-    refused instead of silently training a different plan."""
-    import hashlib
+@dataclass
+class TorchCheckpointer:
+    """The engine's checkpointer for torch: PEFT adapter, optimizer, scheduler and RNG state in
+    `path` (FSDP: gathered full state, every rank taking part; DDP: rank 0 writes). Every rank
+    waits at a save, so none runs ahead of a checkpoint it might have to resume from."""
 
-    layout = [[[key(r) for r in mb] for mb in step] for step in steps]
-    return hashlib.sha256(json.dumps(layout, separators=(",", ":")).encode()).hexdigest()[:16]
+    model: object
+    opt: torch.optim.Optimizer
+    sched: object
+    path: Path
+    world: World = SINGLE
 
+    def _fsdp(self) -> bool:
+        return self.world.mode == "fsdp" and self.world.active
 
-def check_plan(ckpt_dir: Path, plan_id: str) -> None:
-    """Refuse to resume a checkpoint written for another step plan (older checkpoints carry none)."""
-    from ..errors import IceburgError
+    def saved_plan(self) -> str | None:
+        state = Path(self.path) / "state.json"
+        return json.loads(state.read_text()).get("plan") if state.exists() else None
 
-    saved = json.loads((Path(ckpt_dir) / "state.json").read_text()).get("plan")
-    if saved is not None and saved != plan_id:
-        raise IceburgError(f"{ckpt_dir} was written for another step plan (plan {saved}, this run's is "
-                           f"{plan_id}): the data, --curriculum, --seed, --max-seq-length, packing or batch "
-                           "settings changed since. Resume with the original settings, or start a new run "
-                           "without --resume")
+    def load(self) -> int:
+        if self._fsdp():
+            return load_fsdp_checkpoint(self.model, self.opt, self.sched, self.path)
+        return load_checkpoint(unwrap(self.model), self.opt, self.sched, self.path)
+
+    def save(self, step: int, plan_id: str) -> None:
+        if self._fsdp():
+            save_fsdp_checkpoint(self.model, self.opt, self.sched, self.path, step, self.world, plan_id)
+        elif self.world.is_main:
+            save_checkpoint(unwrap(self.model), self.opt, self.sched, self.path, step, plan_id)
+        self.world.barrier()
 
 
 def save_checkpoint(model, opt, sched, ckpt_dir: Path, step: int, plan_id: str | None = None) -> None:
