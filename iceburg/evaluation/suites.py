@@ -90,7 +90,7 @@ def build_suite(records: list[Record], labels: list[str], n_prompts: int, agent:
             p = by_key.setdefault(f"{r.id}#{j}", _prompt(r, index, j, label, agent))
             p.expected = expected_calls(m)
             tools[label] = tools.get(label, 0) + 1
-    suite.prompts = list(by_key.values())
+    suite.prompts = sorted(by_key.values(), key=lambda p: (p.record, len(p.messages)))  # transcript order
     return suite
 
 

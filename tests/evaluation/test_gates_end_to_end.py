@@ -1,0 +1,103 @@
+"""Gates end to end on real iceburg-tiny runs, through the console entry points.
+
+Two short runs of `iceburg-train --gate 'forgetting_loss<=base+0.05'`: a good one (learning rate
+2e-3, 4 steps) and a deliberately broken one (learning rate 0.5: the LoRA update wrecks the model).
+The good run passes and ships its GGUF; the broken one exits 3 naming the metric, both values and
+the interval, keeps merged/ and the huggingface export, and has no GGUF. `iceburg eval` then gives
+the same verdicts (0 / 3), and the good run is evaluated with --gguf, --samples and --eval-data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+GATE = "forgetting_loss<=base+0.05"
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+def _train(out: Path, name: str, lr: str) -> tuple[subprocess.CompletedProcess, Path]:
+    proc = _run("iceburg.cli", "--model-type", "surveyor", "--output-dir", str(out), "--output-name", name,
+                "--max-steps", "4", "--learning-rate", lr, "--max-seq-length", "256", "--threads", "2",
+                "--formats", "huggingface", "gguf", "--quantization", "f16", "--compare", "3",
+                "--compare-max-new-tokens", "12", "--gate", GATE, "--gate", "heldout_loss<=base+1")
+    return proc, out / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("gates")
+    return {"good": _train(out, "good", "2e-3"), "broken": _train(out, "broken", "0.5")}
+
+
+def test_train_gate_passes_and_ships_the_gguf(runs):
+    proc, run = runs["good"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((run / "exports").glob("**/*.gguf"))
+    ev = json.loads((run / "eval.json").read_text())
+    assert [g["passed"] for g in ev["gates"]] == [True, True]
+    for name, m in ev["metrics"].items():
+        assert set(m) == {"base", "tuned", "delta", "ci95", "n"}, name
+    # the per-record held-out loss summed like the trainer's eval loss gives the trainer's figure
+    # (the trainer packs rows best-fit; same tokens, float32 sums: 1e-3 covers the summation order)
+    result = json.loads((run / "result.json").read_text())
+    assert abs(ev["metrics"]["heldout_loss"]["tuned"] - result["eval_loss_after"]) < 1e-3
+    assert abs(ev["metrics"]["heldout_loss"]["base"] - result["eval_loss_before"]) < 1e-3
+
+
+def test_train_gate_fails_the_broken_model_and_writes_no_gguf(runs):
+    proc, run = runs["broken"]
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "forgetting_loss" in err and "FAILED" in err and "95% CI" in err and "tuned" in err and "base" in err
+    assert not list((run / "exports").glob("**/*.gguf"))  # the shipped file is not written
+    assert (run / "merged" / "config.json").is_file() and (run / "exports" / "huggingface").is_dir()
+    result = json.loads((run / "result.json").read_text())
+    assert result["success"] is False and "forgetting_loss" in result["export_error"]
+    m = json.loads((run / "eval.json").read_text())["metrics"]["forgetting_loss"]
+    # lr 0.5 on 4 steps wrecks the model: measured +1.8 nats/token on the general text, far past 0.05
+    assert m["ci95"][0] > 0.05
+
+
+def test_eval_cli_exit_codes(runs):
+    args = ("--prompts", "2", "--max-new-tokens", "8", "--gate", GATE)
+    good = _run("iceburg.app", "eval", str(runs["good"][1]), *args)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert "gate forgetting_loss<=base+0.05: passed" in good.stdout
+    bad = _run("iceburg.app", "eval", str(runs["broken"][1]), *args)
+    assert bad.returncode == 3, bad.stderr[-3000:]
+    assert "gate forgetting_loss<=base+0.05: FAILED" in bad.stderr
+    malformed = _run("iceburg.app", "eval", str(runs["good"][1]), "--gate", "forgetting loss<=base")
+    assert malformed.returncode == 2 and malformed.stderr.startswith("error: --gate")
+
+
+def test_eval_gguf_samples_and_eval_data(runs, tmp_path):
+    from iceburg.evaluation import evaluate_run
+
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"conversations": [
+        {"from": "human", "value": "What does the evidence say about sleep and memory consolidation?"},
+        {"from": "gpt", "value": "Several sleep studies report better recall after a night of sleep."}]}) + "\n")
+    ev = evaluate_run(runs["good"][1], n_prompts=2, max_new_tokens=12, samples=2, gguf=True,
+                      eval_data=[str(extra)], forgetting=False)
+    assert {s["suite"] for s in ev["side_by_side"]} == {"heldout", "eval-data"}
+    assert ev["metrics"]["sampled.stop_rate"]["n"] == ev["metrics"]["stop_rate"]["n"] == 3
+    assert "forgetting_loss" not in ev["metrics"]
+    g = ev["gguf"]
+    assert g["file"].endswith(".gguf") and g["metrics"]["reference_similarity"]["n"] == 3
+    # F16 GGUF vs fp32 transformers, greedy: the answers start the same way (test_use checks this
+    # for chat); where they part, the stop tokens differ (docs/evaluation.md)
+    for a in g["answers"]:
+        assert a["gguf"].split()[:2] == a["transformers"].split()[:2], a
