@@ -214,9 +214,42 @@ def answers_section(run: Path) -> str:
     return head + _table(rows, ("held-out question", "base", "tuned"), cls="qa")
 
 
+def _metric_num(x: float | None, sign: str = "") -> str:
+    return "n/a" if x is None else f"{x:{sign}.4f}"
+
+
+def evaluation_section(run: Path) -> str:
+    """eval.json's metrics, worst regression first, with the gates, the GGUF check, and per metric the
+    prompts where the tuned model did worse (docs/evaluation.md)."""
+    ev = _read_json(RunFolder(run).eval) or {}
+    metrics = ev.get("metrics")
+    if not metrics:
+        return "<p class='muted'>no metrics in eval.json: run <code>iceburg eval RUN</code></p>"
+    rows = [(k, _metric_num(metrics[k]["base"]), _metric_num(metrics[k]["tuned"]), _metric_num(metrics[k]["delta"], "+"),
+             "n/a" if not metrics[k]["ci95"] else "[{:+.4f}, {:+.4f}]".format(*metrics[k]["ci95"]), metrics[k]["n"])
+            for k in ev.get("order", sorted(metrics)) if metrics[k]["n"]]
+    out = [_table(rows, ("metric (worst regression first)", "base", "tuned", "tuned - base", "95% CI", "n"))]
+    out += [_table([(g["gate"], "passed" if g["passed"] else "FAILED", g["message"]) for g in ev.get("gates", [])],
+                   ("gate", "verdict", "detail"))] if ev.get("gates") else []
+    g = ev.get("gguf")
+    if g:
+        out.append(f"<p>GGUF {html.escape(g['file'])} vs the transformers model, same prompts:</p>" + _table(
+            [(k, _metric_num(m["transformers"]), _metric_num(m["gguf"]), _metric_num(m["delta"], "+")) for k, m in g["metrics"].items()
+             if m["n"]], ("metric", "transformers", "gguf", "gguf - transformers")))
+    for k in ("truth_pass_rate", "truth_quality", "reference_similarity", "stop_rate", "tool_call_accuracy"):
+        worse = [r for r in ev.get("side_by_side", []) + ev.get("tool_turns", [])
+                 if k in r.get("scores", {}) and r["scores"][k][1] < r["scores"][k][0]]
+        if worse:
+            out.append(f"<details><summary>{k}: {len(worse)} prompt(s) where tuned did worse</summary>" + _table(
+                [(_pre(r.get("question", r["id"])), f"{r['scores'][k][0]:.3f}", f"{r['scores'][k][1]:.3f}",
+                  _pre(r.get("tuned", r.get("tuned_text", "")))) for r in worse],
+                ("prompt", "base", "tuned", "tuned answer"), cls="qa") + "</details>")
+    return "".join(out)
+
+
 SECTIONS = (("Loss", loss_section), ("Data funnel", funnel_section), ("Scores and curriculum", scores_section),
             ("Hardware plan vs measured memory", memory_section), ("Exports and their proofs", exports_section),
-            ("Before / after answers", answers_section))
+            ("Evaluation: base vs tuned", evaluation_section), ("Before / after answers", answers_section))
 
 
 def build_report(run_dir: Path) -> Path:

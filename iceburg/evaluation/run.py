@@ -157,6 +157,7 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     (tg, ts), (bg, bs) = side_metrics(tuned, prompts, tf, embedder), side_metrics(base, prompts, tf, embedder)
     metrics = {**compare(bg, tg, opts.seed), **compare(bs, ts, opts.seed, "sampled.")}
     report = _report(run, cfg, opts, records, prompts, base, tuned, metrics)
+    _add_prompt_scores(report, prompts, bg, tg)
     if reuse_run_losses and not opts.against:
         result = run.read_json(run.result) or {}
         report["tuned"]["heldout_loss"] = result.get("eval_loss_after", report["tuned"]["heldout_loss"])
@@ -227,6 +228,23 @@ def _report(run: RunFolder, cfg: dict, opts: EvalOptions, records: list, prompts
             "eval_data": list(opts.eval_data), "bootstrap": {"resamples": 2000, "seed": opts.seed},
             "tuned": _summary(tuned, metrics, "tuned"), "base": _summary(base, metrics, "base"),
             "metrics": metrics, "side_by_side": side_by_side, "tool_turns": tool_turns}
+
+
+# Per-prompt values shown beside each answer in eval.json and report.html (which prompts moved).
+PROMPT_METRICS = ("truth_pass_rate", "truth_quality", "reference_similarity", "stop_rate", "tool_call_accuracy")
+
+
+def _add_prompt_scores(report: dict, prompts: list[Prompt], base: dict, tuned: dict) -> None:
+    """Each side-by-side row and tool turn gets `scores: {metric: [base, tuned]}`; `order` lists the
+    metrics worst regression first (report.html reads both; it sits below this package)."""
+    rows = report["side_by_side"] + report["tool_turns"]
+    for i, p in enumerate(prompts):
+        scores = {k: [base[k].num[i] / base[k].den[i], tuned[k].num[i] / tuned[k].den[i]]
+                  for k in PROMPT_METRICS if k in base and k in tuned and base[k].den[i] and tuned[k].den[i]}
+        for row in rows:
+            if row["id"] == p.key:  # an answer row gets the answer metrics, a tool turn its call accuracy
+                row["scores"] = {k: v for k, v in scores.items() if (k == "tool_call_accuracy") == ("expected" in row)}
+    report["order"] = [name for name, _ in regressions_first(report["metrics"])]
 
 
 def _question(messages: list[dict]) -> str:
