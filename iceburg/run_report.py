@@ -225,17 +225,17 @@ def evaluation_section(run: Path) -> str:
     metrics = ev.get("metrics")
     if not metrics:
         return "<p class='muted'>no metrics in eval.json: run <code>iceburg eval RUN</code></p>"
-    rows = [(k, _metric_num(metrics[k]["base"]), _metric_num(metrics[k]["tuned"]), _metric_num(metrics[k]["delta"], "+"),
-             "n/a" if not metrics[k]["ci95"] else "[{:+.4f}, {:+.4f}]".format(*metrics[k]["ci95"]), metrics[k]["n"])
-            for k in ev.get("order", sorted(metrics)) if metrics[k]["n"]]
+    rows = [(k, _metric_num(m["base"]), _metric_num(m["tuned"]), _metric_num(m["delta"], "+"),
+             "n/a" if not m["ci95"] else "[{:+.4f}, {:+.4f}]".format(*m["ci95"]), m["n"])
+            for k, m in ((k, metrics[k]) for k in ev.get("order", sorted(metrics))) if m["n"]]
     out = [_table(rows, ("metric (worst regression first)", "base", "tuned", "tuned - base", "95% CI", "n"))]
     out += [_table([(g["gate"], "passed" if g["passed"] else "FAILED", g["message"]) for g in ev.get("gates", [])],
                    ("gate", "verdict", "detail"))] if ev.get("gates") else []
     g = ev.get("gguf")
     if g:
         out.append(f"<p>GGUF {html.escape(g['file'])} vs the transformers model, same prompts:</p>" + _table(
-            [(k, _metric_num(m["transformers"]), _metric_num(m["gguf"]), _metric_num(m["delta"], "+")) for k, m in g["metrics"].items()
-             if m["n"]], ("metric", "transformers", "gguf", "gguf - transformers")))
+            [(k, _metric_num(m["transformers"]), _metric_num(m["gguf"]), _metric_num(m["delta"], "+"))
+             for k, m in g["metrics"].items() if m["n"]], ("metric", "transformers", "gguf", "gguf - transformers")))
     for k in ("truth_pass_rate", "truth_quality", "reference_similarity", "stop_rate", "tool_call_accuracy"):
         worse = [r for r in ev.get("side_by_side", []) + ev.get("tool_turns", [])
                  if k in r.get("scores", {}) and r["scores"][k][1] < r["scores"][k][0]]
