@@ -49,13 +49,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "and compare it with the transformers model")
     e.add_argument("--gate", action="append", default=[], metavar="RULE", dest="gates",
                    help="e.g. 'tool_call_accuracy>=base', 'truth_pass_rate>=base-0.02'; exit 3 when one fails")
+    e.add_argument("--judge", metavar="URL", help="also an LLM judge: an OpenAI-compatible endpoint (e.g. "
+                   "http://127.0.0.1:8080/v1), tuned vs base in both orders -> judge_win_rate")
+    e.add_argument("--judge-model", metavar="NAME", help="the model name the --judge endpoint serves")
     e.add_argument("--no-forgetting", action="store_true", help="skip the general-text loss")
     e.add_argument("--seed", type=int, default=0, help="bootstrap and sampling seed (default 0)")
     e.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     e.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
     r = sub.add_parser("report", help="(re)build RUN/report.html")
     r.add_argument("run", help="a run folder")
+    _add_loop_parsers(sub)
     return p
+
+
+def _add_loop_parsers(sub) -> None:
+    """`iceburg serve` and `iceburg collect`: the first half of the loop (docs/loop.md)."""
+    s = sub.add_parser("serve", help="OpenAI-compatible server over a run's GGUF (llama-cpp-python's server)")
+    s.add_argument("target", help="a run folder (its GGUF export) or a .gguf file")
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    s.add_argument("--name", help="model name to answer as (default: the run's model type, else the file name)")
+    s.add_argument("--n-ctx", type=int, default=2048, help="context length in tokens (default 2048)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
+    c = sub.add_parser("collect", help="recording proxy: forwards to --upstream, logs each chat exchange "
+                       "as a training record in LOG/<agent>/YYYY-MM-DD.jsonl")
+    c.add_argument("--upstream", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    c.add_argument("--log", required=True, metavar="DIR", help="log folder (train with --data-path DIR/<agent>)")
+    c.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8011, help="listen port (default 8011)")
+    c.add_argument("--agent-map", action="append", default=[], metavar="MODEL=TYPE",
+                   help="agent type for requests naming MODEL without an X-Iceburg-Agent header (repeatable)")
+    c.add_argument("--max-body-bytes", type=int, default=8 * 2**20, help="larger requests get 413 (default 8 MiB)")
+    c.add_argument("--timeout", type=float, default=600.0, help="upstream read timeout in seconds (default 600)")
+    c.add_argument("--fsync", choices=("always", "interval", "never"), default="interval",
+                   help="log durability: fsync every line, at most once a second (default), or never")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_enabled(False)
     try:
-        return {"chat": _chat, "eval": _eval, "report": _report}[args.command](args)
+        return {"chat": _chat, "eval": _eval, "report": _report, "serve": _serve,
+                "collect": _collect}[args.command](args)
     except IceburgError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -103,7 +131,8 @@ def _eval(args: argparse.Namespace) -> int:
     report = evaluate_run(args.run, against=args.against, n_prompts=args.prompts or DEFAULT_PROMPTS,
                           max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, samples=args.samples,
                           eval_data=args.eval_data, gguf=args.gguf, gates=args.gates,
-                          forgetting=not args.no_forgetting, seed=args.seed, threads=args.threads)
+                          forgetting=not args.no_forgetting, seed=args.seed, threads=args.threads,
+                          judge=args.judge, judge_model=args.judge_model)
     path = build_report(args.run)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else
           format_eval(report) + f"\n\neval.json and {path} written")
@@ -117,6 +146,33 @@ def _report(args: argparse.Namespace) -> int:
     from .run_report import build_report
 
     print(build_report(args.run))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve.server import resolve_serve_target, serve
+
+    target = resolve_serve_target(args.target, args.name)
+    sys.stderr.write(f"serving {target.gguf} as {target.name!r} at http://{args.host}:{args.port}/v1 "
+                     "(Ctrl-C to stop)\n")
+    serve(args.target, host=args.host, port=args.port, name=args.name, n_ctx=args.n_ctx, threads=args.threads)
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .serve.proxy import ProxyConfig, run_proxy
+
+    bad = [m for m in args.agent_map if "=" not in m or not all(x.strip() for x in m.split("=", 1))]
+    if bad:
+        raise ConfigError([f"--agent-map {m!r}: expected MODEL=TYPE, e.g. --agent-map llama3.2:3b=surveyor"
+                           for m in bad])
+    cfg = ProxyConfig(upstream=args.upstream, log_dir=args.log, host=args.host, port=args.port,
+                      agent_map=dict(m.split("=", 1) for m in args.agent_map), max_body_bytes=args.max_body_bytes,
+                      timeout_s=args.timeout, fsync=args.fsync)
+    sys.stderr.write(f"recording {cfg.upstream_display} at http://{args.host}:{args.port} into {cfg.log_dir} "
+                     "(Ctrl-C to stop)\n")
+    run_proxy(cfg)
     return 0
 
 

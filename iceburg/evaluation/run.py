@@ -42,6 +42,8 @@ class EvalOptions:
     forgetting: bool = True
     seed: int = 0
     threads: int | None = None
+    judge: str | None = None  # OpenAI-compatible base URL (judge.py)
+    judge_model: str | None = None
 
 
 @dataclass
@@ -136,6 +138,8 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     just measured) instead of the recomputed ones; the per-record losses are computed either way."""
     opts = EvalOptions(against=against, n_prompts=n_prompts, max_new_tokens=max_new_tokens, **options)
     parse_gates(opts.gates)  # a malformed gate is a user error before any model is loaded
+    if opts.samples < 0 or opts.n_prompts < 1 or opts.max_new_tokens < 1:
+        raise IceburgError("--samples must be >= 0, --prompts and --max-new-tokens >= 1")
     run = RunFolder(run_dir)
     if not run.is_run():
         raise IceburgError(f"{run.root}: not a finished run folder (no merged/config.json); pass the folder "
@@ -156,7 +160,12 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     tf, embedder = _scorer(cfg)
     (tg, ts), (bg, bs) = side_metrics(tuned, prompts, tf, embedder), side_metrics(base, prompts, tf, embedder)
     metrics = {**compare(bg, tg, opts.seed), **compare(bs, ts, opts.seed, "sampled.")}
+    judged = _judge(opts, prompts, base, tuned)
+    if judged:
+        metrics["judge_win_rate"] = paired_bootstrap(judged[0], judged[1], seed=opts.seed)
     report = _report(run, cfg, opts, records, prompts, base, tuned, metrics)
+    if judged:
+        report["judge"] = judged[2]
     _add_prompt_scores(report, prompts, bg, tg)
     if reuse_run_losses and not opts.against:
         result = run.read_json(run.result) or {}
@@ -167,6 +176,16 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     report["gates"] = check_gates(opts.gates, metrics)
     run.write_json(run.eval, report)
     return report
+
+
+def _judge(opts: EvalOptions, prompts: list[Prompt], base: Side, tuned: Side) -> tuple | None:
+    if not opts.judge:
+        return None
+    if not opts.judge_model:
+        raise IceburgError("--judge needs --judge-model NAME (the model the endpoint serves)")
+    from .judge import judge_answers
+
+    return judge_answers(opts.judge, opts.judge_model, prompts, base.greedy, tuned.greedy)
 
 
 def _resolve(spec: str) -> Path:
