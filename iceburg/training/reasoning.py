@@ -16,7 +16,8 @@ templates differ in where it goes, so the format is read from the template itsel
 - "none": the template writes no reasoning (Llama 3.x, Mistral, SmolLM2, Phi): the reasoning is
   dropped and the run says so (counted in `EncodedSet.reasoning_dropped`, logged once).
 `--reasoning drop` removes it under every template (a forced template then trains an empty think
-block, `\\n</think>\\n\\n answer`, the model's own shape for a turn without reasoning).
+block, `</think>\\n\\n answer` after the prompt's `<think>\\n`, as the template writes a turn with
+thinking off).
 """
 
 from __future__ import annotations
@@ -101,7 +102,10 @@ def forced_turn(prefix: str, upto: str, message: dict[str, Any]) -> str | None:
     if not prefix[common:].endswith(THINK_OPEN + "\n"):
         return None
     reasoning = (message.get("reasoning") or "").strip()
-    return f"{prefix}{reasoning}\n{THINK_CLOSE}\n\n{upto[common:].lstrip()}"
+    # no reasoning: the empty block `<think>\n</think>` the template itself writes with thinking off
+    # (a second "\n" would merge with the prompt's into one token the prompt never ends with)
+    think = f"{reasoning}\n{THINK_CLOSE}" if reasoning else THINK_CLOSE
+    return f"{prefix}{think}\n\n{upto[common:].lstrip()}"
 
 
 class TemplateVarsTokenizer:
