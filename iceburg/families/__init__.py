@@ -36,5 +36,5 @@ __all__ = [
 ]
 
 # Registration order is the order of the docs tables and of the test matrix.
-for _module in ("llama", "qwen", "mistral", "phi", "gemma"):
+for _module in ("llama", "mistral", "qwen", "phi", "gemma"):
     importlib.import_module(f"{__name__}.{_module}")

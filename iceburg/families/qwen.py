@@ -26,7 +26,9 @@ register(
     # Qwen3 releases one hybrid-thinking chat model per size (no "-Instruct" suffix).
     Family("qwen3", (QWEN3,), ollama={"qwen3": {
         "default": "8b", **{s: f"Qwen/Qwen3-{s.upper()}" for s in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")}}},
-        ollama_tag="qwen3:0.6b", reasoning=("<think>", "</think>"),
+        # Its plain chats render as ChatML; whether the chatml Go tool template matches Qwen3's own tool
+        # format is not proven yet, so the Modelfile gets no .Tools for it (tool_template None).
+        ollama_tag="qwen3:0.6b", chat_template="chatml", reasoning=("<think>", "</think>"),
         fixture=Fixture("qwen2", "Qwen-Qwen3-0.6B", _QWEN_EOS, added_special=("<think>", "</think>"),
                         notes=("Qwen3 shares Qwen2.5's BPE; its <think>/</think> (ids 151667/151668 in Qwen3) are added here",
                                "q/k RMSNorm per head; the template rewrites history -> one example per assistant turn")),

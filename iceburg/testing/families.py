@@ -55,6 +55,7 @@ MISTRAL_V03_TEMPLATE = (
     "{%- endif %}{%- endfor %}"
 )
 
+
 @dataclass(frozen=True)
 class Family:
     """A registry family that has a fixture (iceburg/families/), flattened for the builders below

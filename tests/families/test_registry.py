@@ -162,7 +162,7 @@ def new_family_trained(tmp_path_factory):
         model.merge_and_unload(safe_merge=True).save_pretrained(merged)
         tok.save_pretrained(merged)
         shutil.copy(src / "generation_config.json", merged / "generation_config.json")
-        yield {"dir": merged, "steps": result.steps, "moved": moved, "lora_b": len(lora_b), "head_apart": head_apart}
+    return {"dir": merged, "steps": result.steps, "moved": moved, "lora_b": len(lora_b), "head_apart": head_apart}
 
 
 def test_new_family_trains_through_the_registry(new_family_trained):
@@ -209,3 +209,29 @@ def test_new_family_exports_to_ollama_with_its_proofs(new_family_trained, tmp_pa
     assert rep["template"]["family"] == NEW_FAMILY.chat_template
     assert rep["tools"]["supported"], rep["tools"]["status"]
     assert (tmp_path / "Modelfile").is_file()
+
+
+def test_the_record_decides_the_gguf_layout(new_family_trained, tmp_path):
+    """The writer follows the record: q rows permuted to llama.cpp's interleaved RoPE layout when
+    the record says so, left in HF's rotate-half layout when a record says not (read back from the
+    file). The logit proof alone would not catch the wrong one on this model: its 2-step LoRA on
+    random weights gives near-uniform attention, and the F16 proof passed with q/k unpermuted
+    (measured here), so the layout is checked on the tensors themselves."""
+    import torch
+    from gguf import GGUFReader
+    from safetensors.torch import load_file
+
+    from iceburg.export.gguf import _permute, write_gguf
+
+    src = new_family_trained["dir"]
+    q = load_file(str(src / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
+    n_head = json.loads((src / "config.json").read_text())["num_attention_heads"]
+    wrong = replace(NEW_ARCH, gguf=replace(NEW_ARCH.gguf, permute_qk=False))
+    written = {}
+    for label, family in (("record", NEW_FAMILY), ("unpermuted", replace(NEW_FAMILY, archs=(wrong,)))):
+        with families.registered(family):
+            path = write_gguf(src, tmp_path / f"{label}.gguf", "f32")
+        tensors = {t.name: t for t in GGUFReader(str(path)).tensors}
+        written[label] = torch.from_numpy(tensors["blk.0.attn_q.weight"].data.reshape(q.shape).copy())
+    assert torch.equal(written["record"], _permute(q, n_head))
+    assert torch.equal(written["unpermuted"], q) and not torch.equal(q, _permute(q, n_head))
