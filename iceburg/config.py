@@ -113,8 +113,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "truth": ("use_truth_filter", "min_quality_score", "truth_patterns"),
     "emergence": ("use_emergence_weighting", "semantic_dedup", "curriculum_strategy"),
     "train": ("objective", "epochs", "max_steps", "learning_rate", "warmup_ratio", "weight_decay",
-              "batch_size", "gradient_accumulation_steps", "max_seq_length", "overflow", "packing",
-              "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
+              "batch_size", "gradient_accumulation_steps", "max_seq_length", "overflow", "reasoning",
+              "train_on", "split_parallel_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
@@ -213,6 +213,16 @@ class TrainingConfig:
                        "(TRL's default). Held-out transcripts are always truncated, so eval losses stay "
                        "comparable",
                        "--overflow", group=T, choices=("truncate", "split"))
+    reasoning: str = _f("keep", "assistant reasoning (reasoning_content, thinking blocks, <think>): 'keep' "
+                        "trains it the way the base's chat template writes it (Qwen3 <think>, R1 distills' "
+                        "forced <think>) and drops it, counted, where the template has no place for it; "
+                        "'drop' never trains it (docs/data.md)", "--reasoning", group=T, choices=("keep", "drop"))
+    train_on: str = _f("all", "which assistant turns carry loss: 'all'; 'last' (earlier turns are context); "
+                       "'final' (answers only, not the turns that call tools)", "--train-on", group=T,
+                       choices=("all", "last", "final"))
+    split_parallel_calls: bool = _f(False, "a turn with parallel tool calls under a template that writes one "
+                                    "call per turn (Llama 3.x) trains as consecutive single calls instead of "
+                                    "being rejected (template_refused)", "--split-parallel-calls", group=T)
     packing: bool = _f(True, "one transcript per row instead of packing several into a row (no "
                        "attention across packed transcripts)", "--no-packing", group=T, negate=True)
     eval_fraction: float = _f(0.1, "share of records held out for evaluation", "--eval-fraction",
@@ -281,8 +291,8 @@ class TrainingConfig:
                                       "default off", "--semantic-dedup", group=D, min_exclusive=0, max=1)
     curriculum_strategy: str = _f("weighted", "curriculum strategy", "--curriculum", group=D,
                                   choices=CURRICULUM_STRATEGIES)
-    strict: bool = _f(False, "treat any invalid input line as an error instead of rejecting it",
-                      "--strict", group=D)
+    strict: bool = _f(False, "treat any invalid input line, or a record the chat template refuses, as an "
+                      "error instead of rejecting it (rejects.jsonl)", "--strict", group=D)
     # Curation on datatrove (docs/curation.md): --filter-only sharded over tasks, same result as
     # one process (dedup and novelty are decided globally).
     curate_tasks: int = _f(0, "with --filter-only: run the truth filter, global dedup and emergence "
