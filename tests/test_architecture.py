@@ -55,3 +55,39 @@ def test_no_import_circles():
             visit(m)
     circles = comps
     assert not circles, f"import circles: {circles}"
+
+
+# House rule (docs/ARCHITECTURE.md "Contributing", issue 24): functions of ~10-30 lines; a long
+# one is a recipe or a table read top to bottom, and even those stay under 80 lines, with at most
+# 3 over 60. Counted from the `def` line to the function's last line (decorators aside).
+MAX_LINES, LONG_LINES, MAX_LONG = 80, 60, 3
+
+
+def function_lengths() -> list[tuple[int, str]]:
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "iceburg").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+                found.append((node.end_lineno - node.lineno + 1, where))
+    return sorted(found, reverse=True)
+
+
+def test_function_lengths_counted_from_def_to_last_line():
+    import ast
+
+    src = "def f(x):\n    '''doc'''\n    y = x\n\n    return y\n"
+    node = ast.parse(src).body[0]
+    assert node.end_lineno - node.lineno + 1 == 5  # docstring and blank line count: what a reader scrolls
+    assert function_lengths()  # the walk finds the package's functions (a wrong root would pass vacuously)
+
+
+def test_no_function_over_80_lines_and_at_most_3_over_60():
+    lengths = function_lengths()
+    over = [f"{n} lines: {w}" for n, w in lengths if n > MAX_LINES]
+    long = [f"{n} lines: {w}" for n, w in lengths if n > LONG_LINES]
+    assert not over, f"functions over {MAX_LINES} lines (split them): {over}"
+    assert len(long) <= MAX_LONG, f"{len(long)} functions over {LONG_LINES} lines (at most {MAX_LONG}): {long}"

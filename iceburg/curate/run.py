@@ -107,25 +107,11 @@ def _merged_rejects(spec: CurateSpec, stage: str, tasks: int) -> Iterator[str]:
 
 def merge(spec: CurateSpec, out: Path, tasks: int) -> dict[str, Any]:
     """Write filtered.jsonl and rejects.jsonl in the single-process order and sum the counts."""
-    from ..truth import TruthFilter, TruthFilterStats
+    from ..truth import TruthFilter
 
-    truth, kept_tasks = _tasks(spec, "truth"), _tasks(spec, "kept")
-    stats = TruthFilterStats()
-    for part in [t["stats"] for t in truth] + [t["stats"] for t in kept_tasks]:
-        for k, v in part.items():
-            if k == "reasons":
-                for r, n in v.items():
-                    stats.reasons[r] = stats.reasons.get(r, 0) + n
-            elif k in ("histogram", "kept_histogram"):
-                setattr(stats, k, [a + b for a, b in zip(getattr(stats, k), v)])
-            elif k != "average_quality_score":
-                setattr(stats, k, getattr(stats, k) + v)
-    load: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    for t in truth:
-        for src, dst in ((t["load"], load), (t["reject_counts"], counts)):
-            for k, v in src.items():
-                dst[k] = dst.get(k, 0) + v
+    truth = _tasks(spec, "truth")
+    stats = _summed_stats([t["stats"] for t in truth + _tasks(spec, "kept")])
+    load, counts = _summed(t["load"] for t in truth), _summed(t["reject_counts"] for t in truth)
     final = "emergence" if spec.emergence else "kept"
     features: dict[str, None] = {}
     quality_sum = emergence_sum = novelty_sum = 0.0
@@ -145,7 +131,41 @@ def merge(spec: CurateSpec, out: Path, tasks: int) -> dict[str, Any]:
     with _atomic(out / "rejects.jsonl") as fh:
         for stage in ("truth", "kept") + (("emergence",) if spec.emergence else ()):
             fh.writelines(_merged_rejects(spec, stage, tasks))
-    report: dict[str, Any] = {
+    report = _report(spec, out, tasks, load, counts, stats)
+    if spec.emergence:
+        report["emergence"] = _emergence_report(spec, emergence_sum, novelty_sum, n, features)
+    return report
+
+
+def _summed(parts) -> dict[str, int]:
+    """Key-wise sum of count dicts, keys in first-seen order."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _summed_stats(parts: list[dict[str, Any]]):
+    """The tasks' `TruthFilterStats` dicts summed field by field (the average is recomputed by
+    `TruthFilter.finish` from the merged quality sum)."""
+    from ..truth import TruthFilterStats
+
+    stats = TruthFilterStats()
+    for part in parts:
+        for k, v in part.items():
+            if k == "reasons":
+                for r, n in v.items():
+                    stats.reasons[r] = stats.reasons.get(r, 0) + n
+            elif k in ("histogram", "kept_histogram"):
+                setattr(stats, k, [a + b for a, b in zip(getattr(stats, k), v)])
+            elif k != "average_quality_score":
+                setattr(stats, k, getattr(stats, k) + v)
+    return stats
+
+
+def _report(spec: CurateSpec, out: Path, tasks: int, load: dict, counts: dict, stats) -> dict[str, Any]:
+    return {
         "inputs": list(spec.files), "rubric": spec.agent or "general",
         "settings": {"min_quality_score": spec.min_quality_score, "truth_patterns": spec.truth_patterns,
                      "semantic_dedup": spec.semantic_dedup},
@@ -161,16 +181,18 @@ def merge(spec: CurateSpec, out: Path, tasks: int) -> dict[str, Any]:
         "files": {k: str(out / k) for k in ("filtered.jsonl", "rejects.jsonl", "report.json", "report.md")},
         "seconds": None, "records_per_second": None,  # set by the caller that timed the stages
     }
-    if spec.emergence:
-        em = {"total_processed": 0, "novel_count": 0, "transitional_count": 0, "familiar_count": 0,
-              "baseline_count": 0, "duplicates_rejected": 0, "unusable_rejected": 0}
-        for t in _tasks(spec, "emergence"):
-            for k in em:
-                em[k] += t["stats"][k]
-        em.update(average_emergence=emergence_sum / n if n else 0.0,
-                  average_novelty=novelty_sum / n if n else 0.0, novel_features_found=list(features))
-        report["emergence"] = em
-    return report
+
+
+def _emergence_report(spec: CurateSpec, emergence_sum: float, novelty_sum: float, n: int,
+                      features: dict[str, None]) -> dict[str, Any]:
+    em = {"total_processed": 0, "novel_count": 0, "transitional_count": 0, "familiar_count": 0,
+          "baseline_count": 0, "duplicates_rejected": 0, "unusable_rejected": 0}
+    for t in _tasks(spec, "emergence"):
+        for k in em:
+            em[k] += t["stats"][k]
+    em.update(average_emergence=emergence_sum / n if n else 0.0,
+              average_novelty=novelty_sum / n if n else 0.0, novel_features_found=list(features))
+    return em
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:

@@ -147,27 +147,12 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
 
         hw = describe_hardware(probe_system(), device=config.device)
     shape = read_model_shape(model_dir, config.trust_remote_code)
-    r, alpha = recommend_lora(config.model_type, shape)
-    if config.lora_r:
-        r, alpha = config.lora_r, config.lora_alpha or 2 * config.lora_r
-    elif config.lora_alpha:
-        alpha = config.lora_alpha
+    r, alpha = _lora_rank(config, shape)
     targets = resolve_targets(shape, config.lora_target_modules)
     precision = _precision(config, hw)
     notes = [f"{shape.architecture}: {shape.param_count / 1e6:.1f}M parameters, LoRA r={r} alpha={alpha} "
              f"on {', '.join(targets)}"]
-
-    effective = DEFAULT_EFFECTIVE_BATCH
-    if config.batch_size and config.gradient_accumulation_steps:
-        effective = config.batch_size * config.gradient_accumulation_steps * world_size
-    if num_examples:
-        effective = max(1, min(effective, num_examples))
-    if config.batch_size:
-        micros = [config.batch_size]
-    else:
-        # With only --gradient-accumulation-steps given, micro x accumulation aims at the effective batch.
-        top = min(max(1, effective // ((config.gradient_accumulation_steps or 1) * world_size)), MAX_MICRO_BATCH)
-        micros = [2 ** k for k in range(int(math.log2(top)), -1, -1)]
+    effective, micros = _batch_options(config, num_examples, world_size)
     gcs = [config.gradient_checkpointing] if config.gradient_checkpointing is not None else [False, True]
     shared = world_size if hw.device_kind == "cpu" else 1
     budget = int(hw.available_memory * MEMORY_HEADROOM / shared)
@@ -199,6 +184,28 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         world_size)
     raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
                         budget, model_dir)
+
+
+def _lora_rank(config: TrainingConfig, shape: ModelShape) -> tuple[int, int]:
+    """(r, alpha): --lora-r / --lora-alpha when given (alpha 2r by default), else recommended."""
+    r, alpha = recommend_lora(config.model_type, shape)
+    if config.lora_r:
+        return config.lora_r, config.lora_alpha or 2 * config.lora_r
+    return r, config.lora_alpha or alpha
+
+
+def _batch_options(config: TrainingConfig, num_examples: int | None, world_size: int) -> tuple[int, list[int]]:
+    """(effective global batch, micro-batch sizes to try, largest first)."""
+    effective = DEFAULT_EFFECTIVE_BATCH
+    if config.batch_size and config.gradient_accumulation_steps:
+        effective = config.batch_size * config.gradient_accumulation_steps * world_size
+    if num_examples:
+        effective = max(1, min(effective, num_examples))
+    if config.batch_size:
+        return effective, [config.batch_size]
+    # With only --gradient-accumulation-steps given, micro x accumulation aims at the effective batch.
+    top = min(max(1, effective // ((config.gradient_accumulation_steps or 1) * world_size)), MAX_MICRO_BATCH)
+    return effective, [2 ** k for k in range(int(math.log2(top)), -1, -1)]
 
 
 def _nothing_fits(shape: ModelShape, config: TrainingConfig, hw: HardwareInfo, smallest: MemoryEstimate,

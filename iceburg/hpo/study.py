@@ -204,7 +204,6 @@ def run_trial(study, trial, job: TrialJob) -> None:
     import optuna
 
     from ..recipes.hpo import train_trial
-    from ..run_folder import RunFolder
     from .space import apply
 
     started = time.time()
@@ -215,7 +214,7 @@ def run_trial(study, trial, job: TrialJob) -> None:
         cfg = apply(job.cfg, params, output_dir=str(job.root / "trials"), output_name=f"trial-{trial.number:04d}",
                     export_formats=[], onnx_int8=False, hpo=None, hpo_workers=1, hpo_storage=None,
                     hpo_resume=False, resume=False).validate()
-        trial.set_user_attr("run_dir", str(RunFolder(Path(cfg.output_dir) / cfg.output_name).root))
+        trial.set_user_attr("run_dir", str(Path(cfg.output_dir) / cfg.output_name))  # open_run's folder
         result = train_trial(cfg, job.base, job.data, [PruningCallback(trial)], started)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("eval_loss_before", result.eval_loss_before)

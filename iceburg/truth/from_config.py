@@ -7,6 +7,7 @@ Used by the pipeline's truth step (`iceburg/pipeline.py`), preference mining
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .filter import TruthFilter
@@ -14,8 +15,10 @@ from .patterns import PatternTruthSystem
 
 
 def truth_filter_from(config: Any, *, workers: int = 1) -> TruthFilter:
-    """A `TruthFilter` from anything holding `min_quality_score` and (optionally) `truth_patterns`
-    (`TrainingConfig`, `CurateSpec`); `workers` processes score records (`filter`)."""
-    patterns = getattr(config, "truth_patterns", None)  # --truth-patterns (docs/truth_filter.md)
+    """A `TruthFilter` from anything holding `min_quality_score` and (optionally) `truth_patterns`:
+    a `TrainingConfig`, a `CurateSpec`, or a run's config.json as a dict. `workers` processes
+    score records (`filter`)."""
+    get = config.get if isinstance(config, Mapping) else (lambda key, default=None: getattr(config, key, default))
+    patterns = get("truth_patterns")  # --truth-patterns (docs/truth_filter.md)
     system = PatternTruthSystem.from_file(patterns) if patterns else None
-    return TruthFilter(min_quality_score=config.min_quality_score, truth_system=system, workers=workers)
+    return TruthFilter(min_quality_score=float(get("min_quality_score")), truth_system=system, workers=workers)
