@@ -103,12 +103,11 @@ def compare(base: dict[str, ItemValues], tuned: dict[str, ItemValues], seed: int
 
 def _scorer(cfg: dict):
     from ..emergence.embedding import SentenceEmbedder
-    from ..truth import PatternTruthSystem, TruthFilter
+    from ..truth.from_config import truth_filter_from
 
-    patterns = cfg.get("truth_patterns")
-    system = PatternTruthSystem.from_file(patterns) if patterns and Path(patterns).is_file() else None
-    return TruthFilter(min_quality_score=float(cfg.get("min_quality_score", 0.7)), truth_system=system), \
-        SentenceEmbedder(use_cache=False)
+    patterns = cfg.get("truth_patterns")  # a patterns file moved since the run is left out
+    settings = dict(cfg, truth_patterns=patterns if patterns and Path(patterns).is_file() else None)
+    return truth_filter_from(settings), SentenceEmbedder(use_cache=False)
 
 
 def side_metrics(side: Side, prompts: list[Prompt], tf, embedder) -> tuple[dict, dict]:

@@ -21,4 +21,6 @@ def truth_filter_from(config: Any, *, workers: int = 1) -> TruthFilter:
     get = config.get if isinstance(config, Mapping) else (lambda key, default=None: getattr(config, key, default))
     patterns = get("truth_patterns")  # --truth-patterns (docs/truth_filter.md)
     system = PatternTruthSystem.from_file(patterns) if patterns else None
-    return TruthFilter(min_quality_score=float(get("min_quality_score")), truth_system=system, workers=workers)
+    threshold = get("min_quality_score")  # absent (an old config.json): TruthFilter's own default
+    keep = {} if threshold is None else {"min_quality_score": float(threshold)}
+    return TruthFilter(**keep, truth_system=system, workers=workers)
