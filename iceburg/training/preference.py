@@ -1,4 +1,5 @@
-"""Preference training (DPO / ORPO / KTO) on a LoRA model: our own loop, the SFT trainer's shape.
+"""Preference training (DPO / ORPO / KTO) on a LoRA model: a step function (`preference_step`) on
+the step engine SFT and MLX run on too (`engine.run_plan`: resume, cadence, metrics, checkpoints).
 
 Lives in `training/` (it runs on the SFT encoding and `TrainArgs`); the data, mining and losses
 it trains on are `iceburg/preference/`, a layer below.
