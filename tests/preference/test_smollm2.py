@@ -1,6 +1,7 @@
-"""DPO on the real SmolLM2-135M weights (`--base-model smollm2-135m`): held-out preference margin
-and reward accuracy rise after a few steps, and the reference (the base with the adapter switched
-off) does not move.
+"""DPO on the real SmolLM2-135M weights (`--base-model smollm2-135m`): the held-out DPO loss and
+preference margin move the right way after a few steps (6 held-out pairs are too few to show reward
+accuracy above chance, so it is reported, not asserted), and the reference (the base with the
+adapter switched off) does not move.
 
 Sizes keep it small: 64-token sequences (the prompt, ChatML's default system line included, and
 the first ~10 answer tokens: enough to tell a refusal or a loop from an answer), 8 training pairs,
@@ -11,6 +12,7 @@ describes). Figures: docs/preference.md."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 
 import pytest
@@ -54,7 +56,12 @@ def _dpo_on(path, sample_pairs, lora_on):
     out = train_preference(model, train, held_out, args, PreferenceArgs("dpo", beta=0.1))
     before, after = out.eval_before, out.eval_after
     assert before["rewards/margins"] == 0 and before["loss"] == pytest.approx(0.6931, abs=1e-4)
-    assert after["rewards/margins"] > 0.1 and after["rewards/accuracies"] >= 0.5 and after["loss"] < 0.69
+    # What 6 held-out pairs can show: the pair-averaged DPO loss fell below ln 2 (its value at margin
+    # 0; measured 0.444) and the mean margin rose (measured 0.91 on the AMD EPYC under load; the
+    # bound 0.1 is a ninth of it, one machine's figure only). Reward accuracy is NOT asserted: it
+    # measured 0.50 (3 of 6, chance), and 6 pairs could only call 6 of 6 above chance (p = 1/64;
+    # 5 of 6 gives p = 0.11), so this test does not claim the ranking improved.
+    assert after["rewards/margins"] > 0.1 and after["loss"] < math.log(2)
     # the reference recomputed after training equals the one computed before; base weights untouched
     again = reference_logps(model, [d.chosen for d in held_out] + [d.rejected for d in held_out], args)
     assert again == pytest.approx([d.ref_chosen for d in held_out] + [d.ref_rejected for d in held_out], abs=1e-4)

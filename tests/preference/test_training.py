@@ -8,6 +8,7 @@ accuracy 0 -> 0.79, margin 0 -> 0.20; ORPO 1 epoch; KTO 15 steps (held-out rewar
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -67,14 +68,30 @@ def test_only_the_answer_is_supervised(tiny_tokenizer, sample_pairs):
     assert encode_continuation(tiny_tokenizer, p.prompt, p.chosen, 8, eos, p.id) is None
 
 
-def test_dpo_raises_heldout_accuracy(dpo_run):
+def above_chance(n: int, alpha: float = 0.05) -> int:
+    """The fewest successes of n that a one-sided binomial test calls above chance (p = 0.5) at alpha."""
+    return next(k for k in range(n + 1) if sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n < alpha)
+
+
+def test_above_chance_counts():
+    assert above_chance(14) == 11 and above_chance(6) == 6 and above_chance(20) == 15
+
+
+def test_dpo_raises_heldout_accuracy(dpo_run, split):
     _, out, _, _ = dpo_run
     before, after = out.eval_before, out.eval_after
     # at step 0 the adapter is zero: policy == reference, every margin is exactly 0
     assert before["rewards/margins"] == 0 and before["rewards/accuracies"] == 0 and before["loss"] == pytest.approx(
         0.6931, abs=1e-4)
-    # well above chance (0.5); measured 0.79 (11 of 14 held-out pairs), margin 0.20, loss 0.61
-    assert after["rewards/accuracies"] >= 0.7 and after["rewards/margins"] > 0.1 and after["loss"] < 0.65
+    # Above chance with enough pairs to say so: the smallest count of correctly ranked held-out
+    # pairs whose one-sided binomial p-value against chance (0.5) is below 0.05 (11 of 14). Measured
+    # 11/14 on the AMD EPYC (margin 0.20, loss 0.61) and 12/14 on the 2-core Xeon (margin 0.31,
+    # loss 0.558). Mean margin above 0 and loss below ln 2 (the loss at margin 0): the pair-averaged
+    # figures moved the right way.
+    n = len(split[1])
+    correct = round(after["rewards/accuracies"] * n)
+    assert correct >= above_chance(n), (correct, n, after)
+    assert after["rewards/margins"] > 0 and after["loss"] < math.log(2)
     assert after["logps/rejected"] < before["logps/rejected"]
     assert after["likelihood_accuracy"] >= before["likelihood_accuracy"]
     for k in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
@@ -117,7 +134,10 @@ def test_kto_separates_heldout_answers(make_lora, tiny_tokenizer, sample_pairs):
     before, after = out.eval_before, out.eval_after
     assert out.steps == 15
     assert before["rewards/chosen"] == before["rewards/rejected"] == 0 and before["loss"] == 0.5
-    assert after["rewards/chosen"] - after["rewards/rejected"] > 0.05  # measured 0.13 (0.44 after 30 steps)
+    # held-out reward gap after 15 steps: measured 0.13 on the AMD EPYC and 0.197 on the 2-core
+    # Xeon (28 held-out answers); the bound is half the smaller machine's figure. (30 steps gave
+    # 0.44 on the EPYC, where the old bound was 0.2; the test runs 15 to stay under 10 s.)
+    assert after["rewards/chosen"] - after["rewards/rejected"] > 0.065
     assert after["loss"] < before["loss"]
     assert all("kl" in h for h in out.history)
 

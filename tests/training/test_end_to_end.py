@@ -58,9 +58,11 @@ def test_tool_transcripts_train_with_the_hermes_template(run_dir):
 def test_eval_loss_went_down_and_result_is_honest(run_dir):
     r = json.loads((run_dir / "result.json").read_text())
     assert r["success"] is True and r["steps"] > 0 and r["supervised_tokens"] > 0
-    # measured 4.644 -> 4.594 (-0.050) on an AMD EPYC (2026-11-30); larger on the machine that wrote
-    # the test. Float kernels differ by CPU, so the margin is 0.03.
-    assert r["eval_loss_after"] < r["eval_loss_before"] - 0.03, r
+    # Training lowered the held-out loss by more than arithmetic noise: measured 4.644 -> 4.594
+    # (-0.050) on the AMD EPYC (2026-11-30) and 4.5434 -> 4.4799 (-0.0635) on the 2-core Xeon
+    # (2026-12-05, --threads 2); float kernels move an eval loss by ~1e-5 between CPUs (MLX vs torch
+    # 1.5e-7, tests/training/test_mlx.py). The bound is half the smaller measured fall (0.025).
+    assert r["eval_loss_after"] < r["eval_loss_before"] - 0.025, r
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["type"] == "eval" and abs(metrics[-1]["eval_loss"] - r["eval_loss_after"]) < 1e-9
     assert r["records_rejected"] >= 1 and r["train_examples"] > 0 and r["eval_examples"] > 0
