@@ -219,13 +219,10 @@ def hf_reference(model_dir: Path, prompts: list[str] | None = None, n_new_tokens
 def verify_gguf(model_dir: Path, gguf_path: Path, prompts: list[str] | None = None, *,
                 file_type: str | None = None, n_new_tokens: int = 16, sample_texts: list[str] | None = None,
                 reference: HfReference | None = None, n_threads: int = 1) -> dict[str, Any]:
-    """Compare `gguf_path` in llama.cpp with the HF model in `model_dir`; return the figures.
-
-    Pass `reference` (from `hf_reference`) to verify several files of one model without
-    re-running transformers. `n_threads` defaults to 1: on a shared 2-core machine two ggml
-    threads spin at every op barrier and a tiny model's proof took 2-57 s instead of 2-16 s
-    (measured with load average ~10); pass more for large models on an idle machine.
-    """
+    """Compare `gguf_path` in llama.cpp with the HF model in `model_dir`; return the figures (and,
+    given `file_type`, their `judgement`). `reference` (from `hf_reference`) verifies several files of
+    one model without re-running transformers. `n_threads` 1: on a shared 2-core machine two ggml
+    threads spin at every op barrier (a tiny model's proof took 2-57 s instead of 2-16 s at load ~10)."""
     t0 = time.perf_counter()
     ref = reference or hf_reference(Path(model_dir), prompts, n_new_tokens)
     n_ctx = max(64, max(len(e) for e in ref.ids) + ref.n_new_tokens + 8)
