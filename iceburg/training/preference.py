@@ -24,7 +24,6 @@ the higher mean per-token log-probability under the policy), which is defined be
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
@@ -32,7 +31,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..errors import IceburgError
-from ..records import Reason, Record
+from ..records import Record
 from ..preference import losses
 from ..preference.data import KTOExample, PreferencePair
 from .encoding import Example, encode
@@ -40,8 +39,6 @@ from .engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
 from .trainer import OptimizerStep, TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
 
 logger = logging.getLogger(__name__)
-
-OBJECTIVES = ("sft", "dpo", "orpo", "kto")
 
 
 @dataclass
@@ -452,78 +449,3 @@ class _History:
 
     def on_eval(self, step: int, eval_loss: float) -> None:
         pass
-
-
-# -- the run (`iceburg-train --objective dpo|orpo|kto`) ----------------------------------------------
-
-def run_preference(cfg, run, base, started: float, callbacks: Iterable[TrainingCallback] = ()):
-    """--objective dpo|orpo|kto in the prepared run folder `run`: pairs (read or mined) -> the SFT
-    encoding, plan and LoRA -> `train_preference` (checkpoints in the run folder; `--resume`
-    continues them) -> the same merge, save and exports as SFT. Returns the `TrainingResult`."""
-    from ..errors import DataError
-    from ..export.huggingface import save_adapter_and_merged
-    from ..preference.data import write_jsonl
-    from ..preference.pipeline import prepare_preferences
-    from ..records import RejectWriter
-    from .model import build_model
-    from .result import MetricsLog, TrainingResult, as_dict
-    from .run_parts import export_run, plan_run, run_tokenizer, train_args
-
-    kto = cfg.objective == "kto"
-    with RejectWriter(run.rejects) as rejects:
-        data = prepare_preferences(cfg, rejects)
-        tokenizer, eos, added_tokens = run_tokenizer(base.path, cfg)
-        enc = encode_kto if kto else encode_pairs
-        train_set, dropped = enc(tokenizer, data.train, cfg.max_seq_length, eos)
-        eval_set, dropped_eval = enc(tokenizer, data.eval, cfg.max_seq_length, eos)
-        for ex_id in dropped + dropped_eval:
-            src, _, line = ex_id.rpartition(":")
-            rejects.drop("encode", None, [Reason("too_long", f"the prompt fills --max-seq-length {cfg.max_seq_length}: "
-                                                 "no answer token left to compare")], source=src, line=int(line or 0))
-        stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set),
-                     eval_examples=len(eval_set))
-        records_rejected = rejects.total
-    if not train_set:
-        raise DataError("no preference examples left after encoding; see rejects.jsonl")
-    run.write_json(run.data_stats, stats)
-    write_jsonl(run.preferences, data.pairs or data.train + data.eval)
-    # KTO's KL sequences (the prompt with another answer) are as long as its answers on average
-    seqs = [e for d in train_set for e in ((d.completion, d.completion) if kto else (d.chosen, d.rejected))]
-    plan = plan_run(base.path, cfg, seqs)
-    run.write_json(run.plan, as_dict(plan))
-    model = build_model(base.path, cfg, plan, tokenizer, added_tokens)
-    args = train_args(cfg, plan, tokenizer, eos, run)
-    # One micro-batch of B pairs is 2B unpadded sequences (chosen and rejected, or answer and
-    # its KL mismatch): half the planner's rows keeps the same memory budget.
-    args.micro_batch_size = max(1, plan.micro_batch_size // 2)
-    if kto:  # the KL answers come from inside each micro-batch, so the batches are fixed now
-        if args.micro_batch_size < 2:  # TRL refuses it too: z0 would be the batch's own reward
-            args.micro_batch_size = 2
-        train_set = kl_batches(tokenizer, train_set, args.micro_batch_size, cfg.max_seq_length, eos, cfg.seed)
-        eval_set = kl_batches(tokenizer, eval_set, args.micro_batch_size, cfg.max_seq_length, eos, cfg.seed)
-    metrics = MetricsLog(run.metrics)
-    try:
-        out = train_preference(model, train_set, eval_set, args, PreferenceArgs(cfg.objective, cfg.preference_beta),
-                               callbacks=[metrics, *callbacks])
-    finally:
-        metrics.close()
-    logger.info("%s held-out before: %s; after: %s", cfg.objective, out.eval_before, out.eval_after)
-    adapter_dir, merged_dir = save_adapter_and_merged(model, tokenizer, run.root, eos, base.path,
-                                                      cfg.trust_remote_code)
-    seqs = [e for d in train_set for e in ((d.completion, d.kl) if kto else (d.chosen, d.rejected))]
-    result = TrainingResult(
-        model_name=cfg.output_name or run.name, run_dir=run.root, adapter_dir=adapter_dir,
-        merged_dir=merged_dir, base_model=base.to_dict(), train_loss=out.train_loss,
-        eval_loss_before=out.eval_before.get("loss", math.nan), eval_loss_after=out.eval_after.get("loss", math.nan),
-        eval_history=[(out.steps, out.eval_after.get("loss", math.nan))], steps=out.steps,
-        supervised_tokens=sum(sum(e.mask) for e in seqs) * out.pairs_seen // len(train_set),
-        total_tokens=sum(len(e.input_ids) for e in seqs) * out.pairs_seen // len(train_set),
-        records_read=int(data.stats.get("load", {}).get("lines", 0)), records_rejected=records_rejected,
-        train_examples=len(train_set), eval_examples=len(eval_set),
-        truncated_examples=sum(e.truncated for e in seqs), training_seconds=out.wall_seconds, wall_seconds=0.0,
-        plan=as_dict(plan), resumed_from_step=out.resumed_from, learning_rate=args.learning_rate,
-        objective=cfg.objective,
-        preference={"before": out.eval_before, "after": out.eval_after, "pairs_seen": out.pairs_seen,
-                    "data": data.stats})
-    export_run(result, cfg, run, base, stats, started)
-    return result
