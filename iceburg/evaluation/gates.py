@@ -81,7 +81,9 @@ def check_gate(gate: Gate, metrics: dict[str, dict]) -> GateResult:
     m = metrics.get(gate.metric)
     if m is None or m.get("tuned") is None or m.get("base") is None:
         known = ", ".join(sorted(k for k, v in metrics.items() if v.get("n")))
-        why = "is not a metric of this evaluation" if m is None else f"was not measured (n={m.get('n', 0)})"
+        why = (f"was not measured (n={m.get('n', 0) if m else 0}): no evaluated item carries it (tool metrics need "
+               "held-out tool transcripts that both chat templates can write)") if m or _known(gate.metric) \
+            else "is not a metric iceburg eval measures"
         return GateResult(gate.text, gate.metric, False, None, None, None, None, None, 0,
                           f"gate {gate.text}: FAILED: {gate.metric} {why}; measured: {known}")
     thr = gate.threshold(m["base"])
@@ -92,6 +94,13 @@ def check_gate(gate: Gate, metrics: dict[str, dict]) -> GateResult:
            f"(threshold {thr:.4f}; tuned - base {m['delta']:+.4f}, 95% CI {ci_text}, n={m['n']})")
     return GateResult(gate.text, gate.metric, ok, m["tuned"], m["base"], round(thr, 6), m["delta"], ci,
                       m["n"], msg)
+
+
+def _known(metric: str) -> bool:
+    from .metrics import DIRECTION
+
+    name = metric.removeprefix("sampled.")
+    return name in DIRECTION or name.startswith("rubric_")
 
 
 def check_gates(texts: list[str] | None, metrics: dict[str, dict]) -> list[dict]:

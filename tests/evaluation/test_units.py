@@ -93,13 +93,15 @@ def test_gates_parse_and_check():
     assert (g.metric, g.op, g.relative, g.offset) == ("truth_pass_rate", ">=", True, -0.02)
     assert parse_gate("stop_rate>=0.5").relative is False
     res = check_gates(["forgetting_loss<=base+0.05", "truth_pass_rate>=base-0.02", "tool_call_accuracy>=base",
-                       "stop_rate>=0.5"], METRICS)
+                       "helpfulness>=0.5"], METRICS)
     assert [r["passed"] for r in res] == [True, False, False, False]
     msg = res[1]["message"]
     for part in ("truth_pass_rate", "0.7000", "0.8000", "0.7800", "[-0.2500, +0.0500]", "n=20"):
         assert part in msg, (part, msg)
     assert "not measured (n=0)" in res[2]["message"]
     assert "not a metric" in res[3]["message"]
+    unmeasured = check_gates(["tool_call_accuracy>=base"], {})[0]  # no tool turn was evaluated at all
+    assert not unmeasured["passed"] and "not measured (n=0)" in unmeasured["message"]
     assert len(failed(res)) == 3
 
 
@@ -146,3 +148,22 @@ def test_eval_data_any_shape_and_bad_lines(tmp_path):
         read_eval_data([str(f)])
     with pytest.raises(IceburgError, match="no such file"):
         read_eval_data([str(tmp_path / "missing.jsonl")])
+
+
+def test_gates_from_yaml_and_repeated_flags(tmp_path):
+    from iceburg.cli import build_parser, make_config
+    from iceburg.config import TrainingConfig
+
+    y = tmp_path / "c.yaml"
+    y.write_text("run:\n  model_type: surveyor\neval:\n  gates: ['tool_call_accuracy>=base', 'forgetting_loss<=base+0.05']\n")
+    assert TrainingConfig.from_yaml(str(y)).gates == ["tool_call_accuracy>=base", "forgetting_loss<=base+0.05"]
+    args = build_parser().parse_args(["--model-type", "surveyor", "--gate", "a>=base", "--gate", "b<=base+0.05"])
+    assert make_config(args).gates == ["a>=base", "b<=base+0.05"]
+
+
+def test_train_refuses_a_malformed_gate_before_training(tmp_path, capsys):
+    from iceburg.cli import main
+
+    rc = main(["--model-type", "surveyor", "--output-dir", str(tmp_path), "--gate", "truth pass>=base"])
+    assert rc == 2 and "--gate 'truth pass>=base'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was trained or written
