@@ -190,6 +190,50 @@ def _answered_call(m: dict[str, Any], pending: list[dict[str, Any]], i: int) -> 
     return pending[0]
 
 
+def has_parallel_calls(messages: list[dict[str, Any]]) -> bool:
+    return any(len(m.get("tool_calls", ())) > 1 for m in messages)
+
+
+def split_parallel_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with every parallel call turn split into consecutive single calls, each followed by
+    its own results (`--split-parallel-calls`, for templates that write one call per turn, as
+    Llama 3.x does). The turn's text and reasoning stay on its first call; results are matched to
+    calls as `link_results` matched them (by id, else by name, else in order)."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        m = messages[i]
+        j = i + 1
+        while j < len(messages) and messages[j]["role"] == "tool":
+            j += 1
+        if m["role"] != "assistant" or len(m.get("tool_calls", ())) < 2:
+            out.append(m)
+            i += 1
+            continue
+        answers = _answers(m["tool_calls"], messages[i + 1:j])
+        for k, call in enumerate(m["tool_calls"]):
+            turn = {"role": "assistant", "content": m["content"] if k == 0 else "", "tool_calls": [call]}
+            if k == 0 and m.get("reasoning"):
+                turn["reasoning"] = m["reasoning"]
+            out += [turn, *answers[k]]
+        i = j
+    return out
+
+
+def _answers(calls: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The results answering each call (positions as in `calls`)."""
+    pending = list(range(len(calls)))
+    out: list[list[dict[str, Any]]] = [[] for _ in calls]
+    for r in results:
+        by_id = [k for k in pending if "tool_call_id" in r and calls[k].get("id") == r["tool_call_id"]]
+        by_name = [k for k in pending if calls[k]["function"]["name"] == r.get("name")]
+        k = (by_id or by_name or pending or [len(calls) - 1])[0]
+        if k in pending:
+            pending.remove(k)
+        out[k].append(r)
+    return out
+
+
 def has_tool_calls(messages: list[dict[str, Any]]) -> bool:
     return any(m.get("tool_calls") for m in messages) or any(m["role"] == "tool" for m in messages)
 

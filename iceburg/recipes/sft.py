@@ -140,13 +140,18 @@ def prepare_on_main(cfg: TrainingConfig, data, run: RunFolder, base, rejects: Re
 
     cur = data.curriculum
     tokens, template, skip = load_tokens(cfg, base, [*cur.records, *data.eval_records])
+    # the held-out set is encoded with the same choices (reasoning, turns) so eval losses compare
+    opts = dict(strict=cfg.strict, reasoning=cfg.reasoning, train_on=cfg.train_on,
+                split_parallel_calls=cfg.split_parallel_calls)
     train_set = encode_all(tokens.tokenizer, cur.records, cfg.max_seq_length, tokens.eos, rejects, cur.weights,
-                           skip, overflow=cfg.overflow, strict=cfg.strict)
+                           skip, overflow=cfg.overflow, **opts)
     eval_set = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, rejects, skip=skip,
-                          strict=cfg.strict)
+                          **opts)
     stats = dict(data.stats, rejected=dict(rejects.counts), train_examples=len(train_set.examples),
                  eval_examples=len(eval_set.examples), truncated=train_set.truncated,
                  template_refused=train_set.refused + eval_set.refused,
+                 reasoning_dropped=train_set.reasoning_dropped + eval_set.reasoning_dropped,
+                 split_parallel_calls=train_set.split_calls + eval_set.split_calls,
                  split_windows=train_set.split, tool_template=template)
     records_rejected = rejects.total
     rejects.close()

@@ -34,6 +34,8 @@ import logging
 from dataclasses import dataclass, replace
 
 from ..errors import IceburgError
+from ..data.tool_calls import has_parallel_calls
+from ..data.tool_calls import split_parallel_calls as split_parallel_calls_of
 from ..records import Reason, Record, fold_system_text
 from .reasoning import bind_vars, forced_turn, prepare_messages, reasoning_format
 from .tool_render import render_with_tools
@@ -151,8 +153,9 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
     content = messages[i]["content"].strip()
     at = upto.find(content, len(prefix)) if content else len(prefix)
     if at < 0:
-        raise IceburgError("the chat template changes assistant content when rendering (e.g. strips "
-                           "reasoning); assistant-only masking needs the content verbatim")
+        raise IceburgError("the chat template changes or leaves out assistant content when rendering (e.g. "
+                           "text beside a tool call, which Llama 3.x does not write); assistant-only masking "
+                           "needs the content verbatim")
     return upto, len(prefix), _turn_end(tokenizer, upto, at + len(content), eos_texts)
 
 
@@ -314,11 +317,13 @@ class EncodedSet:
     split: int = 0  # examples that are a later window of a longer conversation (overflow="split")
     refused: int = 0  # records the chat template refused (rejects.jsonl, code template_refused)
     reasoning_dropped: int = 0  # records whose reasoning the template cannot write (--reasoning keep)
+    split_calls: int = 0  # records trained with parallel calls split into single ones
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
                weights: list[float] | None = None, skip=None, overflow: str = "truncate",
-               strict: bool = False, reasoning: str = "keep", train_on: str = "all") -> EncodedSet:
+               strict: bool = False, reasoning: str = "keep", train_on: str = "all",
+               split_parallel_calls: bool = False) -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
     `max_length`, one `skip(record)` gives a reason for, or one the chat template refuses is
     dropped through `rejects` (stage "encode", codes too_long / no_tool_format / template_refused),
@@ -326,14 +331,17 @@ def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int],
     instead. A record under a template that rewrites history gives one example per assistant turn
     (`encode_record`); with `overflow="split"` a conversation longer than `max_length` gives one
     per window. `reasoning` and `train_on`: see `encode_record` (a record `train_on` leaves no
-    turn of is dropped with code no_target_turn)."""
+    turn of is dropped with code no_target_turn). `split_parallel_calls`: a record the template
+    refuses for its parallel calls is tried again with them as consecutive single calls."""
     out = EncodedSet([], [], 0)
     opts = {"overflow": overflow, "reasoning": reasoning, "train_on": train_on}
     cannot_write = reasoning == "keep" and reasoning_format(tokenizer).kind == "none"
     for i, rec in enumerate(records):
         if weights is not None:
             rec.weight = float(weights[i])
-        examples = _encode_or_reason(tokenizer, rec, max_length, eos, skip, opts, strict)
+        examples, was_split = _split_or_reason(tokenizer, rec, max_length, eos, skip, opts, strict,
+                                               split_parallel_calls)
+        out.split_calls += was_split
         if isinstance(examples, Reason):
             out.refused += examples.code == "template_refused"
             if rejects is not None:
@@ -352,6 +360,23 @@ def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int],
         logger.warning("%d record(s) carry reasoning the base's chat template cannot write: trained without it "
                        "(docs/data.md; a base whose template renders reasoning keeps it)", out.reasoning_dropped)
     return out
+
+
+def _split_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], skip, opts: dict[str, str],
+                     strict: bool, split: bool) -> tuple[list[Example] | Reason, bool]:
+    """`_encode_or_reason`, and with `split` a record refused for its parallel calls once more with
+    them as consecutive single calls; True when that split made it trainable."""
+    parallel = split and has_parallel_calls(rec.messages)
+    examples = _encode_or_reason(tokenizer, rec, max_length, eos, skip, opts, strict and not parallel)
+    if not (parallel and isinstance(examples, Reason) and examples.code == "template_refused"):
+        return examples, False
+    single = replace(rec, messages=split_parallel_calls_of(rec.messages))
+    examples = _encode_or_reason(tokenizer, single, max_length, eos, skip, opts, strict)
+    if isinstance(examples, Reason):
+        return examples, False
+    for ex in examples:  # named after the input record, not the split copy's content hash
+        ex.id = rec.id + ex.id[len(single.id):]
+    return examples, True
 
 
 def _encode_or_reason(tokenizer, rec: Record, max_length: int, eos: set[int], skip, opts: dict[str, str],

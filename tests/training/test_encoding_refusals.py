@@ -13,6 +13,7 @@ from iceburg.data.loader import read_records
 from iceburg.errors import IceburgError
 from iceburg.records import Record, RejectWriter
 from iceburg.training.encoding import encode_all
+from iceburg.testing.family_matrix import supervised_segments
 from iceburg.training.tool_render import tool_policy
 
 
@@ -82,3 +83,48 @@ def test_a_template_that_raises_on_a_plain_record_is_a_reject(tiny_model_dir, tm
     assert enc.kept == [0] and (row["code"], row["line"]) == ("template_refused", 2)
     assert row["reasons"] == ["d.jsonl:2: the chat template refuses this record: Conversation roles must "
                               "alternate user/assistant/user/assistant"]
+
+
+CALLS = [{"type": "function", "id": f"call_{k}", "function": {"name": n, "arguments": {"query": q}}}
+         for k, (n, q) in enumerate([("web_search", "sleep memory"), ("fetch_url", "https://doi.org/10.1/x")])]
+PARALLEL = [{"role": "user", "content": "Find and read the sleep review."},
+            {"role": "assistant", "content": "", "tool_calls": CALLS},
+            {"role": "tool", "tool_call_id": "call_1", "name": "fetch_url", "content": "Full text of the review"},
+            {"role": "tool", "tool_call_id": "call_0", "name": "web_search", "content": "Walker 2017 review"},
+            {"role": "assistant", "content": "Walker (2017) reviews it."}]
+TOOLS = [{"type": "function", "function": {"name": n, "description": "d", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}}}} for n in ("web_search", "fetch_url")]
+
+
+def test_split_parallel_calls_trains_them_as_consecutive_single_calls(llama, tmp_path):
+    """`--split-parallel-calls`: each parallel call becomes its own assistant turn followed by the
+    result answering it (matched by id), which the Llama 3.2 template writes."""
+    from iceburg.data.tool_calls import split_parallel_calls
+
+    split = split_parallel_calls(PARALLEL)
+    assert [(m["role"], m.get("tool_calls", [{}])[0].get("id"), m.get("tool_call_id")) for m in split] == [
+        ("user", None, None), ("assistant", "call_0", None), ("tool", None, "call_0"),
+        ("assistant", "call_1", None), ("tool", None, "call_1"), ("assistant", None, None)]
+    eos = {llama.convert_tokens_to_ids("<|eot_id|>")}
+    rec = Record(messages=PARALLEL, tools=TOOLS, source="p.jsonl", line=4)
+    assert encode_all(llama, [rec], 4096, eos).refused == 1  # without the flag: refused
+    with RejectWriter(tmp_path / "r.jsonl") as rejects:
+        enc = encode_all(llama, [rec], 4096, eos, rejects, split_parallel_calls=True)
+    assert rejects.total == 0 and enc.split_calls == 1 and enc.examples[0].id.startswith("p.jsonl:4")
+    sup = [llama.decode(s) for s in supervised_segments(enc.examples[0])]
+    assert sup == ['{"name": "web_search", "parameters": {"query": "sleep memory"}}<|eot_id|>',
+                   '{"name": "fetch_url", "parameters": {"query": "https://doi.org/10.1/x"}}<|eot_id|>',
+                   "Walker (2017) reviews it.<|eot_id|>"]
+
+
+def test_split_does_not_rescue_text_the_template_drops(llama, surveyor, tmp_path):
+    """The bundled parallel-call turns also say something beside their calls ("I'll compute
+    both..."); Llama 3.x writes a call turn as the call alone, so even split they stay rejected,
+    now with that reason (the text would silently vanish otherwise)."""
+    eos = {llama.convert_tokens_to_ids("<|eot_id|>")}
+    rec = next(r for r in surveyor if r.line == 68)
+    with RejectWriter(tmp_path / "r.jsonl") as rejects:
+        enc = encode_all(llama, [rec], 8192, eos, rejects, split_parallel_calls=True)
+    (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert enc.split_calls == 0 and row["code"] == "template_refused"
+    assert "leaves out assistant content" in row["reasons"][0]
