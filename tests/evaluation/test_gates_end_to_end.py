@@ -101,3 +101,58 @@ def test_eval_gguf_samples_and_eval_data(runs, tmp_path):
     # for chat); where they part, the stop tokens differ (docs/evaluation.md)
     for a in g["answers"]:
         assert a["gguf"].split()[:2] == a["transformers"].split()[:2], a
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def judge_server(runs):
+    """llama-cpp-python's OpenAI-compatible server over the good run's GGUF, on a loopback port."""
+    pytest.importorskip("openai")
+    pytest.importorskip("llama_cpp.server.app")
+    import time
+    import urllib.request
+
+    gguf = next((runs["good"][1] / "exports").glob("**/*.gguf"))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "2048", "--model_alias", "tiny-judge"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(120):  # the server loads a tiny GGUF in ~2-5 s; 60 s bounds a slow, shared machine
+            try:
+                urllib.request.urlopen(url + "/models", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_llm_judge_both_orders_through_a_local_server(runs, judge_server):
+    from iceburg.evaluation import evaluate_run
+    from iceburg.evaluation.judge import verdict
+
+    ev = evaluate_run(runs["good"][1], n_prompts=2, max_new_tokens=8, forgetting=False, judge=judge_server,
+                      judge_model="tiny-judge")
+    j = ev["judge"]
+    assert j["requests"] == 4 and len(j["verdicts"]) == 2  # 2 prompts x both orders
+    m = ev["metrics"]["judge_win_rate"]
+    assert m["n"] == 2 and m["base"] + m["tuned"] == pytest.approx(1.0)
+    # each prompt's score is the mean of its two orders' verdicts (win 1, loss 0, neither 0.5)
+    for r in j["verdicts"]:
+        a = {"A": 1.0, "B": 0.0, None: 0.5}[verdict(r["tuned_first"])]
+        b = {"B": 1.0, "A": 0.0, None: 0.5}[verdict(r["base_first"])]
+        assert r["tuned_score"] == (a + b) / 2
+    assert verdict("A") == "A" and verdict("Answer B is better.") == "B" and verdict("A or B") is None
