@@ -128,3 +128,26 @@ def test_split_does_not_rescue_text_the_template_drops(llama, surveyor, tmp_path
     (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert enc.split_calls == 0 and row["code"] == "template_refused"
     assert "leaves out assistant content" in row["reasons"][0]
+
+
+@pytest.mark.slow
+def test_the_bundled_data_trains_on_a_llama32_base_without_a_stop(tmp_path):
+    """The issue's run: a Llama 3.2 base (the family fixture: real vocabulary and template, random
+    weights) on the bundled surveyor data stopped with "surveyor.jsonl:68: the chat template
+    refuses ...". Now it trains, and line 68 is in rejects.jsonl with the template's message."""
+    import torch
+
+    from iceburg.testing.families import family_model_dir
+    from iceburg.training import ICEBURGFineTuner, ModelType, TrainingConfig
+
+    torch.set_num_threads(1)
+    cfg = TrainingConfig(base_model=str(family_model_dir("llama3.2")), model_type=ModelType.SURVEYOR,
+                         output_dir=str(tmp_path), output_name="llama", max_steps=2, num_threads=1,
+                         use_emergence_weighting=False, max_seq_length=1024, export_formats=[])
+    result = ICEBURGFineTuner(cfg).train()
+    assert result.success and result.steps == 2
+    stats = json.loads((tmp_path / "llama" / "data_stats.json").read_text())
+    assert stats["template_refused"] == 1 and stats["rejected"]["encode:template_refused"] == 1
+    rows = [json.loads(x) for x in (tmp_path / "llama" / "rejects.jsonl").read_text().splitlines()]
+    (refused,) = [r for r in rows if r["code"] == "template_refused"]
+    assert refused["line"] == 68 and "only supports single tool-calls at once" in refused["reasons"][0]
