@@ -124,3 +124,39 @@ def test_q4_k_m_file_of_a_damaged_model_fails_the_kld_limit(models, tmp_path):
     assert any(f.startswith("kld_mean") and "0.125 for q4_k_m" in f for f in proof["judgement"]["failures"])
     # top-1 cannot see a uniform sharpening: the argmax rule alone would have passed this file
     assert crit["argmax_agreement_decisive"]["status"] == "passed"
+
+
+def _unpermute(w, n_head: int):
+    """Inverse of gguf._permute: written through the exporter, the file then holds HF's
+    rotate-half q/k rows, the known conversion defect (bench/results/gguf_q8_0_error.md)."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
+
+
+def test_unpermuted_q_k_fails_every_q8_0_rule_on_a_model_with_decisive_logits(tiny_model_dir, tmp_path):
+    """iceburg-tiny (trained: logit scale 13, 153 decisive positions) with q/k rows left in HF's
+    layout: measured decisive argmax 69%, max |dlogit| 62% of the scale, KLD 0.24 (2-core Xeon).
+    The same defect on the near-flat random llama reads KLD 2.6e-6 and passes: a random fixture
+    cannot show it, which is why its argmax rule is 'not judged' rather than passed."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from iceburg.export.gguf import write_gguf
+    from iceburg.export.gguf_verify import verify_gguf
+
+    bad = tmp_path / "qk"
+    shutil.copytree(tiny_model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    heads = {"q_proj": cfg["num_attention_heads"], "k_proj": cfg.get("num_key_value_heads") or cfg["num_attention_heads"]}
+    for f in bad.glob("*.safetensors"):
+        w = load_file(f)
+        for k in list(w):
+            proj = k.split(".")[-2]
+            if proj in heads:
+                w[k] = _unpermute(w[k], heads[proj])
+        save_file(w, f, metadata={"format": "pt"})
+    proof = verify_gguf(tiny_model_dir, write_gguf(bad, tmp_path / "qk-q8_0.gguf", "q8_0"), file_type="q8_0")
+    crit = _criteria(proof)
+    assert proof["decisive_positions"] >= MIN_JUDGED_POSITIONS
+    assert {crit[c]["status"] for c in ("argmax_agreement_decisive", "max_abs_logit_diff", "kld_mean")} == {"failed"}
+    assert crit["tokenization"]["status"] == "passed" and proof["judgement"]["verdict"] == "failed"
