@@ -4,6 +4,7 @@ report). docs/ARCHITECTURE.md, "The recipes wing".
 
 - `sft.train_sft(cfg)`: `--objective sft` (torchrun-aware: prepare on rank 0, train everywhere).
 - `preference.train_preference_run(cfg)`: `--objective dpo|orpo|kto`.
+- `grpo.train_grpo_run(cfg)`: `--objective grpo` (docs/grpo.md).
 - `hpo.prepare_study_data` / `hpo.train_trial`: one search trial (the study itself: `iceburg.hpo`).
 - `finetuner.ICEBURGFineTuner`: the original one-command API, dispatching on the objective.
 - `run`: `open_run`, `run_metrics`, `make_result`, `finish_run`, `export_run`.
@@ -21,6 +22,7 @@ _LAZY = {
     "train_sft": "iceburg.recipes.sft",
     "train_prepared": "iceburg.recipes.sft",
     "train_preference_run": "iceburg.recipes.preference",
+    "train_grpo_run": "iceburg.recipes.grpo",
     "train_trial": "iceburg.recipes.hpo",
     "open_run": "iceburg.recipes.run",
     "finish_run": "iceburg.recipes.run",

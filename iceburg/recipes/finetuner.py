@@ -1,7 +1,8 @@
 """`ICEBURGFineTuner`: the one-command API of the original design, over the recipes.
 
-    ICEBURGFineTuner(cfg).train()  ->  sft (iceburg/recipes/sft.py) or dpo|orpo|kto
-                                       (iceburg/recipes/preference.py)  ->  TrainingResult
+    ICEBURGFineTuner(cfg).train()  ->  sft (iceburg/recipes/sft.py), dpo|orpo|kto
+                                       (iceburg/recipes/preference.py) or grpo
+                                       (iceburg/recipes/grpo.py)  ->  TrainingResult
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class ICEBURGFineTuner:
         cfg, started = self.config.validate(), time.time()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        if cfg.objective == "grpo":  # online RL with verifiable rewards: one process (docs/grpo.md)
+            from .grpo import train_grpo_run
+
+            return train_grpo_run(cfg, self.callbacks, started)
         if cfg.objective != "sft":  # preference tuning: one process (docs/preference.md)
             from .preference import train_preference_run
 

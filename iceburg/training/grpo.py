@@ -1,0 +1,368 @@
+"""GRPO (online RL with verifiable rewards) on a LoRA model: sampling, group-normalised advantages,
+the clipped policy loss, and a step function (`grpo_step`) on the step engine SFT and DPO run on
+(`engine.run_plan`: resume, cadence, metrics, checkpoints).
+
+Each optimizer step takes its prompts from the plan (micro-batches of prompts), samples
+`group` answers per prompt with `generate` (KV cache, temperature 1, no top-k/top-p cut, TRL's
+defaults), scores them with the injected rewards (`RewardSet`: the recipe builds it from
+`iceburg.evaluation.rewards`, a layer above), and trains on them once (TRL's `num_iterations=1`:
+the "old" log-probabilities are the detached current ones, so the ratio is 1 in value and carries
+the gradient). The formulas are TRL 1.16 `GRPOTrainer`'s, term for term:
+
+- rewards: weighted sum over the reward functions, a reward that does not apply (None -> NaN) left
+  out (`nansum`), an answer no reward applies to NaN (`_generate_and_score_completions`);
+- advantages: (r - group mean) / (group std + 1e-4), Bessel-corrected std, NaN -> 0
+  (`scale_rewards="group"`, the default);
+- per-token loss: -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A), plus
+  beta * (exp(ref - logp) - (ref - logp) - 1) (the k3 KL estimator) times the ratio (TRL's
+  `use_bias_correction_kl`, default on) when beta > 0;
+- normalisation (`loss_type`): "grpo" mean over answers of each answer's token mean; "dr_grpo" sum
+  over (answers x max_completion_length); "dapo" (TRL's default) sum over the step's answer tokens.
+  A step of several micro-batches divides as TRL's gradient accumulation does.
+tests/grpo/test_loss.py runs TRL's `_compute_loss` on the same batch.
+
+The sampling RNG of step s, micro-batch k is seeded from (seed, s, k) inside `torch.random.fork_rng`,
+so a resumed run samples exactly what the uninterrupted run sampled; the global RNG (LoRA dropout)
+is in the checkpoint (`TorchCheckpointer`). The reference for the KL term is the base with the
+adapter disabled, as for DPO (`preference._reference`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+
+from ..errors import IceburgError
+from .engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
+from .preference import _History, _reference, plan_preference_steps
+from .trainer import OptimizerStep, TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
+
+logger = logging.getLogger(__name__)
+
+# TRL 1.16 grpo_trainer.py: `advantages / (std_rewards + 1e-4)`
+STD_EPS = 1e-4
+
+
+@dataclass
+class GrpoArgs:
+    group: int = 4
+    loss_type: str = "dapo"  # TRL 1.16 GRPOConfig default
+    epsilon_low: float = 0.2  # GRPOConfig.epsilon
+    epsilon_high: float = 0.2  # GRPOConfig.epsilon_high (None there: = epsilon)
+    beta: float = 0.0  # GRPOConfig.beta
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    # TRL 1.16 GRPOConfig.use_bias_correction_kl (default True): the KL term times the importance
+    # ratio (1 in value on-policy; it changes the KL gradient to the unbiased reverse-KL one)
+    bias_correction_kl: bool = True
+
+
+@dataclass
+class GrpoPrompt:
+    """One prompt: its id, the rendered prompt ids (chat template, generation prompt added) and what
+    the rewards need to score an answer to it (`source`, opaque here)."""
+
+    id: str
+    prompt_ids: list[int]
+    source: Any = None
+
+
+@dataclass
+class Completion:
+    text: str
+    stopped: bool  # ended with an end-of-turn token within the budget
+    tokens: int  # answer tokens, the end-of-turn token included
+
+
+class RewardSet(Protocol):
+    """Named reward functions with weights. `score` returns, per name, one value per answer (None:
+    does not apply to that prompt) and raises, naming the prompt, when a function fails."""
+
+    names: list[str]
+    weights: list[float]
+
+    def score(self, sources: list, completions: list[Completion]) -> dict[str, list[float | None]]: ...
+
+
+@dataclass
+class Rollout:
+    """One micro-batch of prompts, each repeated `group` times, with its sampled answers."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor  # (N, C) right-padded after the end-of-turn token
+    completion_mask: torch.Tensor  # 1 up to and including the first end-of-turn token
+    completions: list[Completion]
+    sources: list
+    rewards_per_func: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    advantages: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    ref_logps: torch.Tensor | None = None
+
+
+# -- rewards and advantages ----------------------------------------------------------------------
+
+def combine_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum per answer ignoring rewards that do not apply (NaN); NaN where none applies."""
+    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return rewards
+
+
+def nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bessel-corrected std ignoring NaNs (NaN for fewer than two values), as TRL's `nanstd`."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    var = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    n = (~torch.isnan(x)).sum(dim=dim, keepdim=True)
+    var = var * torch.where(n > 1, n / (n - 1), torch.full_like(var, float("nan")))
+    return var.sqrt().squeeze(dim)
+
+
+def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """(r - group mean) / (group std + 1e-4); an unscorable answer's advantage is 0."""
+    g = rewards.view(-1, group)
+    mean = torch.nanmean(g, dim=1).repeat_interleave(group)
+    std = nanstd(g, dim=1).repeat_interleave(group)
+    return torch.nan_to_num((rewards - mean) / (std + STD_EPS), nan=0.0)
+
+
+# -- the loss ------------------------------------------------------------------------------------
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None,
+              advantages: torch.Tensor, mask: torch.Tensor, gargs: GrpoArgs,
+              num_items: float | torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped policy loss of one micro-batch, normalised as TRL's `loss_type` with one
+    accumulation step (`num_items`: the step's answer tokens, for "dapo"); and its metrics."""
+    mask = mask.float()
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    coef_1 = torch.exp(logps - old_logps)
+    coef_2 = torch.clamp(coef_1, 1 - gargs.epsilon_low, 1 + gargs.epsilon_high)
+    per_token = -torch.min(coef_1 * adv, coef_2 * adv)
+    m: dict[str, float] = {}
+    if gargs.beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("grpo_loss: beta > 0 needs the reference log-probabilities")
+        kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
+        if gargs.bias_correction_kl:
+            kl = kl * coef_1
+        per_token = per_token + gargs.beta * kl
+        m["kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).item()
+    if gargs.loss_type == "grpo":
+        loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif gargs.loss_type == "dr_grpo":
+        loss = (per_token * mask).sum() / (per_token.size(0) * gargs.max_completion_length)
+    elif gargs.loss_type == "dapo":
+        loss = (per_token * mask).sum() / torch.as_tensor(num_items, dtype=per_token.dtype).clamp(min=1.0)
+    else:
+        raise ValueError(f"unknown GRPO loss {gargs.loss_type!r}; choose grpo, dr_grpo or dapo")
+    clipped = ((coef_1 < 1 - gargs.epsilon_low) & (adv < 0)) | ((coef_1 > 1 + gargs.epsilon_high) & (adv > 0))
+    m["clip_ratio/region_mean"] = ((clipped.float() * mask).sum() / mask.sum().clamp(min=1.0)).item()
+    return loss, m
+
+
+def completion_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                     completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log-probabilities of the answer tokens (N, C), the logits divided by the sampling
+    temperature as TRL's fused head does."""
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    c = completion_ids.size(1)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, -c - 1:-1].float() / temperature
+    return logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+# -- sampling ------------------------------------------------------------------------------------
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return ids, mask
+
+
+def answer_mask(completion_ids: torch.Tensor, eos: Iterable[int]) -> torch.Tensor:
+    """1 up to and including the first end-of-turn token of each row (all 1 when none)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(sorted(eos), device=completion_ids.device))
+    n = completion_ids.size(1)
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((completion_ids.size(0),), n,
+                                                                          device=completion_ids.device))
+    return (torch.arange(n, device=completion_ids.device).unsqueeze(0) <= first.unsqueeze(1)).long()
+
+
+def sample_seed(seed: int, step: int, micro: int) -> int:
+    """The sampling seed of a step's micro-batch: a function of the run's seed and the position only."""
+    return (seed * 1_000_003 + step * 1_009 + micro) % 2**63
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArgs, eos: set[int], pad_id: int,
+             seed: int | None, device: str = "cpu") -> Rollout:
+    """`n` answers per prompt (sampled with `seed`; greedy when seed is None), one left-padded batch."""
+    rows = [p.prompt_ids for p in prompts for _ in range(n)]
+    ids, attn = left_pad(rows, pad_id)
+    ids, attn = ids.to(device), attn.to(device)
+    kw: dict[str, Any] = dict(do_sample=False, top_p=None, top_k=None, temperature=None)
+    if seed is not None:
+        kw = dict(do_sample=True, temperature=gargs.temperature, top_k=0, top_p=1.0)
+    was = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
+                             eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, **kw)
+    model.train(was)
+    comp = out[:, ids.size(1):]
+    mask = answer_mask(comp, eos)
+    completions = []
+    for row, m in zip(comp.tolist(), mask.tolist()):
+        k = sum(m)
+        stopped = k <= len(row) and k > 0 and row[k - 1] in eos
+        kept = row[:k - 1] if stopped else row[:k]
+        completions.append(Completion(tokenizer.decode(kept, skip_special_tokens=True).strip(), stopped, k))
+    return Rollout(ids, attn, comp, mask, completions, [p.source for p in prompts for _ in range(n)])
+
+
+def score(rollout: Rollout, rewards: RewardSet, group: int) -> None:
+    """Fill the rollout's per-function rewards (NaN: not applicable) and its advantages."""
+    by_name = rewards.score(rollout.sources, rollout.completions)
+    cols = [[math.nan if v is None else float(v) for v in by_name[name]] for name in rewards.names]
+    rollout.rewards_per_func = torch.tensor(cols, dtype=torch.float32).T.reshape(len(rollout.completions), -1)
+    total = combine_rewards(rollout.rewards_per_func, torch.tensor(rewards.weights, dtype=torch.float32))
+    rollout.advantages = group_advantages(total, group)
+
+
+@torch.no_grad()
+def reference_logps(model, r: Rollout, gargs: GrpoArgs) -> torch.Tensor:
+    with _reference(model):
+        return completion_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                gargs.temperature)
+
+
+# -- the step ------------------------------------------------------------------------------------
+
+def grpo_step(model, tokenizer, args: TrainArgs, gargs: GrpoArgs, rewards: RewardSet, eos: set[int],
+              stepper: OptimizerStep) -> Callable:
+    """The engine's step function: sample and score every micro-batch of the step, then one
+    forward/backward per micro-batch (each weighted as TRL's accumulation weights it), one optimizer step."""
+
+    def step(index: int, micro_batches: list[list[GrpoPrompt]], on_batch: Callable) -> StepResult:
+        rolls = []
+        for k, mb in enumerate(micro_batches):
+            on_batch([p.id for p in mb])
+            r = generate(model, tokenizer, mb, gargs.group, gargs, eos, args.pad_id,
+                         sample_seed(args.seed, index, k), args.device)
+            score(r, rewards, gargs.group)
+            if gargs.beta != 0.0:
+                r.ref_logps = reference_logps(model, r, gargs)
+            rolls.append(r)
+        num_items = float(sum(r.completion_mask.sum() for r in rolls))
+        n_seq = sum(len(r.completions) for r in rolls)
+        loss_sum, agg = 0.0, {}
+        for r in rolls:
+            dev = r.completion_ids.device
+            logps = completion_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                     gargs.temperature)
+            loss, m = grpo_loss(logps, logps.detach(), r.ref_logps, r.advantages.to(dev), r.completion_mask,
+                                gargs, num_items)
+            # grpo / dr_grpo: TRL divides each micro-batch by the accumulation steps (its share of the
+            # step's answers); dapo's num_items already spans the step
+            share = 1.0 if gargs.loss_type == "dapo" else len(r.completions) / n_seq
+            stepper.backward(loss * share)
+            loss_sum += loss.item() * share
+            for key, v in m.items():
+                agg[key] = agg.get(key, 0.0) + v * len(r.completions) / n_seq
+        lr = stepper.step()
+        return StepResult(loss_sum, {**reward_metrics(rolls, rewards), **agg, "lr": lr})
+
+    return step
+
+
+def reward_metrics(rolls: list[Rollout], rewards: RewardSet) -> dict[str, float]:
+    """TRL's names: rewards/<name>/mean (over answers it applies to), reward, reward_std, lengths."""
+    rpf = torch.cat([r.rewards_per_func for r in rolls])
+    total = combine_rewards(rpf, torch.tensor(rewards.weights, dtype=torch.float32))
+    comps = [c for r in rolls for c in r.completions]
+    m: dict[str, float] = {}
+    for j, name in enumerate(rewards.names):
+        col = rpf[:, j]
+        if (~torch.isnan(col)).any():
+            m[f"rewards/{name}/mean"] = torch.nanmean(col).item()
+    m["reward"] = torch.nanmean(total).item()
+    m["reward_std"] = nanstd(total, dim=0).item() if total.numel() > 1 else 0.0
+    m["completions/mean_length"] = sum(c.tokens for c in comps) / len(comps)
+    m["completions/clipped_ratio"] = sum(not c.stopped for c in comps) / len(comps)
+    return m
+
+
+# -- held-out rewards and the loop ---------------------------------------------------------------
+
+def held_out_rewards(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArgs, rewards: RewardSet,
+                     eos: set[int], pad_id: int, device: str = "cpu", batch: int = 8) -> dict[str, list[float | None]]:
+    """Greedy answers to the held-out prompts and each reward per prompt (None: does not apply)."""
+    out: dict[str, list[float | None]] = {name: [] for name in rewards.names}
+    for i in range(0, len(prompts), batch):
+        r = generate(model, tokenizer, prompts[i:i + batch], 1, gargs, eos, pad_id, None, device)
+        for name, vals in rewards.score(r.sources, r.completions).items():
+            out[name].extend(vals)
+    return out
+
+
+def mean_rewards(values: dict[str, list[float | None]]) -> dict[str, float]:
+    means = {}
+    for name, vals in values.items():
+        got = [v for v in vals if v is not None]
+        if got:
+            means[name] = sum(got) / len(got)
+    return means
+
+
+@dataclass
+class GrpoOutput:
+    steps: int
+    train_loss: float
+    last_loss: float
+    before: dict[str, list[float | None]] = field(default_factory=dict)  # held-out rewards per prompt
+    after: dict[str, list[float | None]] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    prompts_seen: int = 0
+    wall_seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: list[GrpoPrompt], args: TrainArgs,
+               gargs: GrpoArgs, rewards: RewardSet, eos: set[int], *, callbacks: Iterable[TrainingCallback] = (),
+               make_optimizer: Callable = default_optimizer, make_scheduler: Callable = default_scheduler) -> GrpoOutput:
+    """Train `model` (a PEFT LoRA model) with GRPO over `train_prompts`: a seeded shuffle per epoch,
+    `args.micro_batch_size` prompts per micro-batch, `args.grad_accum` micro-batches per step, on the
+    step engine (checkpoints, `args.resume`). Held-out rewards (greedy) before and after. One process."""
+    from .distributed import env_world_size
+
+    if not train_prompts:
+        raise IceburgError("no GRPO prompts to train on")
+    if args.world_size != 1 or env_world_size() > 1:
+        raise IceburgError("--objective grpo trains in one process (its step samples and scores answers on one "
+                           "rank); drop --nproc / torchrun")
+    if gargs.beta != 0.0 and getattr(model, "disable_adapter", None) is None:
+        raise IceburgError("--grpo-beta > 0 needs a PEFT LoRA model (the reference is the adapter disabled)")
+    plan = make_plan(*plan_preference_steps(train_prompts, args), key=lambda p: p.id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, args)
+    sched = make_scheduler(opt, len(plan), args)
+    before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device)
+    history = _History()
+    ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
+    model.train()
+    run = run_plan(plan, grpo_step(model, tokenizer, args, gargs, rewards, eos,
+                                   OptimizerStep(params, opt, sched, args.max_grad_norm)),
+                   lambda step: None, cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt,
+                   resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
+                   desc="training (grpo)")
+    after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device)
+    return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
+                      after=after, history=history.lines,
+                      prompts_seen=sum(len(mb) for st in plan.steps for mb in st),
+                      wall_seconds=run.wall_seconds, resumed_from=run.resumed_from)
