@@ -117,21 +117,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     chosen = [a for a in ACTIONS if getattr(args, a)]
     if len(chosen) > 1:
         raise IceburgError("choose one action: " + " or ".join("--" + a.replace("_", "-") for a in chosen))
-    if args.detect_hardware:
-        from .reports import hardware_report
-
-        print(hardware_report(as_json=args.json))
-        return 0
-    if args.features:
-        from .reports import features_report
-
-        print(features_report())
-        return 0
-    if args.report:
-        from .run_report import build_report
-
-        print(build_report(Path(args.report)))
-        return 0
+    status = _action_without_config(args)
+    if status is not None:
+        return status
     cfg = make_config(args)  # every config error, before any work
     if cfg.gates:  # a malformed --gate is refused before training, not after it
         from .evaluation import parse_gates
@@ -153,20 +141,49 @@ def _dispatch(args: argparse.Namespace) -> int:
     if (cfg.curate_tasks or cfg.curate_workers != 1) and not args.filter_only:
         raise IceburgError("--curate-tasks / --curate-workers curate data: add --filter-only "
                            "(they do not apply to training)")
-    if args.filter_only and cfg.curate_workers != 1 and not cfg.curate_tasks:
+    if args.filter_only:
+        return _filter_only(cfg)
+    return _train(args, cfg)
+
+
+def _action_without_config(args: argparse.Namespace) -> int | None:
+    """--detect-hardware, --features, --report RUN (no training config needed); None: none given."""
+    if args.detect_hardware:
+        from .reports import hardware_report
+
+        print(hardware_report(as_json=args.json))
+        return 0
+    if args.features:
+        from .reports import features_report
+
+        print(features_report())
+        return 0
+    if args.report:
+        from .run_report import build_report
+
+        print(build_report(Path(args.report)))
+        return 0
+    return None
+
+
+def _filter_only(cfg: TrainingConfig) -> int:
+    """--filter-only: streamed read + truth, or datatrove curation with --curate-tasks N."""
+    if cfg.curate_workers != 1 and not cfg.curate_tasks:
         raise IceburgError("--curate-workers: only applies with --curate-tasks N (datatrove tasks)")
-    if args.filter_only and cfg.curate_tasks:
+    if cfg.curate_tasks:
         from .curate import curate
 
         report = curate(cfg)
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    if args.filter_only:
+    else:
         from .pipeline import filter_only
 
         report = filter_only(cfg)
-        print(json.dumps(report, indent=2, default=str))
-        return 0
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _train(args: argparse.Namespace, cfg: TrainingConfig) -> int:
+    """Training: a search (--hpo N), N processes (--nproc, torchrun), or one run; then the summary."""
     if "model_type" not in vars(args) and not _yaml_has(args.config, "model_type"):
         raise IceburgError("nothing to do: pass --model-type TYPE to train (or --detect-hardware, "
                            "--features, --configs, --export-only DIR, --filter-only)")
@@ -197,10 +214,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         evaluate_run(result.run_dir, n_prompts=cfg.compare_prompts, max_new_tokens=cfg.compare_max_new_tokens,
                      reuse_run_losses=True)
         build_report(result.run_dir)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        print(_train_summary(result, cfg))
+    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else _train_summary(result, cfg))
     return 0 if result.success else 2
 
 
@@ -244,6 +258,7 @@ def _train_summary(r, cfg: TrainingConfig) -> str:
     if r.objective != "sft" and r.preference.get("after"):
         b, a = r.preference["before"], r.preference["after"]
         keys = [k for k in ("rewards/accuracies", "rewards/margins", "likelihood_accuracy") if k in a]
+        keys = sorted(a) if r.objective == "grpo" else keys  # grpo: each held-out reward (docs/grpo.md)
         lines.append(f"{r.objective} held-out: " + ", ".join(f"{k} {b.get(k, float('nan')):.3f} -> {a[k]:.3f}"
                                                          for k in keys))
     if r.export_error:

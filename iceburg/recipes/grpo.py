@@ -13,7 +13,6 @@ composes them.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Iterable
 
@@ -32,7 +31,9 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     """The whole GRPO recipe for a validated config; returns the `TrainingResult`."""
     from ..evaluation.rewards import build_rewards
     from ..training.grpo import GrpoArgs, mean_rewards, train_grpo
+    from ..training.encoding import encode_all
     from ..training.model import build_model
+    from ..training.trainer import evaluate
 
     started = time.time() if started is None else started
     run, base = open_run(cfg)
@@ -58,14 +59,19 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     gargs = GrpoArgs(group=cfg.grpo_group, loss_type=cfg.grpo_loss, epsilon_low=cfg.grpo_epsilon,
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length)
     rewards = build_rewards(cfg)
+    # the SFT held-out loss before and after: what GRPO did to the logged answers' likelihood
+    held_out = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, skip=skip).examples
+    loss_before = evaluate(model, held_out, args)
     with run_metrics(cfg, run) as logs:
         out = train_grpo(model, tokens.tokenizer, train_prompts, eval_prompts, args, gargs, rewards, tokens.eos,
                          callbacks=[*logs, *callbacks])
+    loss_after = evaluate(model, held_out, args)
     before, after = mean_rewards(out.before), mean_rewards(out.after)
     logger.info("grpo held-out rewards before: %s; after: %s", before, after)
     result = make_result(
-        cfg, run, base, plan, train_loss=out.train_loss, eval_loss_before=math.nan, eval_loss_after=math.nan,
-        eval_history=[], steps=out.steps, supervised_tokens=0, total_tokens=0, records_read=data.records_read,
+        cfg, run, base, plan, train_loss=out.train_loss, eval_loss_before=loss_before, eval_loss_after=loss_after,
+        eval_history=[(out.steps, loss_after)], steps=out.steps, supervised_tokens=out.supervised_tokens,
+        total_tokens=out.total_tokens, records_read=data.records_read,
         records_rejected=records_rejected, train_examples=len(train_prompts), eval_examples=len(eval_prompts),
         truncated_examples=0, training_seconds=out.wall_seconds, resumed_from_step=out.resumed_from,
         learning_rate=args.learning_rate, objective="grpo",

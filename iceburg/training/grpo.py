@@ -276,7 +276,8 @@ def grpo_step(model, tokenizer, args: TrainArgs, gargs: GrpoArgs, rewards: Rewar
             for key, v in m.items():
                 agg[key] = agg.get(key, 0.0) + v * len(r.completions) / n_seq
         lr = stepper.step()
-        return StepResult(loss_sum, {**reward_metrics(rolls, rewards), **agg, "lr": lr})
+        total = int(num_items) + sum(int(r.prompt_mask.sum()) for r in rolls)  # answer tokens are the supervised ones
+        return StepResult(loss_sum, {**reward_metrics(rolls, rewards), **agg, "lr": lr}, int(num_items), total)
 
     return step
 
@@ -329,6 +330,8 @@ class GrpoOutput:
     after: dict[str, list[float | None]] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     prompts_seen: int = 0
+    supervised_tokens: int = 0  # sampled answer tokens trained on (the steps this process ran)
+    total_tokens: int = 0
     wall_seconds: float = 0.0
     resumed_from: int = 0
 
@@ -365,4 +368,5 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
                       after=after, history=history.lines,
                       prompts_seen=sum(len(mb) for st in plan.steps for mb in st),
+                      supervised_tokens=run.supervised_tokens, total_tokens=run.total_tokens,
                       wall_seconds=run.wall_seconds, resumed_from=run.resumed_from)
