@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, TypeVar
 
-from ..records import Record
-
-T = TypeVar("T")
+T = TypeVar("T")  # a Record (the default content: Record.content_hash()) or a preference item
 
 
 def eval_bucket(record: T, seed: int, content: Callable[[T], str] | None = None) -> float:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import TrainingConfig
-from ..errors import IceburgError, MissingDependencyError
+from ..errors import MissingDependencyError
 from ..records import RejectWriter
 from .folder import StudyFolder
 from .report import StudyReport, write_report

@@ -41,14 +41,7 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if workers is None:
-        from ..data.loader import expand_paths
-
-        # Starting spawned workers costs ~1 s; below ~4 MiB (~1,000 transcripts at ~1.3 ms of
-        # CPU each, measured) one process finishes first.
-        small = sum(p.stat().st_size for p in expand_paths(paths)) < 4 * 2**20
-        workers = 1 if small else min(os.cpu_count() or 1, 8)
-    tf = truth_filter or truth_filter_from(config, workers=workers)
+    tf = truth_filter or truth_filter_from(config, workers=default_workers(paths) if workers is None else workers)
     agent = ModelType.parse(config.model_type).agent
     stats = TruthFilterStats()
     load_stats: dict[str, int] = {}
@@ -85,7 +78,30 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
         tf.finish(stats)
         load_rejects = rejects.counts.copy()
     elapsed = time.perf_counter() - t0
-    report = {
+    report = _report(paths, out_dir, config, tf, stats, load_stats, load_rejects, elapsed, t_score)
+    with _atomic_open(out_dir / "report.json") as fh:
+        json.dump(report, fh, indent=2)
+    with _atomic_open(out_dir / "report.md") as fh:
+        fh.write(render_markdown(report))
+    logger.info("filter-only: %d kept of %d lines -> %s", stats.final_output, report["lines_read"], out_dir)
+    return report
+
+
+def default_workers(paths: list[str]) -> int:
+    """Scoring processes for `paths`: the CPU count (at most 8), or 1 for small inputs."""
+    from ..data.loader import expand_paths
+
+    # Starting spawned workers costs ~1 s; below ~4 MiB (~1,000 transcripts at ~1.3 ms of
+    # CPU each, measured) one process finishes first.
+    small = sum(p.stat().st_size for p in expand_paths(paths)) < 4 * 2**20
+    return 1 if small else min(os.cpu_count() or 1, 8)
+
+
+def _report(paths: list[str], out_dir: Path, config: TrainingConfig, tf: TruthFilter, stats: TruthFilterStats,
+            load_stats: dict[str, int], load_rejects: dict[str, int], elapsed: float,
+            t_score: float) -> dict[str, Any]:
+    agent = ModelType.parse(config.model_type).agent
+    return {
         "inputs": [str(p) for p in paths],
         "model_type": ModelType.parse(config.model_type).short,
         "rubric": agent or "general",
@@ -102,12 +118,6 @@ def run_filter_only(paths: list[str], out_dir: Path, config: TrainingConfig,
         "records_per_second": round(stats.total_input / elapsed, 1) if elapsed > 0 else None,
         "files": {n: str(out_dir / n) for n in ("filtered.jsonl", "rejects.jsonl", "report.json", "report.md")},
     }
-    with _atomic_open(out_dir / "report.json") as fh:
-        json.dump(report, fh, indent=2)
-    with _atomic_open(out_dir / "report.md") as fh:
-        fh.write(render_markdown(report))
-    logger.info("filter-only: %d kept of %d lines -> %s", stats.final_output, report["lines_read"], out_dir)
-    return report
 
 
 def render_markdown(report: dict[str, Any]) -> str:
