@@ -156,3 +156,17 @@ def test_llm_judge_both_orders_through_a_local_server(runs, judge_server):
         b = {"B": 1.0, "A": 0.0, None: 0.5}[verdict(r["base_first"])]
         assert r["tuned_score"] == (a + b) / 2
     assert verdict("A") == "A" and verdict("Answer B is better.") == "B" and verdict("A or B") is None
+
+
+def test_compare_path_reuses_the_run_losses_and_prints_the_table(runs):
+    """What `iceburg-train --compare N` (the demo) runs after training: the table ends the run."""
+    from iceburg.evaluation import evaluate_run, format_eval
+
+    run = runs["good"][1]
+    ev = evaluate_run(run, n_prompts=2, max_new_tokens=8, reuse_run_losses=True, forgetting=False)
+    result = json.loads((run / "result.json").read_text())
+    assert ev["tuned"]["heldout_loss"] == result["eval_loss_after"]
+    assert ev["base"]["heldout_loss"] == result["eval_loss_before"]
+    text = format_eval(ev)
+    assert "95% CI of delta" in text and "truth_pass_rate" in text and "heldout_loss" in text
+    assert text.index("metric ") < text.index("[1] Q:")  # the table comes before the answers
