@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat import Answer
+from ..errors import IceburgError
 from ..records import Record
 from .suites import Prompt
 
@@ -129,8 +130,12 @@ class GgufModel:
         out = []
         for p in prompts:
             kw: dict[str, Any] = {"tools": p.tools} if p.tools else {}
-            res = self.chat.llm.create_chat_completion(messages=p.messages, max_tokens=max_new_tokens,
-                                                       temperature=0.0, top_k=1, **kw)
+            try:
+                res = self.chat.llm.create_chat_completion(messages=p.messages, max_tokens=max_new_tokens,
+                                                           temperature=0.0, top_k=1, **kw)
+            except ValueError as exc:  # llama.cpp: "Requested tokens (N) exceed context window of M"
+                raise IceburgError(f"--gguf: prompt {p.key} does not fit llama.cpp's context ({exc}); lower "
+                                   "--max-new-tokens or leave that transcript out of the evaluation") from exc
             choice = res["choices"][0]
             text = (choice["message"].get("content") or "").strip()
             out.append(Answer(text, stopped=choice.get("finish_reason") == "stop",
