@@ -136,3 +136,41 @@ def test_train_on_final_rejects_a_record_with_only_tool_call_turns(llama, tmp_pa
                          train_on="final")
     (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert enc.kept == [1] and (row["code"], row["line"]) == ("no_target_turn", 5)
+
+
+@pytest.mark.slow
+def test_the_bundled_data_trains_on_an_r1_distill_base(tmp_path):
+    """The issue's R1 run: every record used to be refused ("does not render conversations
+    prefix-consistently"). Base: the qwen2.5 family fixture (real Qwen2 vocabulary, random weights)
+    given the real R1-Distill-Qwen template and the tokens the real R1 tokenizer adds."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from iceburg.testing.families import family_model_dir
+    from iceburg.testing.llama_cpp_assets import template_path
+    from iceburg.training import ICEBURGFineTuner, ModelType, TrainingConfig
+
+    torch.set_num_threads(1)
+    base = tmp_path / "r1-base"
+    shutil.copytree(family_model_dir("qwen2.5"), base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.add_special_tokens({"additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"],
+                            "eos_token": "<｜end▁of▁sentence｜>"})
+    tok.chat_template = template_path("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B").read_text(encoding="utf-8")
+    tok.save_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.resize_token_embeddings(len(tok))
+    model.generation_config.eos_token_id = [tok.eos_token_id]
+    model.save_pretrained(base)
+    cfg = TrainingConfig(base_model=str(base), model_type=ModelType.SURVEYOR, output_dir=str(tmp_path / "runs"),
+                         output_name="r1", max_steps=2, num_threads=1, use_emergence_weighting=False,
+                         max_seq_length=1024, export_formats=[])
+    result = ICEBURGFineTuner(cfg).train()
+    stats = json.loads((tmp_path / "runs" / "r1" / "data_stats.json").read_text())
+    assert result.success and result.steps == 2 and stats["template_refused"] == 0
+    # one example per assistant turn (the forced <think> prompt), so more examples than records
+    assert stats["train_examples"] > result.records_read - result.records_rejected
+    encode = {k: v for k, v in stats["rejected"].items() if k.startswith("encode:")}
+    assert set(encode) <= {"encode:no_tool_format"}  # R1's template is not probed as writing tool calls
