@@ -75,8 +75,8 @@ def _check(name: str, s: RewardSource, v: Any) -> None:
     ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)) \
         or isinstance(v, bool)
     if not ok:
-        raise RewardError(f"reward {name!r} returned {v!r} for prompt {s.prompt.key} (record {s.record.id}): "
-                          "a reward returns a finite number, or None where it does not apply")
+        raise RewardError(f"reward {name!r} failed on prompt {s.prompt.key} (record {s.record.id}): it "
+                          f"returned {v!r}; a reward returns a finite number, or None where it does not apply")
 
 
 def _per_answer(name: str, fn: Callable[[RewardSource, Any], float | None]) -> Callable:
