@@ -138,14 +138,22 @@ def _problems(family: Family) -> list[str]:
 
 
 def register(*families: Family) -> Family:
-    """Add families to the registry (all checked before any is added); returns the last one."""
-    for family in families:
-        problems = _problems(family)
-        if problems:
-            raise FamilyError("cannot register family: " + "; ".join(problems))
-        _FAMILIES[family.name] = family
-        for arch in family.archs:
-            _ARCHS.setdefault(arch.model_type, arch)
+    """Add families to the registry, each checked against it (FamilyError naming every problem;
+    then none of them stays registered); returns the last one."""
+    added: list[str] = []
+    try:
+        for family in families:
+            problems = _problems(family)
+            if problems:
+                raise FamilyError("cannot register family: " + "; ".join(problems))
+            _FAMILIES[family.name] = family
+            added.append(family.name)
+            for arch in family.archs:
+                _ARCHS.setdefault(arch.model_type, arch)
+    except FamilyError:
+        for name in reversed(added):
+            unregister(name)
+        raise
     return families[-1]
 
 

@@ -81,6 +81,8 @@ def test_records_are_checked_when_registered():
         families.register(replace(NEW_FAMILY, archs=(other_llama,)))
     with pytest.raises(families.FamilyError, match="default size"):
         families.register(replace(NEW_FAMILY, ollama={"x": {"default": "9b", "1b": "x/y"}}))
+    with pytest.raises(families.FamilyError, match="already belongs"):  # all or nothing
+        families.register(NEW_FAMILY, replace(NEW_FAMILY, name="other", archs=(NEW_ARCH,)))
     assert NEW not in [f.name for f in families.all_families()] and families.architecture(NEW_TYPE) is None
 
 
@@ -107,6 +109,19 @@ def test_every_site_reads_a_registered_family(tmp_path):
         arch_spec(NEW_TYPE)
     with pytest.raises(IceburgError, match="unknown architecture 'iceburg_llama'"):
         build_random_model(NEW_TYPE, tmp_path / "m", tokenizer_dir=tmp_path)
+
+
+def test_every_named_template_family_exists():
+    """Every record's chat/tool template names a family the Ollama exporter has Go for (the
+    families without a fixture are checked this far; those with one also below)."""
+    from iceburg.export.chat_templates import FAMILIES as CHAT_FAMILIES
+    from iceburg.export.tool_templates import TOOL_FAMILIES
+
+    chat = {f.name for f in CHAT_FAMILIES}
+    for family in families.all_families():
+        assert family.chat_template in chat | {None}, family.name
+        assert family.tool_template in set(TOOL_FAMILIES) | {None}, family.name
+        assert family.reasoning is None or len(family.reasoning) == 2, family.name
 
 
 # The families whose fixture builds from llama.cpp's assets (the real-weight rows need packages).
