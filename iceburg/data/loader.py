@@ -267,7 +267,9 @@ def _chat_messages(m: dict, where: str) -> list[dict[str, Any]]:
         out["tool_calls"] = calls
     reasoning = [*(parts.reasoning if parts else []), *reasoning_fields(m, where)] if role == "assistant" else []
     if reasoning:
-        out["reasoning"] = "\n\n".join(reasoning)  # joined with inline <think> by attach_reasoning
+        # vLLM writes one text as both reasoning_content and reasoning: kept once; inline <think>
+        # is added by attach_reasoning
+        out["reasoning"] = "\n\n".join(dict.fromkeys(r.strip() for r in reasoning if r.strip()))
     return [out]
 
 
