@@ -187,6 +187,7 @@ def test_new_family_trains_through_the_registry(new_family_trained):
     assert json.loads((t["dir"] / "config.json").read_text())["model_type"] == NEW_TYPE
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 def test_new_family_exports_to_gguf_with_its_proof(new_family_trained, tmp_path):
     """The trained model's GGUF (written by the new record's spec: LLAMA arch, q/k permuted,
@@ -209,6 +210,7 @@ def test_new_family_exports_to_gguf_with_its_proof(new_family_trained, tmp_path)
     assert entry["verify"]["max_abs_logit_diff"] < 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 @pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed (apt-get install golang-go): "
                     "the Ollama TEMPLATE proof renders with Go's text/template")
@@ -226,6 +228,7 @@ def test_new_family_exports_to_ollama_with_its_proofs(new_family_trained, tmp_pa
     assert (tmp_path / "Modelfile").is_file()
 
 
+@pytest.mark.slow
 def test_the_record_decides_the_gguf_layout(new_family_trained, tmp_path):
     """The writer follows the record: q rows permuted to llama.cpp's interleaved RoPE layout when
     the record says so, left in HF's rotate-half layout when a record says not (read back from the
