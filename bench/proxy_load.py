@@ -1,0 +1,218 @@
+"""`iceburg collect` under load: 50 concurrent streaming clients x 20 requests against `iceburg serve`
+(iceburg-tiny's Q8_0 GGUF, one llama.cpp thread) through the recording proxy.
+
+    python bench/proxy_load.py [--clients 50] [--requests 20] [--max-tokens 8] [--pairs 200]
+
+Reported (bench/results/proxy_load.md):
+- correctness: every request carries a unique user turn; the log folder must hold exactly one
+  record per request, every line whole and parseable (and read back by the loader with 0 rejects),
+  and each record's answer (text and tool calls; every 4th request forces a tool call) equal to
+  what that client assembled from the stream it received;
+- latency under load, direct vs through the proxy (the same load, one after the other): p50/p99
+  of the whole streamed request as the client saw it;
+- added latency without queueing: --pairs sequential streamed requests alternating direct and
+  proxied with the same greedy body (the same tokens are generated), p50/p99 of the per-pair
+  difference: the proxy's cost per request with generation excluded;
+- the proxy's RSS (psutil) sampled every 0.25 s over the loaded run: at 0/25/50/75/100% and max.
+Every process (bench clients, proxy, server) shares this machine's cores; the table records it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+TOOLS = [{"type": "function", "function": {
+    "name": "search", "description": "Search the literature",
+    "parameters": {"type": "object", "properties": {"topic": {"type": "string", "enum": ["sleep", "memory"]}},
+                   "required": ["topic"]}}}]
+
+
+def body_for(client: int, i: int, max_tokens: int) -> dict:
+    body = {"model": "iceburg-tiny", "stream": True, "temperature": 0, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"client {client} request {i}: what do we know about sleep?"}]}
+    if i % 4 == 3:  # a forced tool call (enum argument: the grammar closes the JSON in a few tokens)
+        body.update(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "search"}}, max_tokens=32)
+    return body
+
+
+async def stream_once(http, url: str, body: dict, headers: dict) -> tuple[float, dict]:
+    """One streamed chat; (seconds, the answer the client assembled)."""
+    t0 = time.perf_counter()
+    text = b""
+    async with http.stream("POST", url, json=body, headers=headers) as r:
+        r.raise_for_status()
+        async for raw in r.aiter_raw():
+            text += raw
+    elapsed = time.perf_counter() - t0
+    content, calls = "", {}
+    for event in text.decode().split("\n\n"):
+        if not event.startswith("data: ") or event == "data: [DONE]":
+            continue
+        delta = json.loads(event[6:])["choices"][0]["delta"]
+        content += delta.get("content") or ""
+        for piece in delta.get("tool_calls") or []:
+            c = calls.setdefault(piece["index"], {"name": "", "arguments": ""})
+            name = piece["function"].get("name") or ""
+            c["name"] += name if name != c["name"] else ""  # llama-cpp-python repeats the name
+            c["arguments"] += piece["function"].get("arguments") or ""
+    return elapsed, {"content": content, "calls": [(c["name"], json.loads(c["arguments"])) for c in calls.values()]}
+
+
+async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[list[float], dict[str, dict]]:
+    import httpx
+
+    lat: list[float] = []
+    answers: dict[str, dict] = {}
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        async def one_client(c: int) -> None:
+            for i in range(requests):
+                body = body_for(c, i, max_tokens)
+                s, ans = await stream_once(http, url, body, {"X-Iceburg-Agent": "surveyor"})
+                lat.append(s)
+                answers[body["messages"][0]["content"]] = ans
+
+        await asyncio.gather(*(one_client(c) for c in range(clients)))
+    return lat, answers
+
+
+async def pairs(direct: str, proxied: str, n: int, max_tokens: int) -> list[float]:
+    import httpx
+
+    body = {"model": "m", "stream": True, "temperature": 0, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "what do we know about sleep?"}]}
+    diffs = []
+    async with httpx.AsyncClient(timeout=600) as http:
+        for i in range(n):
+            a, _ = await stream_once(http, direct, body, {})
+            b, _ = await stream_once(http, proxied, body, {"X-Iceburg-Agent": "pairs"})
+            diffs.append(b - a)
+    return diffs
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, every: float = 0.25):
+        import psutil
+
+        super().__init__(daemon=True)
+        self.proc, self.every, self.samples, self.stop_flag = psutil.Process(pid), every, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            self.samples.append(self.proc.memory_info().rss / 2**20)
+            time.sleep(self.every)
+
+
+def check_records(log_dir: Path, answers: dict[str, dict]) -> dict:
+    """Lines whole and parseable, one record per request, each equal to the client's answer."""
+    from iceburg.data.loader import read_records
+    from iceburg.records import RejectWriter
+
+    torn, duplicated, records = 0, 0, {}
+    for f in sorted((log_dir / "surveyor").glob("*.jsonl")):
+        data = f.read_text(encoding="utf-8")
+        torn += 0 if data.endswith("\n") else 1
+        for line in data.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                torn += 1
+                continue
+            key = rec["messages"][-2]["content"]
+            duplicated += key in records
+            records.setdefault(key, rec)
+    unequal = sum(1 for k, a in answers.items() if k in records and (
+        records[k]["messages"][-1]["content"] != a["content"]
+        or [(c["function"]["name"], c["function"]["arguments"]) for c in records[k]["messages"][-1].get("tool_calls", [])]
+        != a["calls"]))
+    rw = RejectWriter(None)
+    loaded = sum(1 for _ in read_records([log_dir / "surveyor"], rw))
+    return {"requests": len(answers), "records": len(records) + duplicated,
+            "lost": sum(1 for k in answers if k not in records), "duplicated": duplicated,
+            "torn": torn, "unequal": unequal, "loader_read": loaded, "loader_rejects": rw.total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=200)
+    args = ap.parse_args()
+
+    from _common import machine_info, save
+
+    from iceburg.export.gguf import write_gguf
+    from iceburg.models.tiny import ensure_tiny_model
+    from iceburg.serve.launch import start_collect, start_serve
+
+    work = Path(tempfile.mkdtemp(prefix="proxy-load-"))
+    gguf = write_gguf(ensure_tiny_model(), work / "iceburg-tiny-q8_0.gguf", "q8_0", name="iceburg-tiny")
+    serve = start_serve(gguf, work / "serve.log", threads=1)
+    proxy = start_collect(serve.url + "/v1", work / "logs", work / "collect.log")
+    direct_url, proxied_url = serve.url + "/v1/chat/completions", proxy.url + "/v1/chat/completions"
+    try:
+        asyncio.run(pairs(direct_url, proxied_url, 5, args.max_tokens))  # warm both paths
+        t0 = time.perf_counter()
+        direct_lat, _ = asyncio.run(load(direct_url, args.clients, args.requests, args.max_tokens))
+        direct_s = time.perf_counter() - t0
+        sampler = RssSampler(proxy.proc.pid)
+        sampler.start()
+        t0 = time.perf_counter()
+        proxied_lat, answers = asyncio.run(load(proxied_url, args.clients, args.requests, args.max_tokens))
+        proxied_s = time.perf_counter() - t0
+        sampler.stop_flag.set()
+        sampler.join()
+        diffs = asyncio.run(pairs(direct_url, proxied_url, args.pairs, args.max_tokens))
+        import httpx
+
+        stats = httpx.get(proxy.url + "/_iceburg/stats").json()
+    finally:
+        proxy.stop()
+        serve.stop()
+    check = check_records(work / "logs", answers)
+    ms = lambda s: round(s * 1000, 2)  # noqa: E731
+    rows = [
+        {"measure": "direct, under load", "requests": len(direct_lat), "wall_s": round(direct_s, 1),
+         "p50_ms": ms(pct(direct_lat, 50)), "p99_ms": ms(pct(direct_lat, 99))},
+        {"measure": "through collect, under load", "requests": len(proxied_lat), "wall_s": round(proxied_s, 1),
+         "p50_ms": ms(pct(proxied_lat, 50)), "p99_ms": ms(pct(proxied_lat, 99))},
+        {"measure": "added per request, sequential pairs", "requests": len(diffs), "p50_ms": ms(pct(diffs, 50)),
+         "p99_ms": ms(pct(diffs, 99)), "mean_ms": ms(statistics.fmean(diffs))},
+    ]
+    rss = sampler.samples
+    meta = {**machine_info(), "clients": args.clients, "requests_per_client": args.requests,
+            "max_tokens": args.max_tokens, "llama_threads": 1, **check,
+            "proxy_stats": {k: stats[k] for k in ("recorded", "not_recorded", "bad_requests", "upstream_errors")},
+            # RSS at 0, 25, 50, 75 and 100% of the loaded run, and its max: flat = no growth after warm-up
+            "proxy_rss_mb_quartiles": [round(rss[min(len(rss) - 1, q * (len(rss) - 1) // 4)], 1) for q in range(5)],
+            "proxy_rss_mb_max": round(max(rss), 1), "rss_samples": len(rss)}
+    table = save(f"iceburg collect under load ({args.clients} clients x {args.requests} streamed requests, "
+                 f"iceburg-tiny Q8_0, max_tokens {args.max_tokens})", rows, meta,
+                 ["measure", "requests", "wall_s", "p50_ms", "p99_ms", "mean_ms"])
+    print(table)
+    print(json.dumps(check))
+    if check["lost"] or check["torn"] or check["unequal"] or check["duplicated"] or check["records"] != check["requests"]:
+        raise SystemExit("FAILED: lost, torn, duplicated or unequal records")
+
+
+if __name__ == "__main__":
+    main()
