@@ -248,14 +248,16 @@ def analyse(model_dir: Path, tmp: Path, label: str, full: bool) -> list[dict]:
     print(rows[-1], flush=True)
     if full:
         # What a real defect looks like on the same scale: q/k rows left in HF's rotate-half layout.
-        from iceburg.export import gguf as g
+        import dataclasses
 
-        arch = g.ARCHS["llama"]
-        g.ARCHS["llama"] = g.ArchSpec(arch.gguf_arch, permute_qk=False, rope_types=arch.rope_types)
+        from iceburg.families import registry as reg
+
+        arch = reg._ARCHS["llama"]  # the family registry's llama record, swapped for this one file
+        reg._ARCHS["llama"] = dataclasses.replace(arch, gguf=dataclasses.replace(arch.gguf, permute_qk=False))
         try:
             bad = write_gguf(model_dir, tmp / f"{label}-noperm.gguf", "q8_0")
         finally:
-            g.ARCHS["llama"] = arch
+            reg._ARCHS["llama"] = arch
         row("defect: Q8_0 with q/k not permuted", llama_logits(bad, ids))
         bad.unlink()
         for groups in ({"embd"}, {"attn"}, {"ffn"}):
