@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--judge", metavar="URL", help="also an LLM judge: an OpenAI-compatible endpoint (e.g. "
                    "http://127.0.0.1:8080/v1), tuned vs base in both orders -> judge_win_rate")
     e.add_argument("--judge-model", metavar="NAME", help="the model name the --judge endpoint serves")
+    e.add_argument("--lm-eval", nargs="+", default=[], metavar="TASK", help="also lm-evaluation-harness tasks "
+                   "(names, or task YAML files) on both models -> lm_eval.<task>.<metric>")
     e.add_argument("--no-forgetting", action="store_true", help="skip the general-text loss")
     e.add_argument("--seed", type=int, default=0, help="bootstrap and sampling seed (default 0)")
     e.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -132,7 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, samples=args.samples,
                           eval_data=args.eval_data, gguf=args.gguf, gates=args.gates,
                           forgetting=not args.no_forgetting, seed=args.seed, threads=args.threads,
-                          judge=args.judge, judge_model=args.judge_model)
+                          judge=args.judge, judge_model=args.judge_model, lm_eval=args.lm_eval)
     path = build_report(args.run)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else
           format_eval(report) + f"\n\neval.json and {path} written")

@@ -44,6 +44,7 @@ class EvalOptions:
     threads: int | None = None
     judge: str | None = None  # OpenAI-compatible base URL (judge.py)
     judge_model: str | None = None
+    lm_eval: list[str] = field(default_factory=list)  # harness task names or task YAML files (harness.py)
 
 
 @dataclass
@@ -162,6 +163,10 @@ def evaluate_run(run_dir: Path, against: str | None = None, n_prompts: int = DEF
     judged = _judge(opts, prompts, base, tuned)
     if judged:
         metrics["judge_win_rate"] = paired_bootstrap(judged[0], judged[1], seed=opts.seed)
+    if opts.lm_eval:
+        from .harness import lm_eval_metrics
+
+        metrics.update(lm_eval_metrics(list(opts.lm_eval), base_dir, run.merged, opts.seed))
     report = _report(run, cfg, opts, records, prompts, base, tuned, metrics)
     if judged:
         report["judge"] = judged[2]

@@ -170,3 +170,33 @@ def test_compare_path_reuses_the_run_losses_and_prints_the_table(runs):
     text = format_eval(ev)
     assert "95% CI of delta" in text and "truth_pass_rate" in text and "heldout_loss" in text
     assert text.index("metric ") < text.index("[1] Q:")  # the table comes before the answers
+
+
+MC = [("The capital of France is", ["Paris", "Berlin", "Rome"], 0),
+      ("Water freezes at", ["fifty degrees Celsius", "zero degrees Celsius", "ninety degrees Celsius"], 1),
+      ("The opposite of hot is", ["loud", "tall", "cold"], 2), ("A week has", ["seven days", "three days"], 0),
+      ("The sun rises in the", ["west", "east", "north"], 1), ("Two plus two equals", ["five", "four"], 1)]
+
+
+def test_lm_eval_task_from_a_local_jsonl(runs, tmp_path):
+    pytest.importorskip("lm_eval")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from iceburg.evaluation import evaluate_run
+    from iceburg.evaluation.heldout import run_base_folder
+
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in MC))
+    task = tmp_path / "iceburg_mc.yaml"
+    task.write_text(f"task: iceburg_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+                    "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+                    "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
+    ev = evaluate_run(runs["good"][1], n_prompts=1, max_new_tokens=4, forgetting=False, lm_eval=[str(task)])
+    m = ev["metrics"]["lm_eval.iceburg_mc.acc"]
+    assert m["n"] == len(MC) and 0 <= m["base"] <= 1 and 0 <= m["tuned"] <= 1
+    # iceburg pairs the harness's per-document log; its mean is the harness's own aggregate
+    base_dir = run_base_folder(runs["good"][1])[1]
+    own = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={base_dir},dtype=float32", tasks=["iceburg_mc"],
+                                  task_manager=TaskManager(include_path=str(tmp_path)), batch_size=1, device="cpu")
+    assert m["base"] == pytest.approx(own["results"]["iceburg_mc"]["acc,none"])
