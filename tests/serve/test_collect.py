@@ -25,6 +25,8 @@ from iceburg.serve.launch import free_port
 
 from serve_helpers import FORCE_SEARCH, NO_EOS, TOOLS
 
+pytestmark = pytest.mark.llama  # a real llama.cpp server (conftest skips without it)
+
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SECRET = "sk-iceburg-test-SECRET-7f3a"
 QUESTION = [{"role": "system", "content": "You are a careful research surveyor."},

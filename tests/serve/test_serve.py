@@ -15,6 +15,8 @@ from iceburg.serve.server import resolve_serve_target
 
 from serve_helpers import FORCE_SEARCH, TOOLS
 
+pytestmark = pytest.mark.llama  # a real llama.cpp server (conftest skips without it)
+
 
 def test_serve_answers_with_the_gguf_template_and_tools(served, client):
     models = client.get(served.url + "/v1/models").json()
