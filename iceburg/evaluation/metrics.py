@@ -27,7 +27,8 @@ DEFECTS = ("empty", "repetition", "refusal", "boilerplate", "truncated", "garbag
 # criteria ("rubric_<criterion>") are all higher-is-better.
 DIRECTION = {"truth_pass_rate": 1, "truth_quality": 1, "rubric_score": 1, "stop_rate": 1,
              "answer_tokens": 0, "reference_similarity": 1, "tool_call_accuracy": 1,
-             "tool_name_accuracy": 1, "tool_false_call_rate": -1, "judge_win_rate": 1, "heldout_loss": -1, "forgetting_loss": -1,
+             "tool_name_accuracy": 1, "tool_false_call_rate": -1, "judge_win_rate": 1, "heldout_loss": -1,
+             "forgetting_loss": -1,
              **{f"defect_{d}": -1 for d in DEFECTS}}
 
 

@@ -155,7 +155,8 @@ def test_gates_from_yaml_and_repeated_flags(tmp_path):
     from iceburg.config import TrainingConfig
 
     y = tmp_path / "c.yaml"
-    y.write_text("run:\n  model_type: surveyor\neval:\n  gates: ['tool_call_accuracy>=base', 'forgetting_loss<=base+0.05']\n")
+    y.write_text("run:\n  model_type: surveyor\n"
+                 "eval:\n  gates: ['tool_call_accuracy>=base', 'forgetting_loss<=base+0.05']\n")
     assert TrainingConfig.from_yaml(str(y)).gates == ["tool_call_accuracy>=base", "forgetting_loss<=base+0.05"]
     args = build_parser().parse_args(["--model-type", "surveyor", "--gate", "a>=base", "--gate", "b<=base+0.05"])
     assert make_config(args).gates == ["a>=base", "b<=base+0.05"]
