@@ -38,7 +38,7 @@ from ..data.tool_calls import has_parallel_calls
 from ..data.tool_calls import split_parallel_calls as split_parallel_calls_of
 from ..records import Reason, Record, fold_system_text
 from .reasoning import bind_vars, forced_turn, prepare_messages, reasoning_format
-from .tool_render import render_with_tools
+from .tool_render import bind_tools, check_calls_rendered, render_with_tools
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,8 @@ def _encode_prepared(tokenizer, record: Record, max_length: int, eos: set[int], 
         return windows(encode(tokenizer, record, max_length, eos, overflow, train_on))
     except HistoryRewriteError:
         pass
-    messages = fold_system(tokenizer, record.messages)
+    tok = bind_tools(tokenizer, record.tools)  # each turn's prompt offers the record's tools too
+    messages = fold_system(tok, record.messages)
     eos_texts = _eos_texts(tokenizer, eos)
     out: list[Example] = []
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -270,7 +271,8 @@ def _encode_prepared(tokenizer, record: Record, max_length: int, eos: set[int], 
     for k, i in enumerate(turns, 1):
         if k - 1 not in trained:
             continue
-        text, start, end = _turn_span(tokenizer, messages, i, eos_texts)
+        text, start, end = _turn_span(tok, messages, i, eos_texts)
+        check_calls_rendered(text, [(start, end)], [messages[i]], f"{record.id} (turn {k})")
         out.extend(windows(_encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit,
                                         eos)))
     return out

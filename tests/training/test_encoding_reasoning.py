@@ -174,3 +174,14 @@ def test_the_bundled_data_trains_on_an_r1_distill_base(tmp_path):
     assert stats["train_examples"] > result.records_read - result.records_rejected
     encode = {k: v for k, v in stats["rejected"].items() if k.startswith("encode:")}
     assert set(encode) <= {"encode:no_tool_format"}  # R1's template is not probed as writing tool calls
+
+
+def test_qwen3_per_turn_examples_offer_the_tools(qwen3):
+    """Qwen3 rewrites history, so each assistant turn is its own example; each example's prompt is
+    the inference prompt, tool definitions included (they were left out before)."""
+    eos = {qwen3.convert_tokens_to_ids("<|im_end|>")}
+    exs = encode_record(qwen3, Record(messages=TOOL_CHAT, tools=TOOLS), 4096, eos)
+    assert len(exs) == 3 and all("<tools>" in qwen3.decode(e.input_ids) for e in exs)
+    assert supervised(qwen3, exs[0]) == [
+        '<think>\n\n</think>\n\n<tool_call>\n{"name": "web_search", "arguments": {"query": "sleep memory"}}\n'
+        '</tool_call><|im_end|>']
