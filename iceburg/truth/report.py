@@ -131,7 +131,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "near_duplicates_removed", "final_output", "verified", "high_quality", "standard",
               "average_quality_score"):
         lines.append(f"| {k} | {s[k]} |")
-    lines += ["", "## Reasons (records showing each)", "", "| reason | records |", "|---|---:|"]
+    lines += ["", "## Reasons (records showing each, by reject code: docs/data.md)", "", "| code | records |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1])]
     lines += ["", "## Quality score histogram", "", "| score | scored | kept |", "|---|---:|---:|"]
     for b in range(HIST_BINS):
