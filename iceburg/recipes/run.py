@@ -98,8 +98,8 @@ def make_result(cfg: TrainingConfig, run: RunFolder, base: Any, plan: Any, **fig
 def finish_run(cfg: TrainingConfig, run: RunFolder, base: Any, model: Any, tokens: Tokens,
                result: TrainingResult, data_stats: dict, started: float) -> TrainingResult:
     """Save adapter/ and merged/ (export/huggingface.py), then `export_run` (exports and
-    result.json), then report.html, also after a failed export. An evaluation gate that must pass
-    before anything is exported belongs at the top of `export_run`: it is the single place
+    result.json), then report.html, also after a failed export. The evaluation gates (`--gate`,
+    `evaluation.release.gate_exports`) are checked at the top of `export_run`: the single place
     between the saved model and the export files."""
     from ..export.huggingface import save_adapter_and_merged
     from ..run_report import build_report
