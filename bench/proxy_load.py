@@ -77,7 +77,7 @@ async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[
     lat: list[float] = []
     answers: dict[str, dict] = {}
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=600, limits=limits, trust_env=False) as http:
         async def one_client(c: int) -> None:
             for i in range(requests):
                 body = body_for(c, i, max_tokens)
@@ -95,7 +95,7 @@ async def pairs(direct: str, proxied: str, n: int, max_tokens: int) -> list[floa
     body = {"model": "m", "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": "what do we know about sleep?"}]}
     diffs = []
-    async with httpx.AsyncClient(timeout=600) as http:
+    async with httpx.AsyncClient(timeout=600, trust_env=False) as http:
         for i in range(n):
             a, _ = await stream_once(http, direct, body, {})
             b, _ = await stream_once(http, proxied, body, {"X-Iceburg-Agent": "pairs"})
@@ -184,7 +184,7 @@ def main() -> None:
         diffs = asyncio.run(pairs(direct_url, proxied_url, args.pairs, args.max_tokens))
         import httpx
 
-        stats = httpx.get(proxy.url + "/_iceburg/stats").json()
+        stats = httpx.get(proxy.url + "/_iceburg/stats", trust_env=False).json()
     finally:
         proxy.stop()
         serve.stop()

@@ -17,6 +17,10 @@ from pathlib import Path
 from ..errors import IceburgError
 
 
+# Loopback probes never go through an HTTP(S)_PROXY from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:
@@ -57,7 +61,7 @@ def start_service(args: list[str], probe_path: str, log_path: Path, *, port: int
         if proc.poll() is not None:
             raise IceburgError(f"`iceburg {' '.join(args)}` exited with {proc.returncode}:\n{service.log_text()[-3000:]}")
         try:
-            urllib.request.urlopen(service.url + probe_path, timeout=2).close()
+            _DIRECT.open(service.url + probe_path, timeout=2).close()
             return service
         except urllib.error.HTTPError:
             return service  # it answered

@@ -52,5 +52,5 @@ def collect(tmp_path):
 
 @pytest.fixture
 def client():
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(timeout=120, trust_env=False) as c:  # loopback: never via an env proxy
         yield c
