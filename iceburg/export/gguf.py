@@ -399,14 +399,15 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
             entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3),
                                      "proof": "not run (verify off)"}
             if ctx.verify:
-                from .gguf_verify import check_limits, hf_reference, verify_gguf
+                from .gguf_verify import hf_reference, verify_gguf
 
                 reference = reference or hf_reference(model_dir)
                 entry["verify"] = verify_gguf(model_dir, staged, file_type=q, reference=reference)
-                failures = check_limits(entry["verify"], q)
+                failures = entry["verify"]["judgement"]["failures"]
                 if failures:
                     raise ExportError(f"gguf {q}: proof failed for {final.name}: {'; '.join(failures)}")
-                entry["proof"] = "passed"
+                # the judgement's verdict: "proven" against stated limits, or "measured" (no limit applied)
+                entry["proof"] = entry["verify"]["judgement"]["verdict"]
             staged.replace(final)
         finally:
             staged.unlink(missing_ok=True)

@@ -309,7 +309,7 @@ def test_export_tiny_model_end_to_end(tiny_model_dir, tmp_path):
     files = result.report["files"]
     assert files["tiny-f32.gguf"]["verify"]["max_abs_logit_diff"] <= 1e-3
     assert files["tiny-q8_0.gguf"]["verify"]["argmax_agreement"] >= 0.97
-    assert all(f["verify"]["tokenization_match"] and f["proof"] == "passed" for f in files.values())
+    assert all(f["verify"]["tokenization_match"] and f["proof"] == "proven" for f in files.values())
 
 
 def test_without_llama_cpp_k_quants_name_the_install_command(models, tmp_path, monkeypatch):

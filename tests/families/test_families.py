@@ -120,7 +120,7 @@ def test_onnx_parity(name, tmp_path):
 def test_ollama_alone_proves_gguf_and_template(name, tmp_path):
     cell = run_cell(name, "ollama", tmp_path)
     assert cell.status == "pass", cell.reason
-    assert cell.data["gguf_proof"]["proof"] == "passed" and not cell.data["gguf_reused"]
+    assert cell.data["gguf_proof"]["proof"] == "proven" and not cell.data["gguf_reused"]
 
 
 @needs_llama
@@ -223,4 +223,4 @@ def test_smollm2_real_weights_cells(cell, tmp_path):
     if cell.startswith("gguf"):
         assert result.data["logit_scale"] > 10 and not result.data["tokenization_mismatches"], result.figure
     if cell == "ollama":
-        assert result.data["gguf_proof"]["proof"] == "passed" and result.data["template_check"]["verified"]
+        assert result.data["gguf_proof"]["proof"] == "proven" and result.data["template_check"]["verified"]

@@ -200,7 +200,7 @@ def test_new_family_exports_to_gguf_with_its_proof(new_family_trained, tmp_path)
     with families.registered(NEW_FAMILY):
         result = gguf_export.export(new_family_trained["dir"], tmp_path, ExportContext(name="new", quantization=["f16"]))
     entry = result.report["files"]["new-f16.gguf"]
-    assert entry["proof"] == "passed"
+    assert entry["proof"] == "proven"  # the judgement's verdict (gguf_verify.judge)
     reader = GGUFReader(str(result.files[0]))
     arch = reader.get_field("general.architecture")
     assert bytes(arch.parts[arch.data[0]]).decode() == "llama"
@@ -221,7 +221,7 @@ def test_new_family_exports_to_ollama_with_its_proofs(new_family_trained, tmp_pa
     ctx = ExportContext(name="new", quantization=["f16"], system_prompt="You are a careful assistant.")
     with families.registered(NEW_FAMILY):
         rep = ollama.export(new_family_trained["dir"], tmp_path, ctx).report
-    assert rep["gguf_proof"]["proof"] == "passed" and not rep["gguf_reused"]
+    assert rep["gguf_proof"]["proof"] == "proven" and not rep["gguf_reused"]
     assert rep["template_check"]["verified"], rep["template_check"]["status"]
     assert rep["template"]["family"] == NEW_FAMILY.chat_template
     assert rep["tools"]["supported"], rep["tools"]["status"]
