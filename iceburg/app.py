@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import IceburgError
 
@@ -61,7 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)build RUN/report.html")
     r.add_argument("run", help="a run folder")
     _add_loop_parsers(sub)
+    _add_version_parsers(sub)
     return p
+
+
+def _add_version_parsers(sub) -> None:
+    """`iceburg models | publish | rollback`: the versions of each model type (docs/loop.md)."""
+    m = sub.add_parser("models", help="list each model type's versions (lineage.json): parent, gates, published")
+    m.add_argument("root", nargs="?", default="runs", help="folder holding runs/<type>/lineage.json (default runs)")
+    pb = sub.add_parser("publish", help="publish a version that passed its gates: Modelfile, ollama create")
+    pb.add_argument("run", help="a run folder listed in its folder's lineage.json (runs/<type>/vN)")
+    rb = sub.add_parser("rollback", help="point iceburg-<type>:latest back at an earlier published version")
+    rb.add_argument("type", help="model type (surveyor, dissident, ...)")
+    rb.add_argument("version", help="the version, e.g. v1")
+    rb.add_argument("--root", default="runs", help="folder holding the lineages (default runs)")
 
 
 def _add_loop_parsers(sub) -> None:
@@ -98,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         set_enabled(False)
     try:
         return {"chat": _chat, "eval": _eval, "report": _report, "serve": _serve,
-                "collect": _collect}[args.command](args)
+                "collect": _collect, "models": _models, "publish": _publish, "rollback": _rollback}[args.command](args)
     except IceburgError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -175,6 +189,38 @@ def _collect(args: argparse.Namespace) -> int:
     sys.stderr.write(f"recording {cfg.upstream_display} at http://{args.host}:{args.port} into {cfg.log_dir} "
                      "(Ctrl-C to stop)\n")
     run_proxy(cfg)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .recipes.lineage import format_models
+
+    print(format_models(Path(args.root)))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .recipes.lineage import publish, read_lineage, version_of
+
+    run = Path(args.run)
+    entry = version_of(read_lineage(run.parent), run.name)
+    if entry is None:
+        raise IceburgError(f"{run}: not a version in {run.parent / 'lineage.json'} (versions are recorded by "
+                           "iceburg-train --continue-from)")
+    print("\n".join(publish(run.parent, entry["version"])))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from .config import ModelType
+    from .recipes.lineage import find_lineages, rollback
+
+    short = ModelType.parse(args.type).short
+    found = find_lineages(Path(args.root), short)
+    if len(found) != 1:
+        raise IceburgError(f"{len(found)} lineages of {short} under {args.root} ({', '.join(map(str, found)) or 'none'});"
+                           " pass --root the folder of the one to roll back")
+    print("\n".join(rollback(found[0], args.version)))
     return 0
 
 

@@ -184,7 +184,8 @@ def _filter_only(cfg: TrainingConfig) -> int:
 
 def _train(args: argparse.Namespace, cfg: TrainingConfig) -> int:
     """Training: a search (--hpo N), N processes (--nproc, torchrun), or one run; then the summary."""
-    if "model_type" not in vars(args) and not _yaml_has(args.config, "model_type"):
+    wants = ("model_type", "continue_from")  # --continue-from RUN: the parent's model type (docs/loop.md)
+    if not any(k in vars(args) or _yaml_has(args.config, k) for k in wants):
         raise IceburgError("nothing to do: pass --model-type TYPE to train (or --detect-hardware, "
                            "--features, --configs, --export-only DIR, --filter-only)")
     from .training.distributed import env_world_size, launch

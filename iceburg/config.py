@@ -126,12 +126,14 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "eval": ("compare_prompts", "compare_max_new_tokens", "report_to", "gates"),
     "hpo": ("hpo", "hpo_workers", "hpo_storage", "hpo_resume"),
     "curate": ("curate_tasks", "curate_workers"),
+    "continual": ("continue_from", "replay_fraction", "replay_by", "forget_tolerance", "publish"),
 }
 SECTION_TITLES = {"run": "run", "data": "data", "truth": "truth filter (docs/truth_filter.md)",
                   "emergence": "emergence and curriculum (docs/emergence.md)", "train": "training",
                   "distributed": "distributed training", "export": "export",
                   "eval": "after training: comparison and evaluation", "hpo": "hyperparameter search (docs/hpo.md)",
-                  "curate": "curation on datatrove (docs/curation.md)"}
+                  "curate": "curation on datatrove (docs/curation.md)",
+                  "continual": "continual training, versions and publishing (docs/loop.md)"}
 
 
 def section_of(name: str) -> str:
@@ -356,6 +358,24 @@ class TrainingConfig:
                           "are written (a failing model keeps only merged/ and the huggingface export; exit "
                           "3), e.g. --gate 'truth_pass_rate>=base-0.02' --gate 'forgetting_loss<=base+0.05' "
                           "(docs/evaluation.md)", "--gate", group="after", action="extend")
+
+    # Continual training (iceburg/recipes/continual.py, docs/loop.md): the next version of a run.
+    continue_from: str | None = _f(None, "train the next version of this finished run folder: start from its "
+                                   "adapter (same base), drop new records it already saw (seen_before), mix in "
+                                   "--replay-fraction of its curated data, re-evaluate its held-out set "
+                                   "(docs/loop.md)", "--continue-from", group="continual")
+    replay_fraction: float = _f(0.3, "share of the next version's training records replayed from the previous "
+                                "versions' curated data (0: no replay; default measured in docs/loop.md)",
+                                "--replay-fraction", group="continual", min=0, max_exclusive=1)
+    replay_by: str = _f("quality", "which previous records are replayed first: highest truth-filter quality, "
+                        "highest emergence score, or a seeded random sample", "--replay-by", group="continual",
+                        choices=("quality", "emergence", "random"))
+    forget_tolerance: float = _f(0.02, "the continual gate: the previous held-out loss may rise by at most this "
+                                 "much over the parent's (nats/token; the figure issue 28 asks for)",
+                                 "--forget-tolerance", group="continual", min=0)
+    publish: bool = _f(False, "after a continual run whose gates pass: write the Modelfile for "
+                       "iceburg-<type>:vN and run `ollama create` where ollama is on PATH (docs/loop.md)",
+                       "--publish", group="continual")
 
     # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
     # the CLI is generated from flat fields and a search is "this config, N times, varied".

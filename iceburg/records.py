@@ -49,6 +49,8 @@ REJECT_CODES: dict[str, str] = {
     # dedup (iceburg/truth/dedup.py, filter.py) and emergence (embedding near duplicates)
     "exact_duplicate": "same normalised text as a kept (or earlier rejected) record",
     "near_duplicate": "MinHash (dedup) or embedding (emergence) similarity above the threshold",
+    # continual training (iceburg/recipes/continual.py): against the previous version's data
+    "seen_before": "exact or near duplicate of a record the previous version trained or was held out on",
     # encode (iceburg/training/encoding.py, tool_render.py, preference.py)
     "no_tool_format": "tool calls, but the base's chat template has no tool format",
     "template_refused": "the chat template raised, or could not write the turn or its tool calls",

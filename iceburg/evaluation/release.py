@@ -31,7 +31,9 @@ def gate_exports(cfg: Any, run_dir: Path, formats: list[str], result: Any) -> tu
     """(the formats to write, the failure to raise once they are written and result.json is saved)."""
     from .run import evaluate_run
 
-    report = evaluate_run(run_dir, n_prompts=cfg.compare_prompts or DEFAULT_PROMPTS,
+    # a continual run (--continue-from) is gated against the version it continues, not the base
+    against = str(Path(cfg.continue_from) / "merged") if getattr(cfg, "continue_from", None) else None
+    report = evaluate_run(run_dir, against=against, n_prompts=cfg.compare_prompts or DEFAULT_PROMPTS,
                           max_new_tokens=cfg.compare_max_new_tokens if cfg.compare_prompts else DEFAULT_MAX_NEW_TOKENS,
                           gates=list(cfg.gates), threads=cfg.num_threads)
     bad = failed(report["gates"])

@@ -31,6 +31,10 @@ class ICEBURGFineTuner:
         cfg, started = self.config.validate(), time.time()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        if cfg.continue_from:  # the next version of a run (docs/loop.md)
+            from .continual import train_continual
+
+            return train_continual(cfg, self.callbacks, started)
         if cfg.objective == "grpo":  # online RL with verifiable rewards: one process (docs/grpo.md)
             from .grpo import train_grpo_run
 

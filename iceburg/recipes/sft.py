@@ -27,6 +27,7 @@ from ..records import RejectWriter
 from ..run_folder import RunFolder
 from ..training.result import TrainingResult, as_dict
 from ..training.run_parts import plan_run, run_tokenizer, train_args
+from .lineage import start_from_parent, write_train_records
 from .run import Tokens, finish_run, make_result, open_run, run_metrics
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def prepare_data(cfg: TrainingConfig, run: RunFolder, rejects: RejectWriter):
     data = prepare(cfg, rejects)
     run.write_jsonl(run.heldout, map(heldout_row, data.eval_records))  # `iceburg eval`, --compare
     run.write_jsonl(run.scores, map(score_row, data.curriculum.records))  # report.html histograms
+    write_train_records(run, data.curriculum.records)  # what a continual run dedups against and replays
     return data
 
 
@@ -202,6 +204,8 @@ def train_everywhere(cfg: TrainingConfig, job: SftJob, tokens: Tokens, callbacks
     args.best_fit = job.cur.shuffled
     order_fn = epoch_order(job, cfg.seed)
     build = partial(build_model, job.base.path, cfg, job.plan, tokens.tokenizer, tokens.added)
+    if cfg.continue_from:  # the next version starts from the previous one's adapter (recipes/continual.py)
+        build = partial(start_from_parent, build, cfg.continue_from)
     with run_metrics(cfg, job.run, world.is_main) as logs:
         if cfg.resolved_backend() == "mlx":  # one process; same examples, order, loss and run folder
             from ..training.mlx_run import train_on_mlx
