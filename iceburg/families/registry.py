@@ -63,6 +63,13 @@ class Architecture:
     # soft-capping or logit scale): the trainer may call decoder and head apart (trainer._head_apart).
     head_apart: bool = False
     random_shape: Mapping[str, Any] | None = None  # tiny config for models/random.py; None: no fixture
+    # The llama.cpp arch llama.cpp's own convert_hf_to_gguf.py writes this model_type as, where its
+    # GGUF is proven through that path (export/gguf_convert.py; `--gguf-converter auto` takes it
+    # when `gguf` is None). "" : not proven through the converter.
+    llama_cpp_arch: str = ""
+    # Module-name fragments LoRA's default targets leave out (routers, linear-attention / SSM
+    # blocks: training/lora_targets), each with the reason, documented in docs/families.md.
+    lora_exclude: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,22 @@ def gguf_spec(model_type: str | None) -> GgufSpec | None:
 
 def gguf_model_types() -> list[str]:
     return [t for t, a in _ARCHS.items() if a.gguf is not None]
+
+
+def lora_exclude(model_type: str | None) -> dict[str, str]:
+    """Module-name fragment -> reason, for the modules LoRA's default targets leave out (MoE routers,
+    linear-attention blocks) of `model_type`; {} when the architecture excludes none."""
+    arch = architecture(model_type)
+    return dict(arch.lora_exclude) if arch is not None else {}
+
+
+def lora_exclude_regex(model_type: str | None) -> str | None:
+    """The exclusions as one regex for peft's `LoraConfig(exclude_modules=...)` (matched against
+    full module names), or None."""
+    import re
+
+    parts = lora_exclude(model_type)
+    return "|".join(rf".*\b{re.escape(p)}\b.*" for p in parts) or None
 
 
 def head_apart(model_type: str | None) -> bool:
