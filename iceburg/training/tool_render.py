@@ -8,15 +8,17 @@ the format the model was trained on; assistant-only masking (`encoding.py`) then
 assistant turns, which include the call text the template writes for them, while tool results
 (their own messages) and the definitions (in the system or first user turn) stay unsupervised.
 
-ChatML bases whose template renders only `role` + `content` (iceburg-tiny, SmolLM2, many base
-models given ChatML) would silently drop the calls. For them iceburg installs
-`HERMES_CHATML_TEMPLATE`: ChatML plus the Hermes-style tool format of NousResearch's Hermes 2 Pro
-/ Hermes 3 as Qwen2.5 writes it (definitions as JSON lines inside `<tools></tools>` in the
-system turn, each call as `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>` in the
-assistant turn, results as `<tool_response>` blocks in a user turn). It renders a conversation
-without tools byte for byte like plain ChatML, and it is saved with the fine-tuned tokenizer, so
-the exported GGUF and Ollama template carry it. A non-ChatML template that cannot render tool
-calls is refused: there is no format the model already knows to fall back on.
+ChatML bases whose template renders only `role` + `content` (iceburg-tiny, many base models given
+ChatML), or that and a default system prompt when a chat has none (SmolLM2), would silently drop
+the calls. For them iceburg installs `hermes_chatml_template(default system prompt)`: ChatML plus
+the Hermes-style tool format of NousResearch's Hermes 2 Pro / Hermes 3 as Qwen2.5 writes it
+(definitions as JSON lines inside `<tools></tools>` in the system turn, each call as
+`<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>` in the assistant turn, results as
+`<tool_response>` blocks in a user turn). It renders a conversation without tools byte for byte
+like the base's own template (checked on probe chats before it is installed), and it is saved
+with the fine-tuned tokenizer, so the exported GGUF and Ollama template carry it (the Ollama
+export proves its Go TEMPLATE against it, default system prompt included). A non-ChatML template that
+cannot render tool calls is refused: there is no format the model already knows to fall back on.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 # Qwen2.5-7B-Instruct's template (llama.cpp models/templates/Qwen-Qwen2.5-7B-Instruct.jinja) without
 # its default "You are Qwen" system prompt; Qwen3-0.6B's template does the same. Arguments given as
 # a JSON string are written as they are (Qwen3 / Hermes 3 do this too), objects with `tojson`.
-HERMES_CHATML_TEMPLATE = (
+_HERMES_TOOLS_HEAD = (
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
     "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
@@ -45,6 +47,8 @@ HERMES_CHATML_TEMPLATE = (
     "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
     "{%- elif messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+)
+_HERMES_BODY = (
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'user' or (message['role'] == 'system' and not loop.first) %}"
@@ -67,6 +71,22 @@ HERMES_CHATML_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+def hermes_chatml_template(default_system: str = "") -> str:
+    """The Hermes-style ChatML tool template; with `default_system`, the system turn a base's own
+    template writes when a chat has none (SmolLM2: "You are a helpful AI assistant named SmolLM,
+    ..."), written the way Qwen2.5's template writes its own default: as the system turn of a chat
+    without one, and before the tool definitions when tools are offered."""
+    if not default_system:
+        return _HERMES_TOOLS_HEAD + _HERMES_BODY
+    lit = repr(default_system)  # a Python string literal is a Jinja string literal
+    head = _HERMES_TOOLS_HEAD.replace(
+        "'\\n\\n' }}{%- endif %}", "'\\n\\n' }}{%- else %}{{- " + lit + " + '\\n\\n' }}{%- endif %}", 1)
+    return head + "{%- else %}{{- '<|im_start|>system\\n' + " + lit + " + '<|im_end|>\\n' }}" + _HERMES_BODY
+
+
+HERMES_CHATML_TEMPLATE = hermes_chatml_template()
 
 _PLAIN_CHAT = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
 _PLAIN_CHATML = "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
@@ -98,15 +118,40 @@ def bind_tools(tokenizer, tools: list[dict[str, Any]] | None):
     return ToolsTokenizer(tokenizer, tools) if tools else tokenizer
 
 
-def _is_plain_chatml(tokenizer) -> bool:
+def _chatml_default_system(tokenizer) -> str | None:
+    """"" for a plain ChatML template, the default system prompt of a ChatML template that writes
+    one when a chat has none (SmolLM2), None for anything else."""
     from jinja2.exceptions import TemplateError
 
+    bos = getattr(tokenizer, "bos_token", None) or ""
     try:
         text = tokenizer.apply_chat_template(_PLAIN_CHAT, tokenize=False)
     except TemplateError:
+        return None
+    head, tail = "<|im_start|>system\n", "<|im_end|>\n" + _PLAIN_CHATML
+    # SmolLM2's BOS is `<|im_start|>` itself: try the text as it is first, then without a BOS.
+    for t in (text, text[len(bos):] if bos and text.startswith(bos) else text):
+        if t == _PLAIN_CHATML:
+            return ""
+        if t.startswith(head) and t.endswith(tail) and "<|im_end|>" not in t[len(head):-len(tail)]:
+            return t[len(head):-len(tail)]
+    return None
+
+
+# Chats the Hermes template must render byte for byte like the base's own template (no tools).
+_SAME_PROBES = [_PLAIN_CHAT, [{"role": "system", "content": "s"}, *_PLAIN_CHAT], [*_PLAIN_CHAT, *_PLAIN_CHAT]]
+
+
+def _renders_like(tokenizer, template: str) -> bool:
+    """The tokenizer's (new) template renders the probe chats exactly like `template` does."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return all(tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=g)
+                   == tokenizer.apply_chat_template(c, chat_template=template, tokenize=False, add_generation_prompt=g)
+                   for c in _SAME_PROBES for g in (False, True))
+    except TemplateError:
         return False
-    bos = getattr(tokenizer, "bos_token", None) or ""
-    return text in (_PLAIN_CHATML, bos + _PLAIN_CHATML)
 
 
 def uses_tools(records: Iterable[Record]) -> bool:
@@ -124,7 +169,7 @@ SKIP_REASON = ("tool calls: the base model's chat template has no tool format, s
 def tool_policy(tokenizer, records: Iterable[Record]):
     """What training does with tool-calling records: `(template kind, skip)` where `skip(record)`
     gives a reject reason for a record that cannot be rendered (None = keep). A base with no tool
-    format (e.g. SmolLM2's ChatML-with-default-system template, Phi-3.5) still trains on the rest:
+    format (e.g. Phi-3.5, Gemma 2) still trains on the rest:
     its tool-calling records go to rejects.jsonl (stage "encode") with the reason, not silently."""
     records = list(records)
     try:
@@ -139,15 +184,21 @@ def ensure_tool_template(tokenizer, records: Iterable[Record]) -> str | None:
     """Make sure the tokenizer's template renders the records' tool use.
 
     Returns None when no record uses tools or the template renders them natively, "hermes" when
-    the plain ChatML template was replaced by `HERMES_CHATML_TEMPLATE`. Raises `IceburgError` for a
-    template that can render neither."""
+    the ChatML template (plain, or with a default system prompt as SmolLM2's) was replaced by
+    `hermes_chatml_template(default)`, checked to render chats without tools exactly as before.
+    Raises `IceburgError` for a template that can render neither."""
     if not uses_tools(records) or renders_tools(tokenizer):
         return None
-    if _is_plain_chatml(tokenizer):
-        tokenizer.chat_template = HERMES_CHATML_TEMPLATE
-        logger.warning("the base's ChatML template cannot render tool calls: using the Hermes-style "
-                       "ChatML tool template (docs/tools.md); it is saved with the fine-tuned tokenizer")
-        return "hermes"
+    default = _chatml_default_system(tokenizer)
+    original = tokenizer.chat_template
+    if default is not None and isinstance(original, str):
+        tokenizer.chat_template = hermes_chatml_template(default)
+        if _renders_like(tokenizer, original):
+            logger.warning("the base's ChatML template cannot render tool calls: using the Hermes-style ChatML "
+                           "tool template%s (docs/tools.md); it is saved with the fine-tuned tokenizer",
+                           " with its default system prompt" if default else "")
+            return "hermes"
+        tokenizer.chat_template = original
     raise ToolFormatMissing(
         "the training data has tool calls, but the base model's chat template does not render them (a "
         "probe conversation's call and result vanish from the text) and it is not ChatML, so there is no "
