@@ -85,7 +85,7 @@ def evaluate(tf: TruthFilter, items, order) -> dict:
         if r.id in kept_ids:
             preds.append(set())
             continue
-        preds.append({x.split(":", 1)[0] for x in r.metadata["truth_reasons"]})
+        preds.append(set(r.metadata["truth_codes"]))  # Reason.code of each reason
         if r.metadata.get("truth_category") == "DUPLICATE":
             dup_of[i] = r.metadata["duplicate_of"]
     return {"records": records, "preds": preds, "dup_of": dup_of, "stats": stats, "pos": pos}

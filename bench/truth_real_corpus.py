@@ -346,7 +346,7 @@ def run_group(items, threshold: float) -> tuple[list[set[str] | None], dict[int,
             preds.append(set())
         else:
             full[i] = r.metadata["truth_reasons"]
-            preds.append({x.split(":", 1)[0] for x in full[i]})
+            preds.append(set(r.metadata["truth_codes"]))  # Reason.code of each reason
             if "duplicate_of" in r.metadata:
                 dup_of[i] = int(r.metadata["duplicate_of"].rsplit(":", 1)[1]) - 1
     return preds, dup_of, full, secs, len(records)

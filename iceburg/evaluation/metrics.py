@@ -38,8 +38,8 @@ def direction(metric: str) -> int:
 
 
 def _code(reason) -> str:
-    """A truth reason's stable code (`Reason.code`; older filters gave "code: message" strings)."""
-    return getattr(reason, "code", None) or str(reason).split(":", 1)[0]
+    """A truth reason's stable code (`Reason.code`, a key of records.REJECT_CODES)."""
+    return reason.code
 
 
 def truth_values(tf: TruthFilter, p: Prompt, text: str) -> dict[str, float]:

@@ -261,7 +261,7 @@ def _validate(prompt: Messages, continuation: Messages, key: str) -> None:
     try:
         normalise({"messages": prompt + continuation})
     except InvalidLine as e:
-        raise InvalidLine(f"prompt + {key}: {e}") from None
+        raise InvalidLine(f"prompt + {key}: {e}", e.code) from None  # keep the reject code
 
 
 def write_jsonl(path: Path, items: Iterable[PreferencePair | KTOExample]) -> int:

@@ -39,8 +39,11 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     run, base = open_run(cfg)
     with RejectWriter(run.rejects) as rejects:
         data = prepare_data(cfg, run, rejects)
+        tokens, template, skip = load_tokens(cfg, base, [*data.curriculum.records, *data.eval_records])
+        # the SFT held-out set (loss before/after); records the template refuses go to rejects.jsonl
+        held_out = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, rejects,
+                              skip=skip).examples
         records_rejected = rejects.total
-    tokens, template, skip = load_tokens(cfg, base, [*data.curriculum.records, *data.eval_records])
     budget = cfg.max_seq_length - cfg.max_completion_length
     train_prompts, dropped = grpo_prompts(cfg, tokens.tokenizer, data.curriculum.records, skip, budget, "train")
     eval_prompts, dropped_eval = grpo_prompts(cfg, tokens.tokenizer, data.eval_records, skip, budget, "heldout")
@@ -60,7 +63,6 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length)
     rewards = build_rewards(cfg)
     # the SFT held-out loss before and after: what GRPO did to the logged answers' likelihood
-    held_out = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, skip=skip).examples
     loss_before = evaluate(model, held_out, args)
     with run_metrics(cfg, run) as logs:
         out = train_grpo(model, tokens.tokenizer, train_prompts, eval_prompts, args, gargs, rewards, tokens.eos,
