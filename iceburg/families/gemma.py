@@ -123,12 +123,16 @@ GEMMA4 = Architecture(
                                        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                           "rope_theta": 1000000.0}}))
 
+# google/gemma-4-*-it checkpoints carry the multimodal wrapper's model_type "gemma4"
+# (Gemma4ForConditionalGeneration); llama.cpp's converter writes its text model as gemma4.
+GEMMA4_VL = Architecture("gemma4", None, llama_cpp_arch="gemma4")
+
 # Gemma 4's control tokens as its template writes them (google-gemma-4-31B-it.jinja).
 _GEMMA4_TURNS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>", "<|tool>", "<tool|>", "<|tool_call>",
                  "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<eos>")
 
 register(
-    Family("gemma4", (GEMMA4,), reasoning=("<|channel>", "<channel|>"),
+    Family("gemma4", (GEMMA4, GEMMA4_VL), reasoning=("<|channel>", "<channel|>"),
            fixture=Fixture("llama-spm", "google-gemma-4-31B-it", ("<turn|>", "<eos>"), added_special=_GEMMA4_TURNS,
                            notes=("llama.cpp's ggml-vocab-gemma-4 (tokenizer model 'gemma4') has no transformers GGUF "
                                   "conversion in 5.24: llama-spm stands in, with Gemma 4's turn/channel/tool tokens added",

@@ -52,9 +52,13 @@ QWEN35 = Architecture(
     # not name them (the attention and MLP projections carry the adapter).
     lora_exclude={"linear_attn": "Gated DeltaNet (linear attention) block: recurrent state, not softmax attention"})
 
+# The released checkpoints (Qwen/Qwen3.5-*) carry the multimodal wrapper's model_type "qwen3_5"
+# (Qwen3_5ForConditionalGeneration); llama.cpp's converter writes its text model as qwen35 too.
+QWEN35_VL = Architecture("qwen3_5", None, llama_cpp_arch="qwen35", lora_exclude=QWEN35.lora_exclude)
+
 register(
     # No Ollama library names listed: none checked against ollama.com for this family yet.
-    Family("qwen3.5", (QWEN35,), reasoning=("<think>", "</think>"),
+    Family("qwen3.5", (QWEN35, QWEN35_VL), reasoning=("<think>", "</think>"),
         fixture=Fixture("qwen35", "Qwen3.5-4B", _QWEN_EOS,
                         notes=("3 linear-attention (Gated DeltaNet) layers + 1 softmax layer, partial RoPE 1/4",
                                "GGUF through llama.cpp's converter (arch qwen35)")),

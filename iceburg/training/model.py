@@ -91,9 +91,15 @@ def apply_lora(model, plan, cfg: TrainingConfig):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(cfg.seed)
+    # Default targets leave out what the family record excludes by name (MoE routers, linear-attention
+    # blocks: iceburg/families/, docs/families.md); targets the user names are taken as given.
+    from ..families import lora_exclude_regex
+
+    exclude = None if cfg.lora_target_modules else lora_exclude_regex(getattr(model.config, "model_type", None))
     lcfg = LoraConfig(r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(plan.lora_target_modules) or "all-linear", bias="none",
-                      task_type=TaskType.CAUSAL_LM, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
+                      task_type=TaskType.CAUSAL_LM, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
+                      exclude_modules=exclude)
     model = get_peft_model(model, lcfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

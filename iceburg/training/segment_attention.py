@@ -99,6 +99,9 @@ def _register() -> None:
     AttentionInterface.register(SEGMENT_SDPA, segment_sdpa_forward)
 
 
+_SOFTMAX_LAYERS = ("full_attention", "sliding_attention", "chunked_attention")  # transformers' layer_types
+
+
 def supports_segments(model, max_length: int) -> str | None:
     """Why the model's attention cannot run per segment (None: it can)."""
     config = getattr(model, "config", None)
@@ -111,6 +114,14 @@ def supports_segments(model, max_length: int) -> str | None:
         return "attention soft-capping"
     window = getattr(text, "sliding_window", None)
     layer_types = getattr(text, "layer_types", None) or []
+    # Only softmax attention splits per segment; a recurrent layer (Qwen3.5's "linear_attention",
+    # a hybrid's "mamba") carries state along the row, and gpt-oss's attention sinks add a
+    # per-head logit this kernel does not compute (issue 32).
+    other = sorted({t for t in layer_types if t not in _SOFTMAX_LAYERS})
+    if other:
+        return f"layers that are not softmax attention ({', '.join(other)})"
+    if any(hasattr(m, "sinks") for m in model.modules()):
+        return "attention sinks"
     if window is not None and window < max_length and (
             any("sliding" in t for t in layer_types) or getattr(text, "use_sliding_window", True)):
         return f"sliding window {window} < row length {max_length}"

@@ -141,3 +141,18 @@ def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name,
     arch = reader.get_field("general.architecture")
     assert bytes(arch.parts[arch.data[0]]).decode() == LLAMA_CPP_ARCH[name]
     assert gguf_export.read_fingerprint(result.files[0]) == gguf_export.source_fingerprint(merged)
+
+
+@pytest.mark.parametrize("name, why", [("qwen3.5", "not softmax attention (linear_attention)"),
+                                       ("gpt-oss", "attention sinks")])
+def test_segment_attention_is_refused_where_a_layer_is_not_plain_softmax(name, why):
+    """Packed rows split per example only where every layer is softmax attention: Qwen3.5's Gated
+    DeltaNet carries state along the row, gpt-oss's sinks add a logit the segment kernel lacks."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from iceburg.testing.families import family_model_dir
+    from iceburg.training.segment_attention import supports_segments
+
+    model = AutoModelForCausalLM.from_pretrained(family_model_dir(name), dtype=torch.float32)
+    assert why in (supports_segments(model, 8) or "")
