@@ -114,19 +114,27 @@ def child(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(0)
     vocab = model.config.get_text_config().vocab_size
-    t0 = time.perf_counter()
-    for _ in range(STEPS):
-        if args.loop == "iceburg":
-            loss = _iceburg_loss(model, vocab, args, g)
-        else:
-            ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        del loss
+    from iceburg.training.lora_dropout import lora_dropout_on_cpu
+
+    times = []
+    # the trainer's CPU loop swaps in its boolean-mask LoRA dropout (training/trainer.py)
+    with lora_dropout_on_cpu(model, args.loop == "iceburg" and dev.type == "cpu"):
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            if args.loop == "iceburg":
+                loss = _iceburg_loss(model, vocab, args, g)
+            else:
+                ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del loss
+            times.append(time.perf_counter() - t0)
     out = {"peak_rss": rss(), "import_rss": base_rss, "load_rss": load_rss,
-           "step_s": (time.perf_counter() - t0) / STEPS}
+           "step_s": sum(times) / len(times), "step_times": [round(t, 2) for t in times],
+           # steady-state speed: the last step (AdamW states exist, allocator warmed up)
+           "tok_s_last": args.batch * args.seq / times[-1], "loadavg": os.getloadavg()}
     if dev.type == "cuda":
         out["cuda_peak_allocated"] = torch.cuda.max_memory_allocated()
     print(json.dumps(out))
@@ -159,7 +167,7 @@ def _iceburg_loss(model, vocab: int, args: argparse.Namespace, g):
 
 
 def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device: str,
-             default_allocator: bool = False, loop: str = "hf") -> dict:
+             default_allocator: bool = False, loop: str = "hf", steps: int = STEPS) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -180,7 +188,7 @@ def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device
                                    supervised_fraction=SUPERVISED_FRACTION if loop == "iceburg" else None)
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dirs[name]), "--batch", str(batch),
            "--seq", str(seq), "--r", str(r), "--targets", ",".join(targets), "--device", device,
-           "--loop", loop, "--fraction", str(SUPERVISED_FRACTION)]
+           "--loop", loop, "--fraction", str(SUPERVISED_FRACTION), "--steps", str(steps)]
     if gc:
         cmd.append("--gc")
     if default_allocator:
@@ -190,10 +198,13 @@ def run_case(name: str, batch: int, seq: int, gc: bool, model_dirs: dict, device
         raise RuntimeError(f"{name}: measured run failed:\n{proc.stderr[-3000:]}")
     meas = json.loads(proc.stdout.strip().splitlines()[-1])
     measured = meas["cuda_peak_allocated"] if device == "cuda" else meas["peak_rss"]
+    # under glibc's default allocator the planner's model of the peak is `glibc_total`
+    predicted = est.glibc_total if default_allocator and device == "cpu" else est.total
     return {"shape": name, "params_m": round(shape.param_count / 1e6, 1), "micro_batch": batch,
             "seq_len": seq, "grad_ckpt": gc, "lora_r": r, "estimate": est.to_dict(),
-            "estimated_gib": est.total / 2**30, "measured_gib": measured / 2**30,
-            "error_pct": 100 * (est.total - measured) / measured, **meas}
+            "allocator": "glibc default" if default_allocator else "fixed mmap threshold",
+            "estimated_gib": predicted / 2**30, "measured_gib": measured / 2**30,
+            "error_pct": 100 * (predicted - measured) / measured, **meas}
 
 
 def recommendations(seq_len: int = 1024, lora_r: int = 32) -> None:
@@ -234,6 +245,18 @@ def recommendations(seq_len: int = 1024, lora_r: int = 32) -> None:
     print("\n".join(lines))
 
 
+def _cases(args: argparse.Namespace, wanted: set[str]) -> list[tuple[tuple, bool]]:
+    """((shape, micro_batch, seq_len, gc), default allocator) for each run."""
+    if not args.cells:
+        return [(c, args.default_allocator) for c in CASES if c[0] in wanted]
+    out = []
+    for cell in args.cells.split(","):
+        name, bt, *flags = cell.split(":")
+        b, t = (int(x) for x in bt.split("x"))
+        out.append(((name, b, t, "gc" in flags), args.default_allocator or "malloc" in flags))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -251,6 +274,9 @@ def main() -> None:
                     "hf: Hugging Face's full-sequence loss (labels=)")
     ap.add_argument("--fraction", type=float, default=SUPERVISED_FRACTION, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="only the two smallest shapes")
+    ap.add_argument("--cells", help="instead of the fixed cases: comma-separated SHAPE:BxT[:gc][:malloc] "
+                    "(malloc = glibc's default allocator), e.g. smollm2-135m:8x512,smollm2-135m:4x512:malloc")
+    ap.add_argument("--steps", type=int, default=STEPS, help="steps per measured run (>= 2: the peak is in step 2)")
     ap.add_argument("--only", help="comma-separated shape names")
     ap.add_argument("--name", help="variant label written into the table (default: device, allocator and loss loop)")
     ap.add_argument("--recommendations", action="store_true",
@@ -267,35 +293,40 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     wanted = set(args.only.split(",")) if args.only else (QUICK if args.quick else DEFAULT)
     rows, dirs = [], {}
-    for case in CASES:
-        if case[0] in wanted:
-            row = run_case(*case, dirs, args.device, args.default_allocator, args.loop)
+    for case, malloc in _cases(args, wanted):
+        if case[0] in wanted or args.cells:
+            row = run_case(*case, dirs, args.device, malloc, args.loop, args.steps)
             rows.append(row)
             print(f"{row['shape']:>15} b={row['micro_batch']} T={row['seq_len']} gc={row['grad_ckpt']!s:5} "
-                  f"est {row['estimated_gib']:.2f} GiB  measured {row['measured_gib']:.2f} GiB  "
-                  f"({row['error_pct']:+.1f}%)", flush=True)
+                  f"{row['allocator']:>20} est {row['estimated_gib']:.2f} GiB  measured {row['measured_gib']:.2f} GiB  "
+                  f"({row['error_pct']:+.1f}%)  steps {row['step_times']} s  {row['tok_s_last']:.0f} tok/s  "
+                  f"load {row['loadavg'][0]:.2f}", flush=True)
     machine = {"platform": platform.platform(), "python": platform.python_version(),
                "torch": torch.__version__, "cpu_count": os.cpu_count(),
                "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
                "torch_threads": THREADS, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-               "device": args.device, "steps": STEPS, "loop": args.loop,
+               "device": args.device, "steps": args.steps, "loop": args.loop,
                "supervised_fraction": SUPERVISED_FRACTION if args.loop == "iceburg" else "all (labels=)",
-               "allocator": "glibc default" if args.default_allocator else "configure_cpu_allocator()"}
+               "allocator": "per row" if args.cells else
+               "glibc default" if args.default_allocator else "configure_cpu_allocator()",
+               "load_average_end": os.getloadavg()}
     measure = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS"
     lines = [f"# Memory planner vs measured {measure} ({args.device})", "",
-             "| shape | params (M) | micro-batch | seq len | grad ckpt | LoRA r | estimate (GiB) "
-             f"| measured (GiB) | error | s/step |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| shape | params (M) | micro-batch | seq len | grad ckpt | allocator | LoRA r | estimate (GiB) "
+             f"| measured (GiB) | error | s/step (last) | tok/s (last) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['params_m']} | {r['micro_batch']} | {r['seq_len']} | "
-                     f"{'yes' if r['grad_ckpt'] else 'no'} | {r['lora_r']} | {r['estimated_gib']:.2f} | "
-                     f"{r['measured_gib']:.2f} | {r['error_pct']:+.1f}% | {r['step_s']:.1f} |")
+                     f"{'yes' if r['grad_ckpt'] else 'no'} | {r['allocator']} | {r['lora_r']} | {r['estimated_gib']:.2f} | "
+                     f"{r['measured_gib']:.2f} | {r['error_pct']:+.1f}% | {r['step_times'][-1]:.1f} | "
+                     f"{r['tok_s_last']:.0f} | {r['loadavg'][0]:.2f} |")
     lines += ["", "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items())]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     # one current table (earlier runs are in git history); the variant goes into the table's machine line
     machine["variant"] = args.name or ("" if args.device == "cpu" else args.device) + \
         ("_default_malloc" if args.default_allocator else "") + ("_hf_loss" if args.loop == "hf" else "_iceburg_loop")
-    stem = "memory_planner"
+    stem = "memory_planner" + (f"_{args.name}" if args.name else "")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print("\n".join(lines))

@@ -176,16 +176,70 @@ def _with_layers(config: Any, n: int) -> Any:
     return cfg
 
 
+class _BoolKeepScale(torch.autograd.Function):
+    """x * keep * scale saving only a boolean mask: what the trainer's CPU LoRA dropout
+    (training/lora_dropout.CpuLoraDropout) keeps for backward, 1 byte per element where torch's
+    dropout (the one the meta device would run) keeps a float mask of 4."""
+
+    @staticmethod
+    def forward(ctx, x, keep, scale):  # noqa: ANN001
+        ctx.save_for_backward(keep)
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        return grad, None, None
+
+
+class _MetaBoolDropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        return _BoolKeepScale.apply(x, keep, 1.0 / (1.0 - self.p))
+
+
+def _bool_dropouts(model: nn.Module, p: float) -> None:
+    """Swap every LoRA dropout for the CPU loop's boolean-mask one (as the trainer does on CPU)."""
+    for m in model.modules():
+        d = getattr(m, "lora_dropout", None)
+        if isinstance(d, nn.ModuleDict):
+            for k, mod in list(d.items()):
+                if type(mod) is nn.Dropout and 0 < p < 1:
+                    d[k] = _MetaBoolDropout(p)
+
+
+def head_apart_shape(config: Any, model: nn.Module | None = None) -> bool:
+    """Whether the trainer's CPU loop runs this model's head apart in chunks (the same test as
+    training/trainer._head_apart: a family flagged head_apart, a plain Linear head, no soft-capping)."""
+    from .. import families
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not families.head_apart(getattr(config, "model_type", None)):
+        return False
+    if getattr(text, "final_logit_softcapping", None) or getattr(text, "logits_scaling", None):
+        return False
+    return model is None or type(model.get_output_embeddings()) is nn.Linear
+
+
 def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int, lora_r: int,
                  targets: list[str], lora_dropout: float, trust_remote_code: bool,
-                 kept_positions: int | None = None) -> int:
+                 kept_positions: int | None = None, cpu_loop: bool = False) -> int:
+    """Bytes autograd saves for one forward on the meta device. `kept_positions`: iceburg's loss
+    (logits at that many positions per row; with `cpu_loop` and a head-apart model, that many
+    supervised (row, position) pairs per row through the chunked head, training/trainer.py)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    apart = cpu_loop and kept_positions is not None and head_apart_shape(config, model)
     model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout,
                                              target_modules=targets))
+    if cpu_loop:
+        _bool_dropouts(model, lora_dropout)
     model.train()
     resident = {t.untyped_storage()._cdata for t in list(model.parameters()) + list(model.buffers())}
     seen: dict[int, int] = {}
@@ -197,16 +251,22 @@ def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int
         return t
 
     ids = torch.zeros((micro_batch, seq_len), dtype=torch.long, device="meta")
+    extra = 0
     with _FlashAttentionOnMeta(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         if kept_positions is None:  # Hugging Face's loss: logits at every position
             model(input_ids=ids, labels=ids)
+        elif apart:  # decoder, then the fused chunked head: it saves only d loss / d h per pair
+            model.get_base_model().model(input_ids=ids)
+            rows = micro_batch * kept_positions
+            extra = rows * int(config.get_text_config().hidden_size) * torch.finfo(dtype).bits // 8 \
+                + micro_batch * seq_len  # + the boolean (row, position) selection
         else:  # iceburg's loop (training/trainer.py): logits only at supervised positions, fp32 CE
             keep = torch.arange(kept_positions, device="meta")
             logits = model(input_ids=ids, logits_to_keep=keep).logits
             targets = torch.zeros(micro_batch * kept_positions, dtype=torch.long, device="meta")
             torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets,
                                               reduction="none").sum()
-    return sum(seen.values())
+    return sum(seen.values()) + extra
 
 
 _PROBES: dict[tuple, tuple[int, int]] = {}
@@ -214,18 +274,21 @@ _PROBES: dict[tuple, tuple[int, int]] = {}
 
 def activation_probe(shape: ModelShape, dtype: torch.dtype, micro_batch: int, seq_len: int,
                      lora_r: int, targets: list[str], lora_dropout: float = 0.05,
-                     trust_remote_code: bool = False, kept_positions: int | None = None) -> tuple[int, int]:
+                     trust_remote_code: bool = False, kept_positions: int | None = None,
+                     cpu_loop: bool = False) -> tuple[int, int]:
     """Bytes autograd saves for backward: (per decoder layer, outside the layers).
 
     Measured on copies of the model cut to one and two layers: the difference is one layer, the
     rest is the embedding output, final norm and the loss (log-softmax over the vocabulary).
     Assumes the layers are alike, which holds for the Llama/Qwen/Mistral/Phi/GPT-2 families.
-    `kept_positions`: run iceburg's loss (logits at that many positions per row) instead of HF's.
+    `kept_positions`: run iceburg's loss (logits at that many positions per row) instead of HF's;
+    `cpu_loop`: the trainer's CPU loop (boolean dropout masks, chunked head for head-apart models).
     """
     key = (shape.config.to_json_string(use_diff=False), dtype, micro_batch, seq_len, lora_r,
-           tuple(sorted(targets)), float(lora_dropout), kept_positions)
+           tuple(sorted(targets)), float(lora_dropout), kept_positions, cpu_loop)
     if key not in _PROBES:
         one, two = (_saved_bytes(_with_layers(shape.config, n), dtype, micro_batch, seq_len, lora_r,
-                                 targets, lora_dropout, trust_remote_code, kept_positions) for n in (1, 2))
+                                 targets, lora_dropout, trust_remote_code, kept_positions, cpu_loop)
+                     for n in (1, 2))
         _PROBES[key] = (two - one, 2 * one - two)
     return _PROBES[key]

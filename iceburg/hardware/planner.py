@@ -24,7 +24,7 @@ from typing import Any
 from ..config import RECOMMENDED, ModelType, TrainingConfig
 from ..errors import IceburgError
 from .detect import HardwareInfo
-from .memory import MemoryEstimate, estimate_training_memory
+from .memory import DYNAMIC_HEAP_FACTOR, MemoryEstimate, estimate_training_memory, fixed_mmap_threshold_needed
 from .model_shape import ModelShape, read_model_shape
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class TrainingPlan:
     memory: dict[str, int] = field(default_factory=dict)  # the estimate, term by term
     model: dict[str, Any] = field(default_factory=dict)  # parameter count, shape, projection names
     world_size: int = 1  # data-parallel processes; micro-batch and accumulation are per process
+    # CPU: "glibc default" (faster, peak ~ memory["glibc_total"]) or "fixed mmap threshold" (peak ~ the
+    # estimate); run_parts.plan_run applies it with the same test (memory.fixed_mmap_threshold_needed)
+    cpu_allocator: str = ""
 
     @property
     def effective_batch_size(self) -> int:
@@ -163,27 +166,52 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         gradient_checkpointing=gc, qlora=qlora,
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
                                         trust_remote_code=config.trust_remote_code,
-                                        supervised_fraction=supervised_fraction)
+                                        supervised_fraction=supervised_fraction, world_size=world_size)
 
     for qlora in _qlora_options(config, hw):
-        for gc in gcs:
-            for micro in micros:
-                est = estimate(micro, gc, qlora)
-                if est.training_bytes <= budget:
-                    accum = config.gradient_accumulation_steps or max(1, effective // (micro * world_size))
-                    if qlora:
-                        notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
-                    if gc and config.gradient_checkpointing is None:
-                        notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit "
-                                     "without it")
-                    notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory // shared)} "
-                                 f"available on {hw.device_kind}" + (f" per process ({world_size} processes)"
-                                                                     if world_size > 1 else ""))
-                    return TrainingPlan(hw.device_kind, precision, micro, accum, gc, qlora, r, alpha, targets,
-                                        est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict(),
-                                        world_size)
+        for fast_alloc in ([True, False] if hw.device_kind == "cpu" else [False]):
+            for gc in gcs:
+                for micro in micros:
+                    est = estimate(micro, gc, qlora)
+                    fits = (not fixed_mmap_threshold_needed(est.total, budget) if fast_alloc
+                            else est.training_bytes <= budget)
+                    if fits:
+                        return _plan(hw, config, precision, micro, effective, world_size, gc, qlora, r, alpha,
+                                     targets, est, notes, budget, shared, shape, fast_alloc)
     raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
                         budget, model_dir)
+
+
+# CPU cost model, measured by bench/memory_planner.py (bench/results/memory_planner_smollm2_grid.md;
+# SmolLM2-135M shape, LoRA r16 on every projection, iceburg's loop, 2 threads, load 1.3-2.0):
+# tokens/s of a step by micro-batch x 512 tokens. The micro-batch size hardly matters; the allocator
+# does (glibc's default keeps freed activation memory for reuse, the fixed threshold page-faults it
+# back every step). So on CPU the planner first looks for settings whose peak fits under glibc's
+# allocator, and only then falls back to the fixed threshold (the slower, smaller footprint).
+CPU_COST_MODEL = {"fixed mmap threshold": {1: 150, 2: 156, 4: 155, 8: 156},
+                  "glibc default": {2: 238, 4: 254, 8: 259}}
+
+
+def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, effective: int, world_size: int,
+          gc: bool, qlora: bool, r: int, alpha: int, targets: list[str], est: MemoryEstimate, notes: list[str],
+          budget: int, shared: int, shape: ModelShape, fast_alloc: bool) -> TrainingPlan:
+    accum = config.gradient_accumulation_steps or max(1, effective // (micro * world_size))
+    if qlora:
+        notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
+    if gc and config.gradient_checkpointing is None:
+        notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit without it")
+    if fast_alloc:
+        notes.append(f"micro-batch {micro} with glibc's allocator: the largest whose peak under it (up to "
+                     f"{DYNAMIC_HEAP_FACTOR:g}x the estimate) fits. CPU cost model (measured, SmolLM2-135M, 2 threads): "
+                     "tokens/s is flat in the micro-batch (1-8 rows) and glibc's allocator is ~1.6x the fixed "
+                     "mmap threshold's, so the allocator decides the speed (hardware/planner.py CPU_COST_MODEL)")
+    notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory // shared)} "
+                 f"available on {hw.device_kind}" + (f" per process ({world_size} processes)"
+                                                     if world_size > 1 else ""))
+    allocator = "" if hw.device_kind != "cpu" else "glibc default" if fast_alloc else "fixed mmap threshold"
+    return TrainingPlan(hw.device_kind, precision, micro, accum, gc, qlora, r, alpha, targets,
+                        est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict(), world_size,
+                        allocator)
 
 
 def _lora_rank(config: TrainingConfig, shape: ModelShape) -> tuple[int, int]:

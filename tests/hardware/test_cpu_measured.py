@@ -31,10 +31,20 @@ CHILD = textwrap.dedent("""
                                              target_modules=plan["lora_target_modules"]))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    for _ in range(2):
-        ids = torch.randint(0, model.config.vocab_size, (plan["micro_batch_size"], int(sys.argv[3])))
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step(); opt.zero_grad(set_to_none=True)
+    # the trainer's own CPU loop: chunked head loss, segment attention, boolean dropout masks
+    from iceburg.training.encoding import Example
+    from iceburg.training.lora_dropout import lora_dropout_on_cpu
+    from iceburg.training.packing import collate, pack
+    from iceburg.training.trainer import TrainArgs, _forward_loss, weighted_token_loss
+    seq, b = int(sys.argv[3]), plan["micro_batch_size"]
+    args = TrainArgs(device="cpu", max_length=seq, micro_batch_size=b)
+    with lora_dropout_on_cpu(model):
+        for _ in range(2):
+            exs = [Example(torch.randint(0, model.config.vocab_size, (seq,)).tolist(), [True] * seq, f"x{i}")
+                   for i in range(b)]
+            loss, n = _forward_loss(model, collate(pack(exs, seq, packing=False), 0), args, weighted_token_loss)
+            (loss / n).backward()
+            opt.step(); opt.zero_grad(set_to_none=True)
     # VmHWM: this process's own peak (ru_maxrss would start from pytest's peak at fork).
     hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     print(int(hwm.split()[1]) * 1024)
