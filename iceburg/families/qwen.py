@@ -41,12 +41,15 @@ register(
 # spec for it: its GGUF comes from llama.cpp's converter (arch qwen35, export/gguf_convert.py).
 QWEN35 = Architecture(
     "qwen3_5_text", None, llama_cpp_arch="qwen35",
-    random_shape=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    random_shape=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
                       intermediate_size=128, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
                       linear_num_value_heads=4, linear_conv_kernel_dim=4, tie_word_embeddings=True,
                       max_position_embeddings=512, rms_norm_eps=1e-6,
                       layer_types=["linear_attention"] * 3 + ["full_attention"],
-                      rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25}),
+                      # interleaved MRoPE sections sum to half the rotary dims (64 x 1/4 / 2 = 8; the real
+                      # [11, 11, 10] for head_dim 256): llama.cpp's qwen35 loader requires the sections
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                                       "mrope_section": [3, 3, 2], "mrope_interleaved": True}),
     # The Gated DeltaNet blocks (linear_attn.*: in_proj_qkvz/ba, out_proj) are a recurrence, not
     # softmax attention: LoRA's default targets leave them out, as Qwen's own fine-tuning recipes do
     # not name them (the attention and MLP projections carry the adapter).

@@ -28,7 +28,7 @@ try:
 except ImportError:
     HAVE_LLAMA = False
 
-NEW = ["qwen3.5", "gemma4", "gpt-oss", "smollm3"]
+NEW = ["smollm3", "gpt-oss", "gemma4", "qwen3.5"]
 LLAMA_CPP_ARCH = {"qwen3.5": "qwen35", "gemma4": "gemma4", "gpt-oss": "gpt-oss", "smollm3": "smollm3"}
 
 
@@ -73,20 +73,28 @@ def test_lora_exclusions_are_by_name():
 
 
 def _train_and_merge(name: str, out):
-    """The fixture LoRA-trained 2 steps (all-linear minus the record's exclusions), merged."""
+    """The fixture LoRA-trained 2 steps on the bundled data (all-linear minus the record's
+    exclusions, as training/model.py applies them), merged."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from iceburg.data import sample_data_path
     from iceburg.records import Record
-    from iceburg.testing.families import PROBE_CONVERSATION, family_model_dir
+    from iceburg.testing.families import family_model_dir
     from iceburg.training.encoding import encode_record, eos_ids
     from iceburg.training.trainer import TrainArgs, train
 
     src = family_model_dir(name)
     model_type = json.loads((src / "config.json").read_text())["model_type"]
     tok = AutoTokenizer.from_pretrained(src)
-    examples = encode_record(tok, Record(messages=PROBE_CONVERSATION), 256, eos_ids(tok, GenerationConfig.from_pretrained(src)))
+    eos = eos_ids(tok, GenerationConfig.from_pretrained(src))
+    # the bundled sample data (its first two records, cut into 256-token rows): the real template
+    # renders them (reasoning and all), as an iceburg run would
+    lines = sample_data_path("base").read_text(encoding="utf-8").splitlines()[:2]
+    records = [Record(messages=json.loads(line)["messages"]) for line in lines]
+    examples = [e for r in records for e in encode_record(tok, r, 256, eos, overflow="split")]
+    assert examples, f"{name}: the bundled records encode to no supervised example"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0,
