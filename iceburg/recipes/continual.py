@@ -183,7 +183,7 @@ def prepare_continual(cfg: TrainingConfig, run: RunFolder, rejects: RejectWriter
 # ---------------------------------------------------------------- the recipe
 def train_continual(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: float | None = None
                     ) -> TrainingResult:
-    from ..evaluation.release import GateFailed
+    from ..evaluation.release import GATED_FORMATS, GateFailed
     from .sft import train_prepared
 
     started = time.time() if started is None else started
@@ -192,14 +192,19 @@ def train_continual(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started:
     check_problems(cfg)
     run, base = open_run(cfg)
     check_same_base(base, parent)
+    shipped = list(cfg.export_formats)  # GGUF/Ollama/ONNX: written only once the forgetting gate passed too
+    cfg.export_formats = [f for f in shipped if f not in GATED_FORMATS]
+    error: IceburgError | None = None
     with RejectWriter(run.rejects) as rejects:
         data = prepare_continual(cfg, run, rejects, parent)
-        error: GateFailed | None = None
         try:
             result = train_prepared(cfg, data, run, base, rejects, callbacks, started)
-        except GateFailed as e:  # recorded in the lineage, then raised (exit 3)
+        except GateFailed as e:  # --gate against the parent failed: recorded in the lineage, then raised
             error, result = e, None
     forgetting = forgetting_check(cfg, run, parent)
+    if error is None:
+        error = ship(cfg, run, base, result, data.stats, started, forgetting["gate"],
+                     [f for f in shipped if f in GATED_FORMATS])
     entry = record_version(cfg, run, parent, data.stats, forgetting)
     if cfg.publish:
         if entry["passed"]:
@@ -210,15 +215,39 @@ def train_continual(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started:
                 g["message"] for g in entry["gates"] if not g["passed"]))
     if error is not None:
         raise error
-    if not forgetting["gate"]["passed"]:
-        raise _forgetting_failed(forgetting["gate"]["message"])
     return result
 
 
-def _forgetting_failed(message: str) -> IceburgError:
+def ship(cfg: TrainingConfig, run: RunFolder, base: Any, result: TrainingResult, stats: dict, started: float,
+         gate: dict, gated: list[str]) -> IceburgError | None:
+    """The gated exports after the forgetting gate: written when it passed (merged into result.json),
+    refused like any failed gate (evaluation/release.py) when it did not."""
     from ..evaluation.release import GateFailed
+    from ..run_report import build_report
+    from .run import export_run
 
-    return GateFailed(f"{message}; the version is recorded in lineage.json as not passed and is not published")
+    if not gate["passed"]:
+        msg = (f"{gate['message']}. Not written: {', '.join(gated) or 'no gated export was requested'}; the version "
+               f"is recorded in lineage.json as not passed; to export anyway: iceburg-train --export-only {run.root} "
+               f"--formats {' '.join(gated) or 'gguf'}")
+        result.success, result.export_error = False, msg
+        run.write_json(run.result, result.to_dict())
+        build_report(run.root)
+        return GateFailed(msg)
+    if not gated:
+        return None
+    paths, reports = dict(result.export_paths or {}), dict(result.export_reports or {})
+    cfg.export_formats, cfg.gates = gated, []  # the --gate rules were checked before the first exports
+    try:
+        export_run(result, cfg, run, base, stats, started)
+    except IceburgError as e:
+        return e
+    finally:
+        result.export_paths = {**paths, **(result.export_paths or {})}
+        result.export_reports = {**reports, **(result.export_reports or {})}
+        run.write_json(run.result, result.to_dict())
+        build_report(run.root)
+    return None
 
 
 def forgetting_check(cfg: TrainingConfig, run: RunFolder, parent: Parent) -> dict:

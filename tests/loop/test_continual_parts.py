@@ -31,10 +31,11 @@ def _parent(tmp_path: Path, train: list[dict], heldout: list[dict]) -> Parent:
 
 
 def _edited(i: int) -> dict:
-    """Line i with one word of its first assistant turn changed (a near copy, Jaccard ~0.95)."""
+    """Line i with three words of its first assistant turn changed (a near copy: about 6 of some
+    hundreds of word 2-grams differ, Jaccard ~0.95, far above the 0.5 threshold)."""
     obj = json.loads(LINES[i])
     turn = next(m for m in obj["messages"] if m["role"] == "assistant")
-    turn["content"] = turn["content"].replace(" the ", " a ", 1)
+    turn["content"] = turn["content"].replace(" the ", " a ", 3)
     return obj
 
 
