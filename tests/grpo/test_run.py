@@ -109,3 +109,45 @@ def test_a_failing_reward_stops_the_run_naming_the_prompt(tmp_path, tiny_model_d
         ICEBURGFineTuner(cfg(tmp_path, reward=["tiny_rewards:picky"])).train()
     with pytest.raises(IceburgError, match="one process"):
         ICEBURGFineTuner(cfg(tmp_path, nproc=2)).train()
+
+
+def _cli(out, *extra, env):
+    import subprocess
+
+    cmd = [sys.executable, "-m", "iceburg.cli", "--objective", "grpo", "--model-type", "surveyor", "--output-dir",
+           str(out), "--output-name", "r", "--max-steps", "6", "--save-steps", "2", "--batch-size", "4",
+           "--grad-accum", "1", "--max-seq-length", "640", "--max-completion-length", "16", "--grpo-beta", "0.04",
+           "--learning-rate", "5e-3", "--threads", "1", "--reward", "tiny_rewards:vowels", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _last_per_step(path) -> dict[int, dict]:
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return {m["step"]: {k: v for k, v in _numbers(m).items() if k != "type"} for m in lines if m.get("type") == "train"}
+
+
+def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_model_dir, user_rewards):
+    import os
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    killed = _cli(tmp_path / "a", env=env)
+    state = tmp_path / "a" / "r" / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while not state.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)  # as soon as the first checkpoint is on disk
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read()[-2000:]
+    saved = json.loads(state.read_text())["step"]
+    assert saved in (2, 4)
+    resumed = _cli(tmp_path / "a", "--resume", env=env)
+    fresh = _cli(tmp_path / "b", env=env)
+    for p in (resumed, fresh):
+        assert p.wait() == 0, p.stderr.read()[-2000:]
+    a, b = _last_per_step(tmp_path / "a" / "r" / "metrics.jsonl"), _last_per_step(tmp_path / "b" / "r" / "metrics.jsonl")
+    assert sorted(b) == [1, 2, 3, 4, 5, 6] and set(range(saved + 1, 7)) <= set(a)
+    for s in range(saved + 1, 7):  # the steps the resumed process ran, against the uninterrupted run
+        assert a[s] == pytest.approx(b[s], rel=1e-5, abs=1e-6), s
+    assert json.loads((tmp_path / "a" / "r" / "result.json").read_text())["resumed_from_step"] == saved
