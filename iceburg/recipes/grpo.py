@@ -26,6 +26,11 @@ from .sft import load_tokens, prepare_data
 
 logger = logging.getLogger(__name__)
 
+# Held-out prompts answered (greedy) before and after training: each is a generation, so a large
+# held-out split is capped; 64 is `iceburg eval`'s cap on tool turns (evaluation/suites.py), chosen
+# there to keep CPU evaluation to minutes, not measured as optimal.
+HELD_OUT_PROMPTS = 64
+
 
 def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: float | None = None) -> TrainingResult:
     """The whole GRPO recipe for a validated config; returns the `TrainingResult`."""
@@ -47,6 +52,7 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     budget = cfg.max_seq_length - cfg.max_completion_length
     train_prompts, dropped = grpo_prompts(cfg, tokens.tokenizer, data.curriculum.records, skip, budget, "train")
     eval_prompts, dropped_eval = grpo_prompts(cfg, tokens.tokenizer, data.eval_records, skip, budget, "heldout")
+    eval_prompts = eval_prompts[:HELD_OUT_PROMPTS]
     if not train_prompts:
         raise DataError(f"no GRPO prompt fits --max-seq-length {cfg.max_seq_length} minus --max-completion-length "
                         f"{cfg.max_completion_length} ({dropped} too long or not renderable); raise --max-seq-length")
