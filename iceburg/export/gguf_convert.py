@@ -38,10 +38,6 @@ DIRECT_TYPES = ("f32", "f16", "bf16", "q8_0")
 _PREFIX = "vendor/llama.cpp/"
 _MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/")
 _DONE = ".complete"
-# No multi-token-prediction layers: iceburg's LoRA never trains a checkpoint's MTP head (transformers
-# drops `mtp.*` on load, so a merged folder has none), and the converter's Qwen3.5 path otherwise
-# asserts on a config without mtp_num_hidden_layers (conversion/qwen.py, 0.3.36).
-_NO_MTP = ("--no-mtp",)
 
 
 def converter_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
@@ -111,6 +107,12 @@ _DRIVER = """
 import sys, os
 out, key, value, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 import convert_hf_to_gguf as c
+from conversion import ModelBase
+# No multi-token-prediction layers (what --no-mtp does, for every class: the flag itself is refused
+# by classes without MTP support, e.g. SmolLM3): iceburg's LoRA never trains an MTP head
+# (transformers drops `mtp.*` on load, so a merged folder has none), and the Qwen3.5 class
+# otherwise asserts on a config without mtp_num_hidden_layers (conversion/qwen.py, 0.3.36).
+ModelBase.no_mtp = True
 sys.argv = ["convert_hf_to_gguf.py", *argv]
 c.main()
 import gguf
@@ -136,7 +138,7 @@ def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerp
     raw = out_path.with_name(f".{out_path.name}.converter.gguf")
     tmp = out_path.with_name(f".{out_path.name}.partial")
     cmd = [sys.executable, "-c", _DRIVER, str(tmp), fingerprint_key, fingerprint, str(model_dir),
-           "--outfile", str(raw), "--outtype", outtype, "--model-name", name, *_NO_MTP]
+           "--outfile", str(raw), "--outtype", outtype, "--model-name", name]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=conv)
