@@ -132,31 +132,110 @@ def _unpermute(w, n_head: int):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
 
 
-def test_unpermuted_q_k_fails_every_q8_0_rule_on_a_model_with_decisive_logits(tiny_model_dir, tmp_path):
-    """iceburg-tiny (trained: logit scale 13, 153 decisive positions) with q/k rows left in HF's
-    layout: measured decisive argmax 69%, max |dlogit| 62% of the scale, KLD 0.24 (2-core Xeon).
-    The same defect on the near-flat random llama reads KLD 2.6e-6 and passes: a random fixture
-    cannot show it, which is why its argmax rule is 'not judged' rather than passed."""
+def _unpermuted_copy(src: Path, dst: Path) -> Path:
+    """A copy of `src` with q/k rows inverse-permuted: written through the exporter, the GGUF holds
+    HF's rotate-half layout, the known conversion defect."""
     import json
 
     from safetensors.torch import load_file, save_file
 
-    from iceburg.export.gguf import write_gguf
-    from iceburg.export.gguf_verify import verify_gguf
-
-    bad = tmp_path / "qk"
-    shutil.copytree(tiny_model_dir, bad)
-    cfg = json.loads((bad / "config.json").read_text())
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
     heads = {"q_proj": cfg["num_attention_heads"], "k_proj": cfg.get("num_key_value_heads") or cfg["num_attention_heads"]}
-    for f in bad.glob("*.safetensors"):
+    for f in dst.glob("*.safetensors"):
         w = load_file(f)
         for k in list(w):
             proj = k.split(".")[-2]
             if proj in heads:
                 w[k] = _unpermute(w[k], heads[proj])
         save_file(w, f, metadata={"format": "pt"})
+    return dst
+
+
+def test_unpermuted_q_k_fails_every_q8_0_rule_on_a_model_with_decisive_logits(tiny_model_dir, tmp_path):
+    """iceburg-tiny (trained: logit scale 13, 153 decisive positions) with q/k rows left in HF's
+    layout: measured decisive argmax 69%, max |dlogit| 62% of the scale, KLD 0.24 (2-core Xeon).
+    The same defect on a near-flat random llama (initialiser std 0.02, no gains) reads KLD 2.6e-6
+    and passes, which is why the family fixtures carry q/k and logit gains (next tests)."""
+    from iceburg.export.gguf import write_gguf
+    from iceburg.export.gguf_verify import verify_gguf
+
+    bad = _unpermuted_copy(tiny_model_dir, tmp_path / "qk")
     proof = verify_gguf(tiny_model_dir, write_gguf(bad, tmp_path / "qk-q8_0.gguf", "q8_0"), file_type="q8_0")
     crit = _criteria(proof)
     assert proof["decisive_positions"] >= MIN_JUDGED_POSITIONS
     assert {crit[c]["status"] for c in ("argmax_agreement_decisive", "max_abs_logit_diff", "kld_mean")} == {"failed"}
     assert crit["tokenization"]["status"] == "passed" and proof["judgement"]["verdict"] == "failed"
+
+
+# ---------------------------------------------------------------- broken files of a family fixture
+# The Mistral v0.3 fixture (llama architecture, permuted q/k, 32k vocabulary: the cheapest fixture
+# that shows all three defects) with the fixture gains (testing/families.py FIXTURE_GAINS).
+
+
+@pytest.fixture(scope="module")
+def fixture_ref():
+    from iceburg.export.gguf_verify import hf_reference
+    from iceburg.testing.families import family_model_dir
+
+    model = family_model_dir("mistral-v0.3")
+    return model, hf_reference(model)
+
+
+def _proof_of(fixture_ref, bad: Path, tmp_path: Path) -> dict:
+    from iceburg.export.gguf import write_gguf
+    from iceburg.export.gguf_verify import verify_gguf
+
+    model, ref = fixture_ref
+    return verify_gguf(model, write_gguf(bad, tmp_path / "bad-q8_0.gguf", "q8_0"), file_type="q8_0", reference=ref)
+
+
+def test_family_fixture_is_decisive_and_its_own_q8_0_file_is_proven(fixture_ref, tmp_path):
+    proof = _proof_of(fixture_ref, fixture_ref[0], tmp_path)
+    crit = _criteria(proof)
+    assert proof["decisive_positions"] >= MIN_JUDGED_POSITIONS, proof["decisive_positions"]  # the rule runs
+    assert crit["argmax_agreement_decisive"]["status"] == "passed"
+    assert proof["judgement"]["verdict"] == "proven", proof["judgement"]["failures"]
+
+
+def test_unpermuted_q_k_fails_every_q8_0_rule_on_a_family_fixture(fixture_ref, tmp_path):
+    proof = _proof_of(fixture_ref, _unpermuted_copy(fixture_ref[0], tmp_path / "qk"), tmp_path)
+    crit = _criteria(proof)
+    assert {crit[c]["status"] for c in ("argmax_agreement_decisive", "max_abs_logit_diff", "kld_mean")} == {"failed"}, crit
+    assert crit["tokenization"]["status"] == "passed" and proof["judgement"]["verdict"] == "failed"
+
+
+def test_wrong_rope_base_fails_the_logit_rules(fixture_ref, tmp_path):
+    """The file says rope_freq_base 1e6 for a model trained at 1e4 (a converter reading the wrong
+    config key): the rotation of every position but the first changes, so attention and logits do."""
+    import json
+
+    bad = tmp_path / "rope"
+    shutil.copytree(fixture_ref[0], bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    assert cfg["rope_parameters"]["rope_theta"] == 10000.0
+    cfg["rope_parameters"]["rope_theta"] = 1e6
+    (bad / "config.json").write_text(json.dumps(cfg))
+    proof = _proof_of(fixture_ref, bad, tmp_path)
+    crit = _criteria(proof)
+    assert crit["kld_mean"]["status"] == "failed" and crit["max_abs_logit_diff"]["status"] == "failed", crit
+    assert crit["tokenization"]["status"] == "passed" and proof["judgement"]["verdict"] == "failed"
+
+
+def test_swapped_tokens_fail_the_tokenization_rule(fixture_ref, tmp_path):
+    """The file's vocabulary has two ids swapped ("▁the" 278 <-> "▁of" 310, both in the proof's
+    texts): llama.cpp then tokenizes differently from the model's own tokenizer. The logit rules
+    feed HF's ids to both sides, so they pass; the tokenization rule is the one that must fail."""
+    import json
+
+    bad = tmp_path / "tok"
+    shutil.copytree(fixture_ref[0], bad)
+    tok = json.loads((bad / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]
+    vocab["▁the"], vocab["▁of"] = vocab["▁of"], vocab["▁the"]
+    (bad / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    proof = _proof_of(fixture_ref, bad, tmp_path)
+    crit = _criteria(proof)
+    assert crit["tokenization"]["status"] == "failed", crit["tokenization"]
+    assert proof["judgement"]["verdict"] == "failed"
+    assert crit["kld_mean"]["status"] == "passed"  # the same ids in, the same logits out

@@ -104,7 +104,11 @@ def test_gguf_quantized_parity_and_tokenization(name, tmp_path):
         cell = run_cell(name, f"gguf_{file_type}", tmp_path)
         assert cell.status == "pass", f"{file_type}: {cell.reason}"
         assert not cell.data["tokenization_mismatches"], file_type
-        assert cell.data["kld_mean"] <= 0.02 and cell.data["max_abs_logit_diff"] > 0, cell.figure  # really quantized
+        # the proof's own KLD limit per type (gguf_verify: Q8_KLD, LIMITS_BY_TYPE); the v4 fixtures
+        # (q/k and logit gains) measured Q8_0 1e-4..9e-4, Q4_K_M 0.002-0.029 (2-core Xeon)
+        limit = {"q8_0": 0.02, "q4_k_m": 0.125}[file_type]
+        assert cell.data["kld_mean"] <= limit and cell.data["max_abs_logit_diff"] > 0, cell.figure  # really quantized
+        assert cell.data["decisive_positions"] >= 20, cell.figure  # the argmax rule judged (MIN_JUDGED_POSITIONS)
 
 
 @pytest.mark.slow
