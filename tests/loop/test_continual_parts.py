@@ -18,7 +18,23 @@ from iceburg.recipes.lineage import (LineageError, add_version, ensure_root, nex
 from iceburg.records import RejectWriter
 from iceburg.run_folder import RunFolder
 
-LINES = sample_data_path(TrainingConfig(model_type="surveyor").model_type).read_text(encoding="utf-8").splitlines()
+
+def _valid(lines: list[str]) -> list[str]:
+    """The sample file's lines that load (it also holds deliberately broken ones for the loader)."""
+    out = []
+    for line in lines:
+        try:
+            normalise(json.loads(line))
+            out.append(line)
+        except Exception:  # noqa: BLE001 - broken sample lines are skipped, whatever the reason
+            continue
+    return out
+
+
+LINES = _valid(sample_data_path(TrainingConfig(model_type="surveyor").model_type).read_text(encoding="utf-8")
+               .splitlines())
+OTHER = _valid(sample_data_path(TrainingConfig(model_type="oracle").model_type).read_text(encoding="utf-8")
+               .splitlines())  # another agent's transcripts: new data unrelated to the parent's
 
 
 def _row(i: int, quality: float = 0.5, emergence: float = 0.5, obj: dict | None = None) -> dict:
@@ -42,7 +58,7 @@ def _edited(i: int) -> dict:
 def test_seen_before_drops_exact_and_near_copies_of_the_parents_data_only(tmp_path):
     parent = _parent(tmp_path, [_row(i) for i in range(20)], [_row(i) for i in range(20, 25)])
     new = [json.loads(LINES[3]), json.loads(LINES[22]), _edited(5), _edited(21)] + \
-          [json.loads(LINES[i]) for i in range(40, 46)]
+          [json.loads(OTHER[i]) for i in range(6)]
     with RejectWriter(tmp_path / "rejects.jsonl") as rejects:
         state = PipelineState(cfg=TrainingConfig(), rejects=rejects,
                               records=[normalise(o, "new.jsonl", i + 1) for i, o in enumerate(new)])
@@ -63,7 +79,7 @@ def test_replay_takes_the_best_scored_share(tmp_path):
 
     def replayed(by: str, fraction: float = 0.25) -> list[int]:
         state = PipelineState(cfg=TrainingConfig(), rejects=None,
-                              records=[normalise(json.loads(LINES[40 + i]), "new.jsonl", i + 1) for i in range(6)])
+                              records=[normalise(json.loads(OTHER[i]), "new.jsonl", i + 1) for i in range(6)])
         replay_step(parent, fraction, by, seed=0)(state)
         assert state.stats["continual"]["replay"] == len(state.records) - 6
         return [r.line for r in state.records[6:]]

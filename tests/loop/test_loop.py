@@ -58,7 +58,7 @@ def _agent(client: httpx.Client, url: str, i: int, topic: str) -> None:
     assert r.status_code == 200, r.text
     call = r.json()["choices"][0]["message"]
     assert call["tool_calls"], call
-    msgs += [{"role": "assistant", "content": None, "tool_calls": call["tool_calls"]},
+    msgs += [{"role": "assistant", "content": "", "tool_calls": call["tool_calls"]},
              {"role": "tool", "tool_call_id": call["tool_calls"][0]["id"],
               "content": f"Three reviews on {topic}: effects are consistent across studies, sample sizes vary."}]
     r = client.post(url, json={"model": "iceburg-surveyor", "messages": msgs, "tools": TOOLS, "max_tokens": 48,
