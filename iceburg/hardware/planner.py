@@ -170,7 +170,9 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
 
     for qlora in _qlora_options(config, hw):
         for fast_alloc in ([True, False] if hw.device_kind == "cpu" else [False]):
-            for gc in gcs:
+            # glibc's allocator is tried without checkpointing only (its recompute cost is not
+            # in the measured cost model); checkpointing comes with the fixed threshold, as before
+            for gc in ([g for g in gcs if not g] if fast_alloc else gcs):
                 for micro in micros:
                     est = estimate(micro, gc, qlora)
                     fits = (not fixed_mmap_threshold_needed(est.total, budget) if fast_alloc
