@@ -63,7 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run", help="a run folder")
     _add_loop_parsers(sub)
     _add_version_parsers(sub)
+    _add_inspect_parser(sub)
     return p
+
+
+def _add_inspect_parser(sub) -> None:
+    """`iceburg inspect`: records as the model sees them, supervised tokens marked (docs/data.md)."""
+    i = sub.add_parser("inspect", help="each record as the model sees it: supervised tokens highlighted, token "
+                       "counts, and why a record would be dropped (codes)")
+    i.add_argument("data", nargs="+", help="JSONL files (any shape the loader reads)")
+    i.add_argument("--base-model", required=True, help="base whose tokenizer and chat template to use")
+    i.add_argument("--type", dest="agent_type", help="agent type for the truth filter's rubric (surveyor, ...)")
+    i.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page")
+    i.add_argument("--max-seq-length", type=int, default=2048, help="as in training (default 2048)")
+    i.add_argument("--train-on", choices=("all", "last", "final"), default="all", help="as in training")
+    i.add_argument("--reasoning", choices=("keep", "drop"), default="keep", help="as in training")
+    i.add_argument("--split-parallel-calls", action="store_true", help="as in training")
+    i.add_argument("--min-quality-score", type=float, default=None, help="truth filter threshold (default: the run's)")
 
 
 def _add_version_parsers(sub) -> None:
@@ -112,12 +128,26 @@ def main(argv: list[str] | None = None) -> int:
         set_enabled(False)
     try:
         return {"chat": _chat, "eval": _eval, "report": _report, "serve": _serve,
-                "collect": _collect, "models": _models, "publish": _publish, "rollback": _rollback}[args.command](args)
+                "collect": _collect, "models": _models, "publish": _publish, "rollback": _rollback,
+                "inspect": _inspect}[args.command](args)
     except IceburgError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .training.inspection import inspect_base, print_terminal, write_html
+
+    items = inspect_base(args.base_model, args.data, agent_type=args.agent_type, max_length=args.max_seq_length,
+                         min_quality_score=args.min_quality_score, train_on=args.train_on, reasoning=args.reasoning,
+                         split_parallel_calls=args.split_parallel_calls)
+    print_terminal(items)
+    if args.html:
+        title = f"iceburg inspect {' '.join(args.data)} ({args.base_model})"
+        print(f"wrote {write_html(args.html, items, title)}")
+    return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
