@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -193,12 +193,12 @@ def train_continual(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started:
     run, base = open_run(cfg)
     check_same_base(base, parent)
     shipped = list(cfg.export_formats)  # GGUF/Ollama/ONNX: written only once the forgetting gate passed too
-    cfg.export_formats = [f for f in shipped if f not in GATED_FORMATS]
+    first = replace(cfg, export_formats=[f for f in shipped if f not in GATED_FORMATS])  # cfg stays as given
     error: IceburgError | None = None
     with RejectWriter(run.rejects) as rejects:
         data = prepare_continual(cfg, run, rejects, parent)
         try:
-            result = train_prepared(cfg, data, run, base, rejects, callbacks, started)
+            result = train_prepared(first, data, run, base, rejects, callbacks, started)
         except GateFailed as e:  # --gate against the parent failed: recorded in the lineage, then raised
             error, result = e, None
     forgetting = forgetting_check(cfg, run, parent)
@@ -237,9 +237,8 @@ def ship(cfg: TrainingConfig, run: RunFolder, base: Any, result: TrainingResult,
     if not gated:
         return None
     paths, reports = dict(result.export_paths or {}), dict(result.export_reports or {})
-    cfg.export_formats, cfg.gates = gated, []  # the --gate rules were checked before the first exports
-    try:
-        export_run(result, cfg, run, base, stats, started)
+    try:  # the --gate rules were checked before the first exports
+        export_run(result, replace(cfg, export_formats=gated, gates=[]), run, base, stats, started)
     except IceburgError as e:
         return e
     finally:
