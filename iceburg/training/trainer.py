@@ -113,6 +113,10 @@ def plan_steps(examples: list[Example], order_fn: Callable[[int], list[int]],
 
 
 def _autocast(args: TrainArgs):
+    if args.precision == "bf16" and args.device == "cpu":
+        # bf16 matmuls through oneDNN (AMX / AVX512-BF16 where the CPU has them; the planner
+        # offers bf16 on CPU only there, hardware/detect.py); LoRA adapters stay fp32 (peft)
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     if args.precision in ("bf16", "fp16") and args.device != "cpu":
         dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
         return torch.autocast(device_type=args.device.split(":")[0], dtype=dtype)
