@@ -119,6 +119,9 @@ GEMMA4 = Architecture(
     random_shape=dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
                       intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512, rms_norm_eps=1e-6,
                       sliding_window=16, hidden_size_per_layer_input=0,
+                      # one head_dim for both layer kinds (the 31B: 256 local, 512 global): without it
+                      # config.head_dim is a per-layer attribute transformers refuses to read globally
+                      global_head_dim=16,
                       rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                           "rope_theta": 1000000.0}}))
