@@ -66,8 +66,10 @@ def _sharpen(model: Any, attention_gain: float, logit_gain: float) -> None:
                 param.mul_(attention_gain)
             elif name.endswith("qkv_proj.weight"):  # Phi-3's fused projection: q and k rows first
                 param[:qk_rows].mul_(attention_gain)
-        norm = model.model.norm
-        if "Gemma" in type(norm).__name__:  # Gemma's RMSNorm scales by (1 + weight)
+        norm = getattr(getattr(model, "model", None), "norm", None)
+        if norm is None or getattr(norm, "weight", None) is None:
+            logger.warning("random %s: no final norm weight at model.norm; logit_gain not applied", cfg.model_type)
+        elif not bool(norm.weight.any()):  # zero-initialised: a (1 + weight) norm (Gemma, Qwen3-Next)
             norm.weight.copy_((1 + norm.weight) * logit_gain - 1)
         else:
             norm.weight.mul_(logit_gain)
