@@ -201,14 +201,19 @@ def _proof_lines(rep: Any, prefix: str = "", depth: int = 0) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _num(v, digits: int) -> str:
+    """A figure, or 'not measured' where eval.json has none (e.g. no usable held-out record)."""
+    return "not measured" if v is None else f"{v:.{digits}f}"
+
+
 def answers_section(run: Path) -> str:
     ev = _read_json(RunFolder(run).eval)
     if not ev:
         return f"<p class='muted'>no eval.json: run <code>iceburg eval {html.escape(str(run))}</code></p>"
     b, t = ev["base"], ev["tuned"]
-    head = _table([("held-out loss", f"{b['heldout_loss']:.4f}", f"{t['heldout_loss']:.4f}"),
+    head = _table([("held-out loss", _num(b.get("heldout_loss"), 4), _num(t.get("heldout_loss"), 4)),
                    (f"stop rate ({ev['prompts']} prompts, budget {ev['max_new_tokens']})",
-                    f"{b['stop_rate']:.2f}", f"{t['stop_rate']:.2f}")], ("", f"base ({b['name']})", "tuned"))
+                    _num(b.get("stop_rate"), 2), _num(t.get("stop_rate"), 2))], ("", f"base ({b['name']})", "tuned"))
     rows = [(_pre(s["question"]), _pre(s["base"] + ("" if s["base_stopped"] else " [no stop]")),
              _pre(s["tuned"] + ("" if s["tuned_stopped"] else " [no stop]"))) for s in ev["side_by_side"]]
     return head + _table(rows, ("held-out question", "base", "tuned"), cls="qa")

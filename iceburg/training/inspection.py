@@ -83,7 +83,7 @@ def inspect_records(tokenizer, paths: Iterable[str | Path], *, agent_type: str |
     `encode_options`: `encode_all`'s (train_on, reasoning, supervise_tool_calls,
     split_parallel_calls, overflow)."""
     from ..data.loader import read_records
-    from ..truth.filter import TruthFilter
+    from ..truth.from_config import truth_filter_from
     from .encoding import encode_all, eos_ids
     from .tool_render import tool_policy
 
@@ -93,7 +93,7 @@ def inspect_records(tokenizer, paths: Iterable[str | Path], *, agent_type: str |
     out += [Inspected(r.source, r.line, drops=[Drop(r.stage, c, m) for c, m in zip(r.codes, r.reasons)])
             for r in collect.items]
     collect.items = []
-    truth = truth or TruthFilter()
+    truth = truth or truth_filter_from({})  # the one factory; {} = TruthFilter's own defaults
     eos = eos if eos is not None else eos_ids(tokenizer)
     _, skip = tool_policy(tokenizer, records)
     for record in records:
