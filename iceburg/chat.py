@@ -35,6 +35,18 @@ class Answer:
     new_tokens: int
 
 
+def decode_answers(tokenizer, rows: list[list[int]], eos) -> list[Answer]:
+    """Generated token rows -> answers, each cut at its first end-of-turn token (`eos`: the ids
+    that end a turn); `stopped` says whether one came within the budget."""
+    answers = []
+    for row in rows:
+        stop_at = next((i for i, t in enumerate(row) if t in eos), None)
+        kept = row if stop_at is None else row[:stop_at]
+        answers.append(Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                              stopped=stop_at is not None, new_tokens=len(kept) + (stop_at is not None)))
+    return answers
+
+
 class ChatModel(Protocol):
     name: str
     system: str | None
@@ -159,13 +171,7 @@ class HfChatModel:
         else:
             with torch.no_grad():
                 out = self.model.generate(**kwargs)
-        answers = []
-        for row in out[:, width:].tolist():
-            stop_at = next((i for i, t in enumerate(row) if t in self.eos), None)
-            kept = row if stop_at is None else row[:stop_at]
-            answers.append(Answer(self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                                  stopped=stop_at is not None, new_tokens=len(kept) + (stop_at is not None)))
-        return answers
+        return decode_answers(self.tokenizer, out[:, width:].tolist(), self.eos)
 
 
 class GgufChatModel:

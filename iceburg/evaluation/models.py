@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..chat import Answer
+from ..chat import Answer, decode_answers
 from ..errors import IceburgError
 from ..records import Record
 from .suites import Prompt
@@ -79,13 +79,7 @@ class HfModel:
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
                                       eos_token_id=self.eos, pad_token_id=self.pad, **kw)
-        answers = []
-        for row in out[:, width:].tolist():
-            stop_at = next((i for i, t in enumerate(row) if t in self.eos), None)
-            kept = row if stop_at is None else row[:stop_at]
-            answers.append(Answer(self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                                  stopped=stop_at is not None, new_tokens=len(kept) + (stop_at is not None)))
-        return answers
+        return decode_answers(self.tokenizer, out[:, width:].tolist(), self.eos)
 
     def record_losses(self, records: list[Record], max_length: int) -> list[tuple[float, int] | None]:
         """Per record: (summed cross-entropy over its supervised tokens, their count), encoded exactly
