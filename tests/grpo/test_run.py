@@ -11,30 +11,14 @@ import textwrap
 
 import pytest
 
+from callbacks import StopAt
+
 from iceburg.config import TrainingConfig
 from iceburg.errors import IceburgError
 from iceburg.evaluation.rewards import RewardError
 from iceburg.training.finetuner import ICEBURGFineTuner
 
 pytestmark = pytest.mark.slow
-
-
-class StopAt:
-    def __init__(self, step: int):
-        self.step = step
-        self.batches: list[list[str]] = []
-        self.steps: dict[int, dict] = {}
-
-    def on_batch(self, ids):
-        self.batches.append(ids)
-
-    def on_step(self, step, metrics):
-        self.steps[step] = metrics
-        if step == self.step:
-            raise KeyboardInterrupt
-
-    def on_eval(self, step, loss):
-        pass
 
 
 def cfg(out, **kw):

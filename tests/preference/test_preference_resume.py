@@ -8,27 +8,11 @@ import json
 
 import pytest
 
+from callbacks import StopAt
+
 from iceburg.config import TrainingConfig
 from iceburg.errors import IceburgError
 from iceburg.training.finetuner import ICEBURGFineTuner
-
-
-class StopAt:
-    def __init__(self, step: int):
-        self.step = step
-        self.batches: list[list[str]] = []
-        self.steps: dict[int, dict] = {}
-
-    def on_batch(self, ids):
-        self.batches.append(ids)
-
-    def on_step(self, step, metrics):
-        self.steps[step] = metrics
-        if step == self.step:
-            raise KeyboardInterrupt
-
-    def on_eval(self, step, loss):
-        pass
 
 
 def cfg(out, objective, **kw):

@@ -6,27 +6,13 @@ import json
 
 import pytest
 
+from callbacks import StopAt  # noqa: F401 (test_lora_dropout imports it from here)
+
 from iceburg.config import TrainingConfig
 from iceburg.errors import IceburgError
 from iceburg.training.finetuner import ICEBURGFineTuner
 
 pytestmark = pytest.mark.slow
-
-
-class StopAt:
-    def __init__(self, step: int):
-        self.step = step
-        self.batches: list[list[str]] = []
-
-    def on_batch(self, ids):
-        self.batches.append(ids)
-
-    def on_step(self, step, metrics):
-        if step == self.step:
-            raise KeyboardInterrupt
-
-    def on_eval(self, step, loss):
-        pass
 
 
 def cfg(tmp_path, **kw):
