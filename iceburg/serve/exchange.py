@@ -53,23 +53,23 @@ class Answer:
             msg["reasoning_content"] = "".join(self.reasoning)
         return msg
 
-    def add_choice_message(self, m: dict[str, Any]) -> None:
-        """A non-streamed `choices[0].message`."""
+    def _add_text(self, m: dict[str, Any]) -> None:
+        """The answer text and the reasoning (under either server's key) of a message or a delta."""
         if isinstance(m.get("content"), str):
             self.content.append(m["content"])
         for key in ("reasoning_content", "reasoning"):
             if isinstance(m.get(key), str):
                 self.reasoning.append(m[key])
+
+    def add_choice_message(self, m: dict[str, Any]) -> None:
+        """A non-streamed `choices[0].message`."""
+        self._add_text(m)
         for i, call in enumerate(m.get("tool_calls") or []):
             self.calls[i] = call
 
     def add_delta(self, d: dict[str, Any]) -> None:
         """One streamed `choices[0].delta`."""
-        if isinstance(d.get("content"), str):
-            self.content.append(d["content"])
-        for key in ("reasoning_content", "reasoning"):
-            if isinstance(d.get(key), str):
-                self.reasoning.append(d[key])
+        self._add_text(d)
         for piece in d.get("tool_calls") or []:
             call = self.calls.setdefault(int(piece.get("index", len(self.calls))),
                                          {"type": "function", "function": {"name": "", "arguments": ""}})
