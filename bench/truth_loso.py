@@ -1,0 +1,272 @@
+"""Leave-one-source-out evaluation of the truth filter (issue 31).
+
+    python bench/truth_loso.py                       # all variants, all sources, results files
+    python bench/truth_loso.py --variants lines      # only today's line rules (the BEFORE table)
+
+The same planted-defect generator (bench/truth_loso_corpus.py) builds one labelled corpus from
+each of four real sources (package READMEs, Debian man pages and docs, Python stdlib docstrings,
+the project's own docs and issues). Each corpus is scored once per rule variant; the dedup
+settings (word n-gram size x Jaccard threshold) are then applied to the cached scores.
+
+Protocol: for each source left out, the configuration (rule variant x n-gram x threshold) with
+the smallest total shortfall against the targets on the OTHER three sources is chosen, and its
+figures on the left-out source are reported. Shortfall = sum over target cells of max(0,
+target - value), clean rejected counted as max(0, rate - 0.03) x 10 (one point of clean
+rejection weighs like ten points of recall: it removes real data from every run). Ties go to the
+shipped default. No figure of the left-out source takes part in its own choice.
+
+Cells: recall of each defect class by its own reason (refusal pools the three phrasing sets);
+exact and near duplicate pairs are caught when exactly one member is dropped as a duplicate of
+the other (or, for exact copies, a rejected copy is named a copy of its rejected original);
+`exact_lost` counts exact pairs with no member kept (the group was lost); template and sibling
+pairs report the share kept; clean rejected is the share of clean transcripts dropped for any
+reason. Results: bench/results/truth_loso.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import truth_loso_corpus as corpus  # noqa: E402
+import truth_real_corpus as trc  # noqa: E402
+
+from iceburg.data.loader import read_records  # noqa: E402
+from iceburg.records import RejectWriter  # noqa: E402
+from iceburg.truth import DedupConfig, TruthFilter  # noqa: E402
+from iceburg.truth.dedup import Deduplicator  # noqa: E402
+
+DEFECT_COLS = {"truncation": ["truncation"], "loop": ["loop"], "refusal": ["refusal", "refusal_heldout", "refusal_heldout2"],
+               "empty": ["empty"], "garbage": ["garbage"]}
+DUP_COLS = ["exact_dup", "near_dup@0.02", "near_dup@0.05", "near_dup@0.1", "near_dup@0.2"]
+# issue 31's targets; template/sibling pairs (distinct answers) must be kept like clean text
+TARGETS = {"truncation": 0.9, "loop": 0.95, "refusal": 0.95, "empty": 0.95, "exact_dup": 1.0,
+           "near_dup@0.05": 0.95, "near_dup@0.1": 0.95, "template": 0.95, "sibling": 0.95}
+CLEAN_MAX = 0.03
+CLEAN_WEIGHT = 10.0
+NGRAMS = (1, 2, 3, 4, 5)
+THRESHOLDS = tuple(round(0.25 + 0.05 * i, 2) for i in range(14))  # 0.25 .. 0.90
+DEFAULT_DEDUP = (2, 0.5)
+
+
+def variants() -> dict[str, dict]:
+    """Rule variants: TruthFilter keyword arguments (the dedup part is applied separately)."""
+    import inspect
+
+    params = inspect.signature(TruthFilter).parameters
+    out = {"lines": {"completeness": "lines"} if "completeness" in params else {}}
+    if "completeness" in params:
+        out["structure"] = {"completeness": "structure"}
+    return out
+
+
+def score_group(items: list, tf: TruthFilter) -> list[dict]:
+    """Per item: codes of the scoring reasons (None: rejected by the loader), record, exact key."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "g.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for rec, _l, _p in items:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        records = list(read_records([path], RejectWriter(None)))
+    by_line = {r.line: r for r in records}
+    out = []
+    for i in range(len(items)):
+        r = by_line.get(i + 1)
+        if r is None:
+            out.append({"codes": None})
+            continue
+        a = tf.assess(r)
+        out.append({"codes": [x.code for x in a.reasons], "quality": a.quality, "record": r,
+                    "key": Deduplicator.exact_key(r), "why": [x.message[:160] for x in a.reasons][:2]})
+    return out
+
+
+def dedup_outcome(scored: list[dict], ngram: int, threshold: float, sig_cache: dict) -> dict[int, tuple[str, int]]:
+    """{dropped item: (kind, kept item)} for the items that passed scoring; plus rejected copies
+    named after a rejected original (kind "exact_rejected")."""
+    dd = Deduplicator(DedupConfig(ngram=ngram, threshold=threshold))
+    store = dd.store()
+    passed = [i for i, s in enumerate(scored) if s["codes"] == []]
+    for i in passed:
+        if (i, ngram) not in sig_cache:
+            sig_cache[(i, ngram)] = dd.signature(scored[i]["record"])
+        store.add(i, scored[i]["quality"], sig_cache[(i, ngram)])
+    out = {i: (kind, j) for i, (kind, j, _s) in dd.resolve(store).items()}
+    first: dict[bytes, int] = {}
+    for i, s in enumerate(scored):
+        if s["codes"]:
+            j = first.setdefault(s["key"], i)
+            if j != i:
+                out[i] = ("exact_rejected", j)
+    return out
+
+
+def pair_metrics(items: list, scored: list[dict], drop: dict) -> tuple[float, int]:
+    hits, lost, n = 0, 0, 0
+    for i, (_r, lab, j) in enumerate(items):
+        if lab in ("dup_original", "template", "sibling") or j is None:
+            continue
+        n += 1
+        a, b = drop.get(i), drop.get(j)
+        hits += (a is not None and a[1] == j) != (b is not None and b[1] == i)
+        kept_i = scored[i]["codes"] == [] and i not in drop
+        kept_j = scored[j]["codes"] == [] and j not in drop
+        lost += not (kept_i or kept_j)
+    return hits / max(n, 1), lost
+
+
+def kept_share(scored: list[dict], drop: dict, idx: list[int]) -> float:
+    return sum(1 for i in idx if scored[i]["codes"] == [] and i not in drop) / max(len(idx), 1)
+
+
+class SourceEval:
+    """One source's corpus scored under one rule variant; dedup settings applied on demand."""
+
+    def __init__(self, groups: dict, tf: TruthFilter):
+        self.groups = groups
+        t0 = time.perf_counter()
+        self.scored = {g: score_group(items, tf) for g, items in groups.items()}
+        self.seconds = time.perf_counter() - t0
+        self.n_records = sum(len(v) for v in groups.values())
+        self.sig_cache: dict = {g: {} for g in groups}
+        self.base = {}
+        for col, gs in DEFECT_COLS.items():
+            hits = [code is not None and trc.DEFECTS[g] in code for g in gs for code in
+                    (s["codes"] for s in self.scored[g])]
+            self.base[col] = sum(hits) / max(len(hits), 1)
+        cal = self.scored["calibrated"]
+        self.base["calibrated_not_refusal"] = sum(1 for s in cal if s["codes"] is not None and "refusal" not in s["codes"]) / max(len(cal), 1)
+
+    def misses(self, k: int = 25) -> dict[str, list]:
+        """Clean transcripts rejected at scoring and truncations not caught: reason and ending."""
+        def end(g: str, i: int) -> str:
+            return [m for m in self.groups[g][i][0]["messages"] if m["role"] == "assistant"][-1]["content"][-200:]
+        cl = [(s["why"], end("clean", i)) for i, s in enumerate(self.scored["clean"]) if s["codes"]]
+        tr = [end("truncation", i) for i, s in enumerate(self.scored["truncation"])
+              if s["codes"] is not None and "truncated" not in s["codes"]]
+        return {"clean_rejected": cl[:k], "truncation_missed": tr[:k]}
+
+    def cells(self, ngram: int, threshold: float) -> dict:
+        out = dict(self.base)
+        for g in DUP_COLS:
+            drop = dedup_outcome(self.scored[g], ngram, threshold, self.sig_cache[g])
+            out[g], lost = pair_metrics(self.groups[g], self.scored[g], drop)
+            if g == "exact_dup":
+                out["exact_lost"] = lost
+        for g in ("template", "sibling", "clean"):
+            drop = dedup_outcome(self.scored[g], ngram, threshold, self.sig_cache[g])
+            share = kept_share(self.scored[g], drop, list(range(len(self.groups[g]))))
+            out["clean_rejected" if g == "clean" else g] = (1 - share) if g == "clean" else share
+        return out
+
+
+def shortfall(c: dict) -> float:
+    s = sum(max(0.0, t - c[k]) for k, t in TARGETS.items() if k in c)
+    return s + CLEAN_WEIGHT * max(0.0, c["clean_rejected"] - CLEAN_MAX)
+
+
+def loso(table: dict[str, dict[tuple, dict]], default: tuple) -> list[dict]:
+    """table[source][config] = cells. For each source: the config chosen on the others."""
+    rows = []
+    sources = list(table)
+    configs = list(table[sources[0]])
+    for held in sources:
+        others = [s for s in sources if s != held]
+        score = {c: sum(shortfall(table[s][c]) for s in others) for c in configs}
+        best = min(configs, key=lambda c: (round(score[c], 9), c != default))
+        rows.append({"left_out": held, "chosen": "/".join(map(str, best)), "train_shortfall": round(score[best], 4),
+                     **table[held][best]})
+    return rows
+
+
+COLS = ["clean_rejected", "truncation", "near_dup@0.05", "near_dup@0.1", "loop", "refusal", "empty", "garbage",
+        "exact_dup", "exact_lost", "near_dup@0.02", "near_dup@0.2", "template", "sibling", "calibrated_not_refusal"]
+
+
+def md_rows(rows: list[dict], first: list[str]) -> list[str]:
+    cols = first + COLS
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            miss = c in TARGETS and isinstance(v, float) and v < TARGETS[c] or (c == "clean_rejected" and v > CLEAN_MAX)
+            txt = (f"{v:.1%}" if c == "clean_rejected" else f"{v:.3f}") if isinstance(v, float) else str(v)
+            cells.append(f"**{txt}**" if miss else txt)
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sources", nargs="*", default=list(corpus.SOURCES))
+    ap.add_argument("--variants", nargs="*", default=None, help="rule variants (default: all)")
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    from _common import RESULTS, machine_info
+
+    vs = {k: v for k, v in variants().items() if args.variants is None or k in args.variants}
+    table: dict[str, dict[tuple, dict]] = {}
+    fixed: dict[str, list[dict]] = {v: [] for v in vs}
+    src_stats, speed, misses = {}, {}, {}
+    for s in args.sources:
+        groups, src_stats[s] = corpus.build_source(s, args.seed)
+        table[s] = {}
+        for vname, kw in vs.items():
+            ev = SourceEval(groups, TruthFilter(min_quality_score=0.7, **kw))
+            speed[f"{s}/{vname}"] = round(ev.n_records / ev.seconds, 1)
+            for n in NGRAMS:
+                for t in THRESHOLDS:
+                    table[s][(vname, n, t)] = ev.cells(n, t)
+            fixed[vname].append({"source": s, **table[s][(vname, *DEFAULT_DEDUP)]})
+            misses[f"{s}/{vname}"] = ev.misses()
+            print(s, vname, "done", speed[f"{s}/{vname}"], "records/s", flush=True)
+    meta = machine_info()
+    md = ["# truth_loso", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in meta.items()), "",
+          f"Command: `python bench/truth_loso.py {' '.join(sys.argv[1:])}`", "",
+          "Sources (sections: all / 40-1,200 words / own duplicates removed / used):", ""]
+    for s, st in src_stats.items():
+        md.append(f"- {s}: {st['sections']} / {st['in_size_range']} / {st['exact_removed']} exact + "
+                  f"{st['near_removed']} near / {st['used']} from {st['documents']} documents")
+    out = {"meta": meta, "sources": src_stats, "speed_records_per_s_1_process": speed, "fixed": fixed, "misses": misses}
+    for vname in vs:
+        md += ["", f"## Variant `{vname}` at the shipped dedup setting (word {DEFAULT_DEDUP[0]}-grams, "
+               f"Jaccard {DEFAULT_DEDUP[1]}), nothing chosen", ""] + md_rows(fixed[vname], ["source"])
+    sub = {s: {c: v for c, v in t.items() if c[0] in vs} for s, t in table.items()}
+    for vname in vs:
+        only = {s: {c: v for c, v in t.items() if c[0] == vname} for s, t in sub.items()}
+        rows = loso(only, (vname, *DEFAULT_DEDUP))
+        out[f"loso_{vname}"] = rows
+        md += ["", f"## Leave one source out, variant `{vname}`, dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
+    if len(vs) > 1:
+        rows = loso(sub, (list(vs)[-1], *DEFAULT_DEDUP))
+        out["loso_all"] = rows
+        md += ["", "## Leave one source out, variant and dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
+        allc = {c: sum(shortfall(sub[s][c]) for s in sub) for c in sub[args.sources[0]]}
+        best = min(allc, key=lambda c: (round(allc[c], 9), c != (list(vs)[-1], *DEFAULT_DEDUP)))
+        out["chosen_on_all"] = {"config": best, "shortfall": allc[best]}
+        md += ["", f"Chosen on all {len(sub)} sources together (the shipped default should be this): "
+               f"`{'/'.join(map(str, best))}`, total shortfall {allc[best]:.3f}."]
+    md += ["", "Bold: a cell that misses issue 31's target (clean rejected <= 3%; truncation >= 0.9; "
+           "near duplicates at 5% and 10% >= 0.95; loops, refusals, empty >= 0.95; exact 1.0; template "
+           "and sibling pairs kept >= 0.95).", "",
+           "Scoring speed (one process, records/s): " + ", ".join(f"{k} {v}" for k, v in speed.items())]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "truth_loso" + args.tag
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=str))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
