@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loop_parsers(sub)
     _add_version_parsers(sub)
     _add_inspect_parser(sub)
+    _add_generate_parser(sub)
     return p
 
 
@@ -79,6 +80,7 @@ def _add_inspect_parser(sub) -> None:
     i.add_argument("--train-on", choices=("all", "last", "final"), default="all", help="as in training")
     i.add_argument("--reasoning", choices=("keep", "drop"), default="keep", help="as in training")
     i.add_argument("--split-parallel-calls", action="store_true", help="as in training")
+    i.add_argument("--supervise-tool-calls", choices=("all", "name", "none"), default="all", help="as in training")
     i.add_argument("--min-quality-score", type=float, default=None, help="truth filter threshold (default: the run's)")
 
 
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"chat": _chat, "eval": _eval, "report": _report, "serve": _serve,
                 "collect": _collect, "models": _models, "publish": _publish, "rollback": _rollback,
-                "inspect": _inspect}[args.command](args)
+                "inspect": _inspect, "generate": _generate}[args.command](args)
     except IceburgError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -142,7 +144,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     items = inspect_base(args.base_model, args.data, agent_type=args.agent_type, max_length=args.max_seq_length,
                          min_quality_score=args.min_quality_score, train_on=args.train_on, reasoning=args.reasoning,
-                         split_parallel_calls=args.split_parallel_calls)
+                         split_parallel_calls=args.split_parallel_calls,
+                         supervise_tool_calls=args.supervise_tool_calls)
     print_terminal(items)
     if args.html:
         title = f"iceburg inspect {' '.join(args.data)} ({args.base_model})"
@@ -251,6 +254,50 @@ def _rollback(args: argparse.Namespace) -> int:
         raise IceburgError(f"{len(found)} lineages of {short} under {args.root} ({', '.join(map(str, found)) or 'none'});"
                            " pass --root the folder of the one to roll back")
     print("\n".join(rollback(found[0], args.version)))
+    return 0
+
+
+def _add_generate_parser(sub) -> None:
+    """`iceburg generate`: curiosity-driven training data from a teacher endpoint (docs/emergence.md)."""
+    g = sub.add_parser("generate", help="new training records where the data is thin: seeds -> teacher prompts and "
+                       "answers -> truth filter, dedup (no held-out leakage), emergence; resumable job folder")
+    g.add_argument("--model-type", required=True, help="agent type (base, surveyor, dissident, synthesist, oracle)")
+    g.add_argument("--teacher", required=True, metavar="URL", help="OpenAI-compatible base URL, e.g. "
+                   "http://127.0.0.1:8000/v1 (iceburg serve, llama.cpp, Ollama's /v1, a hosted API)")
+    g.add_argument("--teacher-model", metavar="NAME", help="model name to request (default: the endpoint's first)")
+    g.add_argument("--budget", type=int, required=True, metavar="N", help="curated records to keep")
+    g.add_argument("--job", dest="job_dir", metavar="DIR", help="job folder (default generated/<type>); rerun the "
+                   "same command to resume: finished teacher calls are never repeated")
+    g.add_argument("--data-path", nargs="+", default=[], help="existing transcripts (default: the bundled sample)")
+    g.add_argument("--heldout", nargs="+", default=[], metavar="SET", help="more held-out sets never to copy: "
+                   "run folders (their heldout.jsonl) or data files")
+    g.add_argument("--seed-strategy", dest="strategy", choices=("curiosity", "random"), default="curiosity",
+                   help="rank seeds by curiosity signals (default) or at random")
+    g.add_argument("--student", default="iceburg-tiny", help="base whose instruction-following difficulty ranks "
+                   "seeds (default iceburg-tiny); 'none' to skip")
+    g.add_argument("--max-items", type=int, default=None, help="items tried at most (default 4 x budget)")
+    g.add_argument("--ask-max-tokens", type=int, default=96, help="token budget of a new prompt (default 96)")
+    g.add_argument("--answer-max-tokens", type=int, default=384, help="token budget of an answer (default 384)")
+    g.add_argument("--temperature", type=float, default=0.8, help="teacher sampling temperature (default 0.8)")
+    g.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
+    g.add_argument("--min-quality-score", type=float, default=0.7, help="truth filter threshold (default 0.7)")
+    g.add_argument("--timeout", dest="timeout_s", type=float, default=120.0, help="seconds per request (default 120)")
+    g.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")
+    g.add_argument("--rate-limit", type=float, default=0.0, help="requests per second at most (default: no limit)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for the student (default: torch's)")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .generation import GenerateSettings, generate
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
+    fields["job_dir"] = fields["job_dir"] or str(Path("generated") / args.model_type)
+    fields["student"] = None if str(args.student).lower() == "none" else args.student
+    summary = generate(GenerateSettings(**fields))
+    print(json.dumps(summary, indent=2))
+    if summary["kept"] < summary["budget"]:
+        sys.stderr.write(f"note: kept {summary['kept']} of {summary['budget']} after {summary['items']} items "
+                         "(--max-items reached); rerun with a larger --max-items to continue the job\n")
     return 0
 
 

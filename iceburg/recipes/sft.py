@@ -144,7 +144,7 @@ def prepare_on_main(cfg: TrainingConfig, data, run: RunFolder, base, rejects: Re
     tokens, template, skip = load_tokens(cfg, base, [*cur.records, *data.eval_records])
     # the held-out set is encoded with the same choices (reasoning, turns) so eval losses compare
     opts = dict(strict=cfg.strict, reasoning=cfg.reasoning, train_on=cfg.train_on,
-                split_parallel_calls=cfg.split_parallel_calls)
+                split_parallel_calls=cfg.split_parallel_calls, supervise_tool_calls=cfg.supervise_tool_calls)
     train_set = encode_all(tokens.tokenizer, cur.records, cfg.max_seq_length, tokens.eos, rejects, cur.weights,
                            skip, overflow=cfg.overflow, **opts)
     eval_set = encode_all(tokens.tokenizer, data.eval_records, cfg.max_seq_length, tokens.eos, rejects, skip=skip,

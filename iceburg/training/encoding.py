@@ -31,6 +31,7 @@ Real templates that need more (docs/families.md):
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 
 from ..errors import IceburgError
@@ -159,9 +160,12 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
     return upto, len(prefix), _turn_end(tokenizer, upto, at + len(content), eos_texts)
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | None = None
+def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | None = None,
+                    holes: list[tuple[int, int]] | None = None, tool_calls: str = "all"
                     ) -> tuple[str, list[tuple[int, int]]]:
-    """Full rendered text and the [start, end) character span of each assistant turn.
+    """Full rendered text and the [start, end) character span of each assistant turn; with a
+    `holes` list, the call characters `--supervise-tool-calls tool_calls` leaves unsupervised are
+    appended to it (`_turn_holes`).
 
     Raises HistoryRewriteError when the template rewrites earlier turns (use `encode_record`)."""
     messages = fold_system(tokenizer, messages)
@@ -177,10 +181,58 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | N
                 "the chat template does not render conversations prefix-consistently (it rewrites earlier "
                 "turns), so one example per assistant turn is needed (encoding.encode_record)")
         spans.append((start, end))
+        if holes is not None:
+            holes += _turn_holes(tokenizer, messages, i, eos_texts, upto, (start, end), tool_calls)
     return full, spans
 
 
 OVERFLOW = ("truncate", "split")
+TOOL_CALLS = ("all", "name", "none")
+
+
+def _diff(text: str, other: str) -> tuple[int, int]:
+    """[a, b) of `text` that differs from `other` (common prefix and suffix cut; (0, 0) when equal)."""
+    if text == other:
+        return 0, 0
+    a = len(os.path.commonprefix([text, other]))
+    room = min(len(text), len(other)) - a
+    s = len(os.path.commonprefix([text[::-1][:room], other[::-1][:room]]))
+    return a, len(text) - s
+
+
+def _call_variants(message: dict, mode: str) -> list[dict]:
+    """The assistant message with its calls changed so that rendering shows where they are written:
+    "none" without its calls (the whole call text moves), "name" with call j's arguments emptied
+    (only that call's arguments move), one variant per call."""
+    if mode == "none":
+        return [{k: v for k, v in message.items() if k != "tool_calls"}]
+    out = []
+    for j, call in enumerate(message["tool_calls"]):
+        calls = list(message["tool_calls"])
+        calls[j] = dict(call, function=dict(call["function"], arguments={}))
+        out.append(dict(message, tool_calls=calls))
+    return out
+
+
+def _turn_holes(tokenizer, messages: list[dict], i: int, eos_texts: list[str], upto: str,
+                span: tuple[int, int], mode: str) -> list[tuple[int, int]]:
+    """The characters of assistant turn i's tool calls that `--supervise-tool-calls mode` leaves
+    unsupervised: where the turn's rendering (`_turn_span`, as trained) changes when its calls are
+    removed ("none") or one call's arguments are emptied ("name"), clipped to the turn before its
+    end-of-turn token (gpt-oss ends a call turn with `<|call|>`, which must still be learned)."""
+    if mode == "all" or not messages[i].get("tool_calls"):
+        return []
+    if mode not in TOOL_CALLS:
+        raise ValueError(f"supervise_tool_calls must be one of {TOOL_CALLS}, got {mode!r}")
+    start, end = span
+    end -= next((len(t) for t in eos_texts if upto[:end].endswith(t)), 0)
+    holes = []
+    for variant in _call_variants(messages[i], mode):
+        a, b = _diff(upto, _turn_span(tokenizer, [*messages[:i], variant], i, eos_texts)[0])
+        a, b = max(a, start), min(b, end)
+        if a < b:
+            holes.append((a, b))
+    return holes
 
 
 TRAIN_ON = ("all", "last", "final")
@@ -198,16 +250,19 @@ def trained_turns(messages: list[dict], train_on: str = "all") -> list[int]:
 
 
 def encode(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str = "truncate",
-           train_on: str = "all") -> Example | None:
+           train_on: str = "all", supervise_tool_calls: str = "all") -> Example | None:
     """Tokenise one record; None when no assistant token fits within `max_length`.
 
     `overflow="split"` returns the whole conversation, however long (`split_overflow` cuts it).
-    `train_on` picks the supervised turns (`trained_turns`).
+    `train_on` picks the supervised turns (`trained_turns`); `supervise_tool_calls` ("all" | "name" |
+    "none") which characters of their tool calls carry loss (`_turn_holes`).
     Raises HistoryRewriteError for templates that rewrite history: `encode_record` handles those."""
-    text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos), tokenizer, record)
+    holes: list[tuple[int, int]] = []
+    text, spans = render_with_tools(lambda tok, msgs: assistant_spans(tok, msgs, eos, holes, supervise_tool_calls),
+                                    tokenizer, record)
     spans = [spans[k] for k in trained_turns(record.messages, train_on)]
     limit = max_length if overflow == "truncate" else None
-    return _encode_text(tokenizer, text, spans, record, record.id, limit, eos)
+    return _encode_text(tokenizer, text, spans, record, record.id, limit, eos, holes)
 
 
 def split_overflow(ex: Example, max_length: int) -> list[Example]:
@@ -229,37 +284,41 @@ def split_overflow(ex: Example, max_length: int) -> list[Example]:
 
 
 def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
-                  overflow: str = "truncate", reasoning: str = "keep", train_on: str = "all") -> list[Example]:
+                  overflow: str = "truncate", reasoning: str = "keep", train_on: str = "all",
+                  supervise_tool_calls: str = "all") -> list[Example]:
     """One example per record, or one per assistant turn when the template rewrites history.
 
     Per-turn examples are `<record id>#turn<k>` (k counts assistant turns from 1) and carry the
     record's weight; examples without a supervised token within `max_length` are left out.
     `overflow`: "truncate" cuts a conversation at `max_length`; "split" keeps the rest as further
     examples (`split_overflow`). `reasoning` ("keep" | "drop"): each turn's reasoning as the
-    template writes it, or none (`reasoning.py`); `train_on`: the supervised turns (`trained_turns`).
+    template writes it, or none (`reasoning.py`); `train_on`: the supervised turns (`trained_turns`);
+    `supervise_tool_calls`: "all" (a call's name and arguments carry loss), "name" (its arguments are
+    context), "none" (the whole call text is context; the turn's text, reasoning and end still train).
     """
     if overflow not in OVERFLOW:
         raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
     fmt = reasoning_format(tokenizer)
     messages, _ = prepare_messages(record.messages, fmt, reasoning)
+    opts = {"overflow": overflow, "train_on": train_on, "tool_calls": supervise_tool_calls}
     if messages is record.messages:
-        return _encode_prepared(bind_vars(tokenizer, fmt), record, max_length, eos, overflow, train_on)
+        return _encode_prepared(bind_vars(tokenizer, fmt), record, max_length, eos, **opts)
     prepared = replace(record, messages=messages)
-    examples = _encode_prepared(bind_vars(tokenizer, fmt), prepared, max_length, eos, overflow, train_on)
+    examples = _encode_prepared(bind_vars(tokenizer, fmt), prepared, max_length, eos, **opts)
     for ex in examples:  # a record without a source is named by its content hash: keep the input's
         ex.id = record.id + ex.id[len(prepared.id):]
     return examples
 
 
 def _encode_prepared(tokenizer, record: Record, max_length: int, eos: set[int], overflow: str,
-                     train_on: str) -> list[Example]:
+                     train_on: str, tool_calls: str) -> list[Example]:
     limit = max_length if overflow == "truncate" else None  # None: whole, then split_overflow
 
     def windows(ex: Example | None) -> list[Example]:
         return [] if ex is None else [ex] if limit is not None else split_overflow(ex, max_length)
 
     try:
-        return windows(encode(tokenizer, record, max_length, eos, overflow, train_on))
+        return windows(encode(tokenizer, record, max_length, eos, overflow, train_on, tool_calls))
     except HistoryRewriteError:
         pass
     tok = bind_tools(tokenizer, record.tools)  # each turn's prompt offers the record's tools too
@@ -273,17 +332,28 @@ def _encode_prepared(tokenizer, record: Record, max_length: int, eos: set[int], 
             continue
         text, start, end = _turn_span(tok, messages, i, eos_texts)
         check_calls_rendered(text, [(start, end)], [messages[i]], f"{record.id} (turn {k})")
+        holes = _turn_holes(tok, messages, i, eos_texts, text, (start, end), tool_calls)
         out.extend(windows(_encode_text(tokenizer, text, [(start, end)], record, f"{record.id}#turn{k}", limit,
-                                        eos)))
+                                        eos, holes)))
     return out
 
 
+def _starts_in(a: int, b: int, holes: list[tuple[int, int]]) -> bool:
+    """A token [a, b) belongs to a hole when its first character does (a token ending the text before
+    a call, Qwen's ".\n" before `<tool_call>`, stays the text's)."""
+    return b > a and any(h0 <= a < h1 for h0, h1 in holes)
+
+
 def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Record, ex_id: str,
-                 max_length: int | None, eos: set[int]) -> Example | None:
+                 max_length: int | None, eos: set[int], holes: list[tuple[int, int]] | None = None) -> Example | None:
+    """Tokenise `text`, supervising the tokens of `spans` (an end of turn added where a span does not
+    end with one) except the tokens that start inside `holes` (tool calls left out of the loss,
+    `_turn_holes`): they stay in the sequence as context."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
     mask = [False] * len(ids)
+    hidden = [bool(holes) and _starts_in(a, b, holes or []) for a, b in offsets]
     # A token is supervised when it overlaps an assistant span; a token straddling the boundary
     # (e.g. " Se" after a template's "assistant: ") carries the first characters of the answer.
     si = 0
@@ -294,15 +364,18 @@ def _encode_text(tokenizer, text: str, spans: list[tuple[int, int]], record: Rec
             mask[t] = True
     # Ensure every assistant turn ends with an end-of-turn token the model can learn to emit.
     if eos:
-        out_ids, out_mask = [], []
+        out_ids, out_mask, out_hidden = [], [], []
         for t in range(len(ids)):
             out_ids.append(ids[t])
             out_mask.append(mask[t])
+            out_hidden.append(hidden[t])
             turn_ends = mask[t] and (t + 1 == len(ids) or not mask[t + 1])
             if turn_ends and ids[t] not in eos:
                 out_ids.append(min(eos))
                 out_mask.append(True)
-        ids, mask = out_ids, out_mask
+                out_hidden.append(False)
+        ids, mask, hidden = out_ids, out_mask, out_hidden
+    mask = [m and not h for m, h in zip(mask, hidden)]
     truncated = max_length is not None and len(ids) > max_length
     if truncated:
         ids, mask = ids[:max_length], mask[:max_length]
@@ -325,7 +398,7 @@ class EncodedSet:
 def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int], rejects=None,
                weights: list[float] | None = None, skip=None, overflow: str = "truncate",
                strict: bool = False, reasoning: str = "keep", train_on: str = "all",
-               split_parallel_calls: bool = False) -> EncodedSet:
+               split_parallel_calls: bool = False, supervise_tool_calls: str = "all") -> EncodedSet:
     """Encode every record (with its curriculum weight); a record with no assistant token within
     `max_length`, one `skip(record)` gives a reason for, or one the chat template refuses is
     dropped through `rejects` (stage "encode", codes too_long / no_tool_format / template_refused),
@@ -333,10 +406,12 @@ def encode_all(tokenizer, records: list[Record], max_length: int, eos: set[int],
     instead. A record under a template that rewrites history gives one example per assistant turn
     (`encode_record`); with `overflow="split"` a conversation longer than `max_length` gives one
     per window. `reasoning` and `train_on`: see `encode_record` (a record `train_on` leaves no
-    turn of is dropped with code no_target_turn). `split_parallel_calls`: a record the template
-    refuses for its parallel calls is tried again with them as consecutive single calls."""
+    turn of is dropped with code no_target_turn), `supervise_tool_calls` too. `split_parallel_calls`:
+    a record the template refuses for its parallel calls is tried again with them as consecutive
+    single calls."""
     out = EncodedSet([], [], 0)
-    opts = {"overflow": overflow, "reasoning": reasoning, "train_on": train_on}
+    opts = {"overflow": overflow, "reasoning": reasoning, "train_on": train_on,
+            "supervise_tool_calls": supervise_tool_calls}
     cannot_write = reasoning == "keep" and reasoning_format(tokenizer).kind == "none"
     for i, rec in enumerate(records):
         if weights is not None:
