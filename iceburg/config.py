@@ -91,7 +91,8 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
     """A config field whose metadata carries its CLI flag, help and bounds; the CLI is generated
     from these (iceburg/cli.py) and `problems()` checks the bounds, so both name the same flag.
 
-    Metadata keys: `flag` (None = config/YAML only), `aliases`, `group` (help section),
+    Metadata keys: `flag` (None = config/YAML only), `aliases`, `group` (only `"actions"`: listed
+    under the CLI's actions; every other flag is listed under its `SECTIONS` heading),
     `min`/`max` (inclusive bounds; `min_exclusive`/`max_exclusive` for open ends), `choices`,
     `negate` (a `--no-x` flag that stores False), `nargs`, `action` ("extend": a repeatable list flag,
     `--gate A --gate B`)."""
@@ -99,9 +100,6 @@ def _f(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=md)
     return field(default=default, metadata=md)
-
-
-T, D, E, H = "training", "data", "export", "hpo"
 
 
 # The config's sections (issue 24): every field belongs to exactly one (a test checks it). A YAML
@@ -116,7 +114,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "emergence": ("use_emergence_weighting", "semantic_dedup", "curriculum_strategy"),
     "train": ("objective", "epochs", "max_steps", "learning_rate", "warmup_ratio", "weight_decay",
               "batch_size", "gradient_accumulation_steps", "max_seq_length", "overflow", "reasoning",
-              "train_on", "split_parallel_calls", "supervise_tool_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
+              "train_on", "split_parallel_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta",
               "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "max_completion_length", "reward_weights",
@@ -184,221 +182,212 @@ class TrainingConfig:
 
     base_model: str = _f(EMBEDDED_BASE, "base model: a local HF folder, a .gguf file, an Ollama tag "
                          "(llama3.2:3b), a Hugging Face id, or 'iceburg-tiny' (embedded default)",
-                         "--base-model", group=T)
+                         "--base-model")
     model_type: ModelType = _f(ModelType.BASE, "model type to train: base, surveyor, dissident, "
                                "synthesist or oracle", "--model-type", group="actions",
                                choices=tuple(m.short for m in ModelType))
     data_path: list[str] = _f([], "JSONL file(s) or folder(s) of transcripts; empty = bundled sample "
-                              "data for the model type", "--data-path", group=T, nargs="+")
+                              "data for the model type", "--data-path", nargs="+")
     output_dir: str = _f("runs", "folder under which the run folder is created (with --export-only: "
-                         "the folder the exports are written to)", "--output-dir", group=T)
+                         "the folder the exports are written to)", "--output-dir")
     output_name: str | None = _f(None, "run folder name (default: <model type>-<timestamp>)",
-                                 "--output-name", group=T)
+                                 "--output-name")
     resume: bool = _f(False, "resume an interrupted run in output_dir/output_name from its last "
-                      "checkpoint", "--resume", group=T)
+                      "checkpoint", "--resume")
 
-    epochs: int = _f(3, "passes over the training data", "--epochs", group=T, min=1)
+    epochs: int = _f(3, "passes over the training data", "--epochs", min=1)
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)",
-                               "--max-steps", group=T, min=1)
+                               "--max-steps", min=1)
     learning_rate: float | None = _f(None, "peak learning rate (default: 2e-4, the original design's "
                                      "LoRA rate for 4096-wide 7B models, scaled by sqrt(4096 / hidden "
-                                     "size) and clipped to [5e-5, 1e-3])", "--learning-rate", group=T,
+                                     "size) and clipped to [5e-5, 1e-3])", "--learning-rate",
                                      min_exclusive=0, max_exclusive=1)
-    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up", "--warmup-ratio", group=T,
+    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up", "--warmup-ratio",
                              min=0, max=1)
-    weight_decay: float = _f(0.0, "AdamW weight decay", "--weight-decay", group=T, min=0, max=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay", "--weight-decay", min=0, max=1)
     batch_size: int | None = _f(None, "micro-batch size in packed rows (default: chosen by the planner)",
-                                "--batch-size", group=T, min=1)
+                                "--batch-size", min=1)
     gradient_accumulation_steps: int | None = _f(None, "micro-batches per optimizer step (default: "
-                                                 "planner)", "--grad-accum", group=T, min=1,
+                                                 "planner)", "--grad-accum", min=1,
                                                  aliases=("--gradient-accumulation-steps",))
     max_seq_length: int = _f(1024, "tokens per packed row; longer transcripts are truncated or split "
-                             "(--overflow)", "--max-seq-length", group=T, min=16)
+                             "(--overflow)", "--max-seq-length", min=16)
     overflow: str = _f("split", "a training transcript longer than --max-seq-length: 'split' trains the "
                        "rest as further windows of that length (TRL's bfd_split); 'truncate' drops it "
                        "(TRL's default). Held-out transcripts are always truncated, so eval losses stay "
                        "comparable",
-                       "--overflow", group=T, choices=("truncate", "split"))
+                       "--overflow", choices=("truncate", "split"))
     reasoning: str = _f("keep", "assistant reasoning (reasoning_content, thinking blocks, <think>): 'keep' "
                         "trains it the way the base's chat template writes it (Qwen3 <think>, R1 distills' "
                         "forced <think>) and drops it, counted, where the template has no place for it; "
-                        "'drop' never trains it (docs/data.md)", "--reasoning", group=T, choices=("keep", "drop"))
+                        "'drop' never trains it (docs/data.md)", "--reasoning", choices=("keep", "drop"))
     train_on: str = _f("all", "which assistant turns carry loss: 'all'; 'last' (earlier turns are context); "
-                       "'final' (answers only, not the turns that call tools)", "--train-on", group=T,
+                       "'final' (answers only, not the turns that call tools)", "--train-on",
                        choices=("all", "last", "final"))
     split_parallel_calls: bool = _f(False, "a turn with parallel tool calls under a template that writes one "
                                     "call per turn (Llama 3.x) trains as consecutive single calls instead of "
-                                    "being rejected (template_refused)", "--split-parallel-calls", group=T)
-    supervise_tool_calls: str = _f("all", "what of an assistant turn's tool calls carries loss: 'all' (name and "
-                                   "arguments); 'name' (the arguments are context: the model learns when and "
-                                   "which tool to call, not the argument values); 'none' (the call text is "
-                                   "context; the turn's text, reasoning and end still train). Tool results never "
-                                   "train (docs/data.md)", "--supervise-tool-calls", group=T,
-                                   choices=("all", "name", "none"))
+                                    "being rejected (template_refused)", "--split-parallel-calls")
     packing: bool = _f(True, "one transcript per row instead of packing several into a row (no "
-                       "attention across packed transcripts)", "--no-packing", group=T, negate=True)
+                       "attention across packed transcripts)", "--no-packing", negate=True)
     eval_fraction: float = _f(0.1, "share of records held out for evaluation", "--eval-fraction",
-                              group=T, min=0, max_exclusive=0.9)
+                              min=0, max_exclusive=0.9)
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: once per epoch)",
-                                "--eval-steps", group=T, min=1)
+                                "--eval-steps", min=1)
     save_steps: int | None = _f(None, "checkpoint every N optimizer steps for resuming (default: per "
-                                "epoch)", "--save-steps", group=T, min=1)
-    seed: int = _f(42, "seed for the split, shuffling, LoRA init and dropout", "--seed", group=T, min=0)
-    num_threads: int | None = _f(None, "torch CPU threads (default: torch's)", "--threads", group=T,
+                                "epoch)", "--save-steps", min=1)
+    seed: int = _f(42, "seed for the split, shuffling, LoRA init and dropout", "--seed", min=0)
+    num_threads: int | None = _f(None, "torch CPU threads (default: torch's)", "--threads",
                                  min=1, aliases=("--num-threads",))
-    device: str | None = _f(None, "force a device (default: detected)", "--device", group=T,
+    device: str | None = _f(None, "force a device (default: detected)", "--device",
                             choices=("cpu", "cuda", "mps"))
 
     nproc: int = _f(1, "data-parallel training processes on this node (spawns torchrun; one per GPU, "
                     "or CPU processes with gloo). Under torchrun / accelerate launch the launcher's "
                     "world size is used instead. --batch-size and --grad-accum are per process",
-                    "--nproc", group=T, min=1)
+                    "--nproc", min=1)
     distributed: str = _f("ddp", "multi-process mode: ddp (replicate the base, all-reduce LoRA "
                           "gradients) or fsdp (shard the frozen base per decoder layer, for bases "
-                          "that do not fit one device)", "--distributed", group=T, choices=("ddp", "fsdp"))
+                          "that do not fit one device)", "--distributed", choices=("ddp", "fsdp"))
     dist_timeout: int = _f(1800, "seconds any rank waits in a collective before the whole job "
                            "stops with an error (must exceed data preparation on rank 0)",
-                           "--dist-timeout", group=T, min=10)
+                           "--dist-timeout", min=10)
 
     backend: str = _f("auto", "training backend: torch, or mlx (mlx-lm; auto picks mlx on Apple silicon "
                       "when mlx-lm is installed and the run needs nothing only torch has)", "--backend",
-                      group=T, choices=("auto", "torch", "mlx"))
+                      choices=("auto", "torch", "mlx"))
     lora_r: int | None = _f(None, "LoRA rank (default: per model type, scaled by model size)",
-                            "--lora-r", group=T, min=1)
+                            "--lora-r", min=1)
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x r, as in the original table)",
-                                "--lora-alpha", group=T, min=1)
-    lora_dropout: float = _f(0.05, "LoRA dropout", "--lora-dropout", group=T, min=0, max=1)
+                                "--lora-alpha", min=1)
+    lora_dropout: float = _f(0.05, "LoRA dropout", "--lora-dropout", min=0, max=1)
     lora_target_modules: list[str] = _f([], "module names to adapt (default: every linear projection "
-                                        "found in the model)", "--lora-target-modules", group=T,
+                                        "found in the model)", "--lora-target-modules",
                                         nargs="+")
     use_qlora: bool | None = _f(None, "4-bit QLoRA (--qlora / --no-qlora; default: when full "
-                                "precision does not fit)", "--qlora", group=T, aliases=("--use-qlora",))
+                                "precision does not fit)", "--qlora", aliases=("--use-qlora",))
     use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (Liu et al. 2024; PEFT use_dora), a learned "
-                        "magnitude per output channel on top of the low-rank update", "--dora", group=T)
+                        "magnitude per output channel on top of the low-rank update", "--dora")
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of "
-                          "alpha/r (Kalajdzievski 2023; PEFT use_rslora)", "--rslora", group=T)
+                          "alpha/r (Kalajdzievski 2023; PEFT use_rslora)", "--rslora")
     gradient_checkpointing: bool | None = _f(None, "trade compute for memory (default: planner)",
-                                             "--gradient-checkpointing", group=T)
+                                             "--gradient-checkpointing")
     precision: str | None = _f(None, "numeric precision (default: best the device supports)",
-                               "--precision", group=T, choices=("fp32", "bf16", "fp16"))
+                               "--precision", choices=("fp32", "bf16", "fp16"))
     attn_implementation: str = _f("auto", "attention kernel: auto (transformers' choice: sdpa where the "
                                   "model supports it), sdpa or eager (packed rows get a block-diagonal "
                                   "mask from their position ids), or flash_attention_2 (CUDA + flash-attn; "
                                   "each micro-batch becomes one padding-free varlen row)",
-                                  "--attn-implementation", group=T,
+                                  "--attn-implementation",
                                   choices=("auto", "sdpa", "eager", "flash_attention_2"))
     use_liger: bool = _f(False, "Liger's fused lm-head + cross-entropy (CUDA + liger-kernel): the "
-                         "supervised positions' logits are never materialised", "--liger", group=T)
+                         "supervised positions' logits are never materialised", "--liger")
 
     min_quality_score: float = _f(0.7, "truth filter: minimum quality to keep a record",
-                                  "--min-quality-score", group=D, min=0, max=1)
+                                  "--min-quality-score", min=0, max=1)
     use_truth_filter: bool = _f(True, "skip the truth filter (quality, duplicates, rubrics)",
-                                "--no-truth-filter", group=D, negate=True)
+                                "--no-truth-filter", negate=True)
     truth_patterns: str | None = _f(None, "file of verified/contradicted patterns for the truth "
-                                    "filter (docs/truth_filter.md)", "--truth-patterns", group=D)
+                                    "filter (docs/truth_filter.md)", "--truth-patterns")
     use_emergence_weighting: bool = _f(True, "plain shuffled training (no novelty scoring or "
-                                       "curriculum)", "--no-emergence", group=D, negate=True)
+                                       "curriculum)", "--no-emergence", negate=True)
     semantic_dedup: float | None = _f(None, "emergence: drop records whose embedding cosine "
                                       "similarity to a kept neighbour is at least this (e.g. 0.95); "
-                                      "default off", "--semantic-dedup", group=D, min_exclusive=0, max=1)
-    curriculum_strategy: str = _f("weighted", "curriculum strategy", "--curriculum", group=D,
+                                      "default off", "--semantic-dedup", min_exclusive=0, max=1)
+    curriculum_strategy: str = _f("weighted", "curriculum strategy", "--curriculum",
                                   choices=CURRICULUM_STRATEGIES)
     strict: bool = _f(False, "treat any invalid input line, or a record the chat template refuses, as an "
-                      "error instead of rejecting it (rejects.jsonl)", "--strict", group=D)
+                      "error instead of rejecting it (rejects.jsonl)", "--strict")
     # Curation on datatrove (docs/curation.md): --filter-only sharded over tasks, same result as
     # one process (dedup and novelty are decided globally).
     curate_tasks: int = _f(0, "with --filter-only: run the truth filter, global dedup and emergence "
                            "scoring as datatrove pipeline steps over N tasks (files are the shards; "
-                           "0 = the one-process --filter-only)", "--curate-tasks", group=D, min=0)
+                           "0 = the one-process --filter-only)", "--curate-tasks", min=0)
     curate_workers: int = _f(1, "with --curate-tasks: tasks run at once on this machine (datatrove's "
-                             "local executor)", "--curate-workers", group=D, min=1)
+                             "local executor)", "--curate-workers", min=1)
     # Preference tuning (docs/preference.md). beta 0.1: DPO paper's and TRL's default (also TRL's
     # ORPO lambda and KTO beta); margin 0.1: one category band of the truth filter.
     objective: str = _f("sft", "training objective: sft (supervised), dpo or orpo (chosen/rejected "
                         "pairs) or kto (answers labelled good/bad); docs/preference.md", "--objective",
-                        group=T, choices=OBJECTIVES)
+                        choices=OBJECTIVES)
     mine_preferences: bool = _f(False, "build chosen/rejected pairs from the transcripts with the truth "
-                                "filter's verdicts (with --objective dpo, orpo or kto)", "--mine-preferences",
-                                group=D)
-    preference_beta: float = _f(0.1, "DPO / KTO beta and ORPO lambda", "--beta", group=T, min_exclusive=0)
+                                "filter's verdicts (with --objective dpo, orpo or kto)", "--mine-preferences")
+    preference_beta: float = _f(0.1, "DPO / KTO beta and ORPO lambda", "--beta", min_exclusive=0)
     # GRPO (docs/grpo.md). Defaults are TRL 1.16 GRPOConfig's: loss_type "dapo", epsilon 0.2, beta 0.0,
     # max_completion_length 256; the group of 4 is the issue's bounded run (TRL's default 8 costs
     # twice the generation on CPU).
     grpo_group: int = _f(4, "--objective grpo: answers sampled per prompt (the group its advantages are "
-                         "normalised in)", "--grpo-group", group=T, min=2)
+                         "normalised in)", "--grpo-group", min=2)
     grpo_loss: str = _f("dapo", "--objective grpo: loss normalisation as TRL names it: grpo (per answer), "
                         "dr_grpo (by max_completion_length), dapo (by the step's answer tokens)", "--grpo-loss",
-                        group=T, choices=GRPO_LOSSES)
+                        choices=GRPO_LOSSES)
     grpo_epsilon: float = _f(0.2, "--objective grpo: clipping range of the importance ratio", "--grpo-epsilon",
-                             group=T, min_exclusive=0, max_exclusive=1)
+                             min_exclusive=0, max_exclusive=1)
     grpo_beta: float = _f(0.0, "--objective grpo: KL coefficient to the reference (the base, adapter "
-                          "disabled); 0 computes no reference", "--grpo-beta", group=T, min=0)
+                          "disabled); 0 computes no reference", "--grpo-beta", min=0)
     max_completion_length: int = _f(256, "--objective grpo: token budget of each sampled answer",
-                                    "--max-completion-length", group=T, min=1)
+                                    "--max-completion-length", min=1)
     reward_weights: list[str] = _f([], "--objective grpo: reward weights as NAME=WEIGHT (truth, tool_call, "
                                    "format, reference, or a --reward function's name); unnamed rewards keep "
-                                   "their defaults (docs/grpo.md)", "--reward-weights", group=T, nargs="+")
+                                   "their defaults (docs/grpo.md)", "--reward-weights", nargs="+")
     reward: list[str] = _f([], "--objective grpo: a user reward module:function(prompt, completion, record) "
-                           "-> float | None (repeatable)", "--reward", group=T, action="extend")
+                           "-> float | None (repeatable)", "--reward", action="extend")
     preference_margin: float = _f(0.1, "--mine-preferences: minimum truth-filter quality gap between the "
-                                  "chosen and the rejected answer", "--preference-margin", group=D, min=0, max=1)
+                                  "chosen and the rejected answer", "--preference-margin", min=0, max=1)
     trust_remote_code: bool = _f(False, "allow model code from the base model's repository (off: "
-                                 "only architectures transformers ships)", "--trust-remote-code", group=T)
+                                 "only architectures transformers ships)", "--trust-remote-code")
 
     export_formats: list[str] = _f(["huggingface"], "exports after training (or with --export-only)",
-                                   "--formats", group=E, nargs="+", choices=EXPORT_FORMATS)
-    onnx_int8: bool = _f(False, "also write an int8 (dynamic quantization) ONNX model", "--onnx-int8",
-                         group=E)
-    quantization: list[str] = _f(["q8_0"], "GGUF file types to write", "--quantization", group=E,
+                                   "--formats", nargs="+", choices=EXPORT_FORMATS)
+    onnx_int8: bool = _f(False, "also write an int8 (dynamic quantization) ONNX model", "--onnx-int8")
+    quantization: list[str] = _f(["q8_0"], "GGUF file types to write", "--quantization",
                                  nargs="+", choices=GGUF_QUANTIZATIONS)
     gguf_converter: str = _f("auto", "who writes the GGUF: iceburg's in-process writer, llama.cpp's own "
                              "convert_hf_to_gguf.py from the pinned llama-cpp-python sdist, or auto (iceburg's "
                              "writer where the family registry has a proven GgufSpec, else llama.cpp's)",
-                             "--gguf-converter", group=E, choices=("auto", "iceburg", "llama.cpp"))
+                             "--gguf-converter", choices=("auto", "iceburg", "llama.cpp"))
     system_prompt: str | None = _f(None, "system prompt written into the Ollama Modelfile and used by "
-                                   "chat (default: the model type's prompt)", "--system-prompt", group=E)
+                                   "chat (default: the model type's prompt)", "--system-prompt")
     compare_prompts: int = _f(0, "iceburg-train: after training, answer this many held-out prompts greedily "
                               "with the base and the tuned model (printed, RUN/eval.json, report.html); 0 = skip",
-                              "--compare", group="after", min=0)
-    compare_max_new_tokens: int = _f(256, "token budget of each --compare answer", "--compare-max-new-tokens",
-                                     group="after", min=1)
+                              "--compare", min=0)
+    compare_max_new_tokens: int = _f(256, "token budget of each --compare answer", "--compare-max-new-tokens", min=1)
     report_to: list[str] = _f([], "extra metric sinks besides metrics.jsonl: tensorboard (RUN/tensorboard/)",
-                              "--report-to", group="after", nargs="+", choices=("tensorboard",))
+                              "--report-to", nargs="+", choices=("tensorboard",))
     gates: list[str] = _f([], "evaluation gates checked after training, before the GGUF/Ollama/ONNX exports "
                           "are written (a failing model keeps only merged/ and the huggingface export; exit "
                           "3), e.g. --gate 'truth_pass_rate>=base-0.02' --gate 'forgetting_loss<=base+0.05' "
-                          "(docs/evaluation.md)", "--gate", group="after", action="extend")
+                          "(docs/evaluation.md)", "--gate", action="extend")
 
     # Continual training (iceburg/recipes/continual.py, docs/loop.md): the next version of a run.
     continue_from: str | None = _f(None, "train the next version of this finished run folder: start from its "
                                    "adapter (same base), drop new records it already saw (seen_before), mix in "
                                    "--replay-fraction of its curated data, re-evaluate its held-out set "
-                                   "(docs/loop.md)", "--continue-from", group="continual")
+                                   "(docs/loop.md)", "--continue-from")
     replay_fraction: float = _f(0.3, "share of the next version's training records replayed from the previous "
                                 "versions' curated data (0: no replay; default measured in docs/loop.md)",
-                                "--replay-fraction", group="continual", min=0, max_exclusive=1)
+                                "--replay-fraction", min=0, max_exclusive=1)
     replay_by: str = _f("quality", "which previous records are replayed first: highest truth-filter quality, "
-                        "highest emergence score, or a seeded random sample", "--replay-by", group="continual",
+                        "highest emergence score, or a seeded random sample", "--replay-by",
                         choices=("quality", "emergence", "random"))
     forget_tolerance: float = _f(0.02, "the continual gate: the previous held-out loss may rise by at most this "
                                  "much over the parent's (nats/token; the figure issue 28 asks for)",
-                                 "--forget-tolerance", group="continual", min=0)
+                                 "--forget-tolerance", min=0)
     publish: bool = _f(False, "after a continual run whose gates pass: write the Modelfile for "
                        "iceburg-<type>:vN and run `ollama create` where ollama is on PATH (docs/loop.md)",
-                       "--publish", group="continual")
+                       "--publish")
 
     # Hyperparameter search (iceburg/hpo, docs/hpo.md). Plain fields rather than a nested section:
     # the CLI is generated from flat fields and a search is "this config, N times, varied".
     hpo: int | None = _f(None, "search hyperparameters with N Optuna trials (TPE, median pruning) "
                          "instead of one run; writes a study folder with the best config "
-                         "(docs/hpo.md)", "--hpo", group=H, min=1)
+                         "(docs/hpo.md)", "--hpo", min=1)
     hpo_workers: int = _f(1, "trial worker processes on this machine, sharing the study storage",
-                          "--hpo-workers", group=H, min=1)
+                          "--hpo-workers", min=1)
     hpo_storage: str | None = _f(None, "Optuna storage shared by all workers: an RDB URL (sqlite:///"
                                  "study.db, postgresql://...) or a journal file path (default: "
-                                 "<study folder>/study.journal)", "--hpo-storage", group=H)
+                                 "<study folder>/study.journal)", "--hpo-storage")
     hpo_resume: bool = _f(False, "continue (or join) the study in output_dir/output_name until it "
-                          "has --hpo trials", "--hpo-resume", group=H)
+                          "has --hpo trials", "--hpo-resume")
 
     def __post_init__(self) -> None:
         if isinstance(self.model_type, str):

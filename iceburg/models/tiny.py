@@ -219,31 +219,74 @@ def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
 
 
 def _pretrain(model, tokenizer, texts: list[str], doc_sep: int) -> None:
-    """Next-token pre-training on the documents joined into one stream (deterministic)."""
+    """Next-token pre-training on the documents joined into one stream (deterministic), run by the
+    step engine (`iceburg/engine.py`, the loop every training path shares) with its one torch
+    optimizer step: AdamW, warm-up over 30 steps then linear decay to 5%, gradients clipped at 1."""
     import torch
-    from ..progress import bar
+    from ..engine import OptimizerStep, make_plan, run_plan
+
+    data = _token_stream(tokenizer, texts, doc_sep)
+    plan = make_plan(_window_plan(len(data)), epoch_ends=(), key=int)
+    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / PRETRAIN_STEPS))
+    stepper = OptimizerStep(list(model.parameters()), opt, sched, max_grad_norm=1.0)
+    model.train()
+    # no held-out set: the cadence's end-of-run evaluation gets None and records nothing
+    run_plan(plan, _pretrain_step(model, data, stepper), lambda step: None, callbacks=[_LossLog()],
+             desc="building iceburg-tiny: pre-training")
+    model.eval()
+
+
+def _token_stream(tokenizer, texts: list[str], doc_sep: int):
+    import torch
 
     stream: list[int] = []
     for t in texts:
         stream.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
         stream.append(doc_sep)
-    data = torch.tensor(stream, dtype=torch.long)
-    n_windows = (len(data) - 1) // PRETRAIN_SEQ
+    return torch.tensor(stream, dtype=torch.long)
+
+
+def _window_plan(n_tokens: int) -> list[list[list[int]]]:
+    """The step plan: PRETRAIN_STEPS steps of one micro-batch of PRETRAIN_BATCH window starts,
+    drawn from one seeded generator step after step (the draws builder v5 made inside its loop:
+    the same starts, so the same weights)."""
+    import torch
+
+    n_windows = (n_tokens - 1) // PRETRAIN_SEQ
     gen = torch.Generator().manual_seed(1234)
-    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / PRETRAIN_STEPS))
-    model.train()
-    for step in bar(range(PRETRAIN_STEPS), desc="building iceburg-tiny: pre-training", unit="step", leave=False):
-        starts = torch.randint(0, n_windows, (PRETRAIN_BATCH,), generator=gen) * PRETRAIN_SEQ
-        batch = torch.stack([data[s:s + PRETRAIN_SEQ + 1] for s in starts.tolist()])
-        out = model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone(), use_cache=False)
+    return [[(torch.randint(0, n_windows, (PRETRAIN_BATCH,), generator=gen) * PRETRAIN_SEQ).tolist()]
+            for _ in range(PRETRAIN_STEPS)]
+
+
+def _pretrain_step(model, data, stepper):
+    """The engine's step function: one micro-batch of windows, forward, backward, the step."""
+    import torch
+    from ..engine import StepResult
+
+    def step(index: int, micro_batches: list[list[int]], on_batch) -> StepResult:
+        (starts,) = micro_batches
+        on_batch([f"window@{s}" for s in starts])
+        batch = torch.stack([data[s:s + PRETRAIN_SEQ + 1] for s in starts])
         # labels shifted inside the model; the window's extra token is dropped for simplicity
-        out.loss.backward()
-        if step % 25 == 0 or step == PRETRAIN_STEPS - 1:
-            logger.info("pre-training step %d/%d: loss %.3f", step + 1, PRETRAIN_STEPS, out.loss.item())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval()
+        out = model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone(), use_cache=False)
+        stepper.backward(out.loss)
+        loss = float(out.loss.detach())
+        return StepResult(loss, {"lr": stepper.step()})
+
+    return step
+
+
+class _LossLog:
+    """Logs the pre-training loss every 25 steps and at the last (the engine's callbacks)."""
+
+    def on_batch(self, example_ids: list[str]) -> None:
+        pass
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        if (step - 1) % 25 == 0 or step == PRETRAIN_STEPS:
+            logger.info("pre-training step %d/%d: loss %.3f", step, PRETRAIN_STEPS, metrics["loss"])
+
+    def on_eval(self, step: int, eval_loss: float) -> None:
+        pass

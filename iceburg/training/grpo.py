@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 
 from ..errors import IceburgError
-from .engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
+from ..engine import Cadence, OptimizerStep, StepResult, TrainingCallback, make_plan, run_plan
 from .preference import _History, _reference, plan_preference_steps
-from .trainer import OptimizerStep, TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
+from .trainer import TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
 
 logger = logging.getLogger(__name__)
 

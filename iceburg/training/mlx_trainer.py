@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import IceburgError
 from .encoding import Example
-from .engine import Cadence, StepResult, TrainOutput, make_plan, run_plan
+from ..engine import Cadence, StepResult, TrainOutput, make_plan, run_plan
 from .mlx_backend import _mlx, load_peft_weights, peft_tensors
 from .packing import Row, collate, pack
 from .trainer import TrainArgs, plan_steps, warmup_steps

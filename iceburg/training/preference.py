@@ -35,8 +35,8 @@ from ..records import Record
 from ..preference import losses
 from ..preference.data import KTOExample, PreferencePair
 from .encoding import Example, encode
-from .engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
-from .trainer import OptimizerStep, TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
+from ..engine import Cadence, OptimizerStep, StepResult, TrainingCallback, make_plan, run_plan
+from .trainer import TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ per-example weights, which would otherwise mean subclassing a sampler and the lo
   checkpoint stores adapter weights, optimizer, scheduler and the step index; resuming rebuilds
   the plan and continues from that step.
 - The loop itself (resume and the plan check, evaluation and save cadence, metrics lines,
-  callbacks, the divergence check, the progress bar) is the step engine's (`engine.run_plan`);
-  this module supplies the SFT step (`sft_step`), the torch optimizer step (`OptimizerStep`, also
-  the preference objectives') and the torch checkpointer (`TorchCheckpointer`).
+  callbacks, the divergence check, the progress bar) is the step engine's (`iceburg/engine.py:
+  run_plan`); this module supplies the SFT step (`sft_step`, ending in the engine's one torch
+  optimizer step `OptimizerStep`) and the torch checkpointer (`TorchCheckpointer`).
 - Distributed (`world`, see distributed.py): the plan is global (`grad_accum x world_size`
   micro-batches per step); each rank runs its share, rank 0 alone writes checkpoints.
 """
@@ -41,8 +41,8 @@ from .. import families
 from .distributed import (World, load_fsdp_checkpoint, no_sync, save_fsdp_checkpoint, shard_micro_batches,
                           unwrap)
 from .encoding import Example
-from .engine import (Cadence, StepResult, TrainingCallback, TrainOutput, make_plan, peak_rss_mib,  # noqa: F401
-                     plan_fingerprint, run_plan)
+from ..engine import (Cadence, OptimizerStep, StepResult, TrainingCallback, TrainOutput, make_plan,  # noqa: F401
+                      peak_rss_mib, plan_fingerprint, run_plan)
 from .lora_dropout import lora_dropout_on_cpu
 from .packing import Row, collate, pack
 from .segment_attention import segment_attention, supports_segments
@@ -348,30 +348,6 @@ def sft_step(model, args: TrainArgs, loss_fn, stepper: "OptimizerStep", world: W
         return StepResult(step_loss, {"lr": stepper.step()}, int(n_step), int(tok_step))
 
     return step
-
-
-class OptimizerStep:
-    """The one torch optimizer step (SFT and preference objectives): unscale (fp16 on CUDA),
-    clip the gradient norm, step the optimizer and the schedule, clear the gradients."""
-
-    def __init__(self, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, sched, max_grad_norm: float,
-                 fp16: bool = False):
-        self.params, self.opt, self.sched, self.max_grad_norm = params, opt, sched, max_grad_norm
-        # disabled, the scaler passes the loss through and calls opt.step() as it is
-        self.scaler = torch.amp.GradScaler(enabled=fp16)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
-    def step(self) -> float:
-        """Apply the accumulated gradients; the learning rate the next step will use."""
-        self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        return self.sched.get_last_lr()[0]
 
 
 # -- checkpoints (our own files: adapter weights as safetensors, optimizer via weights_only load) --

@@ -1,4 +1,4 @@
-"""The step engine (iceburg/training/engine.py): cadence, resume refusing a changed plan, the
+"""The step engine (iceburg/engine.py): cadence, resume refusing a changed plan, the
 divergence error and the metrics lines, on a pure-Python model and on iceburg-tiny (torch SFT,
 DPO, MLX); and the package keeps one torch optimizer step."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from iceburg.errors import IceburgError
-from iceburg.training.engine import Cadence, StepResult, make_plan, run_plan
+from iceburg.engine import Cadence, StepResult, make_plan, run_plan
 from iceburg.training.result import MetricsLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,9 +305,8 @@ def test_mlx_resume_refuses_a_changed_plan(tmp_path, tiny_model_dir):
 
 def test_one_torch_optimizer_step_in_the_package():
     """Every gradient clip, optimizer step and gradient reset of the package sits in
-    `trainer.OptimizerStep.step` (SFT and preference objectives share it through the engine). The
-    one other loop is the pre-training that builds the iceburg-tiny base (models/tiny.py, a layer
-    below training, which cannot import the engine)."""
+    `engine.OptimizerStep.step` (SFT, preference objectives, GRPO and the iceburg-tiny pre-training
+    share it through the engine; tests/test_architecture.py checks that one loop drives it)."""
     found = set()
     for path in sorted((ROOT / "iceburg").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -318,7 +317,7 @@ def test_one_torch_optimizer_step_in_the_package():
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                         and _optimizer_call(node.func)):
                     found.add(f"{path.relative_to(ROOT)}:{fn.name}")
-    assert found == {"iceburg/training/trainer.py:step", "iceburg/models/tiny.py:_pretrain"}, found
+    assert found == {"iceburg/engine.py:step"}, found
 
 
 def _optimizer_call(func: ast.Attribute) -> bool:

@@ -7,13 +7,23 @@ and the `TrainOutput`. An objective or backend supplies only
 
 - `step_fn(index, micro_batches, on_batch) -> StepResult`: one optimizer step over the plan's
   micro-batches of step `index` (0-based), calling `on_batch(ids)` before each micro-batch it
-  trains on (torch SFT: `trainer.py`; DPO/ORPO/KTO: `preference.py`; MLX: `mlx_trainer.py`);
+  trains on (torch SFT: `training/trainer.py`; DPO/ORPO/KTO: `training/preference.py`; GRPO:
+  `training/grpo.py`; MLX: `training/mlx_trainer.py`; the iceburg-tiny pre-training:
+  `models/tiny.py`);
 - `eval_fn(step) -> float | None`: the held-out loss (None: nothing to evaluate);
 - a `Checkpointer` that saves and loads its model and optimizer state.
+
+Torch step functions end with `OptimizerStep.step`, the package's one torch optimizer step.
 
 The shape of mlx-lm's `tuner/trainer.py:train` and torchtune's recipes: one loop, the loss and
 step plugged in (STYLE.md). The loop adds no device synchronisation of its own: it reads
 only the Python floats the step function returns.
+
+Why here and not in `training/`: the layer contract (pyproject.toml) puts `models` below
+`training` (`base_models` resolves the name iceburg-tiny by building it, and `training` imports
+`base_models`), so the iceburg-tiny pre-training can use the engine only from a layer below
+`models`. The module needs nothing but `errors` and `progress` (torch only inside
+`OptimizerStep`), so it sits just under `models`.
 """
 
 from __future__ import annotations
@@ -25,9 +35,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from ..errors import IceburgError
+from .errors import IceburgError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +223,7 @@ def run_plan(plan: StepPlan, step_fn: Callable[[int, list, Callable], StepResult
     """Run `plan` from the start, or (`resume`) from `checkpointer`'s step after checking that it
     was written for this plan. After each step: the divergence check, the metrics line to
     `on_step`, an evaluation (`on_eval`) and a checkpoint when `cadence` says so."""
-    from ..progress import bar as progress_bar
+    from .progress import bar as progress_bar
 
     cbs = _Fanout(callbacks)
     start = resume_step(plan, checkpointer) if resume and checkpointer is not None else 0
@@ -237,3 +250,33 @@ def run_plan(plan: StepPlan, step_fn: Callable[[int, list, Callable], StepResult
     out.train_loss = loss_sum / max(len(plan) - start, 1)
     out.wall_seconds = time.time() - started
     return out
+
+
+class OptimizerStep:
+    """The one torch optimizer step (SFT, preference objectives, GRPO, the iceburg-tiny
+    pre-training): unscale (fp16 on CUDA), clip the gradient norm, step the optimizer and the
+    schedule, clear the gradients. torch is imported here, not at module level, so the engine
+    itself stays importable without it (MLX)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, sched, max_grad_norm: float,
+                 fp16: bool = False):
+        import torch
+
+        self.params, self.opt, self.sched, self.max_grad_norm = params, opt, sched, max_grad_norm
+        # disabled, the scaler passes the loss through and calls opt.step() as it is
+        self.scaler = torch.amp.GradScaler(enabled=fp16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> float:
+        """Apply the accumulated gradients; the learning rate the next step will use."""
+        import torch
+
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return self.sched.get_last_lr()[0]
