@@ -151,7 +151,9 @@ def _action_without_config(args: argparse.Namespace) -> int | None:
     if args.detect_hardware:
         from .reports import hardware_report
 
-        print(hardware_report(as_json=args.json))
+        # --base-model B (and --max-seq-length, --model-type, ...): also the plan for that base
+        config = make_config(args) if "base_model" in vars(args) else None
+        print(hardware_report(as_json=args.json, config=config))
         return 0
     if args.features:
         from .reports import features_report

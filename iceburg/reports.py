@@ -26,14 +26,19 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None) -> str:
-    """`--detect-hardware`: the detected device as a readable table, or JSON with `--json`."""
+def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None,
+                    config: TrainingConfig | None = None) -> str:
+    """`--detect-hardware`: the detected device as a readable table, or JSON with `--json`. With a
+    `config` (`--detect-hardware --base-model B [--max-seq-length N ...]`) also the plan for that base:
+    whether it fits, with which settings, and the estimated peak."""
     if hw is None:
         from .hardware import get_m4_optimizer
 
-        hw = get_m4_optimizer().detect_hardware()  # plans the default base: fills the micro-batch
+        model_dir = base_model_dir(config) if config is not None else None
+        hw = get_m4_optimizer().detect_hardware(model_dir, config)  # plans the base: fills the micro-batch
+    plan = _plan_or_refusal(config, hw) if config is not None else None
     if as_json:
-        return json.dumps(hw.to_dict(), indent=2)
+        return json.dumps(hw.to_dict() if plan is None else {**hw.to_dict(), "plan": plan}, indent=2)
     rows = [("device", f"{hw.device_kind} ({hw.device_name})"),
             ("torch device", str(hw.torch_device())),
             ("memory total", _gib(hw.total_memory)),
@@ -49,7 +54,30 @@ def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None) -> st
     if hw.recommended_batch_size is not None:
         rows.append(("recommended micro-batch", str(hw.recommended_batch_size)))
     rows += [("note", n) for n in hw.notes]
+    if plan is not None:
+        rows.append(("plan", _plan_line(plan)))
     return _table(rows)
+
+
+def _plan_or_refusal(config: TrainingConfig, hw: HardwareInfo) -> dict:
+    """The planner's settings for `config` on `hw`, or {"fits": False, "reason": ...} when none fits."""
+    from .errors import IceburgError
+
+    try:
+        plan = plan_training(base_model_dir(config), config, hw)
+    except IceburgError as e:
+        return {"fits": False, "reason": str(e)}
+    return {"fits": True, **plan.to_dict()}
+
+
+def _plan_line(plan: dict) -> str:
+    if not plan["fits"]:
+        return f"does not fit: {plan['reason']}"
+    alloc = f", allocator {plan['cpu_allocator']}" if plan.get("cpu_allocator") else ""
+    return (f"fits: micro-batch {plan['micro_batch_size']} x {plan['gradient_accumulation_steps']} accumulation, "
+            f"gradient checkpointing {'yes' if plan['gradient_checkpointing'] else 'no'}, {plan['precision']}"
+            f"{', QLoRA' if plan['use_qlora'] else ''}, LoRA r{plan['lora_r']}/a{plan['lora_alpha']}{alloc}; "
+            f"estimated peak {_gib(plan['estimated_peak_bytes'])} of {_gib(plan['available_bytes'])} available")
 
 
 def _feature_rows(system: SystemDescription) -> list[tuple[str, str]]:

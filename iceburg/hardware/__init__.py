@@ -32,8 +32,10 @@ class M4Optimizer:
         base model, iceburg-tiny by default, when its shape can be read locally)."""
         system = self.system or probe_system()
         hw = describe_hardware(system, self.prefer_mlx, device or (config.device if config else None))
+        given = config is not None
         config = config or TrainingConfig()
-        label = str(model_dir) if model_dir is not None else config.base_model
+        label = (config.base_model if model_dir is None else f"{config.base_model} ({model_dir})" if given
+                 else str(model_dir))
         model_dir = model_dir if model_dir is not None else _known_base(config)
         if model_dir is None:
             hw.notes.append(f"recommended micro-batch: not planned for {config.base_model} (plan_training "

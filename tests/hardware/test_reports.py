@@ -37,3 +37,23 @@ def test_configs_report_one_row_per_type(machines, llama_3b_dir):
         assert f"\n{mt.short} " in text
     assert "64/128" in text  # oracle: r64/alpha128 from the original table
     assert "q_proj" in text
+
+
+def test_detect_hardware_plans_the_given_base(tiny_model_dir, capsys):
+    """`--detect-hardware --base-model B`: the plan for B (not the default base), as `--configs` plans it."""
+    from iceburg.cli import main
+    from iceburg.hardware import plan_training
+
+    assert main(["--detect-hardware", "--base-model", str(tiny_model_dir), "--max-seq-length", "256", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ours = plan_training(tiny_model_dir, TrainingConfig(base_model=str(tiny_model_dir), max_seq_length=256))
+    assert data["plan"]["fits"] is True
+    assert data["plan"]["micro_batch_size"] == ours.micro_batch_size == data["recommended_batch_size"]
+    assert data["plan"]["estimated_peak_bytes"] == ours.estimated_peak_bytes
+
+
+def test_detect_hardware_says_when_a_base_does_not_fit(machines, llama_3b_dir):
+    """A 3B base on a 2 GB CPU box (3.2B fp32 weights alone are ~12 GB): 'does not fit' and why, no traceback."""
+    cfg = TrainingConfig(base_model=str(llama_3b_dir))
+    text = hardware_report(config=cfg, hw=describe_hardware(machines.cpu_box(ram_gib=2, available_gib=1.5)))
+    assert any(line.startswith("plan") and "does not fit:" in line for line in text.splitlines())
