@@ -48,9 +48,12 @@ REJECT_CODES: dict[str, str] = {
     "low_quality": "quality score below --min-quality-score",
     # dedup (iceburg/truth/dedup.py, filter.py) and emergence (embedding near duplicates)
     "exact_duplicate": "same normalised text as a kept (or earlier rejected) record",
+    "duplicate_group_lost": "every copy of an exact-duplicate group was rejected: the text is lost",
     "near_duplicate": "MinHash (dedup) or embedding (emergence) similarity above the threshold",
     # continual training (iceburg/recipes/continual.py): against the previous version's data
     "seen_before": "exact or near duplicate of a record the previous version trained or was held out on",
+    # generation (iceburg/generation/keep.py): a generated prompt or transcript that copies a held-out record
+    "heldout_duplicate": "a generated prompt or transcript is an exact, near or semantic duplicate of a held-out record",
     # encode (iceburg/training/encoding.py, tool_render.py, preference.py)
     "no_tool_format": "tool calls, but the base's chat template has no tool format",
     "template_refused": "the chat template raised, or could not write the turn or its tool calls",

@@ -68,6 +68,8 @@ class TruthFilterStats:
     low_quality_removed: int = 0
     exact_duplicates_removed: int = 0
     near_duplicates_removed: int = 0
+    # exact-duplicate groups every member of which was rejected (issue 31: reported, not silent)
+    duplicate_groups_lost: int = 0
     final_output: int = 0
     average_quality_score: float = 0.0  # over the kept records
     reasons: dict[str, int] = field(default_factory=dict)  # reject code -> records showing it
@@ -96,7 +98,7 @@ class TruthFilter:
     def __init__(self, min_quality_score: float = 0.7, *, verified_threshold: float = 0.9,
                  high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
                  truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
-                 reject_defects: bool = True, workers: int = 1):
+                 reject_defects: bool = True, workers: int = 1, completeness: str = "lines"):
         if not 0 <= min_quality_score <= 1:
             raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
         self.min_quality_score = min_quality_score
@@ -106,6 +108,11 @@ class TruthFilter:
         self.truth_system = truth_system
         self.dedup = Deduplicator(dedup)
         self.reject_defects = reject_defects
+        # "structure" (issue 31): markdown-block-aware completeness, doctest/literal blocks as
+        # code, tandem code-loop rule (iceburg/truth/structure.py); "lines": issue 13's line rules
+        if completeness not in ("lines", "structure"):
+            raise ValueError(f"completeness must be 'lines' or 'structure', got {completeness!r}")
+        self.completeness = completeness
         # Scoring processes. Pure-Python scoring runs ~1-3 ms per 2-8 KB transcript on one core
         # (bench/truth_throughput.py), so a pool is what reaches 1,000 records/s on 2 cores.
         self.workers = max(1, int(workers))
@@ -114,7 +121,7 @@ class TruthFilter:
     def assess(self, record: Record, agent_type: str | None = None) -> Assessment:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
         turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
-        ts = signals.compute(turns)
+        ts = signals.compute(turns, structure=self.completeness == "structure")
         sig = record.signals
         for k, v in ts.values.items():
             sig[f"truth.{k}"] = round(float(v), 4)
@@ -199,12 +206,16 @@ class TruthFilter:
         # Exact keys of the records rejected so far: a rejected record that repeats one is named a
         # duplicate as well (its quality reasons stay first), so a copy is reported as a copy even
         # when both members fail the quality rules and never reach the dedup stage.
-        rejected_keys: dict[bytes, str] = {}
+        rejected_keys: dict = {}  # exact key -> first rejected record id; (key, "codes") -> its codes
+        lost: set[str] = set()  # first members of the lost groups counted
         for record, a, sig in scored:
             stats.histogram[_bin(a.quality)] += 1
             if a.reasons:
                 if self.dedup.config.exact:
                     self._name_rejected_copy(record, a, rejected_keys)
+                    if a.reasons[-1].code == "duplicate_group_lost" and record.metadata["duplicate_of"] not in lost:
+                        lost.add(record.metadata["duplicate_of"])
+                        stats.duplicate_groups_lost += 1
                 stats.low_quality_removed += 1
                 for r in a.reasons:
                     stats.reasons[r.code] = stats.reasons.get(r.code, 0) + 1
@@ -238,11 +249,17 @@ class TruthFilter:
                     stats.exact_duplicates_removed, stats.near_duplicates_removed)
         return kept, stats
 
-    def _name_rejected_copy(self, record: Record, a: Assessment, seen: dict[bytes, str]) -> None:
+    def _name_rejected_copy(self, record: Record, a: Assessment, seen: dict) -> None:
         key = self.dedup.exact_key(record)
         first = seen.setdefault(key, record.id)
+        if first == record.id:
+            seen[(key, "codes")] = [r.code for r in a.reasons]
         if first != record.id:
             a.reasons.append(Reason("exact_duplicate", f"exact_duplicate: same normalised text as {first} (rejected too)"))
+            # issue 31: the group is lost, not silently: every member so far was rejected, so the
+            # text is gone from the data; said on the record, counted once per group in the stats
+            a.reasons.append(Reason("duplicate_group_lost", f"duplicate_group_lost: every copy of this text was "
+                                    f"rejected (first {first}: {', '.join(seen_codes(seen, key))})"))
             record.metadata["duplicate_of"] = first
             _note_reasons(record, a.reasons)
 
@@ -296,6 +313,10 @@ class TruthFilter:
         if rejects is not None:
             rejects.drop("truth", None, [reason], raw=json.dumps(item, default=str)[:20000], line=i + 1)
         return None
+
+
+def seen_codes(seen: dict, key: bytes) -> list[str]:
+    return [c for c in seen.get((key, "codes"), []) if c != "exact_duplicate"] or ["rejected"]
 
 
 def _note_reasons(record: Record, reasons: list[Reason]) -> None:

@@ -128,7 +128,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for k in ("lines_read", "load_rejected"):
         lines.append(f"| {k} | {report[k]} |")
     for k in ("total_input", "invalid_removed", "low_quality_removed", "exact_duplicates_removed",
-              "near_duplicates_removed", "final_output", "verified", "high_quality", "standard",
+              "near_duplicates_removed", "duplicate_groups_lost", "final_output", "verified", "high_quality", "standard",
               "average_quality_score"):
         lines.append(f"| {k} | {s[k]} |")
     lines += ["", "## Reasons (records showing each, by reject code: docs/data.md)", "", "| code | records |", "|---|---:|"]

@@ -375,10 +375,25 @@ def boilerplate_share(turn: str) -> float:
     return bp / max(total, 1)
 
 
-def compute(assistant_turns: list[str]) -> TextSignals:
-    """All text signals of a transcript's assistant turns."""
+# Structure mode (issue 31, `structure.py`): code repeated as a block 4+ times in a row is a loop
+# (a sampling loop repeats; clean code repeats single lines, and an example's output line at most
+# 3 times in a row on the four bench/truth_loso.py sources: "Hello, Click!" x 3), and a code block of
+# which over 80% of the long lines repeat is one whatever the order (clean max 0.68, Node.js docs).
+CODE_TANDEM_MIN = 4
+CODE_DUP_LINE_FRAC_STRUCTURE = 0.8
+
+
+def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
+    """All text signals of a transcript's assistant turns. `structure=True`: doctests and reST
+    literal blocks are code, the code loop rule is the tandem rule, and a cut the line rules see
+    is re-judged on the last markdown block (`structure.py`, issue 31)."""
     text = "\n\n".join(assistant_turns)
-    blocks = [split_markdown(t) for t in assistant_turns]
+    if structure:
+        from .structure import fence_literal_blocks
+
+        blocks = [split_markdown(fence_literal_blocks(t)) for t in assistant_turns]
+    else:
+        blocks = [split_markdown(t) for t in assistant_turns]
     turn_prose = [b.prose for b in blocks]
     prose = "\n\n".join(turn_prose)
     words = words_of(prose)  # every prose word (the rubric reads them)
@@ -399,7 +414,15 @@ def compute(assistant_turns: list[str]) -> TextSignals:
     v.update(rep)
     v.update(block_repetition(blocks, assistant_turns))
     v["periodic_repeats"] = float(periodic_repeats(words))
-    for key, limit in BLOCK_LIMITS.items():
+    limits = BLOCK_LIMITS
+    if structure:
+        from .structure import code_tandem
+
+        v["code_tandem"] = float(code_tandem([c for b in blocks for c in b.code]))
+        limits = {**BLOCK_LIMITS, "code_dup_line_frac": CODE_DUP_LINE_FRAC_STRUCTURE}
+        if v["code_tandem"] >= CODE_TANDEM_MIN:
+            hits.append(f"a code block repeated {int(v['code_tandem'])} times in a row (>= {CODE_TANDEM_MIN})")
+    for key, limit in limits.items():
         if v[key] > limit:
             hits.append(f"{key} {v[key]:.2f} > {limit}")
     if hits:
@@ -417,6 +440,10 @@ def compute(assistant_turns: list[str]) -> TextSignals:
         soft["boilerplate"] = round(0.2 * bp, 3)
 
     cut = truncation(assistant_turns[-1]) if assistant_turns else None
+    if cut and structure:
+        from .structure import review_cut
+
+        cut = review_cut(assistant_turns[-1], cut)
     v["truncated"] = 1.0 if cut else 0.0
     # A loop runs to the token limit, so its missing end is a consequence, not a second defect.
     if cut and "empty" not in defects and "repetition" not in defects:

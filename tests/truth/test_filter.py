@@ -88,14 +88,17 @@ def test_a_copy_is_named_even_when_both_members_fail_quality(tmp_path, workers):
     assert len(kept) == 1 and len(rows) == 3
     first, copy, other = rows
     assert first["codes"] == ["refusal"]
-    # the re-spaced, upper-cased copy: its own quality reason first, then the copy it is
-    assert copy["codes"] == ["refusal", "exact_duplicate"]
-    assert copy["record"]["metadata"]["truth_codes"] == ["refusal", "exact_duplicate"]
+    # the re-spaced, upper-cased copy: its own quality reason first, then the copy it is, then
+    # (issue 31) that the whole group is lost: no copy of this text reaches the data
+    assert copy["codes"] == ["refusal", "exact_duplicate", "duplicate_group_lost"]
+    assert copy["record"]["metadata"]["truth_codes"] == ["refusal", "exact_duplicate", "duplicate_group_lost"]
     first_id = Record(messages=first["record"]["messages"]).id  # no source: the content hash
     assert copy["record"]["metadata"]["duplicate_of"] == first_id
     assert copy["reasons"][1] == f"exact_duplicate: same normalised text as {first_id} (rejected too)"
+    assert copy["reasons"][2] == f"duplicate_group_lost: every copy of this text was rejected (first {first_id}: refusal)"
     assert other["codes"] == ["refusal"]  # different words: not a copy
-    assert stats.reasons == {"refusal": 3, "exact_duplicate": 1} and stats.low_quality_removed == 3
+    assert stats.reasons == {"refusal": 3, "exact_duplicate": 1, "duplicate_group_lost": 1}
+    assert stats.low_quality_removed == 3 and stats.duplicate_groups_lost == 1
     _, off = TruthFilter(dedup=DedupConfig(exact=False, near=False)).filter(recs)
     assert off.reasons == {"refusal": 3}
 
