@@ -227,6 +227,63 @@ def _phi3_render(p: dict, system: str, msgs: list[Message]) -> str:
     return "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs) + "<|assistant|>\n"
 
 
+# ---- turn families whose system block and generation prompt are learned from the template (issue 32)
+# Fixed turn markers per family; what the template writes around the system text (SmolLM3's metadata
+# block, gpt-oss's harmony header with today's date, a default system prompt when the chat has none)
+# and after the last turn (Qwen3.5's opened think block) are read off two marker renderings, and the
+# probes then prove every chat shape. A system message after the first has no branch here (the
+# templates differ or refuse it): the Go template leaves it out, as the Python renderer does.
+_SYS_MARK = "@@iceburg-system@@"
+
+
+def _turns_infer(turns: dict[str, tuple[str, str]]) -> Callable[[RenderFn, dict], dict]:
+    def infer(render: RenderFn, tokens: dict) -> dict:
+        marks = {k: tuple(x.replace("{eos}", tokens.get("eos") or "") for x in v) for k, v in turns.items()}
+        bos = tokens.get("bos") or ""
+        with_sys, without = (render(m + [{"role": "user", "content": "x"}])
+                             for m in ([{"role": "system", "content": _SYS_MARK}], []))
+        with_sys, without = (t[len(bos):] if bos and t.startswith(bos) else t for t in (with_sys, without))
+        user = marks["user"][0] + "x" + marks["user"][1]
+        if _SYS_MARK not in with_sys or user not in without or user not in with_sys:
+            return {"turns": None}
+        sys_open, rest = with_sys.split(_SYS_MARK, 1)
+        return {"turns": marks, "sys_open": sys_open, "sys_close": rest[:rest.index(user)],
+                "default": without[:without.index(user)], "gen": without[without.index(user) + len(user):]}
+    return infer
+
+
+def _turns_render(p: dict, system: str, msgs: list[Message]) -> str:
+    first_sys = bool(msgs) and msgs[0]["role"] == "system"
+    out = p["sys_open"] + msgs[0]["content"] + p["sys_close"] if first_sys else p["default"]
+    for m in msgs[1:] if first_sys else msgs:
+        if m["role"] in p["turns"]:
+            out += p["turns"][m["role"]][0] + m["content"] + p["turns"][m["role"]][1]
+    return out + p["gen"]
+
+
+def _lit(text: str) -> str:
+    return go_literal(text) if text else ""
+
+
+def _turns_go(p: dict) -> str:
+    branches = " else ".join(f'if eq $m.Role "{role}" }}}}{_lit(o)}{{{{ $m.Content }}}}{_lit(c)}{{{{'
+                             for role, (o, c) in p["turns"].items())
+    return ('{{ if and .Messages (eq (index .Messages 0).Role "system") }}' + _lit(p["sys_open"])
+            + "{{ (index .Messages 0).Content }}" + _lit(p["sys_close"]) + "{{ else }}" + _lit(p["default"])
+            + '{{ end }}{{ range $i, $m := .Messages }}{{ if not (and (eq $i 0) (eq $m.Role "system")) }}{{ '
+            + branches + " end }}{{ end }}{{ end }}" + _lit(p["gen"]))
+
+
+def _turn_family(name: str, turns: dict[str, tuple[str, str]], stops: list[str]) -> ChatFamily:
+    return ChatFamily(name, _turns_go, _turns_render, stops, _turns_infer(turns))
+
+
+_CHATML_TURNS = {r: (f"<|im_start|>{r}\n", "<|im_end|>\n") for r in ("user", "assistant", "system")}
+_GRANITE_TURNS = {r: (f"<|start_of_role|>{r}<|end_of_role|>", "<|end_of_text|>\n") for r in ("user", "assistant", "system")}
+_HARMONY_TURNS = {"user": ("<|start|>user<|message|>", "<|end|>"),
+                  "assistant": ("<|start|>assistant<|channel|>final<|message|>", "<|end|>")}
+_MISTRAL3_TURNS = {"user": ("[INST]", "[/INST]"), "assistant": ("", "{eos}")}
+
 FAMILIES: list[ChatFamily] = [
     ChatFamily("chatml", _chatml_go, _chatml_render, ["<|im_end|>", "<|im_start|>"], _chatml_infer),
     ChatFamily("llama3", lambda p: "{{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
@@ -245,6 +302,14 @@ FAMILIES: list[ChatFamily] = [
     ChatFamily("gemma", lambda p: _GEMMA_GO, _gemma_render, ["<end_of_turn>", "<start_of_turn>"]),
     ChatFamily("phi3", lambda p: "{{ range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
                _phi3_render, ["<|end|>", "<|user|>", "<|assistant|>"]),
+    # After "chatml" (which keeps the plain ChatML models): SmolLM3 (metadata system block, default
+    # instructions) and Qwen3.5 (generation prompt opens "<think>\n").
+    _turn_family("chatml-block", _CHATML_TURNS, ["<|im_end|>", "<|im_start|>"]),
+    _turn_family("granite", _GRANITE_TURNS, ["<|end_of_text|>", "<|start_of_role|>"]),
+    # gpt-oss: the harmony header (with the export day's date) and the developer block; the model's
+    # analysis channel stays in the text Ollama returns (no harmony parser in a TEMPLATE).
+    _turn_family("harmony", _HARMONY_TURNS, ["<|return|>", "<|call|>"]),
+    _turn_family("ministral3", _MISTRAL3_TURNS, ["[INST]", "[/INST]"]),
 ]
 
 # ---------------------------------------------------------------- probes and matching

@@ -125,6 +125,34 @@ copy_with_new_metadata(reader, writer, {key: MetadataDetails(gguf.GGUFValueType.
 """
 
 
+# transformers 5 saves every layer kind under its new name ("linear_attention", "full_attention";
+# configuration_utils._LEGACY_LAYER_TYPE_REMAP); the 0.3.36 converter still reads the legacy names
+# for these model_types (conversion/granite.py GraniteHybridModel.get_attn_layers counts only
+# "attention" layers: handed the new names it writes every layer as Mamba-2, head_count_kv all 0).
+_LEGACY_LAYER_TYPES = {"granitemoehybrid": {"linear_attention": "mamba", "full_attention": "attention"}}
+
+
+def converter_view(model_dir: Path, staging: Path) -> Path:
+    """The folder the converter reads: `model_dir` itself, or (where its config.json carries layer
+    kinds the converter reads under their legacy names) a folder in `staging` of links to its files
+    with a config.json that names them so. The weights are never copied."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    remap = _LEGACY_LAYER_TYPES.get(config.get("model_type", ""))
+    kinds = config.get("layer_types")
+    if not remap or not kinds or not set(kinds) & set(remap):
+        return model_dir
+    view = staging / "converter-view"
+    view.mkdir(parents=True)
+    for item in model_dir.iterdir():
+        if item.name != "config.json":
+            (view / item.name).symlink_to(item.resolve())
+    config["layer_types"] = [remap.get(k, k) for k in kinds]
+    (view / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return view
+
+
 def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerprint_key: str,
             fingerprint: str) -> Path:
     """`model_dir` (merged HF folder) -> `out_path` through llama.cpp's converter, `outtype` one of
@@ -137,10 +165,12 @@ def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerp
     out_path = Path(out_path)
     raw = out_path.with_name(f".{out_path.name}.converter.gguf")
     tmp = out_path.with_name(f".{out_path.name}.partial")
-    cmd = [sys.executable, "-c", _DRIVER, str(tmp), fingerprint_key, fingerprint, str(model_dir),
-           "--outfile", str(raw), "--outtype", outtype, "--model-name", name]
     t0 = time.perf_counter()
+    staging = tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.view.")
     try:
+        source = converter_view(Path(model_dir), Path(staging.name))
+        cmd = [sys.executable, "-c", _DRIVER, str(tmp), fingerprint_key, fingerprint, str(source),
+               "--outfile", str(raw), "--outtype", outtype, "--model-name", name]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=conv)
         if proc.returncode != 0 or not tmp.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
@@ -150,6 +180,7 @@ def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerp
     finally:
         raw.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+        staging.cleanup()
     logger.info("gguf %s via llama.cpp's converter: %s (%.1f MB, %.1fs)", outtype, out_path,
                 out_path.stat().st_size / 1e6, time.perf_counter() - t0)
     return out_path

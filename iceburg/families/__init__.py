@@ -1,6 +1,7 @@
 """One record per model family (docs/families.md "Adding a family"): the registry every stage
 reads for what differs between families. `registry.py` holds the record types and lookups; one
-module per lineage registers its families (llama.py, mistral.py, qwen.py, phi.py, gemma.py, openai.py), like
+module per lineage registers its families (llama.py, mistral.py, qwen.py, phi.py, gemma.py, openai.py,
+granite.py), like
 llama.cpp's `conversion/` package. Importing the package registers them all."""
 
 from __future__ import annotations
@@ -39,5 +40,5 @@ __all__ = [
 ]
 
 # Registration order is the order of the docs tables and of the test matrix.
-for _module in ("llama", "mistral", "qwen", "phi", "gemma", "openai"):
+for _module in ("llama", "mistral", "qwen", "phi", "gemma", "openai", "granite"):
     importlib.import_module(f"{__name__}.{_module}")

@@ -70,12 +70,12 @@ SMOLLM3 = Architecture(
                   "rms_norm_eps": 1e-6, "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4})
 
 register(
-    Family("smollm3", (SMOLLM3,), reasoning=("<think>", "</think>"),
+    Family("smollm3", (SMOLLM3,), reasoning=("<think>", "</think>"), chat_template="chatml-block",
            fixture=Fixture("llama-bpe", "HuggingFaceTB-SmolLM3-3B", ("<|im_end|>", "<|end_of_text|>"),
                            added_special=("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
                            notes=("Llama 3 vocabulary (SmolLM3's own base) + its ChatML and think tokens, added here "
                                   "(SmolLM3 puts them on reserved ids)", "NoPE on every 4th layer",
                                   "GGUF through llama.cpp's converter (arch smollm3)")),
            doc=DocRow("smollm3: NoPE on layer 4 of 4, tied", "llama-bpe + ChatML/think tokens added",
-                      "HuggingFaceTB-SmolLM3-3B", "no Ollama template (not Go-proven)")),
+                      "HuggingFaceTB-SmolLM3-3B", "(no Ollama library tag listed)")),
 )

@@ -30,7 +30,7 @@ GPT_OSS = Architecture(
 _HARMONY = ("<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>")
 
 register(
-    Family("gpt-oss", (GPT_OSS,), reasoning=("<|channel|>analysis<|message|>", "<|end|>"),
+    Family("gpt-oss", (GPT_OSS,), reasoning=("<|channel|>analysis<|message|>", "<|end|>"), chat_template="harmony",
            fixture=Fixture("llama-bpe", "openai-gpt-oss-120b", ("<|return|>", "<|call|>", "<|end|>"),
                            added_special=_HARMONY,
                            notes=("o200k_harmony has no llama.cpp vocab asset: Llama 3's BPE (the same GPT-4-style "
@@ -40,5 +40,5 @@ register(
            doc=DocRow("gpt_oss: MoE 4 experts top-2, attention sinks, sliding 128 / full (plain RoPE: YaRN and a crossed "
                       "window are open findings)", "llama-bpe + harmony tokens "
                       "(stand-in: o200k_harmony has no llama.cpp asset)", "openai-gpt-oss-120b",
-                      "no Ollama template (not Go-proven)")),
+                      "(no Ollama library tag listed)")),
 )

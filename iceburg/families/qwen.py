@@ -61,10 +61,10 @@ QWEN35_VL = Architecture("qwen3_5", None, llama_cpp_arch="qwen35", lora_exclude=
 
 register(
     # No Ollama library names listed: none checked against ollama.com for this family yet.
-    Family("qwen3.5", (QWEN35, QWEN35_VL), reasoning=("<think>", "</think>"),
+    Family("qwen3.5", (QWEN35, QWEN35_VL), reasoning=("<think>", "</think>"), chat_template="chatml-block",
         fixture=Fixture("qwen35", "Qwen3.5-4B", _QWEN_EOS,
                         notes=("3 linear-attention (Gated DeltaNet) layers + 1 softmax layer, partial RoPE 1/4",
                                "GGUF through llama.cpp's converter (arch qwen35)")),
         doc=DocRow("qwen3_5_text: 3 Gated DeltaNet layers + 1 gated attention, partial RoPE, tied", "qwen35",
-                   "Qwen3.5-4B", "no Ollama template (not Go-proven)")),
+                   "Qwen3.5-4B", "(no Ollama library tag listed)")),
 )

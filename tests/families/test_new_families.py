@@ -1,13 +1,14 @@
-"""The families people fine-tune now (issue 32): Qwen3.5, Gemma 4, gpt-oss and SmolLM3 through
-llama.cpp's own converter (export/gguf_convert.py), one proof for both GGUF paths.
+"""The families people fine-tune now (issue 32): Qwen3.5, Gemma 4, gpt-oss, SmolLM3, Granite 4 and
+Ministral 3 through llama.cpp's own converter (export/gguf_convert.py), one proof for both GGUF paths.
 
 Each family's fixture (iceburg/testing/families.py: real template from llama.cpp's sdist, the
 vocabulary its record names, random weights with the architecture's features) is LoRA-trained 2
 steps by iceburg's trainer, merged, written as GGUF F16 by `--gguf-converter auto` (which picks
 llama.cpp's converter: the records carry no GgufSpec) and proven by gguf_verify in an independent
-llama.cpp load: logits, argmax, tokenization. One cell per family (hybrid linear attention, MoE,
-NoPE, sliding/global): ~30 s each on the 2-core machine, so the four stay inside the issue's
-~3-minute budget.
+llama.cpp load: logits, argmax, tokenization; then exported to Ollama beside it (the GGUF reused by
+its fingerprint, the TEMPLATE identified as the record's family and proven with Go). One cell per
+family (hybrid linear attention, hybrid Mamba-2, MoE, NoPE, sliding/global, YaRN); Q8_0 and Q4_K_M
+on the converter path run on the Granite 4 fixture (hybrid Mamba-2 + MoE: the most layer kinds).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ try:
 except ImportError:
     HAVE_LLAMA = False
 
-NEW = ["smollm3", "gpt-oss", "gemma4", "qwen3.5"]
-LLAMA_CPP_ARCH = {"qwen3.5": "qwen35", "gemma4": "gemma4", "gpt-oss": "gpt-oss", "smollm3": "smollm3"}
+NEW = ["smollm3", "gpt-oss", "gemma4", "qwen3.5", "granite4", "ministral3"]
+LLAMA_CPP_ARCH = {"qwen3.5": "qwen35", "gemma4": "gemma4", "gpt-oss": "gpt-oss", "smollm3": "smollm3",
+                  "granite4": "granitehybrid", "ministral3": "mistral3"}
 
 
 def test_auto_picks_the_writer_by_the_registry():
@@ -61,6 +63,26 @@ def test_the_config_carries_the_converter_choice():
     ctx = build_export_context(cfg, name="x", model_type=cfg.model_type, adapter_dir=None, base_model=None,
                                max_seq_length=256)
     assert ctx.gguf_converter == "llama.cpp"
+
+
+def test_the_converter_reads_granite_layer_kinds_under_their_legacy_names(tmp_path):
+    """transformers 5 saves granitemoehybrid's layer kinds as linear_attention / full_attention; the
+    0.3.36 converter counts only "attention" layers (handed the new names it wrote all 4 fixture
+    layers as Mamba-2, head_count_kv [0, 0, 0, 0]: measured 2026-12-06). The converter reads a view
+    with the legacy names, weights linked, the merged folder untouched; other configs pass as they are."""
+    from iceburg.export.gguf_convert import converter_view
+
+    src = tmp_path / "merged"
+    src.mkdir()
+    config = {"model_type": "granitemoehybrid", "layer_types": ["linear_attention", "full_attention"]}
+    (src / "config.json").write_text(json.dumps(config))
+    (src / "model.safetensors").write_bytes(b"weights")
+    view = converter_view(src, tmp_path / "staging")
+    assert json.loads((view / "config.json").read_text())["layer_types"] == ["mamba", "attention"]
+    assert (view / "model.safetensors").resolve() == (src / "model.safetensors").resolve()
+    assert json.loads((src / "config.json").read_text()) == config
+    (src / "config.json").write_text(json.dumps({**config, "model_type": "qwen3_5_text"}))
+    assert converter_view(src, tmp_path / "staging2") == src
 
 
 def test_lora_exclusions_are_by_name():
@@ -112,6 +134,23 @@ def _train_and_merge(name: str, out):
     return merged, result.steps, moved, len(lora_b), adapted
 
 
+_TRAINED: dict = {}  # family -> (merged folder, steps, moved, n_b, adapted): the quantized cell reuses it
+
+
+def _trained(name: str, tmp_path_factory):
+    """The family's fixture trained 2 steps and merged, once per test session (1 thread)."""
+    import torch
+
+    if name not in _TRAINED:
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _TRAINED[name] = _train_and_merge(name, tmp_path_factory.mktemp(f"trained-{name}"))
+        finally:
+            torch.set_num_threads(n)
+    return _TRAINED[name]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 @pytest.mark.parametrize("name", [
@@ -120,21 +159,16 @@ def _train_and_merge(name: str, out):
         reason="iceburg's encoder refuses Gemma 4's real template (HistoryRewriteError): its generation prompt "
                "adds an empty thought channel the rendered assistant turn lacks"))
     for n in NEW])
-def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name, tmp_path):
-    import torch
+def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name, tmp_path, tmp_path_factory):
     from gguf import GGUFReader
 
     from iceburg.export import gguf as gguf_export
+    from iceburg.export import ollama
     from iceburg.export.base import ExportContext
     from iceburg.export.gguf_convert import ensure_converter
 
     ensure_converter(download=True)  # cached after the first run (the sdist CI already fetches for the vocab assets)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        merged, steps, moved, n_b, adapted = _train_and_merge(name, tmp_path)
-    finally:
-        torch.set_num_threads(n)
+    merged, steps, moved, n_b, adapted = _trained(name, tmp_path_factory)
     assert steps == 2 and moved == n_b > 0  # every LoRA B matrix left its zero init in 2 steps
     excluded = families.lora_exclude(families.get(name).arch.model_type)
     assert not [m for m in adapted for frag in excluded if f".{frag}." in f".{m}."]  # routers / linear attention untouched
@@ -154,6 +188,48 @@ def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name,
     arch = reader.get_field("general.architecture")
     assert bytes(arch.parts[arch.data[0]]).decode() == LLAMA_CPP_ARCH[name]
     assert gguf_export.read_fingerprint(result.files[0]) == gguf_export.source_fingerprint(merged)
+    _ollama_beside(ollama, merged, tmp_path / "out", name)
+
+
+def _ollama_beside(ollama, merged, out, name: str) -> None:
+    """Ollama export into the GGUF's folder: the F16 file proven above is reused (same fingerprint),
+    the TEMPLATE is the record's family, proven byte for byte by Go's text/template (skipped without go)."""
+    from iceburg.export.base import ExportContext
+
+    if shutil.which("go") is None:
+        pytest.skip("go is not installed (make go): the Ollama TEMPLATE proof renders with Go's text/template")
+    rep = ollama.export(merged, out, ExportContext(name=name, quantization=["f16"], system_prompt="Be brief.")).report
+    assert rep["gguf_reused"] and rep["template"]["family"] == families.get(name).chat_template
+    assert rep["template_check"]["verified"] and not rep["template_check"]["mismatches"], rep["template_check"]
+    assert (out / "Modelfile").read_text(encoding="utf-8").startswith("#")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+def test_quantized_files_on_the_converter_path_are_proven(tmp_path, tmp_path_factory):
+    """Q8_0 (written by the converter itself) and Q4_K_M (llama.cpp's quantizer on the converter's F16)
+    of the trained Granite 4 fixture, judged by the export's own rules (gguf_verify.judge)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    from iceburg.export import gguf as gguf_export
+    from iceburg.export.base import ExportContext
+
+    merged = _trained("granite4", tmp_path_factory)[0]
+    result = gguf_export.export(merged, tmp_path, ExportContext(name="g", quantization=["q8_0", "q4_k_m"]))
+    for q, path in zip(("q8_0", "q4_k_m"), result.files):
+        entry = result.report["files"][path.name]
+        assert entry["converter"] == "llama.cpp" and entry["proof"] == "proven", entry["verify"]["judgement"]
+        v = entry["verify"]
+        assert v["decisive_positions"] >= 20, v  # the argmax rule was judged (gguf_verify MIN_JUDGED_POSITIONS)
+        # the proof's KLD limit per type (gguf_verify LIMITS_BY_TYPE); measured Q8_0 1.9e-5, Q4_K_M 1.9e-5
+        # (2-core Xeon): > 0 says the file is really quantized
+        assert 0 < v["kld_mean"] <= {"q8_0": 0.02, "q4_k_m": 0.125}[q] and not v["tokenization_mismatches"], v
+        types = Counter(t.tensor_type.name for t in GGUFReader(str(path)).tensors)
+        # Q8_0 matrices; Q4_K_M's K-quants need rows of 256: on this 64-wide fixture llama.cpp's quantizer
+        # falls back to Q5_0 (and Q8_0), as it does for narrow tensors of real models
+        assert types["Q8_0"] > 0 if q == "q8_0" else types["Q5_0"] > 0 and "F16" not in types, types
 
 
 @pytest.mark.parametrize("name, why", [("qwen3.5", "not softmax attention (linear_attention)"),
