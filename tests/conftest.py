@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (`make test` runs 2 workers on 2 cores) each worker gets one thread, so the
+# workers do not oversubscribe the cores; run alone, a test gets 2 threads as before.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, int(os.environ.get("OMP_NUM_THREADS", "2")) // _WORKERS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -12,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +60,17 @@ def real_tokenizer():
         assets = _llama_cpp_assets()
         cached = Path(os.environ.get("ICEBURG_CACHE", Path.home() / ".cache" / "iceburg")) / "tokenizers" / vocab
         if not (cached / "tokenizer.json").is_file():
-            AutoTokenizer.from_pretrained(assets / "vocab", gguf_file=f"ggml-vocab-{vocab}.gguf").save_pretrained(cached)
+            from filelock import FileLock
+
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(cached.with_name(f".{vocab}.lock"))):  # parallel workers share the cache
+                if not (cached / "tokenizer.json").is_file():
+                    tmp = cached.with_name(f".{vocab}.partial")
+                    AutoTokenizer.from_pretrained(assets / "vocab", gguf_file=f"ggml-vocab-{vocab}.gguf").save_pretrained(tmp)
+                    import shutil
+
+                    shutil.rmtree(cached, ignore_errors=True)  # a half-written folder from an older run
+                    os.replace(tmp, cached)
         tok = AutoTokenizer.from_pretrained(cached)
         tok.chat_template = (assets / "templates" / f"{template}.jinja").read_text(encoding="utf-8")
         return tok

@@ -97,8 +97,15 @@ def ensure_converter(version: str = LLAMA_CPP_PYTHON_VERSION, *, download: bool 
         raise ExportError(f"gguf: llama.cpp's converter (llama-cpp-python=={version} sdist) is not in {final}; "
                           f"fetch it once with: {fetch_command(version)}  (or pass --gguf-converter iceburg "
                           "for an architecture iceburg's own writer supports)")
-    with tempfile.TemporaryDirectory() as tmp:
-        return extract_converter(_download_sdist(version, Path(tmp)), version)
+    from filelock import FileLock
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # one fetcher at a time (parallel test workers share the cache); the others wait and reuse it
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        if (final / _DONE).is_file():
+            return final
+        with tempfile.TemporaryDirectory() as tmp:
+            return extract_converter(_download_sdist(version, Path(tmp)), version)
 
 
 # Run in the subprocess: the converter's main() on argv, then a copy with the fingerprint key added

@@ -128,6 +128,17 @@ def _template_text(family: Family) -> str:
 def _atomic_build(final: Path, build) -> Path:
     if (final / ".complete").is_file():
         return final
+    from filelock import FileLock
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (parallel test workers share the cache); the others wait and reuse it
+    with FileLock(str(final.with_name(f".{final.name}.lock"))):
+        if (final / ".complete").is_file():
+            return final
+        return _build_unlocked(final, build)
+
+
+def _build_unlocked(final: Path, build) -> Path:
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -44,6 +44,16 @@ def ensure_llama_cpp_assets(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     if (final / _DONE).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    # one builder at a time (parallel test workers share the cache); the others wait and reuse it
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        if (final / _DONE).is_file():
+            return final
+        return _extract_assets(final, version)
+
+
+def _extract_assets(final: Path, version: str) -> Path:
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
                "-d", tmp, f"llama-cpp-python=={version}"]
