@@ -34,17 +34,21 @@ go:
 sysdeps: go
 	@ldconfig -p | grep -q 'libopenblas.*\.so' || (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null) || echo "note: libopenblas0-pthread not installed; MLX on CPU runs on its reference BLAS"
 
-# The README's main command: a real 135M instruct model, sized to train in about 5 minutes on 2
-# quiet cores: measured 32.7 s per optimizer step of 4 x 512-token rows (2026-11-30, quiet, 2
-# threads), so 6 steps train in 196 s (docs/using.md); then base vs tuned answers to 3 held-out
-# questions, the exports with their proofs (about 3 more minutes), and RUN/report.html.
-DEMO_FLAGS ?= --model-type surveyor --base-model smollm2-135m --max-seq-length 512 --max-steps 6 --compare 3 \
+# The README's main command: a real 135M instruct model trained for one full epoch of the bundled
+# surveyor transcripts (99 rows of <= 512 tokens, 30.6k supervised tokens, 10 steps of the planner's
+# 8 x 512 micro-batch): measured 183 s of training (167 supervised tok/s), 6 min 35 s for the whole
+# command with its 3 side-by-side answers, the evaluation table and the four exports with their
+# proofs (2026-12-06, 2-core Xeon with AMX, cpurun --exclusive, 2 threads, load 1.3-2.3; docs/using.md).
+DEMO_FLAGS ?= --model-type surveyor --base-model smollm2-135m --max-seq-length 512 --epochs 1 --compare 3 \
 	--formats huggingface gguf ollama onnx
 demo: setup go
 	$(VENV)/bin/iceburg-train $(DEMO_FLAGS)
 
+# Two pytest-xdist workers, one test file each at a time (--dist loadfile keeps a file's module
+# fixtures in one worker); tests/conftest.py gives each worker OMP_NUM_THREADS / workers threads.
+TEST_WORKERS ?= 2
 test: setup sysdeps
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'
