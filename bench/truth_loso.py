@@ -43,6 +43,7 @@ import truth_real_corpus as trc  # noqa: E402
 from iceburg.data.loader import read_records  # noqa: E402
 from iceburg.records import RejectWriter  # noqa: E402
 from iceburg.truth import DedupConfig, TruthFilter  # noqa: E402
+from iceburg.truth import repetition as rep  # noqa: E402
 from iceburg.truth.dedup import Deduplicator  # noqa: E402
 
 DEFECT_COLS = {"truncation": ["truncation"], "loop": ["loop"], "refusal": ["refusal", "refusal_heldout", "refusal_heldout2"],
@@ -56,16 +57,18 @@ CLEAN_WEIGHT = 10.0
 NGRAMS = (1, 2, 3, 4, 5)
 THRESHOLDS = tuple(round(0.25 + 0.05 * i, 2) for i in range(14))  # 0.25 .. 0.90
 DEFAULT_DEDUP = (2, 0.5)
+LOOP_RUNS = (15, 30, 45)
+PREFERRED = "structure"  # ties go to it (the shipped rules)  # structure variants: repetition.LOOP_RUN_WORDS candidates
 
 
-def variants() -> dict[str, dict]:
-    """Rule variants: TruthFilter keyword arguments (the dedup part is applied separately)."""
-    import inspect
-
-    params = inspect.signature(TruthFilter).parameters
-    out = {"lines": {"completeness": "lines"} if "completeness" in params else {}}
-    if "completeness" in params:
-        out["structure"] = {"completeness": "structure"}
+def variants() -> dict[str, tuple[dict, dict]]:
+    """Rule variants: (TruthFilter keyword arguments, module constants set while scoring). The
+    structure variants differ in `repetition.LOOP_RUN_WORDS` (how many consecutive words repeated
+    5-grams must cover before a whole-text Gopher hit counts as a loop), chosen by the protocol."""
+    out = {"lines": ({"completeness": "lines"}, {})}
+    for run in LOOP_RUNS:
+        out["structure" if run == rep.LOOP_RUN_WORDS else f"structure_run{run}"] = (
+            {"completeness": "structure"}, {"LOOP_RUN_WORDS": run})
     return out
 
 
@@ -222,8 +225,13 @@ def main() -> None:
     for s in args.sources:
         groups, src_stats[s] = corpus.build_source(s, args.seed)
         table[s] = {}
-        for vname, kw in vs.items():
-            ev = SourceEval(groups, TruthFilter(min_quality_score=0.7, **kw))
+        for vname, (kw, consts) in vs.items():
+            shipped = rep.LOOP_RUN_WORDS
+            rep.LOOP_RUN_WORDS = consts.get("LOOP_RUN_WORDS", shipped)
+            try:
+                ev = SourceEval(groups, TruthFilter(min_quality_score=0.7, **kw))
+            finally:
+                rep.LOOP_RUN_WORDS = shipped
             speed[f"{s}/{vname}"] = round(ev.n_records / ev.seconds, 1)
             for n in NGRAMS:
                 for t in THRESHOLDS:
@@ -249,11 +257,11 @@ def main() -> None:
         out[f"loso_{vname}"] = rows
         md += ["", f"## Leave one source out, variant `{vname}`, dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
     if len(vs) > 1:
-        rows = loso(sub, (list(vs)[-1], *DEFAULT_DEDUP))
+        rows = loso(sub, (PREFERRED if PREFERRED in vs else list(vs)[-1], *DEFAULT_DEDUP))
         out["loso_all"] = rows
         md += ["", "## Leave one source out, variant and dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
         allc = {c: sum(shortfall(sub[s][c]) for s in sub) for c in sub[args.sources[0]]}
-        best = min(allc, key=lambda c: (round(allc[c], 9), c != (list(vs)[-1], *DEFAULT_DEDUP)))
+        best = min(allc, key=lambda c: (round(allc[c], 9), c != (PREFERRED if PREFERRED in vs else list(vs)[-1], *DEFAULT_DEDUP)))
         out["chosen_on_all"] = {"config": best, "shortfall": allc[best]}
         md += ["", f"Chosen on all {len(sub)} sources together (the shipped default should be this): "
                f"`{'/'.join(map(str, best))}`, total shortfall {allc[best]:.3f}."]

@@ -98,7 +98,7 @@ class TruthFilter:
     def __init__(self, min_quality_score: float = 0.7, *, verified_threshold: float = 0.9,
                  high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
                  truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
-                 reject_defects: bool = True, workers: int = 1, completeness: str = "lines"):
+                 reject_defects: bool = True, workers: int = 1, completeness: str = "structure"):
         if not 0 <= min_quality_score <= 1:
             raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
         self.min_quality_score = min_quality_score

@@ -19,6 +19,9 @@ GOPHER_LINE = {"dup_line_frac": 0.30, "dup_para_frac": 0.30, "dup_line_char_frac
 GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
 GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 GOPHER_MIN_WORDS = 50
+# Structure mode: a whole-text Gopher hit is a loop only when repeated 5-grams cover this many
+# consecutive words (bench/truth_loso.py: chosen on the four sources, see docs/truth_filter.md).
+LOOP_RUN_WORDS = 30
 
 _WORD = re.compile(r"\w+")
 
@@ -122,8 +125,18 @@ def _hits(values: dict[str, float], where: str, limits: dict[str, float] = _LIMI
     return [f"{where}{k} {values[k]:.2f} > {t:.2f}" for k, t in limits.items() if values.get(k, 0.0) > t]
 
 
-def repetition(prose: str, turn_words: list[list[str]]) -> tuple[dict[str, float], list[str]]:
-    """Gopher repetition values of the whole assistant text, and the rules broken anywhere."""
+def _local_hits(hits: list[str], run_words: float, lines: list[str], paras: list[str]) -> list[str]:
+    """Structure mode: n-gram hits count when repeated 5-grams cover LOOP_RUN_WORDS consecutive
+    words; duplicate line / paragraph hits when some line or paragraph repeats the one right
+    before it (a loop emits copies back to back; a document repeats a line far apart)."""
+    tandem = any(a == b for a, b in zip(lines, lines[1:])) or any(a == b for a, b in zip(paras, paras[1:]))
+    return [h for h in hits if (run_words >= LOOP_RUN_WORDS if "gram" in h.split()[0] else tandem)]
+
+
+def repetition(prose: str, turn_words: list[list[str]], local: bool = False) -> tuple[dict[str, float], list[str]]:
+    """Gopher repetition values of the whole assistant text, and the rules broken anywhere.
+    `local=True` (issue 31's structure mode): a whole-text rule counts only when the repeated
+    5-grams cover a run of at least LOOP_RUN_WORDS consecutive words (`dup_run_words`)."""
     lines = [ln.strip() for ln in prose.split("\n") if _WORD.search(ln)]
     paras = [p.strip() for p in re.split(r"\n\s*\n", prose) if _WORD.search(p)]
     v: dict[str, float] = {}
@@ -135,6 +148,16 @@ def repetition(prose: str, turn_words: list[list[str]]) -> tuple[dict[str, float
     if len(words) >= GOPHER_MIN_WORDS:
         v.update(ngram_repetition(arrays=(ids, lens), cover=cover))
     hits = _hits(v, "")
+    # Locality (issue 31): the longest stretch of words covered by repeated 5-grams. A loop repeats
+    # a span back to back, so its covered words run long; a document that reuses its own phrases
+    # ("File mode indicating ... by others.") covers many short stretches.
+    if cover and cover[0].any():
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], cover[0].view(np.int8), [0]))))
+        v["dup_run_words"] = float((edges[1::2] - edges[::2]).max())
+    else:
+        v["dup_run_words"] = 0.0
+    if local and hits:
+        hits = _local_hits(hits, v["dup_run_words"], lines, paras)
     # One number for explanation: the worst rule as a share of its Gopher threshold (1.0 = at the limit).
     v["repetition"] = max((v.get(k, 0.0) / t for k, t in _LIMITS.items()), default=0.0)
     windows: list[tuple[str, int, int]] = []  # (label, start, end) word ranges

@@ -410,7 +410,7 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
                             if len(turn_lens) > 1 else f"assistant text has {min(turn_lens)} words (< {EMPTY_WORDS})")
     elif n_all < SHORT_WORDS:
         soft["short"] = 0.25
-    rep, hits = repetition(prose, running_words)
+    rep, hits = repetition(prose, running_words, local=structure)
     v.update(rep)
     v.update(block_repetition(blocks, assistant_turns))
     v["periodic_repeats"] = float(periodic_repeats(words))

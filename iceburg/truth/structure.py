@@ -35,14 +35,16 @@ META_VALUE_WORDS = 3
 # A bold label ends a document with a short value ("**Confidence:** moderate"); after a label a
 # longer value is a sentence (bench/truth_loso.py: README list items "**CLI**: A simple" were cuts).
 LABEL_VALUE_WORDS = 4
+_CODE_CHARS = re.compile(r"[=(){}\[\];<>$#]")
 _OPEN_END = re.compile(r"[,(\[{=+\\]\s*$")
 # A `key: value` metadata line: a key of 1-4 words (letters, digits, `_-./` and spaces), a value.
-_META = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?[A-Za-z][\w .()/-]{0,40}?(?:\*\*|__)?\s*(?::|--|=|\u2014|\u2192)\s*(?:\*\*|__)?\s*\S")
+_META = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?['\"]?\w[\w .()/'\"-]{0,40}?(?:\*\*|__)?\s*(?::|--|=|\u2014|\u2192)\s*(?:\*\*|__)?\s*\S")
 # A bold label line: "**Confidence:** moderate", "**Done**", "__Status__: open"
 _LABEL = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)[^*_\n]{1,60}(?:\*\*|__)")
 # A checklist item: a GFM task box or an emoji / check mark as the item marker
 _TASK = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+\[[ xX]\]\s")
 _EMOJI_MARK = re.compile(r"^\s*(?:[-*+]\s+)?[\u2190-\u2bff\u2600-\u27bf\U0001f000-\U0001faff][\ufe0f\u200d]*\s*\S")
+_SEP = re.compile(r":|--|=|\u2014|\u2192")
 _DOCTEST = re.compile(r"^\s*>>>( |$)")
 _DANGLING_END = re.compile(r"(?:,|\s[-\u2013\u2014&/]|\b(?:the|a|an|and|or|of|to|in|for|with|that|which|is|are|by|on|at|as|from|but|if|when|via|than|into|whose|its|their|your|our))\s*$", re.I)
 _FENCE = re.compile(r"^\s{0,3}(?:```|~~~)")
@@ -75,8 +77,9 @@ def last_block(text: str) -> tuple[str, list[str]]:
     """(kind, source lines) of the answer's last block: code, doctest, table, list_item,
     heading, blockquote, paragraph, html."""
     tail = _tail(text)
-    if any(_DOCTEST.match(ln) for ln in tail[:1]) or (tail and _DOCTEST.match(tail[0])):
-        return "doctest", tail
+    first = next((k for k, ln in enumerate(tail) if _DOCTEST.match(ln)), None)
+    if first is not None:  # a doctest run (prompts and their output) ends the answer
+        return "doctest", tail[first:]
     tokens = _parser().parse("\n".join(tail))
     kind, span = "paragraph", (0, len(tail))
     depth_item = None
@@ -115,7 +118,7 @@ def block_shape(line: str) -> str | None:
         return "emoji_item"
     if _LABEL.match(line):
         return "label"
-    if _META.match(line) and len(line.split(":", 1)[0].split()) <= 5:
+    if _META.match(line) and len(_SEP.split(line, maxsplit=1)[0].split()) <= 5:
         return "metadata"
     return None
 
@@ -134,9 +137,13 @@ def review_cut(text: str, why: str) -> str | None:
     if kind in ("code", "doctest"):
         if _FENCE.match(last):
             return None  # a closed fenced block
+        if kind == "code" and not _CODE_CHARS.search("\n".join(lines)):
+            return why  # indented prose (a docstring's continuation paragraph), judged as prose
         return why if _open_code(lines) else None
     if kind == "table":
         return why if "cells" in why or "cut off" in why else None
+    if "sibling" in why:
+        return why  # the items before it end alike and it does not: the list's own evidence wins
     shape = block_shape(last) if kind in ("paragraph", "list_item") else None
     if shape is None or not _phrase_complete(last):
         return why
@@ -144,7 +151,7 @@ def review_cut(text: str, why: str) -> str | None:
     in_run = len(lines) > 1 and block_shape(lines[-2]) is not None
     if shape == "label" and value_words > LABEL_VALUE_WORDS and not in_run:
         return why  # "- **CLI**: A simple" is a sentence after a label, judged as one
-    if shape == "metadata" and len(re.split(r":|--|=|\u2014|\u2192", last, maxsplit=1)[-1].split()) > META_VALUE_WORDS \
+    if shape == "metadata" and len(_SEP.split(last, maxsplit=1)[-1].split()) > META_VALUE_WORDS \
             and not (len(lines) > 1 and block_shape(lines[-2])):
         return why  # a long "Key: value" alone is a sentence with a colon, judged as one
     return None

@@ -1,0 +1,145 @@
+"""Issue 31's structure-aware signals on real text shapes (`iceburg/truth/structure.py`).
+
+The texts are real: endings of the documents the leave-one-source-out bench (bench/truth_loso.py)
+found rejected by the line rules (Debian man pages, Python stdlib docstrings, package READMEs,
+this project's docs), and the shapes the issue names (a metadata line, a bold label, an emoji
+checklist, a code-span-dense list, sections of one project sharing boilerplate)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iceburg.records import RejectWriter
+from iceburg.truth import TruthFilter
+from iceburg.truth.signals import compute
+from iceburg.truth.structure import code_tandem, fence_literal_blocks, last_block, review_cut
+
+INTRO = "The package reads its configuration once at start-up and caches it for the session.\n\n"
+
+COMPLETE = {
+    # a `key: value` metadata block closing a report
+    "metadata": INTRO + "Version: 2.4.1\nLicense: MIT",
+    # a bold label with a short value (issue 31's example shape)
+    "label": INTRO + "**Confidence:** moderate",
+    # a checklist whose items start with emoji markers, no list syntax
+    "emoji checklist": INTRO + "\u2705 Build the wheel for every platform\n\U0001f532 Upload the wheels to PyPI",
+    # GFM task list
+    "task list": INTRO + "- [x] parse the configuration\n- [ ] document the new flags",
+    # a doctest closing a docstring (Python's turtle.heading docstring)
+    "doctest": "Return the turtle's current heading.\n\nExample (for a Turtle instance named turtle):\n"
+               ">>> turtle.left(67)\n>>> turtle.heading()\n67.0",
+    # definition lines of a docstring (Python's aifc writer notes)
+    "definition run": "Internal state of the writer.\n\n_nframeswritten -- the number of frames actually written\n"
+                      "_datawritten -- the size of the audio samples actually written",
+    # a closed code block
+    "code": INTRO + "```bash\npip install iceburg\n```",
+}
+
+CUT = {
+    "mid-sentence": INTRO + "The cache is invalidated when the file changes and",
+    "mid-code-block": INTRO + "```python\nfrom iceburg.truth import TruthFilter\ntf = TruthFilter(",
+    "mid-metadata": INTRO + "Version: 2.4.1\nLicense: the terms of the",
+    "label item cut": INTRO + "- **Fast**: kernels are fused for speed.\n- **Portable**: runs on CPU and GPU alike.\n"
+                            "- **Command Line Interface (CLI)**: A simple",
+    "mid-doctest call": "Covariance is a measure of the joint variability of two inputs.\n\n>>> x = [1, 2, 3, 4, 5,",
+    "cut table row": INTRO + "| flag | default |\n|---|---|\n| `--workers` | 2 |\n| `--seed`",
+}
+
+
+@pytest.mark.parametrize("name", list(COMPLETE))
+def test_complete_blocks_are_kept(name):
+    text = COMPLETE[name]
+    assert "truncated" not in compute([text], structure=True).defects, (name, last_block(text))
+
+
+@pytest.mark.parametrize("name", list(CUT))
+def test_cut_blocks_stay_truncated(name):
+    assert "truncated" in compute([CUT[name]], structure=True).defects, (name, last_block(CUT[name]))
+
+
+def test_the_line_rules_alone_reject_the_shapes_the_structure_keeps():
+    # what issue 31 is about: these endings are rejected by the line rules of issue 13
+    for name in ("metadata", "label", "emoji checklist", "doctest", "definition run"):
+        assert "truncated" in compute([COMPLETE[name]]).defects, name
+
+
+def test_last_block_kinds():
+    assert last_block(COMPLETE["doctest"])[0] == "doctest"
+    assert last_block(COMPLETE["code"])[0] == "code"
+    assert last_block(CUT["cut table row"])[0] == "table"
+    assert last_block(COMPLETE["task list"])[0] == "list_item"
+    assert review_cut(CUT["mid-code-block"], "unclosed code fence") == "unclosed code fence"
+
+
+def test_code_span_dense_list_is_not_garbage():
+    # docs/data.md style: a list dense with code spans (issue 31: alphabetic-word share just
+    # under 0.8 once commas after code spans counted as symbol words)
+    text = ("The loader keeps these keys:\n\n- `messages`, `metadata`, `signals`, `weight`, `tools` / `functions`; "
+            "any other top-level key is stored under `metadata`.\n- `quality_score` (`0..1`), `agent_type` "
+            "(`surveyor`, `dissident`, `oracle`), `source` and `line` are kept as they are.")
+    ts = compute([text], structure=True)
+    assert "garbage" not in ts.defects and ts.values["alpha_word_frac"] >= 0.8
+
+
+def test_doctest_is_code_not_prose():
+    # Python's decimal docstrings: a run of near-identical doctest lines is an example, not a loop
+    lines = [f">>> ExtendedContext.abs(Decimal('{s}{n}.5'))\nDecimal('{n}.5')" for n in range(1, 9) for s in ("", "-")]
+    text = "Returns the absolute value of the operand.\n\n" + "\n".join(lines)
+    assert "```" in fence_literal_blocks(text)
+    assert "repetition" not in compute([text], structure=True).defects
+    assert "repetition" in compute([text]).defects  # the line rules read it as prose
+
+
+def test_scattered_repetition_is_not_a_loop_but_a_run_is():
+    # Python's stat module docs repeat their phrases per constant: scattered, not back to back
+    modes = [("S_IRUSR", "readable by owner"), ("S_IWUSR", "writable by owner"), ("S_IXUSR", "executable by owner"),
+             ("S_IRGRP", "readable by group"), ("S_IWGRP", "writable by group"), ("S_IXGRP", "executable by group"),
+             ("S_IROTH", "readable by others"), ("S_IWOTH", "writable by others"), ("S_IXOTH", "executable by others")]
+    doc = "\n".join(f"{c} is the file mode bit indicating the file is {what} on this system." for c, what in modes)
+    assert "repetition" not in compute([doc], structure=True).defects
+    loop = doc + "\n" + " ".join(["The file mode bit indicating the file is readable by owner."] * 8)
+    assert "repetition" in compute([loop], structure=True).defects
+
+
+def test_code_tandem_counts_blocks_repeated_back_to_back():
+    assert code_tandem([["console.log(buf.toString());", "buf.swap16();", "console.log(buf.toString());"]]) == 1
+    block = ["const x = compute(value);", "console.log(x.toString());"]
+    assert code_tandem([block * 4]) == 4
+
+
+def _conv(answer: str, question: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def test_distinct_sections_sharing_boilerplate_are_both_kept():
+    # two sections of this project's docs/truth_filter.md behind one shared preamble
+    pre = ("iceburg turns agent conversation logs into LoRA-tuned local models; every stage below "
+           "is proven by a test on real files.\n\n")
+    a = ("Exact duplicates: a 128-bit BLAKE2b of the normalised words, so re-spacing and case changes "
+         "match. Near duplicates: MinHash over word 2-grams with 160 permutations and LSH banding of 32 "
+         "bands by 5 rows; candidates are verified by their estimated Jaccard. Records are visited best "
+         "score first, so each cluster keeps its best-scored member.")
+    b = ("Many threads and processes may write one file: each record is one JSON line, written with one "
+         "write call on an append descriptor while holding an exclusive lock on a sidecar lock file. "
+         "Rotation renames the file before a write would take it past its size limit, and writers in "
+         "other processes see the inode change and reopen it.")
+    kept, stats = TruthFilter(completeness="structure").filter(
+        [_conv(pre + a, "How are duplicates found?"), _conv(pre + b, "How does the logger write?")])
+    assert len(kept) == 2 and stats.near_duplicates_removed == 0
+
+
+def test_lost_exact_duplicate_group_is_reported(tmp_path):
+    cut = CUT["mid-sentence"]
+    recs = [_conv(cut, "What does the cache do?"), _conv(cut.upper(), "WHAT DOES THE CACHE DO?"),
+            _conv(COMPLETE["label"], "How sure are you?")]
+    with RejectWriter(tmp_path / "rejects.jsonl") as rw:
+        kept, stats = TruthFilter(completeness="structure").filter(recs, rejects=rw)
+    assert len(kept) == 1 and stats.duplicate_groups_lost == 1
+    assert stats.reasons["duplicate_group_lost"] == 1
+    lost = [r for r in (tmp_path / "rejects.jsonl").read_text().splitlines() if "duplicate_group_lost" in r]
+    assert len(lost) == 1 and "truncated" in lost[0]
+
+
+def test_completeness_is_validated():
+    with pytest.raises(ValueError, match="completeness"):
+        TruthFilter(completeness="sentences")
