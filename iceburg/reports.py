@@ -77,7 +77,7 @@ def _plan_line(plan: dict) -> str:
     return (f"fits: micro-batch {plan['micro_batch_size']} x {plan['gradient_accumulation_steps']} accumulation, "
             f"gradient checkpointing {'yes' if plan['gradient_checkpointing'] else 'no'}, {plan['precision']}"
             f"{', QLoRA' if plan['use_qlora'] else ''}, LoRA r{plan['lora_r']}/a{plan['lora_alpha']}{alloc}; "
-            f"estimated peak {_gib(plan['estimated_peak_bytes'])} of {_gib(plan['available_bytes'])} available")
+            f"expected peak {_gib(plan['expected_peak_bytes'])} of {_gib(plan['available_bytes'])} available")
 
 
 def _feature_rows(system: SystemDescription) -> list[tuple[str, str]]:
@@ -147,7 +147,7 @@ def configs_report(config: TrainingConfig, hw: HardwareInfo | None = None,
         plan = plan_training(model_dir, dataclasses.replace(config, model_type=mt), hw)
         rows.append((mt.short, f"{plan.lora_r}/{plan.lora_alpha}", str(plan.micro_batch_size),
                      str(plan.gradient_accumulation_steps), "yes" if plan.gradient_checkpointing else "no",
-                     plan.precision, "yes" if plan.use_qlora else "no", _gib(plan.estimated_peak_bytes)))
+                     plan.precision, "yes" if plan.use_qlora else "no", _gib(plan.expected_peak_bytes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines += ["", f"LoRA targets: {', '.join(plan.lora_target_modules)}"]

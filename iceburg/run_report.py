@@ -140,11 +140,13 @@ def memory_section(run: Path) -> str:
     peaks = [m["peak_rss_mib"] for m in _read_jsonl(RunFolder(run).metrics) if "peak_rss_mib" in m]
     if not plan:
         return "<p class='muted'>no plan.json</p>"
-    est = plan.get("estimated_peak_bytes", 0) / 2**20
+    # the peak expected with the allocator the run used (glibc's heap included); older plan.json
+    # files have only the fixed-threshold estimate
+    est = plan.get("expected_peak_bytes", plan.get("estimated_peak_bytes", 0)) / 2**20
     rows = [("device", plan.get("device")), ("precision", plan.get("precision")),
             ("micro-batch x accumulation", f"{plan.get('micro_batch_size')} x {plan.get('gradient_accumulation_steps')}"),
             ("LoRA r / alpha", f"{plan.get('lora_r')} / {plan.get('lora_alpha')}"),
-            ("planned peak (MiB)", f"{est:.0f}"),
+            ("planned peak (MiB)", f"{est:.0f}" + (f" ({plan['cpu_allocator']})" if plan.get("cpu_allocator") else "")),
             ("measured peak RSS (MiB)", f"{max(peaks):.0f}" if peaks else "not recorded")]
     if not peaks:
         return _table(rows)

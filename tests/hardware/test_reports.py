@@ -50,6 +50,22 @@ def test_detect_hardware_plans_the_given_base(tiny_model_dir, capsys):
     assert data["plan"]["fits"] is True
     assert data["plan"]["micro_batch_size"] == ours.micro_batch_size == data["recommended_batch_size"]
     assert data["plan"]["estimated_peak_bytes"] == ours.estimated_peak_bytes
+    # the peak shown is the one for the allocator the plan uses: glibc's keeps freed activations
+    expected = ours.memory["glibc_total"] if ours.cpu_allocator == "glibc default" else ours.estimated_peak_bytes
+    assert data["plan"]["expected_peak_bytes"] == ours.expected_peak_bytes == expected
+
+
+def test_report_compares_measured_peak_with_the_allocators_estimate(tmp_path):
+    """report.html's memory section shows plan.json's expected peak (glibc heap included), not the
+    fixed-threshold estimate, when the run used glibc's allocator (the README run: 13,215 vs 7,474 MiB)."""
+    from iceburg.run_report import memory_section
+
+    plan = {"device": "cpu", "estimated_peak_bytes": 7474 * 2**20, "expected_peak_bytes": 13215 * 2**20,
+            "cpu_allocator": "glibc default", "micro_batch_size": 8, "gradient_accumulation_steps": 1}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"type": "train", "step": 1, "peak_rss_mib": 13676}) + "\n")
+    html = memory_section(tmp_path)
+    assert "13215 (glibc default)" in html and "7474" not in html
 
 
 def test_detect_hardware_says_when_a_base_does_not_fit(machines, llama_3b_dir):
