@@ -38,7 +38,7 @@ from ..errors import IceburgError
 from ..data.tool_calls import has_parallel_calls
 from ..data.tool_calls import split_parallel_calls as split_parallel_calls_of
 from ..records import Reason, Record, fold_system_text
-from .reasoning import bind_vars, forced_turn, prepare_messages, reasoning_format
+from .reasoning import FIELDS, bind_vars, forced_turn, prepare_messages, reasoning_format, text_diff
 from .tool_render import bind_tools, check_calls_rendered, render_with_tools
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,8 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
             upto = prefix + alt_upto[len(alt_prefix):]
     if not upto.startswith(prefix):  # R1 distills: the prompt opens a think block (reasoning.py)
         upto = forced_turn(prefix, upto, messages[i]) or upto
+    if not upto.startswith(prefix):  # gpt-oss: a later turn rewrites an earlier one (below)
+        upto = _rewritten_turn(tokenizer, messages, i, prefix) or upto
     if not upto.startswith(prefix):
         raise HistoryRewriteError(
             "the chat template does not render conversations prefix-consistently: the generation prompt "
@@ -152,12 +154,55 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
             "for assistant-only loss; pass a tokenizer whose template writes `<assistant header>` + content + "
             "`<end of turn>` for each assistant message")
     content = messages[i]["content"].strip()
-    at = upto.find(content, len(prefix)) if content else len(prefix)
+    after = _after_reasoning(upto, len(prefix), messages[i])
+    at = upto.find(content, after) if content else after
     if at < 0:
         raise IceburgError("the chat template changes or leaves out assistant content when rendering (e.g. "
                            "text beside a tool call, which Llama 3.x does not write); assistant-only masking "
                            "needs the content verbatim")
-    return upto, len(prefix), _turn_end(tokenizer, upto, at + len(content), eos_texts)
+    return upto, len(prefix), _turn_end(tokenizer, upto, _after_calls(upto, at + len(content), messages[i]), eos_texts)
+
+
+def _after_calls(upto: str, start: int, message: dict) -> int:
+    """The end of the turn's last written call name after `start` (or `start`): the turn ends at the
+    first end-of-turn token after it, not at one that closes a message before the calls (gpt-oss
+    writes its analysis message, `<|end|>`, before the call, which ends with `<|call|>`)."""
+    for call in message.get("tool_calls") or ():
+        name = call.get("function", call).get("name") or ""
+        at = upto.find(name, start) if name else -1
+        start = at + len(name) if at >= 0 else start
+    return start
+
+
+_TURN_PROBE = "iceburg-turn-probe-3"
+
+
+def _rewritten_turn(tokenizer, messages: list[dict], i: int, prefix: str) -> str | None:
+    """Turn i under a template whose rendering of earlier turns changes once turn i follows (gpt-oss
+    writes a tool call's analysis message only while no final answer follows it): the inference
+    prompt `prefix` (history as the template writes it then), followed by turn i as the template
+    writes it at the end of the conversation. The turn starts at the generation prompt's text before
+    the point where the conversation and the same one ending in a probe answer part. None when the
+    generation prompt is not simply appended to the history."""
+    bare = _render(tokenizer, messages[:i], False)
+    gen = prefix[len(bare):] if prefix.startswith(bare) else ""
+    if not gen:
+        return None
+    upto = _render(tokenizer, messages[: i + 1], False)
+    probe = _render(tokenizer, [*messages[:i], {"role": "assistant", "content": _TURN_PROBE}], False)
+    at = upto.rfind(gen, 0, len(os.path.commonprefix([upto, probe])))
+    return prefix + upto[at + len(gen):] if at >= 0 else None
+
+
+def _after_reasoning(upto: str, start: int, message: dict) -> int:
+    """Where to look for a turn's answer: after its reasoning when the template wrote it (an answer
+    that also occurs inside the reasoning must not end the turn there)."""
+    for key in FIELDS:
+        text = message.get(key)
+        at = upto.find(text.strip(), start) if isinstance(text, str) and text.strip() else -1
+        if at >= 0:
+            return at + len(text.strip())
+    return start
 
 
 def assistant_spans(tokenizer, messages: list[dict[str, str]], eos: set[int] | None = None,
@@ -190,16 +235,6 @@ OVERFLOW = ("truncate", "split")
 TOOL_CALLS = ("all", "name", "none")
 
 
-def _diff(text: str, other: str) -> tuple[int, int]:
-    """[a, b) of `text` that differs from `other` (common prefix and suffix cut; (0, 0) when equal)."""
-    if text == other:
-        return 0, 0
-    a = len(os.path.commonprefix([text, other]))
-    room = min(len(text), len(other)) - a
-    s = len(os.path.commonprefix([text[::-1][:room], other[::-1][:room]]))
-    return a, len(text) - s
-
-
 def _call_variants(message: dict, mode: str) -> list[dict]:
     """The assistant message with its calls changed so that rendering shows where they are written:
     "none" without its calls (the whole call text moves), "name" with call j's arguments emptied
@@ -228,7 +263,7 @@ def _turn_holes(tokenizer, messages: list[dict], i: int, eos_texts: list[str], u
     end -= next((len(t) for t in eos_texts if upto[:end].endswith(t)), 0)
     holes = []
     for variant in _call_variants(messages[i], mode):
-        a, b = _diff(upto, _turn_span(tokenizer, [*messages[:i], variant], i, eos_texts)[0])
+        a, b = text_diff(upto, _turn_span(tokenizer, [*messages[:i], variant], i, eos_texts)[0])
         a, b = max(a, start), min(b, end)
         if a < b:
             holes.append((a, b))
@@ -301,10 +336,11 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
     fmt = reasoning_format(tokenizer)
     messages, _ = prepare_messages(record.messages, fmt, reasoning)
     opts = {"overflow": overflow, "train_on": train_on, "tool_calls": supervise_tool_calls}
+    tok = bind_vars(tokenizer, fmt)
     if messages is record.messages:
-        return _encode_prepared(bind_vars(tokenizer, fmt), record, max_length, eos, **opts)
+        return _encode_prepared(tok, record, max_length, eos, **opts)
     prepared = replace(record, messages=messages)
-    examples = _encode_prepared(bind_vars(tokenizer, fmt), prepared, max_length, eos, **opts)
+    examples = _encode_prepared(tok, prepared, max_length, eos, **opts)
     for ex in examples:  # a record without a source is named by its content hash: keep the input's
         ex.id = record.id + ex.id[len(prepared.id):]
     return examples

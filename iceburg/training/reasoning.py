@@ -13,8 +13,18 @@ templates differ in where it goes, so the format is read from the template itsel
   per turn (earlier turns are context without reasoning, as the template writes them). llama.cpp's
   copy of these templates appends `</think>` to the prompt unless `enable_thinking` is true, so
   they are rendered with `enable_thinking=True`, which gives DeepSeek's original prompt.
-- "none": the template writes no reasoning (Llama 3.x, Mistral, SmolLM2, Phi): the reasoning is
-  dropped and the run says so (counted in `EncodedSet.reasoning_dropped`, logged once).
+- "inline": the template writes the assistant content verbatim and the model writes its reasoning
+  inside it, between markers read from the template: SmolLM3 (`<think>\\n` R `\\n</think>\\n` A; the
+  markers are the empty block its generation prompt holds with thinking off) and Mistral's
+  reasoning models (Magistral, Ministral 3 Reasoning: `[THINK]` R `[/THINK]` A, the markers its
+  `thinking` content block renders). A turn's content becomes markers + reasoning + answer; turns
+  without reasoning stay as they are. Every record renders in the template's default mode (SmolLM3:
+  thinking on, `/think`), the mode the exported Ollama template and llama.cpp use; a record whose
+  system prompt says `/no_think` renders in SmolLM3's no-thinking mode (the template itself writes
+  the empty `<think>\\n\\n</think>\\n` into the prompt), so its reasoning cannot be written and is
+  left out.
+- "none": the template writes no reasoning (Llama 3.x, Mistral v0.3 / Nemo, SmolLM2, Phi): the
+  reasoning is dropped and the run says so (counted in `EncodedSet.reasoning_dropped`, logged once).
 `--reasoning drop` removes it under every template (a forced template then trains an empty think
 block, `</think>\\n\\n answer` after the prompt's `<think>\\n`, as the template writes a turn with
 thinking off).
@@ -38,9 +48,22 @@ _CACHE: dict[str, "ReasoningFormat"] = {}
 
 @dataclass(frozen=True)
 class ReasoningFormat:
-    kind: str  # "field" | "forced" | "none"
+    kind: str  # "field" | "forced" | "inline" | "none"
     key: str | None = None  # the message field a "field" template reads
     template_vars: dict[str, Any] = field(default_factory=dict)  # extra variables for every rendering
+    open: str = ""  # "inline": the text before the reasoning in the content
+    close: str = ""  # "inline": the text between the reasoning and the answer
+    toggle: str | None = None  # "inline": the template variable that turns thinking on (SmolLM3)
+
+
+def text_diff(text: str, other: str) -> tuple[int, int]:
+    """[a, b) of `text` that differs from `other` (common prefix and suffix cut; (0, 0) when equal)."""
+    if text == other:
+        return 0, 0
+    a = len(os.path.commonprefix([text, other]))
+    room = min(len(text), len(other)) - a
+    s = len(os.path.commonprefix([text[::-1][:room], other[::-1][:room]]))
+    return a, len(text) - s
 
 
 def reasoning_format(tokenizer) -> ReasoningFormat:
@@ -69,7 +92,73 @@ def _probe(tokenizer) -> ReasoningFormat:
         return ReasoningFormat("none")
     if prompt.endswith(THINK_OPEN + "\n"):
         return ReasoningFormat("forced", template_vars={"enable_thinking": True})
-    return ReasoningFormat("none")
+    return _probe_toggle(tokenizer, user) or _probe_blocks(tokenizer, user) or ReasoningFormat("none")
+
+
+def _probe_toggle(tokenizer, user: list[dict[str, Any]]) -> ReasoningFormat | None:
+    """SmolLM3: with `enable_thinking=False` the generation prompt ends with an empty think block
+    (`<think>\\n\\n</think>\\n`), with thinking on it does not, and an assistant content holding such
+    a block is written verbatim. The block's halves are the markers."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        off = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        on = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    except TemplateError:
+        return None
+    at = off.rfind(THINK_OPEN)
+    inner, found, after = off[at + len(THINK_OPEN):].partition(THINK_CLOSE)
+    if at < 0 or not found or inner.strip() or after.strip() or on.endswith(off[at:]):
+        return None
+    fmt = ReasoningFormat("inline", open=THINK_OPEN + inner[:len(inner) // 2],
+                          close=inner[len(inner) // 2:] + THINK_CLOSE + after, toggle="enable_thinking")
+    return fmt if _verbatim(tokenizer, user, fmt, {"enable_thinking": True}) else None
+
+
+def _probe_blocks(tokenizer, user: list[dict[str, Any]]) -> ReasoningFormat | None:
+    """Mistral's reasoning models: a `thinking` content block renders as `[THINK]...[/THINK]` before
+    the text. The markers are what the block adds around the probe."""
+    blocks = [{"type": "thinking", "thinking": PROBE}, {"type": "text", "text": "a"}]
+    try:
+        with_block = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": blocks}], tokenize=False)
+        plain = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": "a"}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot take content lists fails in many ways
+        return None
+    a, b = text_diff(with_block, plain)
+    open_, found, close = with_block[a:b].partition(PROBE)
+    if not found or "type" in with_block[a:b]:  # a template that prints the list itself
+        return None
+    fmt = ReasoningFormat("inline", open=open_, close=close)
+    return fmt if _verbatim(tokenizer, user, fmt, {}) else None
+
+
+def _verbatim(tokenizer, user: list[dict[str, Any]], fmt: ReasoningFormat, template_vars: dict[str, Any]) -> bool:
+    """An assistant content of markers + reasoning + answer is written by the template as it is."""
+    content = fmt.open + PROBE + fmt.close + "a"
+    text = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": content}], tokenize=False,
+                                         **template_vars)
+    return content in text
+
+
+def _no_think(messages: list[dict[str, Any]], fmt: ReasoningFormat) -> bool:
+    """A record whose system prompt turns thinking off on a switchable template (SmolLM3's
+    `/no_think`, which the template obeys by writing an empty block itself): no reasoning to write."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    return fmt.toggle is not None and "/no_think" in system
+
+
+def _inline(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode: str) -> list[dict[str, Any]]:
+    """Each assistant turn with reasoning as markers + reasoning + answer in its content (under
+    keep); other turns as they are; reasoning fields removed."""
+    keep = mode == "keep" and not _no_think(messages, fmt)
+    out = []
+    for m in messages:
+        m = dict(m)
+        text = (m.pop("reasoning", None) or "").strip()
+        if keep and text and m["role"] == "assistant":
+            m["content"] = f"{fmt.open}{text}{fmt.close}{m['content']}"
+        out.append(m)
+    return out
 
 
 def prepare_messages(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode: str) -> tuple[list[dict[str, Any]], bool]:
@@ -79,6 +168,8 @@ def prepare_messages(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode:
         raise ValueError(f"reasoning must be one of {REASONING}, got {mode!r}")
     if not any(m.get("reasoning") for m in messages):
         return messages, False
+    if fmt.kind == "inline":
+        return _inline(messages, fmt, mode), False
     out = []
     for m in messages:
         if "reasoning" not in m:
