@@ -20,8 +20,10 @@ GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
 GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 GOPHER_MIN_WORDS = 50
 # Structure mode: a whole-text Gopher hit is a loop only when repeated 5-grams cover this many
-# consecutive words (bench/truth_loso.py: chosen on the four sources, see docs/truth_filter.md).
-LOOP_RUN_WORDS = 30
+# consecutive words. 45: chosen by the leave-one-source-out protocol among 15 / 30 / 45 (every fold
+# chose it; bench/results/truth_loso.md, docs/truth_filter.md); a planted loop of 6+ copies of a
+# sentence covers 50+ words, a document reusing its phrases covers runs of 5-20.
+LOOP_RUN_WORDS = 45
 
 _WORD = re.compile(r"\w+")
 
