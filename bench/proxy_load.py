@@ -2,6 +2,7 @@
 (iceburg-tiny's Q8_0 GGUF, one llama.cpp thread) through the recording proxy.
 
     python bench/proxy_load.py [--clients 50] [--requests 20] [--max-tokens 8] [--pairs 200]
+                               [--baseline-tree DIR]
 
 Reported (bench/results/proxy_load.md):
 - correctness: every request carries a unique user turn; the log folder must hold exactly one
@@ -12,7 +13,14 @@ Reported (bench/results/proxy_load.md):
   of the whole streamed request as the client saw it;
 - added latency without queueing: --pairs sequential streamed requests alternating direct and
   proxied with the same greedy body (the same tokens are generated), p50/p99 of the per-pair
-  difference: the proxy's cost per request with generation excluded;
+  difference: the proxy's cost per request with generation excluded; and the same against a
+  fixed-answer upstream (bench/_fixed_upstream.py: 11 events at once, no generation and none of
+  its jitter in the difference);
+- `--baseline-tree DIR` (an earlier iceburg, e.g. `git archive COMMIT iceburg | tar -x -C DIR`):
+  its `iceburg collect` joins the sequential rotation (direct, this tree's proxy, the baseline's),
+  so before and after are measured in the same run under the same load;
+- the noise floor: each round also repeats its direct request; p50/p99 of that difference is
+  what the pair method reads with no proxy at all (generation and scheduling jitter);
 - the proxy's RSS (psutil) sampled every 0.25 s over the loaded run: at 0/25/50/75/100% and max.
 Every process (bench clients, proxy, server) shares this machine's cores; the table records it.
 """
@@ -89,18 +97,64 @@ async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[
     return lat, answers
 
 
-async def pairs(direct: str, proxied: str, n: int, max_tokens: int) -> list[float]:
+async def pairs(direct: str, proxied: dict[str, str], n: int, max_tokens: int) -> dict[str, list[float]]:
+    """`n` rounds of the same greedy stream: direct, then through each proxy in turn; per proxy, the
+    differences to the round's direct request."""
     import httpx
 
     body = {"model": "m", "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": "what do we know about sleep?"}]}
-    diffs = []
+    diffs: dict[str, list[float]] = {name: [] for name in proxied}
     async with httpx.AsyncClient(timeout=600, trust_env=False) as http:
         for i in range(n):
             a, _ = await stream_once(http, direct, body, {})
-            b, _ = await stream_once(http, proxied, body, {"X-Iceburg-Agent": "pairs"})
-            diffs.append(b - a)
+            for name, url in proxied.items():
+                b, _ = await stream_once(http, url, body, {"X-Iceburg-Agent": "pairs"})
+                diffs[name].append(b - a)
     return diffs
+
+
+def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path):
+    """`iceburg collect` run from another source tree (its own `iceburg` package first on the path)."""
+    import subprocess
+    import urllib.request
+
+    from iceburg.serve.launch import Service, free_port
+
+    port = free_port()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "iceburg.app", "collect", "--upstream", upstream, "--log",
+                                 str(log_dir), "--port", str(port)], cwd=tree, stdout=log, stderr=subprocess.STDOUT)
+    service = Service(proc, f"http://127.0.0.1:{port}", log_path)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(300):
+        try:
+            opener.open(service.url + "/_iceburg/stats", timeout=2).close()
+            return service
+        except OSError:
+            time.sleep(0.2)
+    service.stop()
+    raise SystemExit(f"the baseline proxy from {tree} did not start:\n{service.log_text()[-2000:]}")
+
+
+def start_fixed_upstream():
+    import subprocess
+
+    from iceburg.serve.launch import Service, free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_fixed_upstream.py"), str(port)])
+    service = Service(proc, f"http://127.0.0.1:{port}", Path(os.devnull))
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(150):
+        try:
+            opener.open(service.url + "/v1/models", timeout=2).close()
+            return service
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the fixed-answer upstream did not start")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -156,6 +210,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--baseline-tree", type=Path, help="an earlier iceburg source tree to measure beside this one")
     args = ap.parse_args()
 
     from _common import machine_info, save
@@ -166,11 +221,26 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="proxy-load-"))
     gguf = write_gguf(ensure_tiny_model(), work / "iceburg-tiny-q8_0.gguf", "q8_0", name="iceburg-tiny")
-    serve = start_serve(gguf, work / "serve.log", threads=1)
-    proxy = start_collect(serve.url + "/v1", work / "logs", work / "collect.log")
-    direct_url, proxied_url = serve.url + "/v1/chat/completions", proxy.url + "/v1/chat/completions"
+    serve, fixed = start_serve(gguf, work / "serve.log", threads=1), start_fixed_upstream()
+    services = [serve, fixed]
     try:
-        asyncio.run(pairs(direct_url, proxied_url, 5, args.max_tokens))  # warm both paths
+        proxy = start_collect(serve.url + "/v1", work / "logs", work / "collect.log")
+        services.append(proxy)
+        rotation = {"llama": (serve.url + "/v1/chat/completions", {"this": proxy.url}),
+                    "fixed": (fixed.url + "/v1/chat/completions", {})}
+        services.append(start_collect(fixed.url + "/v1", work / "logs-fixed", work / "collect-fixed.log"))
+        rotation["fixed"][1]["this"] = services[-1].url
+        if args.baseline_tree:
+            for kind, upstream in (("llama", serve.url), ("fixed", fixed.url)):
+                services.append(start_collect_from(args.baseline_tree.resolve(), upstream + "/v1",
+                                                   work / f"logs-base-{kind}", work / f"collect-base-{kind}.log"))
+                rotation[kind][1]["baseline"] = services[-1].url
+        rotation = {k: (d, {n: u + "/v1/chat/completions" for n, u in px.items()}) for k, (d, px) in rotation.items()}
+        for direct, px in rotation.values():  # the noise floor: the same direct request again
+            px["noise"] = direct
+        direct_url, proxied_url = rotation["llama"][0], rotation["llama"][1]["this"]
+        for direct, px in rotation.values():
+            asyncio.run(pairs(direct, px, 5, args.max_tokens))  # warm every path
         t0 = time.perf_counter()
         direct_lat, _ = asyncio.run(load(direct_url, args.clients, args.requests, args.max_tokens))
         direct_s = time.perf_counter() - t0
@@ -181,13 +251,14 @@ def main() -> None:
         proxied_s = time.perf_counter() - t0
         sampler.stop_flag.set()
         sampler.join()
-        diffs = asyncio.run(pairs(direct_url, proxied_url, args.pairs, args.max_tokens))
+        diffs = {kind: asyncio.run(pairs(direct, px, args.pairs, args.max_tokens))
+                 for kind, (direct, px) in rotation.items()}
         import httpx
 
         stats = httpx.get(proxy.url + "/_iceburg/stats", trust_env=False).json()
     finally:
-        proxy.stop()
-        serve.stop()
+        for service in reversed(services):
+            service.stop()
     check = check_records(work / "logs", answers)
     ms = lambda s: round(s * 1000, 2)  # noqa: E731
     rows = [
@@ -195,16 +266,22 @@ def main() -> None:
          "p50_ms": ms(pct(direct_lat, 50)), "p99_ms": ms(pct(direct_lat, 99))},
         {"measure": "through collect, under load", "requests": len(proxied_lat), "wall_s": round(proxied_s, 1),
          "p50_ms": ms(pct(proxied_lat, 50)), "p99_ms": ms(pct(proxied_lat, 99))},
-        {"measure": "added per request, sequential pairs", "requests": len(diffs), "p50_ms": ms(pct(diffs, 50)),
-         "p99_ms": ms(pct(diffs, 99)), "mean_ms": ms(statistics.fmean(diffs))},
     ]
+    upstream_name = {"llama": "iceburg serve", "fixed": "fixed-answer upstream"}
+    for kind, by_proxy in diffs.items():
+        for name, d in by_proxy.items():
+            who = {"this": "", "baseline": f", baseline ({args.baseline_tree})"}.get(name, "")
+            what = "noise floor (direct, again), sequential" if name == "noise" else "added per request, sequential"
+            rows.append({"measure": f"{what}, {upstream_name[kind]}{who}", "requests": len(d),
+                         "p50_ms": ms(pct(d, 50)), "p99_ms": ms(pct(d, 99)), "mean_ms": ms(statistics.fmean(d))})
     rss = sampler.samples
     meta = {**machine_info(), "clients": args.clients, "requests_per_client": args.requests,
-            "max_tokens": args.max_tokens, "llama_threads": 1, **check,
+            "max_tokens": args.max_tokens, "llama_threads": 1, "fsync": "interval (default)", **check,
             "proxy_stats": {k: stats[k] for k in ("recorded", "not_recorded", "bad_requests", "upstream_errors")},
             # RSS at 0, 25, 50, 75 and 100% of the loaded run, and its max: flat = no growth after warm-up
             "proxy_rss_mb_quartiles": [round(rss[min(len(rss) - 1, q * (len(rss) - 1) // 4)], 1) for q in range(5)],
-            "proxy_rss_mb_max": round(max(rss), 1), "rss_samples": len(rss)}
+            "proxy_rss_mb_max": round(max(rss), 1), "rss_samples": len(rss),
+            "load_avg_1m_end": round(os.getloadavg()[0], 2)}
     table = save(f"iceburg collect under load ({args.clients} clients x {args.requests} streamed requests, "
                  f"iceburg-tiny Q8_0, max_tokens {args.max_tokens})", rows, meta,
                  ["measure", "requests", "wall_s", "p50_ms", "p99_ms", "mean_ms"])
@@ -212,7 +289,6 @@ def main() -> None:
     print(json.dumps(check))
     if check["lost"] or check["torn"] or check["unequal"] or check["duplicated"] or check["records"] != check["requests"]:
         raise SystemExit("FAILED: lost, torn, duplicated or unequal records")
-
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,9 @@ messages, the answer as the client received it (streamed deltas assembled, tool 
 the request's tools, and metadata (model, finish reason, usage, latency, first byte, sampling
 settings; never a header, so API keys cannot reach the log). The line is written before the
 client's stream ends (before `data: [DONE]` is forwarded), so an exchange the client saw complete
-is on disk even if the proxy is killed the next moment; an interrupted one is absent.
+is on disk even if the proxy is killed the next moment; an interrupted one is absent. Disk syncs
+(`--fsync interval`, the default) run in a background thread once a second (`IntervalSync`), never
+on a request; `--fsync always` syncs each line before `[DONE]`, in a worker thread.
 
 Agent type: the `X-Iceburg-Agent` header, else `--agent-map MODEL=TYPE`, else an iceburg model
 name (`iceburg-surveyor`, `iceburg-surveyor:v2` -> `surveyor`), else the model name.
@@ -30,8 +32,11 @@ recorded.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -84,6 +89,61 @@ class ProxyConfig:
         p = urlsplit(self.upstream)
         port = f":{p.port}" if p.port else ""
         return f"{p.scheme}://{p.hostname}{port}{p.path.rstrip('/')}"
+
+
+class IntervalSync:
+    """`--fsync interval` with no disk sync on any request's path. The lines are written as before
+    (one `os.write` each, before the client's `data: [DONE]`), by loggers opened with
+    `fsync="never"`; this thread fsyncs the files written since its last pass once every `interval`
+    seconds, and once more at shutdown. A crash of the proxy loses nothing a client saw complete
+    (the kernel holds the line); a power loss can lose the last `interval`, the window
+    FineTuningLogger's own "interval" policy has. That policy syncs inline, on the first request
+    after each interval, which stalled the event loop (and every open stream) for one fsync:
+    3.6 ms median, 8 ms max on this machine's disk idle (ext4 on virtio), tens of ms under load."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.syncs = 0
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iceburg-collect-fsync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def written(self, path: Path) -> None:
+        with self._lock:
+            self._dirty.add(path)
+
+    def sync_now(self) -> None:
+        """fsync every file written since the last pass (Linux syncs the file through any descriptor;
+        a file rotated away meanwhile was synced by the rotation itself)."""
+        with self._lock:
+            paths, self._dirty = self._dirty, set()
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.syncs += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync_now()
+            except OSError as e:
+                logger.error("could not fsync the collected records: %s", e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.sync_now()
 
 
 class BadRequest(Exception):
@@ -146,7 +206,9 @@ class RecordingProxy:
         from ..data.collector import AgentLogFolder
 
         self.cfg = cfg
-        self.folder = AgentLogFolder(cfg.log_dir, fsync=cfg.fsync)
+        # "interval": the loggers never sync; IntervalSync does, off the request path
+        self.syncer = IntervalSync() if cfg.fsync == "interval" else None
+        self.folder = AgentLogFolder(cfg.log_dir, fsync="never" if self.syncer else cfg.fsync)
         parts = urlsplit(cfg.upstream)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path.rstrip("/")
@@ -181,7 +243,8 @@ class RecordingProxy:
     async def stats(self, request):
         from starlette.responses import JSONResponse
 
-        return JSONResponse({**self.counts, "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir)})
+        return JSONResponse({**self.counts, "background_fsyncs": self.syncer.syncs if self.syncer else 0,
+                             "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir)})
 
     async def handle(self, request):
         import httpx  # present: create_proxy_app checked
@@ -283,7 +346,9 @@ class RecordingProxy:
 
                 await anyio.to_thread.run_sync(lambda: self.folder.log(agent, **fields))
             else:
-                self.folder.log(agent, **fields)
+                path = self.folder.log(agent, **fields)
+                if self.syncer is not None:
+                    self.syncer.written(path)
             self.counts["recorded"] += 1
         except DataError as e:  # the loader would not read it back: not a training record
             self.counts["not_recorded"] += 1
@@ -308,11 +373,20 @@ def create_proxy_app(cfg: ProxyConfig):
         # trust_env=False: the proxy talks to exactly the upstream it was given, never via HTTP(S)_PROXY
         proxy.client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
                                          limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        if proxy.syncer is not None:
+            proxy.syncer.start()
+        # Everything alive now (the modules of starlette, httpx and whatever logging setup imported:
+        # transformers, ~33k objects) lives as long as the proxy: leave it out of the collector's
+        # full passes. Measured on this 2-core Xeon: a full collection over that heap took 16.7 ms,
+        # one stall of every open stream each time it ran; after gc.freeze() 0.001 ms.
+        gc.freeze()
         try:
             yield
         finally:
             await proxy.client.aclose()
             proxy.folder.close()
+            if proxy.syncer is not None:
+                proxy.syncer.stop()
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     app = Starlette(routes=[Route(STATS_PATH, proxy.stats, methods=["GET"]),
