@@ -201,7 +201,9 @@ def _ollama_beside(ollama, merged, out, name: str) -> None:
     rep = ollama.export(merged, out, ExportContext(name=name, quantization=["f16"], system_prompt="Be brief.")).report
     assert rep["gguf_reused"] and rep["template"]["family"] == families.get(name).chat_template
     assert rep["template_check"]["verified"] and not rep["template_check"]["mismatches"], rep["template_check"]
-    assert (out / "Modelfile").read_text(encoding="utf-8").startswith("#")
+    commands = ollama.parse_modelfile((out / "Modelfile").read_text(encoding="utf-8"))
+    assert ("model", f"./{name}-f16.gguf") in commands  # FROM the proven F16 file beside it
+    assert [v for k, v in commands if k == "stop"] == rep["template"]["stops"]
 
 
 @pytest.mark.slow
