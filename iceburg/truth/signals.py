@@ -410,21 +410,7 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
                             if len(turn_lens) > 1 else f"assistant text has {min(turn_lens)} words (< {EMPTY_WORDS})")
     elif n_all < SHORT_WORDS:
         soft["short"] = 0.25
-    rep, hits = repetition(prose, running_words, local=structure)
-    v.update(rep)
-    v.update(block_repetition(blocks, assistant_turns))
-    v["periodic_repeats"] = float(periodic_repeats(words))
-    limits = BLOCK_LIMITS
-    if structure:
-        from .structure import code_tandem
-
-        v["code_tandem"] = float(code_tandem([c for b in blocks for c in b.code]))
-        limits = {**BLOCK_LIMITS, "code_dup_line_frac": CODE_DUP_LINE_FRAC_STRUCTURE}
-        if v["code_tandem"] >= CODE_TANDEM_MIN:
-            hits.append(f"a code block repeated {int(v['code_tandem'])} times in a row (>= {CODE_TANDEM_MIN})")
-    for key, limit in limits.items():
-        if v[key] > limit:
-            hits.append(f"{key} {v[key]:.2f} > {limit}")
+    hits = _repetition_hits(v, prose, running_words, blocks, assistant_turns, words, structure)
     if hits:
         defects["repetition"] = "Gopher repetition: " + ", ".join(hits[:3])
 
@@ -454,6 +440,28 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
     if garbage:
         defects["garbage"] = "symbols/garbage: " + ", ".join(garbage)
     return TextSignals(values=v, defects=defects, soft=soft, words=words)
+
+
+def _repetition_hits(v: dict[str, float], prose: str, running_words: list[list[str]], blocks: list[Blocks],
+                     turns: list[str], words: list[str], structure: bool) -> list[str]:
+    """The repetition rules broken (Gopher, light block rules, structure mode's tandem code rule);
+    their values go into `v`."""
+    rep, hits = repetition(prose, running_words, local=structure)
+    v.update(rep)
+    v.update(block_repetition(blocks, turns))
+    v["periodic_repeats"] = float(periodic_repeats(words))
+    limits = BLOCK_LIMITS
+    if structure:
+        from .structure import code_tandem
+
+        v["code_tandem"] = float(code_tandem([c for b in blocks for c in b.code]))
+        limits = {**BLOCK_LIMITS, "code_dup_line_frac": CODE_DUP_LINE_FRAC_STRUCTURE}
+        if v["code_tandem"] >= CODE_TANDEM_MIN:
+            hits.append(f"a code block repeated {int(v['code_tandem'])} times in a row (>= {CODE_TANDEM_MIN})")
+    for key, limit in limits.items():
+        if v[key] > limit:
+            hits.append(f"{key} {v[key]:.2f} > {limit}")
+    return hits
 
 
 def _garbage_values(v: dict[str, float], turn_prose: list[str], turns: list[str]) -> None:
