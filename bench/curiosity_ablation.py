@@ -11,7 +11,7 @@ novel third, and the table says so), plus the greedy answers' stop rate (iceburg
 definition). Differences are paired over (seed, held-out record) with the paired bootstrap of
 iceburg/evaluation.
 
-    cpurun --exclusive .venv/bin/python bench/curiosity_ablation.py [--budget 8] [--steps 40]
+    cpurun --exclusive .venv/bin/python bench/curiosity_ablation.py [--budget 6] [--steps 40]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def run_seed(seed: int, url: str, folder: Path, args, jobs: list) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=int, default=8, help="generated records per job")
+    ap.add_argument("--budget", type=int, default=6, help="generated records per job")
     ap.add_argument("--steps", type=int, default=40, help="training steps per condition")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-fraction", type=float, default=0.3, help="held-out share (0.3: ~20 records)")

@@ -279,7 +279,9 @@ def _add_generate_parser(sub) -> None:
     g.add_argument("--ask-max-tokens", type=int, default=96, help="token budget of a new prompt (default 96)")
     g.add_argument("--answer-max-tokens", type=int, default=384, help="token budget of an answer (default 384)")
     g.add_argument("--temperature", type=float, default=0.8, help="teacher sampling temperature (default 0.8)")
-    g.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
+    g.add_argument("--seed", type=int, default=42, help="sampling and split seed (default 42, as iceburg-train --seed)")
+    g.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share never copied (default 0.1; "
+                   "as iceburg-train --eval-fraction)")
     g.add_argument("--min-quality-score", type=float, default=0.7, help="truth filter threshold (default 0.7)")
     g.add_argument("--timeout", dest="timeout_s", type=float, default=120.0, help="seconds per request (default 120)")
     g.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")

@@ -37,8 +37,10 @@ def _env() -> dict[str, str]:
 
 
 def _requests(proxy) -> int:
+    """Chat completions the teacher answered, counted by the proxy (a `/v1/models` listing is not one)."""
     with httpx.Client(trust_env=False, timeout=30) as c:
-        return c.get(proxy.url + "/_iceburg/stats").json()["requests"]
+        stats = c.get(proxy.url + "/_iceburg/stats").json()
+    return stats["recorded"] + stats["not_recorded"]
 
 
 def _log_keys(job: Path) -> list[str]:
@@ -77,7 +79,10 @@ def test_kill_and_restart_repeats_no_finished_call(killed_and_resumed):
     # flight when the first process was killed (its response never reached the log, so it is re-asked)
     assert first["requests"] - len(first["keys"]) in (0, 1)
     assert total_requests - len(keys) in (0, 1)
-    assert total_requests - first["requests"] == summary["teacher_calls_this_run"]
+    # the restart made calls (the kill was mid-run), and no more than it logged, plus the first run's
+    # interrupted call if that one reached the counter only after the kill
+    assert summary["teacher_calls_this_run"] > 0
+    assert total_requests - first["requests"] - summary["teacher_calls_this_run"] in (0, 1)
 
 
 def test_job_holds_budget_curated_records_the_trainer_reads(killed_and_resumed):
@@ -124,8 +129,9 @@ def test_planted_near_duplicate_of_a_heldout_record_is_never_emitted(killed_and_
     heldout.write_text(json.dumps(planted) + "\n")
     again = tmp_path / "job"
     shutil.copytree(job, again)  # the same logged calls: the keep stage replays them with the new held-out set
-    run = subprocess.run(_cmd(url, again, "--heldout", str(heldout)), env=_env(), capture_output=True, text=True,
-                         timeout=600)
+    # --budget 1: the record after the planted one's twin was kept already, so no new teacher call is needed
+    run = subprocess.run(_cmd(url, again, "--heldout", str(heldout), "--budget", "1"), env=_env(),
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     dedup = Deduplicator()
     twin = dedup.signature(Record(messages=planted["messages"]))
@@ -135,3 +141,4 @@ def test_planted_near_duplicate_of_a_heldout_record_is_never_emitted(killed_and_
     leaks = [json.loads(x) for x in (again / "rejects.jsonl").read_text().splitlines()
              if json.loads(x)["code"] == "heldout_duplicate"]
     assert [r["record"]["metadata"]["item"] for r in leaks] == [rows[0]["metadata"]["item"]]
+    assert json.loads(run.stdout)["teacher_calls_this_run"] == 0 and json.loads(run.stdout)["kept"] == 1

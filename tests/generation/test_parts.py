@@ -4,6 +4,7 @@ prompt parser, seed ranking, and the leak check on real records with the real em
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -70,8 +71,9 @@ def test_curator_drops_a_reworded_copy_of_a_heldout_record():
     train.add(records[3:5], "training")
     cur = Curator(TruthFilter(), "surveyor", held, train, NearIndex(emb))
     copy = json.loads(json.dumps(records[1].messages))
-    words = copy[-1]["content"].split()
-    copy[-1]["content"] = " ".join("indeed" if i % 20 == 0 else w for i, w in enumerate(words))  # ~5% changed
+    count = iter(range(10**6))  # every 20th word replaced (~5%), layout kept so the truth filter still passes it
+    copy[-1]["content"] = re.sub(r"[A-Za-z]{4,}", lambda m: "indeed" if next(count) % 20 == 0 else m[0],
+                                 copy[-1]["content"])
     reasons = cur.check(Record(messages=copy))
     assert [r.code for r in reasons] == ["heldout_duplicate"] and "heldout:" in reasons[0].message
     assert [r.code for r in cur.check(Record(messages=records[3].messages))] == ["exact_duplicate"]
