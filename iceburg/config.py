@@ -114,7 +114,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "emergence": ("use_emergence_weighting", "semantic_dedup", "curriculum_strategy"),
     "train": ("objective", "epochs", "max_steps", "learning_rate", "warmup_ratio", "weight_decay",
               "batch_size", "gradient_accumulation_steps", "max_seq_length", "overflow", "reasoning",
-              "train_on", "split_parallel_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
+              "train_on", "split_parallel_calls", "supervise_tool_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta",
               "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "max_completion_length", "reward_weights",
@@ -227,6 +227,11 @@ class TrainingConfig:
     split_parallel_calls: bool = _f(False, "a turn with parallel tool calls under a template that writes one "
                                     "call per turn (Llama 3.x) trains as consecutive single calls instead of "
                                     "being rejected (template_refused)", "--split-parallel-calls")
+    supervise_tool_calls: str = _f("all", "what of an assistant turn's tool calls carries loss: 'all' (name and "
+                                   "arguments); 'name' (the arguments are context: the model learns when and "
+                                   "which tool to call, not the argument values); 'none' (the call text is "
+                                   "context; the turn's text, reasoning and end still train). Tool results never "
+                                   "train (docs/data.md)", "--supervise-tool-calls", choices=("all", "name", "none"))
     packing: bool = _f(True, "one transcript per row instead of packing several into a row (no "
                        "attention across packed transcripts)", "--no-packing", negate=True)
     eval_fraction: float = _f(0.1, "share of records held out for evaluation", "--eval-fraction",
