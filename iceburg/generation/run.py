@@ -213,7 +213,7 @@ class _Loop:
 def generate(s: GenerateSettings) -> dict[str, Any]:
     """Run (or resume) the job; writes generated.jsonl, rejects.jsonl, summary.json; returns the summary."""
     from ..emergence import SentenceEmbedder
-    from ..truth.filter import TruthFilter
+    from ..truth.from_config import truth_filter_from
 
     if s.problems():
         raise ConfigError(s.problems())
@@ -229,7 +229,7 @@ def generate(s: GenerateSettings) -> dict[str, Any]:
     prompts = NearIndex(embedder)
     prompts.add([prompt_record(r.messages, r.source, r.line) for r in data.heldout], "heldout")
     prompts.add([prompt_record(r.messages, r.source, r.line) for r in data.train + data.rejected], "data")
-    curator = Curator(TruthFilter(s.min_quality_score), agent, heldout, training, NearIndex(embedder))
+    curator = Curator(truth_filter_from(s), agent, heldout, training, NearIndex(embedder))
     client = TeacherClient(TeacherSettings(s.teacher, s.teacher_model, s.timeout_s, s.retries, s.rate_limit))
     with RejectWriter(job.rejects) as rejects:
         loop = _Loop(s, SYSTEM_PROMPTS[ModelType.parse(s.model_type)], seeds, _Calls(job, client), prompts,
