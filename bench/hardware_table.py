@@ -1,0 +1,203 @@
+"""The hardware table: what the product planner picks for 1B-14B bases on the machines people use.
+
+    .venv/bin/python bench/hardware_table.py            # writes bench/results/hardware_table.{md,json}
+    .venv/bin/python bench/hardware_table.py --only llama-3.2-1b:cpu-24
+
+Each model is a config-only folder (config.json, no weights) at its published shape; each machine
+is an injected `SystemDescription` (the same way tests/hardware describe a 16 GB Mac or a 24 GB
+RTX 4090). The planner is `iceburg.hardware.plan_training`, the code `iceburg-train
+--detect-hardware --base-model FOLDER` and every training run use; nothing here re-implements it.
+
+Beside each plan: the minimum-memory verdict of the docs' "Hardware recommendations" table
+(micro-batch 1, checkpointing, `bench/memory_planner.py --recommendations`), and whether the two
+agree. The original design's (seed's) own table of recommendations is not in this repository, its
+git history or the issue texts (issue 26 names its columns only), so it cannot be compared here.
+Everything is an estimate: the planner is validated within +-15% of measured peak RSS on CPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import AutoConfig  # noqa: E402
+
+from iceburg.config import ModelType, TrainingConfig  # noqa: E402
+from iceburg.errors import IceburgError  # noqa: E402
+from iceburg.hardware import CudaDevice, MpsDevice, SystemDescription, describe_hardware, plan_training  # noqa: E402
+from iceburg.hardware.memory import estimate_training_memory  # noqa: E402
+from iceburg.hardware.model_shape import read_model_shape  # noqa: E402
+from iceburg.hardware.planner import MEMORY_HEADROOM, recommend_lora, resolve_targets  # noqa: E402
+
+GIB = 2**30
+RESULTS = Path(__file__).parent / "results"
+
+# Published config.json values of each Hugging Face repo (meta-llama/Llama-3.2-1B, -3B;
+# Qwen/Qwen2.5-7B, -14B; mistralai/Mistral-7B-v0.3); the 1B/3B/14B/Mistral values are the same as
+# bench/memory_planner.py RECOMMENDATION_SHAPES. Only what the parameter count and activations depend on.
+MODELS = {
+    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                         tie_word_embeddings=True),
+    "llama-3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                         num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                         tie_word_embeddings=True),
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                       tie_word_embeddings=False),
+    "mistral-7b-v0.3": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                            num_attention_heads=32, num_key_value_heads=8, vocab_size=32768,
+                            tie_word_embeddings=False),
+    "qwen2.5-14b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
+                        tie_word_embeddings=False),
+}
+
+
+def _mac(ram_gib: int) -> SystemDescription:
+    # Metal's recommendedMaxWorkingSetSize, as commonly reported by llama.cpp/MLX logs: about 2/3 of
+    # unified memory up to 36 GB (10.67 GiB on a 16 GB Mac, the value tests/hardware uses), about 3/4
+    # above. An assumption, not read from a Mac here; `--detect-hardware` on a Mac shows the real one.
+    working = ram_gib * (2 / 3 if ram_gib <= 36 else 3 / 4)
+    return SystemDescription("Darwin", "arm64", f"M-series {ram_gib} GB", 10, ram_gib * GIB, int(ram_gib * 0.7 * GIB),
+                             "2.13.0", mps=MpsDevice(int(working * GIB), 0, (14, 5)),
+                             packages={"mlx": False, "bitsandbytes": False})
+
+
+def _cuda(name: str, total_gib: float, free_gib: float, capability: tuple[int, int]) -> SystemDescription:
+    return SystemDescription("Linux", "x86_64", "host CPU", 16, 64 * GIB, 60 * GIB, "2.13.0", cuda_version="12.8",
+                             cuda_devices=[CudaDevice(name, int(total_gib * GIB), int(free_gib * GIB), capability)],
+                             packages={"mlx": False, "bitsandbytes": True})
+
+
+# Machines of the seed's target range (Apple unified memory, a 24 GB and an 80 GB CUDA card, this
+# 24 GB CPU box). CUDA free memory: total minus ~0.5 GiB CUDA context (driver's mem_get_info).
+MACHINES = {
+    "mac-16": _mac(16), "mac-24": _mac(24), "mac-32": _mac(32), "mac-64": _mac(64), "mac-128": _mac(128),
+    "cuda-24": _cuda("NVIDIA GeForce RTX 4090", 24, 23.5, (8, 9)),
+    "cuda-80": _cuda("NVIDIA A100 80GB", 80, 79.3, (8, 0)),
+    # this 2-core Xeon: 23.5 GiB RAM; 20 GiB available is a typical idle reading here
+    "cpu-24": SystemDescription("Linux", "x86_64", "Intel Xeon (2 cores)", 2, int(23.5 * GIB), 20 * GIB, "2.13.0",
+                                packages={"mlx": False, "bitsandbytes": True}),
+}
+
+
+def model_folder(name: str, root: Path) -> Path:
+    """A config-only folder for `name` (what the planner reads; no weights)."""
+    folder = root / name
+    if not (folder / "config.json").is_file():
+        AutoConfig.for_model(**MODELS[name]).save_pretrained(folder)
+    return folder
+
+
+def minimum_verdict(folder: Path, hw, config: TrainingConfig) -> dict:
+    """The minimum-memory table's verdict for this machine: micro-batch 1, checkpointing, at the
+    device's best precision, full weights and (where the planner may use it) QLoRA."""
+    shape = read_model_shape(folder)
+    r, _ = recommend_lora(config.model_type, shape)
+    targets = resolve_targets(shape, config.lora_target_modules)
+    budget = hw.available_memory * MEMORY_HEADROOM
+    out = {}
+    for qlora in (False, True):
+        est = estimate_training_memory(shape, micro_batch=1, seq_len=config.max_seq_length,
+                                       precision=hw.best_precision(), lora_r=r, targets=targets,
+                                       gradient_checkpointing=True, qlora=qlora, device_kind=hw.device_kind)
+        out["qlora" if qlora else "lora"] = {"min_gib": round(est.training_bytes / GIB, 2),
+                                             "fits": est.training_bytes <= budget}
+    out["qlora"]["allowed"] = hw.bitsandbytes_available and hw.device_kind in ("cuda", "cpu")
+    return out
+
+
+def cell(model: str, machine: str, root: Path, config: TrainingConfig) -> dict:
+    """The planner's choice (or refusal) for one model x machine, beside the minimum table's verdict."""
+    folder = model_folder(model, root)
+    hw = describe_hardware(MACHINES[machine])
+    row = {"model": model, "machine": machine, "device": hw.device_kind,
+           "available_gib": round(hw.available_memory / GIB, 2), "seq_len": config.max_seq_length}
+    minimum = minimum_verdict(folder, hw, config)
+    try:
+        plan = plan_training(folder, config, hw)
+    except IceburgError as e:
+        row.update(fits=False, refusal=str(e).splitlines()[0][:300])
+    else:
+        row.update(fits=True, precision=plan.precision, micro_batch=plan.micro_batch_size,
+                   grad_accum=plan.gradient_accumulation_steps, checkpointing=plan.gradient_checkpointing,
+                   method="QLoRA" if plan.use_qlora else "LoRA", lora_r=plan.lora_r,
+                   allocator=plan.cpu_allocator or None, peak_gib=round(plan.expected_peak_bytes / GIB, 2),
+                   params_b=round(plan.model["param_count"] / 1e9, 2))
+    row["minimum"] = minimum
+    row["agree"], row["why"] = _agreement(row, minimum)
+    return row
+
+
+def _agreement(row: dict, minimum: dict) -> tuple[bool, str]:
+    lora, qlora = minimum["lora"], minimum["qlora"]
+    table_fits = lora["fits"] or (qlora["fits"] and qlora["allowed"])
+    if table_fits != row["fits"]:
+        return False, f"minimum table says {'fits' if table_fits else 'does not fit'}, planner the opposite"
+    if not row["fits"]:
+        return True, (f"both: does not fit (LoRA needs {lora['min_gib']} GiB"
+                      + (f", QLoRA {qlora['min_gib']} GiB" if qlora["allowed"] else ", no QLoRA on this device")
+                      + f", budget {MEMORY_HEADROOM:g} x available)")
+    wants_qlora = not lora["fits"]
+    if wants_qlora != (row["method"] == "QLoRA"):
+        return False, f"minimum table implies {'QLoRA' if wants_qlora else 'LoRA'}, planner chose {row['method']}"
+    return True, (f"both: fits with {row['method']} (minimum {minimum['qlora' if wants_qlora else 'lora']['min_gib']} "
+                  f"GiB at micro-batch 1 + checkpointing; planner's peak {row['peak_gib']} GiB)")
+
+
+def _plan_text(r: dict) -> str:
+    if not r["fits"]:
+        return "does not fit"
+    ckpt = "ckpt" if r["checkpointing"] else "no ckpt"
+    alloc = f", {r['allocator']}" if r.get("allocator") else ""
+    return (f"{r['method']} r{r['lora_r']}, {r['precision']}, {r['micro_batch']} x {r['grad_accum']}, "
+            f"{ckpt}{alloc}, peak {r['peak_gib']} GiB")
+
+
+def markdown(rows: list[dict], config: TrainingConfig) -> str:
+    lines = [f"# Hardware table: the planner's choice per model x machine ({config.max_seq_length} tokens, "
+             f"model type {config.model_type.value}, effective batch 16)", "",
+             "Estimates from `iceburg.hardware.plan_training` on config-only folders of the published shapes and "
+             "injected machine descriptions; not measured on those machines. The planner is validated within "
+             "+-15% of measured peak RSS on CPU only (docs/hardware.md).", "",
+             "| model | machine | available (GiB) | planner: method, precision, micro x accum, checkpointing, peak "
+             "| minimum table: LoRA / QLoRA min (GiB) | agree | why |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["minimum"]
+        q = f"{m['qlora']['min_gib']}" if m["qlora"]["allowed"] else f"({m['qlora']['min_gib']}, not on {r['device']})"
+        lines.append(f"| {r['model']} | {r['machine']} ({r['device']}) | {r['available_gib']} | {_plan_text(r)} "
+                     f"| {m['lora']['min_gib']} / {q} | {'yes' if r['agree'] else 'NO'} | {r['why']} |")
+    return "\n".join(lines) + "\n"
+
+
+def build(cells: list[tuple[str, str]], config: TrainingConfig | None = None) -> list[dict]:
+    config = config or TrainingConfig(model_type=ModelType.BASE)
+    with tempfile.TemporaryDirectory(prefix="iceburg-hwtable-") as tmp:
+        return [cell(model, machine, Path(tmp), config) for model, machine in cells]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=None, help="MODEL:MACHINE cells (default: all)")
+    ap.add_argument("--max-seq-length", type=int, default=1024)
+    args = ap.parse_args()
+    cells = ([tuple(c.split(":")) for c in args.only] if args.only
+             else [(m, k) for m in MODELS for k in MACHINES])
+    config = TrainingConfig(model_type=ModelType.BASE, max_seq_length=args.max_seq_length)
+    rows = build(cells, config)
+    text = markdown(rows, config)
+    if not args.only:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "hardware_table.md").write_text(text)
+        (RESULTS / "hardware_table.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
