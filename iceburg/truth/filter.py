@@ -33,6 +33,7 @@ from ..data.tool_calls import answer_turns, structure_view
 from ..records import Reason, Record, RejectWriter
 from . import rubrics, signals
 from .dedup import DedupConfig, Deduplicator, Signature
+from .eot import EotBand
 from .patterns import TruthSystem
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class TruthFilter:
     def __init__(self, min_quality_score: float = 0.7, *, verified_threshold: float = 0.9,
                  high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
                  truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
-                 reject_defects: bool = True, workers: int = 1, completeness: str = "structure"):
+                 reject_defects: bool = True, workers: int = 1, completeness: str = "structure",
+                 eot: EotBand | None = None):
         if not 0 <= min_quality_score <= 1:
             raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
         self.min_quality_score = min_quality_score
@@ -113,6 +115,12 @@ class TruthFilter:
         if completeness not in ("lines", "structure"):
             raise ValueError(f"completeness must be 'lines' or 'structure', got {completeness!r}")
         self.completeness = completeness
+        # Model-based completeness (issue 31, iceburg/truth/eot.py): consulted only in the band where
+        # the line rules see a cut and the last markdown block looks complete. Off by default
+        # (bench/truth_eot.py: see docs/truth_filter.md for the measured trade-off).
+        if eot is not None and completeness != "structure":
+            raise ValueError("eot needs completeness='structure' (its band is where the two rule sets disagree)")
+        self.eot = eot
         # Scoring processes. Pure-Python scoring runs ~1-3 ms per 2-8 KB transcript on one core
         # (bench/truth_throughput.py), so a pool is what reaches 1,000 records/s on 2 cores.
         self.workers = max(1, int(workers))
@@ -122,6 +130,8 @@ class TruthFilter:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
         turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
         ts = signals.compute(turns, structure=self.completeness == "structure")
+        if self.eot is not None:
+            self._consult_eot(record, turns, ts)
         sig = record.signals
         for k, v in ts.values.items():
             sig[f"truth.{k}"] = round(float(v), 4)
@@ -175,6 +185,21 @@ class TruthFilter:
         if reasons:
             _note_reasons(record, reasons)
         return Assessment(quality, category, reasons, details)
+
+    def _consult_eot(self, record: Record, turns: list[str], ts: signals.TextSignals) -> None:
+        """Inside the uncertain band only: the end-of-turn model decides truncation."""
+        if not turns or ts.defects:  # already rejected: the model would change nothing
+            return
+        line_cut = signals.truncation(turns[-1])
+        if not self.eot.in_band(turns[-1], line_cut):
+            return
+        cut, lp = self.eot.judge(record.messages)
+        record.signals["truth.eot_logprob"] = round(lp, 4)
+        if cut:
+            ts.values["truncated"] = 1.0
+            ts.defects["truncated"] = (f"final answer looks cut off: end-of-turn log-prob {lp:.2f} < "
+                                       f"{self.eot.threshold:.2f} under the model (line rules: {line_cut or 'no cut'}; "
+                                       "the last markdown block looked complete)")
 
     def category(self, quality: float) -> Category:
         if quality >= self.verified_threshold:
