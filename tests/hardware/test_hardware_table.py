@@ -47,3 +47,24 @@ def test_1b_fits_on_this_24gb_cpu_box_in_fp32_without_qlora(table):
     assert 1.2 < row["params_b"] < 1.3  # the published shape: 1.24B with tied embeddings
     assert row["peak_gib"] <= 0.85 * row["available_gib"]
     assert row["agree"], row["why"]
+
+
+def test_the_table_is_what_detect_hardware_base_model_answers(table, tmp_path):
+    """The table must be the product's answer, not a re-implementation: `iceburg-train
+    --detect-hardware --base-model FOLDER --json` (reports.hardware_report) on the same injected
+    24 GB CUDA machine gives the same settings and peak for the Qwen2.5-14B shape."""
+    import json
+
+    from iceburg.config import ModelType, TrainingConfig
+    from iceburg.hardware import describe_hardware
+    from iceburg.reports import hardware_report
+
+    folder = table.model_folder("qwen2.5-14b", tmp_path)
+    (row,) = table.build([("qwen2.5-14b", "cuda-24")])
+    config = TrainingConfig(base_model=str(folder), model_type=ModelType.BASE)
+    plan = json.loads(hardware_report(as_json=True, hw=describe_hardware(table.MACHINES["cuda-24"]),
+                                      config=config))["plan"]
+    assert plan["fits"] and plan["use_qlora"] == (row["method"] == "QLoRA")
+    assert (plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["gradient_checkpointing"]) == \
+        (row["micro_batch"], row["grad_accum"], row["checkpointing"])
+    assert round(plan["expected_peak_bytes"] / table.GIB, 2) == row["peak_gib"]
