@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--sources", nargs="*", default=list(corpus.SOURCES))
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--verify", nargs=3, metavar=("SOURCE", "THRESHOLD", "BAND"),
+                    help="end to end: TruthFilter(eot=...) on one source (BAND narrow|wide), off vs on")
     args = ap.parse_args()
     import torch
 
@@ -122,6 +124,8 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     base = resolve_base_model(args.model, allow_download=False)
     scorer = EotScorer(base.path, batch_size=args.batch_size)
+    if args.verify:
+        return verify(args.verify, scorer, args.seed)
     t0 = time.perf_counter()
     scorer.load()
     load_s = time.perf_counter() - t0
@@ -147,6 +151,20 @@ def main() -> None:
                     "ms_model_per_record_wide": ms * f["band_total"] / f["n_records"]})
         rows.append(row)
     write(rows, figs, load_s, machine_info(), args)
+
+
+def verify(spec: list[str], scorer: EotScorer, seed: int) -> None:
+    """The wired path: the whole corpus through TruthFilter with and without the band (records/s of
+    one process, truncation and clean rejected at the shipped dedup setting)."""
+    from iceburg.truth.eot import EotBand
+
+    src, t, band = spec[0], float(spec[1]), spec[2]
+    groups, _st = corpus.build_source(src, seed)
+    for name, eot in (("off", None), ("on", EotBand(scorer, t, open_endings=band == "wide"))):
+        ev = tl.SourceEval(groups, TruthFilter(min_quality_score=0.7, eot=eot))
+        c = ev.cells(*tl.DEFAULT_DEDUP)
+        print(f"verify {src} {band} t={t} {name}: truncation {c['truncation']:.3f} clean_rejected "
+              f"{c['clean_rejected']:.3f} records/s {ev.n_records / ev.seconds:.1f} model calls {scorer.calls}", flush=True)
 
 
 def sep(f: dict) -> dict:
