@@ -118,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from _common import RESULTS, machine_info
+    from _common import machine_info
     from iceburg.base_models import resolve_base_model
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
