@@ -253,13 +253,15 @@ def converter_for(model_dir: Path, converter: str = "auto") -> str:
 
 
 def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name: str | None = None,
-               converter: str = "auto") -> Path:
+               converter: str = "auto", intermediate: Path | None = None) -> Path:
     """Write `model_dir` (HF folder) as one GGUF file of `file_type`; returns `out_path`.
 
     The file appears only when complete (written under a temporary name, then renamed).
     `name` goes into `general.name` (default: the folder's name). `converter`: auto | iceburg |
-    llama.cpp (`converter_for`). No proof runs here: call `gguf_verify.verify_gguf` (or `export`
-    with ctx.verify) for that.
+    llama.cpp (`converter_for`). `intermediate`: for K-quants, a 16-bit GGUF of this very model
+    already written (e.g. the export's own F16 file) that llama.cpp's quantizer reads instead of a
+    freshly written one (`_reusable_intermediate` decides). No proof runs here: call
+    `gguf_verify.verify_gguf` (or `export` with ctx.verify) for that.
     """
     model_dir, out_path = Path(model_dir), Path(out_path)
     if file_type not in FILE_TYPES:
@@ -269,11 +271,11 @@ def write_gguf(model_dir: Path, out_path: Path, file_type: str = "f16", *, name:
         from .gguf_convert import DIRECT_TYPES, convert
 
         if file_type not in DIRECT_TYPES:
-            return _write_k_quant(model_dir, out_path, file_type, name, "llama.cpp")
+            return _write_k_quant(model_dir, out_path, file_type, name, "llama.cpp", intermediate)
         return convert(model_dir, out_path, file_type, name=name or model_dir.name,
                        fingerprint_key=FINGERPRINT_KEY, fingerprint=source_fingerprint(model_dir))
     if weight_type is None:
-        return _write_k_quant(model_dir, out_path, file_type, name, "iceburg")
+        return _write_k_quant(model_dir, out_path, file_type, name, "iceburg", intermediate)
     config = _read_config(model_dir)
     spec = arch_spec(config["model_type"])
     gguf_arch = _ARCH_BY_NAME[spec.arch]
@@ -356,15 +358,36 @@ def _llama_cpp():
     return llama_cpp
 
 
-def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | None, converter: str = "iceburg") -> Path:
+def intermediate_type(model_dir: Path) -> str:
+    """The 16-bit type K-quants are made from: BF16 for a bfloat16 checkpoint, else F16."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return "bf16" if config.get("dtype", config.get("torch_dtype")) == "bfloat16" else "f16"
+
+
+def _reusable_intermediate(model_dir: Path, written: dict[str, Path], file_type: str) -> Path | None:
+    """A file this export already wrote (and proved, when verifying) that can be the K-quant's
+    intermediate: of `intermediate_type`, carrying this model's fingerprint. The same writer with
+    the same name wrote it, so it is the intermediate write_gguf would write again (the converter
+    path ran llama.cpp's converter a second time for it: ~7 s on a tiny fixture, 2026-12-06)."""
+    path = written.get(intermediate_type(model_dir))
+    if FILE_TYPES[file_type][1] is not None or path is None:
+        return None
+    return path if read_fingerprint(path) == source_fingerprint(model_dir) else None
+
+
+def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | None, converter: str = "iceburg",
+                   intermediate: Path | None = None) -> Path:
     """K-quants (and Q4_0 on the converter path) through llama.cpp's quantizer, from a 16-bit
-    intermediate written by write_gguf through `converter`."""
+    intermediate: `intermediate` when given (left in place), else one written by write_gguf
+    through `converter` and deleted afterwards."""
     llama_cpp = _llama_cpp()
-    config = json.loads((model_dir / "config.json").read_text()) if converter == "llama.cpp" else _read_config(model_dir)
-    inter_type = "bf16" if config.get("dtype", config.get("torch_dtype")) == "bfloat16" else "f16"
-    inter = out_path.with_name(f".{out_path.stem}.{inter_type}-intermediate.gguf")
+    if converter != "llama.cpp":
+        _read_config(model_dir)  # an unsupported architecture or RoPE fails before anything is written
+    inter_type = intermediate_type(model_dir)
+    inter = intermediate or out_path.with_name(f".{out_path.stem}.{inter_type}-intermediate.gguf")
     try:
-        write_gguf(model_dir, inter, inter_type, name=name, converter=converter)
+        if intermediate is None:
+            write_gguf(model_dir, inter, inter_type, name=name, converter=converter)
         with atomic_path(out_path) as tmp:
             params = llama_cpp.llama_model_quantize_default_params()
             params.ftype = int(FILE_TYPES[file_type][0])
@@ -381,7 +404,8 @@ def _write_k_quant(model_dir: Path, out_path: Path, file_type: str, name: str | 
             if rc != 0 or not tmp.is_file():
                 raise ExportError(f"gguf: llama.cpp failed to quantize {inter.name} to {file_type} (return code {rc})")
     finally:
-        inter.unlink(missing_ok=True)
+        if intermediate is None:
+            inter.unlink(missing_ok=True)
     return out_path
 
 
@@ -423,6 +447,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     report: dict[str, Any] = {"files": {}, "converter": converter,
                               "converter_detail": _CONVERTER_WORDS[converter]}
     reference = None
+    written: dict[str, Path] = {}  # type -> finished file, a K-quant's intermediate where it fits
     for q in types:
         final = out_dir / f"{ctx.name}-{q}.gguf"
         # Write to a hidden name, prove it, and only then give it its final name: a file that
@@ -430,9 +455,12 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
         staged = out_dir / f".{ctx.name}-{q}.unverified.gguf"
         t0 = time.perf_counter()
         try:
-            write_gguf(model_dir, staged, q, name=ctx.name, converter=converter)
+            inter = _reusable_intermediate(model_dir, written, q)
+            write_gguf(model_dir, staged, q, name=ctx.name, converter=converter, intermediate=inter)
             entry: dict[str, Any] = {"bytes": staged.stat().st_size, "write_s": round(time.perf_counter() - t0, 3),
                                      "converter": converter, "proof": "not run (verify off)"}
+            if inter is not None:
+                entry["quantized_from"] = inter.name  # the export's own 16-bit file, not written again
             if ctx.verify:
                 from .gguf_verify import hf_reference, verify_gguf
 
@@ -448,4 +476,5 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
             staged.unlink(missing_ok=True)
         report["files"][final.name] = entry
         files.append(final)
+        written[q] = final
     return ExportResult(format="gguf", files=files, report=report)

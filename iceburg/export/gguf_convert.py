@@ -9,9 +9,12 @@ its own `gguf-py`. `ensure_converter()` extracts those once into
 `$ICEBURG_CACHE/llama-cpp-converter/<version>/`; `convert()` runs the script as a subprocess of the
 venv's python on the merged HF folder, with the sdist's gguf-py first on PYTHONPATH: the installed
 `gguf` 0.19.0 carries the same version string but other constants (153 vs 126 architectures,
-checked 2026-12-05), and the converter needs its own. The same subprocess then copies the file
-with `iceburg.source_fingerprint` added (gguf-py's own `gguf_new_metadata.copy_with_new_metadata`),
-so the Ollama exporter's reuse rule holds for both paths. K-quants and Q4_0 are then made by
+checked 2026-12-05), and the converter needs its own. The same subprocess adds
+`iceburg.source_fingerprint` to the converter's own GGUFWriter as it is built (one key among the
+converter's, written in the same pass), so the Ollama exporter's reuse rule holds for both paths.
+(Until 2026-12-06 the file was re-read with gguf-py's GGUFReader and copied with the key added:
+the reader parses a 128k-token vocabulary field by field, seconds per file, and the copy rewrote
+every tensor.) K-quants and Q4_0 are then made by
 llama.cpp's quantizer from the F16/BF16 file, as on the in-process path.
 """
 
@@ -108,11 +111,17 @@ def ensure_converter(version: str = LLAMA_CPP_PYTHON_VERSION, *, download: bool 
             return extract_converter(_download_sdist(version, Path(tmp)), version)
 
 
-# Run in the subprocess: the converter's main() on argv, then a copy with the fingerprint key added
-# (gguf-py's gguf_new_metadata), both with the sdist's gguf-py.
+# Run in the subprocess: the converter's main() on argv, its GGUFWriter (the sdist's gguf-py)
+# given the fingerprint key as it is constructed, so the file is written once, key included.
 _DRIVER = """
 import sys, os
 out, key, value, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+import gguf
+_init = gguf.GGUFWriter.__init__
+def _init_with_key(self, *a, **k):
+    _init(self, *a, **k)
+    self.add_string(key, value)
+gguf.GGUFWriter.__init__ = _init_with_key
 import convert_hf_to_gguf as c
 from conversion import ModelBase
 # No multi-token-prediction layers (what --no-mtp does, for every class: the flag itself is refused
@@ -120,15 +129,8 @@ from conversion import ModelBase
 # (transformers drops `mtp.*` on load, so a merged folder has none), and the Qwen3.5 class
 # otherwise asserts on a config without mtp_num_hidden_layers (conversion/qwen.py, 0.3.36).
 ModelBase.no_mtp = True
-sys.argv = ["convert_hf_to_gguf.py", *argv]
+sys.argv = ["convert_hf_to_gguf.py", *argv, "--outfile", out]
 c.main()
-import gguf
-from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-raw = argv[argv.index("--outfile") + 1]
-reader = gguf.GGUFReader(raw, "r")
-arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-writer = gguf.GGUFWriter(out, arch=arch, endianess=reader.endianess)
-copy_with_new_metadata(reader, writer, {key: MetadataDetails(gguf.GGUFValueType.STRING, value)}, [])
 """
 
 
@@ -170,14 +172,13 @@ def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerp
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(conv / "gguf-py"), str(conv)]),
            "NO_LOCAL_GGUF": "1"}
     out_path = Path(out_path)
-    raw = out_path.with_name(f".{out_path.name}.converter.gguf")
     tmp = out_path.with_name(f".{out_path.name}.partial")
     t0 = time.perf_counter()
     staging = tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.view.")
     try:
         source = converter_view(Path(model_dir), Path(staging.name))
         cmd = [sys.executable, "-c", _DRIVER, str(tmp), fingerprint_key, fingerprint, str(source),
-               "--outfile", str(raw), "--outtype", outtype, "--model-name", name]
+               "--outtype", outtype, "--model-name", name]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=conv)
         if proc.returncode != 0 or not tmp.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
@@ -185,7 +186,6 @@ def convert(model_dir: Path, out_path: Path, outtype: str, *, name: str, fingerp
                               f"(exit {proc.returncode}):\n{tail}")
         os.replace(tmp, out_path)
     finally:
-        raw.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
         staging.cleanup()
     logger.info("gguf %s via llama.cpp's converter: %s (%.1f MB, %.1fs)", outtype, out_path,

@@ -243,6 +243,20 @@ def test_k_quant_through_llama_cpp(models, tmp_path):
 
 @pytest.mark.llama
 @needs_llama
+def test_k_quant_reuses_the_exports_own_f16_file(models, tmp_path):
+    """An export of f16 then q4_k_m quantizes the F16 file it just wrote (not a second one): the
+    K-quant is byte for byte the one made from a freshly written intermediate, the F16 stays."""
+    result = export(models["qwen2_k"], tmp_path / "both", ExportContext(name="m", quantization=["f16", "q4_k_m"], verify=False))
+    assert result.report["files"]["m-q4_k_m.gguf"]["quantized_from"] == "m-f16.gguf"
+    assert "quantized_from" not in result.report["files"]["m-f16.gguf"]
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["m-f16.gguf", "m-q4_k_m.gguf"]
+    alone = export(models["qwen2_k"], tmp_path / "alone", ExportContext(name="m", quantization=["q4_k_m"], verify=False))
+    assert "quantized_from" not in alone.report["files"]["m-q4_k_m.gguf"]
+    assert alone.files[0].read_bytes() == result.files[1].read_bytes()
+
+
+@pytest.mark.llama
+@needs_llama
 @pytest.mark.parametrize("model,pre", [("llama3", "llama-bpe"), ("qwen2_gpt2tok", "qwen2"), ("mistral", None)])
 def test_other_tokenizer_styles_match_llama_cpp(models, tmp_path, model, pre):
     from iceburg.export.gguf_verify import check_limits

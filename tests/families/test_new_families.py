@@ -8,7 +8,8 @@ llama.cpp's converter: the records carry no GgufSpec) and proven by gguf_verify 
 llama.cpp load: logits, argmax, tokenization; then exported to Ollama beside it (the GGUF reused by
 its fingerprint, the TEMPLATE identified as the record's family and proven with Go). One cell per
 family (hybrid linear attention, hybrid Mamba-2, MoE, NoPE, sliding/global, YaRN); Q8_0 and Q4_K_M
-on the converter path run on the Granite 4 fixture (hybrid Mamba-2 + MoE: the most layer kinds).
+on the converter path run on the Granite 4 fixture (hybrid Mamba-2 + MoE: the most layer kinds),
+from the same trained run and the same export as its F16 cell (`_exported`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,29 @@ def _trained(name: str, tmp_path_factory):
     return _TRAINED[name]
 
 
+# The family whose export also writes and proves Q8_0 and Q4_K_M on the converter path (hybrid
+# Mamba-2 + MoE: the most layer kinds). One export writes F16, Q8_0 and Q4_K_M: the Q4_K_M is
+# quantized from the proven F16 file (export/gguf.py `_reusable_intermediate`), not from a second
+# converter run; each file gets its own proof, judged by the same rules as alone.
+QUANTIZED = {"granite4": ["f16", "q8_0", "q4_k_m"]}
+_EXPORTED: dict = {}  # family -> (ExportResult, out folder): the F16 cell and the quantized cell share it
+
+
+def _exported(name: str, tmp_path_factory):
+    """The trained family exported as GGUF (auto converter, verify on), once per test session."""
+    from iceburg.export import gguf as gguf_export
+    from iceburg.export.base import ExportContext
+    from iceburg.export.gguf_convert import ensure_converter
+
+    if name not in _EXPORTED:
+        ensure_converter(download=True)  # cached after the first run (the sdist CI already fetches for the vocab assets)
+        merged = _trained(name, tmp_path_factory)[0]
+        out = tmp_path_factory.mktemp(f"exported-{name}")
+        ctx = ExportContext(name=name, quantization=QUANTIZED.get(name, ["f16"]))
+        _EXPORTED[name] = (gguf_export.export(merged, out, ctx), out)
+    return _EXPORTED[name]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 @pytest.mark.parametrize("name", [
@@ -159,23 +183,21 @@ def _trained(name: str, tmp_path_factory):
         reason="iceburg's encoder refuses Gemma 4's real template (HistoryRewriteError): its generation prompt "
                "adds an empty thought channel the rendered assistant turn lacks"))
     for n in NEW])
-def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name, tmp_path, tmp_path_factory):
-    from gguf import GGUFReader
+def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name, tmp_path_factory):
+    from transformers.integrations.gguf.reader import read_gguf_metadata
 
     from iceburg.export import gguf as gguf_export
     from iceburg.export import ollama
-    from iceburg.export.base import ExportContext
-    from iceburg.export.gguf_convert import ensure_converter
 
-    ensure_converter(download=True)  # cached after the first run (the sdist CI already fetches for the vocab assets)
     merged, steps, moved, n_b, adapted = _trained(name, tmp_path_factory)
     assert steps == 2 and moved == n_b > 0  # every LoRA B matrix left its zero init in 2 steps
     excluded = families.lora_exclude(families.get(name).arch.model_type)
     assert not [m for m in adapted for frag in excluded if f".{frag}." in f".{m}."]  # routers / linear attention untouched
 
-    result = gguf_export.export(merged, tmp_path / "out", ExportContext(name=name, quantization=["f16"]))
+    result, out = _exported(name, tmp_path_factory)
     assert result.report["converter"] == "llama.cpp"
-    entry = result.report["files"][f"{name}-f16.gguf"]
+    f16 = out / f"{name}-f16.gguf"
+    entry = result.report["files"][f16.name]
     assert entry["converter"] == "llama.cpp" and entry["proof"] == "proven", entry.get("verify", {}).get("judgement")
     report = entry["verify"]
     # F16 on a tiny random model: the proof's own limit is max(5e-2, 2^-7 x logit scale)
@@ -184,11 +206,10 @@ def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name,
     assert report["max_abs_logit_diff"] < 1e-2
     assert report["argmax_agreement"] >= 0.99  # the issue's bar: F16 keeps every decisive argmax
     assert report["tokenization_mismatches"] == []
-    reader = GGUFReader(str(result.files[0]))
-    arch = reader.get_field("general.architecture")
-    assert bytes(arch.parts[arch.data[0]]).decode() == LLAMA_CPP_ARCH[name]
-    assert gguf_export.read_fingerprint(result.files[0]) == gguf_export.source_fingerprint(merged)
-    _ollama_beside(ollama, merged, tmp_path / "out", name)
+    # the header only (gguf's GGUFReader parses the whole vocabulary field by field: seconds per file)
+    assert read_gguf_metadata(str(f16))[0]["general.architecture"] == LLAMA_CPP_ARCH[name]
+    assert gguf_export.read_fingerprint(f16) == gguf_export.source_fingerprint(merged)
+    _ollama_beside(ollama, merged, out, name)
 
 
 def _ollama_beside(ollama, merged, out, name: str) -> None:
@@ -208,19 +229,18 @@ def _ollama_beside(ollama, merged, out, name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
-def test_quantized_files_on_the_converter_path_are_proven(tmp_path, tmp_path_factory):
-    """Q8_0 (written by the converter itself) and Q4_K_M (llama.cpp's quantizer on the converter's F16)
-    of the trained Granite 4 fixture, judged by the export's own rules (gguf_verify.judge)."""
+def test_quantized_files_on_the_converter_path_are_proven(tmp_path_factory):
+    """Q8_0 (written by the converter itself) and Q4_K_M (llama.cpp's quantizer on the converter's F16,
+    the export's own proven F16 file) of the trained Granite 4 fixture, judged by the export's own
+    rules (gguf_verify.judge)."""
     from collections import Counter
 
     from gguf import GGUFReader
 
-    from iceburg.export import gguf as gguf_export
-    from iceburg.export.base import ExportContext
-
-    merged = _trained("granite4", tmp_path_factory)[0]
-    result = gguf_export.export(merged, tmp_path, ExportContext(name="g", quantization=["q8_0", "q4_k_m"]))
-    for q, path in zip(("q8_0", "q4_k_m"), result.files):
+    result, out = _exported("granite4", tmp_path_factory)
+    assert result.report["files"]["granite4-q4_k_m.gguf"]["quantized_from"] == "granite4-f16.gguf"
+    for q in ("q8_0", "q4_k_m"):
+        path = out / f"granite4-{q}.gguf"
         entry = result.report["files"][path.name]
         assert entry["converter"] == "llama.cpp" and entry["proof"] == "proven", entry["verify"]["judgement"]
         v = entry["verify"]
@@ -228,6 +248,7 @@ def test_quantized_files_on_the_converter_path_are_proven(tmp_path, tmp_path_fac
         # the proof's KLD limit per type (gguf_verify LIMITS_BY_TYPE); measured Q8_0 1.9e-5, Q4_K_M 1.9e-5
         # (2-core Xeon): > 0 says the file is really quantized
         assert 0 < v["kld_mean"] <= {"q8_0": 0.02, "q4_k_m": 0.125}[q] and not v["tokenization_mismatches"], v
+        # gguf's own reader: transformers' header reader refuses Q5_0 (the fallback type asserted below)
         types = Counter(t.tensor_type.name for t in GGUFReader(str(path)).tensors)
         # Q8_0 matrices; Q4_K_M's K-quants need rows of 256: on this 64-wide fixture llama.cpp's quantizer
         # falls back to Q5_0 (and Q8_0), as it does for narrow tensors of real models
