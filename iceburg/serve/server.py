@@ -86,10 +86,10 @@ def build_server_app(target: ServeTarget, *, host: str = "127.0.0.1", port: int 
 
 
 def _check_template(target: ServeTarget) -> None:
-    from gguf import GGUFReader
+    # the header alone: gguf's GGUFReader decodes the whole vocabulary first (seconds per file)
+    from transformers.integrations.gguf.reader import read_gguf_metadata
 
-    field = GGUFReader(target.gguf).fields.get("tokenizer.chat_template")
-    if field is None:
+    if read_gguf_metadata(str(target.gguf))[0].get("tokenizer.chat_template") is None:
         logger.warning("%s has no tokenizer.chat_template: llama.cpp falls back to the llama-2 chat format, "
                        "which is probably not what the model was trained on", target.gguf)
 

@@ -64,3 +64,19 @@ def test_run_folder_target_and_errors(tiny_gguf, tiny_model_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "iceburg.app", "serve", str(tmp_path / "missing")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1].startswith("error: ")
+
+
+def test_template_check_reads_the_header_and_warns_only_without_a_template(caplog):
+    """`iceburg serve` warns when the GGUF has no tokenizer.chat_template (llama.cpp would fall back to
+    llama-2's format); a real vocab-only GGUF from llama.cpp has none, the embedded SmolLM2 GGUF has one."""
+    import logging
+
+    from iceburg.base_models.embedded import embedded_gguf_path
+    from iceburg.serve.server import ServeTarget, _check_template
+    from iceburg.testing.llama_cpp_assets import vocab_path
+
+    with caplog.at_level(logging.WARNING, logger="iceburg.serve.server"):
+        _check_template(ServeTarget(gguf=embedded_gguf_path("smollm2-135m"), name="smollm2"))
+        assert "no tokenizer.chat_template" not in caplog.text
+        _check_template(ServeTarget(gguf=vocab_path("llama-bpe"), name="vocab"))
+    assert "no tokenizer.chat_template" in caplog.text
