@@ -46,9 +46,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import truth_real_corpus as trc  # noqa: E402
 from truth_corpus import exact_copy, plant  # noqa: E402
 
-from iceburg.records import Record  # noqa: E402
-from iceburg.truth.dedup import DedupConfig, Deduplicator  # noqa: E402
-from iceburg.truth.signals import words_of  # noqa: E402
 
 SOURCES = ("readme", "debian", "python", "project")
 # ~450 unique sections is what the README source gives (bench/results/truth_real_corpus.md):
@@ -174,18 +171,7 @@ def pool_of(secs: list[tuple[str, str, str]], seed: int) -> tuple[list[tuple[str
     """Size filter, the source's own exact and near duplicates out, at most MAX_SECTIONS."""
     sized = [(n, h or "the overview", b.strip()) for n, h, b in secs
              if 40 <= len(b.split()) <= 1200 and _fences(b) % 2 == 0]
-    seen, uniq = set(), []
-    for s in sized:
-        key = " ".join(words_of(s[2]))
-        if key not in seen:
-            seen.add(key)
-            uniq.append(s)
-    dd = Deduplicator(DedupConfig(threshold=0.3))
-    store = dd.store()
-    for i, (_n, _h, b) in enumerate(uniq):
-        store.add(i, -i, dd.signature(Record(messages=[{"role": "assistant", "content": b}])))
-    dropped = dd.resolve(store)
-    unique = [s for i, s in enumerate(uniq) if i not in dropped]
+    uniq, unique, dropped = trc.unique_sections(sized)
     rng = random.Random(seed)
     chosen = sorted(rng.sample(range(len(unique)), min(MAX_SECTIONS, len(unique))))
     pool = [unique[i] for i in chosen]

@@ -150,26 +150,32 @@ def sections(md: str) -> list[tuple[str, str]]:
     return keep
 
 
-def clean_pool(seed: int, only: set[str] | None = None) -> tuple[list[dict], dict]:
-    """Deduplicated sections as (package, heading, body), and source statistics."""
-    docs = readmes(only)
-    secs = [(name, h, b) for name, _v, md in docs for h, b in sections(md)]
-    n_raw = len(secs)
+def unique_sections(secs: list[tuple[str, str, str]]) -> tuple[list, list, set]:
+    """(name, heading, body) sections without the source's own exact copies (same words) and near
+    copies (the project's MinHash at a stricter 0.3; the first occurrence is kept): returns the
+    exact-unique list, the fully unique list and the indices dropped as near copies."""
+    from iceburg.records import Record
+
     seen, exact_unique = set(), []
     for s in secs:
         key = " ".join(words_of(s[2]))
         if key not in seen:
             seen.add(key)
             exact_unique.append(s)
-    # near duplicates of the source itself, with the project's MinHash at a stricter 0.3
-    from iceburg.records import Record
-
     dd = Deduplicator(DedupConfig(threshold=0.3))
     store = dd.store()
     for i, (_n, _h, b) in enumerate(exact_unique):
         store.add(i, -i, dd.signature(Record(messages=[{"role": "assistant", "content": b}])))
     dropped = dd.resolve(store)  # score -i: the first occurrence is kept
-    unique = [s for i, s in enumerate(exact_unique) if i not in dropped]
+    return exact_unique, [s for i, s in enumerate(exact_unique) if i not in dropped], dropped
+
+
+def clean_pool(seed: int, only: set[str] | None = None) -> tuple[list[dict], dict]:
+    """Deduplicated sections as (package, heading, body), and source statistics."""
+    docs = readmes(only)
+    secs = [(name, h, b) for name, _v, md in docs for h, b in sections(md)]
+    n_raw = len(secs)
+    exact_unique, unique, dropped = unique_sections(secs)
     stats = {"packages_with_markdown_readme": len(docs), "sections_in_size_range": n_raw,
              "exact_source_duplicates_removed": n_raw - len(exact_unique),
              "near_source_duplicates_removed": len(dropped), "unique_sections": len(unique),
