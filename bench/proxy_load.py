@@ -117,44 +117,25 @@ async def pairs(direct: str, proxied: dict[str, str], n: int, max_tokens: int) -
 def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path):
     """`iceburg collect` run from another source tree (its own `iceburg` package first on the path)."""
     import subprocess
-    import urllib.request
-
-    from iceburg.serve.launch import Service, free_port
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
 
     port = free_port()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "iceburg.app", "collect", "--upstream", upstream, "--log",
                                  str(log_dir), "--port", str(port)], cwd=tree, stdout=log, stderr=subprocess.STDOUT)
-    service = Service(proc, f"http://127.0.0.1:{port}", log_path)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for _ in range(300):
-        try:
-            opener.open(service.url + "/_iceburg/stats", timeout=2).close()
-            return service
-        except OSError:
-            time.sleep(0.2)
-    service.stop()
-    raise SystemExit(f"the baseline proxy from {tree} did not start:\n{service.log_text()[-2000:]}")
+    return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", log_path), "/_iceburg/stats", 60,
+                                f"the baseline proxy from {tree}")
 
 
 def start_fixed_upstream():
     import subprocess
 
-    from iceburg.serve.launch import Service, free_port
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_fixed_upstream.py"), str(port)])
-    service = Service(proc, f"http://127.0.0.1:{port}", Path(os.devnull))
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for _ in range(150):
-        try:
-            opener.open(service.url + "/v1/models", timeout=2).close()
-            return service
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the fixed-answer upstream did not start")
+    return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", Path(os.devnull)), "/v1/models", 30,
+                                "the fixed-answer upstream")
 
 
 def pct(xs: list[float], q: float) -> float:

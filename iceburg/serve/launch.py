@@ -55,11 +55,17 @@ def start_service(args: list[str], probe_path: str, log_path: Path, *, port: int
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "iceburg.app", *args], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})})
-    service = Service(proc, f"http://127.0.0.1:{port}", log_path)
+    return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", log_path), probe_path, timeout,
+                                f"`iceburg {' '.join(args)}`")
+
+
+def wait_until_answering(service: Service, probe_path: str, timeout: float, what: str) -> Service:
+    """Poll `GET probe_path` until the service answers (any status); a process that exits or stays
+    silent past `timeout` is an error quoting the end of its log (the silent one is killed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise IceburgError(f"`iceburg {' '.join(args)}` exited with {proc.returncode}:\n{service.log_text()[-3000:]}")
+        if service.proc.poll() is not None:
+            raise IceburgError(f"{what} exited with {service.proc.returncode}:\n{service.log_text()[-3000:]}")
         try:
             _DIRECT.open(service.url + probe_path, timeout=2).close()
             return service
@@ -68,8 +74,7 @@ def start_service(args: list[str], probe_path: str, log_path: Path, *, port: int
         except OSError:
             time.sleep(0.2)
     service.stop(signal.SIGKILL)
-    raise IceburgError(f"`iceburg {' '.join(args)}` did not answer on {service.url} within {timeout:.0f} s:\n"
-                       f"{service.log_text()[-3000:]}")
+    raise IceburgError(f"{what} did not answer on {service.url} within {timeout:.0f} s:\n{service.log_text()[-3000:]}")
 
 
 def start_serve(target: str | Path, log_path: Path, *, port: int | None = None, threads: int = 1,
