@@ -29,6 +29,7 @@ from transformers import AutoConfig  # noqa: E402
 
 from iceburg.config import ModelType, TrainingConfig  # noqa: E402
 from iceburg.errors import IceburgError  # noqa: E402
+from iceburg.families.published import published_shape  # noqa: E402
 from iceburg.hardware import CudaDevice, MpsDevice, SystemDescription, describe_hardware, plan_training  # noqa: E402
 from iceburg.hardware.memory import estimate_training_memory  # noqa: E402
 from iceburg.hardware.model_shape import read_model_shape  # noqa: E402
@@ -37,26 +38,13 @@ from iceburg.hardware.planner import MEMORY_HEADROOM, recommend_lora, resolve_ta
 GIB = 2**30
 RESULTS = Path(__file__).parent / "results"
 
-# Published config.json values of each Hugging Face repo (meta-llama/Llama-3.2-1B, -3B;
-# Qwen/Qwen2.5-7B, -14B; mistralai/Mistral-7B-v0.3); the 1B/3B/14B/Mistral values are the same as
-# bench/memory_planner.py RECOMMENDATION_SHAPES. Only what the parameter count and activations depend on.
-MODELS = {
-    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
-                         tie_word_embeddings=True),
-    "llama-3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                         num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
-                         tie_word_embeddings=True),
-    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                       tie_word_embeddings=False),
-    "mistral-7b-v0.3": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                            num_attention_heads=32, num_key_value_heads=8, vocab_size=32768,
-                            tie_word_embeddings=False),
-    "qwen2.5-14b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
-                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
-                        tie_word_embeddings=False),
-}
+# Published shapes from the family registry (iceburg/families/published.py: config.json values of
+# each instruct repo; the same as the base repos'), the shapes `--detect-hardware --base-model TAG`
+# plans from when the model is not on the machine.
+MODELS = {name: published_shape(repo) for name, repo in {
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct", "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct", "mistral-7b-v0.3": "mistralai/Mistral-7B-Instruct-v0.3",
+    "qwen2.5-14b": "Qwen/Qwen2.5-14B-Instruct"}.items()}
 
 
 def _mac(ram_gib: int) -> SystemDescription:

@@ -27,16 +27,22 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None,
-                    config: TrainingConfig | None = None) -> str:
+                   config: TrainingConfig | None = None) -> str:
     """`--detect-hardware`: the detected device as a readable table, or JSON with `--json`. With a
     `config` (`--detect-hardware --base-model B [--max-seq-length N ...]`) also the plan for that base:
-    whether it fits, with which settings, and the estimated peak."""
-    if hw is None:
-        from .hardware import get_m4_optimizer
+    whether it fits, with which settings, the estimated peak and (CPU) about how long it trains."""
+    import tempfile
 
-        model_dir = base_model_dir(config) if config is not None else None
-        hw = get_m4_optimizer().detect_hardware(model_dir, config)  # plans the base: fills the micro-batch
-    plan = _plan_or_refusal(config, hw) if config is not None else None
+    with tempfile.TemporaryDirectory(prefix="iceburg-shape-") as tmp:
+        model_dir, source = planning_base(config, Path(tmp)) if config is not None else (None, None)
+        if hw is None:
+            from .hardware import get_m4_optimizer
+
+            hw = get_m4_optimizer().detect_hardware(model_dir, config)  # plans the base: fills the micro-batch
+        plan = _plan_or_refusal(config, hw, model_dir) if config is not None else None
+    if plan is not None:
+        plan["base_source"] = source or f"{config.base_model} ({model_dir})"
+        plan["time_estimate"] = _time_estimate(plan, config)
     if as_json:
         return json.dumps(hw.to_dict() if plan is None else {**hw.to_dict(), "plan": plan}, indent=2)
     rows = [("device", f"{hw.device_kind} ({hw.device_name})"),
@@ -55,16 +61,78 @@ def hardware_report(as_json: bool = False, hw: HardwareInfo | None = None,
         rows.append(("recommended micro-batch", str(hw.recommended_batch_size)))
     rows += [("note", n) for n in hw.notes]
     if plan is not None:
-        rows.append(("plan", _plan_line(plan)))
+        rows += [("base model", plan["base_source"]), ("plan", _plan_line(plan)), ("about how long", _time_line(plan))]
     return _table(rows)
 
 
-def _plan_or_refusal(config: TrainingConfig, hw: HardwareInfo) -> dict:
+def planning_base(config: TrainingConfig, scratch: Path) -> tuple[Path, str | None]:
+    """(folder the planner reads, where its shape came from). The base as training resolves it, but
+    never downloaded; an Ollama tag or Hub id found nowhere on this machine is planned from its
+    published shape (families/published.py) as a config-only folder under `scratch`; a base with
+    neither raises the resolver's error (what was tried, how to fix)."""
+    from .base_models import resolve_base_model
+    from .base_models.errors import BaseModelNotFoundError
+
+    spec = config.base_model
+    if Path(spec).is_dir():
+        return Path(spec), None
+    try:
+        return Path(resolve_base_model(spec, trust_remote_code=config.trust_remote_code, allow_download=False).path), None
+    except BaseModelNotFoundError as e:
+        repo, shape = _published(spec)
+        if shape is None:
+            tried = [*e.tried, f"published shapes (iceburg/families/published.py): none listed for {repo or spec!r}"]
+            raise BaseModelNotFoundError(spec, tried, str(e).split("\n")[-1]) from None
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(**shape).save_pretrained(scratch / "config")
+    return scratch / "config", (f"{spec}: not on this machine; planned from the published shape of {repo} "
+                                "(config.json values only, nothing downloaded)")
+
+
+def _published(spec: str) -> tuple[str | None, dict | None]:
+    from .base_models.hub import is_repo_id, map_ollama_tag
+    from .families.published import published_shape
+
+    if is_repo_id(spec) and "/" in spec:
+        repo = spec
+    else:
+        name, _, tag = spec.partition(":")
+        repo = map_ollama_tag(name, tag or "latest")
+    return repo, published_shape(repo) if repo else None
+
+
+def _time_estimate(plan: dict, config: TrainingConfig) -> dict | None:
+    if not plan["fits"]:
+        return None
+    from .hardware.timing import estimate_cpu_time, matmul_gflops
+
+    if plan.get("device", "cpu") != "cpu":
+        return None
+    return estimate_cpu_time(plan, config.max_seq_length, matmul_gflops(config.num_threads))
+
+
+def _time_line(plan: dict) -> str:
+    est = plan.get("time_estimate")
+    if not plan["fits"]:
+        return "-"
+    if est is None:
+        return ("not estimated: no training efficiency has been measured for this device or QLoRA "
+                "(iceburg/hardware/timing.py)")
+    return (f"~{est['seconds_per_step']:.0f} s per optimizer step, ~{_duration(est['seed_table_seconds'])} for 3 epochs "
+            f"of 1,000 records at full length ({est['basis']})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def _plan_or_refusal(config: TrainingConfig, hw: HardwareInfo, model_dir: Path) -> dict:
     """The planner's settings for `config` on `hw`, or {"fits": False, "reason": ...} when none fits."""
     from .errors import IceburgError
 
     try:
-        plan = plan_training(base_model_dir(config), config, hw)
+        plan = plan_training(model_dir, config, hw)
     except IceburgError as e:
         return {"fits": False, "reason": str(e)}
     return {"fits": True, **plan.to_dict()}

@@ -73,3 +73,67 @@ def test_detect_hardware_says_when_a_base_does_not_fit(machines, llama_3b_dir):
     cfg = TrainingConfig(base_model=str(llama_3b_dir))
     text = hardware_report(config=cfg, hw=describe_hardware(machines.cpu_box(ram_gib=2, available_gib=1.5)))
     assert any(line.startswith("plan") and "does not fit:" in line for line in text.splitlines())
+
+
+def _offline_stores(tmp_path, monkeypatch):
+    """No Ollama model, nothing in the Hugging Face cache, the Hub switched off: a fresh offline machine."""
+    (tmp_path / "ollama").mkdir()
+    (tmp_path / "hf").mkdir()
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+def test_detect_hardware_plans_an_ollama_tag_from_its_published_shape(machines, tmp_path, monkeypatch):
+    """`--detect-hardware --base-model llama3.2:3b` with the model nowhere on the machine: planned from the
+    registry's published shape, nothing downloaded. The parameter count is the real model's (3,212,749,824
+    for Llama-3.2-3B, tied embeddings), so a mistyped shape value fails here; the CPU time estimate is there."""
+    _offline_stores(tmp_path, monkeypatch)
+    cfg = TrainingConfig(model_type=ModelType.SURVEYOR, base_model="llama3.2:3b", max_seq_length=512)
+    out = json.loads(hardware_report(as_json=True, config=cfg,
+                                     hw=describe_hardware(machines.cpu_box(ram_gib=24, available_gib=20))))
+    plan = out["plan"]
+    assert plan["fits"] and "published shape of meta-llama/Llama-3.2-3B-Instruct" in plan["base_source"]
+    assert plan["model"]["param_count"] == 3_212_749_824
+    est = plan["time_estimate"]
+    assert est["seconds_per_step"] > 0 and est["seed_table_seconds"] > est["seconds_per_step"]
+    assert not any((tmp_path / "hf").iterdir())  # nothing was downloaded into the cache
+    text = hardware_report(config=cfg, hw=describe_hardware(machines.cpu_box(ram_gib=24, available_gib=20)))
+    assert any(line.startswith("about how long") and "per optimizer step" in line for line in text.splitlines())
+
+
+def test_published_shapes_give_the_published_parameter_counts():
+    """Each listed shape builds its architecture on the meta device with the parameter count its model card
+    states (as model cards round them: Qwen2.5-0.5B 0.49B, 1.5B 1.54B, 7B 7.61B; Qwen3-0.6B 0.6B incl. embeddings;
+    Llama-3.1-8B 8.03B; SmolLM2-360M 362M): the transcription is checked, not trusted."""
+    import tempfile
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from iceburg.families.published import published_shape
+    from iceburg.hardware.model_shape import read_model_shape
+
+    published_b = {"Qwen/Qwen2.5-0.5B-Instruct": 0.49, "Qwen/Qwen2.5-1.5B-Instruct": 1.54,
+                   "Qwen/Qwen2.5-7B-Instruct": 7.61, "Qwen/Qwen3-0.6B": 0.60, "meta-llama/Llama-3.1-8B-Instruct": 8.03,
+                   "HuggingFaceTB/SmolLM2-360M-Instruct": 0.362}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repo, billions in published_b.items():
+            folder = Path(tmp) / repo.replace("/", "--")
+            AutoConfig.for_model(**published_shape(repo)).save_pretrained(folder)
+            # model cards round to 2-3 significant figures: within 1% of the stated count
+            assert abs(read_model_shape(folder).param_count / 1e9 - billions) / billions < 0.01, repo
+
+
+def test_detect_hardware_names_what_it_tried_for_an_unknown_tag(tmp_path, monkeypatch):
+    import pytest
+
+    from iceburg.base_models.errors import BaseModelNotFoundError
+
+    _offline_stores(tmp_path, monkeypatch)
+    with pytest.raises(BaseModelNotFoundError, match=r"published shapes \(iceburg/families/published.py\): none listed"):
+        hardware_report(config=TrainingConfig(base_model="nosuchmodel:7b"))
