@@ -283,6 +283,10 @@ _GRANITE_TURNS = {r: (f"<|start_of_role|>{r}<|end_of_role|>", "<|end_of_text|>\n
 _HARMONY_TURNS = {"user": ("<|start|>user<|message|>", "<|end|>"),
                   "assistant": ("<|start|>assistant<|channel|>final<|message|>", "<|end|>")}
 _MISTRAL3_TURNS = {"user": ("[INST]", "[/INST]"), "assistant": ("", "{eos}")}
+# DeepSeek-R1 distills (Qwen and Llama bases): BOS, the system text bare, `<｜User｜>` / `<｜Assistant｜>`
+# turns; the generation prompt opens the think block (`<think>\n`); an earlier answer is written
+# without its reasoning (the template cuts everything before `</think>`).
+_R1_TURNS = {"user": ("<｜User｜>", ""), "assistant": ("<｜Assistant｜>", "<｜end▁of▁sentence｜>")}
 
 FAMILIES: list[ChatFamily] = [
     ChatFamily("chatml", _chatml_go, _chatml_render, ["<|im_end|>", "<|im_start|>"], _chatml_infer),
@@ -310,6 +314,7 @@ FAMILIES: list[ChatFamily] = [
     # analysis channel stays in the text Ollama returns (no harmony parser in a TEMPLATE).
     _turn_family("harmony", _HARMONY_TURNS, ["<|return|>", "<|call|>"]),
     _turn_family("ministral3", _MISTRAL3_TURNS, ["[INST]", "[/INST]"]),
+    _turn_family("deepseek-r1", _R1_TURNS, ["<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]),
 ]
 
 # ---------------------------------------------------------------- probes and matching
@@ -321,6 +326,12 @@ PROBE_SYSTEM = 'You are a careful assistant. Quote sources as """source""".'
 _U1 = 'What is the boiling point of water at 2,000 m? Answer in "°C".'
 _A1 = "About 93 °C.\nAir pressure is lower there."
 _U2 = "And at sea level? {{ .System }} {{ end }} naïve ✓"
+# An earlier answer with its reasoning, as Ollama hands it back (`thinking`, api.Message.Thinking,
+# once Ollama has split a reply) and as Hugging Face clients pass it (`reasoning_content`: Qwen3,
+# Qwen3.5; `thinking`: gpt-oss): each template reads the field it knows. The templates of Qwen3,
+# Qwen3.5, R1 distills and gpt-oss strip an earlier turn's reasoning; the TEMPLATE must too.
+_R1 = "At 2,000 m air pressure is about 80 kPa; water boils where vapour pressure reaches it."
+_A1_REASONED = {"role": "assistant", "content": _A1, "thinking": _R1, "reasoning_content": _R1}
 PROBE_CHATS: dict[str, list[Message]] = {
     "single-turn": [{"role": "user", "content": _U1}],
     "single-turn+system": [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": _U1}],
@@ -328,6 +339,9 @@ PROBE_CHATS: dict[str, list[Message]] = {
                    {"role": "user", "content": _U2}],
     "multi-turn+system": [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": _U1},
                           {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}],
+    "reasoning-history": [{"role": "user", "content": _U1}, _A1_REASONED, {"role": "user", "content": _U2}],
+    "reasoning-history+system": [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": _U1},
+                                 _A1_REASONED, {"role": "user", "content": _U2}],
 }
 
 

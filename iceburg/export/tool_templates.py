@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 ToolRender = Callable[[list[dict], "list[dict] | None"], str]  # (messages, tools) -> text + generation prompt
 
+def _lit(text: str) -> str:
+    return go_literal(text) if text else ""
+
+
 _SYS0 = '(and .Messages (eq (index .Messages 0).Role "system"))'
 _NEXT_NOT_TOOL = '(or (eq (len (slice $.Messages $i)) 1) (ne (index (slice $.Messages $i) 1).Role "tool"))'
 _HERMES_INSTRUCTIONS = (
@@ -47,7 +51,26 @@ _HERMES_FORMAT = ('\n</tools>\n\nFor each function call, return a json object wi
                   "<args-json-object>}\n</tool_call><|im_end|>\n")
 
 
-def _chatml_tools_go(p: dict) -> str:
+# Qwen2.5 / Hermes: "<|im_start|>assistant", then "\n" + content unless a call-only turn, then each call.
+_HERMES_ASSISTANT = ("{{ if or $m.Content (not $m.ToolCalls) }}\n{{ $m.Content }}{{ end }}"
+                     '{{ range $m.ToolCalls }}\n<tool_call>\n{"name": "{{ .Function.Name }}", "arguments": '
+                     "{{ json .Function.Arguments }}}\n</tool_call>{{ end }}")
+# Qwen3: "\n", the reasoning of a turn after the last user message (a tool loop) in a think block, the
+# content, then the calls ("\n" before each but a first one that follows no content). The think tags
+# are template text around `.Thinking`, where Ollama reads its thinking tags from (thinking.InferTags).
+_QWEN3_ASSISTANT = ("\n{{ if and (gt $i $lastUser) $m.Thinking }}<think>\n{{ $m.Thinking }}\n</think>\n\n{{ end }}"
+                    "{{ $m.Content }}{{ range $j, $c := $m.ToolCalls }}{{ if or $j $m.Content }}\n{{ end }}"
+                    '<tool_call>\n{"name": "{{ $c.Function.Name }}", "arguments": {{ json $c.Function.Arguments }}}'
+                    "\n</tool_call>{{ end }}")
+# The index of the last user message (Qwen3's and Qwen3.5's "last query"; Go has no reverse loop).
+_LAST_USER = '{{ $lastUser := -1 }}{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}{{ $lastUser = $i }}{{ end }}{{ end }}'
+
+
+def _qwen3_tools_go(p: dict) -> str:
+    return _LAST_USER + _chatml_tools_go(p, _QWEN3_ASSISTANT)
+
+
+def _chatml_tools_go(p: dict, assistant: str = _HERMES_ASSISTANT) -> str:
     # A run of tool results opens one user turn: `$prev` holds the previous role (Go templates have
     # no arithmetic to look one message back); the look-ahead slices from the current message.
     default = p.get("default_system") or ""
@@ -61,14 +84,52 @@ def _chatml_tools_go(p: dict) -> str:
         '{{ $prev := "" }}{{ range $i, $m := .Messages }}'
         '{{ if or (eq $m.Role "user") (and (eq $m.Role "system") (ne $i 0)) }}'
         "<|im_start|>{{ $m.Role }}\n{{ $m.Content }}<|im_end|>\n"
-        '{{ else if eq $m.Role "assistant" }}<|im_start|>assistant'
-        "{{ if or $m.Content (not $m.ToolCalls) }}\n{{ $m.Content }}{{ end }}"
-        '{{ range $m.ToolCalls }}\n<tool_call>\n{"name": "{{ .Function.Name }}", "arguments": '
-        "{{ json .Function.Arguments }}}\n</tool_call>{{ end }}<|im_end|>\n"
+        '{{ else if eq $m.Role "assistant" }}<|im_start|>assistant' + assistant + "<|im_end|>\n"
         '{{ else if eq $m.Role "tool" }}{{ if ne $prev "tool" }}<|im_start|>user{{ end }}'
         "\n<tool_response>\n{{ $m.Content }}\n</tool_response>"
         f"{{{{ if {_NEXT_NOT_TOOL} }}}}<|im_end|>\n{{{{ end }}}}"
         "{{ end }}{{ $prev = $m.Role }}{{ end }}<|im_start|>assistant\n")
+
+
+_QWEN35_INSTRUCTIONS = (
+    "\n</tools>\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n"
+    "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n"
+    "<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n"
+    "</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified "
+    "format: an inner <function=...></function> block must be nested within <tool_call></tool_call> XML tags\n"
+    "- Required parameters MUST be specified\n- You may provide optional reasoning for your function call in "
+    "natural language BEFORE the function call, but NOT after\n- If there is no function call available, answer "
+    "the question like normal with your current knowledge and do not tell the user about function calls\n</IMPORTANT>")
+# An argument value as Qwen3.5's template writes it (`value | string`, objects and lists `tojson`):
+# Ollama hands a template the decoded JSON (Go bool, nil, float64, string, map, slice), told apart with
+# the builtin `printf "%T"`; Python writes True/False/None.
+_QWEN35_VALUE = ('{{ $t := printf "%T" $v }}{{ if eq $t "bool" }}{{ if $v }}True{{ else }}False{{ end }}'
+                 '{{ else if eq $t "<nil>" }}None{{ else if or (eq $t "map[string]interface {}") (eq $t "[]interface {}") }}'
+                 "{{ json $v }}{{ else }}{{ $v }}{{ end }}")
+
+
+def _qwen35_tools_go(p: dict) -> str:
+    """Qwen3.5: definitions as JSON lines in `<tools>` with XML-call instructions, the system text after
+    them; every assistant turn after the last user message opens with a think block (empty when it has
+    no reasoning); calls as `<function=NAME>` with one `<parameter=KEY>` per argument (Ollama ranges a
+    call's arguments in key order: Go map); results in `<tool_response>` blocks of one user turn."""
+    plain = (f"{{{{ else if {_SYS0} }}}}" + _lit(p["sys_open"]) + "{{ (index .Messages 0).Content }}" + _lit(p["sys_close"])
+             + "{{ else }}" + _lit(p["default"]))
+    call = ("{{ range $j, $c := $m.ToolCalls }}{{ if $j }}\n{{ else if $m.Content }}\n\n{{ end }}<tool_call>\n"
+            "<function={{ $c.Function.Name }}>\n{{ range $k, $v := $c.Function.Arguments }}<parameter={{ $k }}>\n"
+            + _QWEN35_VALUE + "\n</parameter>\n{{ end }}</function>\n</tool_call>{{ end }}")
+    return (
+        _LAST_USER + "{{ if .Tools }}<|im_start|>system\n# Tools\n\nYou have access to the following functions:\n\n"
+        "<tools>{{ range .Tools }}\n{{ json . }}{{ end }}" + go_literal(_QWEN35_INSTRUCTIONS)
+        + f"{{{{ if {_SYS0} }}}}\n\n{{{{ (index .Messages 0).Content }}}}{{{{ end }}}}<|im_end|>\n" + plain + "{{ end }}"
+        '{{ $prev := "" }}{{ range $i, $m := .Messages }}'
+        '{{ if eq $m.Role "user" }}<|im_start|>user\n{{ $m.Content }}<|im_end|>\n'
+        '{{ else if eq $m.Role "assistant" }}<|im_start|>assistant\n'
+        "{{ if gt $i $lastUser }}<think>\n{{ $m.Thinking }}\n</think>\n\n{{ end }}{{ $m.Content }}" + call + "<|im_end|>\n"
+        '{{ else if eq $m.Role "tool" }}{{ if ne $prev "tool" }}<|im_start|>user{{ end }}'
+        "\n<tool_response>\n{{ $m.Content }}\n</tool_response>"
+        f"{{{{ if {_NEXT_NOT_TOOL} }}}}<|im_end|>\n{{{{ end }}}}"
+        "{{ end }}{{ $prev = $m.Role }}{{ end }}" + _lit(p["gen"]))
 
 
 _L3_SYS = "<|start_header_id|>system<|end_header_id|>\n\n"
@@ -94,12 +155,20 @@ def _llama3_tools_go(p: dict) -> str:
         "{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
-# family -> (Go template builder, probe names it supports)
-_ALL = ("tools-offered", "call-and-result", "full-exchange", "content-and-call", "parallel-calls")
-TOOL_FAMILIES: dict[str, tuple[Callable[[dict], str], tuple[str, ...]]] = {
-    "chatml": (_chatml_tools_go, _ALL),
+# family -> its tool variants, tried in order (the first that Go proves is used): (variant, Go template
+# builder, probe names it supports). The think probes carry reasoning on the assistant turns of a tool
+# loop: where the template keeps it (Qwen3 and Qwen3.5 after the last user message, gpt-oss's analysis
+# of a call) and where it strips it (every earlier turn; Qwen2.5, Hermes and Llama 3 never write it).
+_ALL = ("tools-offered", "call-and-result", "full-exchange", "content-and-call", "parallel-calls",
+        "think-call-and-result", "think-full-exchange")
+ToolVariant = tuple[str, Callable[[dict], str], tuple[str, ...]]
+TOOL_FAMILIES: dict[str, list[ToolVariant]] = {
+    "chatml": [("hermes", _chatml_tools_go, _ALL), ("qwen3", _qwen3_tools_go, _ALL)],
     # Llama 3.x templates refuse parallel calls and drop the text of a turn that calls a tool.
-    "llama3-header": (_llama3_tools_go, ("tools-offered", "call-and-result", "full-exchange")),
+    "llama3-header": [("llama3", _llama3_tools_go, ("tools-offered", "call-and-result", "full-exchange",
+                                                    "think-call-and-result", "think-full-exchange"))],
+    # Qwen3.5 (SmolLM3, the other chatml-block model, has no tool format)
+    "chatml-block": [("qwen3.5", _qwen35_tools_go, _ALL)],
 }
 
 # ---------------------------------------------------------------- probes
@@ -122,11 +191,18 @@ def _call(name: str, **args: Any) -> dict:
 
 _SYS = {"role": "system", "content": "You are a careful research agent."}
 _U = {"role": "user", "content": 'Boiling point of water at 2,000 m, in "°C"?'}
-_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("web_search", query='boiling point "altitude" 2000 m', max_results=3)]}
+# Arguments in key order: Ollama hands a template a call's arguments as a Go map, which `range` walks in
+# key order (templates that write each argument, Qwen3.5's, follow it; JSON is compared as data).
+_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("web_search", max_results=3, query='boiling point "altitude" 2000 m')]}
 # `<`, `>` and `&` are escaped by Go's encoding/json (\u003c ...) but not by Jinja's tojson.
 _RESULT = {"role": "tool", "name": "web_search",
            "content": '[{"title": "Boiling point vs altitude", "snippet": "93.4 °C at 2,000 m <b>&</b>"}]'}
 _ANSWER = {"role": "assistant", "content": "About 93 °C.\nAir pressure is lower there."}
+# Reasoning as Ollama hands it back (`thinking`) and as Hugging Face clients pass it (`reasoning_content`:
+# Qwen3, Qwen3.5; `thinking`: gpt-oss); each template reads the field it knows.
+_R_CALL, _R_ANSWER = "The user wants a number; search first.", "The search says 93.4 °C; round it."
+_THINK_CALL = {**_CALL, "thinking": _R_CALL, "reasoning_content": _R_CALL}
+_THINK_ANSWER = {**_ANSWER, "thinking": _R_ANSWER, "reasoning_content": _R_ANSWER}
 TOOL_PROBE_CHATS: dict[str, list[dict]] = {
     "tools-offered": [_U],
     "call-and-result": [_U, _CALL, _RESULT],
@@ -135,12 +211,16 @@ TOOL_PROBE_CHATS: dict[str, list[dict]] = {
     "parallel-calls": [_U, {"role": "assistant", "content": "", "tool_calls": [
         _call("calculator", expression="100 - 0.0033 * 2000"), _call("web_search", query="boiling point altitude")]},
         {"role": "tool", "name": "calculator", "content": "93.4"}, {**_RESULT, "content": "no results"}],
+    "think-call-and-result": [_U, _THINK_CALL, _RESULT],
+    "think-full-exchange": [_SYS, _U, _THINK_CALL, _RESULT, _THINK_ANSWER, {"role": "user", "content": "And at sea level?"}],
 }
 
 
 def _go_message(m: dict) -> dict:
     """A message as Ollama's API carries it (`tool_name`, `tool_calls`)."""
     out = {"role": m["role"], "content": m["content"]}
+    if m.get("thinking"):
+        out["thinking"] = m["thinking"]
     if m.get("tool_calls"):
         out["tool_calls"] = [{"function": c["function"]} for c in m["tool_calls"]]
     if m["role"] == "tool" and m.get("name"):
@@ -190,7 +270,22 @@ def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: boo
         return {"supported": False, "status": f"family {match.family!r}: iceburg has no Ollama tool template for "
                 "it, so the Modelfile TEMPLATE has no .Tools support (the GGUF's Jinja template still has it: "
                 "llama-server --jinja)"}
-    build, names = family
+    first: dict | None = None
+    for variant in family:
+        res = _prove_variant(match, render, variant, bos, runtime_adds_bos)
+        if res["supported"] or res.get("unverified"):
+            return res
+        first = first or res
+    assert first is not None
+    logger.warning("ollama: tool template for %s failed on %d probes: %s", match.family, len(first["mismatches"]),
+                   first["mismatches"][0])
+    return first
+
+
+def _prove_variant(match: TemplateMatch, render: ToolRender, variant: ToolVariant, bos: str | None,
+                   runtime_adds_bos: bool) -> dict:
+    """Render the variant's Go template on its tool probes and the family's plain probes; compare."""
+    label, build, names = variant
     prefix = go_literal(bos) if match.bos_in_template and bos else ""
     go = prefix + build(match.params)
     cases, expected = [], []
@@ -206,8 +301,8 @@ def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: boo
         expected.append((f"plain:{p.name}", p.expected))
     results = go_render(cases)
     if results is None:
-        return {"supported": False, "status": "tool template not verified (go not found: apt-get install golang-go), "
-                "so the Modelfile TEMPLATE has no .Tools support"}
+        return {"supported": False, "unverified": True, "status": "tool template not verified (go not found: "
+                "apt-get install golang-go), so the Modelfile TEMPLATE has no .Tools support"}
     mismatches = []
     for (name, exp), r in zip(expected, results):
         ok, at = (False, 0) if r["error"] else (
@@ -216,13 +311,12 @@ def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: boo
             mismatches.append({"probe": name, "error": r["error"], "at": at, "expected": exp[max(0, at - 40):at + 80],
                                "go": r["output"][max(0, at - 40):at + 80] if not r["error"] else ""})
     if mismatches:
-        logger.warning("ollama: tool template for %s failed on %d probes: %s", match.family, len(mismatches), mismatches[0])
-        return {"supported": False, "status": f"tool template for {match.family!r} FAILED on {len(mismatches)} of "
-                f"{len(cases)} probe chats, so the Modelfile TEMPLATE has no .Tools support", "mismatches": mismatches}
+        return {"supported": False, "status": f"tool template for {match.family!r} ({label}) FAILED on {len(mismatches)} "
+                f"of {len(cases)} probe chats, so the Modelfile TEMPLATE has no .Tools support", "mismatches": mismatches}
     n_tools = len(names)
-    return {"supported": True, "go_template": go, "probes": [n for n, _ in expected],
-            "status": f"verified: Go text/template equals apply_chat_template(tools=...) on {n_tools} tool probe chats "
-                      f"(JSON values compared as data) and byte for byte on {len(cases) - n_tools} plain ones"}
+    return {"supported": True, "variant": label, "go_template": go, "probes": [n for n, _ in expected],
+            "status": f"verified ({label}): Go text/template equals apply_chat_template(tools=...) on {n_tools} tool "
+                      f"probe chats (JSON values compared as data) and byte for byte on {len(cases) - n_tools} plain ones"}
 
 
 def model_tool_template(tok, match: TemplateMatch, runtime_adds_bos: bool, verify: bool = True) -> dict:

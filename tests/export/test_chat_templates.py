@@ -196,15 +196,15 @@ needs_go = pytest.mark.skipif(GO is None, reason="go not found (apt-get install 
 
 # name: (Jinja template, bos_token, eos_token, tokenizer adds BOS, family, system supported, probes)
 CASES = {
-    "qwen2.5": (QWEN25, None, "<|im_end|>", False, "chatml", True, 8),
-    "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", True, "llama3", True, 8),
+    "qwen2.5": (QWEN25, None, "<|im_end|>", False, "chatml", True, 12),
+    "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", True, "llama3", True, 12),
     # no system role: the system text is folded into the first user turn, as in training
-    "mistral-v0.1": (MISTRAL_V01, "<s>", "</s>", True, "mistral-v0.1", True, 8),
-    "mistral-v0.2": (MISTRAL, "<s>", "</s>", True, "mistral", True, 8),
-    "gemma2": (GEMMA2, "<bos>", "<eos>", True, "gemma", True, 8),
-    "gemma3": (GEMMA3, "<bos>", "<eos>", True, "gemma", True, 8),
-    "phi3": (PHI3, "<s>", "<|endoftext|>", False, "phi3", True, 8),
-    "phi3.5": (PHI35, "<s>", "<|endoftext|>", False, "phi3", True, 8),
+    "mistral-v0.1": (MISTRAL_V01, "<s>", "</s>", True, "mistral-v0.1", True, 12),
+    "mistral-v0.2": (MISTRAL, "<s>", "</s>", True, "mistral", True, 12),
+    "gemma2": (GEMMA2, "<bos>", "<eos>", True, "gemma", True, 12),
+    "gemma3": (GEMMA3, "<bos>", "<eos>", True, "gemma", True, 12),
+    "phi3": (PHI3, "<s>", "<|endoftext|>", False, "phi3", True, 12),
+    "phi3.5": (PHI35, "<s>", "<|endoftext|>", False, "phi3", True, 12),
 }
 SYSTEM = 'You are ICEBURG. Never write """ in answers.'
 

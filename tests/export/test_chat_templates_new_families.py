@@ -47,11 +47,12 @@ def _match(name: str) -> ct.TemplateMatch:
 def test_new_family_identified(name):
     *_, eos, _adds, family, learned = CASES[name]
     m = _match(name)
-    assert (m.family, m.system_supported, len(m.probes)) == (family, True, 8)
+    assert (m.family, m.system_supported, len(m.probes)) == (family, True, 12)
     assert eos in m.stops
     assert any(learned in m.params[k] for k in ("sys_open", "default", "gen")), m.params  # learned, not assumed
     # with and without the Modelfile SYSTEM, single and multi-turn
-    assert {p.name for p in m.probes} == {"single-turn", "single-turn+system", "multi-turn", "multi-turn+system"}
+    assert {p.name for p in m.probes} == {"single-turn", "single-turn+system", "multi-turn", "multi-turn+system",
+                                          "reasoning-history", "reasoning-history+system"}
 
 
 @pytest.mark.go
@@ -61,7 +62,7 @@ def test_new_family_go_template_renders_like_jinja(name):
     """The proof: Go's text/template output equals the Jinja rendering byte for byte."""
     m = _match(name)
     check = ct.verify_template(m.go_template, m.probes)
-    assert check["verified"] and check["cases"] == 8 and not check["mismatches"], check
+    assert check["verified"] and check["cases"] == 12 and not check["mismatches"], check
 
 
 @pytest.mark.go
@@ -73,7 +74,7 @@ def test_a_wrong_learned_block_fails_the_go_proof():
     wrong = m.go_template.replace("Reasoning Mode: /think", "Reasoning Mode: /no_think")
     assert wrong != m.go_template
     check = ct.verify_template(wrong, m.probes)
-    assert not check["verified"] and len(check["mismatches"]) == 8  # every probe carries the block
+    assert not check["verified"] and len(check["mismatches"]) == 12  # every probe carries the block
 
 
 def test_plain_chatml_keeps_its_family():

@@ -68,7 +68,7 @@ def test_template_proven_with_go(exported, tiny_model_dir):
     """The built-in proof ran: Go's text/template == apply_chat_template on all probe chats."""
     result, out, ctx = exported
     check = result.report["template_check"]
-    assert check["verified"] and check["cases"] == 8 and not check["mismatches"], check
+    assert check["verified"] and check["cases"] == 12 and not check["mismatches"], check
     # And independently here: render the Modelfile's TEMPLATE and SYSTEM with Go, compare with
     # the tokenizer's own apply_chat_template on a fresh chat.
     from transformers import AutoTokenizer

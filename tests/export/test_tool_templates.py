@@ -31,7 +31,7 @@ def test_qwen25_tool_template_is_proven(real_tokenizer):
     match, res = prove(real_tokenizer("qwen2", "Qwen-Qwen2.5-7B-Instruct"))
     assert match.family == "chatml" and match.params.get("default_system", "").startswith("You are Qwen")
     assert res["supported"], res
-    assert res["status"].startswith("verified") and "5 tool probe chats" in res["status"]
+    assert res["status"].startswith("verified (hermes)") and "7 tool probe chats" in res["status"]
     assert "{{ range .Tools }}" in res["go_template"] and ".ToolCalls" in res["go_template"]
 
 
@@ -61,13 +61,14 @@ def test_family_without_tool_format_says_so(tiny_model_dir, llama_cpp_templates)
 
 def test_a_wrong_tool_template_fails_the_proof(monkeypatch, real_tokenizer):
     tok = real_tokenizer("qwen2", "Qwen-Qwen2.5-7B-Instruct")
-    build, names = tool_templates.TOOL_FAMILIES["chatml"]
+    [(label, build, names), *_] = tool_templates.TOOL_FAMILIES["chatml"]
     broken = lambda p: build(p).replace("<tool_response>", "<tool_result>")  # noqa: E731
-    monkeypatch.setitem(tool_templates.TOOL_FAMILIES, "chatml", (broken, names))
+    monkeypatch.setitem(tool_templates.TOOL_FAMILIES, "chatml", [(label, broken, names)])
     match, res = prove(tok)
     assert not res["supported"] and "FAILED" in res["status"]
     assert {m["probe"] for m in res["mismatches"]} == {"call-and-result", "full-exchange", "content-and-call",
-                                                         "parallel-calls"}
+                                                         "parallel-calls", "think-call-and-result",
+                                                         "think-full-exchange"}
 
 
 def test_json_values_compare_as_data_and_text_byte_for_byte():

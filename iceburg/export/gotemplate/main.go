@@ -11,6 +11,8 @@
 //   - consecutive messages with the same role are merged with "\n\n" (tool messages excepted);
 //   - .System is every system message joined with "\n\n"; .Messages keeps the system messages;
 //   - .Prompt and .Response are empty; missing keys render as zero values;
+//   - a message's .Thinking is the reasoning Ollama splits off a reply (api.Message.Thinking); a
+//     case's "think" (true/false, absent = unset) is the request's `think`: .Think and .IsThinkSet;
 //   - .Tools is the request's tools (nil when none) and a message's .ToolCalls its calls, shaped
 //     like Ollama's api.Tool / api.ToolCall (.Function.Name, .Function.Arguments, ...); `json`
 //     prints a value as compact JSON (encoding/json, map keys sorted), as Ollama's `json` does.
@@ -50,6 +52,7 @@ type Tool struct {
 type Message struct {
 	Role       string     `json:"role"`
 	Content    string     `json:"content"`
+	Thinking   string     `json:"thinking,omitempty"`
 	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
 	ToolName   string     `json:"tool_name,omitempty"`
 	ToolCallID string     `json:"tool_call_id,omitempty"`
@@ -60,6 +63,7 @@ type Case struct {
 	System   string    `json:"system"`
 	Messages []Message `json:"messages"`
 	Tools    []Tool    `json:"tools"`
+	Think    *bool     `json:"think"`
 }
 
 type Result struct {
@@ -105,7 +109,7 @@ func render(c Case) (string, error) {
 	var b strings.Builder
 	err = tmpl.Execute(&b, map[string]any{
 		"System": system, "Messages": collated, "Tools": tools, "Prompt": "", "Response": "",
-		"Think": false, "IsThinkSet": false,
+		"Think": c.Think != nil && *c.Think, "IsThinkSet": c.Think != nil,
 	})
 	return b.String(), err
 }
