@@ -99,7 +99,9 @@ def _add_version_parsers(sub) -> None:
 def _add_loop_parsers(sub) -> None:
     """`iceburg serve` and `iceburg collect`: the first half of the loop (docs/loop.md)."""
     s = sub.add_parser("serve", help="OpenAI-compatible server over a run's GGUF (llama-cpp-python's server)")
-    s.add_argument("target", help="a run folder (its GGUF export) or a .gguf file")
+    s.add_argument("target", help="a run folder (its GGUF export), a .gguf file, or a line of versions: its "
+                   "folder (runs/surveyor) or its model type (surveyor), served at lineage.json's current version")
+    s.add_argument("--root", default="runs", help="where a model type's lineage is looked up (default runs)")
     s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
     s.add_argument("--name", help="model name to answer as (default: the run's model type, else the file name)")
@@ -117,6 +119,8 @@ def _add_loop_parsers(sub) -> None:
     c.add_argument("--timeout", type=float, default=600.0, help="upstream read timeout in seconds (default 600)")
     c.add_argument("--fsync", choices=("always", "interval", "never"), default="interval",
                    help="log durability: fsync every line, at most once a second (default), or never")
+    c.add_argument("--timing", action="store_true", help="keep each request's own time in the proxy (upstream "
+                   "waits excluded): GET /_iceburg/timing (docs/loop.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,12 +203,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .recipes.lineage import current_run, lineage_target, lineage_file
     from .serve.server import resolve_serve_target, serve
 
-    target = resolve_serve_target(args.target, args.name)
+    spec, folder = args.target, lineage_target(args.target, Path(args.root))
+    if folder is not None:  # a line of versions: its current one, read at each start (rollback + restart)
+        run, version = current_run(folder)
+        sys.stderr.write(f"{lineage_file(folder)}: current version {version} ({run})\n")
+        spec = str(run)
+    target = resolve_serve_target(spec, args.name)
     sys.stderr.write(f"serving {target.gguf} as {target.name!r} at http://{args.host}:{args.port}/v1 "
                      "(Ctrl-C to stop)\n")
-    serve(args.target, host=args.host, port=args.port, name=args.name, n_ctx=args.n_ctx, threads=args.threads)
+    serve(spec, host=args.host, port=args.port, name=args.name, n_ctx=args.n_ctx, threads=args.threads)
     return 0
 
 
@@ -218,7 +228,7 @@ def _collect(args: argparse.Namespace) -> int:
                            for m in bad])
     cfg = ProxyConfig(upstream=args.upstream, log_dir=args.log, host=args.host, port=args.port,
                       agent_map=dict(m.split("=", 1) for m in args.agent_map), max_body_bytes=args.max_body_bytes,
-                      timeout_s=args.timeout, fsync=args.fsync)
+                      timeout_s=args.timeout, fsync=args.fsync, timing=args.timing)
     sys.stderr.write(f"recording {cfg.upstream_display} at http://{args.host}:{args.port} into {cfg.log_dir} "
                      "(Ctrl-C to stop)\n")
     run_proxy(cfg)
@@ -287,6 +297,8 @@ def _add_generate_parser(sub) -> None:
     g.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")
     g.add_argument("--rate-limit", type=float, default=0.0, help="requests per second at most (default: no limit)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the student (default: torch's)")
+    g.add_argument("--tool-choice", default="auto", metavar="CHOICE", help="for seeds with tools (their definitions "
+                   "are sent): auto (default: the teacher decides), none, required, or a function name to call")
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -56,10 +56,29 @@ def setup_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=category, message=message)
     for module in KNOWN_WARNING_MODULES:
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
-    try:  # transformers keeps its own verbosity switch besides the logging tree
-        from transformers.utils import logging as hf_logging
+    quiet_transformers()
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
-    except ImportError:
-        pass
+
+def quiet_transformers() -> None:
+    """transformers keeps its own verbosity switch besides the logging tree, and its own progress
+    bars ("Loading weights" / "Writing model shards"). Importing it here cost every process 1.5 s
+    (`iceburg collect` never uses it; docs/loop.md), so a process that has not imported it yet gets
+    the switches transformers reads when it is imported: TRANSFORMERS_VERBOSITY (its documented
+    variable) and huggingface_hub's progress-bar switch, which transformers copies at import
+    (`utils/logging.py: _tqdm_active`): HF_HUB_DISABLE_PROGRESS_BARS while huggingface_hub is not
+    imported either (importing its tqdm costs 0.17 s). A value the user set wins."""
+    import os
+    import sys
+
+    hf = sys.modules.get("transformers.utils.logging")
+    if hf is not None:
+        hf.set_verbosity_error()
+        hf.disable_progress_bar()
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "huggingface_hub" not in sys.modules:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()

@@ -243,3 +243,41 @@ def format_models(root: Path) -> str:
 
 def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.4f}"
+
+
+# ---------------------------------------------------------------- what `iceburg serve TYPE` serves
+def current_run(folder: Path) -> tuple[Path, str]:
+    """The run folder of the lineage's `current` version (the one `iceburg-<type>:latest` points at:
+    set by publish and rollback) and its version label."""
+    lineage = read_lineage(folder)
+    if not lineage["versions"]:
+        raise LineageError(f"{lineage_file(folder)}: no such lineage or no versions in it")
+    if lineage.get("current") is None:
+        last = lineage["versions"][-1]["run"]
+        raise LineageError(f"{lineage_file(folder)}: no version is current (none published yet); publish one "
+                           f"(iceburg publish {Path(folder) / last}) or serve a version's folder ({Path(folder) / last})")
+    entry = _entry(lineage, folder, lineage["current"])
+    return Path(folder) / entry["run"], entry["version"]
+
+
+def lineage_target(spec: str, root: Path) -> Path | None:
+    """The lineage folder `spec` names, or None when it names a run folder or file: a folder holding
+    lineage.json (`runs/surveyor`), or a model type (`surveyor`, `iceburg-surveyor`) that is not a
+    path, looked up under `root` like `iceburg rollback` does (exactly one lineage of that type)."""
+    from ..config import ModelType
+
+    path = Path(spec).expanduser()
+    if path.is_dir() and lineage_file(path).is_file():
+        return path
+    if path.exists():
+        return None
+    try:
+        short = ModelType.parse(spec).short
+    except ValueError:
+        return None
+    found = find_lineages(root, short)
+    if len(found) != 1:
+        raise LineageError(f"serve {spec}: {len(found)} lineages of {short} under {root} "
+                           f"({', '.join(map(str, found)) or 'none'}); pass --root the folder of the one to serve, "
+                           "or a run folder")
+    return found[0]

@@ -55,6 +55,7 @@ AGENT_HEADER = "x-iceburg-agent"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 STATS_PATH = "/_iceburg/stats"
+TIMING_PATH = "/_iceburg/timing"
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ProxyConfig:
     timeout_s: float = 600.0  # whole-answer read timeout: a CPU model may take minutes
     connect_timeout_s: float = 10.0
     fsync: str = "interval"  # FineTuningLogger durability policy
+    timing: bool = False  # --timing: keep each request's own time in the proxy (GET /_iceburg/timing)
 
     def __post_init__(self) -> None:
         self.log_dir = Path(self.log_dir)
@@ -146,6 +148,73 @@ class IntervalSync:
         self.sync_now()
 
 
+class Clock:
+    """`--timing`, one request: its time in the proxy minus the time the proxy spent waiting for the
+    upstream (inside `client.send` until the answer's headers, inside each read of the answer's
+    body). What is left is the proxy's own work on the request's path: reading and checking the
+    body, building the upstream request, assembling and writing the record, handing each chunk to
+    the client's connection, and the event loop's turns between them. Generation and its jitter
+    are upstream waits, so they are not in it. Not in it either: uvicorn parsing the request before
+    the handler, httpx parsing the answer (inside the reads), the chunked-body terminator written
+    after the last chunk, and the kernel's loopback hops (docs/loop.md compares the methods)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.waited = 0.0
+
+    async def wait(self, awaitable):
+        """Await the upstream (the answer's headers, or its whole JSON body), counted as waiting."""
+        t = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self.waited += time.perf_counter() - t
+
+    async def upstream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        it = chunks.__aiter__()
+        while True:
+            t = time.perf_counter()
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                self.waited += time.perf_counter() - t
+                return
+            self.waited += time.perf_counter() - t
+            yield chunk
+
+    def own_s(self) -> float:
+        return time.perf_counter() - self.start - self.waited
+
+
+class NoClock:
+    """Without `--timing`: the same calls, nothing measured (no wrapper around the chunks)."""
+
+    async def wait(self, awaitable):
+        return await awaitable
+
+    def upstream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        return chunks
+
+
+class Timing:
+    """The last `keep` requests' own times (seconds), served by `GET /_iceburg/timing` as
+    milliseconds with p50/p99 (nearest rank)."""
+
+    def __init__(self, keep: int = 100_000):
+        from collections import deque
+
+        self.samples: Any = deque(maxlen=keep)
+
+    def summary(self) -> dict[str, Any]:
+        xs = sorted(self.samples)
+        rank = lambda q: round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1000, 4)  # noqa: E731
+        if not xs:
+            return {"enabled": True, "requests": 0}
+        return {"enabled": True, "requests": len(xs), "own_ms_p50": rank(0.5), "own_ms_p99": rank(0.99),
+                "own_ms_mean": round(sum(xs) / len(xs) * 1000, 4), "own_ms_max": round(xs[-1] * 1000, 4),
+                "own_ms": [round(x * 1000, 4) for x in self.samples]}
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
@@ -213,6 +282,7 @@ class RecordingProxy:
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path.rstrip("/")
         self.client = None
+        self.timing = Timing() if cfg.timing else None
         self.counts = {"requests": 0, "recorded": 0, "not_recorded": 0, "bad_requests": 0, "upstream_errors": 0,
                        "log_errors": 0}
 
@@ -246,9 +316,15 @@ class RecordingProxy:
         return JSONResponse({**self.counts, "background_fsyncs": self.syncer.syncs if self.syncer else 0,
                              "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir)})
 
+    async def timing_summary(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.timing.summary() if self.timing else {"enabled": False, "how": "iceburg collect --timing"})
+
     async def handle(self, request):
         import httpx  # present: create_proxy_app checked
 
+        clock = Clock() if self.timing is not None else NoClock()
         self.counts["requests"] += 1
         try:
             body = await read_body(request, self.cfg.max_body_bytes)
@@ -260,24 +336,44 @@ class RecordingProxy:
         req = self.client.build_request(request.method, self.target_url(request.url.path, request.url.query),
                                         headers=forward_headers(request.headers), content=body)
         try:
-            resp = await self.client.send(req, stream=True)
+            resp = await clock.wait(self.client.send(req, stream=True))
         except httpx.HTTPError as e:
             return self._upstream_failure(e)
+        chunks = clock.upstream(resp.aiter_raw())
         if payload is None or resp.status_code != 200:
             self.counts["upstream_errors"] += resp.status_code >= 400
-            return self._streaming(self._relay(resp), resp)
+            return self._streaming(self._timed(self._relay(resp, chunks), clock), resp)
         agent = self.agent_for(request.headers, payload)
         if "text/event-stream" in resp.headers.get("content-type", ""):
-            return self._streaming(self._relay_recording(resp, payload, agent, started, request.url.path), resp)
+            relay = self._relay_recording(resp, chunks, payload, agent, started, request.url.path)
+            return self._streaming(self._timed(relay, clock), resp)
         try:
-            data = await resp.aread()
+            data = await clock.wait(resp.aread())
         except httpx.HTTPError as e:
             return self._upstream_failure(e)
         finally:
             await resp.aclose()
         await self._record(payload, answer_from_json(data), agent, stream=False, started=started,
                            first_byte=time.perf_counter() - started, path=request.url.path)
+        if isinstance(clock, Clock):  # the body's one send follows the return: not in this figure
+            self.timing.samples.append(clock.own_s())
         return self._complete(data, resp)
+
+    def _timed(self, chunks: AsyncIterator[bytes], clock: Clock | NoClock) -> AsyncIterator[bytes]:
+        """The relay as is; with `--timing`, wrapped to add the request's own time once its last
+        chunk was handed to the client's connection (a stream cut by either side is not counted)."""
+        if not isinstance(clock, Clock):
+            return chunks
+
+        async def timed() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+                self.timing.samples.append(clock.own_s())
+            finally:
+                await chunks.aclose()  # the relay's own cleanup (closes the upstream answer) now
+
+        return timed()
 
     def _upstream_failure(self, exc: Exception):
         import httpx
@@ -303,20 +399,20 @@ class RecordingProxy:
         out.raw_headers = [*response_headers(resp), (b"content-length", str(len(data)).encode())]
         return out
 
-    async def _relay(self, resp) -> AsyncIterator[bytes]:
+    async def _relay(self, resp, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         # An upstream failure mid-body propagates: uvicorn then drops the connection, so the client
         # sees a cut response, never a short one that looks complete.
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in chunks:
                 yield chunk
         finally:
             await resp.aclose()
 
-    async def _relay_recording(self, resp, payload: dict[str, Any], agent: str, started: float,
-                               path: str) -> AsyncIterator[bytes]:
+    async def _relay_recording(self, resp, chunks: AsyncIterator[bytes], payload: dict[str, Any], agent: str,
+                               started: float, path: str) -> AsyncIterator[bytes]:
         asm, first_byte, logged = SseAssembler(), None, False
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in chunks:
                 first_byte = first_byte if first_byte is not None else time.perf_counter() - started
                 asm.feed(chunk)
                 if asm.done and not logged:  # written before the client sees [DONE]
@@ -375,10 +471,11 @@ def create_proxy_app(cfg: ProxyConfig):
                                          limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
         if proxy.syncer is not None:
             proxy.syncer.start()
-        # Everything alive now (the modules of starlette, httpx and whatever logging setup imported:
-        # transformers, ~33k objects) lives as long as the proxy: leave it out of the collector's
-        # full passes. Measured on this 2-core Xeon: a full collection over that heap took 16.7 ms,
-        # one stall of every open stream each time it ran; after gc.freeze() 0.001 ms.
+        # Everything alive now (the modules of starlette, httpx and iceburg; transformers too before
+        # logging setup stopped importing it: ~33k objects then) lives as long as the proxy: leave it
+        # out of the collector's full passes. Measured on this 2-core Xeon with transformers loaded:
+        # a full collection over that heap took 16.7 ms, one stall of every open stream each time it
+        # ran; after gc.freeze() 0.001 ms.
         gc.freeze()
         try:
             yield
@@ -390,6 +487,7 @@ def create_proxy_app(cfg: ProxyConfig):
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     app = Starlette(routes=[Route(STATS_PATH, proxy.stats, methods=["GET"]),
+                            Route(TIMING_PATH, proxy.timing_summary, methods=["GET"]),
                             Route("/{path:path}", proxy.handle, methods=methods)], lifespan=lifespan)
     app.state.proxy = proxy
     return app

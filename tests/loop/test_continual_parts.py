@@ -13,8 +13,8 @@ from iceburg.data import sample_data_path
 from iceburg.data.loader import normalise
 from iceburg.pipeline import PipelineState
 from iceburg.recipes.continual import (Parent, check_same_base, replay_count, replay_step, seen_before_step)
-from iceburg.recipes.lineage import (LineageError, add_version, ensure_root, next_version, publish, read_lineage,
-                                     rollback)
+from iceburg.recipes.lineage import (LineageError, add_version, current_run, ensure_root, lineage_target,
+                                     next_version, publish, read_lineage, rollback)
 from iceburg.records import RejectWriter
 from iceburg.run_folder import RunFolder
 
@@ -126,3 +126,39 @@ def test_lineage_keeps_order_and_refuses_unpassed_publish_and_unpublished_rollba
     assert rollback(folder, "v1")[-1] == "current surveyor version: v1"
     with pytest.raises(LineageError, match="lineage of surveyor, not oracle"):
         ensure_root(v1, "oracle")
+
+
+def test_serve_resolves_a_line_of_versions_to_its_current_version(tmp_path, capsys):
+    """`iceburg serve runs/surveyor` / `iceburg serve surveyor`: lineage.json's `current`, read at each
+    start, so a rollback followed by a restart serves the rolled-back version."""
+    from iceburg.app import main
+
+    folder = tmp_path / "runs" / "surveyor"
+    for name in ("v1", "v2"):
+        (folder / name).mkdir(parents=True)
+    entries = [{"version": v, "run": v, "parent": p, "passed": True, "published": False} for v, p in
+               (("v1", None), ("v2", "v1"))]
+    RunFolder(folder).write_json(folder / "lineage.json", {"model_type": "surveyor", "current": None,
+                                                            "versions": entries})
+    root = tmp_path / "runs"
+    assert lineage_target(str(folder), root) == folder and lineage_target("surveyor", root) == folder
+    assert lineage_target("iceburg-surveyor", root) == folder
+    assert lineage_target(str(folder / "v2"), root) is None  # a run folder is served as it is
+    assert lineage_target("no-such-thing.gguf", root) is None  # left to serve's own "no such file" error
+    with pytest.raises(LineageError, match=r"0 lineages of oracle under .*pass --root"):
+        lineage_target("oracle", root)
+    with pytest.raises(LineageError, match=r"no version is current \(none published yet\).*iceburg publish"):
+        current_run(folder)
+    assert main(["serve", "surveyor", "--root", str(root)]) == 2  # refused before any model loads
+    assert "none published yet" in capsys.readouterr().err
+    add_version(folder, {**entries[0], "published": True})
+    add_version(folder, {**entries[1], "published": True})
+    rollback(folder, "v2")
+    assert current_run(folder) == (folder / "v2", "v2")
+    rollback(folder, "v1")
+    assert current_run(folder) == (folder / "v1", "v1")
+    (tmp_path / "other" / "surveyor").mkdir(parents=True)
+    RunFolder(folder).write_json(tmp_path / "other" / "surveyor" / "lineage.json",
+                                 {"model_type": "surveyor", "current": None, "versions": []})
+    with pytest.raises(LineageError, match="2 lineages of surveyor"):
+        lineage_target("surveyor", tmp_path)

@@ -1,7 +1,8 @@
 """The loop end to end (docs/loop.md), every part real: iceburg-tiny v1 trained and exported to GGUF,
 `iceburg serve` v1 on a loopback port, `iceburg collect` in front of it, a scripted agent sending
 chats with tools through the proxy, `iceburg-train --continue-from v1 --data-path <collected>` with
-a gate against v1, then v2 published (lineage.json, Modelfile) and `iceburg serve` v2 answering.
+a gate against v1, then v2 published (lineage.json, Modelfile) and `iceburg serve` of the line
+answering with v2, then with v1 after `iceburg rollback` and a restart.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_serve_collect_continue_publish_serve(tmp_path, tiny_model_dir):
     modelfile = Path(entry["modelfile"]).read_text()
     assert f"FROM {(runs / 'v2' / 'exports').resolve()}" in modelfile
 
-    served2 = start_serve(runs / "v2", tmp_path / "serve-v2.log")
+    served2 = start_serve(runs, tmp_path / "serve-v2.log")  # the line of versions: its current one, v2
     try:
         with httpx.Client(timeout=120, trust_env=False) as client:
             models = client.get(served2.url + "/v1/models").json()
@@ -115,6 +116,7 @@ def test_serve_collect_continue_publish_serve(tmp_path, tiny_model_dir):
                 "max_tokens": 8, "temperature": 0})
         assert [m["id"] for m in models["data"]] == ["iceburg-surveyor"], models
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+        assert "current version v2" in served2.log_text()
         assert "runs/surveyor/v2/exports" in served2.log_text()  # the v2 GGUF is what answered
     finally:
         served2.stop(signal.SIGTERM)
@@ -128,3 +130,15 @@ def test_serve_collect_continue_publish_serve(tmp_path, tiny_model_dir):
     assert json.loads((runs / "lineage.json").read_text())["current"] == "v1"
     listed = _cli("iceburg.app", "models", str(tmp_path / "runs")).stdout
     assert "* v1" in listed and "  v2" in listed and "published" in listed, listed
+
+    # a restart after the rollback serves v1: `iceburg serve surveyor` reads lineage.json's current
+    served1 = start_serve("surveyor", tmp_path / "serve-current.log", extra=["--root", str(tmp_path / "runs")])
+    try:
+        with httpx.Client(timeout=120, trust_env=False) as client:
+            r = client.post(served1.url + "/v1/chat/completions", json={
+                "model": "iceburg-surveyor", "messages": [{"role": "user", "content": "Survey sleep."}],
+                "max_tokens": 8, "temperature": 0})
+        assert r.status_code == 200 and r.json()["model"] == "iceburg-surveyor", r.text
+        assert "current version v1" in served1.log_text() and "runs/surveyor/v1/exports" in served1.log_text()
+    finally:
+        served1.stop(signal.SIGTERM)

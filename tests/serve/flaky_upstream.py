@@ -3,7 +3,8 @@
     python tests/serve/flaky_upstream.py PORT
 
 The request's `model` picks the failure: `fail-500` answers 500 with an error body, `slow` sleeps
-30 s before answering, `cut` streams two chunks and then drops the connection.
+30 s before answering, `cut` streams two chunks and then drops the connection; `paced` streams a complete answer of five
+chunks 0.1 s apart (half a second of pure upstream waiting, for `collect --timing`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ async def chat(request):
         await asyncio.sleep(30)
         return JSONResponse({})
 
+    if model == "paced":
+        return StreamingResponse(paced(), media_type="text/event-stream")
+
     async def cut():
         for _ in range(2):
             yield f"data: {json.dumps(CHUNK)}\n\n".encode()
@@ -37,6 +41,14 @@ async def chat(request):
         raise RuntimeError("upstream dies mid-stream")
 
     return StreamingResponse(cut(), media_type="text/event-stream")
+
+
+async def paced():
+    for i in range(5):
+        await asyncio.sleep(0.1)
+        choice = {"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": "stop" if i == 4 else None}
+        yield f"data: {json.dumps({**CHUNK, 'model': 'paced', 'choices': [choice]})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 async def models(request):

@@ -75,3 +75,40 @@ def test_default_fsync_writes_before_done_and_syncs_in_the_background(served, co
     stats = client.get(always.url + "/_iceburg/stats").json()
     assert stats["recorded"] == 1 and stats["background_fsyncs"] == 0  # synced inline, per line
     assert os.path.getsize(next((tmp_path / "always").rglob("*.jsonl"))) > 0
+
+
+def test_timing_keeps_the_proxys_own_time_without_the_upstreams(collect, client, tmp_path):
+    """`--timing`: per request, the time in the proxy minus its waits on the upstream. The paced
+    upstream spends 0.5 s on each answer (five chunks 0.1 s apart): a clock that did not subtract
+    the waits would read >= 500 ms; the proxy's own work is ~2 ms (bench/results/proxy_load.md),
+    so 100 ms leaves room for a loaded 2-core machine while still telling the two apart."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
+
+    port = free_port()
+    flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
+                    f"http://127.0.0.1:{port}", tmp_path / "none.log")
+    try:
+        wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
+        timed = collect(flaky.url + "/v1", "--timing")
+        plain = collect(flaky.url + "/v1", log_dir=tmp_path / "plain")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            got, _ = client_stream(client, timed.url + "/v1/chat/completions", {"model": "paced", "messages": QUESTION},
+                                   {"X-Iceburg-Agent": "surveyor"})
+            assert got["content"] == "word0 word1 word2 word3 word4 " and time.perf_counter() - t0 >= 0.5
+        r = client.post(timed.url + "/v1/chat/completions", json={"model": "fail-500", "messages": QUESTION})
+        assert r.status_code == 500  # passed through, and timed too
+        timing = client.get(timed.url + "/_iceburg/timing").json()
+        stats = client.get(timed.url + "/_iceburg/stats").json()
+        off = client.get(plain.url + "/_iceburg/timing").json()
+    finally:
+        flaky.stop()
+    assert timing["enabled"] and timing["requests"] == 4, timing
+    assert all(0 < ms < 100 for ms in timing["own_ms"][:3]), timing["own_ms"]
+    assert timing["own_ms_p50"] <= timing["own_ms_p99"] <= timing["own_ms_max"]
+    assert stats["recorded"] == 3  # the timed proxy still records what it relays
+    assert off == {"enabled": False, "how": "iceburg collect --timing"}
