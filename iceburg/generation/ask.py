@@ -4,8 +4,10 @@ The rewrite request is Evol-Instruct's "in-breadth evolving" (Xu et al. 2023, "W
 "draw inspiration from the given prompt to create a brand new prompt ... in the same domain but
 more rare"), with the agent type's system prompt so the new task is one that agent would get. The
 answer request is the agent's own conversation: its system prompt and the new user prompt, so the
-kept transcript has the shape of logged data. Requests are plain dicts: the job log stores them
-verbatim and a restart compares nothing but their keys.
+kept transcript has the shape of logged data. When the seed record had tools, the rewrite request names
+them (so the new task is one they serve) and the answer request sends their definitions (`tools=`,
+with `tool_choice` when `--tool-choice` is not auto). Requests are plain dicts: the job log stores
+them verbatim and a restart compares nothing but their keys.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ def item_seed(job_seed: int, item: int) -> int:
     return zlib.crc32(f"{job_seed}:{item}".encode()) & 0x7FFFFFFF
 
 
+TOOLS_NOTE = "\n\nThe agent can call these tools:\n{tools}\nWrite a task these tools help with."
+
+
 def ask_request(seed: Seed, system: str, *, max_tokens: int, temperature: float, sampling_seed: int
                 ) -> dict[str, Any]:
     task = "\n\n".join(m["content"] for m in seed.messages if m["role"] == "user").strip()
     content = REWRITE.format(system=system, task=task[:2000])
+    if seed.tools:
+        lines = [f"- {t['function']['name']}" + (f": {t['function']['description']}"
+                                                  if t["function"].get("description") else "") for t in seed.tools]
+        content += TOOLS_NOTE.format(tools="\n".join(lines))
     return {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": temperature, "seed": sampling_seed}
 
@@ -51,7 +60,26 @@ def parse_prompt(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def answer_request(prompt: str, system: str, *, max_tokens: int, temperature: float, sampling_seed: int
-                   ) -> dict[str, Any]:
-    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "temperature": temperature, "seed": sampling_seed}
+def answer_request(prompt: str, system: str, *, max_tokens: int, temperature: float, sampling_seed: int,
+                   tools: list[dict[str, Any]] | None = None, tool_choice: str = "auto") -> dict[str, Any]:
+    req: dict[str, Any] = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+                           "max_tokens": max_tokens, "temperature": temperature, "seed": sampling_seed}
+    if tools:
+        req["tools"] = tools
+        choice = tool_choice_value(tool_choice, tools)
+        if choice is not None:
+            req["tool_choice"] = choice
+    return req
+
+
+def tool_choice_value(tool_choice: str, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
+    """The request's `tool_choice` for `--tool-choice`: None for auto (the endpoint's default: the
+    teacher decides), "none" / "required" as given, a function name as OpenAI's named choice
+    (`{"type": "function", "function": {"name": ...}}`: the teacher must call it) when the seed's tools
+    define it, else None. A named choice is the one llama-cpp-python's server honours, by constraining
+    the answer to the function's JSON schema with a grammar (llama_chat_format.py)."""
+    if tool_choice in ("none", "required"):
+        return tool_choice
+    if tool_choice != "auto" and any(t["function"]["name"] == tool_choice for t in tools):
+        return {"type": "function", "function": {"name": tool_choice}}
+    return None

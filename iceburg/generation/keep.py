@@ -89,6 +89,49 @@ def prompt_record(messages: list[dict[str, Any]], source: str = "", line: int = 
     return Record(messages=out, source=source, line=line)
 
 
+# A call answer's own quality is that its calls are valid for its tools. The truth filter's rubric scores
+# an answer's prose (sources, hedging, length) and a call has none (it reads as `name {"arg": ...}`,
+# "short"), so a valid call enters as a provided score of 1.0, which the filter blends with its computed
+# score at its provided weight (TruthFilter.provided_weight, 0.5): the blend iceburg-train's truth step
+# computes again when it reads generated.jsonl, so what is kept here is kept there.
+CALL_QUALITY = 1.0
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
+                                            "boolean": (bool,), "array": (list,), "object": (dict,),
+                                            "null": (type(None),)}
+
+
+def ends_in_call(record: Record) -> bool:
+    """The transcript ends with an assistant turn that calls tools (a generated call answer)."""
+    answers = [m for m in record.messages if m["role"] == "assistant"]
+    return bool(answers and answers[-1].get("tool_calls"))
+
+
+def call_problems(record: Record) -> list[Reason]:
+    """The last turn's calls checked against the called tool's JSON-schema parameters: required
+    arguments present (strings not blank), no argument the schema does not list, declared JSON types.
+    The loader has already checked that each call names a defined tool and has an object of arguments.
+    (The common subset of function schemas; the jsonschema package is not a dependency.)"""
+    schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in record.tools or []}
+    out = []
+    for call in record.messages[-1].get("tool_calls", []):
+        name, args = call["function"]["name"], call["function"]["arguments"]
+        props = schemas.get(name, {}).get("properties") or {}
+        for key in schemas.get(name, {}).get("required") or []:
+            if key not in args or (isinstance(args[key], str) and not args[key].strip()):
+                out.append(Reason("invalid_tool_call", f"call {name}: required argument {key!r} is missing or blank"))
+        for key, value in args.items():
+            if props and key not in props:
+                out.append(Reason("invalid_tool_call", f"call {name}: argument {key!r} is not in its schema"))
+                continue
+            declared = (props.get(key) or {}).get("type")
+            kinds = [declared] if isinstance(declared, str) else list(declared or [])
+            ok = not kinds or any(isinstance(value, _JSON_TYPES.get(k, object)) and
+                                  not (isinstance(value, bool) and k in ("integer", "number")) for k in kinds)
+            if not ok:
+                out.append(Reason("invalid_tool_call", f"call {name}: argument {key!r} is not of type {declared}"))
+    return out
+
+
 @dataclass
 class Curator:
     """The keep stage for generated transcripts: truth filter -> held-out leak -> training dedup ->
@@ -103,11 +146,18 @@ class Curator:
 
     def check(self, record: Record) -> list[Reason]:
         """[] when the record is kept (it is then indexed); else the reasons it is dropped."""
+        calls = ends_in_call(record)
+        if calls:
+            problems = call_problems(record)
+            if problems:
+                return problems
+            record.quality_score = CALL_QUALITY
         a = self.truth.assess(record, self.agent_type)
         if a.reasons or a.quality < self.truth.min_quality_score:
             return list(a.reasons) or [Reason("low_quality", f"quality {a.quality:.2f} below "
                                               f"--min-quality-score {self.truth.min_quality_score}")]
-        record.quality_score = a.quality
+        if not calls:
+            record.quality_score = a.quality
         hit = self.heldout.match(record)
         if hit is not None:
             return [Reason("heldout_duplicate", f"{hit.kind.replace('_', ' ')} (similarity {hit.similarity:.2f}) "

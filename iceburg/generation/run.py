@@ -58,6 +58,9 @@ class GenerateSettings:
     retries: int = 3
     rate_limit: float = 0.0
     threads: int | None = None
+    # tools sent with the answer request of a seed that had tools: auto (the teacher decides), none,
+    # required, or a function name the teacher must call (docs/emergence.md "Tools")
+    tool_choice: str = "auto"
 
     def problems(self) -> list[str]:
         p = []
@@ -65,6 +68,8 @@ class GenerateSettings:
             p.append(f"--budget {self.budget}: must be >= 1 (records to keep)")
         if self.strategy not in STRATEGIES:
             p.append(f"--seed-strategy {self.strategy!r}: choose {' or '.join(STRATEGIES)}")
+        if not self.tool_choice.strip():
+            p.append("--tool-choice '': auto, none, required, or a function name")
         if self.max_items is not None and self.max_items < 1:
             p.append(f"--max-items {self.max_items}: must be >= 1")
         if not self.teacher.startswith(("http://", "https://")):
@@ -80,8 +85,11 @@ class GenerateSettings:
         """The settings that decide what is asked: a restart must match them (job.json). The URL is not
         one of them (a local server may come back on another port); each logged call names its URL."""
         keep = ("model_type", "teacher_model", "data_path", "strategy", "student", "ask_max_tokens",
-                "answer_max_tokens", "temperature", "seed", "eval_fraction")
-        return {k: v for k, v in asdict(self).items() if k in keep}
+                "answer_max_tokens", "temperature", "seed", "eval_fraction", "tool_choice")
+        key = {k: v for k, v in asdict(self).items() if k in keep}
+        if key["tool_choice"] == "auto":  # the default is left out: jobs started before the flag still resume
+            del key["tool_choice"]
+        return key
 
 
 @dataclass
@@ -186,12 +194,11 @@ class _Loop:
             drop(self.rejects, "generate.prompt", asked, [why])
             return
         req = asking.answer_request(prompt, self.system, max_tokens=s.answer_max_tokens, temperature=s.temperature,
-                                    sampling_seed=sampling)
+                                    sampling_seed=sampling, tools=seed.tools, tool_choice=s.tool_choice)
         ans = self.calls.get(f"answer:{n}", n, seed.id, req)
-        record = Record(messages=[*asked.messages, {"role": "assistant", "content": ans["text"]}], source="generated",
-                        line=n, agent_type=asked.agent_type,
-                        metadata={**meta, "teacher_model": ans.get("model"), "finish_reason": ans.get("finish_reason")})
-        reasons = self.curator.check(record)
+        meta = {**meta, "teacher_model": ans.get("model"), "finish_reason": ans.get("finish_reason")}
+        record, reasons = answer_record(asked, ans, seed.tools, meta)
+        reasons = reasons or self.curator.check(record)
         if reasons:
             drop(self.rejects, "generate.keep", record, reasons)
 
@@ -208,6 +215,30 @@ class _Loop:
         if hit.label.startswith("heldout:"):
             return Reason("heldout_duplicate", what)
         return Reason("exact_duplicate" if hit.kind == "exact_duplicate" else "near_duplicate", what)
+
+
+def answer_record(asked: Record, ans: dict[str, Any], tools: list[dict[str, Any]] | None, meta: dict[str, Any]
+                  ) -> tuple[Record, list[Reason]]:
+    """The transcript of one answer. A text answer is the assistant's turn; an answer that calls tools
+    ends with the assistant turn that carries its calls, read by the loader (`data/loader.normalise`:
+    arguments parsed from their JSON text, every call checked against the seed's tools) into the
+    shape logged tool-call turns have. Nothing follows the call: the tools are not run, and a tool
+    result is never invented. A call the loader refuses is returned with its reason."""
+    from ..data.loader import InvalidLine, normalise
+
+    turn: dict[str, Any] = {"role": "assistant", "content": ans["text"]}
+    plain = Record(messages=[*asked.messages, turn], source="generated", line=asked.line, agent_type=asked.agent_type,
+                   metadata=meta, tools=tools)
+    if not ans.get("tool_calls"):
+        return plain, []
+    turn["tool_calls"] = ans["tool_calls"]
+    meta = {**meta, "answer": "tool_call"}
+    try:
+        return normalise({"messages": plain.messages, "tools": tools, "metadata": meta,
+                          "agent_type": asked.agent_type}, "generated", asked.line), []
+    except InvalidLine as exc:
+        plain.metadata = meta
+        return plain, [Reason(exc.code, f"the teacher's tool call: {exc}")]
 
 
 def generate(s: GenerateSettings) -> dict[str, Any]:

@@ -4,13 +4,16 @@ Signals (each stored per seed in `parts`, rank-normalised to [0, 1] over the see
 then combined as a weighted mean over the parts present, the emergence processor's rule):
   gap       low density: mean cosine distance of the record's MiniLM embedding to its k nearest
             curated neighbours (kNN distance as a density estimate, as the novelty detector does)
+  cluster   low density between clusters, and small clusters: HDBSCAN over the embeddings;
+            1 - membership strength x cluster size / largest cluster size (noise between clusters: 1)
   novel     NOVEL records (the emergence processor's category) with few close neighbours:
             1 - (share of the k neighbours with cosine >= CLOSE); 0 for other categories
   rejected  topics seen only in rejected records: a truth-filter reject whose nearest curated
             record is far (1 - max cosine, kept when below CLOSE): the agent never got a good answer there
   ifd       the student's instruction-following difficulty (Li et al. 2024, "From Quantity to
             Quality", NAACL): loss of the answer given the prompt / loss of the answer alone; near
-            or above 1 the prompt does not help the student predict the answer
+            or above 1 the prompt does not help the student predict the answer (difficulty.py:
+            both sequences in one batched forward pass per record)
 `--seed-strategy random` ranks the curated records in a seeded random order instead (the ablation's
 baseline, bench/curiosity_ablation.py).
 """
@@ -28,13 +31,23 @@ from ..records import Record
 
 logger = logging.getLogger(__name__)
 
-# Shares of the combined score: a design choice (equal weight to the embedding-space view and to the
-# student's view), not a fitted one; `bench/curiosity_ablation.py` measures whether the ranking helps.
-WEIGHTS = {"gap": 0.25, "novel": 0.15, "rejected": 0.2, "ifd": 0.4}
+# Shares of the combined score: a design choice (equal weight to the embedding-space view, gap +
+# cluster + novel = 0.4, and to the student's view), not a fitted one; `bench/curiosity_ablation.py`
+# measures whether the ranking helps.
+WEIGHTS = {"gap": 0.15, "cluster": 0.15, "novel": 0.1, "rejected": 0.2, "ifd": 0.4}
 K = 10  # neighbours, the novelty detector's default (iceburg/emergence/detector.py)
 # Cosine at or above which two records are on the same topic: MiniLM places paraphrases ~0.7-0.9 and
 # unrelated questions below ~0.3 (sentence-transformers STS examples); 0.5 sits between.
 CLOSE = 0.5
+# HDBSCAN's default smallest cluster (Campello et al. 2013; the default of scikit-learn's HDBSCAN and
+# of the hdbscan library): fewer records than that are not a topic, they are noise between topics.
+MIN_CLUSTER = 5
+# Neighbours that make a record a core point. The default (= MIN_CLUSTER) is the most conservative and
+# marks all 69 records of the bundled surveyor sample (about 59 topics) as noise; 1 or 2 find 3 themes
+# (23 records on climate, energy and astronomy; 18 on health, nutrition and labour; 6 on education and
+# cognition) with 22 one-off topics (law, software security, history, ...) between them; 3 finds
+# (21, 11, 5) and 32. Measured with scikit-learn 1.9.1 and MiniLM (docs/emergence.md).
+MIN_SAMPLES = 2
 
 
 @dataclass
@@ -45,6 +58,7 @@ class Seed:
     messages: list[dict[str, Any]]  # the seed record's conversation up to its first answer
     score: float | None
     parts: dict[str, float] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # the seed record's tool definitions, sent to the teacher
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +84,7 @@ def _rank01(values: np.ndarray) -> np.ndarray:
 
 def embedding_parts(curated: Sequence[Record], rejected: Sequence[Record], embedder: Any
                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """gap and novel per curated record; rejected-only distance per rejected record."""
+    """gap, novel and cluster per curated record; rejected-only distance per rejected record."""
     from ..emergence import EmbeddingNoveltyDetector, EmergenceProcessor
     from ..emergence.neighbours import knn, mean_cosine_distance
 
@@ -88,23 +102,34 @@ def embedding_parts(curated: Sequence[Record], rejected: Sequence[Record], embed
     if rejected:
         rej = embedder.embed_records(list(rejected))
         far = 1.0 - (rej @ emb.T).max(axis=1)
-    return {"gap": gap, "novel": novel}, far
+    parts = {"gap": gap, "novel": novel}
+    clustered = cluster_part(emb)
+    if clustered is not None:
+        parts["cluster"] = clustered
+    return parts, far
 
 
-def ifd_scores(curated: Sequence[Record], student: str, max_length: int = 512,
-               threads: int | None = None) -> np.ndarray:
-    """Loss of the answer given the prompt over the loss of the answer alone, per record (the
-    conditioned loss is training's own encoding of the record; the plain one is the answer text)."""
-    from ..base_models import resolve_base_model
-    from ..evaluation.models import HfModel
+def cluster_part(emb: np.ndarray) -> np.ndarray | None:
+    """Low density between clusters and small clusters: HDBSCAN (scikit-learn's, which comes with
+    sentence-transformers) over the cosine distances of the embeddings; per record
+    1 - membership strength x its cluster's size / the largest cluster's size. Noise between clusters
+    scores 1, a record at the edge of its cluster near 1, a core member of a small cluster above one of
+    a large cluster, a core member of the largest cluster 0. None when there are too few records to
+    cluster (fewer than 2 x MIN_CLUSTER) or no cluster is found (everything noise: the signal says nothing)."""
+    if len(emb) < 2 * MIN_CLUSTER:
+        return None
+    from sklearn.cluster import HDBSCAN
 
-    model = HfModel(resolve_base_model(student).path, list(curated), threads=threads)
-    cond = model.record_losses(list(curated), max_length)
-    plain = model.text_losses([r.assistant_text() for r in curated], max_length)
-    out = []
-    for c, (p_sum, p_n) in zip(cond, plain):
-        out.append(np.nan if c is None or not c[1] or not p_n else (c[0] / c[1]) / max(p_sum / p_n, 1e-6))
-    return np.asarray(out, dtype=np.float64)
+    hd = HDBSCAN(min_cluster_size=MIN_CLUSTER, min_samples=MIN_SAMPLES, metric="cosine", copy=True)
+    hd.fit(np.asarray(emb, dtype=np.float64))
+    labels, strength = hd.labels_, hd.probabilities_
+    if not (labels >= 0).any():
+        return None
+    sizes = np.bincount(labels[labels >= 0])
+    relative = np.where(labels >= 0, sizes[np.maximum(labels, 0)] / sizes.max(), 0.0)
+    logger.info("seeds: %d clusters (sizes %s), %d of %d records between them", len(sizes),
+                sorted(sizes.tolist(), reverse=True), int((labels < 0).sum()), len(labels))
+    return 1.0 - strength * relative
 
 
 def rank_seeds(curated: Sequence[Record], rejected: Sequence[Record], *, strategy: str, embedder: Any,
@@ -113,9 +138,12 @@ def rank_seeds(curated: Sequence[Record], rejected: Sequence[Record], *, strateg
     if strategy == "random":
         order = list(range(len(curated)))
         random.Random(seed).shuffle(order)
-        return [Seed(f"s{n}", curated[i].id, "curated", _prompt(curated[i]), None) for n, i in enumerate(order)]
+        return [Seed(f"s{n}", curated[i].id, "curated", _prompt(curated[i]), None, tools=curated[i].tools)
+                for n, i in enumerate(order)]
     parts, far = embedding_parts(curated, rejected, embedder)
     if student:
+        from .difficulty import ifd_scores
+
         parts["ifd"] = ifd_scores(curated, student, threads=threads)
     rows: list[tuple[Record, str, dict[str, float]]] = []
     for i, r in enumerate(curated):
@@ -138,4 +166,4 @@ def _combine(rows: list[tuple[Record, str, dict[str, float]]]) -> list[Seed]:
         scores.append(sum(WEIGHTS[k] * ranked[k][i] for k in p) / w if w else 0.0)
     order = sorted(range(len(rows)), key=lambda i: (-scores[i], i))
     return [Seed(f"s{n}", rows[i][0].id, rows[i][1], _prompt(rows[i][0]), round(scores[i], 6),
-                 {k: round(v, 6) for k, v in rows[i][2].items()}) for n, i in enumerate(order)]
+                 {k: round(v, 6) for k, v in rows[i][2].items()}, rows[i][0].tools) for n, i in enumerate(order)]

@@ -80,7 +80,8 @@ class TeacherClient:
         self._last = time.monotonic()
 
     def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion; `request` holds messages, max_tokens, temperature, seed."""
+        """One chat completion; `request` holds messages, max_tokens, temperature, seed, and tools /
+        tool_choice when the seed had tools. The answer's tool calls come back as `tool_calls`."""
         import openai
 
         self._wait_turn()
@@ -90,7 +91,18 @@ class TeacherClient:
             raise TeacherError(f"--teacher {self.settings.url}: the request failed after {self.settings.retries} "
                                f"retries ({type(exc).__name__}: {exc}); rerun the same command to resume "
                                "(finished requests are not repeated)") from exc
-        choice = res.choices[0]
-        usage = res.usage.model_dump() if res.usage is not None else {}
-        return {"text": choice.message.content or "", "finish_reason": choice.finish_reason,
-                "model": res.model, "usage": usage}
+        return response_fields(res)
+
+
+def response_fields(res: Any) -> dict[str, Any]:
+    """Choice 0 of an `openai` ChatCompletion as the plain dict the job log keeps: text, finish reason,
+    model, usage, and the tool calls when the answer made any (OpenAI's shape: `{id, type: "function",
+    function: {name, arguments: JSON text}}`; the loader parses the arguments)."""
+    choice = res.choices[0]
+    usage = res.usage.model_dump() if res.usage is not None else {}
+    out = {"text": choice.message.content or "", "finish_reason": choice.finish_reason, "model": res.model,
+           "usage": usage}
+    calls = [c.model_dump(exclude_none=True) for c in choice.message.tool_calls or []]
+    if calls:
+        out["tool_calls"] = calls
+    return out
