@@ -467,9 +467,6 @@ class TrainingConfig:
         if isinstance(self.nproc, int) and self.nproc > 1:
             p.append("nproc (--nproc): --objective grpo trains in one process (its step samples and scores "
                      "answers on one rank; sharding groups over ranks is not built); drop --nproc")
-        if self.backend == "mlx":
-            p.append("backend (--backend mlx): --objective grpo runs on torch only (no mlx-lm generation "
-                     "and loss with proven parity yet); use --backend torch")
         for spec in self.reward if isinstance(self.reward, list) else []:
             mod, _, fn = str(spec).partition(":")
             if not mod or not fn:

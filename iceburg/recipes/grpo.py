@@ -61,19 +61,26 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
                        "prompts_dropped": dropped + dropped_eval})
     run.write_json(run.data_stats, stats)
     plan = plan_run(base.path, cfg, planning_examples(train_prompts, cfg))
-    run.write_json(run.plan, as_dict(plan))
-    model = build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
+    run.write_json(run.plan, dict(as_dict(plan), backend=cfg.resolved_backend()))
     args = train_args(cfg, plan, tokens.tokenizer, tokens.eos, run)
     args.micro_batch_size = max(1, plan.micro_batch_size // cfg.grpo_group)  # the planner's rows hold G answers
     gargs = GrpoArgs(group=cfg.grpo_group, loss_type=cfg.grpo_loss, epsilon_low=cfg.grpo_epsilon,
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length)
     rewards = build_rewards(cfg)
-    # the SFT held-out loss before and after: what GRPO did to the logged answers' likelihood
-    loss_before = evaluate(model, held_out, args)
     with run_metrics(cfg, run) as logs:
-        out = train_grpo(model, tokens.tokenizer, train_prompts, eval_prompts, args, gargs, rewards, tokens.eos,
-                         callbacks=[*logs, *callbacks])
-    loss_after = evaluate(model, held_out, args)
+        if cfg.resolved_backend() == "mlx":  # same prompts, plan, rewards and run folder (training/mlx_grpo.py)
+            from ..training.mlx_grpo import grpo_on_mlx
+
+            model, loss_before, loss_after, out = grpo_on_mlx(
+                base.path, cfg, plan, run.mlx_work, args, gargs, rewards, tokens, (train_prompts, eval_prompts),
+                held_out, [*logs, *callbacks])
+        else:
+            model = build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
+            # the SFT held-out loss before and after: what GRPO did to the logged answers' likelihood
+            loss_before = evaluate(model, held_out, args)
+            out = train_grpo(model, tokens.tokenizer, train_prompts, eval_prompts, args, gargs, rewards, tokens.eos,
+                             callbacks=[*logs, *callbacks])
+            loss_after = evaluate(model, held_out, args)
     before, after = mean_rewards(out.before), mean_rewards(out.after)
     logger.info("grpo held-out rewards before: %s; after: %s", before, after)
     result = make_result(

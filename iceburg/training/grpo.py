@@ -216,6 +216,13 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
                              eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, **kw)
     model.train(was)
     comp = out[:, ids.size(1):]
+    mask, completions = decode_answers(tokenizer, comp, eos)
+    return Rollout(ids, attn, comp, mask, completions, [p.source for p in prompts for _ in range(n)])
+
+
+def decode_answers(tokenizer, comp: torch.Tensor, eos: set[int]) -> tuple[torch.Tensor, list[Completion]]:
+    """The answer mask of sampled ids (N, C) and each answer's text (the end-of-turn token cut), whether
+    it stopped within the budget and its token count (MLX's sampler shares it: mlx_grpo.py)."""
     mask = answer_mask(comp, eos)
     completions = []
     for row, m in zip(comp.tolist(), mask.tolist()):
@@ -223,7 +230,7 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
         stopped = k <= len(row) and k > 0 and row[k - 1] in eos
         kept = row[:k - 1] if stopped else row[:k]
         completions.append(Completion(tokenizer.decode(kept, skip_special_tokens=True).strip(), stopped, k))
-    return Rollout(ids, attn, comp, mask, completions, [p.source for p in prompts for _ in range(n)])
+    return mask, completions
 
 
 def score(rollout: Rollout, rewards: RewardSet, group: int) -> None:
@@ -302,11 +309,14 @@ def reward_metrics(rolls: list[Rollout], rewards: RewardSet) -> dict[str, float]
 # -- held-out rewards and the loop ---------------------------------------------------------------
 
 def held_out_rewards(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArgs, rewards: RewardSet,
-                     eos: set[int], pad_id: int, device: str = "cpu", batch: int = 8) -> dict[str, list[float | None]]:
-    """Greedy answers to the held-out prompts and each reward per prompt (None: does not apply)."""
+                     eos: set[int], pad_id: int, device: str = "cpu", batch: int = 8,
+                     sample: Callable | None = None) -> dict[str, list[float | None]]:
+    """Greedy answers to the held-out prompts and each reward per prompt (None: does not apply).
+    `sample`: the generation function (default `generate`; MLX passes `mlx_grpo.generate_mlx`)."""
+    sample = sample or generate
     out: dict[str, list[float | None]] = {name: [] for name in rewards.names}
     for i in range(0, len(prompts), batch):
-        r = generate(model, tokenizer, prompts[i:i + batch], 1, gargs, eos, pad_id, None, device)
+        r = sample(model, tokenizer, prompts[i:i + batch], 1, gargs, eos, pad_id, None, device)
         for name, vals in rewards.score(r.sources, r.completions).items():
             out[name].extend(vals)
     return out
