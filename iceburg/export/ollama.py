@@ -175,12 +175,28 @@ def _eos_tokens(tok, model_dir: Path) -> list[str]:
     return [t for t in dict.fromkeys(tok.convert_ids_to_tokens(list(dict.fromkeys(ids)))) if t]
 
 
+def template_vars(tok) -> dict:
+    """Variables the chat template is rendered with, as training renders it: a template whose
+    generation prompt opens the think block only with `enable_thinking=True` (llama.cpp's copy of the
+    DeepSeek-R1-Distill-Qwen template appends `</think>` unless it is set) gets it, which gives
+    DeepSeek's original prompt (training/reasoning.py, "forced"); every other template its defaults."""
+    from jinja2.exceptions import TemplateError
+
+    user = [{"role": "user", "content": "x"}]
+    try:
+        prompt = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    except TemplateError:
+        return {}
+    return {"enable_thinking": True} if prompt.endswith("<think>\n") else {}
+
+
 def translate_chat_template(model_dir: Path, system: str, gguf_path: Path | None = None) -> TemplateMatch:
     """Identify the model's chat family and build its Ollama TEMPLATE and stop list."""
     tok = _tokenizer(model_dir)
+    extra = template_vars(tok)
 
     def render(messages: list[dict]) -> str:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
 
     match = match_family(render, {"bos": tok.bos_token, "eos": tok.eos_token}, system, _runtime_adds_bos(tok, gguf_path))
     match.stops = list(dict.fromkeys([*match.stops, *_eos_tokens(tok, model_dir)]))
@@ -251,7 +267,8 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     # A tool-capable TEMPLATE (.Tools, tool calls, tool results) where the family has one, proven
     # with Go like the plain one (export/tool_templates.py); otherwise the report says why not.
     tok = _tokenizer(model_dir)
-    tools = model_tool_template(tok, match, _runtime_adds_bos(tok, gguf_path), verify=ctx.verify)
+    tools = model_tool_template(tok, match, _runtime_adds_bos(tok, gguf_path), verify=ctx.verify,
+                                template_vars=template_vars(tok))
     match.notes.append(f"tools: {tools['status']}")
     params = [("stop", s) for s in match.stops] + [("num_ctx", str(int(ctx.max_seq_length)))]
     body = [("template", tools["go_template"] if tools["supported"] else match.go_template)]

@@ -319,13 +319,16 @@ def _prove_variant(match: TemplateMatch, render: ToolRender, variant: ToolVarian
                       f"probe chats (JSON values compared as data) and byte for byte on {len(cases) - n_tools} plain ones"}
 
 
-def model_tool_template(tok, match: TemplateMatch, runtime_adds_bos: bool, verify: bool = True) -> dict:
+def model_tool_template(tok, match: TemplateMatch, runtime_adds_bos: bool, verify: bool = True,
+                        template_vars: dict | None = None) -> dict:
     """`tool_template` for an exported model's tokenizer (BOS as llama.cpp will add it)."""
     if not verify:
         return {"supported": False, "status": "tool template not verified (verification turned off), so the "
                 "Modelfile TEMPLATE has no .Tools support"}
 
+    extra = template_vars or {}  # what training rendered with (ollama.template_vars)
+
     def render(messages: list[dict], tools: list[dict] | None) -> str:
-        return tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True, **extra)
 
     return tool_template(match, render, renders_tools(tok), tok.bos_token, runtime_adds_bos)
