@@ -164,16 +164,42 @@ class _FlashAttentionOnMeta(torch.overrides.TorchFunctionMode):
             causal = kwargs.get("is_causal", args[5] if len(args) > 5 else False)
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q, k, v, 0.0, bool(causal), attn_mask=mask, scale=kwargs.get("scale"))[0]
+        if func in _GROUPED_MM and args[0].dtype != torch.bfloat16:
+            # torch's meta kernel for grouped_mm (transformers' MoE experts, gpt-oss) takes BF16 only
+            # ("Expected inputs of BF16 type" in fp32) while the CPU kernel runs fp32: one expert's
+            # matmul gives the same output and saves the same input for backward
+            return args[0] @ args[1][0]
         return func(*args, **kwargs)
 
 
-def _with_layers(config: Any, n: int) -> Any:
+_GROUPED_MM = {f for f in (getattr(torch.nn.functional, "grouped_mm", None), getattr(torch, "_grouped_mm", None)) if f}
+
+
+def _with_layers(config: Any, n: int, types: list[str] | None = None) -> Any:
+    """`config` cut to its first `n` layers, or to layers of the given `types` (hybrid stacks)."""
     cfg = copy.deepcopy(config)
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     text.num_hidden_layers = n
     if isinstance(getattr(text, "layer_types", None), list):
-        text.layer_types = text.layer_types[:n]
+        text.layer_types = list(types) if types is not None else text.layer_types[:n]
     return cfg
+
+
+def _probe_layers(config: Any, saved: Any) -> tuple[int, int]:
+    """(bytes per decoder layer, bytes outside the layers) from `saved(cut config)` on cuts of one and
+    two layers: the difference is one layer. A hybrid stack (Qwen3.5: Gated DeltaNet layers,
+    `linear_attention`, and `full_attention` ones) is cut to a full-attention layer followed by each
+    layer type, since a cut of linear layers alone does not run (transformers reads the sequence
+    length from an attention layer's cache: "the current Cache seem to only contain LinearAttention
+    layers"); its per-layer figure is the mean over the stack's layers."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = getattr(text, "layer_types", None)
+    if not (isinstance(types, list) and {"linear_attention", "full_attention"} <= set(types)):
+        one, two = (saved(_with_layers(config, n)) for n in (1, 2))
+        return two - one, 2 * one - two
+    one = saved(_with_layers(config, 1, ["full_attention"]))
+    per_type = {t: saved(_with_layers(config, 2, ["full_attention", t])) - one for t in sorted(set(types))}
+    return round(sum(per_type[t] for t in types) / len(types)), one - per_type["full_attention"]
 
 
 class _BoolKeepScale(torch.autograd.Function):
@@ -287,8 +313,7 @@ def activation_probe(shape: ModelShape, dtype: torch.dtype, micro_batch: int, se
     key = (shape.config.to_json_string(use_diff=False), dtype, micro_batch, seq_len, lora_r,
            tuple(sorted(targets)), float(lora_dropout), kept_positions, cpu_loop)
     if key not in _PROBES:
-        one, two = (_saved_bytes(_with_layers(shape.config, n), dtype, micro_batch, seq_len, lora_r,
-                                 targets, lora_dropout, trust_remote_code, kept_positions, cpu_loop)
-                     for n in (1, 2))
-        _PROBES[key] = (two - one, 2 * one - two)
+        _PROBES[key] = _probe_layers(shape.config, lambda cfg: _saved_bytes(
+            cfg, dtype, micro_batch, seq_len, lora_r, targets, lora_dropout, trust_remote_code, kept_positions,
+            cpu_loop))
     return _PROBES[key]
