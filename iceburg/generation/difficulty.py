@@ -20,6 +20,9 @@ import numpy as np
 from ..records import Record
 
 Loss = tuple[float, int]  # (summed cross-entropy over the scored tokens, their count)
+# Which version `ifd_scores` runs: both give the same numbers (tested); the choice is speed, measured
+# (bench/results/generation_ifd.md).
+ONE_PASS = True
 
 
 def batch_losses(model: Any, pad: int, rows: Sequence[tuple[list[int], list[bool]]]) -> list[Loss]:
@@ -41,7 +44,28 @@ def batch_losses(model: Any, pad: int, rows: Sequence[tuple[list[int], list[bool
     return out
 
 
-def record_pair(hf: Any, record: Record, max_length: int) -> tuple[Loss, Loss] | None:
+def packed_losses(model: Any, rows: Sequence[tuple[list[int], list[bool]]]) -> list[Loss]:
+    """As `batch_losses`, with the rows packed end to end into one sequence and no padding: position ids
+    restart at 0 for each row, from which transformers (>= 5, `masking_utils.find_packed_sequence_indices`,
+    used when there is no attention mask and no cache) builds a block-diagonal causal mask, so no row
+    sees another."""
+    import torch
+
+    ids = torch.tensor([[t for row, _ in rows for t in row]])
+    pos = torch.tensor([[p for row, _ in rows for p in range(len(row))]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0].float()
+    out, start = [], 0
+    for row, mask in rows:
+        keep = torch.tensor(list(mask[1:]), dtype=torch.bool)
+        target = torch.tensor(list(row[1:]))
+        ce = torch.nn.functional.cross_entropy(logits[start:start + len(row) - 1][keep], target[keep], reduction="sum")
+        out.append((float(ce), int(keep.sum())))
+        start += len(row)
+    return out
+
+
+def record_pair(hf: Any, record: Record, max_length: int, packed: bool = False) -> tuple[Loss, Loss] | None:
     """(conditioned loss, plain loss) of one record in one forward pass; None when the record cannot
     be encoded (no assistant token fits, or a tool transcript the template cannot write) or has no
     answer text to score alone."""
@@ -54,7 +78,8 @@ def record_pair(hf: Any, record: Record, max_length: int) -> tuple[Loss, Loss] |
                          max_length=max_length)["input_ids"]
     if len(plain) < 2:
         return None
-    cond, alone = batch_losses(hf.model, hf.pad, [(ex.input_ids, ex.mask), (plain, [True] * len(plain))])
+    rows = [(ex.input_ids, ex.mask), (plain, [True] * len(plain))]
+    cond, alone = packed_losses(hf.model, rows) if packed else batch_losses(hf.model, hf.pad, rows)
     return cond, alone
 
 
@@ -65,15 +90,24 @@ def ifd(cond: Loss | None, plain: Loss | None) -> float:
     return (cond[0] / cond[1]) / max(plain[0] / plain[1], 1e-6)
 
 
-def ifd_scores(curated: Sequence[Record], student: str, max_length: int = 512,
-               threads: int | None = None) -> np.ndarray:
-    """IFD per record (nan where it cannot be measured), one batched forward pass per record."""
+def two_pass_pair(hf: Any, record: Record, max_length: int) -> tuple[Loss, Loss] | None:
+    """The same pair from two forward passes (`HfModel.record_losses` and `text_losses`)."""
+    (cond,) = hf.record_losses([record], max_length)
+    if cond is None:
+        return None
+    (plain,) = hf.text_losses([record.assistant_text()], max_length)
+    return cond, plain
+
+
+def ifd_scores(curated: Sequence[Record], student: str, max_length: int = 512, threads: int | None = None,
+               one_pass: bool = ONE_PASS) -> np.ndarray:
+    """IFD per record (nan where it cannot be measured): one batched forward pass per record, or two."""
     from ..base_models import resolve_base_model
     from ..evaluation.models import HfModel
 
     hf = HfModel(resolve_base_model(student).path, list(curated), threads=threads)
     out = []
     for r in curated:
-        pair = record_pair(hf, r, max_length)
+        pair = record_pair(hf, r, max_length) if one_pass else two_pass_pair(hf, r, max_length)
         out.append(ifd(*pair) if pair is not None else float("nan"))
     return np.asarray(out, dtype=np.float64)

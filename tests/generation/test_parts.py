@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from iceburg.errors import IceburgError
@@ -117,6 +118,10 @@ def test_one_pass_ifd_gives_the_two_pass_losses(tiny_model_dir):
         assert pair[0][0] == pytest.approx(c[0], rel=1e-5) and pair[1][0] == pytest.approx(p[0], rel=1e-5)
         assert ifd(*pair) == pytest.approx((c[0] / c[1]) / (p[0] / p[1]), rel=1e-5)
     assert measured == len(records)  # the tiny model's ChatML gets the Hermes tool format: all encode
+    from iceburg.generation.difficulty import ifd_scores
+
+    one, two = (ifd_scores(records, str(tiny_model_dir), 2048, 1, one_pass=flag) for flag in (True, False))
+    np.testing.assert_allclose(one, two, rtol=1e-5)  # the same bound and reason as above
 
 
 def _topic_records():
