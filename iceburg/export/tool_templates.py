@@ -12,6 +12,20 @@ messages the way the model's own template does with `apply_chat_template(..., to
   definitions (`tojson(indent=4)`) and instructions opening the first user message, a call as
   `{"name": ..., "parameters": ...}`, results in the `ipython` role as a JSON string; one call per
   turn (the template raises on more).
+- `chatml` again, variant `qwen3` (Qwen3): as Qwen2.5, and a tool-calling turn after the last user
+  message keeps its reasoning (`.Thinking`) in a `<think>` block; earlier turns drop it.
+- `chatml-block` (Qwen3.5): definitions as JSON lines with XML-call instructions, the system text
+  after them; calls as `<function=NAME>` with one `<parameter=KEY>` per argument (values as Python's
+  `str`: True/False/None, objects and lists as JSON); every turn after the last user message opens
+  with a think block holding `.Thinking` (empty when none). Ollama hands a template a call's
+  arguments as a Go map, which `range` walks in key order: arguments whose names are not in key
+  order are written in another order than Hugging Face's (insertion order) and than training.
+- `granite` (Granite 4): Hermes-style definitions after the system text (replacing the default
+  system prompt), `<tool_call>` JSON, `<tool_response>` blocks.
+- `ministral3` (Ministral 3): `[AVAILABLE_TOOLS]` + the definitions as one JSON list,
+  `[TOOL_CALLS]NAME[ARGS]{json}` per call, `[TOOL_RESULTS]...[/TOOL_RESULTS]`.
+A family may hold several variants; the first the Go check proves is used. `harmony` (gpt-oss) has
+none: why is in `TOOL_GAPS`; SmolLM3's template has no tool format.
 
 Proof: the Go template is rendered with Go's text/template (the helper emulates Ollama's values:
 `.Tools` as api.Tool, `.ToolCalls` as api.ToolCall) on probe chats with tools and compared with
@@ -113,8 +127,7 @@ def _qwen35_tools_go(p: dict) -> str:
     them; every assistant turn after the last user message opens with a think block (empty when it has
     no reasoning); calls as `<function=NAME>` with one `<parameter=KEY>` per argument (Ollama ranges a
     call's arguments in key order: Go map); results in `<tool_response>` blocks of one user turn."""
-    plain = (f"{{{{ else if {_SYS0} }}}}" + _lit(p["sys_open"]) + "{{ (index .Messages 0).Content }}" + _lit(p["sys_close"])
-             + "{{ else }}" + _lit(p["default"]))
+    plain = _plain_system(p)
     call = ("{{ range $j, $c := $m.ToolCalls }}{{ if $j }}\n{{ else if $m.Content }}\n\n{{ end }}<tool_call>\n"
             "<function={{ $c.Function.Name }}>\n{{ range $k, $v := $c.Function.Arguments }}<parameter={{ $k }}>\n"
             + _QWEN35_VALUE + "\n</parameter>\n{{ end }}</function>\n</tool_call>{{ end }}")
@@ -130,6 +143,57 @@ def _qwen35_tools_go(p: dict) -> str:
         "\n<tool_response>\n{{ $m.Content }}\n</tool_response>"
         f"{{{{ if {_NEXT_NOT_TOOL} }}}}<|im_end|>\n{{{{ end }}}}"
         "{{ end }}{{ $prev = $m.Role }}{{ end }}" + _lit(p["gen"]))
+
+
+_GRANITE_TOOLS_PREFIX = (
+    "You are a helpful assistant with access to the following tools. You may call one or more tools to assist with "
+    "the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>")
+_GRANITE_TOOLS_SUFFIX = (
+    '\n</tools>\n\nFor each tool call, return a json object with function name and arguments within '
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>. If a tool does not exist in the provided list of tools, notify the user that you do not have the "
+    "ability to fulfill the request.")
+
+
+def _plain_system(p: dict) -> str:
+    """The turn family's learned system block (chat_templates._turns_go) as an `else if` branch."""
+    return (f"{{{{ else if {_SYS0} }}}}" + _lit(p["sys_open"]) + "{{ (index .Messages 0).Content }}" + _lit(p["sys_close"])
+            + "{{ else }}" + _lit(p["default"]))
+
+
+def _granite_tools_go(p: dict) -> str:
+    """Granite 4: the definitions (JSON lines in `<tools>`) follow the system text in the system turn
+    (and replace the default system prompt); calls as Hermes `<tool_call>` JSON after the content;
+    results in `<tool_response>` blocks of one user turn."""
+    return (
+        "{{ if .Tools }}<|start_of_role|>system<|end_of_role|>" + f"{{{{ if {_SYS0} }}}}{{{{ (index .Messages 0).Content }}}}"
+        "\n\n{{ end }}" + go_literal(_GRANITE_TOOLS_PREFIX) + "{{ range .Tools }}\n{{ json . }}{{ end }}"
+        + go_literal(_GRANITE_TOOLS_SUFFIX) + "<|end_of_text|>\n" + _plain_system(p) + "{{ end }}"
+        '{{ $prev := "" }}{{ range $i, $m := .Messages }}'
+        '{{ if or (eq $m.Role "user") (and (eq $m.Role "system") (ne $i 0)) }}'
+        "<|start_of_role|>{{ $m.Role }}<|end_of_role|>{{ $m.Content }}<|end_of_text|>\n"
+        '{{ else if eq $m.Role "assistant" }}<|start_of_role|>assistant<|end_of_role|>{{ $m.Content }}'
+        "{{ range $j, $c := $m.ToolCalls }}{{ if or $j $m.Content }}\n{{ end }}"
+        '<tool_call>\n{"name": "{{ $c.Function.Name }}", "arguments": {{ json $c.Function.Arguments }}}\n</tool_call>'
+        "{{ end }}<|end_of_text|>\n"
+        '{{ else if eq $m.Role "tool" }}{{ if ne $prev "tool" }}<|start_of_role|>user<|end_of_role|>{{ end }}'
+        "\n<tool_response>\n{{ $m.Content }}\n</tool_response>"
+        f"{{{{ if {_NEXT_NOT_TOOL} }}}}<|end_of_text|>\n{{{{ end }}}}"
+        "{{ end }}{{ $prev = $m.Role }}{{ end }}" + _lit(p["gen"]))
+
+
+def _ministral3_tools_go(p: dict) -> str:
+    """Ministral 3: the definitions as one JSON list in `[AVAILABLE_TOOLS]` after the system block;
+    each call `[TOOL_CALLS]NAME[ARGS]{json}` after the content, then EOS; results `[TOOL_RESULTS]`."""
+    (u_open, u_close), (a_open, a_close) = p["turns"]["user"], p["turns"]["assistant"]
+    return (
+        f"{{{{ if {_SYS0} }}}}" + _lit(p["sys_open"]) + "{{ (index .Messages 0).Content }}" + _lit(p["sys_close"])
+        + "{{ else }}" + _lit(p["default"]) + "{{ end }}"
+        "{{ if .Tools }}[AVAILABLE_TOOLS]{{ json .Tools }}[/AVAILABLE_TOOLS]{{ end }}"
+        '{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}' + _lit(u_open) + "{{ $m.Content }}" + _lit(u_close)
+        + '{{ else if eq $m.Role "assistant" }}' + _lit(a_open) + "{{ $m.Content }}"
+        "{{ range $m.ToolCalls }}[TOOL_CALLS]{{ .Function.Name }}[ARGS]{{ json .Function.Arguments }}{{ end }}" + _lit(a_close)
+        + '{{ else if eq $m.Role "tool" }}[TOOL_RESULTS]{{ $m.Content }}[/TOOL_RESULTS]{{ end }}{{ end }}' + _lit(p["gen"]))
 
 
 _L3_SYS = "<|start_header_id|>system<|end_header_id|>\n\n"
@@ -169,6 +233,17 @@ TOOL_FAMILIES: dict[str, list[ToolVariant]] = {
                                                     "think-call-and-result", "think-full-exchange"))],
     # Qwen3.5 (SmolLM3, the other chatml-block model, has no tool format)
     "chatml-block": [("qwen3.5", _qwen35_tools_go, _ALL)],
+    "granite": [("granite4", _granite_tools_go, _ALL)],
+    "ministral3": [("ministral3", _ministral3_tools_go, _ALL)],
+}
+
+# Families with a tool format but no TEMPLATE for it, and why (docs/export_ollama_onnx.md).
+TOOL_GAPS = {
+    "harmony": ("gpt-oss writes the definitions as a TypeScript namespace built from each parameter's JSON schema "
+                "(types, enums, nested objects, defaults) and keeps a call's analysis only until a later final "
+                "answer; a TEMPLATE would have to walk Ollama's typed api.ToolFunctionParameters, whose Go shape "
+                "differs between Ollama releases and is not what the Go check here emulates (Ollama serves gpt-oss "
+                "with its built-in harmony renderer instead), so it is not translated"),
 }
 
 # ---------------------------------------------------------------- probes
@@ -209,7 +284,10 @@ TOOL_PROBE_CHATS: dict[str, list[dict]] = {
     "full-exchange": [_SYS, _U, _CALL, _RESULT, _ANSWER, {"role": "user", "content": "And at sea level? {{ .System }}"}],
     "content-and-call": [_SYS, _U, {**_CALL, "content": "Let me check."}, _RESULT],
     "parallel-calls": [_U, {"role": "assistant", "content": "", "tool_calls": [
-        _call("calculator", expression="100 - 0.0033 * 2000"), _call("web_search", query="boiling point altitude")]},
+        _call("calculator", expression="100 - 0.0033 * 2000"),
+        # an object, a boolean and a null argument: Qwen3.5 writes them as tojson / True / None
+        _call("web_search", filters={"lang": "en", "years": [2020, 2024]}, query="boiling point altitude", safe=True,
+              site=None)]},
         {"role": "tool", "name": "calculator", "content": "93.4"}, {**_RESULT, "content": "no results"}],
     "think-call-and-result": [_U, _THINK_CALL, _RESULT],
     "think-full-exchange": [_SYS, _U, _THINK_CALL, _RESULT, _THINK_ANSWER, {"role": "user", "content": "And at sea level?"}],
@@ -267,9 +345,9 @@ def tool_template(match: TemplateMatch, render: ToolRender, has_tool_format: boo
                 "results vanish from its rendering), so the Modelfile TEMPLATE has no .Tools support"}
     family = TOOL_FAMILIES.get(match.family)
     if family is None:
-        return {"supported": False, "status": f"family {match.family!r}: iceburg has no Ollama tool template for "
-                "it, so the Modelfile TEMPLATE has no .Tools support (the GGUF's Jinja template still has it: "
-                "llama-server --jinja)"}
+        why = TOOL_GAPS.get(match.family, "iceburg has no Ollama tool template for it")
+        return {"supported": False, "status": f"family {match.family!r}: {why}, so the Modelfile TEMPLATE has no "
+                ".Tools support (the GGUF's Jinja template still has it: llama-server --jinja)"}
     first: dict | None = None
     for variant in family:
         res = _prove_variant(match, render, variant, bos, runtime_adds_bos)
