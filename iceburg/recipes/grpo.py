@@ -4,10 +4,11 @@
     held-out split stays held out and heldout.jsonl is written) -> prompts cut from the training
     records (`evaluation.suites.build_suite`: answer prompts and tool prompts) -> plan, LoRA ->
     rewards (`evaluation.rewards.build_rewards`) -> `train_grpo` (checkpoints in the run folder;
-    `--resume` continues them) -> finish_run (the same save, merge, exports, gates and report as SFT)
+    `--resume` continues them; `--backend mlx`: `training.mlx_grpo`) -> finish_run (the same save,
+    merge, exports, gates and report as SFT)
 
-The mechanics (sampling, advantages, loss, step) are `iceburg.training.grpo`; this module only
-composes them.
+The mechanics (sampling, advantages, loss, step) are `iceburg.training.grpo` (torch) and
+`iceburg.training.mlx_grpo` (MLX); this module only composes them.
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ HELD_OUT_PROMPTS = 64
 def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: float | None = None) -> TrainingResult:
     """The whole GRPO recipe for a validated config; returns the `TrainingResult`."""
     from ..evaluation.rewards import build_rewards
-    from ..training.grpo import GrpoArgs, mean_rewards, train_grpo
+    from ..training.grpo import GrpoArgs, mean_rewards
     from ..training.encoding import encode_all
-    from ..training.model import build_model
-    from ..training.trainer import evaluate
 
     started = time.time() if started is None else started
     run, base = open_run(cfg)
@@ -68,19 +67,9 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length)
     rewards = build_rewards(cfg)
     with run_metrics(cfg, run) as logs:
-        if cfg.resolved_backend() == "mlx":  # same prompts, plan, rewards and run folder (training/mlx_grpo.py)
-            from ..training.mlx_grpo import grpo_on_mlx
-
-            model, loss_before, loss_after, out = grpo_on_mlx(
-                base.path, cfg, plan, run.mlx_work, args, gargs, rewards, tokens, (train_prompts, eval_prompts),
-                held_out, [*logs, *callbacks])
-        else:
-            model = build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
-            # the SFT held-out loss before and after: what GRPO did to the logged answers' likelihood
-            loss_before = evaluate(model, held_out, args)
-            out = train_grpo(model, tokens.tokenizer, train_prompts, eval_prompts, args, gargs, rewards, tokens.eos,
-                             callbacks=[*logs, *callbacks])
-            loss_after = evaluate(model, held_out, args)
+        model, loss_before, loss_after, out = train_on_backend(cfg, run, base, plan, tokens, args, gargs, rewards,
+                                                               (train_prompts, eval_prompts), held_out,
+                                                               [*logs, *callbacks])
     before, after = mean_rewards(out.before), mean_rewards(out.after)
     logger.info("grpo held-out rewards before: %s; after: %s", before, after)
     result = make_result(
@@ -95,6 +84,26 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
                     "per_prompt": {"before": out.before, "after": out.after}, "data": stats["grpo"]})
     return finish_run(cfg, run, base, model, tokens, result, stats, started)
 
+
+def train_on_backend(cfg: TrainingConfig, run, base, plan, tokens, args, gargs, rewards, prompts: tuple[list, list],
+                     held_out: list, callbacks: list) -> tuple[Any, float, float, Any]:
+    """(torch PEFT model, SFT held-out loss before, after, GrpoOutput) on torch or on MLX
+    (`training/mlx_grpo.py`: same prompts, plan, rewards and run folder; its adapter comes back as
+    a torch PEFT model, so the exports are torch's). The SFT held-out loss before and after shows
+    what GRPO did to the logged answers' likelihood."""
+    if cfg.resolved_backend() == "mlx":
+        from ..training.mlx_grpo import grpo_on_mlx
+
+        return grpo_on_mlx(base.path, cfg, plan, run.mlx_work, args, gargs, rewards, tokens, prompts, held_out,
+                           callbacks)
+    from ..training.grpo import train_grpo
+    from ..training.model import build_model
+    from ..training.trainer import evaluate
+
+    model = build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
+    loss_before = evaluate(model, held_out, args)
+    out = train_grpo(model, tokens.tokenizer, *prompts, args, gargs, rewards, tokens.eos, callbacks=callbacks)
+    return model, loss_before, evaluate(model, held_out, args), out
 
 def grpo_prompts(cfg: TrainingConfig, tokenizer, records: list, skip, budget: int, suite: str) -> tuple[list, int]:
     """The prompts of `records`: each answer turn and each tool-calling turn (`build_suite`), rendered

@@ -281,6 +281,7 @@ def grpo_on_mlx(base_path: Path, cfg, plan, work: Path, args: TrainArgs, gargs: 
         model = apply_lora_mlx(load_mlx_model(base_path, work), plan.lora_r, plan.lora_alpha, targets,
                                cfg.lora_dropout, cfg.use_rslora)
         before = evaluate_mlx(model, held_out, args)
+        logger.info("SFT held-out loss before GRPO (mlx): %.4f", before)
         out = train_grpo_mlx(model, tokens.tokenizer, *prompts, args, gargs, rewards, tokens.eos,
                              callbacks=callbacks)
         after = evaluate_mlx(model, held_out, args)
