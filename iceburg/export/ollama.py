@@ -28,6 +28,7 @@ from ..config import EMBEDDED_BASE
 from ..errors import ExportError
 from .base import PROVEN, ExportContext, ExporterSpec, ExportResult, atomic_path, not_verified
 from .chat_templates import TemplateMatch, match_family, verify_template
+from .think_switch import think_switch
 from .tool_templates import model_tool_template
 
 logger = logging.getLogger(__name__)
@@ -270,8 +271,11 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     tools = model_tool_template(tok, match, _runtime_adds_bos(tok, gguf_path), verify=ctx.verify,
                                 template_vars=template_vars(tok))
     match.notes.append(f"tools: {tools['status']}")
+    template = tools["go_template"] if tools["supported"] else match.go_template
+    think = _think_template(tok, match, template, tools, _runtime_adds_bos(tok, gguf_path), ctx)
+    match.notes.append(f"think: {think['status']}")
     params = [("stop", s) for s in match.stops] + [("num_ctx", str(int(ctx.max_seq_length)))]
-    body = [("template", tools["go_template"] if tools["supported"] else match.go_template)]
+    body = [("template", think["go_template"] if think["supported"] else template)]
     if match.system_supported and ctx.system:
         body.append(("system", ctx.system))
     header = (f"Modelfile for {ctx.name}, written by iceburg.\nChat template family: {match.family}. "
@@ -286,6 +290,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     report: dict = {"gguf": gguf_path.name, "gguf_reused": reused, "gguf_proof": gguf_report, "template": match.summary(),
                     "template_check": check, "num_ctx": int(ctx.max_seq_length),
                     "tools": {k: v for k, v in tools.items() if k != "go_template"},
+                    "think": {k: v for k, v in think.items() if k != "go_template"},
                     "system": bool(match.system_supported and ctx.system), "limits": LIMITS,
                     "modelfile_roundtrip": "passed: parse_modelfile reads back every command unchanged"}
     adapter = ctx.adapter_dir is not None and ctx.base_model is not None
@@ -301,6 +306,31 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext) -> ExportResult:
     files.append(readme)
     logger.info("ollama: %s (%s family; %s)", modelfile, match.family, check["status"])
     return ExportResult("ollama", files, report)
+
+
+def _think_template(tok, match: TemplateMatch, template: str, tools: dict, runtime_adds_bos: bool,
+                    ctx: ExportContext) -> dict:
+    """`template` with the chat template's `enable_thinking=False` mode behind Ollama's `think: false`,
+    proven with Go (export/think_switch.py), or why not."""
+    if not ctx.verify:
+        return {"supported": False, "status": "think: false not verified (verification turned off), so not translated"}
+    extra = template_vars(tok)
+
+    def render(messages: list[dict], tools_: list[dict] | None = None) -> str:
+        return tok.apply_chat_template(messages, tools=tools_, tokenize=False, add_generation_prompt=True, **extra)
+
+    def render_off(messages: list[dict], tools_: list[dict] | None = None) -> str:
+        return tok.apply_chat_template(messages, tools=tools_, tokenize=False, add_generation_prompt=True,
+                                       **{**extra, "enable_thinking": False})
+
+    from jinja2.exceptions import TemplateError
+
+    names = [n for n in tools.get("probes", []) if not n.startswith("plain:")] if tools["supported"] else []
+    try:
+        return think_switch(match, template, render, render_off, {"bos": tok.bos_token, "eos": tok.eos_token},
+                            ctx.system, runtime_adds_bos, names)
+    except (ExportError, TemplateError) as e:  # the off mode fails on a probe: keep the default mode
+        return {"supported": False, "status": f"think: false not translated (enable_thinking=False: {e})"}
 
 
 def _write_adapter_variant(out_dir: Path, ctx: ExportContext, body: list, params: list, header: str) -> list[Path]:

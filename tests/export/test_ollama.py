@@ -89,7 +89,7 @@ def test_not_verified_says_why_without_go(monkeypatch):
     match = ct.match_family(lambda m: "".join(f"<|im_start|>{x['role']}\n{x['content']}<|im_end|>\n" for x in m)
                             + "<|im_start|>assistant\n", {"bos": None, "eos": "<|im_end|>"}, "S", False)
     check = ct.verify_template(match.go_template, match.probes)
-    assert check == {"verified": False, "status": ct.NOT_VERIFIED_NO_GO, "cases": 8}
+    assert check == {"verified": False, "status": ct.NOT_VERIFIED_NO_GO, "cases": 12}
     assert "apt-get install golang-go" in check["status"]
 
 
