@@ -21,7 +21,15 @@ Reported (bench/results/proxy_load.md):
   so before and after are measured in the same run under the same load;
 - the noise floor: each round also repeats its direct request; p50/p99 of that difference is
   what the pair method reads with no proxy at all (generation and scheduling jitter);
+- the proxy's own time per request (`iceburg collect --timing`, a third proxy in the rotation):
+  the time each request spent in the proxy minus its waits on the upstream, read from
+  `GET /_iceburg/timing`; generation and its jitter are not in it (docs/loop.md compares methods);
 - the proxy's RSS (psutil) sampled every 0.25 s over the loaded run: at 0/25/50/75/100% and max.
+
+`--startup N` measures only the start: N starts of `iceburg collect` (this tree and, with
+`--baseline-tree`, the baseline's, alternating) from process start to the first answer of
+`/_iceburg/stats` (polled every 10 ms), and one more start each with `-X importtime` counting the
+modules imported (and whether transformers / torch are among them); written as proxy_load_startup.
 Every process (bench clients, proxy, server) shares this machine's cores; the table records it.
 """
 
@@ -127,6 +135,59 @@ def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path)
                                 f"the baseline proxy from {tree}")
 
 
+def start_seconds(tree: Path, work: Path, env: dict | None = None) -> tuple[float, str]:
+    """One `iceburg collect` start from `tree`: seconds until /_iceburg/stats answers, and its log."""
+    import subprocess
+    import urllib.request
+    from iceburg.serve.launch import free_port
+
+    port, log = free_port(), work / f"startup-{time.monotonic_ns()}.log"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "iceburg.app", "collect", "--upstream", "http://127.0.0.1:9/v1",
+                                 "--log", str(work / "logs"), "--port", str(port)], cwd=tree, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    try:
+        while True:
+            try:
+                opener.open(f"http://127.0.0.1:{port}/_iceburg/stats", timeout=2).close()
+                return time.perf_counter() - t0, log.read_text(errors="replace")
+            except OSError:
+                if proc.poll() is not None or time.perf_counter() - t0 > 60:
+                    raise SystemExit(f"collect from {tree} did not start:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def startup(n: int, baseline: Path | None) -> None:
+    """`--startup N`: start-up seconds of this tree's `iceburg collect` (and the baseline's)."""
+    import re
+
+    from _common import machine_info, save
+
+    work = Path(tempfile.mkdtemp(prefix="proxy-startup-"))
+    trees = {"this": ROOT, **({"baseline": baseline.resolve()} if baseline else {})}
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(n):
+        for name, tree in trees.items():
+            times[name].append(start_seconds(tree, work)[0])
+    rows = []
+    for name, tree in trees.items():
+        text = start_seconds(tree, work, {"PYTHONPROFILEIMPORTTIME": "1"})[1]
+        mods = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", text, re.M)
+        xs = times[name]
+        rows.append({"tree": f"{name} ({tree})", "starts": len(xs), "p50_s": round(pct(xs, 50), 3),
+                     "min_s": round(min(xs), 3), "max_s": round(max(xs), 3), "modules_imported": len(mods),
+                     "transformers": any(m.split(".")[0] == "transformers" for m in mods),
+                     "torch": any(m.split(".")[0] == "torch" for m in mods)})
+    meta = {**machine_info(), "starts_per_tree": n, "order": "alternating", "poll_s": 0.01}
+    print(save("iceburg collect start-up: process start to the first /_iceburg/stats answer", rows, meta,
+               list(rows[0]), part="startup"))
+
+
 def start_fixed_upstream():
     import subprocess
 
@@ -192,7 +253,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--baseline-tree", type=Path, help="an earlier iceburg source tree to measure beside this one")
+    ap.add_argument("--startup", type=int, default=0, metavar="N", help="measure only N start-ups of the proxy")
     args = ap.parse_args()
+    if args.startup:
+        return startup(args.startup, args.baseline_tree)
 
     from _common import machine_info, save
 
@@ -211,6 +275,11 @@ def main() -> None:
                     "fixed": (fixed.url + "/v1/chat/completions", {})}
         services.append(start_collect(fixed.url + "/v1", work / "logs-fixed", work / "collect-fixed.log"))
         rotation["fixed"][1]["this"] = services[-1].url
+        for kind, upstream in (("llama", serve.url), ("fixed", fixed.url)):  # --timing: the proxy's own clock
+            services.append(start_collect(upstream + "/v1", work / f"logs-timed-{kind}", work / f"collect-timed-{kind}.log",
+                                          extra=["--timing"]))
+            rotation[kind][1]["timed"] = services[-1].url
+        timed_urls = {kind: px["timed"] for kind, (_, px) in rotation.items()}
         if args.baseline_tree:
             for kind, upstream in (("llama", serve.url), ("fixed", fixed.url)):
                 services.append(start_collect_from(args.baseline_tree.resolve(), upstream + "/v1",
@@ -237,6 +306,9 @@ def main() -> None:
         import httpx
 
         stats = httpx.get(proxy.url + "/_iceburg/stats", trust_env=False).json()
+        # the sequential rounds only: the warm-up pairs came first, the loaded run never used these
+        own = {kind: httpx.get(u + "/_iceburg/timing", trust_env=False).json()["own_ms"][-args.pairs:]
+               for kind, u in timed_urls.items()}
     finally:
         for service in reversed(services):
             service.stop()
@@ -251,10 +323,15 @@ def main() -> None:
     upstream_name = {"llama": "iceburg serve", "fixed": "fixed-answer upstream"}
     for kind, by_proxy in diffs.items():
         for name, d in by_proxy.items():
-            who = {"this": "", "baseline": f", baseline ({args.baseline_tree})"}.get(name, "")
+            who = {"this": "", "timed": ", with --timing",
+                   "baseline": f", baseline ({args.baseline_tree})"}.get(name, "")
             what = "noise floor (direct, again), sequential" if name == "noise" else "added per request, sequential"
             rows.append({"measure": f"{what}, {upstream_name[kind]}{who}", "requests": len(d),
                          "p50_ms": ms(pct(d, 50)), "p99_ms": ms(pct(d, 99)), "mean_ms": ms(statistics.fmean(d))})
+    for kind, xs in own.items():
+        rows.append({"measure": f"proxy's own time (--timing: in the proxy minus upstream waits), {upstream_name[kind]}",
+                     "requests": len(xs), "p50_ms": round(pct(xs, 50), 2), "p99_ms": round(pct(xs, 99), 2),
+                     "mean_ms": round(statistics.fmean(xs), 2)})
     rss = sampler.samples
     meta = {**machine_info(), "clients": args.clients, "requests_per_client": args.requests,
             "max_tokens": args.max_tokens, "llama_threads": 1, "fsync": "interval (default)", **check,
