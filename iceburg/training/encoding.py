@@ -39,7 +39,7 @@ from ..data.tool_calls import has_parallel_calls
 from ..data.tool_calls import split_parallel_calls as split_parallel_calls_of
 from ..records import Reason, Record, fold_system_text
 from .reasoning import FIELDS, bind_vars, forced_turn, prepare_messages, reasoning_format, text_diff
-from .tool_render import bind_tools, check_calls_rendered, render_with_tools
+from .tool_render import bind_tools, call_hole, check_calls_rendered, render_with_tools
 
 logger = logging.getLogger(__name__)
 
@@ -253,17 +253,23 @@ def _turn_holes(tokenizer, messages: list[dict], i: int, eos_texts: list[str], u
                 span: tuple[int, int], mode: str) -> list[tuple[int, int]]:
     """The characters of assistant turn i's tool calls that `--supervise-tool-calls mode` leaves
     unsupervised: where the turn's rendering (`_turn_span`, as trained) changes when its calls are
-    removed ("none") or one call's arguments are emptied ("name"), clipped to the turn before its
-    end-of-turn token (gpt-oss ends a call turn with `<|call|>`, which must still be learned)."""
+    removed ("none") or one call's arguments are emptied ("name": the arguments as written, braces
+    and the token that opens them included), cut at token starts where the cut is ambiguous
+    (`tool_render.call_hole`), clipped to the turn before its end-of-turn token (gpt-oss ends a call
+    turn with `<|call|>`, which must still be learned)."""
     if mode == "all" or not messages[i].get("tool_calls"):
         return []
     if mode not in TOOL_CALLS:
         raise ValueError(f"supervise_tool_calls must be one of {TOOL_CALLS}, got {mode!r}")
     start, end = span
     end -= next((len(t) for t in eos_texts if upto[:end].endswith(t)), 0)
+    starts = [s for s, _ in tokenizer(upto, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
     holes = []
     for variant in _call_variants(messages[i], mode):
-        a, b = text_diff(upto, _turn_span(tokenizer, [*messages[:i], variant], i, eos_texts)[0])
+        other = _turn_span(tokenizer, [*messages[:i], variant], i, eos_texts)[0]
+        a, b = text_diff(upto, other)
+        if a < b:
+            a, b = call_hole(upto, other, (a, b), starts, mode)
         a, b = max(a, start), min(b, end)
         if a < b:
             holes.append((a, b))

@@ -242,3 +242,42 @@ def render_with_tools(spans_fn, tokenizer, record: Record):
     if calls:
         check_calls_rendered(text, spans, record.messages, record.id)
     return text, spans
+
+
+
+def call_hole(text: str, other: str, span: tuple[int, int], token_starts: list[int], mode: str) -> tuple[int, int]:
+    """The characters of a turn's call text that `--supervise-tool-calls mode` leaves unsupervised, in
+    `text` (the turn as trained), given `other` (the same turn with its calls removed, "none", or one
+    call's arguments emptied, "name") and `span` = [a, b) where the two differ (`reasoning.text_diff`).
+
+    - "name", arguments that are a JSON object (Llama 3.x `"parameters"`, Qwen/Hermes `"arguments"`,
+      gpt-oss's message, Mistral's `[TOOL_CALLS]`): `other` writes `{}`, so the difference is the
+      object's inside; its braces are added.
+    - Text written only with the calls (or only with arguments: Qwen3.5's `<parameter=...>` blocks)
+      can be cut at several places that read the same where it borders repeated characters
+      (`<tool_call>` before `<|im_end|>`, `>\n<` in Qwen3.5): the one nearest the difference whose
+      ends are both token starts is taken, so no stray piece of the call (a lone `<`) trains.
+    - "name": the token holding the arguments' first character is theirs (Llama 3's ` {"` starts with
+      the template's space), so the hole starts at that token.
+    """
+    a, b = span
+    starts = set(token_starts) | {len(text)}
+    if mode == "name" and other[a - 1:a + 1] == "{}" and text[b:b + 1] == "}":
+        a, b = a - 1, b + 1
+    elif len(text) - len(other) == b - a:
+        a, b = _token_aligned(text, a, b, starts)
+    return (max((s for s in starts if s <= a), default=a) if mode == "name" else a), b
+
+
+def _token_aligned(text: str, a: int, b: int, starts: set[int]) -> tuple[int, int]:
+    """The inserted text [a, b) moved (where the characters it passes repeat) to the nearest place
+    whose ends are both token starts; unmoved when there is none."""
+    left = right = 0
+    while a - left > 0 and text[a - left - 1] == text[b - left - 1]:
+        left += 1
+    while b + right < len(text) and text[a + right] == text[b + right]:
+        right += 1
+    for k in sorted(range(-left, right + 1), key=abs):
+        if a + k in starts and b + k in starts:
+            return a + k, b + k
+    return a, b
