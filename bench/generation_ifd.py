@@ -3,8 +3,8 @@
 `iceburg generate` scores each curated record's IFD (loss of the answer given the prompt / loss of the
 answer alone). The two-pass version runs `HfModel.record_losses` (prompt + answer) and
 `HfModel.text_losses` (answer alone), one forward pass each; `iceburg/generation/difficulty.py` puts
-both sequences into one right-padded batch. This bench times both on the bundled surveyor sample, in
-alternating order, and checks that they give the same losses.
+both sequences into one right-padded batch. This bench times both (and a third way, both sequences packed in
+one row) on the bundled surveyor sample, in rotating order, and checks that they give the same losses.
 
     cpurun --exclusive .venv/bin/python bench/generation_ifd.py --students iceburg-tiny smollm2-135m
 
@@ -115,7 +115,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# IFD: two forward passes vs one batched pass per record\n",
              f"{len(records)} surveyor sample records, max_length {args.max_length}, median of {args.repeats} "
-             f"alternating runs; torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores; load "
+             f"runs in rotating order; torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores; load "
              f"average before {meta['load_before'][0]:.2f}, after {meta['load_after'][0]:.2f}.\n",
              "| student | records scored | tokens scored | variant | forward passes per record | median (s) | "
              "saved vs two passes | max rel loss diff vs two passes |",
