@@ -283,6 +283,11 @@ _GRANITE_TURNS = {r: (f"<|start_of_role|>{r}<|end_of_role|>", "<|end_of_text|>\n
 _HARMONY_TURNS = {"user": ("<|start|>user<|message|>", "<|end|>"),
                   "assistant": ("<|start|>assistant<|channel|>final<|message|>", "<|end|>")}
 _MISTRAL3_TURNS = {"user": ("[INST]", "[/INST]"), "assistant": ("", "{eos}")}
+# Gemma 4: `<|turn>user\n` / `<|turn>model\n` ... `<turn|>\n`, a `<|turn>system\n` block only when the
+# chat has a system message; the generation prompt (thinking off, the template's default) holds the
+# empty thought channel `<|channel>thought\n<channel|>`; an earlier answer is written without its
+# reasoning (the template strips it from every turn but a kept tool-calling one).
+_GEMMA4_TURNS = {"user": ("<|turn>user\n", "<turn|>\n"), "assistant": ("<|turn>model\n", "<turn|>\n")}
 # DeepSeek-R1 distills (Qwen and Llama bases): BOS, the system text bare, `<｜User｜>` / `<｜Assistant｜>`
 # turns; the generation prompt opens the think block (`<think>\n`); an earlier answer is written
 # without its reasoning (the template cuts everything before `</think>`).
@@ -314,6 +319,7 @@ FAMILIES: list[ChatFamily] = [
     # analysis channel stays in the text Ollama returns (no harmony parser in a TEMPLATE).
     _turn_family("harmony", _HARMONY_TURNS, ["<|return|>", "<|call|>"]),
     _turn_family("ministral3", _MISTRAL3_TURNS, ["[INST]", "[/INST]"]),
+    _turn_family("gemma4", _GEMMA4_TURNS, ["<turn|>", "<|turn>"]),
     _turn_family("deepseek-r1", _R1_TURNS, ["<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]),
 ]
 

@@ -119,9 +119,14 @@ GEMMA4 = Architecture(
     random_shape=dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
                       intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=512, rms_norm_eps=1e-6,
                       sliding_window=16, hidden_size_per_layer_input=0,
-                      # one head_dim for both layer kinds (the 31B: 256 local, 512 global): without it
-                      # config.head_dim is a per-layer attribute transformers refuses to read globally
-                      global_head_dim=16,
+                      # as every Gemma 4 config: llama.cpp's gemma4 graph caps at 30 when the GGUF has no
+                      # cap key (llama-hparams.h default), so a model without one cannot be matched
+                      final_logit_softcapping=30.0,
+                      # the global layer's heads twice as wide as the local ones (the 31B: 256 local, 512
+                      # global). transformers saves only a per-layer override that differs from head_dim, and
+                      # llama.cpp's converter reads the global width from that override alone: with one width
+                      # for both kinds the saved config has none and the converter asserts (measured 2026-12-06)
+                      global_head_dim=32,
                       rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                           "rope_theta": 1000000.0}}))
@@ -135,12 +140,27 @@ _GEMMA4_TURNS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>", 
                  "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<eos>")
 
 register(
-    Family("gemma4", (GEMMA4, GEMMA4_VL), reasoning=("<|channel>", "<channel|>"),
+    Family("gemma4", (GEMMA4, GEMMA4_VL), reasoning=("<|channel>", "<channel|>"), chat_template="gemma4",
            fixture=Fixture("llama-spm", "google-gemma-4-31B-it", ("<turn|>", "<eos>"), added_special=_GEMMA4_TURNS,
+                           # as Gemma's own: no space prepended to the text, "</s>" plain text (llama.cpp's
+                           # gemma4 vocabulary makes it a normal token, llama-vocab.cpp)
+                           space_prefix=False, plain_tokens=("</s>",),
+                           # Gemma 4 RMS-normalises q and k per head and scores them unscaled (scaling 1.0):
+                           # unit q/k norms give scores of std ~4 (local, 16 wide) and ~5.7 (global, 32), so
+                           # random attention is near one-hot and F16 rounding of q/k grew the proof's
+                           # max |dlogit| to 0.138 by position 33 (measured 2026-12-06). x0.5 on both norms
+                           # (scores x0.25: std ~1-1.4, as the other fixtures' ~1.6) gave 0.011-0.016.
+                           shape={"qk_norm_gain": 0.5},
                            notes=("llama.cpp's ggml-vocab-gemma-4 (tokenizer model 'gemma4') has no transformers GGUF "
-                                  "conversion in 5.24: llama-spm stands in, with Gemma 4's turn/channel/tool tokens added",
-                                  "the real Gemma 4 template; a 16-token sliding window so the proof prompts cross it",
+                                  "conversion in 5.24: llama-spm stands in, with Gemma 4's turn/channel/tool tokens added and, as "
+                                  "Gemma's own, no space prepended to the text",
+                                  "the real Gemma 4 template; a 16-token sliding window so the proof prompts cross it; global heads "
+                                  "twice as wide as local ones (as the 31B's 512/256); final logit soft-cap 30 as every "
+                                  "Gemma 4 config",
                                   "GGUF through llama.cpp's converter (arch gemma4)")),
-           doc=DocRow("gemma4_text: 5 sliding layers (window 16) + 1 global, proportional partial RoPE on the global "
-                      "layer, tied", "llama-spm + Gemma 4 turn tokens (stand-in)", "google-gemma-4-31B-it", "no Ollama template (not Go-proven)")),
+           doc=DocRow("gemma4_text: 5 sliding layers (window 16, heads 16 wide) + 1 global (heads 32 wide), "
+                      "proportional partial RoPE on the global layer, q/k norms x0.5, final soft-cap 30, tied",
+                      "llama-spm + Gemma 4 turn tokens, no space prefix, `</s>` plain text (stand-in)",
+                      "google-gemma-4-31B-it",
+                      "(no Ollama library tag listed)")),
 )

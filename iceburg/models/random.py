@@ -47,43 +47,55 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "merges.txt", "added_tokens.json", "generation_config.json")
 
 
-def _sharpen(model: Any, attention_gain: float, logit_gain: float) -> None:
+def _scale_norm(weight: Any, gain: float) -> None:
+    """Multiply a norm's effective gain: a zero-initialised weight is a (1 + weight) norm (Gemma, Qwen3-Next)."""
+    if not bool(weight.any()):
+        weight.copy_((1 + weight) * gain - 1)
+    else:
+        weight.mul_(gain)
+
+
+def _sharpen(model: Any, attention_gain: float, logit_gain: float, qk_norm_gain: float = 1.0) -> None:
     """Multiply the q/k projections by `attention_gain` and the final norm's gain by `logit_gain`.
 
     At the initialiser's std 0.02 a tiny model attends almost uniformly (q.k scores ~1e-2) and
     its logits are near-flat (top-2 gaps ~1e-2: no position where one token leads by 0.5 nats), so
     a proof that compares next-token choices, or a defect in q/k (row order, RoPE), has nothing to
     see. Scaling only these two keeps every other layer at its initialiser's size (a model whose
-    every weight is larger turns chaotic: quantization noise grows through the layers)."""
+    every weight is larger turns chaotic: quantization noise grows through the layers).
+    `qk_norm_gain` multiplies per-head q/k norms, where a layer RMS-normalises q and k after the
+    projections (the projection gain is then lost) and scores them unscaled (Gemma 4: scaling 1.0,
+    so unit-RMS q and k give scores of std ~sqrt(head_dim))."""
     import torch
 
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    qk_rows = (cfg.num_attention_heads + (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)) * head_dim
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 param.mul_(attention_gain)
             elif name.endswith("qkv_proj.weight"):  # Phi-3's fused projection: q and k rows first
-                param[:qk_rows].mul_(attention_gain)
+                # read only here: a config whose head width differs per layer (Gemma 4) refuses a global head_dim
+                head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+                kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+                param[:(cfg.num_attention_heads + kv_heads) * head_dim].mul_(attention_gain)
+            elif qk_norm_gain != 1.0 and name.endswith(("q_norm.weight", "k_norm.weight")):
+                _scale_norm(param, qk_norm_gain)
         norm = getattr(getattr(model, "model", None), "norm", None)
         if norm is None or getattr(norm, "weight", None) is None:
             logger.warning("random %s: no final norm weight at model.norm; logit_gain not applied", cfg.model_type)
-        elif not bool(norm.weight.any()):  # zero-initialised: a (1 + weight) norm (Gemma, Qwen3-Next)
-            norm.weight.copy_((1 + norm.weight) * logit_gain - 1)
         else:
-            norm.weight.mul_(logit_gain)
+            _scale_norm(norm.weight, logit_gain)
 
 
 def build_random_model(arch: str, out_dir: Path, *, tokenizer_dir: Path, seed: int = 0, attention_gain: float = 1.0,
-                       logit_gain: float = 1.0, **shape: Any) -> Path:
+                       logit_gain: float = 1.0, qk_norm_gain: float = 1.0, **shape: Any) -> Path:
     """Save a random-weight `arch` model with the tokenizer of `tokenizer_dir` into `out_dir`.
 
     `shape` overrides config fields (hidden_size, num_hidden_layers, ..., `dtype` of the saved
     weights: "float32" default, "bfloat16", "float16"; `initializer_range`). `vocab_size` defaults
     to the tokenizer's full length (base vocabulary + added tokens). `attention_gain` and
-    `logit_gain` (default 1: the initialiser's weights) sharpen attention and the logits
-    (`_sharpen`). Returns `out_dir`.
+    `logit_gain` (default 1: the initialiser's weights) sharpen attention and the logits;
+    `qk_norm_gain` scales per-head q/k norms (`_sharpen`). Returns `out_dir`.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -110,8 +122,8 @@ def build_random_model(arch: str, out_dir: Path, *, tokenizer_dir: Path, seed: i
     config = AutoConfig.for_model(arch, **fields)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if (attention_gain, logit_gain) != (1.0, 1.0):
-        _sharpen(model, attention_gain, logit_gain)
+    if (attention_gain, logit_gain, qk_norm_gain) != (1.0, 1.0, 1.0):
+        _sharpen(model, attention_gain, logit_gain, qk_norm_gain)
     model = model.to(dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -169,6 +169,25 @@ def vocab_tokenizer_dir(vocab: str) -> Path:
     return _atomic_build(families_root() / "vocab" / vocab, build)
 
 
+def _without_space_prefix(tok: Any) -> None:
+    """A SentencePiece-style vocabulary that writes spaces as "▁" without prepending one to the text
+    (Gemma 4's tokenizer.json; llama.cpp's gemma4 tokenizer model: add_space_prefix false)."""
+    from tokenizers import decoders, normalizers
+
+    tok.backend_tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.backend_tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                                       decoders.Fuse()])
+
+
+def _as_plain_text(out: Path, tokens: tuple[str, ...]) -> None:
+    """Drop `tokens` from the saved tokenizer.json's added tokens: the BPE model then spells them as
+    text, as the real vocabulary does (llama.cpp reads Gemma 4's "</s>" as a normal token)."""
+    path = out / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in tokens]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
 def family_tokenizer_dir(name: str) -> Path:
     """The family's tokenizer: real vocabulary, family EOS, added turn tokens, real template (cached)."""
     family = get_family(name)
@@ -177,6 +196,9 @@ def family_tokenizer_dir(name: str) -> Path:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(vocab_tokenizer_dir(family.vocab))
+        record = families.get(name).fixture
+        if not record.space_prefix:
+            _without_space_prefix(tok)
         missing = [t for t in family.added_special if t not in tok.get_vocab()]
         if missing:
             tok.add_special_tokens({"additional_special_tokens": missing})
@@ -185,6 +207,8 @@ def family_tokenizer_dir(name: str) -> Path:
         tok.eos_token = family.eos[0]
         tok.chat_template = _template_text(family)
         tok.save_pretrained(out)
+        if record.plain_tokens:
+            _as_plain_text(out, record.plain_tokens)
 
     return _atomic_build(families_root() / "tokenizers" / name, build)
 

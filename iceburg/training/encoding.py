@@ -38,7 +38,7 @@ from ..errors import IceburgError
 from ..data.tool_calls import has_parallel_calls
 from ..data.tool_calls import split_parallel_calls as split_parallel_calls_of
 from ..records import Reason, Record, fold_system_text
-from .reasoning import FIELDS, bind_vars, forced_turn, prepare_messages, reasoning_format, text_diff
+from .reasoning import FIELDS, bind_vars, channel_turn, forced_turn, prepare_messages, reasoning_format, text_diff
 from .tool_render import bind_tools, call_hole, check_calls_rendered, render_with_tools
 
 logger = logging.getLogger(__name__)
@@ -143,8 +143,11 @@ def _turn_span(tokenizer, messages: list[dict[str, str]], i: int, eos_texts: lis
         alt_upto = _render(tokenizer, messages[1: i + 1], False)
         if alt_upto.startswith(alt_prefix):
             upto = prefix + alt_upto[len(alt_prefix):]
+    upto = channel_turn(prefix, upto, messages[i])  # Gemma 4 thinking on: reasoning before the turn (reasoning.py)
     if not upto.startswith(prefix):  # R1 distills: the prompt opens a think block (reasoning.py)
         upto = forced_turn(prefix, upto, messages[i]) or upto
+    if not upto.startswith(prefix):  # Gemma 4 thinking off: the prompt ends with an empty thought channel
+        upto = _after_prompt(tokenizer, messages, i, prefix, upto) or upto
     if not upto.startswith(prefix):  # gpt-oss: a later turn rewrites an earlier one (below)
         upto = _rewritten_turn(tokenizer, messages, i, prefix) or upto
     if not upto.startswith(prefix):
@@ -192,6 +195,24 @@ def _rewritten_turn(tokenizer, messages: list[dict], i: int, prefix: str) -> str
     probe = _render(tokenizer, [*messages[:i], {"role": "assistant", "content": _TURN_PROBE}], False)
     at = upto.rfind(gen, 0, len(os.path.commonprefix([upto, probe])))
     return prefix + upto[at + len(gen):] if at >= 0 else None
+
+
+def _after_prompt(tokenizer, messages: list[dict], i: int, prefix: str, upto: str) -> str | None:
+    """Turn i under a template whose generation prompt ends with text the written turn lacks (Gemma 4
+    with thinking off appends the empty thought channel `<|channel>thought\\n<channel|>` to
+    `<|turn>model\\n`; the history turn is `<|turn>model\\n` + answer): the model reads the whole
+    prompt and writes what follows the turn's header, so the turn is trained as the prompt followed
+    by the written turn after its header (issue 25: trained as the model produces it, not refused).
+    The header is where two probe answers part; the prompt must hold it and then more. None when the
+    history as written differs or the prompt does not extend the header."""
+    bare = _render(tokenizer, messages[:i], False)
+    probes = [_render(tokenizer, [*messages[:i], {"role": "assistant", "content": c + _TURN_PROBE}], False)
+              for c in "AB"]
+    cut = len(os.path.commonprefix(probes))
+    head = probes[0][len(bare):cut]
+    if cut < len(bare) or not (prefix.startswith(bare + head) and upto.startswith(bare + head)):
+        return None
+    return prefix + upto[cut:] if len(prefix) > cut else None
 
 
 def _after_reasoning(upto: str, start: int, message: dict) -> int:
@@ -342,7 +363,7 @@ def encode_record(tokenizer, record: Record, max_length: int, eos: set[int],
     fmt = reasoning_format(tokenizer)
     messages, _ = prepare_messages(record.messages, fmt, reasoning)
     opts = {"overflow": overflow, "train_on": train_on, "tool_calls": supervise_tool_calls}
-    tok = bind_vars(tokenizer, fmt)
+    tok = bind_vars(tokenizer, fmt, messages)
     if messages is record.messages:
         return _encode_prepared(tok, record, max_length, eos, **opts)
     prepared = replace(record, messages=messages)

@@ -23,6 +23,17 @@ templates differ in where it goes, so the format is read from the template itsel
   system prompt says `/no_think` renders in SmolLM3's no-thinking mode (the template itself writes
   the empty `<think>\\n\\n</think>\\n` into the prompt), so its reasoning cannot be written and is
   left out.
+- "channel": a thinking switch (`enable_thinking`) whose off-mode generation prompt ends with an
+  empty reasoning block that the on-mode prompt lacks, under a template that strips reasoning from
+  the turns it writes (Gemma 4: `<|channel>thought\\n<channel|>`; it keeps reasoning only in a
+  tool-calling turn after the last user message, `<|channel>thought\\n` R `\\n<channel|>`, which
+  gives the markers). A record with reasoning renders with thinking on (Gemma 4's `<|think|>` system
+  switch) and each turn is trained as the model produces it after the on-mode prompt: markers +
+  reasoning + answer + end of turn (a turn without reasoning: the empty block), one example per turn
+  with earlier turns as the template writes them (reasoning stripped). A record without reasoning (or
+  under `--reasoning drop`) renders in the template's default mode, thinking off, the mode the
+  exported Ollama template uses: the turn is the answer the model writes after the prompt's empty
+  block (`encoding._after_prompt`).
 - "none": the template writes no reasoning (Llama 3.x, Mistral v0.3 / Nemo, SmolLM2, Phi): the
   reasoning is dropped and the run says so (counted in `EncodedSet.reasoning_dropped`, logged once).
 `--reasoning drop` removes it under every template (a forced template then trains an empty think
@@ -43,17 +54,18 @@ REASONING = ("keep", "drop")
 PROBE = "iceburg-reasoning-probe-7"
 FIELDS = ("reasoning_content", "thinking", "reasoning")  # Qwen3/Qwen3.5, gpt-oss, others
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CHANNEL = "iceburg_reasoning_block"  # "channel": what the model writes before a turn's written text
 _CACHE: dict[str, "ReasoningFormat"] = {}
 
 
 @dataclass(frozen=True)
 class ReasoningFormat:
-    kind: str  # "field" | "forced" | "inline" | "none"
+    kind: str  # "field" | "forced" | "inline" | "channel" | "none"
     key: str | None = None  # the message field a "field" template reads
     template_vars: dict[str, Any] = field(default_factory=dict)  # extra variables for every rendering
     open: str = ""  # "inline": the text before the reasoning in the content
     close: str = ""  # "inline": the text between the reasoning and the answer
-    toggle: str | None = None  # "inline": the template variable that turns thinking on (SmolLM3)
+    toggle: str | None = None  # "inline"/"channel": the template variable that turns thinking on
 
 
 def text_diff(text: str, other: str) -> tuple[int, int]:
@@ -92,7 +104,8 @@ def _probe(tokenizer) -> ReasoningFormat:
         return ReasoningFormat("none")
     if prompt.endswith(THINK_OPEN + "\n"):
         return ReasoningFormat("forced", template_vars={"enable_thinking": True})
-    return _probe_toggle(tokenizer, user) or _probe_blocks(tokenizer, user) or ReasoningFormat("none")
+    return (_probe_toggle(tokenizer, user) or _probe_blocks(tokenizer, user) or _probe_channel(tokenizer, user)
+            or ReasoningFormat("none"))
 
 
 def _probe_toggle(tokenizer, user: list[dict[str, Any]]) -> ReasoningFormat | None:
@@ -132,6 +145,41 @@ def _probe_blocks(tokenizer, user: list[dict[str, Any]]) -> ReasoningFormat | No
     return fmt if _verbatim(tokenizer, user, fmt, {}) else None
 
 
+def _gen_prompt(tokenizer, user: list[dict[str, Any]], **template_vars: Any) -> str | None:
+    """What the generation prompt adds to the rendered chat (None when it is not simply appended)."""
+    bare = tokenizer.apply_chat_template(user, tokenize=False, **template_vars)
+    full = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, **template_vars)
+    return full[len(bare):] if full.startswith(bare) else None
+
+
+def _probe_channel(tokenizer, user: list[dict[str, Any]]) -> ReasoningFormat | None:
+    """Gemma 4: thinking off, the generation prompt ends with an empty reasoning block the on-mode
+    prompt lacks; the markers are what the template writes around a reasoning it keeps (a tool-calling
+    turn after the last user message), and the empty block must be exactly the markers with nothing
+    between them (open + close without its leading whitespace)."""
+    try:
+        on, off = (_gen_prompt(tokenizer, user, enable_thinking=flag) for flag in (True, False))
+    except Exception:  # noqa: BLE001 - a template without the switch may fail in many ways
+        return None
+    if on is None or off is None or not off.startswith(on) or not off[len(on):].strip():
+        return None
+    empty = off[len(on):]
+    call = {"type": "function", "function": {"name": "probe", "arguments": {}}}
+    for key in FIELDS:
+        try:
+            text = tokenizer.apply_chat_template(
+                user + [{"role": "assistant", "content": "", "tool_calls": [call], key: PROBE}], tokenize=False)
+        except Exception:  # noqa: BLE001 - a template that cannot take tool calls
+            return None
+        before, found, after = text.partition(PROBE)
+        open_ = next((empty[:k] for k in range(len(empty), 0, -1) if before.endswith(empty[:k])), "")
+        rest = empty[len(open_):]
+        end = after.find(rest) if found and open_ and rest else -1
+        if end >= 0 and not after[:end].strip():
+            return ReasoningFormat("channel", key, open=open_, close=after[:end + len(rest)], toggle="enable_thinking")
+    return None
+
+
 def _verbatim(tokenizer, user: list[dict[str, Any]], fmt: ReasoningFormat, template_vars: dict[str, Any]) -> bool:
     """An assistant content of markers + reasoning + answer is written by the template as it is."""
     content = fmt.open + PROBE + fmt.close + "a"
@@ -161,6 +209,32 @@ def _inline(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode: str) -> 
     return out
 
 
+def _channel(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode: str) -> list[dict[str, Any]]:
+    """Under keep: every assistant turn carries the block its model writes first (`CHANNEL`: markers +
+    reasoning, or the empty block) and its reasoning in the field the template reads where it keeps
+    it; under drop: the reasoning removed (the record renders in the default mode)."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        text = (m.pop("reasoning", None) or "").strip()
+        if mode == "keep" and m["role"] == "assistant":
+            m[CHANNEL] = f"{fmt.open}{text}{fmt.close}" if text else fmt.open + fmt.close.lstrip()
+            if text:
+                m[fmt.key] = text  # type: ignore[index]
+        out.append(m)
+    return out
+
+
+def channel_turn(prefix: str, upto: str, message: dict[str, Any]) -> str:
+    """Turn text under a "channel" template (thinking on): the prompt, the block the model writes
+    first (reasoning between the markers), then the turn as the template writes it; unchanged where
+    the template wrote that block itself (a kept tool-calling turn) or the message carries none."""
+    block = message.get(CHANNEL)
+    if not block or not upto.startswith(prefix) or upto[len(prefix):].startswith(block):
+        return upto
+    return prefix + block + upto[len(prefix):]
+
+
 def prepare_messages(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode: str) -> tuple[list[dict[str, Any]], bool]:
     """The messages to render under `fmt` and `mode` ("keep" | "drop"), and whether reasoning was
     dropped because the template cannot write it (the note `--reasoning keep` owes the user)."""
@@ -170,6 +244,8 @@ def prepare_messages(messages: list[dict[str, Any]], fmt: ReasoningFormat, mode:
         return messages, False
     if fmt.kind == "inline":
         return _inline(messages, fmt, mode), False
+    if fmt.kind == "channel":
+        return _channel(messages, fmt, mode), False
     out = []
     for m in messages:
         if "reasoning" not in m:
@@ -219,5 +295,10 @@ class TemplateVarsTokenizer:
         return getattr(self._tokenizer, name)
 
 
-def bind_vars(tokenizer, fmt: ReasoningFormat):
-    return TemplateVarsTokenizer(tokenizer, fmt.template_vars) if fmt.template_vars else tokenizer
+def bind_vars(tokenizer, fmt: ReasoningFormat, messages: list[dict[str, Any]] | None = None):
+    """The tokenizer rendering with the format's variables; a "channel" record that carries reasoning
+    blocks (`prepare_messages`) renders with thinking on."""
+    template_vars = dict(fmt.template_vars)
+    if fmt.kind == "channel" and any(CHANNEL in m for m in messages or ()):
+        template_vars[fmt.toggle] = True  # type: ignore[index]
+    return TemplateVarsTokenizer(tokenizer, template_vars) if template_vars else tokenizer

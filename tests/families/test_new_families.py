@@ -177,12 +177,7 @@ def _exported(name: str, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
-@pytest.mark.parametrize("name", [
-    n if n != "gemma4" else pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, raises=IceburgError,
-        reason="iceburg's encoder refuses Gemma 4's real template (HistoryRewriteError): its generation prompt "
-               "adds an empty thought channel the rendered assistant turn lacks"))
-    for n in NEW])
+@pytest.mark.parametrize("name", NEW)
 def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name, tmp_path_factory):
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
@@ -203,7 +198,10 @@ def test_trained_family_exports_through_llama_cpp_converter_with_its_proof(name,
     # F16 on a tiny random model: the proof's own limit is max(5e-2, 2^-7 x logit scale)
     # (gguf_verify); measured here 5e-4..7e-4 before training. 1e-2 is the F16 error STACK.md
     # measured on real models: a converter that mis-wired a layer type lands far above it.
-    assert report["max_abs_logit_diff"] < 1e-2
+    # Gemma 4 scores its RMS-normalised q/k unscaled (scaling 1.0) and caps its logits at 30 on a
+    # tied F16 head: 0.007 at position 0, 0.011-0.017 over the prompts after 2 steps (2-core Xeon,
+    # 2026-12-06); a missing soft-cap key read 0.087 at position 0, unit q/k norms 0.138.
+    assert report["max_abs_logit_diff"] < (2e-2 if name == "gemma4" else 1e-2)
     assert report["argmax_agreement"] >= 0.99  # the issue's bar: F16 keeps every decisive argmax
     assert report["tokenization_mismatches"] == []
     # the header only (gguf's GGUFReader parses the whole vocabulary field by field: seconds per file)
