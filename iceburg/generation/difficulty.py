@@ -8,7 +8,8 @@ every token) go through the student as one right-padded batch of two. Right padd
 token at the position and with the context it has alone (causal attention never looks ahead, the
 padding is masked and comes after), so each row's loss is the one a pass of that sequence alone gives,
 up to float summation order (tests/generation/test_parts.py compares with the two-pass
-`HfModel.record_losses` / `text_losses`; bench/generation_ifd.py measures the time saved).
+`HfModel.record_losses` / `text_losses`; bench/generation_ifd.py times both: on a 2-core CPU they
+cost the same).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..records import Record
 
 Loss = tuple[float, int]  # (summed cross-entropy over the scored tokens, their count)
 # Which version `ifd_scores` runs: both give the same numbers (tested); the choice is speed, measured
-# (bench/results/generation_ifd.md).
+# (bench/results/generation_ifd*.md: the same time within the spread of repeated runs).
 ONE_PASS = True
 
 
