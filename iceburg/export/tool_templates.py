@@ -243,7 +243,7 @@ TOOL_GAPS = {
                 "(types, enums, nested objects, defaults) and keeps a call's analysis only until a later final "
                 "answer; a TEMPLATE would have to walk Ollama's typed api.ToolFunctionParameters, whose Go shape "
                 "differs between Ollama releases and is not what the Go check here emulates (Ollama serves gpt-oss "
-                "with its built-in harmony renderer instead), so it is not translated"),
+                "with its built-in harmony renderer instead)"),
 }
 
 # ---------------------------------------------------------------- probes
