@@ -39,7 +39,10 @@ sysdeps: go
 # 8 x 512 micro-batch): measured 183 s of training (167 supervised tok/s), 6 min 35 s for the whole
 # command with its 3 side-by-side answers, the evaluation table and the four exports with their
 # proofs (2026-12-06, 2-core Xeon with AMX, cpurun --exclusive, 2 threads, load 1.3-2.3; docs/using.md).
-DEMO_FLAGS ?= --model-type surveyor --base-model smollm2-135m --max-seq-length 512 --epochs 1 --compare 3 \
+# --learning-rate 1.6e-3 (3x the width rule's 5.3e-4 for SmolLM2): in the learning-rate x epochs study
+# (bench/sft_lr_epochs.py, docs/evaluation.md) it is the one-epoch setting whose model passes issue 27's
+# three gates; the default rate's model fails the truth gate, 3 epochs at 1.6e-3 fail tool calls and forgetting.
+DEMO_FLAGS ?= --model-type surveyor --base-model smollm2-135m --max-seq-length 512 --epochs 1 --learning-rate 1.6e-3 --compare 3 \
 	--formats huggingface gguf ollama onnx
 demo: setup go
 	$(VENV)/bin/iceburg-train $(DEMO_FLAGS)

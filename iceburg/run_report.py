@@ -72,6 +72,16 @@ def _pre(text: str) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
+def _tuned_answer(row: dict) -> str:
+    """The tuned answer of a side-by-side row (text) or of a tool turn (its text; `tuned` holds the
+    parsed calls there), with the calls it made written out."""
+    if "tuned_text" not in row:
+        return row.get("tuned", "")
+    calls = row.get("tuned") or []
+    made = "calls: " + json.dumps(calls) + "\n" if calls else "no tool call\n"
+    return made + row["tuned_text"]
+
+
 def loss_section(run: Path) -> str:
     metrics = _read_jsonl(RunFolder(run).metrics)
     train = [(m["step"], m["loss"]) for m in metrics if m.get("type") == "train"]
@@ -249,7 +259,7 @@ def evaluation_section(run: Path) -> str:
         if worse:
             out.append(f"<details><summary>{k}: {len(worse)} prompt(s) where tuned did worse</summary>" + _table(
                 [(_pre(r.get("question", r["id"])), f"{r['scores'][k][0]:.3f}", f"{r['scores'][k][1]:.3f}",
-                  _pre(r.get("tuned", r.get("tuned_text", "")))) for r in worse],
+                  _pre(_tuned_answer(r))) for r in worse],
                 ("prompt", "base", "tuned", "tuned answer"), cls="qa") + "</details>")
     return "".join(out)
 
