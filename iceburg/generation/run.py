@@ -233,11 +233,14 @@ def answer_record(asked: Record, ans: dict[str, Any], tools: list[dict[str, Any]
         return plain, []
     turn["tool_calls"] = ans["tool_calls"]
     meta = {**meta, "answer": "tool_call"}
+    plain.metadata = meta
+    if not tools:
+        return plain, [Reason("invalid_tool_call", "the teacher called a tool, but none was sent "
+                                                   "(the seed has no tools)")]
     try:
         return normalise({"messages": plain.messages, "tools": tools, "metadata": meta,
                           "agent_type": asked.agent_type}, "generated", asked.line), []
     except InvalidLine as exc:
-        plain.metadata = meta
         return plain, [Reason(exc.code, f"the teacher's tool call: {exc}")]
 
 

@@ -127,7 +127,8 @@ def test_one_pass_ifd_gives_the_two_pass_losses(tiny_model_dir):
 def _topic_records():
     """Two topics of real questions and answers (10 on tides, 6 on bread) and one record far from both."""
     def rec(q: str, a: str, i: int) -> Record:
-        return Record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}], source="t", line=i)
+        return Record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                      source="t", line=i)
 
     ports = ["Brest", "Saint-Malo", "Cherbourg", "Le Havre", "Dover", "Plymouth", "Calais", "Dieppe", "Granville",
              "Roscoff"]
@@ -253,6 +254,18 @@ def test_a_tool_call_that_does_not_fit_its_tools_is_rejected_with_the_reason(arg
         emb = SentenceEmbedder()
         reasons = Curator(TruthFilter(), "surveyor", NearIndex(emb), NearIndex(emb), NearIndex(emb)).check(record)
     assert [r.code for r in reasons] == [code] and words in reasons[0].message
+
+
+def test_a_tool_call_without_tools_sent_is_rejected():
+    from openai.types.chat import ChatCompletion
+
+    from iceburg.generation.run import answer_record
+    from iceburg.generation.teacher import response_fields
+
+    seed = next(r for r in _surveyor_records() if r.tools)
+    ans = response_fields(ChatCompletion.model_validate(_llama_cpp_call('{"query": "zinc"}')))
+    record, reasons = answer_record(_asked(seed), ans, None, {})
+    assert [r.code for r in reasons] == ["invalid_tool_call"] and record.metadata["answer"] == "tool_call"
 
 
 def test_answer_request_sends_the_seeds_tools_and_the_named_choice():
