@@ -3,6 +3,8 @@ seed and threads, a few steps each, each backend in its own process through the 
 RSS is its own and mlx binds OpenBLAS before it loads). Reports seconds per step, sampled answer
 tokens per second, per-reward means and peak RSS. The answers differ between backends (each samples
 with its own RNG), so time per sampled token is the fairer figure. Writes bench/results/grpo_mlx.{json,md}.
+On Linux mlx[cpu] the MLX half is very slow on SmolLM2-135M (a 300-token prefill took 21 s here,
+docs/grpo.md): use --base-model iceburg-tiny there, or run it on a Mac.
 
     cpurun --exclusive .venv/bin/python bench/grpo_mlx.py [--steps 6] [--base-model smollm2-135m]
 """
