@@ -23,6 +23,10 @@ Real templates that need more (docs/families.md):
   prompt) followed by turn i as the template writes it, with only turn i supervised (earlier turns
   are context). That is exactly the text the model sees and writes at inference. Cost: the context
   of turn i is encoded again in each later example.
+- templates whose generation prompt ends with text the written turn lacks (Gemma 4's empty thought
+  channel `<|channel>thought\\n<channel|>` after `<|turn>model\\n`): the turn is trained as the model
+  produces it after that prompt, the written turn after its header (`_after_prompt`), one example
+  per turn.
 - templates without a system role (Gemma 2 raises "System role not supported"): the system text
   opens the first user message ("system\n\nuser"), as Gemma 3's own template and Ollama's Gemma
   template do.
