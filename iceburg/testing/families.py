@@ -119,6 +119,22 @@ def families_root() -> Path:
     return cache_root() / "families" / f"v{FIXTURE_VERSION}"
 
 
+def fixture_key(name: str) -> str:
+    """`name` plus a hash of everything its fixture record and architecture say about the files built
+    (vocabulary, template, tokens, shape, gains): a changed record gets a new cache folder, so a cache
+    built before the change (a CI runner's, a developer's) is never read as the new fixture. Changes
+    to the builders' code still bump FIXTURE_VERSION."""
+    import dataclasses
+    import hashlib
+
+    record = families.get(name)
+    fx = record.fixture
+    spec = {f.name: getattr(fx, f.name) for f in dataclasses.fields(fx) if f.name != "notes"}
+    spec |= {"model_type": record.arch.model_type, "random_shape": record.arch.random_shape, "gains": FIXTURE_GAINS}
+    text = json.dumps(spec, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else repr(o))
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
 def _template_text(family: Family) -> str:
     if family.template == "mistral-v0.3":
         return MISTRAL_V03_TEMPLATE
@@ -210,7 +226,7 @@ def family_tokenizer_dir(name: str) -> Path:
         if record.plain_tokens:
             _as_plain_text(out, record.plain_tokens)
 
-    return _atomic_build(families_root() / "tokenizers" / name, build)
+    return _atomic_build(families_root() / "tokenizers" / fixture_key(name), build)
 
 
 _REAL_DIRS: dict[str, Path] = {}
@@ -285,7 +301,7 @@ def family_model_dir(name: str) -> Path:
         gen["eos_token_id"] = [tok.convert_tokens_to_ids(t) for t in family.eos if t in tok.get_vocab()]
         gen_path.write_text(json.dumps(gen, indent=2))
 
-    return _atomic_build(families_root() / "models" / name, build)
+    return _atomic_build(families_root() / "models" / fixture_key(name), build)
 
 
 def get_family(name: str) -> Family:

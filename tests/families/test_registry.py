@@ -157,14 +157,14 @@ def new_family_trained(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from iceburg.records import Record
-    from iceburg.testing.families import PROBE_CONVERSATION, families_root, family_model_dir
+    from iceburg.testing.families import PROBE_CONVERSATION, families_root, family_model_dir, fixture_key
     from iceburg.training.encoding import encode_record, eos_ids
     from iceburg.training.trainer import TrainArgs, _head_apart, train
 
     _register_transformers_classes()
     out = tmp_path_factory.mktemp("new-family")
     with families.registered(NEW_FAMILY):
-        shutil.rmtree(families_root() / "models" / NEW, ignore_errors=True)  # always built from the record
+        shutil.rmtree(families_root() / "models" / fixture_key(NEW), ignore_errors=True)  # always built from the record
         src = family_model_dir(NEW)
         assert json.loads((src / "config.json").read_text())["model_type"] == NEW_TYPE
         tok = AutoTokenizer.from_pretrained(src)
