@@ -34,7 +34,7 @@ GRANITE_HYBRID = Architecture(
                   "router": "MoE router: frozen so the base's expert routing and load balance stay"})
 
 register(
-    Family("granite4", (GRANITE_HYBRID,), chat_template="granite",
+    Family("granite4", (GRANITE_HYBRID,), chat_template="granite", tool_template="granite",
            fixture=Fixture("llama-bpe", "ibm-granite-granite-4.0", ("<|end_of_text|>",),
                            added_special=("<|start_of_role|>", "<|end_of_role|>"),
                            notes=("Granite 4's own vocabulary has no llama.cpp asset: Llama 3's BPE (same GPT-4-style "

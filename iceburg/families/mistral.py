@@ -56,6 +56,7 @@ _MINISTRAL3_SPECIAL = (*_INST, "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[THINK]",
 
 register(
     Family("ministral3", (MINISTRAL3,), reasoning=("[THINK]", "[/THINK]"), chat_template="ministral3",
+           tool_template="ministral3",
            # Llama 3's byte-level BPE, not Llama 2's SPM as for Nemo: through llama.cpp's converter the SPM
            # stand-in (a tokenizer.json without tokenizer.model) tokenized runs of spaces unlike transformers
            # (the proof's tokenization check failed; measured 2026-12-06), and Tekken is byte-level BPE too.

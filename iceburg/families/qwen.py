@@ -26,9 +26,9 @@ register(
     # Qwen3 releases one hybrid-thinking chat model per size (no "-Instruct" suffix).
     Family("qwen3", (QWEN3,), ollama={"qwen3": {
         "default": "8b", **{s: f"Qwen/Qwen3-{s.upper()}" for s in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")}}},
-        # Its plain chats render as ChatML; whether the chatml Go tool template matches Qwen3's own tool
-        # format is not proven yet, so the Modelfile gets no .Tools for it (tool_template None).
-        ollama_tag="qwen3:0.6b", chat_template="chatml", reasoning=("<think>", "</think>"),
+        # Its plain chats render as ChatML; its tool format is the chatml tool family's Qwen3 variant
+        # (think block after the last user message), Go-proven (tests/export/test_tool_templates_new_families.py).
+        ollama_tag="qwen3:0.6b", chat_template="chatml", tool_template="chatml", reasoning=("<think>", "</think>"),
         fixture=Fixture("qwen2", "Qwen-Qwen3-0.6B", _QWEN_EOS, added_special=("<think>", "</think>"),
                         notes=("Qwen3 shares Qwen2.5's BPE; its <think>/</think> (ids 151667/151668 in Qwen3) are added here",
                                "q/k RMSNorm per head; the template rewrites history -> one example per assistant turn")),
@@ -62,6 +62,7 @@ QWEN35_VL = Architecture("qwen3_5", None, llama_cpp_arch="qwen35", lora_exclude=
 register(
     # No Ollama library names listed: none checked against ollama.com for this family yet.
     Family("qwen3.5", (QWEN35, QWEN35_VL), reasoning=("<think>", "</think>"), chat_template="chatml-block",
+           tool_template="chatml-block",
         fixture=Fixture("qwen35", "Qwen3.5-4B", _QWEN_EOS,
                         notes=("3 linear-attention (Gated DeltaNet) layers + 1 softmax layer, partial RoPE 1/4",
                                "GGUF through llama.cpp's converter (arch qwen35)")),
