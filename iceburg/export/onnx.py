@@ -53,6 +53,39 @@ PROMPTS = [
     "Water boils at a lower temperature on a mountain because",
     "Summarise the open questions in one sentence:",
 ]
+# Architectures refused by name before any export attempt (issue 32), each with what the export
+# raised on the family's fixture (2026-12-06, torch.onnx dynamo, transformers 5.24; measured one by
+# one, tests/families/test_new_families_onnx.py, docs/export_ollama_onnx.md "New families"). GGUF
+# (--formats gguf / ollama, llama.cpp's converter) exports and proves all of them.
+_HYBRID = ("the graph's cache inputs are keys/values only: its Gated DeltaNet / Mamba-2 layers keep a "
+           "recurrent and convolution state, which has no input here (measured: AttributeError "
+           "'LinearAttentionLayer' object has no attribute 'keys')")
+REFUSED = {
+    "qwen3_5_text": ("Qwen3.5 (hybrid Gated DeltaNet linear attention + softmax attention)", _HYBRID),
+    "granitemoehybrid": ("Granite 4 (hybrid Mamba-2 + attention, MoE)", _HYBRID),
+    "gpt_oss": ("gpt-oss (MoE experts, attention sinks)",
+                "torch.onnx has no ONNX function for the MoE experts' transformers.grouped_mm_fallback "
+                "(measured: DispatchError, translation step 3/3)"),
+    "gemma4_text": ("Gemma 4 (sliding + global attention, global heads wider than local)",
+                    "the graph gives every layer's past the same head width, Gemma 4's global layers are "
+                    "wider (measured: torch.export RuntimeError 'Sizes of tensors must match ... Expected "
+                    "16 in dimension 3 but got 32')"),
+}
+REFUSED["qwen3_5"] = REFUSED["qwen3_5_text"]  # the released checkpoints' multimodal wrapper
+REFUSED["gemma4"] = REFUSED["gemma4_text"]
+
+
+def check_supported(model_dir: Path) -> None:
+    """ExportError naming the architecture, the measured reason and GGUF, for a refused model_type."""
+    config = Path(model_dir) / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
+    if model_type in REFUSED:
+        arch, why = REFUSED[model_type]
+        raise ExportError(f"onnx: {arch}, model_type {model_type!r} in {config}, is not exported to ONNX: {why}. "
+                          "Export it as GGUF instead (--formats gguf, or ollama), which is proven for it; "
+                          "nothing was written")
+
+
 _COPY = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
          "special_tokens_map.json", "chat_template.jinja", "tokenizer.model")
 
@@ -209,6 +242,7 @@ def export(model_dir: Path, out_dir: Path, ctx: ExportContext, *, int8: bool | N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_supported(model_dir)
     int8 = bool(getattr(ctx, "onnx_int8", False)) if int8 is None else int8
     # fp32 graph (2x a bf16 checkpoint) + int8 copy (~1/4 of fp32) + the export's working copy.
     check_free_space(out_dir, _weights_bytes(model_dir) * (4 if int8 else 3), "onnx export")
