@@ -18,6 +18,9 @@ one by one and as one right-padded batch (padded positions excluded), must be <=
 measured ~2e-7 on small Llama models); greedy decoding through the ONNX cache must give the same
 tokens as `model.generate`. The int8 file is measured (max difference, argmax agreement), not
 held to the fp32 limit: int8 weights change logits by design.
+
+Refused by model_type before any attempt (`REFUSED`, issue 32): Qwen3.5, Granite 4, gpt-oss and
+Gemma 4, each with the error its fixture's export raised; they export as GGUF.
 """
 
 from __future__ import annotations
