@@ -89,8 +89,9 @@ def test_plain_chatml_keeps_its_family():
 
 
 def test_a_template_of_no_family_is_still_refused():
-    """A turn format none of the families writes (Gemma 4's) is refused by name, never guessed."""
-    text = template_path("google-gemma-4-31B-it").read_text(encoding="utf-8")
+    """A turn format none of the families writes (Cohere Command R7B's; Gemma 4's was the example until
+    Gemma 4 got its own Go-proven family) is refused by name, never guessed."""
+    text = template_path("CohereForAI-c4ai-command-r7b-12-2024-tool_use").read_text(encoding="utf-8")
 
     def render(messages):
         return render_jinja_template([messages], chat_template=text, add_generation_prompt=True,
