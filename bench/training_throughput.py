@@ -315,18 +315,6 @@ def default_gate(rows: list[dict]) -> dict:
     return {"lines": lines, "verdicts": verdicts}
 
 
-def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    t0 = time.time()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n ** 3 * reps / (time.time() - t0) / 1e9
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
@@ -369,6 +357,8 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     load_start = os.getloadavg()
+    from iceburg.hardware.timing import matmul_gflops  # the probe --detect-hardware's time estimate uses
+
     peak = matmul_gflops(a.threads)
     rows = []
     order = [(rnd, name) for rnd in range(a.rounds)
