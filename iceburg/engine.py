@@ -8,8 +8,8 @@ and the `TrainOutput`. An objective or backend supplies only
 - `step_fn(index, micro_batches, on_batch) -> StepResult`: one optimizer step over the plan's
   micro-batches of step `index` (0-based), calling `on_batch(ids)` before each micro-batch it
   trains on (torch SFT: `training/trainer.py`; DPO/ORPO/KTO: `training/preference.py`; GRPO:
-  `training/grpo.py`; MLX: `training/mlx_trainer.py`; the iceburg-tiny pre-training:
-  `models/tiny.py`);
+  `training/grpo.py`; MLX: `training/mlx_trainer.py`, MLX GRPO: `training/mlx_grpo.py`; the
+  iceburg-tiny pre-training: `models/tiny.py`);
 - `eval_fn(step) -> float | None`: the held-out loss (None: nothing to evaluate);
 - a `Checkpointer` that saves and loads its model and optimizer state.
 

@@ -177,7 +177,8 @@ def mlx_step(model, opt, args: TrainArgs, total: int) -> Callable:
         opt.learning_rate = _lr(index, total, args)
         opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)
-        return StepResult(step_loss, {"lr": float(opt.learning_rate)}, sup, tokens)
+        # "lr": the rate the next step will use, as torch's OptimizerStep reports it (and mlx_grpo)
+        return StepResult(step_loss, {"lr": _lr(index + 1, total, args)}, sup, tokens)
 
     return step
 

@@ -89,13 +89,14 @@ class StepLosses:
     """Records per-step losses; raises KeyboardInterrupt after step `stop` (an interrupted run)."""
 
     def __init__(self, stop: int = -1):
-        self.stop, self.losses = stop, {}
+        self.stop, self.losses, self.lrs = stop, {}, {}
 
     def on_batch(self, ids):
         pass
 
     def on_step(self, step, metrics):
         self.losses[step] = metrics["loss"]
+        self.lrs[step] = metrics["lr"]
         if step == self.stop:
             raise KeyboardInterrupt
 
@@ -121,7 +122,18 @@ def trained(tmp_path_factory, tiny_model_dir, data, peft_init):
     mlx_out = train_mlx(mlx_model, train_ex, _order(train_ex), eval_ex, args, callbacks=[m_steps])
     fit_after = (evaluate(peft, train_ex, args), evaluate_mlx(mlx_model, train_ex, args))
     return dict(before=before, torch=torch_out, mlx=mlx_out, mlx_model=mlx_model, work=work, targets=TARGETS,
-                fit_before=fit_before, fit_after=fit_after, steps=(t_steps.losses, m_steps.losses))
+                fit_before=fit_before, fit_after=fit_after, steps=(t_steps.losses, m_steps.losses),
+                lrs=(t_steps.lrs, m_steps.lrs))
+
+
+def test_both_backends_report_the_same_learning_rate_per_step(trained):
+    # the metric is the rate the next step uses (torch's scheduler after its step); MLX reported the
+    # current step's rate before, one step behind. Same closed-form schedule: equal to float rounding.
+    t_lrs, m_lrs = trained["lrs"]
+    assert sorted(t_lrs) == sorted(m_lrs) and len(t_lrs) == STEPS
+    assert len(set(t_lrs.values())) > 1, "the schedule must change across the run for this check to mean anything"
+    for step in t_lrs:
+        assert m_lrs[step] == pytest.approx(t_lrs[step], rel=1e-9, abs=1e-15), step
 
 
 def test_same_init_same_losses_step_by_step_and_the_loss_falls(trained):
