@@ -2,7 +2,8 @@
 (iceburg-tiny's Q8_0 GGUF, one llama.cpp thread) through the recording proxy.
 
     python bench/proxy_load.py [--clients 50] [--requests 20] [--max-tokens 8] [--pairs 200]
-                               [--baseline-tree DIR]
+                               [--baseline-tree DIR] [--pin] [--part NAME]
+    python bench/proxy_load.py --memory N [--every 250] [--tracemalloc] [--pin]
 
 Reported (bench/results/proxy_load.md):
 - correctness: every request carries a unique user turn; the log folder must hold exactly one
@@ -24,7 +25,20 @@ Reported (bench/results/proxy_load.md):
 - the proxy's own time per request (`iceburg collect --timing`, a third proxy in the rotation):
   the time each request spent in the proxy minus its waits on the upstream, read from
   `GET /_iceburg/timing`; generation and its jitter are not in it (docs/loop.md compares methods);
+- the proxy's own clock under load: the same 50-client load once more through the `--timing` proxy;
 - the proxy's RSS (psutil) sampled every 0.25 s over the loaded run: at 0/25/50/75/100% and max.
+
+`--pin`: `iceburg serve`, the fixed-answer upstream and the bench's clients on CPU 0, every proxy on
+CPU 1 (`os.sched_setaffinity` on every thread; the CPUs in force are read back into the table), so
+the proxy's work never waits behind generation for a core. `--part NAME` writes
+proxy_load_NAME.{md,json} (e.g. `--pin --part pinned`).
+
+`--memory N`: only the proxy's memory: N streamed requests (50 clients, after 2 rounds of warm-up)
+against the fixed-answer upstream, its RSS read after every `--every` requests; the least-squares
+slope of RSS over the second half decides "flat" vs "leak" (LEAK_MB_PER_1000 below states the
+criterion); every record checked as in the loaded run. `--tracemalloc` runs the proxy under
+tracemalloc (bench/_traced_proxy.py) and reports the heap's top growth sites of each half (its
+snapshots inflate RSS, so the verdict comes from a run without it). Written as proxy_load_memory.
 
 `--startup N` measures only the start: N starts of `iceburg collect` (this tree and, with
 `--baseline-tree`, the baseline's, alternating) from process start to the first answer of
@@ -87,7 +101,8 @@ async def stream_once(http, url: str, body: dict, headers: dict) -> tuple[float,
     return elapsed, {"content": content, "calls": [(c["name"], json.loads(c["arguments"])) for c in calls.values()]}
 
 
-async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[list[float], dict[str, dict]]:
+async def load(url: str, clients: int, requests: int, max_tokens: int,
+               start: int = 0) -> tuple[list[float], dict[str, dict]]:
     import httpx
 
     lat: list[float] = []
@@ -95,7 +110,7 @@ async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
     async with httpx.AsyncClient(timeout=600, limits=limits, trust_env=False) as http:
         async def one_client(c: int) -> None:
-            for i in range(requests):
+            for i in range(start, start + requests):
                 body = body_for(c, i, max_tokens)
                 s, ans = await stream_once(http, url, body, {"X-Iceburg-Agent": "surveyor"})
                 lat.append(s)
@@ -199,6 +214,30 @@ def start_fixed_upstream():
                                 "the fixed-answer upstream")
 
 
+PIN_LAYOUT = "iceburg serve, the fixed-answer upstream and the bench's clients on CPU 0; every proxy on CPU 1"
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (Linux sets affinity per thread; threads started later
+    inherit their creator's, so the whole process stays there)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def cpus_of(pid: int) -> list[int]:
+    """The CPUs any thread of `pid` may run on (read back, so the table shows what was in force)."""
+    cpus: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cpus |= os.sched_getaffinity(int(tid))
+        except ProcessLookupError:
+            pass
+    return sorted(cpus)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
@@ -246,6 +285,149 @@ def check_records(log_dir: Path, answers: dict[str, dict]) -> dict:
             "torn": torn, "unequal": unequal, "loader_read": loaded, "loader_rejects": rw.total}
 
 
+def start_traced_proxy(upstream: str, log_dir: Path, out: Path):
+    """The proxy under tracemalloc (bench/_traced_proxy.py; SIGUSR1 writes a heap snapshot)."""
+    import subprocess
+
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
+
+    port = free_port()
+    with open(out / "traced.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_traced_proxy.py"), upstream, str(log_dir),
+                                 str(port), str(out)], stdout=log, stderr=subprocess.STDOUT)
+    return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", out / "traced.log"), "/_iceburg/stats", 60,
+                                "the traced proxy")
+
+
+def snapshot(service, out: Path, k: int):
+    """Heap snapshot K of the traced proxy (it writes it on SIGUSR1; waited for, then loaded)."""
+    import signal
+    import tracemalloc
+
+    service.proc.send_signal(signal.SIGUSR1)
+    path = out / f"snap-{k}.pickle"
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline or service.proc.poll() is not None:
+            raise SystemExit(f"no heap snapshot from the traced proxy:\n{service.log_text()[-2000:]}")
+        time.sleep(0.1)
+    return tracemalloc.Snapshot.load(str(path))
+
+
+def slope(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares slope of RSS (MB) over requests, per 1,000 requests, and its standard error."""
+    n = len(points)
+    xs, ys = [p[0] / 1000 for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    resid = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys))
+    return b, (resid / (n - 2) / sxx) ** 0.5
+
+
+def growth_sites(first, last, top: int = 8) -> list[dict]:
+    """The heap's top growth sites between two snapshots (tracemalloc, grouped by traceback)."""
+    import tracemalloc
+
+    keep = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
+    stats = last.filter_traces(keep).compare_to(first.filter_traces(keep), "traceback")
+    out = []
+    for st in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:top]:
+        frames = [f"{Path(f.filename).name}:{f.lineno}" for f in reversed(st.traceback)][:4]  # allocation first
+        out.append({"site": " <- ".join(frames), "size_diff_kb": round(st.size_diff / 1024, 1),
+                    "count_diff": st.count_diff})
+    return out
+
+
+# Flat vs leak: the proxy keeps nothing per request once it is answered, and the smallest thing a
+# request allocates that a leak would keep is a few hundred bytes (its 11 relayed chunks of ~190 B,
+# the ~1 KB record line). A leak of even one of them per request grows RSS by >= 0.1 MB per 1,000
+# requests; so the run is "flat" when the second half's slope is below that bound with its 95%
+# interval (slope + 1.96 SE), and "leak" when the interval lies wholly above it.
+LEAK_MB_PER_1000 = 0.1
+
+
+def memory_run(args) -> None:
+    """`--memory N`: the proxy's RSS over N streamed requests (50 clients) against the fixed-answer
+    upstream (or `iceburg serve` over iceburg-tiny, `--memory-upstream serve`)."""
+    import psutil
+
+    from iceburg.serve.launch import start_collect, start_serve
+
+    work = Path(tempfile.mkdtemp(prefix="proxy-memory-"))
+    if args.pin:
+        pin(os.getpid(), {0})
+    if args.memory_upstream == "serve":
+        from iceburg.export.gguf import write_gguf
+        from iceburg.models.tiny import ensure_tiny_model
+
+        gguf = write_gguf(ensure_tiny_model(), work / "iceburg-tiny-q8_0.gguf", "q8_0", name="iceburg-tiny")
+        upstream = start_serve(gguf, work / "serve.log", threads=1)
+    else:
+        upstream = start_fixed_upstream()
+    services, snaps, answers = [upstream], [], {}
+    try:
+        proxy = (start_traced_proxy(upstream.url + "/v1", work / "logs", work) if args.tracemalloc
+                 else start_collect(upstream.url + "/v1", work / "logs", work / "collect.log"))
+        services.append(proxy)
+        if args.pin:
+            pin(proxy.proc.pid, {1})
+        url, rss = proxy.url + "/v1/chat/completions", lambda: psutil.Process(proxy.proc.pid).memory_info().rss / 2**20
+        per = max(1, args.every // args.clients)
+        done, points, t0 = 0, [], time.perf_counter()
+        for r in range(-(-args.memory // (per * args.clients)) + 2):  # 2 rounds of warm-up first
+            _, got = asyncio.run(load(url, args.clients, per, args.max_tokens, start=r * per))
+            answers.update(got)
+            done += len(got) if r >= 2 else 0
+            if r >= 2:
+                points.append((done, rss()))
+            if args.tracemalloc and r in (1, (-(-args.memory // (per * args.clients))) // 2 + 1):
+                snaps.append(snapshot(proxy, work, len(snaps) + 1))
+        wall = time.perf_counter() - t0
+        if args.tracemalloc:
+            snaps.append(snapshot(proxy, work, len(snaps) + 1))
+    finally:
+        for service in reversed(services):
+            service.stop()
+    memory_report(args, points, wall, check_records(work / "logs", answers), snaps)
+
+
+def memory_report(args, points: list[tuple[int, float]], wall: float, check: dict, snaps: list) -> None:
+    from _common import machine_info, save
+
+    half = [p for p in points if p[0] > points[-1][0] / 2]
+    rows = []
+    for name, pts in (("whole run after warm-up", points), ("second half", half)):
+        b, se = slope(pts)
+        ys = [p[1] for p in pts]
+        rows.append({"part": name, "samples": len(pts), "requests": f"{pts[0][0]}-{pts[-1][0]}",
+                     "rss_start_mb": round(ys[0], 2), "rss_end_mb": round(ys[-1], 2),
+                     "rss_min_mb": round(min(ys), 2), "rss_max_mb": round(max(ys), 2),
+                     "slope_mb_per_1000": round(b, 4), "slope_ci95_high": round(b + 1.96 * se, 4)})
+    b, high = rows[1]["slope_mb_per_1000"], rows[1]["slope_ci95_high"]
+    verdict = ("flat" if high < LEAK_MB_PER_1000 else
+               "leak" if b - (high - b) > LEAK_MB_PER_1000 else "undecided")
+    meta = {**machine_info(), "measured_requests": points[-1][0], "warm_up_requests": 2 * args.clients * max(1, args.every // args.clients),
+            "clients": args.clients, "sample_every_requests": max(1, args.every // args.clients) * args.clients,
+            "upstream": {"fixed": "fixed-answer (bench/_fixed_upstream.py)",
+                         "serve": "iceburg serve (iceburg-tiny Q8_0, 1 thread)"}[args.memory_upstream],
+            "max_tokens": args.max_tokens, "wall_s": round(wall, 1),
+            "tracemalloc": args.tracemalloc, "pinning": PIN_LAYOUT if args.pin else "none",
+            "criterion": f"flat when the second half's RSS slope + 1.96 SE < {LEAK_MB_PER_1000} MB per 1,000 requests",
+            "verdict": verdict, "rss_points": [(n, round(m, 2)) for n, m in points], **check,
+            "load_avg_1m_end": round(os.getloadavg()[0], 2)}
+    if len(snaps) == 3:
+        meta["heap_growth_second_half"] = growth_sites(snaps[1], snaps[2])
+        meta["heap_growth_first_half"] = growth_sites(snaps[0], snaps[1])
+    upstream = "fixed-answer upstream" if args.memory_upstream == "fixed" else "iceburg serve"
+    print(save(f"iceburg collect memory over {points[-1][0]} streamed requests ({args.clients} clients, {upstream}"
+               f"{', tracemalloc' if args.tracemalloc else ''})", rows, meta, list(rows[0]),
+               part=args.part or "memory"))
+    print(verdict, json.dumps(meta.get("heap_growth_second_half", []), indent=1))
+    if check["lost"] or check["torn"] or check["unequal"] or check["records"] != check["requests"]:
+        raise SystemExit("FAILED: lost, torn, duplicated or unequal records")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=50)
@@ -254,9 +436,22 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--baseline-tree", type=Path, help="an earlier iceburg source tree to measure beside this one")
     ap.add_argument("--startup", type=int, default=0, metavar="N", help="measure only N start-ups of the proxy")
+    ap.add_argument("--pin", action="store_true", help=f"pin the processes: {PIN_LAYOUT}")
+    ap.add_argument("--part", help="write bench/results/proxy_load_PART.{md,json} (another setting's table)")
+    ap.add_argument("--every", type=int, default=250, help="with --memory: requests between RSS samples")
+    ap.add_argument("--memory", type=int, default=0, metavar="N",
+                    help="measure only the proxy's RSS over N streamed requests against the fixed-answer upstream")
+    ap.add_argument("--memory-upstream", choices=["fixed", "serve"], default="fixed",
+                    help="with --memory: the fixed-answer upstream (default) or iceburg serve over iceburg-tiny")
+    ap.add_argument("--tracemalloc", action="store_true", help="with --memory: the proxy runs under tracemalloc "
+                    "(bench/_traced_proxy.py) and the top growth sites of the second half are reported")
     args = ap.parse_args()
     if args.startup:
         return startup(args.startup, args.baseline_tree)
+    if args.memory:
+        return memory_run(args)
+    if args.pin:
+        pin(os.getpid(), {0})  # the bench's clients; the servers started below inherit CPU 0
 
     from _common import machine_info, save
 
@@ -285,10 +480,16 @@ def main() -> None:
                 services.append(start_collect_from(args.baseline_tree.resolve(), upstream + "/v1",
                                                    work / f"logs-base-{kind}", work / f"collect-base-{kind}.log"))
                 rotation[kind][1]["baseline"] = services[-1].url
+        if args.pin:
+            for service in services[2:]:  # the proxies (serve and the fixed upstream stay on CPU 0)
+                pin(service.proc.pid, {1})
         rotation = {k: (d, {n: u + "/v1/chat/completions" for n, u in px.items()}) for k, (d, px) in rotation.items()}
         for direct, px in rotation.values():  # the noise floor: the same direct request again
             px["noise"] = direct
         direct_url, proxied_url = rotation["llama"][0], rotation["llama"][1]["this"]
+        cpus = {"cpus_bench": cpus_of(os.getpid()), "cpus_serve": cpus_of(serve.proc.pid),
+                "cpus_fixed_upstream": cpus_of(fixed.proc.pid),
+                "cpus_proxies": sorted({c for s in services[2:] for c in cpus_of(s.proc.pid)})}
         for direct, px in rotation.values():
             asyncio.run(pairs(direct, px, 5, args.max_tokens))  # warm every path
         t0 = time.perf_counter()
@@ -301,10 +502,14 @@ def main() -> None:
         proxied_s = time.perf_counter() - t0
         sampler.stop_flag.set()
         sampler.join()
-        diffs = {kind: asyncio.run(pairs(direct, px, args.pairs, args.max_tokens))
-                 for kind, (direct, px) in rotation.items()}
         import httpx
 
+        # the same load once more through the --timing proxy: its own clock with 50 streams open at once
+        timed_llama = timed_urls["llama"]
+        timed_lat, _ = asyncio.run(load(rotation["llama"][1]["timed"], args.clients, args.requests, args.max_tokens))
+        own_load = httpx.get(timed_llama + "/_iceburg/timing", trust_env=False).json()["own_ms"][-len(timed_lat):]
+        diffs = {kind: asyncio.run(pairs(direct, px, args.pairs, args.max_tokens))
+                 for kind, (direct, px) in rotation.items()}
         stats = httpx.get(proxy.url + "/_iceburg/stats", trust_env=False).json()
         # the sequential rounds only: the warm-up pairs came first, the loaded run never used these
         own = {kind: httpx.get(u + "/_iceburg/timing", trust_env=False).json()["own_ms"][-args.pairs:]
@@ -328,13 +533,17 @@ def main() -> None:
             what = "noise floor (direct, again), sequential" if name == "noise" else "added per request, sequential"
             rows.append({"measure": f"{what}, {upstream_name[kind]}{who}", "requests": len(d),
                          "p50_ms": ms(pct(d, 50)), "p99_ms": ms(pct(d, 99)), "mean_ms": ms(statistics.fmean(d))})
+    rows.append({"measure": "proxy's own time (--timing) under load: 50 clients through it, iceburg serve",
+                 "requests": len(own_load), "p50_ms": round(pct(own_load, 50), 2), "p99_ms": round(pct(own_load, 99), 2),
+                 "mean_ms": round(statistics.fmean(own_load), 2)})
     for kind, xs in own.items():
         rows.append({"measure": f"proxy's own time (--timing: in the proxy minus upstream waits), {upstream_name[kind]}",
                      "requests": len(xs), "p50_ms": round(pct(xs, 50), 2), "p99_ms": round(pct(xs, 99), 2),
                      "mean_ms": round(statistics.fmean(xs), 2)})
     rss = sampler.samples
     meta = {**machine_info(), "clients": args.clients, "requests_per_client": args.requests,
-            "max_tokens": args.max_tokens, "llama_threads": 1, "fsync": "interval (default)", **check,
+            "max_tokens": args.max_tokens, "llama_threads": 1, "fsync": "interval (default)",
+            "pinning": PIN_LAYOUT if args.pin else "none (the scheduler places every process)", **cpus, **check,
             "proxy_stats": {k: stats[k] for k in ("recorded", "not_recorded", "bad_requests", "upstream_errors")},
             # RSS at 0, 25, 50, 75 and 100% of the loaded run, and its max: flat = no growth after warm-up
             "proxy_rss_mb_quartiles": [round(rss[min(len(rss) - 1, q * (len(rss) - 1) // 4)], 1) for q in range(5)],
@@ -342,7 +551,7 @@ def main() -> None:
             "load_avg_1m_end": round(os.getloadavg()[0], 2)}
     table = save(f"iceburg collect under load ({args.clients} clients x {args.requests} streamed requests, "
                  f"iceburg-tiny Q8_0, max_tokens {args.max_tokens})", rows, meta,
-                 ["measure", "requests", "wall_s", "p50_ms", "p99_ms", "mean_ms"])
+                 ["measure", "requests", "wall_s", "p50_ms", "p99_ms", "mean_ms"], part=args.part)
     print(table)
     print(json.dumps(check))
     if check["lost"] or check["torn"] or check["unequal"] or check["duplicated"] or check["records"] != check["requests"]:
