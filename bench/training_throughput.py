@@ -76,6 +76,19 @@ def eval_loss(model, ev_ex, max_len):
     return evaluate(model, ev_ex, TrainArgs(max_length=max_len, micro_batch_size=4))
 
 
+def eval_loss_on_fp32_base(model, model_dir, ev_ex, max_len) -> float:
+    """Eval loss of `model`'s trained adapters on the fp32 base (a bf16-loaded base evaluates in bf16,
+    whose rounding adds to the loss; this isolates what bf16 training did to the adapters)."""
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    fp32 = get_peft_model(base, model.peft_config["default"])
+    set_peft_model_state_dict(fp32, get_peft_model_state_dict(model))
+    return eval_loss(fp32, ev_ex, max_len)
+
+
 def run_original(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     import torch
     from torch.utils.data import Dataset
@@ -170,6 +183,36 @@ def run_trl_bfd(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     return run_trl(model_dir, tok, train_recs, tr_ex, ev_ex, a, best=True, strategy="bfd")
 
 
+# The CLI's default path and its flags (run_parts.plan_run + training.model.build_model, as `iceburg-train`
+# runs them): `iceburg` with nothing set, `iceburg:bN` as --batch-size N, `iceburg:fp32` as --precision
+# fp32, `iceburg:precision-bf16` as --precision bf16 (a bf16-loaded base, fp32 LoRA, bf16 autocast);
+# `iceburg:autocast-bf16` is the default plan and fp32 base with bf16 autocast only (isolates the
+# weights' dtype from the autocast).
+PRODUCT_PRECISION = {"iceburg": None, "iceburg:fp32": "fp32", "iceburg:precision-bf16": "bf16",
+                     "iceburg:autocast-bf16": None}
+
+
+def _product(v: str) -> bool:
+    return v in PRODUCT_PRECISION or _rows_variant(v) is not None
+
+
+def product_model(model_dir, tok, train_recs, v: str, a):
+    """(model, plan, examples) as the CLI builds them: examples encoded with the config's overflow
+    rule (split), the plan (micro-batch, accumulation, precision, allocator applied), the base in the
+    plan's precision with the plan's LoRA rank and targets (peft keeps the adapters fp32)."""
+    from iceburg.config import TrainingConfig
+    from iceburg.training.encoding import encode_all, eos_ids
+    from iceburg.training.model import build_model
+    from iceburg.training.run_parts import plan_run
+
+    cfg = TrainingConfig(max_seq_length=a.max_seq_length, batch_size=_rows_variant(v),
+                         precision=PRODUCT_PRECISION.get(v), seed=42 + a.seed)
+    tr_ex = encode_all(tok, train_recs, a.max_seq_length, eos_ids(tok), overflow=cfg.overflow).examples
+    plan = plan_run(Path(model_dir), cfg, tr_ex)
+    sys.stderr.write("plan: " + "; ".join(plan.notes) + "\n")
+    return build_model(Path(model_dir), cfg, plan, tok, added_tokens=False), plan, tr_ex
+
+
 def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
     import random
 
@@ -181,41 +224,46 @@ def run_iceburg(model_dir, tok, train_recs, tr_ex, ev_ex, a):
 
         tr_ex = encode_all(tok, train_recs, a.max_seq_length, eos_ids(tok), overflow="split").examples
     plan = None
-    if v == "iceburg" or _rows_variant(v):  # the CLI's own plan (run_parts.plan_run): micro-batch, accumulation,
-        # precision, allocator; `iceburg` with nothing set, `iceburg:bN` as --batch-size N, `iceburg:fp32` as
-        # --precision fp32
-        from iceburg.config import TrainingConfig
-        from iceburg.training.run_parts import plan_run
+    if _product(v):
+        model, plan, tr_ex = product_model(model_dir, tok, train_recs, v, a)
+    else:
+        if v not in ("iceburg:glibc",):  # hand-tuned variants: the fixed mmap threshold unless iceburg:glibc
+            from iceburg.hardware import configure_cpu_allocator
 
-        cfg = TrainingConfig(max_seq_length=a.max_seq_length, batch_size=_rows_variant(v),
-                             precision="fp32" if v == "iceburg:fp32" else None)
-        plan = plan_run(Path(model_dir), cfg, tr_ex)
-        sys.stderr.write("plan: " + "; ".join(plan.notes) + "\n")
-    elif v not in ("iceburg:glibc",):  # hand-tuned variants: the fixed mmap threshold unless iceburg:glibc
-        from iceburg.hardware import configure_cpu_allocator
-
-        configure_cpu_allocator()
-    model = lora_model(model_dir, a.seed)
+            configure_cpu_allocator()
+        model = lora_model(model_dir, a.seed)
     order = list(range(len(tr_ex)))
     random.Random(a.seed).shuffle(order)
     rows = plan.micro_batch_size if plan else (a.iceburg_rows or max(1, a.batch // 2))
+    precision = plan.precision if plan else ("bf16" if v == "iceburg:bf16" else "fp32")
     # a shuffled order, so the trainer packs best-fit (what the weighted/plain curricula get)
     args = TrainArgs(epochs=1, max_steps=a.max_steps, learning_rate=2e-4, best_fit=v != "iceburg:greedy",
                      micro_batch_size=rows, grad_accum=plan.gradient_accumulation_steps if plan else 1,
                      max_length=a.max_seq_length, pad_id=tok.pad_token_id, eval_steps=10**9,
-                     precision=plan.precision if plan else ("bf16" if v == "iceburg:bf16" else "fp32"),
+                     precision="bf16" if v == "iceburg:autocast-bf16" else precision,
                      show_progress=False, segment_attention=False if v == "iceburg:mask" else None, seed=42 + a.seed,
                      **({"warmup_ratio": 0.0} if v == "iceburg:nowarmup" else {}))
     losses = _StepLosses()
     t0 = time.time()
     out = train(model, tr_ex, lambda e: order, [], args, callbacks=[losses])
     wall = time.time() - t0
-    if a.profile:
-        profile_step(model, tr_ex, order, args, a)
     a.extra = {"micro_batch": rows, "grad_accum": args.grad_accum, "precision": args.precision,
-               "step_losses": losses.values, "plan_notes": plan.notes if plan else []}
+               "base_dtype": str(next(p for p in model.parameters() if not p.requires_grad).dtype),
+               "lora_dtype": str(next(p for p in model.parameters() if p.requires_grad).dtype),
+               "step_losses": losses.values, "step_seconds": losses.seconds, **_plan_extra(plan)}
+    if a.profile is not None and (not a.profile or v in a.profile):
+        a.extra["profile"] = profile_step(model, tr_ex, order, args, a)
     return (model, wall, out.total_tokens, out.supervised_tokens / max(1, sum(e.supervised for e in tr_ex)),
             out.supervised_tokens)
+
+
+def _plan_extra(plan) -> dict:
+    """What the plan chose and expected (plan.json's figures), for the estimate-vs-measured column."""
+    if plan is None:
+        return {}
+    return {"plan_notes": plan.notes, "cpu_allocator": plan.cpu_allocator, "lora_r": plan.lora_r,
+            "effective_batch": plan.effective_batch_size,
+            "planned_peak_mb": plan.expected_peak_bytes / 2**20, "estimated_peak_mb": plan.estimated_peak_bytes / 2**20}
 
 
 def _rows_variant(v: str) -> int | None:
@@ -225,15 +273,21 @@ def _rows_variant(v: str) -> int | None:
 
 
 class _StepLosses:
-    """Training loss of every optimizer step (engine's on_step metrics), for per-step comparisons."""
+    """Training loss and seconds of every optimizer step (engine's on_step metrics), for per-step
+    comparisons (the first step carries the allocator's and oneDNN's warm-up)."""
 
     def __init__(self):
         self.values: list[float] = []
+        self.seconds: list[float] = []
+        self._last = time.perf_counter()
 
     def on_batch(self, example_ids: list[str]) -> None:
         pass
 
     def on_step(self, step: int, metrics: dict) -> None:
+        now = time.perf_counter()
+        self.seconds.append(round(now - self._last, 2))
+        self._last = now
         if "loss" in metrics:
             self.values.append(round(float(metrics["loss"]), 5))
 
@@ -241,26 +295,50 @@ class _StepLosses:
         pass
 
 
-def profile_step(model, tr_ex, order, args, a) -> None:
-    """One more optimizer-free forward+backward of the first micro-batch under torch.profiler: where
-    the time of a step goes (the table goes to stderr and bench/results/)."""
+# Where a step's time goes, by torch op (self CPU time): the dense matmuls (the base and LoRA
+# projections, the head; oneDNN runs them in bf16 under autocast), the attention kernel, dtype
+# casts/copies (autocast's re-cast of fp32 weights and activations lands in copy_/_to_copy), rest.
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+              "aten::_addmm_activation"}
+CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to", "aten::clone"}
+
+
+def op_category(name: str) -> str:
+    if name in MATMUL_OPS or name.startswith("mkldnn::"):
+        return "matmul"
+    if "scaled_dot_product" in name or "flash_attention" in name:
+        return "attention"
+    return "cast" if name in CAST_OPS else "other"
+
+
+def profile_step(model, tr_ex, order, args, a) -> dict:
+    """One more optimizer-free forward+backward of the first micro-batch (the trainer's loss, its CPU
+    LoRA dropout, its precision) under torch.profiler: seconds per op category and the top ops."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from iceburg.training.lora_dropout import lora_dropout_on_cpu
     from iceburg.training.packing import collate, pack
     from iceburg.training.trainer import _forward_loss, weighted_token_loss
 
     rows = pack([tr_ex[i] for i in order], args.max_length, True, args.best_fit)[: args.micro_batch_size]
     batch = collate(rows, args.pad_id)
     model.train()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with lora_dropout_on_cpu(model, True), profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
         loss, n = _forward_loss(model, batch, args, weighted_token_loss)
         (loss / max(n, 1)).backward()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48)
-    out = Path(__file__).resolve().parent / "results" / "training_throughput_profile.txt"
-    out.write_text(f"# one iceburg micro-batch ({len(rows)} x {args.max_length}), threads {a.threads}, "
-                   f"load average {os.getloadavg()}\n{table}\n")
+        wall = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    cats: dict[str, float] = {}
+    for ev in prof.key_averages():
+        cat = op_category(ev.key)
+        cats[cat] = cats.get(cat, 0.0) + ev.self_cpu_time_total / 1e6
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=48)
     sys.stderr.write(table + "\n")
+    return {"rows": len(rows), "wall_s": round(wall, 3), "seconds": {k: round(v, 3) for k, v in cats.items()},
+            "table": f"# {a.variant}: one micro-batch ({len(rows)} x {args.max_length}), precision {args.precision}, "
+                     f"threads {a.threads}, load average {os.getloadavg()}\n{table}\n"}
 
 
 def child(a) -> None:
@@ -285,6 +363,8 @@ def child(a) -> None:
            # LoRA training ~ forward 2N + backward input-grads 2N FLOPs per processed token
            "achieved_gflops": 4 * n_params * processed / wall / 1e9, "threads": torch.get_num_threads(),
            "loadavg_end": os.getloadavg(), **a.extra}
+    if res.get("base_dtype") == "torch.bfloat16":
+        res["eval_loss_fp32_base"] = eval_loss_on_fp32_base(model, model_dir, ev_ex, a.max_seq_length)
     print("RESULT " + json.dumps(res))
 
 
@@ -295,13 +375,15 @@ DEFAULT_GATE = 0.90
 
 
 def default_gate(rows: list[dict]) -> dict:
-    """Per round: the `iceburg` row (the CLI's default path) against the fastest `iceburg:*` variant;
-    REGRESSION when the default is more than 10% behind."""
+    """Per round: the `iceburg` row (the CLI's default path) against the fastest `--batch-size` row
+    (`iceburg:bN`; every `iceburg:*` variant when the round has none); REGRESSION when the default
+    is more than 10% behind."""
     lines, verdicts = [], []
     for rnd in sorted({r["round"] for r in rows}):
         mine = [r for r in rows if r["round"] == rnd]
         default = next((r for r in mine if r["approach"] == "iceburg"), None)
-        variants = [r for r in mine if r["approach"].startswith("iceburg:")]
+        variants = ([r for r in mine if _rows_variant(r["approach"]) is not None]
+                    or [r for r in mine if r["approach"].startswith("iceburg:")])
         if default is None or not variants:
             continue
         best = max(variants, key=lambda r: r["supervised_tok_per_s"])
@@ -313,6 +395,77 @@ def default_gate(rows: list[dict]) -> dict:
                      f"tok/s = {ratio:.2f}x the best variant {best['approach']} ({best['supervised_tok_per_s']:.1f}); "
                      f"gate {DEFAULT_GATE:.2f}x")
     return {"lines": lines, "verdicts": verdicts}
+
+
+# issue 26's bar for the product path against TRL's best packed configuration in the same run
+TRL_GATE = 1.25
+# issue 26's bar for bf16 on CPUs with AMX / AVX512-BF16, at an eval loss within BF16_LOSS_TOL of fp32
+BF16_GATE, BF16_LOSS_TOL = 1.5, 0.01
+
+
+def same_round(rows: list[dict], rnd: int, name: str) -> dict | None:
+    return next((r for r in rows if r["round"] == rnd and r["approach"] == name), None)
+
+
+def comparisons(rows: list[dict]) -> dict:
+    """Per round: the default against trl-best (TRL_GATE), every bf16 row against the fp32 default
+    (speed, eval loss, largest per-step training-loss gap; BF16_GATE), and the planner's expected
+    peak against the measured one for every row the CLI planned."""
+    out: dict = {"trl": [], "bf16": [], "planner": [], "lines": []}
+    for r in rows:
+        if "planned_peak_mb" in r:
+            err = r["planned_peak_mb"] / r["peak_rss_mb"] - 1
+            r["plan_error"] = round(err, 3)
+            out["planner"].append({"round": r["round"], "approach": r["approach"], "planned_mb": round(r["planned_peak_mb"]),
+                                   "measured_mb": round(r["peak_rss_mb"]), "error": round(err, 3)})
+    for rnd in sorted({r["round"] for r in rows}):
+        ice, trl = same_round(rows, rnd, "iceburg"), same_round(rows, rnd, "trl-best")
+        if ice and trl:
+            x = ice["supervised_tok_per_s"] / trl["supervised_tok_per_s"]
+            out["trl"].append({"round": rnd, "default_over_trl_best": round(x, 3), "ok": x >= TRL_GATE})
+            out["lines"].append(f"{'ok' if x >= TRL_GATE else 'BELOW'}: round {rnd}: default = {x:.2f}x trl-best "
+                                f"(gate {TRL_GATE:.2f}x)")
+        for r in rows:
+            if not (ice and r["round"] == rnd and r.get("precision") == "bf16" and ice.get("precision") == "fp32"):
+                continue
+            x = r["supervised_tok_per_s"] / ice["supervised_tok_per_s"]
+            dl = r["eval_loss"] - ice["eval_loss"]
+            dl32 = r.get("eval_loss_fp32_base", r["eval_loss"]) - ice["eval_loss"]
+            steps = list(zip(r.get("step_losses", []), ice.get("step_losses", [])))
+            ok = x >= BF16_GATE and abs(dl) <= BF16_LOSS_TOL
+            out["bf16"].append({"round": rnd, "approach": r["approach"], "speedup_vs_fp32_default": round(x, 3),
+                                "eval_loss_diff": round(dl, 4), "eval_loss_diff_fp32_base": round(dl32, 4),
+                                "max_step_loss_diff":
+                                round(max((abs(p - q) for p, q in steps), default=float("nan")), 4), "ok": ok})
+            out["lines"].append(f"{'ok' if ok else 'BELOW'}: round {rnd}: {r['approach']} = {x:.2f}x the fp32 default, "
+                                f"eval loss {dl:+.4f} ({dl32:+.4f} with its adapters on the fp32 base; "
+                                f"gate {BF16_GATE:.1f}x at |diff| <= {BF16_LOSS_TOL})")
+    out["amdahl"] = amdahl(rows)
+    return out
+
+
+def amdahl(rows: list[dict]) -> list[dict]:
+    """From the profiled micro-batches: the fp32 default's matmul share f, the matmul speed-up s of a
+    bf16 row, the step speed-up Amdahl's law allows if only the matmuls changed (1 / (1 - f + f / s)),
+    the one measured on the same micro-batch, and the ceiling with free matmuls (1 / (1 - f))."""
+    res = []
+    for rnd in sorted({r["round"] for r in rows}):
+        ice = same_round(rows, rnd, "iceburg")
+        if not ice or "profile" not in ice:
+            continue
+        s32 = ice["profile"]["seconds"]
+        t32, m32 = sum(s32.values()), s32.get("matmul", 0.0)
+        for r in rows:
+            if r["round"] != rnd or r.get("precision") != "bf16" or "profile" not in r:
+                continue
+            s16 = r["profile"]["seconds"]
+            t16, m16 = sum(s16.values()), s16.get("matmul", 0.0)
+            f, sp = m32 / t32, m32 / max(m16, 1e-9)
+            res.append({"round": rnd, "approach": r["approach"], "fp32_seconds": s32, "bf16_seconds": s16,
+                        "matmul_share_fp32": round(f, 3), "matmul_speedup": round(sp, 3),
+                        "amdahl_if_only_matmuls_changed": round(1 / (1 - f + f / sp), 3),
+                        "measured_microbatch_speedup": round(t32 / t16, 3), "ceiling_free_matmuls": round(1 / (1 - f), 3)})
+    return res
 
 
 def main() -> None:
@@ -328,8 +481,11 @@ def main() -> None:
                         "iceburg:mask (sdpa's block-diagonal mask instead of "
                         "segment attention), iceburg:nowarmup (no warm-up step, as TRL's default schedule), "
                         "iceburg:split (--overflow split: long conversations as further windows); "
-                        "iceburg is the CLI's default path (its plan, allocator, precision); iceburg:bN is the CLI "
-                        "with --batch-size N, iceburg:fp32 with --precision fp32; iceburg:tuned / iceburg:bf16: "
+                        "iceburg is the CLI's default path (its encoding with --overflow split, plan, allocator, "
+                        "precision, LoRA rank and targets); iceburg:bN is the CLI with --batch-size N, iceburg:fp32 "
+                        "with --precision fp32, iceburg:precision-bf16 with --precision bf16 (bf16-loaded base, fp32 "
+                        "LoRA, autocast), iceburg:autocast-bf16 the default plan and fp32 base under bf16 autocast; "
+                        "iceburg:tuned / iceburg:bf16: "
                         "--iceburg-rows rows, fixed allocator, fp32 / bf16 autocast; "
                         "any name@sN runs with seeds + N (LoRA init, data order, dropout)")
     p.add_argument("--model", default="iceburg-tiny", help="base: iceburg-tiny, smollm2-135m (real weights) or any spec")
@@ -337,7 +493,9 @@ def main() -> None:
     p.add_argument("--types", nargs="+", default=None, help="sample data types to use (default: all five)")
     p.add_argument("--iceburg-rows", type=int, default=None,
                    help="iceburg rows per micro-batch (default batch // 2; the planner's 4 for SmolLM2 at 512)")
-    p.add_argument("--profile", action="store_true", help="profile one iceburg micro-batch (torch.profiler)")
+    p.add_argument("--profile", nargs="*", default=None,
+                   help="profile one micro-batch of these iceburg approaches (all iceburg ones when none is "
+                        "named) with torch.profiler: seconds per op category (matmul / attention / cast / other)")
     p.add_argument("--tag", default="", help="suffix of the saved table's name")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the approaches this many times, the order reversed every other round; each "
@@ -370,7 +528,8 @@ def main() -> None:
                str(a.max_seq_length), "--batch", str(a.batch), "--tmp", a.tmp, "--model", a.model,
                *(["--max-steps", str(a.max_steps)] if a.max_steps else []), *(["--types", *a.types] if a.types else []),
                *(["--iceburg-rows", str(a.iceburg_rows)] if a.iceburg_rows else []),
-               *(["--profile"] if a.profile else [])]
+               *(["--profile", *a.profile] if a.profile is not None else [])]
+        load_before = os.getloadavg()[0]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
@@ -378,7 +537,7 @@ def main() -> None:
             sys.stderr.write(err[-3000:])
             raise SystemExit(f"{name} failed (exit {out.returncode}; -9 is a kill, e.g. out of memory)")
         r = json.loads(line[0][7:])
-        r["approach"], r["round"] = name, rnd + 1
+        r["approach"], r["round"], r["load_before"] = name, rnd + 1, load_before
         r["pct_of_matmul_peak"] = 100 * r["achieved_gflops"] / peak
         rows.append(r)
         print(json.dumps(r))
@@ -395,19 +554,29 @@ def main() -> None:
                 continue
             print(f"iceburg vs {name}: per round {', '.join(f'{x:.2f}x' for x in v)}; "
                   f"median {statistics.median(v):.2f}x, min {min(v):.2f}x")
-    gate = default_gate(rows)
-    for line in gate["lines"]:
+    gate, comp = default_gate(rows), comparisons(rows)
+    for line in gate["lines"] + comp.pop("lines"):
         print(line)
-    meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "default_gate": gate["verdicts"], "max_seq_length": a.max_seq_length,
-            "batch": a.batch, "lora": "r16 all-linear", "model": a.model, "max_steps": a.max_steps,
+    for x in comp["amdahl"]:
+        print(f"amdahl: {x['approach']}: fp32 matmul share {x['matmul_share_fp32']:.2f}, matmuls {x['matmul_speedup']:.2f}x "
+              f"faster -> {x['amdahl_if_only_matmuls_changed']:.2f}x if nothing else changed; measured on the "
+              f"micro-batch {x['measured_microbatch_speedup']:.2f}x; ceiling with free matmuls {x['ceiling_free_matmuls']:.2f}x")
+    tables = [r.pop("profile")["table"] for r in rows if "profile" in r and "table" in r["profile"]]
+    if tables:
+        (Path(__file__).resolve().parent / "results" / "training_throughput_profile.txt").write_text("\n".join(tables))
+    meta = {**machine_info(), "matmul_2048_gflops": round(peak, 1), "default_gate": gate["verdicts"], **comp,
+            "max_seq_length": a.max_seq_length,
+            "batch": a.batch, "lora": "r16 all-linear (rows the CLI planned: the plan's rank and targets)", "model": a.model,
+            "max_steps": a.max_steps,
             "types": a.types, "iceburg_rows": a.iceburg_rows or max(1, a.batch // 2),
             "load_average_start": load_start, "load_average_end": os.getloadavg(), "rounds": a.rounds,
             **({f"median_speedup_vs_{k}": round(statistics.median(v), 3)
                 for k, v in speedups.items() if k != "iceburg"} if a.rounds > 1 else {})}
     tag = ("" if a.model == "iceburg-tiny" else f"_{a.model}") + (f"_{a.tag}" if a.tag else "")
     print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
-               ["round", "approach", "supervised_tok_per_s", "wall_s", "peak_rss_mb", "eval_loss", "processed_tokens",
-                "supervised_tokens", "achieved_gflops", "pct_of_matmul_peak", "speedup_vs_this"]))
+               ["round", "approach", "micro_batch", "grad_accum", "precision", "cpu_allocator", "supervised_tok_per_s",
+                "wall_s", "peak_rss_mb", "planned_peak_mb", "plan_error", "eval_loss", "eval_loss_fp32_base", "processed_tokens",
+                "supervised_tokens", "pct_of_matmul_peak", "speedup_vs_this", "load_before"]))
 
 
 if __name__ == "__main__":
