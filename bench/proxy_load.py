@@ -407,8 +407,9 @@ def memory_report(args, points: list[tuple[int, float]], wall: float, check: dic
     b, high = rows[1]["slope_mb_per_1000"], rows[1]["slope_ci95_high"]
     verdict = ("flat" if high < LEAK_MB_PER_1000 else
                "leak" if b - (high - b) > LEAK_MB_PER_1000 else "undecided")
-    meta = {**machine_info(), "measured_requests": points[-1][0], "warm_up_requests": 2 * args.clients * max(1, args.every // args.clients),
-            "clients": args.clients, "sample_every_requests": max(1, args.every // args.clients) * args.clients,
+    per_round = max(1, args.every // args.clients) * args.clients
+    meta = {**machine_info(), "measured_requests": points[-1][0], "warm_up_requests": 2 * per_round,
+            "clients": args.clients, "sample_every_requests": per_round,
             "upstream": {"fixed": "fixed-answer (bench/_fixed_upstream.py)",
                          "serve": "iceburg serve (iceburg-tiny Q8_0, 1 thread)"}[args.memory_upstream],
             "max_tokens": args.max_tokens, "wall_s": round(wall, 1),
