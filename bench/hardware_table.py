@@ -170,11 +170,72 @@ def build(cells: list[tuple[str, str]], config: TrainingConfig | None = None) ->
         return [cell(model, machine, Path(tmp), config) for model, machine in cells]
 
 
+MEASURED = RESULTS / "memory_planner_hardware_measured.json"  # bench/memory_planner.py --name hardware_measured
+
+
+def measured_rows(path: Path = MEASURED) -> list[dict]:
+    """The measured 1B/3B cells (bench/memory_planner.py runs of the same published shapes, random
+    weights): estimate vs measured peak, measured vs estimated seconds per step, and the seed table's
+    "3 epochs of 1,000 samples" at the measured speed (full-length records, as hardware/timing.py)."""
+    from iceburg.hardware.timing import SEED_EPOCHS, SEED_RECORDS
+
+    out = []
+    for r in json.loads(path.read_text())["rows"]:
+        tokens = r["micro_batch"] * r["seq_len"]
+        tok_s = tokens / r["step_times"][-1]  # the last step: AdamW's states exist, allocator warm
+        seed_tokens = SEED_EPOCHS * SEED_RECORDS * r["seq_len"]
+        est = r.get("time_estimate") or {}
+        out.append({"model": r["shape"], "params_b": round(r["params_m"] / 1e3, 2), "micro_batch": r["micro_batch"],
+                    # rows from before the bench reset VmHWM after the load measured the whole process
+                    # (their peak is the steps' where it lies above the load's high-water mark)
+                    "measured_what": "steps" if r.get("steps_peak_rss") or r["peak_rss"] > r["load_rss"]
+                    else "whole process (load included)",
+                    "seq_len": r["seq_len"], "checkpointing": r["grad_ckpt"],
+                    "method": "QLoRA" if r.get("qlora") else "LoRA", "lora_r": r["lora_r"], "allocator": r["allocator"],
+                    "estimate_gib": round(r["estimated_gib"], 2), "measured_gib": round(r["measured_gib"], 2),
+                    "error_pct": round(r["error_pct"], 1), "load_peak_gib": round(r["load_rss"] / GIB, 2),
+                    "step_s": r["step_times"][-1], "step_s_estimated": est.get("seconds_per_step"),
+                    "step_s_error_pct": round(r["step_s_error_pct"]) if "step_s_error_pct" in r else None,
+                    "matmul_gflops": est.get("matmul_gflops"), "tokens_per_s": round(tok_s, 1),
+                    "seed_table_hours": round(seed_tokens / tok_s / 3600, 1),
+                    "seed_table_hours_estimated": round(seed_tokens / est["tokens_per_s"] / 3600, 1) if est else None,
+                    "threads": r.get("threads"), "load_average": round(r["loadavg"][0], 2)})
+    return out
+
+
+def measured_markdown(rows: list[dict]) -> str:
+    lines = ["# Hardware table, measured cells (this CPU box): planner vs measured peak RSS and seconds per step", "",
+             f"From {MEASURED.relative_to(RESULTS.parent.parent)} (bench/memory_planner.py, random weights at the "
+             "published shapes, the trainer's CPU loss path, 2 optimizer steps of one micro-batch each). "
+             "Measured: the training steps' peak RSS (VmHWM reset after the load), or the whole process where marked *. "
+             "Seed column: 3 epochs of 1,000 records of the cell's length at the measured (estimated) tokens/s.", "",
+             "| model | method | micro x tokens | ckpt | allocator | estimate (GiB) | measured (GiB) | error "
+             "| load peak (GiB) | s/step measured | s/step estimated (error) | tok/s | 3 x 1,000 records: measured "
+             "(estimated) | threads | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        est = (f"{r['step_s_estimated']:.1f} ({r['step_s_error_pct']:+d}%)" if r["step_s_estimated"] is not None
+               else "not estimated (QLoRA)")
+        seed = f"{r['seed_table_hours']} h" + (f" ({r['seed_table_hours_estimated']} h)"
+                                               if r["seed_table_hours_estimated"] else "")
+        lines.append(f"| {r['model']} | {r['method']} r{r['lora_r']} | {r['micro_batch']} x {r['seq_len']} | "
+                     f"{'yes' if r['checkpointing'] else 'no'} | {r['allocator']} | {r['estimate_gib']} | "
+                     f"{r['measured_gib']}{'' if r['measured_what'] == 'steps' else ' *'} | {r['error_pct']:+.1f}% | {r['load_peak_gib']} | {r['step_s']:.1f} | {est} | "
+                     f"{r['tokens_per_s']} | {seed} | {r['threads']} | {r['load_average']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None, help="MODEL:MACHINE cells (default: all)")
     ap.add_argument("--max-seq-length", type=int, default=1024)
+    ap.add_argument("--measured", action="store_true", help="only the measured 1B/3B table from "
+                    "bench/results/memory_planner_hardware_measured.json -> bench/results/hardware_measured.{md,json}")
     args = ap.parse_args()
+    if args.measured:
+        rows = measured_rows()
+        (RESULTS / "hardware_measured.md").write_text(measured_markdown(rows))
+        (RESULTS / "hardware_measured.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return print(measured_markdown(rows))
     cells = ([tuple(c.split(":")) for c in args.only] if args.only
              else [(m, k) for m in MODELS for k in MACHINES])
     config = TrainingConfig(model_type=ModelType.BASE, max_seq_length=args.max_seq_length)
