@@ -1,0 +1,183 @@
+"""GRPO on SmolLM2-135M over the bundled tool-calling sample only (`iceburg/data/sample/tools/
+research_tools.jsonl`, scripts/make_tool_samples.py): every prompt is a tool turn (a turn that calls
+tools, or the final answer, where the right call is none), so `tool_call` applies to every step.
+Held-out rewards (greedy answers to the first 64 held-out prompts, the recipe's cap) before and
+after with paired bootstrap 95% intervals (bench/grpo_smollm2.py's `intervals`), `tool_call` split
+into call turns and final-answer turns, and the per-step curve from metrics.jsonl. One run; writes
+bench/results/grpo_tools.{json,md}.
+
+    cpurun .venv/bin/python bench/grpo_tools.py [--steps 40] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, machine_info, peak_rss_mb  # noqa: E402
+from grpo_smollm2 import intervals  # noqa: E402
+
+DATA = Path(__file__).resolve().parent.parent / "iceburg" / "data" / "sample" / "tools" / "research_tools.jsonl"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--completion", type=int, default=96)
+    ap.add_argument("--max-seq-length", type=int, default=512)
+    ap.add_argument("--eval-fraction", type=float, default=0.2)
+    ap.add_argument("--learning-rate", type=float, default=None, help="default: the planner's")
+    ap.add_argument("--base-model", default="smollm2-135m")
+    ap.add_argument("--sft-epochs", type=int, default=0,
+                    help="first SFT the base on the same training split (same --eval-fraction and seed, so the "
+                         "held-out records stay held out) for this many epochs, then GRPO from the merged model")
+    ap.add_argument("--tag", default="grpo_tools", help="results file name")
+    ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
+    a = ap.parse_args()
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="grpo_tools_"))
+    res = {"machine": machine_info()}
+    res.update(run(a, out))
+    res["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
+    write(a, res)
+
+
+def run(a, out: Path) -> dict:
+    from iceburg.config import TrainingConfig
+    from iceburg.recipes.finetuner import ICEBURGFineTuner
+
+    kw = {"learning_rate": a.learning_rate} if a.learning_rate else {}
+    sft = sft_warm_start(a, out) if a.sft_epochs else None
+    cfg = TrainingConfig(base_model=sft["merged"] if sft else a.base_model, model_type="surveyor", objective="grpo", data_path=[str(DATA)],
+                         eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=4,
+                         max_completion_length=a.completion, max_seq_length=a.max_seq_length, batch_size=4,
+                         gradient_accumulation_steps=1, num_threads=a.threads, output_dir=str(out),
+                         output_name="run", save_steps=10 ** 6, export_formats=["huggingface"], **kw)
+    started = time.time()
+    r = ICEBURGFineTuner(cfg).train()
+    wall = time.time() - started
+    rd = out / "run"
+    train = [m for m in map(json.loads, (rd / "metrics.jsonl").read_text().splitlines()) if m.get("type") == "train"]
+    elapsed = [m["elapsed_s"] for m in train]
+    per_step = [b - e for e, b in zip([0.0, *elapsed], elapsed)]
+    curve = [{k: v for k, v in m.items() if k.startswith(("step", "loss", "reward", "completions"))} for m in train]
+    per = r.preference["per_prompt"]
+    kinds = held_out_kinds(rd, a)
+    lora = json.loads((rd / "adapter" / "adapter_config.json").read_text())
+    return {"sft_warm_start": sft, "config": {"steps": a.steps, "group": 4, "prompts_per_step": 1, "max_completion_length": a.completion,
+                       "max_seq_length": a.max_seq_length, "eval_fraction": a.eval_fraction, "threads": a.threads,
+                       "data": str(DATA.relative_to(DATA.parents[4])), "loss": cfg.grpo_loss, "beta": cfg.grpo_beta,
+                       "learning_rate": r.learning_rate, "rewards": r.preference["rewards"],
+                       "lora": {k: lora.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")}},
+            "prompts": r.preference["data"], "held_out": intervals(per),
+            "held_out_tool_call_by_turn": split_tool_call(per, kinds),
+            "wall_s": round(wall, 1), "training_s": round(r.training_seconds, 1),
+            "s_per_step": {"median": round(statistics.median(per_step), 2),
+                           "mean": round(sum(per_step) / len(per_step), 2)},
+            "peak_rss_mib": round(peak_rss_mb()), "curve": curve, "blocks": blocks(curve, 5), "run_dir": str(rd)}
+
+
+def sft_warm_start(a, out: Path) -> dict:
+    """SFT on the training split (the GRPO run splits the same records the same way: same data,
+    --eval-fraction and seed), one process; the merged model is the GRPO run's base."""
+    from iceburg.config import TrainingConfig
+    from iceburg.recipes.finetuner import ICEBURGFineTuner
+
+    cfg = TrainingConfig(base_model=a.base_model, model_type="surveyor", objective="sft", data_path=[str(DATA)],
+                         eval_fraction=a.eval_fraction, epochs=a.sft_epochs, max_seq_length=a.max_seq_length,
+                         num_threads=a.threads, output_dir=str(out), output_name="sft", save_steps=10 ** 6,
+                         export_formats=["huggingface"])
+    started = time.time()
+    r = ICEBURGFineTuner(cfg).train()
+    return {"merged": str(r.merged_dir), "epochs": a.sft_epochs, "steps": r.steps, "learning_rate": r.learning_rate,
+            "eval_loss_before": r.eval_loss_before, "eval_loss_after": r.eval_loss_after,
+            "wall_s": round(time.time() - started, 1)}
+
+
+def held_out_kinds(rd: Path, a) -> list[str]:
+    """Per held-out prompt the run scored ("call": the transcript called tools there; "answer": it
+    answered in words), rebuilt as the recipe builds them (heldout.jsonl, the run's tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from iceburg.config import TrainingConfig
+    from iceburg.data.loader import normalise
+    from iceburg.recipes.grpo import HELD_OUT_PROMPTS, grpo_prompts
+
+    tok = AutoTokenizer.from_pretrained(rd / "merged")
+    cfg = TrainingConfig(model_type="surveyor", max_seq_length=a.max_seq_length, max_completion_length=a.completion)
+    records = [normalise(json.loads(x)["record"]) for x in (rd / "heldout.jsonl").read_text().splitlines() if x.strip()]
+    prompts, _ = grpo_prompts(cfg, tok, records, None, a.max_seq_length - a.completion, "heldout")
+    return ["call" if p.source.prompt.expected else "answer" for p in prompts[:HELD_OUT_PROMPTS]]
+
+
+def split_tool_call(per: dict, kinds: list[str]) -> dict:
+    """tool_call's paired interval on the call turns and on the final-answer turns separately."""
+    out = {}
+    for kind in ("call", "answer"):
+        keep = [i for i, k in enumerate(kinds) if k == kind]
+        sub = {side: {"tool_call": [per[side]["tool_call"][i] for i in keep]} for side in ("before", "after")}
+        out[kind] = intervals(sub)["tool_call"] if keep else None
+    return out
+
+
+def blocks(curve: list[dict], width: int) -> list[dict]:
+    """Means of the per-step rewards over consecutive blocks of `width` steps."""
+    keys = ["reward", "rewards/tool_call/mean", "rewards/format/mean", "rewards/truth/mean", "completions/mean_length"]
+    out = []
+    for i in range(0, len(curve), width):
+        chunk = curve[i:i + width]
+        row = {"steps": f"{chunk[0]['step']}-{chunk[-1]['step']}"}
+        for k in keys:
+            vals = [c[k] for c in chunk if k in c]
+            row[k] = round(sum(vals) / len(vals), 3) if vals else None
+        out.append(row)
+    return out
+
+
+def write(a, res: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{a.tag}.json").write_text(json.dumps(res, indent=1))
+    m, c = res["machine"], res["config"]
+    warm = res.get("sft_warm_start")
+    title = f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G=4, 1 prompt/step)"
+    if warm:
+        title += (f", after SFT on the training split ({warm['epochs']} epoch, {warm['steps']} steps, "
+                  f"lr {warm['learning_rate']}, {warm['wall_s']} s; held-out SFT loss {warm['eval_loss_before']:.3f}"
+                  f" -> {warm['eval_loss_after']:.3f}): before = the SFT model")
+    lines = [title, "",
+             f"machine: {m['cpu']} ({m['cores']} cores), {a.threads} torch threads, OMP_NUM_THREADS="
+             f"{m['OMP_NUM_THREADS']}, load {m['load_avg_1m']:.2f} at start / {m['load_avg_1m_end']:.2f} at end, "
+             f"{m['date_utc']} UTC; data: {c['data']} (eval_fraction {a.eval_fraction}); prompts "
+             f"{res['prompts']}; max completion {a.completion} tokens, --max-seq-length {a.max_seq_length}; "
+             f"lr {c['learning_rate']}; wall {res['wall_s']} s (training {res['training_s']} s, "
+             f"{res['s_per_step']['median']} s/step median), peak RSS {res['peak_rss_mib']} MiB", "",
+             "| reward (greedy, held-out) | before | after | delta | 95% CI | n |", "|---|---|---|---|---|---|"]
+    for k, v in res["held_out"].items():
+        lines.append(f"| {k} | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} | {v['n']} |")
+    for kind, v in res["held_out_tool_call_by_turn"].items():
+        if v:
+            lines.append(f"| tool_call, {kind} turns | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} "
+                         f"| {v['n']} |")
+    lines += ["", "| steps | reward | tool_call | format | truth | mean length |", "|---|---|---|---|---|---|"]
+    for b in res["blocks"]:
+        lines.append(f"| {b['steps']} | {b['reward']} | {b['rewards/tool_call/mean']} | "
+                     f"{b['rewards/format/mean']} | {b['rewards/truth/mean']} | {b['completions/mean_length']} |")
+    lines += ["", "| step | loss | reward | tool_call | format | truth | mean length |", "|---|---|---|---|---|---|---|"]
+    nan = float("nan")
+    for s in res["curve"]:
+        lines.append(f"| {s['step']} | {s['loss']:.4f} | {s['reward']:.3f} | {s.get('rewards/tool_call/mean', nan):.3f}"
+                     f" | {s.get('rewards/format/mean', nan):.3f} | {s.get('rewards/truth/mean', nan):.3f} "
+                     f"| {s['completions/mean_length']:.1f} |")
+    (RESULTS / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:14]))
+
+
+if __name__ == "__main__":
+    main()
