@@ -44,6 +44,7 @@ from iceburg.data.loader import read_records  # noqa: E402
 from iceburg.records import RejectWriter  # noqa: E402
 from iceburg.truth import DedupConfig, TruthFilter  # noqa: E402
 from iceburg.truth import repetition as rep  # noqa: E402
+from iceburg.truth.combine import SignalCombiner  # noqa: E402
 from iceburg.truth.dedup import Deduplicator  # noqa: E402
 
 DEFECT_COLS = {"truncation": ["truncation"], "loop": ["loop"], "refusal": ["refusal", "refusal_heldout", "refusal_heldout2"],
@@ -69,7 +70,19 @@ def variants() -> dict[str, tuple[dict, dict]]:
     for run in LOOP_RUNS:
         out["structure" if run == rep.LOOP_RUN_WORDS else f"structure_run{run}"] = (
             {"completeness": "structure"}, {"LOOP_RUN_WORDS": run})
+    # the learned combination (iceburg/truth/combine.py): on each source, the models fit and their
+    # thresholds chosen WITHOUT it (combiner.json's fold of that name, bench/truth_loso_learned.py)
+    out["learned"] = ({"completeness": "structure", "combine": FOLD}, {})
     return out
+
+
+FOLD = "fold"  # placeholder: replaced by the left-out source's fold model when scoring it
+
+
+def filter_for(kw: dict, source: str) -> TruthFilter:
+    if kw.get("combine") == FOLD:
+        kw = {**kw, "combine": SignalCombiner.load(fold=source)}
+    return TruthFilter(min_quality_score=0.7, **kw)
 
 
 def score_group(items: list, tf: TruthFilter) -> list[dict]:
@@ -229,7 +242,7 @@ def main() -> None:
             shipped = rep.LOOP_RUN_WORDS
             rep.LOOP_RUN_WORDS = consts.get("LOOP_RUN_WORDS", shipped)
             try:
-                ev = SourceEval(groups, TruthFilter(min_quality_score=0.7, **kw))
+                ev = SourceEval(groups, filter_for(kw, s))
             finally:
                 rep.LOOP_RUN_WORDS = shipped
             speed[f"{s}/{vname}"] = round(ev.n_records / ev.seconds, 1)
@@ -250,13 +263,17 @@ def main() -> None:
     for vname in vs:
         md += ["", f"## Variant `{vname}` at the shipped dedup setting (word {DEFAULT_DEDUP[0]}-grams, "
                f"Jaccard {DEFAULT_DEDUP[1]}), nothing chosen", ""] + md_rows(fixed[vname], ["source"])
-    sub = {s: {c: v for c, v in t.items() if c[0] in vs} for s, t in table.items()}
-    for vname in vs:
+    # Choices across sources need one filter for all of them: a fold model was fit on the other
+    # sources, so choosing on them would use the left-out source (the learned variant is reported
+    # at the shipped dedup setting only, with its thresholds chosen by its own fit).
+    chooseable = [v for v in vs if vs[v][0].get("combine") != FOLD]
+    sub = {s: {c: v for c, v in t.items() if c[0] in chooseable} for s, t in table.items()}
+    for vname in chooseable:
         only = {s: {c: v for c, v in t.items() if c[0] == vname} for s, t in sub.items()}
         rows = loso(only, (vname, *DEFAULT_DEDUP))
         out[f"loso_{vname}"] = rows
         md += ["", f"## Leave one source out, variant `{vname}`, dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
-    if len(vs) > 1:
+    if len(chooseable) > 1:
         rows = loso(sub, (PREFERRED if PREFERRED in vs else list(vs)[-1], *DEFAULT_DEDUP))
         out["loso_all"] = rows
         md += ["", "## Leave one source out, variant and dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])

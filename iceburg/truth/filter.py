@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator
 from ..data.tool_calls import answer_turns, structure_view
 from ..records import Reason, Record, RejectWriter
 from . import rubrics, signals
+from .combine import SignalCombiner
 from .dedup import DedupConfig, Deduplicator, Signature
 from .eot import EotBand
 from .patterns import TruthSystem
@@ -100,7 +101,7 @@ class TruthFilter:
                  high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
                  truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
                  reject_defects: bool = True, workers: int = 1, completeness: str = "structure",
-                 eot: EotBand | None = None):
+                 eot: EotBand | None = None, combine: "str | SignalCombiner" = "rules"):
         if not 0 <= min_quality_score <= 1:
             raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
         self.min_quality_score = min_quality_score
@@ -121,6 +122,10 @@ class TruthFilter:
         if eot is not None and completeness != "structure":
             raise ValueError("eot needs completeness='structure' (its band is where the two rule sets disagree)")
         self.eot = eot
+        # How loops and truncation are decided (issue 31): "rules" (each rule its own threshold) or
+        # "learned" (two logistic models over the same signals, coefficients checked in as
+        # iceburg/truth/combiner.json; `combine.py`), or a SignalCombiner (e.g. one LOSO fold).
+        self.combiner = _combiner(combine, completeness)
         # Scoring processes. Pure-Python scoring runs ~1-3 ms per 2-8 KB transcript on one core
         # (bench/truth_throughput.py), so a pool is what reaches 1,000 records/s on 2 cores.
         self.workers = max(1, int(workers))
@@ -130,6 +135,8 @@ class TruthFilter:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
         turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
         ts = signals.compute(turns, structure=self.completeness == "structure")
+        if self.combiner is not None:
+            self.combiner.apply(ts, turns)
         if self.eot is not None:
             self._consult_eot(record, turns, ts)
         sig = record.signals
@@ -338,6 +345,18 @@ class TruthFilter:
         if rejects is not None:
             rejects.drop("truth", None, [reason], raw=json.dumps(item, default=str)[:20000], line=i + 1)
         return None
+
+
+def _combiner(combine: "str | SignalCombiner", completeness: str) -> SignalCombiner | None:
+    if isinstance(combine, SignalCombiner):
+        found = combine
+    elif combine in ("rules", "learned"):
+        found = SignalCombiner.load() if combine == "learned" else None
+    else:
+        raise ValueError(f"combine must be 'rules', 'learned' or a SignalCombiner, got {combine!r}")
+    if found is not None and completeness != "structure":
+        raise ValueError("combine='learned' needs completeness='structure' (its features include the block review)")
+    return found
 
 
 def seen_codes(seen: dict, key: bytes) -> list[str]:

@@ -201,6 +201,10 @@ class TextSignals:
     defects: dict[str, str]  # defect class -> human-readable reason with value and threshold
     soft: dict[str, float]  # soft problems -> penalty
     words: list[str]  # lower-cased prose words (reused by the rubric)
+    # truncation as the line rules see it, and after the last-block review (structure mode): the
+    # learned combination (`combine.py`) reads both
+    line_cut: str | None = None
+    block_cut: str | None = None
 
 
 def words_of(text: str) -> list[str]:
@@ -425,7 +429,7 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
     elif bp > 0:
         soft["boilerplate"] = round(0.2 * bp, 3)
 
-    cut = truncation(assistant_turns[-1]) if assistant_turns else None
+    line_cut = cut = truncation(assistant_turns[-1]) if assistant_turns else None
     if cut and structure:
         from .structure import review_cut
 
@@ -439,7 +443,7 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
     garbage = _garbage_reasons(v)
     if garbage:
         defects["garbage"] = "symbols/garbage: " + ", ".join(garbage)
-    return TextSignals(values=v, defects=defects, soft=soft, words=words)
+    return TextSignals(values=v, defects=defects, soft=soft, words=words, line_cut=line_cut, block_cut=cut)
 
 
 def _repetition_hits(v: dict[str, float], prose: str, running_words: list[list[str]], blocks: list[Blocks],

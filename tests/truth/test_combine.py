@@ -1,0 +1,81 @@
+"""Issue 31's learned combination (`iceburg/truth/combine.py`, coefficients `combiner.json`).
+
+The loop shapes are the ones the leave-one-source-out bench found the rules missing on Debian's
+Node.js documentation (a code example repeated as separate fenced blocks, a loop written inside an
+unclosed code block); the texts around them are ordinary answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iceburg.records import Record
+from iceburg.truth import TruthFilter
+from iceburg.truth.combine import (LOOP_FEATURES, TRUNC_FEATURES, WEIGHTS, SignalCombiner, _chunk_tandem,
+                                   _dup_run)
+
+INTRO = ("The server reads its configuration once at start-up and caches it for the session. "
+         "A change to the file takes effect after a restart, which the log reports with the new values.\n\n")
+BLOCK = "```js\nconst { Console } = require('node:console');\n```"
+
+
+def _record(answer: str) -> Record:
+    return Record(messages=[{"role": "user", "content": "How does the configuration load?"},
+                            {"role": "assistant", "content": answer}])
+
+
+def _codes(tf: TruthFilter, answer: str) -> tuple[list[str], list[str]]:
+    a = tf.assess(_record(answer))
+    return [r.code for r in a.reasons], [r.message for r in a.reasons]
+
+
+def test_artefact_has_every_fold_with_the_code_s_features():
+    data = json.loads(WEIGHTS.read_text())
+    assert set(data["folds"]) == {"all", "readme", "debian", "python", "project"}
+    for fold, models in data["folds"].items():
+        assert tuple(models["repetition"]["features"]) == LOOP_FEATURES, fold
+        assert tuple(models["truncated"]["features"]) == TRUNC_FEATURES, fold
+        for m in models.values():
+            assert len(m["coef"]) == len(m["mean"]) == len(m["scale"]) == len(m["features"])
+            assert 0 < m["threshold"] < 1
+    assert data["meta"]["fit"] == "bench/truth_loso_learned.py"  # reproducible: the script that wrote it
+
+
+def test_raw_features():
+    assert _chunk_tandem("a\n\nb\n\nb  \n\nb\n\nc") == 3  # three identical chunks in a row
+    assert _chunk_tandem("a\n\nb\n\na") == 1  # repeated, but not back to back
+    words = "one two three four five six seven".split()
+    assert _dup_run(words * 3) == 14  # the 2nd and 3rd copies are covered by repeated 5-grams
+    assert _dup_run(words) == 0
+
+
+def test_loop_of_fenced_blocks_is_a_loop_only_for_the_learned_combination():
+    # 5 copies: the planted paragraph loops repeat a block 3-8 times (bench/truth_corpus.py); from 6
+    # copies of this block the rules' code_dup_line_frac (> 0.8) sees it too
+    text = INTRO + "\n\n".join([BLOCK] * 5)
+    rules, _ = _codes(TruthFilter(), text)
+    learned, msgs = _codes(TruthFilter(combine="learned"), text)
+    # the rules read each one-line block alone (code_tandem needs copies inside one block)
+    assert rules == []
+    assert learned == ["repetition"], msgs
+    assert "raw_chunk_tandem" in msgs[0]  # the reason names the signal that drove it
+
+
+def test_clean_answer_kept_and_a_cut_answer_named_truncated():
+    tf = TruthFilter(combine="learned")
+    clean = INTRO + "- `reload()` re-reads the file.\n- `dump()` prints the values in use.\n\nNothing else is cached."
+    assert _codes(tf, clean)[0] == []
+    codes, msgs = _codes(tf, INTRO + "The cache is invalidated when the file changes and the")
+    assert codes == ["truncated"], msgs
+    assert "learned score" in msgs[0] and "line rules" in msgs[0]  # model score and the rule's own verdict
+
+
+def test_a_fold_model_loads_and_bad_settings_fail_loudly():
+    assert SignalCombiner.load("debian").name == "debian"
+    with pytest.raises(ValueError, match="no fold"):
+        SignalCombiner.load("nosuchsource")
+    with pytest.raises(ValueError, match="combine must be"):
+        TruthFilter(combine="logistic")
+    with pytest.raises(ValueError, match="needs completeness='structure'"):
+        TruthFilter(combine="learned", completeness="lines")
