@@ -407,6 +407,8 @@ def memory_report(args, points: list[tuple[int, float]], wall: float, check: dic
     b, high = rows[1]["slope_mb_per_1000"], rows[1]["slope_ci95_high"]
     verdict = ("flat" if high < LEAK_MB_PER_1000 else
                "leak" if b - (high - b) > LEAK_MB_PER_1000 else "undecided")
+    if args.tracemalloc:  # each snapshot moves RSS by tens of MB: only the heap's growth sites count
+        verdict = "none (tracemalloc run: RSS moved by its snapshots; the verdict comes from a run without it)"
     per_round = max(1, args.every // args.clients) * args.clients
     meta = {**machine_info(), "measured_requests": points[-1][0], "warm_up_requests": 2 * per_round,
             "clients": args.clients, "sample_every_requests": per_round,
