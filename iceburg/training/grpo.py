@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
@@ -163,6 +164,11 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     return loss, m
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Logits in float32 at least (bf16/fp16 up-cast; float64 kept, for the exactness tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def completion_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                      completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Per-token log-probabilities of the answer tokens (N, C), the logits divided by the sampling
@@ -170,8 +176,52 @@ def completion_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)
     c = completion_ids.size(1)
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, -c - 1:-1].float() / temperature
+    # only the answer positions' logits (TRL: logits_to_keep = completion length + 1)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False,
+                   logits_to_keep=c + 1).logits[:, :-1]
+    logits = _at_least_fp32(logits) / temperature
     return logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, end) row ranges of consecutive rows with the same prompt (a rollout's G answers)."""
+    bounds, start = [], 0
+    for i in range(1, prompt_ids.size(0) + 1):
+        if i == prompt_ids.size(0) or not (torch.equal(prompt_ids[i], prompt_ids[start])
+                                          and torch.equal(prompt_mask[i], prompt_mask[start])):
+            bounds.append((start, i))
+            start = i
+    return bounds
+
+
+def shared_prefix_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """`completion_logps`, with each prompt run once: per group of rows sharing a prompt, the prompt
+    (its padding cut) goes through the model at batch 1 with its KV cache kept (gradient included),
+    the cache is repeated to the group's G rows, and the G answers run on it; logits only at answer
+    positions. Mathematically the full forward (causal attention: a prompt token never sees the
+    answer); prompt compute and memory / G, no (N, prompt, vocab) logits. LoRA dropout on prompt
+    tokens is drawn once per prompt, not per answer."""
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers 5 (was is_gradient_...)
+    if checkpointing if checkpointing is not None else getattr(model, "is_gradient_checkpointing", False):
+        # no KV cache under checkpointing
+        return completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    out = []
+    for a, b in prompt_groups(prompt_ids, prompt_mask):
+        prompt = prompt_ids[a][prompt_mask[a].bool()].unsqueeze(0)
+        pre = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        cache = pre.cache
+        if not hasattr(cache, "batch_repeat_interleave"):  # a cache that cannot be shared: the full forward
+            return completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        cache.batch_repeat_interleave(b - a)
+        attn = torch.cat([torch.ones(b - a, prompt.size(1), dtype=completion_mask.dtype,
+                                     device=completion_mask.device), completion_mask[a:b]], dim=1)
+        comp = model(input_ids=completion_ids[a:b], attention_mask=attn, cache=cache, use_cache=True,
+                     logits_to_keep=completion_ids.size(1))
+        logits = torch.cat([pre.logits.expand(b - a, -1, -1), comp.logits[:, :-1]], dim=1)
+        logits = _at_least_fp32(logits) / temperature
+        out.append(logits.gather(-1, completion_ids[a:b].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+    return torch.cat(out)
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -209,15 +259,62 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
         kw = dict(do_sample=True, temperature=gargs.temperature, top_k=0, top_p=1.0)
     was = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), merged_lora(model):
+        cache = prefill_once(model, prompts, n, pad_id, device) if n > 1 and min(map(len, rows)) > 1 else None
         if seed is not None:
             torch.manual_seed(seed)
         out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
-                             eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, **kw)
+                             eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, cache=cache,
+                             **kw)
     model.train(was)
     comp = out[:, ids.size(1):]
     mask, completions = decode_answers(tokenizer, comp, eos)
     return Rollout(ids, attn, comp, mask, completions, [p.source for p in prompts for _ in range(n)])
+
+
+@contextmanager
+def merged_lora(model):
+    """Sample through plain Linear layers: each LoRA layer's base weight is swapped for W + BA*s (a
+    new tensor) with the adapter disabled, and the very same original tensors put back on exit
+    (bit-exact, unlike PEFT's merge/unmerge, which adds and subtracts the delta). Only plain float
+    LoRA Linear layers (no DoRA, no quantized base); anything else samples unmerged. Costs one copy
+    of the adapted weights while sampling."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    if (not layers or getattr(model, "disable_adapter", None) is None
+            or any(type(m) is not LoraLinear or m.merged or any(m.use_dora.get(n) for n in m.active_adapters)
+                   or not m.base_layer.weight.is_floating_point() for m in layers)):
+        yield
+        return
+    saved = []
+    try:
+        with torch.no_grad():
+            for m in layers:
+                w = m.base_layer.weight
+                delta = sum(m.get_delta_weight(n) for n in m.active_adapters if n in m.lora_A)
+                saved.append((m, w))
+                m.base_layer.weight = torch.nn.Parameter(w + delta, requires_grad=False)
+        with model.disable_adapter():
+            yield
+    finally:
+        for m, w in saved:
+            m.base_layer.weight = w
+
+
+@torch.no_grad()
+def prefill_once(model, prompts: list[GrpoPrompt], n: int, pad_id: int, device: str):
+    """The KV cache of each distinct prompt but its last token, computed once (one left-padded row
+    per prompt, positions as `generate` numbers them) and repeated to `n` rows per prompt, for
+    `generate` to continue from; None where the model's cache cannot be repeated."""
+    ids, attn = left_pad([p.prompt_ids[:-1] for p in prompts], pad_id)
+    ids, attn = ids.to(device), attn.to(device)
+    pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
+    cache = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1).cache
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def decode_answers(tokenizer, comp: torch.Tensor, eos: set[int]) -> tuple[torch.Tensor, list[Completion]]:
@@ -245,8 +342,8 @@ def score(rollout: Rollout, rewards: RewardSet, group: int) -> None:
 @torch.no_grad()
 def reference_logps(model, r: Rollout, gargs: GrpoArgs) -> torch.Tensor:
     with _reference(model):
-        return completion_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
-                                gargs.temperature)
+        return shared_prefix_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                   gargs.temperature)
 
 
 # -- the step ------------------------------------------------------------------------------------
@@ -271,8 +368,8 @@ def grpo_step(model, tokenizer, args: TrainArgs, gargs: GrpoArgs, rewards: Rewar
         loss_sum, agg = 0.0, {}
         for r in rolls:
             dev = r.completion_ids.device
-            logps = completion_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
-                                     gargs.temperature)
+            logps = shared_prefix_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                        gargs.temperature)
             loss, m = grpo_loss(logps, logps.detach(), r.ref_logps, r.advantages.to(dev), r.completion_mask,
                                 gargs, num_items)
             # grpo / dr_grpo: TRL divides each micro-batch by the accumulation steps (its share of the

@@ -1,0 +1,118 @@
+"""The GRPO step's speed-ups compute what the plain computation computes (docs/grpo.md "Speed"):
+each prompt run once with its KV cache shared by the G answers (loss forward and sampling
+prefill), and sampling through LoRA merged into swapped-in weights that are put back bit-exactly.
+Equality is checked in float64 on iceburg-tiny, where only the order of float operations differs
+between the paths, so a real difference (a wrong position, mask or cache row) cannot hide under
+float32 rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iceburg.training.grpo import (GrpoArgs, GrpoPrompt, completion_logps, generate, left_pad, merged_lora,
+                                   prompt_groups, shared_prefix_logps)
+
+G, C = 4, 10
+
+
+@pytest.fixture
+def setup(make_lora, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = make_lora(random_b=True).double()  # non-zero B: merged != base, policy != reference
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                       return_dict=False) for q in ("What causes tides?", "Summarise the evidence now.")]
+    assert len(prompts[0]) != len(prompts[1])  # left padding is exercised
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    p_ids, p_mask = left_pad([p for p in prompts for _ in range(G)], pad)
+    g = torch.Generator().manual_seed(1)
+    comp = torch.randint(10, min(len(tok), 200), (2 * G, C), generator=g)
+    mask = torch.ones_like(comp)
+    for i, at in enumerate([3, 9, 5, 12, 0, 2, 7, 12]):  # ragged answers (12: never ends)
+        if at < C:
+            comp[i, at + 1:] = pad
+            mask[i, at + 1:] = 0
+    return dict(tok=tok, model=model, prompts=prompts, pad=pad, p_ids=p_ids, p_mask=p_mask, comp=comp, mask=mask)
+
+
+def _unpadded_full_forward(model, b, temperature):
+    """The plain full forward per prompt group with its left padding cut: the same sequences at the
+    same positions as the shared-prefix path (a padded row's positions are shifted by its padding,
+    and RoPE's angles are computed in float32 even in a float64 model, so the padded batch differs
+    from it by float32 rounding: checked separately below)."""
+    out = []
+    for a, e in prompt_groups(b["p_ids"], b["p_mask"]):
+        keep = b["p_mask"][a].bool()
+        out.append(completion_logps(model, b["p_ids"][a:e][:, keep], b["p_mask"][a:e][:, keep], b["comp"][a:e],
+                                    b["mask"][a:e], temperature))
+    return torch.cat(out)
+
+
+def test_shared_prefix_logps_and_gradients_equal_the_full_forward(setup):
+    model, b = setup["model"], setup
+    assert prompt_groups(b["p_ids"], b["p_mask"]) == [(0, G), (G, 2 * G)]
+    model.eval()  # no dropout: both paths see the same function
+    weights = torch.linspace(-1.0, 1.0, b["comp"].numel(), dtype=torch.float64).view_as(b["comp"]) * b["mask"]
+    grads, logps = [], []
+    for fn in (lambda: _unpadded_full_forward(model, b, 0.7),
+               lambda: shared_prefix_logps(model, b["p_ids"], b["p_mask"], b["comp"], b["mask"], 0.7)):
+        model.zero_grad()
+        lp = fn()
+        (lp * weights).sum().backward()
+        logps.append(lp.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    m = b["mask"].bool()
+    # 1e-10: float64 rounding of a differently ordered sum; a wrong position or mask moves log-probs by >1e-2
+    assert (logps[0][m] - logps[1][m]).abs().max() < 1e-10
+    assert grads[0].abs().max() > 1e-3  # a real gradient, not 0 = 0
+    # 1e-5: measured 1.6e-6 (2026-12-06): the LoRA gradients agree to float32 level, not float64's,
+    # although the log-probabilities agree to 1e-10; where float32 enters the backward (suspected: a
+    # CPU attention backward kernel, full causal vs queries on a cache) was not traced. A wrong
+    # position, mask or cache row moves log-probabilities by > 1e-2 and the gradients with them.
+    assert (grads[0] - grads[1]).abs().max() < 1e-5
+    with torch.no_grad():  # the left-padded batch (TRL's and the old path's positions): float32 RoPE rounding
+        padded = completion_logps(model, b["p_ids"], b["p_mask"], b["comp"], b["mask"], 0.7)
+    # 1e-4: float32 angles (rel. 6e-8) times positions ~20 and logits ~20 give ~1e-5; measured 2.9e-6 here
+    assert (padded[m] - logps[1][m]).abs().max() < 1e-4
+
+
+def test_merged_sampling_restores_the_weights_bit_exactly(setup):
+    model = setup["model"]
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    ids = torch.tensor([setup["prompts"][0]])
+    model.eval()
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with merged_lora(model):
+            merged = model(input_ids=ids).logits
+            swapped = [n for n, p in model.named_parameters() if p is not before.get(n, (None,))[0]]
+        base = model.get_base_model()
+        with model.disable_adapter():
+            reference = base(input_ids=ids).logits
+    assert swapped  # the base weights were really replaced while sampling
+    assert (plain - reference).abs().max() > 1e-3  # the adapter changes the logits, so merging is tested
+    assert (plain - merged).abs().max() < 1e-10  # float64: W x + s B A x = (W + s B A) x up to rounding
+    for n, p in model.named_parameters():  # the very same tensors, unchanged to the bit
+        assert p is before[n][0] and torch.equal(p, before[n][1]), n
+
+
+def test_generate_samples_what_plain_generate_samples(setup):
+    """The prompt prefilled once and its cache repeated G times, sampling through merged weights:
+    the same answers as `model.generate` on G left-padded copies with the adapter unmerged (float64,
+    so no sampled token flips on rounding)."""
+    tok, model, pad = setup["tok"], setup["model"], setup["pad"]
+    prompts = [GrpoPrompt(f"p{i}", ids) for i, ids in enumerate(setup["prompts"])]
+    gargs = GrpoArgs(group=G, max_completion_length=C)
+    eos = {tok.eos_token_id}
+    got = generate(model, tok, prompts, G, gargs, eos, pad, seed=123)
+    ids, attn = left_pad([p.prompt_ids for p in prompts for _ in range(G)], pad)
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)
+        want = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=C, eos_token_id=sorted(eos),
+                              pad_token_id=pad, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+    want = want[:, ids.size(1):]
+    assert len({tuple(r) for r in want.tolist()}) > 1  # sampled, not one greedy answer repeated
+    assert torch.equal(got.completion_ids, want)
