@@ -62,11 +62,23 @@ def test_loop_of_fenced_blocks_is_a_loop_only_for_the_learned_combination():
     assert "raw_chunk_tandem" in msgs[0]  # the reason names the signal that drove it
 
 
-def test_clean_answer_kept_and_a_cut_answer_named_truncated():
+CLEAN = INTRO + "- `reload()` re-reads the file.\n- `dump()` prints the values in use.\n\nNothing else is cached."
+CUT = INTRO + "The cache is invalidated when the file changes and the"
+
+
+def test_shipped_artefact_leaves_truncation_to_the_rules():
+    # combiner.json "parts": only the loop model generalised leave-one-source-out (docs/truth_filter.md)
     tf = TruthFilter(combine="learned")
-    clean = INTRO + "- `reload()` re-reads the file.\n- `dump()` prints the values in use.\n\nNothing else is cached."
-    assert _codes(tf, clean)[0] == []
-    codes, msgs = _codes(tf, INTRO + "The cache is invalidated when the file changes and the")
+    assert set(tf.combiner.models) == {"repetition"}
+    assert _codes(tf, CLEAN)[0] == []
+    codes, msgs = _codes(tf, CUT)
+    assert codes == ["truncated"] and "learned" not in msgs[0], msgs
+
+
+def test_truncation_model_names_its_features_when_asked_for():
+    tf = TruthFilter(combine=SignalCombiner.load("all", parts=("repetition", "truncated")))
+    assert _codes(tf, CLEAN)[0] == []
+    codes, msgs = _codes(tf, CUT)
     assert codes == ["truncated"], msgs
     assert "learned score" in msgs[0] and "line rules" in msgs[0]  # model score and the rule's own verdict
 
