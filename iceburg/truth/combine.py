@@ -18,6 +18,11 @@ The coefficients are a checked-in artefact, `combiner.json`, fit by `bench/truth
 one model per left-out source (fit on the other sources, thresholds chosen there) and one fit on
 all sources. Nothing is trained at filter time. A reject names the features that drove it (the
 largest contributions coefficient x standardised value) beside the rule's own message.
+
+Which models decide is the artefact's `parts`: measured leave-one-source-out, only the loop model
+was no worse than the rules on every left-out source (the truncation model lost recall on two of
+four), so the written artefact lets the loop model decide and leaves truncation to the rules
+(docs/truth_filter.md, "Learned combination"). `TruthFilter(combine="learned")` is opt-in.
 """
 
 from __future__ import annotations
