@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hardware_table.py            # writes bench/results/hardware_table.{md,json}
     .venv/bin/python bench/hardware_table.py --only llama-3.2-1b:cpu-24
+    .venv/bin/python bench/hardware_table.py --measured  # the measured 1B/3B/7B-QLoRA cells -> hardware_measured.md
 
 Each model is a config-only folder (config.json, no weights) at its published shape; each machine
 is an injected `SystemDescription` (the same way tests/hardware describe a 16 GB Mac or a 24 GB
@@ -12,7 +13,8 @@ Beside each plan: the minimum-memory verdict of the docs' "Hardware recommendati
 (micro-batch 1, checkpointing, `bench/memory_planner.py --recommendations`), and whether the two
 agree. The original design's (seed's) own table of recommendations is not in this repository, its
 git history or the issue texts (issue 26 names its columns only), so it cannot be compared here.
-Everything is an estimate: the planner is validated within +-15% of measured peak RSS on CPU only.
+The plans are estimates; the estimator was measured on CPU at these 1B/3B shapes (and one 7B QLoRA
+cell) by bench/memory_planner.py, which `--measured` tabulates with measured seconds per step.
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ def measured_markdown(rows: list[dict]) -> str:
                                                if r["seed_table_hours_estimated"] else "")
         lines.append(f"| {r['model']} | {r['method']} r{r['lora_r']} | {r['micro_batch']} x {r['seq_len']} | "
                      f"{'yes' if r['checkpointing'] else 'no'} | {r['allocator']} | {r['estimate_gib']} | "
-                     f"{r['measured_gib']}{'' if r['measured_what'] == 'steps' else ' *'} | {r['error_pct']:+.1f}% | {r['load_peak_gib']} | {r['step_s']:.1f} | {est} | "
+                     f"{r['measured_gib']}{'' if r['measured_what'] == 'steps' else ' *'} | {r['error_pct']:+.1f}% | "
+                     f"{r['load_peak_gib']} | {r['step_s']:.1f} | {est} | "
                      f"{r['tokens_per_s']} | {seed} | {r['threads']} | {r['load_average']} |")
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,9 @@ supervised in 32-token turns) while its peak RSS is recorded
     .venv/bin/python bench/memory_planner.py --quick    # the two smallest shapes
     .venv/bin/python bench/memory_planner.py --only tinyllama-1.1b --name 1b  # slow
     .venv/bin/python bench/memory_planner.py --device cuda
+    # the hardware table's 1B/3B cells (docs/hardware.md; 3B only under `cpurun --exclusive`: ~18 GiB)
+    .venv/bin/python bench/memory_planner.py --cells llama-3.2-1b:1x512:r32,llama-3.2-3b:1x1024:gc:qlora:r32 \
+        --checkpoint-dtype bf16 --model-root /tmp/iceburg-hw-models --name hardware_measured --append
 
 Writes bench/results/memory_planner.md and .json (with machine info and thread settings).
 """
