@@ -299,6 +299,43 @@ def start_traced_proxy(upstream: str, log_dir: Path, out: Path):
                                 "the traced proxy")
 
 
+STACKS = {"plain": ("asyncio", "h11"), "fast": ("uvloop", "httptools"), "auto": ("auto", "auto")}
+
+
+def start_trim_proxy(upstream: str, log_dir: Path, out: Path, stack: str):
+    """The proxy with a malloc_trim switch (bench/_trim_proxy.py; SIGUSR2 trims the C heap)."""
+    import subprocess
+
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
+
+    port = free_port()
+    with open(out / "trim.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_trim_proxy.py"), upstream, str(log_dir),
+                                 str(port), str(out), *STACKS[stack]], stdout=log, stderr=subprocess.STDOUT)
+    return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", out / "trim.log"), "/_iceburg/stats", 60,
+                                "the trim proxy")
+
+
+def trim_rss(service, out: Path, k: int, rss) -> tuple[float, float, str]:
+    """RSS (MB) before and after the trim proxy's malloc_trim(0), and what malloc_trim returned."""
+    import signal
+
+    before = rss()
+    service.proc.send_signal(signal.SIGUSR2)
+    path, deadline = out / f"trim-{k}.done", time.monotonic() + 60
+    while not path.exists():
+        if time.monotonic() > deadline or service.proc.poll() is not None:
+            raise SystemExit(f"no malloc_trim answer from the trim proxy:\n{service.log_text()[-2000:]}")
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return before, rss(), path.read_text()
+
+
+def stack_extra(stack: str) -> list[str]:
+    loop, http = STACKS[stack]
+    return ["--loop", loop, "--http", http]
+
+
 def snapshot(service, out: Path, k: int):
     """Heap snapshot K of the traced proxy (it writes it on SIGUSR1; waited for, then loaded)."""
     import signal
@@ -365,10 +402,12 @@ def memory_run(args) -> None:
         upstream = start_serve(gguf, work / "serve.log", threads=1)
     else:
         upstream = start_fixed_upstream()
-    services, snaps, answers = [upstream], [], {}
+    services, snaps, answers, trims = [upstream], [], {}, []
     try:
         proxy = (start_traced_proxy(upstream.url + "/v1", work / "logs", work) if args.tracemalloc
-                 else start_collect(upstream.url + "/v1", work / "logs", work / "collect.log"))
+                 else start_trim_proxy(upstream.url + "/v1", work / "logs", work, args.stack) if args.trim
+                 else start_collect(upstream.url + "/v1", work / "logs", work / "collect.log",
+                                    extra=stack_extra(args.stack)))
         services.append(proxy)
         if args.pin:
             pin(proxy.proc.pid, {1})
@@ -381,15 +420,25 @@ def memory_run(args) -> None:
             done += len(got) if r >= 2 else 0
             if r >= 2:
                 points.append((done, rss()))
+            if args.trim and r == 2:  # the early level, trimmed: what the heap holds once warm
+                trims.append((done, *trim_rss(proxy, work, 1, rss)))
             if args.tracemalloc and r in (1, (-(-args.memory // (per * args.clients))) // 2 + 1):
                 snaps.append(snapshot(proxy, work, len(snaps) + 1))
         wall = time.perf_counter() - t0
         if args.tracemalloc:
             snaps.append(snapshot(proxy, work, len(snaps) + 1))
+        if args.trim:
+            trims.append((done, *trim_rss(proxy, work, 2, rss)))
+        server = __import__("httpx").get(proxy.url + "/_iceburg/stats", trust_env=False).json().get("server")
     finally:
         for service in reversed(services):
             service.stop()
-    memory_report(args, points, wall, check_records(work / "logs", answers), snaps)
+    check = check_records(work / "logs", answers)
+    check["server_stack"] = server
+    if trims:  # (after N requests, RSS before malloc_trim(0), after, its return value)
+        check["malloc_trim"] = [{"after_requests": n, "rss_before_mb": round(a, 2), "rss_after_mb": round(b, 2),
+                                 "returned": int(r)} for n, a, b, r in trims]
+    memory_report(args, points, wall, check, snaps)
 
 
 def memory_report(args, points: list[tuple[int, float]], wall: float, check: dict, snaps: list) -> None:
@@ -431,6 +480,63 @@ def memory_report(args, points: list[tuple[int, float]], wall: float, check: dic
         raise SystemExit("FAILED: lost, torn, duplicated or unequal records")
 
 
+def stack_ab(args) -> None:
+    """`--stack-ab R`: the 50-client load against `iceburg serve` through two `--timing` proxies,
+    uvicorn on asyncio + h11 ("plain") and on uvloop + httptools ("fast"), R rounds each, alternating
+    (the order flips every round); the proxy's own time under load per stack."""
+    import httpx
+    from _common import machine_info, save
+
+    from iceburg.export.gguf import write_gguf
+    from iceburg.models.tiny import ensure_tiny_model
+    from iceburg.serve.launch import start_collect, start_serve
+
+    work = Path(tempfile.mkdtemp(prefix="proxy-stack-"))
+    gguf = write_gguf(ensure_tiny_model(), work / "iceburg-tiny-q8_0.gguf", "q8_0", name="iceburg-tiny")
+    services = [start_serve(gguf, work / "serve.log", threads=1)]
+    own, lat, answers, server, per_round = {}, {}, {}, {}, {}
+    try:
+        for name in ("plain", "fast"):
+            services.append(start_collect(services[0].url + "/v1", work / f"logs-{name}", work / f"collect-{name}.log",
+                                          extra=["--timing", *stack_extra(name)]))
+            own[name], lat[name], answers[name], per_round[name] = [], [], {}, []
+        urls = dict(zip(("plain", "fast"), (s.url for s in services[1:])))
+        asyncio.run(pairs(services[0].url + "/v1/chat/completions",
+                          {n: u + "/v1/chat/completions" for n, u in urls.items()}, 5, args.max_tokens))
+        for r in range(args.stack_ab):
+            for name in (("plain", "fast") if r % 2 == 0 else ("fast", "plain")):
+                got_lat, got = asyncio.run(load(urls[name] + "/v1/chat/completions", args.clients, args.requests,
+                                                args.max_tokens, start=r * args.requests))
+                xs = httpx.get(urls[name] + "/_iceburg/timing", trust_env=False).json()["own_ms"][-len(got_lat):]
+                own[name] += xs
+                lat[name] += got_lat
+                answers[name].update(got)
+                per_round[name].append(round(pct(xs, 99), 2))
+        for name, u in urls.items():
+            server[name] = httpx.get(u + "/_iceburg/stats", trust_env=False).json()["server"]
+    finally:
+        for service in reversed(services):
+            service.stop()
+    rows, checks = [], {}
+    for name in ("plain", "fast"):
+        checks[name] = check_records(work / f"logs-{name}", answers[name])
+        xs, ls = own[name], lat[name]
+        rows.append({"stack": f"{name}: {server[name]['event_loop']} + {server[name]['http']}", "requests": len(xs),
+                     "own_p50_ms": round(pct(xs, 50), 2), "own_p99_ms": round(pct(xs, 99), 2),
+                     "own_mean_ms": round(statistics.fmean(xs), 2), "own_p99_per_round_ms": per_round[name],
+                     "request_p50_ms": round(pct(ls, 50) * 1000, 1), "request_p99_ms": round(pct(ls, 99) * 1000, 1)})
+    meta = {**machine_info(), "clients": args.clients, "requests_per_client_per_round": args.requests,
+            "rounds_per_stack": args.stack_ab, "order": "alternating, flipped every round", "upstream":
+            "iceburg serve (iceburg-tiny Q8_0, 1 thread)", "max_tokens": args.max_tokens, "pinning": "none",
+            "server_stack": server, "records": checks, "load_avg_1m_end": round(os.getloadavg()[0], 2)}
+    print(save(f"iceburg collect's own time under load by uvicorn stack ({args.clients} clients x {args.requests} "
+               f"streamed requests x {args.stack_ab} rounds per stack, iceburg serve)", rows, meta, list(rows[0]),
+               part=args.part or "uvloop"))
+    bad = [n for n, c in checks.items() if c["lost"] or c["torn"] or c["unequal"] or c["records"] != c["requests"]]
+    if bad:
+        raise SystemExit(f"FAILED: lost, torn, duplicated or unequal records through {bad}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=50)
@@ -448,7 +554,16 @@ def main() -> None:
                     help="with --memory: the fixed-answer upstream (default) or iceburg serve over iceburg-tiny")
     ap.add_argument("--tracemalloc", action="store_true", help="with --memory: the proxy runs under tracemalloc "
                     "(bench/_traced_proxy.py) and the top growth sites of the second half are reported")
+    ap.add_argument("--trim", action="store_true", help="with --memory: the proxy (bench/_trim_proxy.py) runs "
+                    "glibc malloc_trim(0) after the first sample and at the end; RSS before/after each")
+    ap.add_argument("--stack", choices=sorted(STACKS), default="plain",
+                    help="with --memory: uvicorn's loop + parser in the proxy (plain = asyncio + h11, the "
+                    "earlier runs; fast = uvloop + httptools)")
+    ap.add_argument("--stack-ab", type=int, default=0, metavar="R",
+                    help="only the loaded run's own clock, R rounds each through asyncio+h11 and uvloop+httptools")
     args = ap.parse_args()
+    if args.stack_ab:
+        return stack_ab(args)
     if args.startup:
         return startup(args.startup, args.baseline_tree)
     if args.memory:

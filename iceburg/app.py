@@ -121,6 +121,10 @@ def _add_loop_parsers(sub) -> None:
                    help="log durability: fsync every line, at most once a second (default), or never")
     c.add_argument("--timing", action="store_true", help="keep each request's own time in the proxy (upstream "
                    "waits excluded): GET /_iceburg/timing (docs/loop.md)")
+    c.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="uvicorn's event loop (default auto: uvloop where installed)")
+    c.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                   help="uvicorn's HTTP parser (default auto: httptools where installed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +232,8 @@ def _collect(args: argparse.Namespace) -> int:
                            for m in bad])
     cfg = ProxyConfig(upstream=args.upstream, log_dir=args.log, host=args.host, port=args.port,
                       agent_map=dict(m.split("=", 1) for m in args.agent_map), max_body_bytes=args.max_body_bytes,
-                      timeout_s=args.timeout, fsync=args.fsync, timing=args.timing)
+                      timeout_s=args.timeout, fsync=args.fsync, timing=args.timing,
+                      loop=args.loop, http=args.http)
     sys.stderr.write(f"recording {cfg.upstream_display} at http://{args.host}:{args.port} into {cfg.log_dir} "
                      "(Ctrl-C to stop)\n")
     run_proxy(cfg)

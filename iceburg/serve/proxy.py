@@ -36,6 +36,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -56,6 +57,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticat
               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 STATS_PATH = "/_iceburg/stats"
 TIMING_PATH = "/_iceburg/timing"
+LOOPS, HTTPS = ("auto", "asyncio", "uvloop"), ("auto", "h11", "httptools")  # uvicorn's names
 
 
 @dataclass
@@ -71,6 +73,9 @@ class ProxyConfig:
     connect_timeout_s: float = 10.0
     fsync: str = "interval"  # FineTuningLogger durability policy
     timing: bool = False  # --timing: keep each request's own time in the proxy (GET /_iceburg/timing)
+    # uvicorn's event loop and HTTP parser ("auto": uvloop / httptools where installed, the serve extra pins them)
+    loop: str = "auto"
+    http: str = "auto"
 
     def __post_init__(self) -> None:
         self.log_dir = Path(self.log_dir)
@@ -82,6 +87,8 @@ class ProxyConfig:
             problems.append(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             problems.append("--timeout: must be positive")
+        if self.loop not in LOOPS or self.http not in HTTPS:
+            problems.append(f"--loop {self.loop!r} / --http {self.http!r}: expected one of {LOOPS} / {HTTPS}")
         if problems:
             raise ConfigError(problems)
 
@@ -314,7 +321,8 @@ class RecordingProxy:
         from starlette.responses import JSONResponse
 
         return JSONResponse({**self.counts, "background_fsyncs": self.syncer.syncs if self.syncer else 0,
-                             "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir)})
+                             "upstream": self.cfg.upstream_display, "log_dir": str(self.cfg.log_dir),
+                             "server": server_stack()})
 
     async def timing_summary(self, request):
         from starlette.responses import JSONResponse
@@ -493,10 +501,20 @@ def create_proxy_app(cfg: ProxyConfig):
     return app
 
 
+def server_stack() -> dict[str, str]:
+    """What uvicorn runs on, read from the running process: the event loop's class, and the HTTP
+    parser (uvicorn imports its httptools protocol module only when it serves with it)."""
+    import asyncio
+
+    loop = type(asyncio.get_running_loop())
+    http = "httptools" if "uvicorn.protocols.http.httptools_impl" in sys.modules else "h11"
+    return {"event_loop": f"{loop.__module__}.{loop.__qualname__}", "http": http}
+
+
 def run_proxy(cfg: ProxyConfig, log_level: str = "warning") -> None:
     """Serve the proxy until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn
 
     app = create_proxy_app(cfg)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, server_header=False,
-                date_header=False)
+                date_header=False, loop=cfg.loop, http=cfg.http)

@@ -112,3 +112,24 @@ def test_timing_keeps_the_proxys_own_time_without_the_upstreams(collect, client,
     assert timing["own_ms_p50"] <= timing["own_ms_p99"] <= timing["own_ms_max"]
     assert stats["recorded"] == 3  # the timed proxy still records what it relays
     assert off == {"enabled": False, "how": "iceburg collect --timing"}
+
+
+@pytest.mark.parametrize("loop, http, event_loop", [("asyncio", "h11", "asyncio."), ("uvloop", "httptools", "uvloop.")])
+def test_loop_and_http_flags_choose_uvicorns_stack(collect, client, loop, http, event_loop):
+    """`--loop/--http` reach uvicorn: the stats read the running loop's class and the HTTP protocol
+    module back from the proxy process, and a request is answered through it (the 502 of a down
+    upstream: the whole request path without needing one)."""
+    pytest.importorskip(loop if loop != "asyncio" else "asyncio")
+    pytest.importorskip(http)
+    px = collect("http://127.0.0.1:9/v1", "--loop", loop, "--http", http)
+    r = client.post(px.url + "/v1/chat/completions", json={"model": "m", "messages": QUESTION})
+    assert r.status_code == 502, r.text
+    server = client.get(px.url + "/_iceburg/stats").json()["server"]
+    assert server["event_loop"].startswith(event_loop) and server["http"] == http, server
+
+
+def test_bad_loop_name_is_a_config_error(tmp_path):
+    from iceburg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--loop"):
+        ProxyConfig(upstream="http://127.0.0.1:9/v1", log_dir=tmp_path, loop="trio")
