@@ -135,10 +135,7 @@ class TruthFilter:
         """Score one record, write its signals (`truth.*`) and category, and say why."""
         turns = answer_turns(record.messages)  # a tool-call-only turn is not an empty answer
         ts = signals.compute(turns, structure=self.completeness == "structure")
-        if self.combiner is not None:
-            self.combiner.apply(ts, turns)
-        if self.eot is not None:
-            self._consult_eot(record, turns, ts)
+        self._second_opinions(record, turns, ts)
         sig = record.signals
         for k, v in ts.values.items():
             sig[f"truth.{k}"] = round(float(v), 4)
@@ -192,6 +189,13 @@ class TruthFilter:
         if reasons:
             _note_reasons(record, reasons)
         return Assessment(quality, category, reasons, details)
+
+    def _second_opinions(self, record: Record, turns: list[str], ts: signals.TextSignals) -> None:
+        """The learned combination (loops), then the end-of-turn model (its band), when set."""
+        if self.combiner is not None:
+            self.combiner.apply(ts, turns)
+        if self.eot is not None:
+            self._consult_eot(record, turns, ts)
 
     def _consult_eot(self, record: Record, turns: list[str], ts: signals.TextSignals) -> None:
         """Inside the uncertain band only: the end-of-turn model decides truncation."""
