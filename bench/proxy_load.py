@@ -3,7 +3,8 @@
 
     python bench/proxy_load.py [--clients 50] [--requests 20] [--max-tokens 8] [--pairs 200]
                                [--baseline-tree DIR] [--pin] [--part NAME]
-    python bench/proxy_load.py --memory N [--every 250] [--tracemalloc] [--pin]
+    python bench/proxy_load.py --memory N [--every 250] [--tracemalloc | --trim] [--stack plain|fast|auto] [--pin]
+    python bench/proxy_load.py --stack-ab R   (own clock under load: asyncio+h11 vs uvloop+httptools)
 
 Reported (bench/results/proxy_load.md):
 - correctness: every request carries a unique user turn; the log folder must hold exactly one
