@@ -200,7 +200,7 @@ class SignalCombiner:
         data = json.loads((path or WEIGHTS).read_text())
         if fold not in data["folds"]:
             raise ValueError(f"{path or WEIGHTS} has no fold {fold!r}; one of {sorted(data['folds'])}. "
-                             "Refit with: python bench/truth_loso_learned.py --write")
+                             "Refit with `python bench/truth_loso_learned.py --write`.")
         use = tuple(parts if parts is not None else data.get("parts", data["folds"][fold]))
         return cls({k: LogisticModel.from_dict(m) for k, m in data["folds"][fold].items() if k in use}, fold)
 
