@@ -117,7 +117,7 @@ def _time_line(plan: dict) -> str:
     if not plan["fits"]:
         return "-"
     if est is None:
-        return ("not estimated: no training efficiency has been measured for this device or QLoRA "
+        return ("not estimated: no training efficiency has been measured for this device or allocator "
                 "(iceburg/hardware/timing.py)")
     return (f"~{est['seconds_per_step']:.0f} s per optimizer step, ~{_duration(est['seed_table_seconds'])} for 3 epochs "
             f"of 1,000 records at full length ({est['basis']})")
