@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +45,30 @@ def _cpu_name() -> str:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS since its exec (VmHWM). Not ru_maxrss: Linux carries that across
+    fork + exec, so a child of a large parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def trl_subprocess(script: str, out: Path, spec: dict) -> dict:
+    """Run `script --trl-child SPEC` (TRL in its own process, so its memory and threads are its own)
+    and return the JSON of its last output line; {"skipped"} without trl, {"failed"} with its stderr."""
+    try:
+        import trl  # noqa: F401
+    except ImportError as e:
+        return {"skipped": f"trl not installed ({e})"}
+    path = out / "trl_spec.json"
+    path.write_text(json.dumps(spec))
+    p = subprocess.run([sys.executable, script, "--trl-child", str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"failed": p.stderr[-2000:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def result_stem(part: str | None = None) -> str:

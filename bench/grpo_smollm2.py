@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, machine_info, peak_rss_mb  # noqa: E402
+from _common import RESULTS, machine_info, own_peak_rss_mib, peak_rss_mb, trl_subprocess  # noqa: E402
 
 
 def main() -> None:
@@ -103,21 +102,12 @@ def intervals(per: dict) -> dict:
 def trl_run(a, out: Path, res: dict) -> dict:
     """TRL's GRPOTrainer, same base weights, tokenizer + template (the run's merged/ tokenizer), the
     run's training prompts, G, completion length, LoRA, gradient checkpointing and threads."""
-    try:
-        import trl  # noqa: F401
-    except ImportError as e:
-        return {"skipped": f"trl not installed ({e})"}
     spec = {"model": res["base_path"], "tokenizer": str(Path(res["run_dir"]) / "merged"),
             "prompts": train_prompt_texts(res, a), "steps": a.trl_steps, "group": 4,
             "completion": a.completion, "lr": res["config"]["learning_rate"], "threads": a.threads,
             "gc": bool(res["config"]["gradient_checkpointing"]), "lora": res["config"]["lora"],
             "out": str(out / "trl")}
-    path = out / "trl_spec.json"
-    path.write_text(json.dumps(spec))
-    p = subprocess.run([sys.executable, __file__, "--trl-child", str(path)], capture_output=True, text=True)
-    if p.returncode != 0:
-        return {"failed": p.stderr[-2000:]}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return trl_subprocess(__file__, out, spec)
 
 
 def train_prompt_texts(res: dict, a) -> list[str]:
@@ -177,13 +167,6 @@ def trl_child(spec: dict) -> dict:
             "trl": __import__("trl").__version__, "gradient_checkpointing": spec["gc"]}
 
 
-def own_peak_rss_mib() -> float:
-    """This process's peak RSS since its exec (VmHWM). Not ru_maxrss: Linux carries that across
-    fork + exec, so a child of the 7.6 GB training process would report the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write(a, res: dict) -> None:

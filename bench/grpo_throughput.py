@@ -21,14 +21,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, machine_info  # noqa: E402
+from _common import RESULTS, machine_info, own_peak_rss_mib, trl_subprocess  # noqa: E402
 
 
 def main() -> None:
@@ -155,22 +154,13 @@ def summary(times: list[float], lengths: list[float], rss: float) -> dict:
 
 def trl_run(a, out: Path, job: dict, res: dict) -> dict:
     """TRL's GRPOTrainer in a subprocess on the prompts iceburg trained on, in iceburg's order."""
-    try:
-        import trl  # noqa: F401
-    except ImportError as e:
-        return {"skipped": f"trl not installed ({e})"}
     by_id = {p.id: p for p in job["prompts"]}
     texts = [job["tok"].decode(by_id[i].prompt_ids, skip_special_tokens=False) for i in job["order"]]
     c = res["config"]
     spec = {"model": job["base_path"], "tokenizer": str(out / "tokenizer"), "prompts": texts, "steps": a.steps,
             "group": 4, "completion": a.completion, "matched": not a.natural, "lr": c["learning_rate"],
             "threads": a.threads, "gc": bool(c["gradient_checkpointing"]), "lora": c["lora"], "out": str(out / "trl")}
-    path = out / "trl_spec.json"
-    path.write_text(json.dumps(spec))
-    p = subprocess.run([sys.executable, __file__, "--trl-child", str(path)], capture_output=True, text=True)
-    if p.returncode != 0:
-        return {"failed": p.stderr[-2000:]}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return trl_subprocess(__file__, out, spec)
 
 
 def trl_child(spec: dict) -> dict:
@@ -215,13 +205,6 @@ def trl_child(spec: dict) -> dict:
             "gradient_checkpointing": spec["gc"], "prompts": [t[:60] for t in spec["prompts"][:spec["steps"]]]}
 
 
-def own_peak_rss_mib() -> float:
-    """This process's peak RSS since its exec (VmHWM); not ru_maxrss, which Linux carries across
-    fork + exec (a child would report its parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def profile(job: dict, a) -> None:
