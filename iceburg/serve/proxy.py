@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigError, DataError
 from . import PROXY_INSTALL, PROXY_MODULES, require
 from .exchange import Answer, SseAssembler, answer_from_json, record_fields
+from .timing import Clock, NoClock, Timing
 
 logger = logging.getLogger(__name__)
 
@@ -155,73 +156,6 @@ class IntervalSync:
         self.sync_now()
 
 
-class Clock:
-    """`--timing`, one request: its time in the proxy minus the time the proxy spent waiting for the
-    upstream (inside `client.send` until the answer's headers, inside each read of the answer's
-    body). What is left is the proxy's own work on the request's path: reading and checking the
-    body, building the upstream request, assembling and writing the record, handing each chunk to
-    the client's connection, and the event loop's turns between them. Generation and its jitter
-    are upstream waits, so they are not in it. Not in it either: uvicorn parsing the request before
-    the handler, httpx parsing the answer (inside the reads), the chunked-body terminator written
-    after the last chunk, and the kernel's loopback hops (docs/loop.md compares the methods)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.waited = 0.0
-
-    async def wait(self, awaitable):
-        """Await the upstream (the answer's headers, or its whole JSON body), counted as waiting."""
-        t = time.perf_counter()
-        try:
-            return await awaitable
-        finally:
-            self.waited += time.perf_counter() - t
-
-    async def upstream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        it = chunks.__aiter__()
-        while True:
-            t = time.perf_counter()
-            try:
-                chunk = await it.__anext__()
-            except StopAsyncIteration:
-                self.waited += time.perf_counter() - t
-                return
-            self.waited += time.perf_counter() - t
-            yield chunk
-
-    def own_s(self) -> float:
-        return time.perf_counter() - self.start - self.waited
-
-
-class NoClock:
-    """Without `--timing`: the same calls, nothing measured (no wrapper around the chunks)."""
-
-    async def wait(self, awaitable):
-        return await awaitable
-
-    def upstream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        return chunks
-
-
-class Timing:
-    """The last `keep` requests' own times (seconds), served by `GET /_iceburg/timing` as
-    milliseconds with p50/p99 (nearest rank)."""
-
-    def __init__(self, keep: int = 100_000):
-        from collections import deque
-
-        self.samples: Any = deque(maxlen=keep)
-
-    def summary(self) -> dict[str, Any]:
-        xs = sorted(self.samples)
-        rank = lambda q: round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1000, 4)  # noqa: E731
-        if not xs:
-            return {"enabled": True, "requests": 0}
-        return {"enabled": True, "requests": len(xs), "own_ms_p50": rank(0.5), "own_ms_p99": rank(0.99),
-                "own_ms_mean": round(sum(xs) / len(xs) * 1000, 4), "own_ms_max": round(xs[-1] * 1000, 4),
-                "own_ms": [round(x * 1000, 4) for x in self.samples]}
-
-
 class BadRequest(Exception):
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
@@ -234,14 +168,14 @@ def error_response(status: int, message: str, code: str, kind: str = "invalid_re
     return JSONResponse({"error": {"message": message, "type": kind, "code": code, "param": None}}, status_code=status)
 
 
-async def read_body(request, limit: int) -> bytes:
+async def read_body(request, limit: int, clock: Clock | NoClock) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (never buffered past it)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BadRequest(413, f"request body of {int(declared)} bytes is over the proxy's limit of {limit} "
                          "(--max-body-bytes)", "body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in clock.client(request.stream()):
         size += len(chunk)
         if size > limit:
             raise BadRequest(413, f"request body is over the proxy's limit of {limit} bytes (--max-body-bytes)",
@@ -327,7 +261,9 @@ class RecordingProxy:
     async def timing_summary(self, request):
         from starlette.responses import JSONResponse
 
-        return JSONResponse(self.timing.summary() if self.timing else {"enabled": False, "how": "iceburg collect --timing"})
+        if self.timing is None:
+            return JSONResponse({"enabled": False, "how": "iceburg collect --timing"})
+        return JSONResponse(self.timing.summary(detail=request.query_params.get("detail") == "1"))
 
     async def handle(self, request):
         import httpx  # present: create_proxy_app checked
@@ -335,11 +271,12 @@ class RecordingProxy:
         clock = Clock() if self.timing is not None else NoClock()
         self.counts["requests"] += 1
         try:
-            body = await read_body(request, self.cfg.max_body_bytes)
+            body = await read_body(request, self.cfg.max_body_bytes, clock)
             payload = chat_payload(request.method, request.url.path, body)
         except BadRequest as e:
             self.counts["bad_requests"] += 1
             return error_response(e.status, e.message, e.code)
+        clock.lap("prep")
         started = time.perf_counter()
         req = self.client.build_request(request.method, self.target_url(request.url.path, request.url.query),
                                         headers=forward_headers(request.headers), content=body)
@@ -353,10 +290,10 @@ class RecordingProxy:
             return self._streaming(self._timed(self._relay(resp, chunks), clock), resp)
         agent = self.agent_for(request.headers, payload)
         if "text/event-stream" in resp.headers.get("content-type", ""):
-            relay = self._relay_recording(resp, chunks, payload, agent, started, request.url.path)
+            relay = self._relay_recording(resp, chunks, payload, agent, started, request.url.path, clock)
             return self._streaming(self._timed(relay, clock), resp)
         try:
-            data = await clock.wait(resp.aread())
+            data = await clock.wait(resp.aread(), then="record")
         except httpx.HTTPError as e:
             return self._upstream_failure(e)
         finally:
@@ -364,7 +301,7 @@ class RecordingProxy:
         await self._record(payload, answer_from_json(data), agent, stream=False, started=started,
                            first_byte=time.perf_counter() - started, path=request.url.path)
         if isinstance(clock, Clock):  # the body's one send follows the return: not in this figure
-            self.timing.samples.append(clock.own_s())
+            self.timing.add(clock)
         return self._complete(data, resp)
 
     def _timed(self, chunks: AsyncIterator[bytes], clock: Clock | NoClock) -> AsyncIterator[bytes]:
@@ -377,7 +314,7 @@ class RecordingProxy:
             try:
                 async for chunk in chunks:
                     yield chunk
-                self.timing.samples.append(clock.own_s())
+                self.timing.add(clock)
             finally:
                 await chunks.aclose()  # the relay's own cleanup (closes the upstream answer) now
 
@@ -417,7 +354,7 @@ class RecordingProxy:
             await resp.aclose()
 
     async def _relay_recording(self, resp, chunks: AsyncIterator[bytes], payload: dict[str, Any], agent: str,
-                               started: float, path: str) -> AsyncIterator[bytes]:
+                               started: float, path: str, clock: Clock | NoClock) -> AsyncIterator[bytes]:
         asm, first_byte, logged = SseAssembler(), None, False
         try:
             async for chunk in chunks:
@@ -425,8 +362,10 @@ class RecordingProxy:
                 asm.feed(chunk)
                 if asm.done and not logged:  # written before the client sees [DONE]
                     logged = True
+                    clock.lap("record")
                     await self._record(payload, asm.answer, agent, stream=True, started=started,
                                        first_byte=first_byte, path=path, choices=asm.choices)
+                    clock.lap("relay")
                 yield chunk
             if not logged:  # an upstream that ends the stream without [DONE]
                 await self._record(payload, asm.answer, agent, stream=True, started=started, first_byte=first_byte,
@@ -485,9 +424,13 @@ def create_proxy_app(cfg: ProxyConfig):
         # a full collection over that heap took 16.7 ms, one stall of every open stream each time it
         # ran; after gc.freeze() 0.001 ms.
         gc.freeze()
+        if proxy.timing is not None:
+            proxy.timing.lag.start()  # --timing: the event loop's lag beside each request's phases
         try:
             yield
         finally:
+            if proxy.timing is not None:
+                proxy.timing.lag.task.cancel()
             await proxy.client.aclose()
             proxy.folder.close()
             if proxy.syncer is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 
@@ -13,6 +14,22 @@ from iceburg.data.collector import FineTuningLogger
 from iceburg.serve.proxy import IntervalSync, ProxyConfig, create_proxy_app
 
 from test_collect import QUESTION, client_stream, log_lines
+
+
+def post_with_late_body(url: str, body: str, delay: float) -> bytes:
+    """POST the headers, wait `delay` seconds, then send the body (a raw socket: an HTTP client
+    library writes both at once); returns the response's first line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    data = body.encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
+        time.sleep(delay)
+        s.sendall(data)
+        return s.makefile("rb").readline()
 
 
 def wait_for(predicate, seconds: float) -> bool:
@@ -102,14 +119,21 @@ def test_timing_keeps_the_proxys_own_time_without_the_upstreams(collect, client,
             assert got["content"] == "word0 word1 word2 word3 word4 " and time.perf_counter() - t0 >= 0.5
         r = client.post(timed.url + "/v1/chat/completions", json={"model": "fail-500", "messages": QUESTION})
         assert r.status_code == 500  # passed through, and timed too
-        timing = client.get(timed.url + "/_iceburg/timing").json()
+        assert b" 500 " in post_with_late_body(timed.url, json.dumps({"model": "fail-500", "messages": QUESTION}), 0.3)
+        timing = client.get(timed.url + "/_iceburg/timing?detail=1").json()
         stats = client.get(timed.url + "/_iceburg/stats").json()
         off = client.get(plain.url + "/_iceburg/timing").json()
     finally:
         flaky.stop()
-    assert timing["enabled"] and timing["requests"] == 4, timing
+    assert timing["enabled"] and timing["requests"] == 5, timing
     assert all(0 < ms < 100 for ms in timing["own_ms"][:3]), timing["own_ms"]
     assert timing["own_ms_p50"] <= timing["own_ms_p99"] <= timing["own_ms_max"]
+    # the body that came 0.3 s after its headers: in the own clock (as defined), apart in client_wait,
+    # not in net; 100 ms as above tells the proxy's ~2 ms of work from the client's 300 ms
+    late = dict(zip(timing["columns"], timing["rows_ms"][-1]))
+    assert late["own"] >= 300 and late["client_wait"] >= 300 and late["own"] - late["client_wait"] < 100, late
+    assert all(r[0] >= r[-1] >= 0 for r in timing["rows_ms"]) and timing["net_ms_max"] < 100, timing
+    assert set(timing["phases_mean_ms"]) == set(timing["columns"]) and timing["loop_lag"]["samples"] > 0
     assert stats["recorded"] == 3  # the timed proxy still records what it relays
     assert off == {"enabled": False, "how": "iceburg collect --timing"}
 
