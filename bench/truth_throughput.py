@@ -71,12 +71,13 @@ def peak_mb() -> dict[str, float]:
             "cpu_seconds": round(cpu, 2)}
 
 
-def run_iceburg(path: Path, out: Path, workers: int) -> dict:
+def run_iceburg(path: Path, out: Path, workers: int, combine: str = "rules") -> dict:
     from iceburg.config import TrainingConfig
-    from iceburg.truth import run_filter_only
+    from iceburg.truth import TruthFilter, run_filter_only
 
-    t0 = time.perf_counter()
-    rep = run_filter_only([str(path)], out, TrainingConfig(), workers=workers)
+    t0 = time.perf_counter()  # the filter is built inside the timed span, as --filter-only builds it
+    tf = TruthFilter(workers=workers, combine=combine)
+    rep = run_filter_only([str(path)], out, TrainingConfig(), truth_filter=tf)
     dt = time.perf_counter() - t0
     s = rep["stats"]
     return {"seconds": round(dt, 2), "dedup_seconds": round(rep["seconds"] - rep["scoring_seconds"], 2),
@@ -130,8 +131,10 @@ def run_baseline(path: Path, out: Path) -> dict:
 
 
 def child(mode: str, path: str, out: str) -> None:
+    """mode: baseline, iceburg-wN (the rules) or iceburg-wN+learned (TruthFilter(combine="learned"))."""
     p, o = Path(path), Path(out)
-    res = run_baseline(p, o) if mode == "baseline" else run_iceburg(p, o, int(mode.split("-w")[1]))
+    name, _, combine = mode.partition("+")
+    res = run_baseline(p, o) if name == "baseline" else run_iceburg(p, o, int(name.split("-w")[1]), combine or "rules")
     print("RESULT " + json.dumps(res))
 
 
@@ -148,6 +151,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="run every pipeline this many times")
     ap.add_argument("--pipelines", nargs="+", default=["iceburg-w2", "iceburg-w1", "baseline"],
                     help="which pipelines to run (iceburg-w1/-w2 and baseline up to --baseline-max)")
+    ap.add_argument("--combine", nargs="+", default=["rules"], choices=["rules", "learned"],
+                    help="TruthFilter(combine=...) of the iceburg pipelines; with both, each pipeline runs "
+                         "once per value, alternating (pipelines named iceburg-wN+learned)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -163,7 +169,8 @@ def main() -> None:
         print(f"corpus {n}: {mb:.0f} MiB ({time.perf_counter() - t:.0f} s to build or load)", flush=True)
         modes = [m for m in ["iceburg-w2"] + (["iceburg-w1", "baseline"] if n <= args.baseline_max else [])
                  if m in args.pipelines]
-        runs = [(mode, Path(__file__), ROOT) for mode in modes]
+        runs = [(mode + ("" if c == "rules" or not mode.startswith("iceburg") else f"+{c}"), Path(__file__), ROOT)
+                for mode in modes for c in (args.combine if mode.startswith("iceburg") else ["rules"])]
         if args.ab:  # the other checkout's iceburg pipelines, each right after this one's
             other = Path(args.ab).resolve()
             runs = [r for m, f, root in runs for r in [(m, f, root)] + (
