@@ -6,6 +6,7 @@
     python bench/proxy_load.py --memory N [--every 250] [--tracemalloc | --trim] [--stack plain|fast|auto] [--pin]
     python bench/proxy_load.py --stack-ab R   (own clock under load: asyncio+h11 vs uvloop+httptools)
     python bench/proxy_load.py --diagnose R [--diagnose-settings same,serve-nice,flags --proxy-flags "--fsync never"]
+                               [--diagnose-settings same,flags --baseline-tree DIR]  (this tree vs an earlier one)
           (own clock under load by phase: the client's body wait, the proxy's work, loop lag, CPU, run-queue wait)
 
 Reported (bench/results/proxy_load.md):
@@ -150,7 +151,7 @@ async def pairs(direct: str, proxied: dict[str, str], n: int, max_tokens: int) -
     return diffs
 
 
-def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path):
+def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path, extra: list[str] | None = None):
     """`iceburg collect` run from another source tree (its own `iceburg` package first on the path)."""
     import subprocess
     from iceburg.serve.launch import Service, free_port, wait_until_answering
@@ -158,7 +159,8 @@ def start_collect_from(tree: Path, upstream: str, log_dir: Path, log_path: Path)
     port = free_port()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "iceburg.app", "collect", "--upstream", upstream, "--log",
-                                 str(log_dir), "--port", str(port)], cwd=tree, stdout=log, stderr=subprocess.STDOUT)
+                                 str(log_dir), "--port", str(port), *(extra or [])], cwd=tree, stdout=log,
+                                stderr=subprocess.STDOUT)
     return wait_until_answering(Service(proc, f"http://127.0.0.1:{port}", log_path), "/_iceburg/stats", 60,
                                 f"the baseline proxy from {tree}")
 
@@ -642,8 +644,12 @@ def diagnose(args) -> None:
         proxies = {}  # "flags": a second proxy with --proxy-flags, its rounds at nice 0 like "same"
         for name in ("default", "flags") if "flags" in settings else ("default",):
             extra = ["--timing", *(args.proxy_flags.split() if name == "flags" else [])]
-            services.append(start_collect(services[0].url + "/v1", work / f"logs-{name}", work / f"collect-{name}.log",
-                                          extra=extra))
+            if name == "flags" and args.baseline_tree:  # the baseline tree's proxy instead
+                services.append(start_collect_from(args.baseline_tree.resolve(), services[0].url + "/v1",
+                                                   work / f"logs-{name}", work / f"collect-{name}.log", extra))
+            else:
+                services.append(start_collect(services[0].url + "/v1", work / f"logs-{name}",
+                                              work / f"collect-{name}.log", extra=extra))
             proxies[name] = services[-1]
             answers[name] = {}
         asyncio.run(pairs(services[0].url + "/v1/chat/completions",
@@ -680,7 +686,9 @@ def diagnose(args) -> None:
             "max_tokens": args.max_tokens, "proxy_flags": args.proxy_flags or "", "pinning": "none",
             "settings": {"same": "every process at nice 0",
                          "serve-nice": "iceburg serve at nice 10, the proxy and the bench (clients) at 0",
-                         "flags": f"a second proxy started with {args.proxy_flags!r}, every process at nice 0"},
+                         "flags": f"a second proxy started with {args.proxy_flags!r}"
+                                  + (f" from {args.baseline_tree}" if args.baseline_tree else "")
+                                  + ", every process at nice 0"},
             "columns": {"own": "the proxy's own clock as defined (time in the proxy minus upstream waits)",
                         "client_wait": "inside own: the handler awaiting the request body's bytes from the client",
                         "client_gap": "the client's own gap between writing the headers and finishing the body "

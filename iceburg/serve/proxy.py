@@ -331,9 +331,9 @@ class RecordingProxy:
                               kind="upstream_error")
 
     def _streaming(self, body: AsyncIterator[bytes], resp):
-        from starlette.responses import StreamingResponse
+        from .relay import RelayResponse  # the relay stays in the request's task (relay.py says why)
 
-        out = StreamingResponse(body, status_code=resp.status_code)
+        out = RelayResponse(body, status_code=resp.status_code)
         out.raw_headers = response_headers(resp)
         return out
 

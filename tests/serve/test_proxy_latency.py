@@ -157,3 +157,41 @@ def test_bad_loop_name_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="--loop"):
         ProxyConfig(upstream="http://127.0.0.1:9/v1", log_dir=tmp_path, loop="trio")
+
+
+def test_client_leaving_mid_stream_cancels_the_relay_and_records_nothing(collect, client, tmp_path):
+    """The relay runs in the request's task (relay.RelayResponse) with a watcher for the client's
+    disconnect: a client that leaves after the first chunk of the paced stream (five chunks 0.1 s
+    apart) gets the relay cancelled and the upstream answer closed, so the exchange is not recorded
+    although the upstream went on to finish it; uvicorn logs no error; the next request is relayed
+    and recorded whole."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
+
+    port = free_port()
+    flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
+                    f"http://127.0.0.1:{port}", tmp_path / "none.log")
+    try:
+        wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
+        px = collect(flaky.url + "/v1")
+        body = {"model": "paced", "messages": QUESTION, "stream": True}
+        with httpx.Client(timeout=30, trust_env=False) as once:  # its own connection, closed after one chunk
+            with once.stream("POST", px.url + "/v1/chat/completions", json=body,
+                             headers={"X-Iceburg-Agent": "surveyor"}) as r:
+                assert next(r.iter_raw()).startswith(b"data: ")
+        # 1.5 s: the paced answer's 0.5 s three times over; a relay left running would have recorded it
+        time.sleep(1.5)
+        stats = client.get(px.url + "/_iceburg/stats").json()
+        got, _ = client_stream(client, px.url + "/v1/chat/completions", body, {"X-Iceburg-Agent": "surveyor"})
+        after = client.get(px.url + "/_iceburg/stats").json()
+    finally:
+        flaky.stop()
+    assert stats["requests"] == 1 and stats["recorded"] == 0 and stats["not_recorded"] == 0, stats
+    assert got["content"] == "word0 word1 word2 word3 word4 " and after["recorded"] == 1, after
+    assert [r["messages"][-1]["content"] for r in log_lines(tmp_path / "logs")] == [got["content"]]
+    assert "Exception in ASGI application" not in px.log_text()
