@@ -5,7 +5,8 @@ estimated peak (`memory.estimate_training_memory`, computed from the real model'
 the memory the device has free:
 
 1. precision: the configured one, else the best the device supports (bf16 > fp16; fp32 on CPU);
-2. without gradient checkpointing, the largest power-of-two micro-batch up to the effective batch;
+2. without gradient checkpointing, the largest power-of-two micro-batch up to the effective batch
+   (on CPU: up to the smallest one with CPU_SATURATING_TOKENS tokens, the fastest there);
 3. with gradient checkpointing (about 33% more compute: one extra forward, Chen et al. 2016);
 4. with bitsandbytes (CUDA or CPU), QLoRA (4-bit NF4 weights), as in QLoRA's recipe.
 
@@ -166,6 +167,7 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
     notes = [f"{shape.architecture}: {shape.param_count / 1e6:.1f}M parameters, LoRA r={r} alpha={alpha} "
              f"on {', '.join(targets)}"]
     effective, micros = _batch_options(config, num_examples, world_size)
+    micros = _cpu_speed_order(micros, config, hw)
     gcs = [config.gradient_checkpointing] if config.gradient_checkpointing is not None else [False, True]
     shared = world_size if hw.device_kind == "cpu" else 1
     budget = int(hw.available_memory * MEMORY_HEADROOM / shared)
@@ -202,6 +204,25 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
 # allocator, and only then falls back to the fixed threshold (the slower, smaller footprint).
 CPU_COST_MODEL = {"fixed mmap threshold": {1: 150, 2: 156, 4: 155, 8: 156},
                   "glibc default": {2: 238, 4: 254, 8: 259}}
+# Tokens per micro-batch from which a CPU step's tokens/s stops rising: SmolLM2-135M (hidden 576)
+# 1,024 tokens ran 6% below 2,048 and 4,096 within 2% of it (CPU_COST_MODEL, glibc); on the real
+# surveyor data 4 x 512 (x 2 accumulation) was faster than 8 x 512 in all three same-sitting rounds
+# (bench/results/training_throughput*.md: 212 / 194 / 201 vs 198 / 183 / 186 supervised tok/s); a
+# 1B model is flat from 512 tokens (35 tok/s at 1 x 512, 1 x 1024 and 2 x 1024, docs/hardware.md).
+# Above it a bigger micro-batch only adds memory (and first-touch page faults), so on CPU the
+# planner takes the smallest micro-batch with this many tokens and accumulates the rest.
+CPU_SATURATING_TOKENS = 2048
+
+
+def _cpu_speed_order(micros: list[int], config: TrainingConfig, hw: HardwareInfo) -> list[int]:
+    """Micro-batches to try, fastest first. CPU with accumulation free to choose: the smallest with
+    CPU_SATURATING_TOKENS tokens, then smaller ones; elsewhere the largest first (GPUs gain from
+    bigger batches; an explicit --batch-size or --gradient-accumulation-steps is kept)."""
+    if hw.device_kind != "cpu" or config.batch_size or config.gradient_accumulation_steps:
+        return micros
+    enough = [m for m in micros if m * config.max_seq_length >= CPU_SATURATING_TOKENS]
+    preferred = min(enough) if enough else micros[0]
+    return [m for m in micros if m <= preferred]
 
 
 def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, effective: int, world_size: int,
@@ -212,11 +233,15 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
         notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
     if gc and config.gradient_checkpointing is None:
         notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit without it")
+    if hw.device_kind == "cpu" and not config.batch_size:
+        notes.append(f"micro-batch {micro} ({micro * config.max_seq_length:,} tokens) x {accum} accumulation: on CPU "
+                     f"tokens/s stops rising at about {CPU_SATURATING_TOKENS:,} tokens per micro-batch (measured, "
+                     "hardware/planner.py CPU_SATURATING_TOKENS), so the smallest micro-batch that reaches it (or "
+                     "the largest that fits) is the fastest; more rows would only add memory")
     if fast_alloc:
-        notes.append(f"micro-batch {micro} with glibc's allocator: the largest whose peak under it (up to "
-                     f"{DYNAMIC_HEAP_FACTOR:g}x the estimate) fits. CPU cost model (measured, SmolLM2-135M, 2 threads): "
-                     "tokens/s is flat in the micro-batch (1-8 rows) and glibc's allocator is ~1.6x the fixed "
-                     "mmap threshold's, so the allocator decides the speed (hardware/planner.py CPU_COST_MODEL)")
+        notes.append(f"glibc's allocator: the peak under it (up to {DYNAMIC_HEAP_FACTOR:g}x the estimate) fits, "
+                     "and it is ~1.6x the fixed mmap threshold's speed (measured, SmolLM2-135M, 2 threads: "
+                     "hardware/planner.py CPU_COST_MODEL)")
     notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory // shared)} "
                  f"available on {hw.device_kind}" + (f" per process ({world_size} processes)"
                                                      if world_size > 1 else ""))

@@ -414,6 +414,7 @@ def preference_step(model, args: TrainArgs, pargs: PreferenceArgs, stepper: Opti
             stepper.backward(loss * len(mb) / n_step)
             for k, v in m.items():
                 agg[k] = agg.get(k, 0.0) + v * len(mb) / n_step
+            del loss  # its graph would pin glibc's heap under the next micro-batch (trainer.sft_step)
         lr = stepper.step()
         return StepResult(agg.pop("loss"), {**agg, "lr": lr})
 
