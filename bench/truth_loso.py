@@ -126,18 +126,24 @@ def dedup_outcome(scored: list[dict], ngram: int, threshold: float, sig_cache: d
     return out
 
 
-def pair_metrics(items: list, scored: list[dict], drop: dict) -> tuple[float, int]:
-    hits, lost, n = 0, 0, 0
+def pair_metrics(items: list, scored: list[dict], drop: dict) -> tuple[float, int, float]:
+    """(recall over all pairs, pairs with no member kept, recall over the pairs whose two members
+    both passed the quality rules: what dedup itself finds, apart from clean rejections)."""
+    hits, lost, n, hits_both, n_both = 0, 0, 0, 0, 0
     for i, (_r, lab, j) in enumerate(items):
         if lab in ("dup_original", "template", "sibling") or j is None:
             continue
         n += 1
         a, b = drop.get(i), drop.get(j)
-        hits += (a is not None and a[1] == j) != (b is not None and b[1] == i)
+        hit = (a is not None and a[1] == j) != (b is not None and b[1] == i)
+        hits += hit
+        if scored[i]["codes"] == [] and scored[j]["codes"] == []:
+            n_both += 1
+            hits_both += hit
         kept_i = scored[i]["codes"] == [] and i not in drop
         kept_j = scored[j]["codes"] == [] and j not in drop
         lost += not (kept_i or kept_j)
-    return hits / max(n, 1), lost
+    return hits / max(n, 1), lost, hits_both / max(n_both, 1)
 
 
 def kept_share(scored: list[dict], drop: dict, idx: list[int]) -> float:
@@ -175,9 +181,11 @@ class SourceEval:
         out = dict(self.base)
         for g in DUP_COLS:
             drop = dedup_outcome(self.scored[g], ngram, threshold, self.sig_cache[g])
-            out[g], lost = pair_metrics(self.groups[g], self.scored[g], drop)
+            out[g], lost, both = pair_metrics(self.groups[g], self.scored[g], drop)
             if g == "exact_dup":
                 out["exact_lost"] = lost
+            elif g in ("near_dup@0.05", "near_dup@0.1"):
+                out[g + "|both_pass"] = both
         for g in ("template", "sibling", "clean"):
             drop = dedup_outcome(self.scored[g], ngram, threshold, self.sig_cache[g])
             share = kept_share(self.scored[g], drop, list(range(len(self.groups[g]))))
@@ -205,7 +213,8 @@ def loso(table: dict[str, dict[tuple, dict]], default: tuple) -> list[dict]:
 
 
 COLS = ["clean_rejected", "truncation", "near_dup@0.05", "near_dup@0.1", "loop", "refusal", "empty", "garbage",
-        "exact_dup", "exact_lost", "near_dup@0.02", "near_dup@0.2", "template", "sibling", "calibrated_not_refusal"]
+        "exact_dup", "exact_lost", "near_dup@0.02", "near_dup@0.2", "template", "sibling", "calibrated_not_refusal",
+        "near_dup@0.05|both_pass", "near_dup@0.1|both_pass"]
 
 
 def md_rows(rows: list[dict], first: list[str]) -> list[str]:

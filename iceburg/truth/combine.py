@@ -5,9 +5,11 @@ last-block review clears a line cut, the locality gate clears a Gopher hit). Her
 the filter already computes become features of one logistic model per disputed defect class:
 
 - `repetition` (loops): the Gopher repetition values, the locality run, the block rules (code,
-  tables, long lines, periodic units) and three raw-text features the prose rules cannot see (a
-  loop written inside a code block: consecutive identical blank-line chunks, periodic units and
-  the longest run of repeated 5-grams over ALL words, code included);
+  tables, long lines, periodic units) and four raw-text features the prose rules cannot see (a
+  loop written inside a code block: consecutive identical blank-line chunks, periodic units, and
+  the longest runs of repeated 5-grams over ALL words, code included, counting every repeat and
+  only third and later copies: a loop repeats its unit many times, documentation shows an example
+  twice);
 - `truncated`: the line rules' verdict and its kind, the last-block review, the last line's shape
   and the document's own habit of ending lines without punctuation (man pages and docstrings do).
 
@@ -53,7 +55,7 @@ TRUNC_FEATURES = ("line_cut", "block_complete", "cut_fence", "cut_markup", "cut_
 LOOP_FEATURES = ("repetition", "repetition_window", "dup_run", "dup_5gram_frac", "dup_10gram_frac",
                  "top_2gram_frac", "dup_line_frac", "dup_para_frac", "periodic", "code_dup_line_frac",
                  "code_tandem", "table_dup_row_frac", "long_line_repetition", "raw_chunk_tandem",
-                 "raw_periodic", "raw_dup_run", "log_words")
+                 "raw_periodic", "raw_dup_run", "raw_dup_run3", "log_words")
 _ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s")
 
 
@@ -109,27 +111,39 @@ def _chunk_tandem(text: str) -> int:
     return best if chunks else 0
 
 
-def _dup_run(words: list[str], n: int = 5) -> int:
-    """Longest stretch of words covered by non-first occurrences of repeated word n-grams (rolling
-    64-bit hashes of the words, as `repetition.ngram_repetition`; numpy, ~20x a Python loop)."""
+def _dup_runs(words: list[str], n: int = 5, copies: tuple[int, ...] = (2, 3)) -> list[int]:
+    """For each `copy` in `copies`: the longest stretch of words covered by the copy-th and later
+    occurrences of repeated word n-grams (copy=2: every non-first occurrence; rolling 64-bit
+    hashes of the words, as `repetition.ngram_repetition`; numpy, ~20x a Python loop)."""
     if len(words) < 2 * n:
-        return 0
+        return [0] * len(copies)
     ids, _lens = word_arrays(words)
     m = len(ids) - n + 1
     h = ids[:m].copy()
     with np.errstate(over="ignore"):
         for k in range(1, n):
             h = h * np.uint64(1099511628211) + ids[k:k + m]
-    _u, first = np.unique(h, return_index=True)
-    dup = np.ones(m, dtype=bool)
-    dup[first] = False  # the first occurrence of each n-gram
-    if not dup.any():
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    starts = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1])))
+    rank_sorted = np.arange(m) - np.repeat(starts, np.diff(np.append(starts, m)))
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = rank_sorted  # 0 for the first occurrence of an n-gram, 1 for the second, ...
+    return [_longest_cover(np.flatnonzero(rank >= c - 1), n, len(ids)) for c in copies]
+
+
+def _longest_cover(starts: np.ndarray, n: int, total: int) -> int:
+    """Longest run of word positions covered by n-grams starting at `starts`."""
+    if not len(starts):
         return 0
-    starts = np.flatnonzero(dup)
-    diff = np.bincount(starts, minlength=len(ids) + 1) - np.bincount(starts + n, minlength=len(ids) + 1)
+    diff = np.bincount(starts, minlength=total + 1) - np.bincount(starts + n, minlength=total + 1)
     covered = np.cumsum(diff[:-1]) > 0
     edges = np.flatnonzero(np.diff(np.concatenate(([0], covered.view(np.int8), [0]))))
     return int((edges[1::2] - edges[::2]).max())
+
+
+def _dup_run(words: list[str], n: int = 5, copy: int = 2) -> int:
+    return _dup_runs(words, n, (copy,))[0]
 
 
 def loop_features(v: dict[str, float], turns: list[str]) -> dict[str, float]:
@@ -146,7 +160,11 @@ def loop_features(v: dict[str, float], turns: list[str]) -> dict[str, float]:
     f["long_line_repetition"] = _cap(v.get("long_line_repetition", 0), 4)
     f["raw_chunk_tandem"] = _cap(max((_chunk_tandem(t) for t in turns), default=0) - 1, 6)
     f["raw_periodic"] = _cap(periodic_repeats(raw) / 8, 4)
-    f["raw_dup_run"] = _cap(_dup_run(raw) / LOOP_RUN_WORDS, 4)
+    run2, run3 = _dup_runs(raw)
+    f["raw_dup_run"] = _cap(run2 / LOOP_RUN_WORDS, 4)
+    # a loop repeats its unit many times; documentation shows one example twice (Node.js's CommonJS
+    # and ES-module versions of the same code): the run covered by third and later copies
+    f["raw_dup_run3"] = _cap(run3 / LOOP_RUN_WORDS, 4)
     f["log_words"] = math.log1p(len(raw))
     return f
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import functools
 import re
 
+from .endings import DANGLING, HARD_CUTS
+
 TAIL_LINES = 60
 # A metadata value of at most 3 words ("License: MIT", "Default: `4`"); a longer "X: ..." line
 # counts as metadata only inside a run of such lines (a colon in a sentence is not metadata).
@@ -35,6 +37,10 @@ META_VALUE_WORDS = 3
 # A bold label ends a document with a short value ("**Confidence:** moderate"); after a label a
 # longer value is a sentence (bench/truth_loso.py: README list items "**CLI**: A simple" were cuts).
 LABEL_VALUE_WORDS = 4
+# A line opened by an emoji is a checklist item when short or in a run of such lines; a long one
+# alone is a paragraph that starts with an emoji (README: "\U0001f917 Accelerate even handles the
+# device placement for you ..., so you can even simplify your training loop" was a cut; issue 31).
+EMOJI_ITEM_WORDS = 12
 _CODE_CHARS = re.compile(r"[=(){}\[\];<>$#]")
 _OPEN_END = re.compile(r"[,(\[{=+\\]\s*$")
 # A `key: value` metadata line: a key of 1-4 words (letters, digits, `_-./` and spaces), a value.
@@ -46,7 +52,9 @@ _TASK = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+\[[ xX]\]\s")
 _EMOJI_MARK = re.compile(r"^\s*(?:[-*+]\s+)?[\u2190-\u2bff\u2600-\u27bf\U0001f000-\U0001faff][\ufe0f\u200d]*\s*\S")
 _SEP = re.compile(r":|--|=|\u2014|\u2192")
 _DOCTEST = re.compile(r"^\s*>>>( |$)")
-_DANGLING_END = re.compile(r"(?:,|\s[-\u2013\u2014&/]|\b(?:the|a|an|and|or|of|to|in|for|with|that|which|is|are|by|on|at|as|from|but|if|when|via|than|into|whose|its|their|your|our))\s*$", re.I)
+# the line rules' dangling words (endings.DANGLING; was a shorter copy, which let "callback: A
+# single parameter callable to be called on each" pass as a complete definition line)
+_DANGLING_END = re.compile(r"(?:,|\s[-\u2013\u2014&/]|\b(?:" + "|".join(sorted(DANGLING)) + r"))\s*$", re.I)
 _FENCE = re.compile(r"^\s{0,3}(?:```|~~~)")
 _LITERAL_START = re.compile(r"::\s*$")
 
@@ -126,8 +134,8 @@ def block_shape(line: str) -> str | None:
 def review_cut(text: str, why: str) -> str | None:
     """The line rules' verdict `why` ("cut"), re-judged on the last block: None when the last
     block is complete as a block (module docstring), else `why`."""
-    if why == "unclosed code fence":
-        return why
+    if why == "unclosed code fence" or why.startswith(HARD_CUTS):
+        return why  # no block shape completes an empty prompt or a continued line
     kind, lines = last_block(text)
     last = lines[-1].rstrip() if lines else ""
     if kind == "heading":
@@ -151,10 +159,20 @@ def review_cut(text: str, why: str) -> str | None:
     in_run = len(lines) > 1 and block_shape(lines[-2]) is not None
     if shape == "label" and value_words > LABEL_VALUE_WORDS and not in_run:
         return why  # "- **CLI**: A simple" is a sentence after a label, judged as one
+    if shape == "emoji_item" and len(last.split()) > EMOJI_ITEM_WORDS and not in_run:
+        return why  # "\U0001f917 Accelerate even handles ... your training loop" is a paragraph
     if shape == "metadata" and len(_SEP.split(last, maxsplit=1)[-1].split()) > META_VALUE_WORDS \
-            and not (len(lines) > 1 and block_shape(lines[-2])):
+            and not (len(lines) > 1 and block_shape(lines[-2])) and not _definition_run(lines):
         return why  # a long "Key: value" alone is a sentence with a colon, judged as one
     return None
+
+
+def _definition_run(lines: list[str]) -> bool:
+    """The last line is one more entry of a definition list whose earlier entries wrap onto
+    continuation lines ("numlines -- ...\\n    wrapped ...\\ncharset -- charset of the HTML document"):
+    an earlier line of the block at the last line's indentation has the metadata shape."""
+    indent = len(lines[-1]) - len(lines[-1].lstrip())
+    return any(len(ln) - len(ln.lstrip()) == indent and block_shape(ln) == "metadata" for ln in lines[:-1])
 
 
 def _open_code(lines: list[str]) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from iceburg.records import Record
 from iceburg.truth import TruthFilter
 from iceburg.truth.combine import (LOOP_FEATURES, TRUNC_FEATURES, WEIGHTS, SignalCombiner, _chunk_tandem,
-                                   _dup_run)
+                                   _dup_run, _dup_runs)
 
 INTRO = ("The server reads its configuration once at start-up and caches it for the session. "
          "A change to the file takes effect after a restart, which the log reports with the new values.\n\n")
@@ -48,6 +48,10 @@ def test_raw_features():
     words = "one two three four five six seven".split()
     assert _dup_run(words * 3) == 14  # the 2nd and 3rd copies are covered by repeated 5-grams
     assert _dup_run(words) == 0
+    # third and later copies only: a loop repeats its unit many times, a document shows an
+    # example twice (Node.js's CommonJS and ES-module versions of the same code)
+    assert _dup_runs(words * 3) == [14, 7]
+    assert _dup_runs(words * 2) == [7, 0]
 
 
 def test_loop_of_fenced_blocks_is_a_loop_only_for_the_learned_combination():

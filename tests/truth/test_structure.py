@@ -33,6 +33,13 @@ COMPLETE = {
                       "_datawritten -- the size of the audio samples actually written",
     # a closed code block
     "code": INTRO + "```bash\npip install iceburg\n```",
+    # session 3 (Debian's Node.js changelog): an item ending on a version number, after "(Author)" items
+    "changelog version": "* Support DEL in the REPL. (J\u00e9r\u00e9my Lal)\n\n* Use javascript port of Ronn to build "
+                         "docs (J\u00e9r\u00e9my Lal)\n\n* Upgrade V8 to 2.3.0",
+    # a shell command continued with a backslash, complete on its last line (gcloud man page)
+    "continued command": "To remove all POSIX accounts associated with the current user in the project named "
+                         "example-project, run:\n\n$ gcloud alpha compute os-login remove-profile \\\n"
+                         "--project=example-project",
 }
 
 CUT = {
@@ -43,6 +50,19 @@ CUT = {
                             "- **Command Line Interface (CLI)**: A simple",
     "mid-doctest call": "Covariance is a measure of the joint variability of two inputs.\n\n>>> x = [1, 2, 3, 4, 5,",
     "cut table row": INTRO + "| flag | default |\n|---|---|\n| `--workers` | 2 |\n| `--seed`",
+    # session 3: planted cuts the rules missed on the LOSO corpora (real endings up to the cut)
+    "bare doctest prompt": "Return the turtle's current heading.\n\nExample (for a Turtle instance named turtle):\n>>>",
+    "bare shell prompt": "Then, in the `sympy` repository that you cloned, simply run:\n\n    $",
+    "continued line": "Running:\n\ngcloud compute instance-groups managed rolling-action start-update "
+                      "example-managed-instance-group \\",
+    "definition separator": "'message' -- a regex that the warning message must match\n'category' --",
+    "code assignment": "It has the following interface (key and data are strings):\n\n        d[key] =",
+    "first item of an announced list": INTRO + "Some highlights across the different types of training are:\n\n"
+                                       "- Support of various",
+    "emoji paragraph": INTRO + "\U0001f917 Accelerate even handles the device placement for you (which requires a "
+                       "few more changes to your code, but is safer in general), so you can even simplify your training loop",
+    "definition on a dangling word": "Retrieve data in binary mode.\n\nArgs:\n  cmd: A RETR command.\n"
+                                     "  callback: A single parameter callable to be called on each",
 }
 
 
@@ -59,7 +79,8 @@ def test_cut_blocks_stay_truncated(name):
 
 def test_the_line_rules_alone_reject_the_shapes_the_structure_keeps():
     # what issue 31 is about: these endings are rejected by the line rules of issue 13
-    for name in ("metadata", "label", "emoji checklist", "doctest", "definition run"):
+    # (the doctest's last output, "67.0", ends on a number, which the line rules accept since session 3)
+    for name in ("metadata", "label", "emoji checklist", "definition run"):
         assert "truncated" in compute([COMPLETE[name]]).defects, name
 
 
