@@ -659,6 +659,7 @@ def diagnose(args) -> None:
             proxy = proxies["flags" if setting == "flags" else "default"]
             pids = {"proxy": proxy.proc.pid, "serve": services[0].proc.pid, "bench": os.getpid()}
             renice(pids["serve"], 10 if setting == "serve-nice" else 0)
+            renice(pids["proxy"], -10 if setting == "proxy-nice" else 0)  # below 0 needs root (CAP_SYS_NICE)
             out, got = diagnose_round(proxy.url, args, r, pids)
             answers["flags" if setting == "flags" else "default"].update(got["answers"])
             all_rows.setdefault(setting, []).extend(got["rows"])
@@ -686,6 +687,7 @@ def diagnose(args) -> None:
             "max_tokens": args.max_tokens, "proxy_flags": args.proxy_flags or "", "pinning": "none",
             "settings": {"same": "every process at nice 0",
                          "serve-nice": "iceburg serve at nice 10, the proxy and the bench (clients) at 0",
+                         "proxy-nice": "the proxy at nice -10 (root), iceburg serve and the bench at 0",
                          "flags": f"a second proxy started with {args.proxy_flags!r}"
                                   + (f" from {args.baseline_tree}" if args.baseline_tree else "")
                                   + ", every process at nice 0"},
@@ -731,7 +733,7 @@ def main() -> None:
     ap.add_argument("--diagnose", type=int, default=0, metavar="R",
                     help="only the loaded run's own time by phase, R rounds alternating the scheduling setting")
     ap.add_argument("--diagnose-settings", default="same,serve-nice",
-                    help="with --diagnose: the settings to alternate (same, serve-nice)")
+                    help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags)")
     ap.add_argument("--proxy-flags", default="", help="with --diagnose: extra `iceburg collect` flags")
     args = ap.parse_args()
     if args.diagnose:

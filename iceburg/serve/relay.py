@@ -5,11 +5,12 @@ Starlette (1.10, under uvicorn's ASGI 2.3) runs a streamed body in a task it sta
 for the client's disconnect in the request's task. The new task's first read then waits for an
 event-loop turn behind every other ready callback: with 50 streams open through one proxy, that
 turn was the largest part of the slowest requests' own time after the client's body wait
-(`--timing` phase `start`, p99 5.0 ms in bench/results/proxy_load_diagnose.md). Here the roles are
-swapped: the body is relayed in the request's task from its first chunk on, and a small task
-watches for the disconnect; when the client goes, it cancels the relay as Starlette's task group
-would (the upstream answer is closed, nothing is recorded), and the cancellation ends here instead
-of reaching uvicorn as an error.
+(`--timing` phase `start`, p99 5.0 ms in bench/results/proxy_load_diagnose_settings.md; 0.9 ms
+with this class, proxy_load_diagnose_relay.md). Here the roles are swapped: the body is relayed
+in the request's task from its first chunk on, and a small task watches for the disconnect; when
+the client goes, it cancels the relay as Starlette's task group would (the upstream answer is
+closed, nothing is recorded), and the cancellation ends here instead of reaching uvicorn as an
+error.
 """
 
 from __future__ import annotations

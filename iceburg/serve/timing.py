@@ -10,11 +10,11 @@ request was in:
 
 | phase | from | to |
 |---|---|---|
-| body | the handler starts | the request body is read and parsed (not the waits for the client's body bytes: `client`) |
-| prep | the body is parsed | the upstream request is handed to httpx (agent type, headers, URL) |
-| start | the upstream's headers arrived | the relay asks for the first body chunk (Starlette sends the headers and starts the stream's task: one event-loop turn) |
-| relay | a body chunk arrived | the next read is asked for (SSE assembly, handing the chunk to the client's connection) |
-| record | the last event arrived | the record is written (building, validating, one `os.write`) |
+| body | the handler starts | the body is read and parsed (less `client`, the waits for its bytes) |
+| prep | the body is parsed | the upstream request is handed to httpx (headers, URL) |
+| start | the upstream's headers | the relay's first read (the response's headers sent; relay.py) |
+| relay | a body chunk arrived | the next read (SSE assembly, the chunk handed to the client) |
+| record | the last event arrived | the record is written (built, validated, one `os.write`) |
 
 Each lap also reads the thread's CPU time (`time.thread_time`); for a lap that never yields to the
 event loop (`relay`, `record` with the default fsync), wall minus CPU is time the proxy's thread
