@@ -39,11 +39,27 @@ def main() -> None:
     ap.add_argument("--sft-epochs", type=int, default=0,
                     help="first SFT the base on the same training split (same --eval-fraction and seed, so the "
                          "held-out records stay held out) for this many epochs, then GRPO from the merged model")
+    ap.add_argument("--sft-accum", type=int, default=8,
+                    help="SFT gradient accumulation (micro-batch 2): 8 gives 11 optimizer steps an epoch, 2 gives 44")
+    ap.add_argument("--sft-only", action="store_true",
+                    help="run only the SFT warm start; write OUT/sft.json for a later --sft-from OUT")
+    ap.add_argument("--sft-from", default=None,
+                    help="GRPO from the SFT model an earlier --sft-only run left in this folder (its sft.json)")
+    ap.add_argument("--group", type=int, default=4, help="--grpo-group")
+    ap.add_argument("--prompts-per-step", type=int, default=1)
+    ap.add_argument("--temperature", type=float, default=1.0, help="--grpo-temperature (sampling)")
+    ap.add_argument("--reward-weights", nargs="+", default=[], help="--reward-weights NAME=WEIGHT ...")
     ap.add_argument("--tag", default="grpo_tools", help="results file name")
     ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
     a = ap.parse_args()
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="grpo_tools_"))
     res = {"machine": machine_info()}
+    if a.sft_only:
+        out.mkdir(parents=True, exist_ok=True)
+        sft = dict(sft_warm_start(a, out), machine=res["machine"], load_avg_1m_end=os.getloadavg()[0])
+        (out / "sft.json").write_text(json.dumps(sft, indent=1))
+        print(json.dumps(sft, indent=1))
+        return
     res.update(run(a, out))
     res["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     write(a, res)
@@ -54,10 +70,15 @@ def run(a, out: Path) -> dict:
     from iceburg.recipes.finetuner import ICEBURGFineTuner
 
     kw = {"learning_rate": a.learning_rate} if a.learning_rate else {}
-    sft = sft_warm_start(a, out) if a.sft_epochs else None
+    if a.sft_from:
+        sft = json.loads((Path(a.sft_from) / "sft.json").read_text())
+    else:
+        sft = sft_warm_start(a, out) if a.sft_epochs else None
     cfg = TrainingConfig(base_model=sft["merged"] if sft else a.base_model, model_type="surveyor", objective="grpo", data_path=[str(DATA)],
-                         eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=4,
-                         max_completion_length=a.completion, max_seq_length=a.max_seq_length, batch_size=4,
+                         eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=a.group,
+                         grpo_temperature=a.temperature, reward_weights=a.reward_weights,
+                         max_completion_length=a.completion, max_seq_length=a.max_seq_length,
+                         batch_size=a.group * a.prompts_per_step,
                          gradient_accumulation_steps=1, num_threads=a.threads, output_dir=str(out),
                          output_name="run", save_steps=10 ** 6, export_formats=["huggingface"], **kw)
     started = time.time()
@@ -71,13 +92,15 @@ def run(a, out: Path) -> dict:
     per = r.preference["per_prompt"]
     kinds = held_out_kinds(rd, a)
     lora = json.loads((rd / "adapter" / "adapter_config.json").read_text())
-    return {"sft_warm_start": sft, "config": {"steps": a.steps, "group": 4, "prompts_per_step": 1, "max_completion_length": a.completion,
+    return {"sft_warm_start": sft, "config": {"steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step,
+                       "temperature": a.temperature, "max_completion_length": a.completion,
                        "max_seq_length": a.max_seq_length, "eval_fraction": a.eval_fraction, "threads": a.threads,
                        "data": str(DATA.relative_to(DATA.parents[4])), "loss": cfg.grpo_loss, "beta": cfg.grpo_beta,
                        "learning_rate": r.learning_rate, "rewards": r.preference["rewards"],
                        "lora": {k: lora.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")}},
             "prompts": r.preference["data"], "held_out": intervals(per),
             "held_out_tool_call_by_turn": split_tool_call(per, kinds),
+            "held_out_answers": answers(r.preference.get("answers"), per, kinds),
             "wall_s": round(wall, 1), "training_s": round(r.training_seconds, 1),
             "s_per_step": {"median": round(statistics.median(per_step), 2),
                            "mean": round(sum(per_step) / len(per_step), 2)},
@@ -94,11 +117,12 @@ def sft_warm_start(a, out: Path) -> dict:
                          eval_fraction=a.eval_fraction, epochs=a.sft_epochs, max_seq_length=a.max_seq_length,
                          # micro-batch 2 x 8: the planner's micro-batch 8 at 640 tokens reached 23.9 GB RSS here
                          # (its glibc estimate: 17.0 GB), the whole machine
-                         batch_size=2, gradient_accumulation_steps=8, num_threads=a.threads, output_dir=str(out), output_name="sft", save_steps=10 ** 6,
+                         batch_size=2, gradient_accumulation_steps=a.sft_accum, num_threads=a.threads, output_dir=str(out), output_name="sft", save_steps=10 ** 6,
                          export_formats=["huggingface"])
     started = time.time()
     r = ICEBURGFineTuner(cfg).train()
     return {"merged": str(r.merged_dir), "epochs": a.sft_epochs, "steps": r.steps, "learning_rate": r.learning_rate,
+            "micro_batch": 2, "grad_accum": a.sft_accum,
             "eval_loss_before": r.eval_loss_before, "eval_loss_after": r.eval_loss_after,
             "wall_s": round(time.time() - started, 1)}
 
@@ -129,6 +153,15 @@ def split_tool_call(per: dict, kinds: list[str]) -> dict:
     return out
 
 
+def answers(got: dict | None, per: dict, kinds: list[str]) -> list[dict]:
+    """Each held-out prompt's greedy answer before and after, with its kind and tool_call scores."""
+    if not got or not got.get("before"):
+        return []
+    return [{"prompt": pid, "kind": kind, "before": b, "after": a, "tool_call": [tb, ta]}
+            for pid, kind, b, a, tb, ta in zip(got["prompts"], kinds, got["before"], got["after"],
+                                               per["before"]["tool_call"], per["after"]["tool_call"])]
+
+
 def blocks(curve: list[dict], width: int) -> list[dict]:
     """Means of the per-step rewards over consecutive blocks of `width` steps."""
     keys = ["reward", "rewards/tool_call/mean", "rewards/format/mean", "rewards/truth/mean", "completions/mean_length"]
@@ -148,10 +181,15 @@ def write(a, res: dict) -> None:
     (RESULTS / f"{a.tag}.json").write_text(json.dumps(res, indent=1))
     m, c = res["machine"], res["config"]
     warm = res.get("sft_warm_start")
-    title = f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G=4, 1 prompt/step)"
+    title = (f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G={a.group}, {a.prompts_per_step} "
+             f"prompt(s)/step, sampling temperature {a.temperature}"
+             + (f", rewards {' '.join(a.reward_weights)}" if a.reward_weights else "") + ")")
     if warm:
-        title += (f", after SFT on the training split ({warm['epochs']} epoch, {warm['steps']} steps, "
-                  f"lr {warm['learning_rate']}, {warm['wall_s']} s; held-out SFT loss {warm['eval_loss_before']:.3f}"
+        title += (f", after SFT on the training split ({warm['epochs']} epoch(s), {warm['steps']} steps of "
+                  f"{warm.get('micro_batch', 2)} x {warm.get('grad_accum', 8)}, "
+                  + (f"its own run at {warm['machine']['torch_threads']} thread(s), load "
+                     f"{warm['machine']['load_avg_1m']:.2f}, {warm['machine']['date_utc']} UTC, " if "machine" in warm else "")
+                  + f"lr {warm['learning_rate']}, {warm['wall_s']} s; held-out SFT loss {warm['eval_loss_before']:.3f}"
                   f" -> {warm['eval_loss_after']:.3f}): before = the SFT model")
     lines = [title, "",
              f"machine: {m['cpu']} ({m['cores']} cores), {a.threads} torch threads, OMP_NUM_THREADS="

@@ -117,7 +117,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "train_on", "split_parallel_calls", "supervise_tool_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta",
-              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "max_completion_length", "reward_weights",
+              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "grpo_temperature", "max_completion_length", "reward_weights",
               "reward"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
     "export": ("export_formats", "onnx_int8", "quantization", "gguf_converter", "system_prompt"),
@@ -329,6 +329,10 @@ class TrainingConfig:
                              min_exclusive=0, max_exclusive=1)
     grpo_beta: float = _f(0.0, "--objective grpo: KL coefficient to the reference (the base, adapter "
                           "disabled); 0 computes no reference", "--grpo-beta", min=0)
+    # TRL 1.16 GRPOConfig.temperature (default 1.0): sampling temperature; the loss's log-probabilities
+    # are taken at the same temperature, as TRL does
+    grpo_temperature: float = _f(1.0, "--objective grpo: sampling temperature of the G answers (the loss's "
+                                 "log-probabilities use it too, as TRL's)", "--grpo-temperature", min_exclusive=0)
     max_completion_length: int = _f(256, "--objective grpo: token budget of each sampled answer",
                                     "--max-completion-length", min=1)
     reward_weights: list[str] = _f([], "--objective grpo: reward weights as NAME=WEIGHT (truth, tool_call, "

@@ -9,6 +9,12 @@ of the same name agree:
   JSON, parsed in the family's format: `toolcalls.parse_calls` / `score_calls`), else 0. Tool prompts only.
 - `format`: 1 when the answer ended with the end-of-turn token within --max-completion-length and
   its reasoning markers (<think> ... </think>) are balanced, else 0. Every prompt.
+- `tool_args` (shaping, off unless weighted): partial credit toward the exact call, for training
+  only; the measured reward stays `tool_call`. On a call turn, each logged call is matched to a
+  made call of the same name and scores the share of its argument (key, value) pairs the made call
+  has right (Jaccard, so extra or missing keys cost), summed over the logged calls and divided by
+  max(logged calls, made calls); a call of another name scores 0. On a final-answer turn: 1 for no
+  call, else 0 (as `tool_call`). Tool prompts only.
 - `reference`: cosine similarity of the answer to the logged answer (all-MiniLM-L6-v2, the embedder
   the emergence stage loads; `metrics.similarities`). Answer prompts only.
 - user rewards, `--reward module:function`: `function(prompt=messages, completion=text, record=Record)`
@@ -25,6 +31,7 @@ Lives in `evaluation/` because it uses the truth filter, the tool-call scoring a
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,9 +41,10 @@ from ..records import Record
 from .suites import Prompt
 from .toolcalls import parse_calls, score_calls
 
-REWARDS = ("truth", "tool_call", "format", "reference")
-# reference is off unless weighted: it loads the embedder and embeds every answer (chosen, not measured)
-DEFAULT_WEIGHTS = {"truth": 1.0, "tool_call": 1.0, "format": 1.0, "reference": 0.0}
+REWARDS = ("truth", "tool_call", "format", "reference", "tool_args")
+# reference is off unless weighted: it loads the embedder and embeds every answer (chosen, not measured);
+# tool_args is a shaping reward, off unless asked for, so the default objective is the measured rewards
+DEFAULT_WEIGHTS = {"truth": 1.0, "tool_call": 1.0, "format": 1.0, "reference": 0.0, "tool_args": 0.0}
 
 
 class RewardError(IceburgError):
@@ -113,6 +121,36 @@ def tool_call_reward(s: RewardSource, c) -> float | None:
     return score_calls(s.prompt.expected, parse_calls(c.text))["exact"]
 
 
+def tool_args_reward(s: RewardSource, c) -> float | None:
+    if s.prompt.expected is None:
+        return None
+    made = parse_calls(c.text)
+    if not s.prompt.expected:
+        return float(not made)
+    free = list(made)
+    total = 0.0
+    for name, args in s.prompt.expected:
+        scored = [(_arg_overlap(args, a), i) for i, (n, a) in enumerate(free) if n == name]
+        if scored:
+            best, i = max(scored)
+            total += best
+            free.pop(i)
+    return total / max(len(s.prompt.expected), len(made))
+
+
+def _arg_overlap(expected: str, made: str) -> float:
+    """Jaccard overlap of two canonical argument objects' (key, value) pairs; 1 for two empty ones."""
+    try:
+        a, b = json.loads(expected), json.loads(made)
+    except ValueError:
+        return 0.0
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return float(a == b)
+    pa = {(k, json.dumps(v, sort_keys=True)) for k, v in a.items()}
+    pb = {(k, json.dumps(v, sort_keys=True)) for k, v in b.items()}
+    return len(pa & pb) / len(pa | pb) if pa | pb else 1.0
+
+
 def format_reward(s: RewardSource, c) -> float:
     balanced = c.text.count("<think>") == c.text.count("</think>")
     return float(c.stopped and balanced)
@@ -164,6 +202,7 @@ def build_rewards(cfg: Any) -> RewardFunctions:
         "truth": lambda: truth_reward(truth_filter_from(cfg)),
         "tool_call": lambda: _per_answer("tool_call", tool_call_reward),
         "format": lambda: _per_answer("format", format_reward),
+        "tool_args": lambda: _per_answer("tool_args", tool_args_reward),
         "reference": lambda: reference_reward(_embedder()),
         **{n: (lambda f=f: f) for n, f in users}}
     active = [n for n in makers if weights[n] != 0.0]

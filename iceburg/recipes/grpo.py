@@ -64,7 +64,8 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     args = train_args(cfg, plan, tokens.tokenizer, tokens.eos, run)
     args.micro_batch_size = max(1, plan.micro_batch_size // cfg.grpo_group)  # the planner's rows hold G answers
     gargs = GrpoArgs(group=cfg.grpo_group, loss_type=cfg.grpo_loss, epsilon_low=cfg.grpo_epsilon,
-                     epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length)
+                     epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length,
+                     temperature=cfg.grpo_temperature)
     rewards = build_rewards(cfg)
     with run_metrics(cfg, run) as logs:
         model, loss_before, loss_after, out = train_on_backend(cfg, run, base, plan, tokens, args, gargs, rewards,
@@ -81,7 +82,10 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
         learning_rate=args.learning_rate, objective="grpo",
         preference={"before": before, "after": after, "prompts_seen": out.prompts_seen,
                     "rewards": dict(zip(rewards.names, rewards.weights)),
-                    "per_prompt": {"before": out.before, "after": out.after}, "data": stats["grpo"]})
+                    "per_prompt": {"before": out.before, "after": out.after}, "data": stats["grpo"],
+                    # the greedy held-out answers themselves (torch; empty on MLX), to read what was scored
+                    "answers": {"prompts": [p.id for p in eval_prompts], "before": out.answers_before,
+                                "after": out.answers_after}})
     return finish_run(cfg, run, base, model, tokens, result, stats, started)
 
 

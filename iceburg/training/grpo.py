@@ -407,13 +407,16 @@ def reward_metrics(rolls: list[Rollout], rewards: RewardSet) -> dict[str, float]
 
 def held_out_rewards(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArgs, rewards: RewardSet,
                      eos: set[int], pad_id: int, device: str = "cpu", batch: int = 8,
-                     sample: Callable | None = None) -> dict[str, list[float | None]]:
+                     sample: Callable | None = None, texts: list[str] | None = None) -> dict[str, list[float | None]]:
     """Greedy answers to the held-out prompts and each reward per prompt (None: does not apply).
-    `sample`: the generation function (default `generate`; MLX passes `mlx_grpo.generate_mlx`)."""
+    `sample`: the generation function (default `generate`; MLX passes `mlx_grpo.generate_mlx`);
+    `texts`: a list the answers' texts are appended to, in prompt order."""
     sample = sample or generate
     out: dict[str, list[float | None]] = {name: [] for name in rewards.names}
     for i in range(0, len(prompts), batch):
         r = sample(model, tokenizer, prompts[i:i + batch], 1, gargs, eos, pad_id, None, device)
+        if texts is not None:
+            texts.extend(c.text for c in r.completions)
         for name, vals in rewards.score(r.sources, r.completions).items():
             out[name].extend(vals)
     return out
@@ -441,6 +444,8 @@ class GrpoOutput:
     total_tokens: int = 0
     wall_seconds: float = 0.0
     resumed_from: int = 0
+    answers_before: list[str] = field(default_factory=list)  # the held-out greedy answers, prompt order
+    answers_after: list[str] = field(default_factory=list)
 
 
 def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: list[GrpoPrompt], args: TrainArgs,
@@ -462,7 +467,10 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, args)
     sched = make_scheduler(opt, len(plan), args)
-    before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device)
+    answers_before: list[str] = []
+    answers_after: list[str] = []
+    before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
+                              texts=answers_before)
     history = _History()
     ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
     model.train()
@@ -471,9 +479,11 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
                    lambda step: None, cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt,
                    resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
                    desc="training (grpo)")
-    after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device)
+    after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
+                             texts=answers_after)
     return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
                       after=after, history=history.lines,
                       prompts_seen=sum(len(mb) for st in plan.steps for mb in st),
                       supervised_tokens=run.supervised_tokens, total_tokens=run.total_tokens,
-                      wall_seconds=run.wall_seconds, resumed_from=run.resumed_from)
+                      wall_seconds=run.wall_seconds, resumed_from=run.resumed_from,
+                      answers_before=answers_before, answers_after=answers_after)

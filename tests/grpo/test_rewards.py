@@ -14,7 +14,7 @@ from iceburg.config import TrainingConfig
 from iceburg.data import SAMPLE_DIR
 from iceburg.errors import IceburgError
 from iceburg.evaluation.rewards import (RewardError, RewardSource, build_rewards, format_reward, parse_weights,
-                                        tool_call_reward)
+                                        tool_args_reward, tool_call_reward)
 from iceburg.evaluation.suites import build_suite
 from iceburg.training.grpo import Completion
 
@@ -45,6 +45,27 @@ def test_tool_call_reward_compares_name_and_arguments_as_json(sources):
     assert tool_call_reward(s, _c("I would search the web.")) == 0.0
     answer_only = next(s for s in sources if s.prompt.expected is None)
     assert tool_call_reward(answer_only, _c(right)) is None  # does not apply: left out of the sum
+
+
+def test_tool_args_shaping_gives_partial_credit_on_the_way_to_the_exact_call(sources):
+    s = next(s for s in sources if s.prompt.expected and len(json.loads(s.prompt.expected[0][1])) >= 2)
+    (name, args), = s.prompt.expected
+    logged = json.loads(args)
+    call = lambda n, a: f'<tool_call>\n{{"name": "{n}", "arguments": {json.dumps(a)}}}\n</tool_call>'  # noqa: E731
+    assert tool_args_reward(s, _c(call(name, logged))) == 1.0 == tool_call_reward(s, _c(call(name, logged)))
+    # one of k argument values wrong: the other k-1 of the k+1 distinct pairs (Jaccard), exact reward 0
+    k = len(logged)
+    wrong = {**logged, next(iter(logged)): "something else"}
+    assert tool_args_reward(s, _c(call(name, wrong))) == pytest.approx((k - 1) / (k + 1))
+    assert tool_call_reward(s, _c(call(name, wrong))) == 0.0
+    assert tool_args_reward(s, _c(call(name, {}))) == 0.0  # the name alone earns nothing
+    assert tool_args_reward(s, _c(call(name + "_x", logged))) == 0.0  # another tool: no credit
+    # a second, unasked-for call halves the credit (divided by max(logged, made) calls)
+    assert tool_args_reward(s, _c(call(name, logged) + call(name, wrong))) == pytest.approx(0.5)
+    assert tool_args_reward(s, _c("I would search the web.")) == 0.0
+    answer_only = next(s for s in sources if s.prompt.expected is None)
+    assert tool_args_reward(answer_only, _c(call(name, logged))) is None
+    assert build_rewards(TrainingConfig(objective="grpo")).names == ["truth", "tool_call", "format"]  # off by default
 
 
 def test_format_reward_needs_end_of_turn_and_balanced_reasoning(sources):
@@ -108,3 +129,4 @@ def test_weights_and_config_problems():
     assert "grpo runs on torch only" not in text  # GRPO trains on MLX too (tests/training/test_mlx_grpo.py)
     assert "'nocolon' is not module:function" in text and "'x' is not NAME=WEIGHT" in text
     assert TrainingConfig(reward=["a:b"]).problems() == ["--reward: only applies to --objective grpo"]
+    assert any("--grpo-temperature" in x for x in TrainingConfig(objective="grpo", grpo_temperature=0).problems())

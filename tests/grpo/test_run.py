@@ -76,6 +76,13 @@ def test_grpo_run_resumes_and_reproduces_rewards_and_losses(tmp_path, tiny_model
     # 1e-6: above float32 noise of a KL between identical models (exactly 0 before the first update)
     assert fresh.steps[1]["kl"] == 0.0 and any(fresh.steps[s]["kl"] > 1e-6 for s in (3, 4, 5))
     assert result.preference["after"] == pytest.approx(ref.preference["after"], abs=1e-6)
+    # the greedy held-out answers are kept beside their rewards: re-scoring each text gives the
+    # recorded per-prompt value (so a reader of result.json reads what was scored)
+    answers, per = ref.preference["answers"], ref.preference["per_prompt"]
+    for side in ("before", "after"):
+        assert len(answers[side]) == len(answers["prompts"]) == len(per[side]["vowels"]) > 0
+        again = [sum(ch in "aeiou" for ch in t) / max(1, len(t)) for t in answers[side]]
+        assert again == pytest.approx(per[side]["vowels"], abs=1e-12)
 
     # the held-out prompts were never trained on, and the run exported like an SFT run
     rows = [json.loads(line) for line in (run / "heldout.jsonl").read_text().splitlines()]

@@ -98,13 +98,14 @@ def test_merged_sampling_restores_the_weights_bit_exactly(setup):
         assert p is before[n][0] and torch.equal(p, before[n][1]), n
 
 
-def test_generate_samples_what_plain_generate_samples(setup):
+@pytest.mark.parametrize("temperature", [1.0, 0.6])  # 1: TRL's default; 0.6: a --grpo-temperature below it
+def test_generate_samples_what_plain_generate_samples(setup, temperature):
     """The prompt prefilled once and its cache repeated G times, sampling through merged weights:
     the same answers as `model.generate` on G left-padded copies with the adapter unmerged (float64,
-    so no sampled token flips on rounding)."""
+    so no sampled token flips on rounding), at the sampling temperature asked for."""
     tok, model, pad = setup["tok"], setup["model"], setup["pad"]
     prompts = [GrpoPrompt(f"p{i}", ids) for i, ids in enumerate(setup["prompts"])]
-    gargs = GrpoArgs(group=G, max_completion_length=C)
+    gargs = GrpoArgs(group=G, max_completion_length=C, temperature=temperature)
     eos = {tok.eos_token_id}
     got = generate(model, tok, prompts, G, gargs, eos, pad, seed=123)
     ids, attn = left_pad([p.prompt_ids for p in prompts for _ in range(G)], pad)
@@ -112,7 +113,7 @@ def test_generate_samples_what_plain_generate_samples(setup):
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(123)
         want = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=C, eos_token_id=sorted(eos),
-                              pad_token_id=pad, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+                              pad_token_id=pad, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
     want = want[:, ids.size(1):]
     assert len({tuple(r) for r in want.tolist()}) > 1  # sampled, not one greedy answer repeated
     assert torch.equal(got.completion_ids, want)
