@@ -215,10 +215,13 @@ CPU_SATURATING_TOKENS = 2048
 
 
 def _cpu_speed_order(micros: list[int], config: TrainingConfig, hw: HardwareInfo) -> list[int]:
-    """Micro-batches to try, fastest first. CPU with accumulation free to choose: the smallest with
-    CPU_SATURATING_TOKENS tokens, then smaller ones; elsewhere the largest first (GPUs gain from
-    bigger batches; an explicit --batch-size or --gradient-accumulation-steps is kept)."""
-    if hw.device_kind != "cpu" or config.batch_size or config.gradient_accumulation_steps:
+    """Micro-batches to try, fastest first. CPU supervised training with accumulation free to
+    choose: the smallest with CPU_SATURATING_TOKENS tokens, then smaller ones; elsewhere the largest
+    first (GPUs gain from bigger batches; an explicit --batch-size or --gradient-accumulation-steps is
+    kept; the preference objectives and GRPO were not measured under the rule, and GRPO samples its
+    answers a micro-batch at a time, where more rows per decode step are faster)."""
+    if (hw.device_kind != "cpu" or config.batch_size or config.gradient_accumulation_steps
+            or config.objective != "sft"):
         return micros
     enough = [m for m in micros if m * config.max_seq_length >= CPU_SATURATING_TOKENS]
     preferred = min(enough) if enough else micros[0]
@@ -233,7 +236,7 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
         notes.append(f"full {precision} weights do not fit in {_gib(budget)}; using 4-bit QLoRA")
     if gc and config.gradient_checkpointing is None:
         notes.append("gradient checkpointing on: activations of micro-batch 1 do not fit without it")
-    if hw.device_kind == "cpu" and not config.batch_size:
+    if hw.device_kind == "cpu" and not config.batch_size and config.objective == "sft":
         notes.append(f"micro-batch {micro} ({micro * config.max_seq_length:,} tokens) x {accum} accumulation: on CPU "
                      f"tokens/s stops rising at about {CPU_SATURATING_TOKENS:,} tokens per micro-batch (measured, "
                      "hardware/planner.py CPU_SATURATING_TOKENS), so the smallest micro-batch that reaches it (or "

@@ -103,6 +103,13 @@ def test_cpu_micro_batch_is_the_smallest_that_fills_the_matmuls(machines, tmp_pa
     accum = plan_training(d, TrainingConfig(max_seq_length=seq, gradient_accumulation_steps=2),
                           describe_hardware(machines.cpu_box(ram_gib=128, available_gib=120)), supervised_fraction=0.5)
     assert (accum.micro_batch_size, accum.gradient_accumulation_steps) == (with_accum, 2)
+    # GRPO samples a micro-batch of prompts at a time (more rows per decode step are faster), and the
+    # preference objectives were not measured under the rule: both keep the largest that fits
+    for objective in ("grpo", "dpo"):
+        other = plan_training(d, TrainingConfig(max_seq_length=seq, objective=objective),
+                              describe_hardware(machines.cpu_box(ram_gib=128, available_gib=120)),
+                              supervised_fraction=0.5)
+        assert other.micro_batch_size >= with_accum
 
 
 ACCUM_CHILD = Path(__file__).resolve().parent / "accum_child.py"
