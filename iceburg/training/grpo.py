@@ -379,6 +379,7 @@ def grpo_step(model, tokenizer, args: TrainArgs, gargs: GrpoArgs, rewards: Rewar
             loss_sum += loss.item() * share
             for key, v in m.items():
                 agg[key] = agg.get(key, 0.0) + v * len(r.completions) / n_seq
+            del loss, logps  # their graph would pin glibc's heap under the next micro-batch (trainer.sft_step)
         lr = stepper.step()
         total = int(num_items) + sum(int(r.prompt_mask.sum()) for r in rolls)  # answer tokens are the supervised ones
         return StepResult(loss_sum, {**reward_metrics(rolls, rewards), **agg, "lr": lr}, int(num_items), total)
