@@ -147,7 +147,7 @@ def _dup_run(words: list[str], n: int = 5, copy: int = 2) -> int:
 
 
 def loop_features(v: dict[str, float], turns: list[str]) -> dict[str, float]:
-    """The repetition values the filter computed (capped at a few times their limit) plus three
+    """The repetition values the filter computed (capped at a few times their limit) plus four
     raw-text features: a loop inside a code block is invisible to the prose rules."""
     raw = words_of("\n".join(turns))
     f = {"repetition": _cap(v.get("repetition", 0), 4), "repetition_window": _cap(v.get("repetition_window", 0), 4),
