@@ -26,6 +26,7 @@ reason. Results: bench/results/truth_loso.{md,json}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -44,6 +45,7 @@ from iceburg.data.loader import read_records  # noqa: E402
 from iceburg.records import RejectWriter  # noqa: E402
 from iceburg.truth import DedupConfig, TruthFilter  # noqa: E402
 from iceburg.truth import repetition as rep  # noqa: E402
+from iceburg.truth import structure  # noqa: E402
 from iceburg.truth.combine import SignalCombiner  # noqa: E402
 from iceburg.truth.dedup import Deduplicator  # noqa: E402
 
@@ -70,10 +72,31 @@ def variants() -> dict[str, tuple[dict, dict]]:
     for run in LOOP_RUNS:
         out["structure" if run == rep.LOOP_RUN_WORDS else f"structure_run{run}"] = (
             {"completeness": "structure"}, {"LOOP_RUN_WORDS": run})
+    # the document-habit gate (structure.OPEN_PARA_HABIT, issue 31 session 4): a missing final
+    # sentence mark is no cut in a document that ends this share of its paragraphs without one
+    for h in HABITS:
+        out[f"structure_habit{round(h * 100)}"] = ({"completeness": "structure"}, {"OPEN_PARA_HABIT": h})
     # the learned combination (iceburg/truth/combine.py): on each source, the models fit and their
     # thresholds chosen WITHOUT it (combiner.json's fold of that name, bench/truth_loso_learned.py)
     out["learned"] = ({"completeness": "structure", "combine": FOLD}, {})
+    for h in HABITS:  # reported with the habit value the structure variants chose on the other sources
+        out[f"learned_habit{round(h * 100)}"] = ({"completeness": "structure", "combine": FOLD}, {"OPEN_PARA_HABIT": h})
     return out
+
+
+HABITS = (0.5, 0.67, 0.8)
+
+
+@contextlib.contextmanager
+def constants(consts: dict):
+    """Set the variant's module constants while it scores, then restore the shipped values."""
+    shipped = rep.LOOP_RUN_WORDS, structure.OPEN_PARA_HABIT
+    rep.LOOP_RUN_WORDS = consts.get("LOOP_RUN_WORDS", shipped[0])
+    structure.OPEN_PARA_HABIT = consts.get("OPEN_PARA_HABIT", shipped[1])
+    try:
+        yield
+    finally:
+        rep.LOOP_RUN_WORDS, structure.OPEN_PARA_HABIT = shipped
 
 
 FOLD = "fold"  # placeholder: replaced by the left-out source's fold model when scoring it
@@ -81,7 +104,11 @@ FOLD = "fold"  # placeholder: replaced by the left-out source's fold model when 
 
 def filter_for(kw: dict, source: str) -> TruthFilter:
     if kw.get("combine") == FOLD:
-        kw = {**kw, "combine": SignalCombiner.load(fold=source)}
+        # a held-out source (corpus.HELDOUT_SOURCES) has no fold of its own: the model fit on all
+        # training sources is the one fit without it
+        kw = {**kw, "combine": SignalCombiner.load(fold=source if source in corpus.SOURCES else "all")}
+    elif "combine" not in kw:
+        kw = {**kw, "combine": "rules"}  # a rule variant: the rules decide, whatever the default
     return TruthFilter(min_quality_score=0.7, **kw)
 
 
@@ -204,7 +231,7 @@ def loso(table: dict[str, dict[tuple, dict]], default: tuple) -> list[dict]:
     sources = list(table)
     configs = list(table[sources[0]])
     for held in sources:
-        others = [s for s in sources if s != held]
+        others = [s for s in sources if s != held and s not in corpus.HELDOUT_SOURCES]
         score = {c: sum(shortfall(table[s][c]) for s in others) for c in configs}
         best = min(configs, key=lambda c: (round(score[c], 9), c != default))
         rows.append({"left_out": held, "chosen": "/".join(map(str, best)), "train_shortfall": round(score[best], 4),
@@ -231,9 +258,32 @@ def md_rows(rows: list[dict], first: list[str]) -> list[str]:
     return out
 
 
+def habit_choice(vs: dict, table: dict, sources: list[str], out: dict) -> list[str]:
+    """Per left-out source: the document-habit value (off or HABITS) chosen with the rules' loop
+    decision (`structure` variants, shipped dedup) on the OTHER training sources, then the learned
+    variant's row with that value on the left-out source (its loop model fit without it)."""
+    names = {None: "structure", **{h: f"structure_habit{round(h * 100)}" for h in HABITS}}
+    if not all(v in vs for v in names.values()):
+        return []
+    rows = []
+    for held in sources:
+        others = [s for s in sources if s != held and s not in corpus.HELDOUT_SOURCES]
+        score = {h: sum(shortfall(table[s][(v, *DEFAULT_DEDUP)]) for s in others) for h, v in names.items()}
+        h = min(score, key=lambda k: (round(score[k], 9), k is not None))  # ties: off
+        row = {"left_out": held, "habit": "off" if h is None else h, "train_shortfall": round(score[h], 4)}
+        for kind in ("structure", "learned"):
+            v = kind if h is None else f"{kind}_habit{round(h * 100)}"
+            if v in vs:
+                rows.append({**row, "combination": "rules" if kind == "structure" else "learned loops",
+                             **table[held][(v, *DEFAULT_DEDUP)]})
+    out["habit_choice"] = rows
+    return ["", "## Document-habit value chosen on the other training sources (rules' loops, shipped dedup), "
+            "applied to the left-out source", ""] + md_rows(rows, ["left_out", "combination", "habit"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sources", nargs="*", default=list(corpus.SOURCES))
+    ap.add_argument("--sources", nargs="*", default=list(corpus.ALL_SOURCES))
     ap.add_argument("--variants", nargs="*", default=None, help="rule variants (default: all)")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--tag", default="")
@@ -248,12 +298,8 @@ def main() -> None:
         groups, src_stats[s] = corpus.build_source(s, args.seed)
         table[s] = {}
         for vname, (kw, consts) in vs.items():
-            shipped = rep.LOOP_RUN_WORDS
-            rep.LOOP_RUN_WORDS = consts.get("LOOP_RUN_WORDS", shipped)
-            try:
+            with constants(consts):
                 ev = SourceEval(groups, filter_for(kw, s))
-            finally:
-                rep.LOOP_RUN_WORDS = shipped
             speed[f"{s}/{vname}"] = round(ev.n_records / ev.seconds, 1)
             for n in NGRAMS:
                 for t in THRESHOLDS:
@@ -286,11 +332,12 @@ def main() -> None:
         rows = loso(sub, (PREFERRED if PREFERRED in vs else list(vs)[-1], *DEFAULT_DEDUP))
         out["loso_all"] = rows
         md += ["", "## Leave one source out, variant and dedup chosen on the other sources", ""] + md_rows(rows, ["left_out", "chosen"])
-        allc = {c: sum(shortfall(sub[s][c]) for s in sub) for c in sub[args.sources[0]]}
+        allc = {c: sum(shortfall(sub[s][c]) for s in sub if s not in corpus.HELDOUT_SOURCES) for c in sub[args.sources[0]]}
         best = min(allc, key=lambda c: (round(allc[c], 9), c != (PREFERRED if PREFERRED in vs else list(vs)[-1], *DEFAULT_DEDUP)))
         out["chosen_on_all"] = {"config": best, "shortfall": allc[best]}
-        md += ["", f"Chosen on all {len(sub)} sources together (the shipped default should be this): "
+        md += ["", f"Chosen on all {len([s for s in sub if s not in corpus.HELDOUT_SOURCES])} training sources together (the shipped default should be this): "
                f"`{'/'.join(map(str, best))}`, total shortfall {allc[best]:.3f}."]
+    md += habit_choice(vs, table, args.sources, out)
     md += ["", "Bold: a cell that misses issue 31's target (clean rejected <= 3%; truncation >= 0.9; "
            "near duplicates at 5% and 10% >= 0.95; loops, refusals, empty >= 0.95; exact 1.0; template "
            "and sibling pairs kept >= 0.95).", "",

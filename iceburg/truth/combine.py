@@ -24,7 +24,8 @@ largest contributions coefficient x standardised value) beside the rule's own me
 Which models decide is the artefact's `parts`: measured leave-one-source-out, only the loop model
 was no worse than the rules on every left-out source (the truncation model lost recall on two of
 four), so the written artefact lets the loop model decide and leaves truncation to the rules
-(docs/truth_filter.md, "Learned combination"). `TruthFilter(combine="learned")` is opt-in.
+(docs/truth_filter.md, "Learned combination"). Since issue 31's fourth session it is the default
+(`TruthFilter()` with the structure rules); `TruthFilter(combine="rules")` turns it off.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class TruthFilter:
                  high_quality_threshold: float = 0.8, provided_weight: float = 0.5,
                  truth_system: TruthSystem | None = None, dedup: DedupConfig | None = None,
                  reject_defects: bool = True, workers: int = 1, completeness: str = "structure",
-                 eot: EotBand | None = None, combine: "str | SignalCombiner" = "rules"):
+                 eot: EotBand | None = None, combine: "str | SignalCombiner | None" = None):
         if not 0 <= min_quality_score <= 1:
             raise ValueError(f"min_quality_score must be in [0, 1], got {min_quality_score}")
         self.min_quality_score = min_quality_score
@@ -125,6 +125,11 @@ class TruthFilter:
         # How loops and truncation are decided (issue 31): "rules" (each rule its own threshold) or
         # "learned" (two logistic models over the same signals, coefficients checked in as
         # iceburg/truth/combiner.json; `combine.py`), or a SignalCombiner (e.g. one LOSO fold).
+        # None (the default): "learned" with the structure rules - better than the rules on every
+        # left-out source at >= 1,000 records/s with 2 workers (docs/truth_filter.md) - and "rules"
+        # with issue 13's line rules (the model's features include the last-block review).
+        if combine is None:
+            combine = "learned" if completeness == "structure" else "rules"
         self.combiner = _combiner(combine, completeness)
         # Scoring processes. Pure-Python scoring runs ~1-3 ms per 2-8 KB transcript on one core
         # (bench/truth_throughput.py), so a pool is what reaches 1,000 records/s on 2 cores.

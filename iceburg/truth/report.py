@@ -108,7 +108,9 @@ def _report(paths: list[str], out_dir: Path, config: TrainingConfig, tf: TruthFi
         "settings": {"min_quality_score": tf.min_quality_score,
                      "verified_threshold": tf.verified_threshold,
                      "high_quality_threshold": tf.high_quality_threshold,
-                     "provided_weight": tf.provided_weight, "dedup": tf.dedup.config.__dict__},
+                     "provided_weight": tf.provided_weight, "dedup": tf.dedup.config.__dict__,
+                     "completeness": tf.completeness,  # which rules and which combination decided (issue 31)
+                     "combine": "rules" if tf.combiner is None else f"learned:{tf.combiner.name}"},
         "lines_read": load_stats.get("lines", 0),
         "load_rejected": sum(v for k, v in load_rejects.items() if k.startswith("load:")),
         "stats": stats.to_dict(),

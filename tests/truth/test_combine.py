@@ -58,8 +58,9 @@ def test_loop_of_fenced_blocks_is_a_loop_only_for_the_learned_combination():
     # 5 copies: the planted paragraph loops repeat a block 3-8 times (bench/truth_corpus.py); from 6
     # copies of this block the rules' code_dup_line_frac (> 0.8) sees it too
     text = INTRO + "\n\n".join([BLOCK] * 5)
-    rules, _ = _codes(TruthFilter(), text)
+    rules, _ = _codes(TruthFilter(combine="rules"), text)
     learned, msgs = _codes(TruthFilter(combine="learned"), text)
+    assert _codes(TruthFilter(), text)[0] == learned  # the learned combination is the default (issue 31)
     # the rules read each one-line block alone (code_tandem needs copies inside one block)
     assert rules == []
     assert learned == ["repetition"], msgs
@@ -95,3 +96,5 @@ def test_a_fold_model_loads_and_bad_settings_fail_loudly():
         TruthFilter(combine="logistic")
     with pytest.raises(ValueError, match="needs completeness='structure'"):
         TruthFilter(combine="learned", completeness="lines")
+    # the default follows completeness: the model with the structure rules, the rules with the line rules
+    assert TruthFilter().combiner is not None and TruthFilter(completeness="lines").combiner is None
