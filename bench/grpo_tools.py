@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=4, help="--grpo-group")
     ap.add_argument("--prompts-per-step", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=1.0, help="--grpo-temperature (sampling)")
+    ap.add_argument("--beta", type=float, default=0.0, help="--grpo-beta (KL to the SFT model / base)")
     ap.add_argument("--reward-weights", nargs="+", default=[], help="--reward-weights NAME=WEIGHT ...")
     ap.add_argument("--tag", default="grpo_tools", help="results file name")
     ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
@@ -76,7 +77,7 @@ def run(a, out: Path) -> dict:
         sft = sft_warm_start(a, out) if a.sft_epochs else None
     cfg = TrainingConfig(base_model=sft["merged"] if sft else a.base_model, model_type="surveyor", objective="grpo", data_path=[str(DATA)],
                          eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=a.group,
-                         grpo_temperature=a.temperature, reward_weights=a.reward_weights,
+                         grpo_temperature=a.temperature, reward_weights=a.reward_weights, grpo_beta=a.beta,
                          max_completion_length=a.completion, max_seq_length=a.max_seq_length,
                          batch_size=a.group * a.prompts_per_step,
                          gradient_accumulation_steps=1, num_threads=a.threads, output_dir=str(out),
@@ -183,7 +184,9 @@ def write(a, res: dict) -> None:
     warm = res.get("sft_warm_start")
     title = (f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G={a.group}, {a.prompts_per_step} "
              f"prompt(s)/step, sampling temperature {a.temperature}"
-             + (f", rewards {' '.join(a.reward_weights)}" if a.reward_weights else "") + ")")
+             + (f", rewards {' '.join(a.reward_weights)}" if a.reward_weights else "")
+             + (f", KL beta {a.beta}" if a.beta else "")
+             + (f", lr {a.learning_rate}" if a.learning_rate else "") + ")")
     if warm:
         title += (f", after SFT on the training split ({warm['epochs']} epoch(s), {warm['steps']} steps of "
                   f"{warm.get('micro_batch', 2)} x {warm.get('grad_accum', 8)}, "

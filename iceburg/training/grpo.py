@@ -29,6 +29,7 @@ adapter disabled, as for DPO (`preference._reference`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from contextlib import contextmanager
@@ -218,10 +219,19 @@ def shared_prefix_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
                                      device=completion_mask.device), completion_mask[a:b]], dim=1)
         comp = model(input_ids=completion_ids[a:b], attention_mask=attn, cache=cache, use_cache=True,
                      logits_to_keep=completion_ids.size(1))
-        logits = torch.cat([pre.logits.expand(b - a, -1, -1), comp.logits[:, :-1]], dim=1)
-        logits = _at_least_fp32(logits) / temperature
-        out.append(logits.gather(-1, completion_ids[a:b].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+        # the first answer token's logits are the prompt's last position, one row for the G answers:
+        # scored once against it, not expanded and concatenated into an (G, C, vocab) copy
+        first, rest = _scaled(pre.logits[0, -1], temperature), _scaled(comp.logits[:, :-1], temperature)
+        lp_first = first[completion_ids[a:b, 0]] - torch.logsumexp(first, dim=-1)
+        lp_rest = rest.gather(-1, completion_ids[a:b, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rest, dim=-1)
+        out.append(torch.cat([lp_first.unsqueeze(1), lp_rest], dim=1))
     return torch.cat(out)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits in float32 at least, divided by the sampling temperature (no copy at temperature 1)."""
+    logits = _at_least_fp32(logits)
+    return logits if temperature == 1.0 else logits / temperature
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -260,7 +270,8 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
     was = model.training
     model.eval()
     with torch.random.fork_rng(devices=[]), merged_lora(model):
-        cache = prefill_once(model, prompts, n, pad_id, device) if n > 1 and min(map(len, rows)) > 1 else None
+        cache = (prefill_once(model, prompts, n, pad_id, device, room=gargs.max_completion_length + 1)
+                 if n > 1 and min(map(len, rows)) > 1 else None)
         if seed is not None:
             torch.manual_seed(seed)
         out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
@@ -276,7 +287,9 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
 def merged_lora(model):
     """Sample through plain Linear layers: each LoRA layer's base weight is swapped for W + BA*s (a
     new tensor) with the adapter disabled, and the very same original tensors put back on exit
-    (bit-exact, unlike PEFT's merge/unmerge, which adds and subtracts the delta). Only plain float
+    (bit-exact, unlike PEFT's merge/unmerge, which adds and subtracts the delta). While sampling each
+    LoRA layer is swapped out of the module tree for its base Linear (what the disabled adapter calls:
+    the same operation, without PEFT's per-layer call; 210 layers a token on SmolLM2). Only plain float
     LoRA Linear layers (no DoRA, no quantized base); anything else samples unmerged. Costs one copy
     of the adapted weights while sampling."""
     from peft.tuners.lora.layer import Linear as LoraLinear
@@ -287,7 +300,8 @@ def merged_lora(model):
                    or not m.base_layer.weight.is_floating_point() for m in layers)):
         yield
         return
-    saved = []
+    names = {id(m): name for name, m in model.named_modules()}
+    saved, swapped = [], []
     try:
         with torch.no_grad():
             for m in layers:
@@ -295,18 +309,24 @@ def merged_lora(model):
                 delta = sum(m.get_delta_weight(n) for n in m.active_adapters if n in m.lora_A)
                 saved.append((m, w))
                 m.base_layer.weight = torch.nn.Parameter(w + delta, requires_grad=False)
-        with model.disable_adapter():
-            yield
+        for m in layers:  # the plain Linear in the LoRA layer's place: what the disabled adapter computes, minus its call
+            parent, _, attr = names[id(m)].rpartition(".")
+            swapped.append((model.get_submodule(parent), attr, m))
+            setattr(swapped[-1][0], attr, m.base_layer)
+        yield
     finally:
+        for parent, attr, m in swapped:
+            setattr(parent, attr, m)
         for m, w in saved:
             m.base_layer.weight = w
 
 
 @torch.no_grad()
-def prefill_once(model, prompts: list[GrpoPrompt], n: int, pad_id: int, device: str):
+def prefill_once(model, prompts: list[GrpoPrompt], n: int, pad_id: int, device: str, room: int = 0):
     """The KV cache of each distinct prompt but its last token, computed once (one left-padded row
     per prompt, positions as `generate` numbers them) and repeated to `n` rows per prompt, for
-    `generate` to continue from; None where the model's cache cannot be repeated."""
+    `generate` to continue from; None where the model's cache cannot be repeated. `room`: tokens
+    the cache preallocates for (`_RoomyLayer`), so decoding does not re-copy it every token."""
     ids, attn = left_pad([p.prompt_ids[:-1] for p in prompts], pad_id)
     ids, attn = ids.to(device), attn.to(device)
     pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
@@ -314,7 +334,46 @@ def prefill_once(model, prompts: list[GrpoPrompt], n: int, pad_id: int, device: 
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(n)
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    if room and type(cache) is DynamicCache and all(type(x) is DynamicLayer for x in cache.layers):
+        roomy = roomy_layer_class()
+        cache.layers = [roomy(x, room) for x in cache.layers]
     return cache
+
+
+@functools.cache
+def roomy_layer_class() -> type:
+    """`_RoomyLayer`, defined on first use (transformers is imported lazily in iceburg.training)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class _RoomyLayer(DynamicLayer):
+        """A DynamicLayer whose keys and values are views into buffers with room for `room` more tokens:
+        each decode step writes its token's key and value in place instead of `torch.cat`-ing the whole
+        cache into a new tensor (the same values; what `generate` sees is the same shape and content).
+        Falls back to DynamicLayer's concatenation when out of room or when something replaced the views."""
+
+        def __init__(self, layer: DynamicLayer, room: int):
+            super().__init__()
+            k, v = layer.keys, layer.values
+            n = k.shape[-2]
+            self._k = k.new_empty(*k.shape[:-2], n + room, k.shape[-1])
+            self._v = v.new_empty(*v.shape[:-2], n + room, v.shape[-1])
+            self._k[..., :n, :] = k
+            self._v[..., :n, :] = v
+            self.device, self.is_initialized = k.device, True
+            self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            if n + m > self._k.shape[-2] or self.keys.data_ptr() != self._k.data_ptr():
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._k[..., n:n + m, :] = key_states
+            self._v[..., n:n + m, :] = value_states
+            self.keys, self.values = self._k[..., :n + m, :], self._v[..., :n + m, :]
+            return self.keys, self.values
+
+    return _RoomyLayer
 
 
 def decode_answers(tokenizer, comp: torch.Tensor, eos: set[int]) -> tuple[torch.Tensor, list[Completion]]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iceburg.training.grpo import (GrpoArgs, GrpoPrompt, completion_logps, generate, left_pad, merged_lora,
-                                   prompt_groups, shared_prefix_logps)
+                                   prefill_once, prompt_groups, shared_prefix_logps)
 
 G, C = 4, 10
 
@@ -82,12 +82,16 @@ def test_merged_sampling_restores_the_weights_bit_exactly(setup):
     model = setup["model"]
     before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
     ids = torch.tensor([setup["prompts"][0]])
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    lora_before = {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}
     model.eval()
     with torch.no_grad():
         plain = model(input_ids=ids).logits
         with merged_lora(model):
             merged = model(input_ids=ids).logits
             swapped = [n for n, p in model.named_parameters() if p is not before.get(n, (None,))[0]]
+            inside = [n for n, m in model.named_modules() if isinstance(m, LoraLinear)]
         base = model.get_base_model()
         with model.disable_adapter():
             reference = base(input_ids=ids).logits
@@ -96,6 +100,28 @@ def test_merged_sampling_restores_the_weights_bit_exactly(setup):
     assert (plain - merged).abs().max() < 1e-10  # float64: W x + s B A x = (W + s B A) x up to rounding
     for n, p in model.named_parameters():  # the very same tensors, unchanged to the bit
         assert p is before[n][0] and torch.equal(p, before[n][1]), n
+    assert lora_before and not inside  # sampling ran through plain Linear layers, no LoRA layer in the tree
+    assert {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)} == lora_before  # the same modules back
+
+
+def test_roomy_cache_writes_in_place_and_equals_concatenation(setup):
+    """The sampling cache preallocates room for the answer: a decode step writes its key and value
+    into the buffer (no new tensor), and what attention sees equals DynamicLayer's concatenation."""
+    from transformers.cache_utils import DynamicLayer
+
+    model, pad = setup["model"], setup["pad"]
+    prompts = [GrpoPrompt(f"p{i}", ids) for i, ids in enumerate(setup["prompts"])]
+    model.eval()
+    cache = prefill_once(model, prompts, G, pad, "cpu", room=3)
+    plain = prefill_once(model, prompts, G, pad, "cpu")
+    layer, ref = cache.layers[0], plain.layers[0]
+    assert type(layer) is not DynamicLayer and type(ref) is DynamicLayer
+    buf = layer.keys.data_ptr()
+    for step in range(4):  # room for 3: the 4th update falls back to concatenation
+        k, v = torch.randn_like(ref.keys[:, :, :1]), torch.randn_like(ref.values[:, :, :1])
+        got, want = layer.update(k, v), ref.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert (layer.keys.data_ptr() == buf) == (step < 3)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])  # 1: TRL's default; 0.6: a --grpo-temperature below it
