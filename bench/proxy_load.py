@@ -7,6 +7,8 @@
     python bench/proxy_load.py --stack-ab R   (own clock under load: asyncio+h11 vs uvloop+httptools)
     python bench/proxy_load.py --diagnose R [--diagnose-settings same,serve-nice,flags --proxy-flags "--fsync never"]
                                [--diagnose-settings same,flags --baseline-tree DIR]  (this tree vs an earlier one)
+                               [--diagnose-settings same,direct --capture]  (the same load direct; kernel arrival
+                               of each request's body segment, root)
           (own clock under load by phase: the client's body wait, the proxy's work, loop lag, CPU, run-queue wait)
 
 Reported (bench/results/proxy_load.md):
@@ -101,18 +103,22 @@ async def stream_once(http, url: str, body: dict, headers: dict, gaps: list | No
         async for raw in r.aiter_raw():
             text += raw
     elapsed = time.perf_counter() - t0
-    content, calls = "", {}
+    content, calls, rid = "", {}, None
     for event in text.decode().split("\n\n"):
         if not event.startswith("data: ") or event == "data: [DONE]":
             continue
-        delta = json.loads(event[6:])["choices"][0]["delta"]
+        chunk = json.loads(event[6:])
+        rid = rid or chunk.get("id")
+        delta = chunk["choices"][0]["delta"]
         content += delta.get("content") or ""
         for piece in delta.get("tool_calls") or []:
             c = calls.setdefault(piece["index"], {"name": "", "arguments": ""})
             name = piece["function"].get("name") or ""
             c["name"] += name if name != c["name"] else ""  # llama-cpp-python repeats the name
             c["arguments"] += piece["function"].get("arguments") or ""
-    return elapsed, {"content": content, "calls": [(c["name"], json.loads(c["arguments"])) for c in calls.values()]}
+    # id and seconds: --diagnose matches them with the proxy's upstream exchange for the same request
+    return elapsed, {"content": content, "calls": [(c["name"], json.loads(c["arguments"])) for c in calls.values()],
+                     "id": rid, "seconds": elapsed}
 
 
 async def load(url: str, clients: int, requests: int, max_tokens: int,
@@ -127,6 +133,7 @@ async def load(url: str, clients: int, requests: int, max_tokens: int,
             for i in range(start, start + requests):
                 body = body_for(c, i, max_tokens)
                 s, ans = await stream_once(http, url, body, {"X-Iceburg-Agent": "surveyor"}, gaps)
+                ans["first"] = i == start  # each client's first request: its connection opens, all 50 at once
                 lat.append(s)
                 answers[body["messages"][0]["content"]] = ans
 
@@ -579,11 +586,138 @@ def renice(pid: int, nice: int) -> None:
             pass
 
 
-def diagnose_round(url: str, args, r: int, pids: dict[str, int]) -> tuple[dict, dict]:
+# Classic BPF on lo (Ethernet framing): IPv4 TCP segments as received (pkttype HOST, so each once).
+CAPTURE_BPF = [(0x28, 0, 0, 12), (0x15, 0, 5, 0x800), (0x30, 0, 0, 23), (0x15, 0, 3, 6), (0x20, 0, 0, 0xFFFFF004),
+               (0x15, 0, 1, 0), (0x06, 0, 0, 512), (0x06, 0, 0, 0)]
+
+
+def capture_segments(ports: str, out: Path) -> None:
+    """`--capture-port P,Q --capture-out F` (run as a separate process by `--capture`; needs root):
+    every TCP segment with a payload to or from the ports on lo, with the kernel's receive time and the
+    first bytes of its payload, until SIGTERM; written as JSON lines for `capture_analysis`."""
+    import ctypes
+    import signal
+    import socket
+    import struct
+
+    want = {int(x) for x in ports.split(",")}
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in CAPTURE_BPF))
+    sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(CAPTURE_BPF), ctypes.addressof(prog)))  # ATTACH_FILTER
+    sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS: the kernel's receive time in each message
+    sock.bind(("lo", 0))
+    sock.settimeout(0.2)
+    stop, segs = [], []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        try:
+            data, anc, _, _ = sock.recvmsg(512, 64)
+        except (TimeoutError, InterruptedError):
+            continue
+        ihl = (data[14] & 0xF) * 4
+        sport, dport = struct.unpack("!HH", data[14 + ihl:18 + ihl])
+        doff = (data[14 + ihl + 12] >> 4) * 4
+        if (sport in want or dport in want) and struct.unpack("!H", data[16:18])[0] - ihl - doff > 0:
+            sec, ns = next(struct.unpack("qq", d[:16]) for _, typ, d in anc if typ == 35)
+            segs.append((sec + ns * 1e-9, sport, dport, data[14 + ihl + doff:].decode("latin-1")))
+    out.write_text(json.dumps(segs))
+
+
+def capture_analysis(segs: list, server: int) -> tuple[list[float], dict[str, float]]:
+    """From the segments on `server`'s port: each request's gap between its headers' segment and the
+    next one from the same client (the body), and per response id the server's wire time (its
+    request's headers in, to its answer's last segment out: the server's whole part of the exchange,
+    generation and queueing for the model included, none of the client's)."""
+    import re
+
+    heads, gaps, open_, wire = {}, [], {}, {}
+
+    def close(ex: list) -> None:
+        if ex[1] is not None and ex[2] is not None:
+            wire[ex[1]] = ex[2] - ex[0]
+
+    for ts, sport, dport, head in segs:
+        if dport == server and head.startswith("POST"):
+            if sport in open_:  # the connection's previous exchange is over
+                close(open_[sport])
+            heads[sport], open_[sport] = ts, [ts, None, None]
+        elif dport == server and sport in heads:
+            gaps.append(ts - heads.pop(sport))
+        elif sport == server and dport in open_:
+            ex = open_[dport]
+            ex[2] = ts  # the answer's latest segment so far
+            if ex[1] is None and (m := re.search(r'"id":\s*"([^"]+)"', head)):
+                ex[1] = m.group(1)
+    for ex in open_.values():
+        close(ex)
+    return gaps, wire
+
+
+def start_capture(ports: list[int], out: Path):
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, __file__, "--capture-port", ",".join(map(str, ports)),
+                             "--capture-out", str(out)])
+    time.sleep(0.5)  # the socket is bound before the round starts
+    return proc
+
+
+def capture_result(proc, out: Path, port: int, serve_port: int, answers: dict) -> dict:
+    """The capture's figures for one round: the body's kernel gap on `port` (the server the clients
+    called) and, per request matched by response id, `outside_serve` = the client's whole request
+    minus iceburg serve's wire time for it: what is not the model's server (the client's own work and
+    hops, and through the proxy the proxy's), the same definition direct and proxied."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    segs = json.loads(out.read_text())
+    gaps, _ = capture_analysis(segs, port)
+    _, wire = capture_analysis(segs, serve_port)
+    outside = [a["seconds"] - wire[a["id"]] for a in answers.values() if a["id"] in wire]
+    # without each client's first request (the round's opening burst: 50 connections and requests at once)
+    steady = [a["seconds"] - wire[a["id"]] for a in answers.values() if a["id"] in wire and not a["first"]]
+    gaps = gaps or [0.0]
+    res = {"kernel_body_gap_ms": {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99, 100)},
+           "kernel_split_requests": len(gaps), "outside_serve_matched": len(outside)}
+    if outside:
+        res.update({f"outside_serve_p{q}_ms": round(pct(outside, q) * 1000, 3) for q in (50, 90, 99)},
+                   outside_serve_mean_ms=round(statistics.fmean(outside) * 1000, 3),
+                   outside_serve_over_5ms=sum(x > 0.005 for x in outside))
+    if steady:
+        res.update({f"outside_serve_steady_p{q}_ms": round(pct(steady, q) * 1000, 3) for q in (50, 99)},
+                   outside_serve_steady_n=len(steady))
+    return res
+
+
+def direct_round(serve_url: str, args, r: int, pid: int) -> dict:
+    """One 50-client round straight to `iceburg serve` (the same load without the proxy): the whole
+    request's latency, the clients' own header-to-body gaps and, with `--capture`, the kernel's."""
+    gaps: list[float] = []
+    port = int(serve_url.rsplit(":", 1)[1])
+    cap = start_capture([port], Path(tempfile.mkdtemp()) / "cap.json") if args.capture else None
+    before, busy0, t0 = sched(pid), machine_busy(), time.perf_counter()
+    lat, answers = asyncio.run(load(serve_url + "/v1/chat/completions", args.clients, args.requests, args.max_tokens,
+                                    start=r * args.requests, gaps=gaps))
+    wall, busy1, after = time.perf_counter() - t0, machine_busy(), sched(pid)
+    out = {"requests": len(lat), "wall_s": round(wall, 2),
+           "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
+           "serve_cpu_ms_per_req": round((after["cpu_ns"] - before["cpu_ns"]) / 1e6 / len(lat), 3),
+           "client_gap_ms": {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99)},
+           "request_p50_ms": round(pct(lat, 50) * 1000, 1), "request_p99_ms": round(pct(lat, 99) * 1000, 1)}
+    if cap:
+        out.update(capture_result(cap, Path(cap.args[-1]), port, port, answers))
+    return out
+
+
+def diagnose_round(url: str, args, r: int, pids: dict[str, int], serve_url: str) -> tuple[dict, dict]:
     """One 50-client round through the --timing proxy: its phases (GET /_iceburg/timing?detail=1) and
     each process's CPU and run-queue wait over the round."""
     import httpx
 
+    port, serve_port = int(url.rsplit(":", 1)[1]), int(serve_url.rsplit(":", 1)[1])
+    cap = start_capture([port, serve_port], Path(tempfile.mkdtemp()) / "cap.json") if args.capture else None
     before = {name: sched(pid) for name, pid in pids.items()}
     gaps: list[float] = []
     busy0 = machine_busy()
@@ -604,9 +738,21 @@ def diagnose_round(url: str, args, r: int, pids: dict[str, int]) -> tuple[dict, 
     out["proxy_runq_wait_ms_per_req"] = round(per["proxy"]["runq_wait_ns"] / 1e6 / n, 3)
     out["proxy_involuntary_per_req"] = round(per["proxy"]["involuntary"] / n, 2)
     out["loop_lag"] = timing["loop_lag"]
-    for row in rows:
+    # what the proxy adds as the client sees it: the client's whole request minus the proxy's exchange
+    # with the upstream for the same request (matched by the answer's response id), i.e. the client's
+    # latency less the direct call the proxy made on its behalf under the same load (docs/loop.md)
+    seconds = {a["id"]: a["seconds"] for a in answers.values()}
+    keys = timing.get("keys", [])[-len(lat):]  # none from a baseline tree's proxy older than the keys
+    if keys and any(k not in seconds for k in keys):
+        raise SystemExit(f"{sum(k not in seconds for k in keys)} timing rows match no client request by response id")
+    for row, key in zip(rows, keys or [None] * len(rows)):
         row["own_minus_client"] = row["own"] - row["client_wait"]
+        if key is not None:
+            row["client_added"] = seconds[key] * 1000 - row["upstream_wait"]
     out["client_gap_ms"] = {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99)}
+    out["request_p99_ms"] = round(pct(lat, 99) * 1000, 1)
+    if cap:
+        out.update(capture_result(cap, Path(cap.args[-1]), port, serve_port, answers))
     return out, {"rows": rows, "answers": answers, "lat": lat}
 
 
@@ -656,11 +802,17 @@ def diagnose(args) -> None:
                           {n: p.url + "/v1/chat/completions" for n, p in proxies.items()}, 5, args.max_tokens))
         for r in range(args.diagnose):
             setting = settings[(r + r // len(settings)) % len(settings)]  # alternating, order flipped each pass
+            if setting == "direct":  # the same load straight to iceburg serve
+                rounds.append({"round": r + 1, "setting": setting, **direct_round(services[0].url, args, r,
+                                                                                   services[0].proc.pid)})
+                rounds[-1]["client_gap_p99_ms"] = rounds[-1]["client_gap_ms"][99]
+                print(json.dumps(rounds[-1]), flush=True)
+                continue
             proxy = proxies["flags" if setting == "flags" else "default"]
             pids = {"proxy": proxy.proc.pid, "serve": services[0].proc.pid, "bench": os.getpid()}
             renice(pids["serve"], 10 if setting == "serve-nice" else 0)
             renice(pids["proxy"], -10 if setting == "proxy-nice" else 0)  # below 0 needs root (CAP_SYS_NICE)
-            out, got = diagnose_round(proxy.url, args, r, pids)
+            out, got = diagnose_round(proxy.url, args, r, pids, services[0].url)
             answers["flags" if setting == "flags" else "default"].update(got["answers"])
             all_rows.setdefault(setting, []).extend(got["rows"])
             ph = phase_table(got["rows"])
@@ -669,6 +821,9 @@ def diagnose(args) -> None:
                            "client_wait_p99_ms": ph["p99"]["client_wait"], "client_gap_p99_ms": out["client_gap_ms"][99],
                            "net_p50_ms": ph["p50"]["own_minus_client"], "net_p99_ms": ph["p99"]["own_minus_client"],
                            "net_over_5ms": sum(x["own_minus_client"] > 5 for x in got["rows"]), "phases": ph,
+                           "client_added_p50_ms": ph["p50"].get("client_added"),
+                           "client_added_p99_ms": ph["p99"].get("client_added"),
+                           "client_added_over_5ms": sum(x.get("client_added", 0) > 5 for x in got["rows"]),
                            "request_p50_ms": round(pct(got["lat"], 50) * 1000, 1)})
             print(json.dumps({k: v for k, v in rounds[-1].items() if k != "phases"}), flush=True)
     finally:
@@ -678,16 +833,21 @@ def diagnose(args) -> None:
     cols = ["round", "setting", "requests", "own_p50_ms", "own_p99_ms", "over_5ms", "client_wait_p99_ms",
             "client_gap_p99_ms", "net_p50_ms", "net_p99_ms", "net_over_5ms", "machine_busy_pct",
             "proxy_cpu_ms_per_req", "proxy_runq_wait_ms_per_req", "proxy_involuntary_per_req", "serve_cpu_ms_per_req",
-            "bench_cpu_ms_per_req", "request_p50_ms"]
+            "bench_cpu_ms_per_req", "client_added_p50_ms", "client_added_p99_ms", "client_added_over_5ms",
+            "request_p50_ms", "request_p99_ms", "outside_serve_p50_ms", "outside_serve_p99_ms",
+            "outside_serve_mean_ms", "outside_serve_over_5ms", "outside_serve_steady_p50_ms",
+            "outside_serve_steady_p99_ms"]
     for x in rounds:
-        x["loop_lag_p99_ms"] = x["loop_lag"].get("p99_ms")
-    cols.append("loop_lag_p99_ms")
+        x["loop_lag_p99_ms"] = x.get("loop_lag", {}).get("p99_ms")
+        x["kernel_body_gap_p99_ms"] = x.get("kernel_body_gap_ms", {}).get(99)
+    cols += ["loop_lag_p99_ms", "kernel_body_gap_p99_ms"]
     meta = {**machine_info(), "clients": args.clients, "requests_per_client_per_round": args.requests,
             "rounds": args.diagnose, "upstream": "iceburg serve (iceburg-tiny Q8_0, 1 thread)",
             "max_tokens": args.max_tokens, "proxy_flags": args.proxy_flags or "", "pinning": "none",
             "settings": {"same": "every process at nice 0",
                          "serve-nice": "iceburg serve at nice 10, the proxy and the bench (clients) at 0",
                          "proxy-nice": "the proxy at nice -10 (root), iceburg serve and the bench at 0",
+                         "direct": "the same load straight to iceburg serve (no proxy), every process at nice 0",
                          "flags": f"a second proxy started with {args.proxy_flags!r}"
                                   + (f" from {args.baseline_tree}" if args.baseline_tree else "")
                                   + ", every process at nice 0"},
@@ -695,7 +855,21 @@ def diagnose(args) -> None:
                         "client_wait": "inside own: the handler awaiting the request body's bytes from the client",
                         "client_gap": "the client's own gap between writing the headers and finishing the body "
                                       "(httpcore trace events, in the bench process)",
-                        "net": "own minus client_wait: the proxy's work and its event-loop turns"},
+                        "net": "own minus client_wait: the proxy's work and its event-loop turns",
+                        "client_added": "the client's whole request minus the proxy's waits on the upstream for "
+                                        "the same request (matched by response id): the proxy's cost as the client "
+                                        "sees it, generation and queueing for the model excluded",
+                        "kernel_body_gap": "--capture: the kernel's receive time of the body's segment minus the "
+                                           "headers' segment, on the server's port (proxy or, direct, serve)",
+                        "outside_serve": "--capture: the client's whole request minus iceburg serve's wire time for "
+                                         "it (its request's headers in to its answer's last segment out, kernel "
+                                         "timestamps on its port; matched by response id): direct, the client's "
+                                         "own part; through the proxy, that plus the proxy's; the proxy's added "
+                                         "latency is the difference between the settings; `steady` leaves out "
+                                         "each client's first request of the round (50 new connections and "
+                                         "requests at once)",
+                        "request": "the whole streamed request as the client saw it (queueing for the one "
+                                   "llama.cpp slot included)"},
             "records": check, "by_setting": {k: phase_table(v) for k, v in all_rows.items() if v},
             "rounds_detail": rounds, "load_avg_1m_end": round(os.getloadavg()[0], 2)}
     print(save(f"iceburg collect's own time under load, by phase ({args.clients} clients x {args.requests} streamed "
@@ -735,7 +909,13 @@ def main() -> None:
     ap.add_argument("--diagnose-settings", default="same,serve-nice",
                     help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags)")
     ap.add_argument("--proxy-flags", default="", help="with --diagnose: extra `iceburg collect` flags")
+    ap.add_argument("--capture", action="store_true", help="with --diagnose (root): the kernel's arrival times of each "
+                    "request's header and body segments on the server's port (AF_PACKET on lo)")
+    ap.add_argument("--capture-port", help=argparse.SUPPRESS)  # the capture process (--capture)
+    ap.add_argument("--capture-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.capture_port:
+        return capture_segments(args.capture_port, args.capture_out)
     if args.diagnose:
         return diagnose(args)
     if args.stack_ab:

@@ -59,6 +59,13 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticat
 STATS_PATH = "/_iceburg/stats"
 TIMING_PATH = "/_iceburg/timing"
 LOOPS, HTTPS = ("auto", "asyncio", "uvloop"), ("auto", "h11", "httptools")  # uvicorn's names
+# Upstream connection pools, used in turn. httpcore 1.0's pool scans all its connections on every
+# request's start and end, in a nested loop over the idle ones (`_assign_requests_to_connections`),
+# polling each idle socket: with 50 streams open through one pool, a cProfile of the proxy under
+# the 50 x 8 load (iceburg serve, one cpurun slot) put 2.6 of its 7.3 profiled seconds there
+# (1.66M `is_idle` calls, 77 polls per request). Eight pools of ~6 open connections each cut the
+# scan to ~1/64 of that (docs/loop.md, "Proxy CPU").
+UPSTREAM_POOLS = 8
 
 
 @dataclass
@@ -222,10 +229,16 @@ class RecordingProxy:
         parts = urlsplit(cfg.upstream)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path.rstrip("/")
-        self.client = None
+        self.clients: list[Any] = []  # UPSTREAM_POOLS httpx clients, opened in the app's lifespan
+        self._turn = 0
         self.timing = Timing() if cfg.timing else None
         self.counts = {"requests": 0, "recorded": 0, "not_recorded": 0, "bad_requests": 0, "upstream_errors": 0,
                        "log_errors": 0}
+
+    def next_client(self):
+        """The next upstream client in turn (UPSTREAM_POOLS says why there are several)."""
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
 
     def target_url(self, path: str, query: str) -> str:
         """The upstream URL: the request's path under the upstream's path (`/v1/x` and `/x` both
@@ -278,10 +291,11 @@ class RecordingProxy:
             return error_response(e.status, e.message, e.code)
         clock.lap("prep")
         started = time.perf_counter()
-        req = self.client.build_request(request.method, self.target_url(request.url.path, request.url.query),
-                                        headers=forward_headers(request.headers), content=body)
+        client = self.next_client()
+        req = client.build_request(request.method, self.target_url(request.url.path, request.url.query),
+                                   headers=forward_headers(request.headers), content=body)
         try:
-            resp = await clock.wait(self.client.send(req, stream=True))
+            resp = await clock.wait(client.send(req, stream=True))
         except httpx.HTTPError as e:
             return self._upstream_failure(e)
         chunks = clock.upstream(resp.aiter_raw())
@@ -298,7 +312,9 @@ class RecordingProxy:
             return self._upstream_failure(e)
         finally:
             await resp.aclose()
-        await self._record(payload, answer_from_json(data), agent, stream=False, started=started,
+        answer = answer_from_json(data)
+        clock.key = answer.response_id
+        await self._record(payload, answer, agent, stream=False, started=started,
                            first_byte=time.perf_counter() - started, path=request.url.path)
         if isinstance(clock, Clock):  # the body's one send follows the return: not in this figure
             self.timing.add(clock)
@@ -362,6 +378,7 @@ class RecordingProxy:
                 asm.feed(chunk)
                 if asm.done and not logged:  # written before the client sees [DONE]
                     logged = True
+                    clock.key = asm.answer.response_id
                     clock.lap("record")
                     await self._record(payload, asm.answer, agent, stream=True, started=started,
                                        first_byte=first_byte, path=path, choices=asm.choices)
@@ -414,8 +431,10 @@ def create_proxy_app(cfg: ProxyConfig):
     async def lifespan(app):
         timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
         # trust_env=False: the proxy talks to exactly the upstream it was given, never via HTTP(S)_PROXY
-        proxy.client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
-                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        limits = httpx.Limits(max_connections=512 // UPSTREAM_POOLS, max_keepalive_connections=128 // UPSTREAM_POOLS)
+        tls = httpx.create_ssl_context()  # one for all pools: each costs ~15 ms to load the CA bundle
+        proxy.clients = [httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False, limits=limits,
+                                           verify=tls) for _ in range(UPSTREAM_POOLS)]
         if proxy.syncer is not None:
             proxy.syncer.start()
         # Everything alive now (the modules of starlette, httpx and iceburg; transformers too before
@@ -431,7 +450,8 @@ def create_proxy_app(cfg: ProxyConfig):
         finally:
             if proxy.timing is not None:
                 proxy.timing.lag.task.cancel()
-            await proxy.client.aclose()
+            for client in proxy.clients:
+                await client.aclose()
             proxy.folder.close()
             if proxy.syncer is not None:
                 proxy.syncer.stop()

@@ -5,8 +5,10 @@ A request's own time is its time in the proxy minus the time it spent waiting fo
 before; it includes `client`, the handler's waits for the request body's bytes after uvicorn
 handed it the headers (the client writes them apart; a server called directly waits for them
 too), reported apart so that `net` = own - client can be read (docs/loop.md: under load the
-client's wait is the own clock's tail). The rest is split into laps, each charged to the phase the
-request was in:
+client's wait is the own clock's tail). Each row also keeps the upstream waits' sum and the
+answer's response id, so a client can take its own latency minus the proxy's upstream exchange for
+the same request (`bench/proxy_load.py --diagnose`: what the proxy adds as the client sees it). The
+rest is split into laps, each charged to the phase the request was in:
 
 | phase | from | to |
 |---|---|---|
@@ -48,6 +50,7 @@ class Clock:
         self.wall = dict.fromkeys((*PHASES, UPSTREAM, CLIENT), 0.0)
         self.cpu = dict.fromkeys(PHASES, 0.0)
         self.stall = 0.0
+        self.key: str | None = None  # the upstream's response id, which the client sees too
 
     def lap(self, then: str) -> None:
         """Charge the time since the last lap to the current phase; `then` is the next one."""
@@ -95,13 +98,16 @@ class Clock:
         return time.perf_counter() - self.start - self.waited
 
     def row(self) -> tuple[float, ...]:
-        """(own, each phase's wall, each phase's CPU, stall, the client's body wait), seconds."""
+        """(own, each phase's wall, each phase's CPU, stall, the upstream waits, the client's body
+        wait), seconds."""
         return (self.own_s(), *(self.wall[p] for p in PHASES), *(self.cpu[p] for p in PHASES), self.stall,
-                self.wall[CLIENT])
+                self.wall[UPSTREAM], self.wall[CLIENT])
 
 
 class NoClock:
     """Without `--timing`: the same calls, nothing measured (no wrapper around the chunks)."""
+
+    key: str | None = None
 
     def lap(self, then: str) -> None:
         pass
@@ -116,7 +122,7 @@ class NoClock:
         return chunks
 
 
-ROW = ("own", *(f"{p}_wall" for p in PHASES), *(f"{p}_cpu" for p in PHASES), "stall", "client_wait")
+ROW = ("own", *(f"{p}_wall" for p in PHASES), *(f"{p}_cpu" for p in PHASES), "stall", "upstream_wait", "client_wait")
 
 
 def _rank(xs: list[float], q: float) -> float:
@@ -156,6 +162,7 @@ class Timing:
 
     def __init__(self, keep: int = 100_000):
         self.rows: Any = deque(maxlen=keep)
+        self.keys: Any = deque(maxlen=keep)  # each row's response id (bench/proxy_load.py matches the client's)
         self.lag = LoopLag(keep=keep)
 
     @property
@@ -164,6 +171,7 @@ class Timing:
 
     def add(self, clock: Clock) -> None:
         self.rows.append(clock.row())
+        self.keys.append(clock.key)
 
     def summary(self, detail: bool = False) -> dict[str, Any]:
         xs = sorted(self.samples)
@@ -179,6 +187,6 @@ class Timing:
             rows = list(self.rows)
             tail = sorted(rows, key=lambda r: r[0])[-max(1, len(rows) // 100):]
             mean = lambda rs: {k: round(sum(r[i] for r in rs) / len(rs) * 1000, 4) for i, k in enumerate(ROW)}  # noqa: E731
-            out.update(columns=ROW, rows_ms=[[round(v * 1000, 4) for v in r] for r in rows],
+            out.update(columns=ROW, rows_ms=[[round(v * 1000, 4) for v in r] for r in rows], keys=list(self.keys),
                        phases_mean_ms=mean(rows), phases_mean_ms_slowest_1pct=mean(tail))
         return out

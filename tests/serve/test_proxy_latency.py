@@ -133,6 +133,11 @@ def test_timing_keeps_the_proxys_own_time_without_the_upstreams(collect, client,
     late = dict(zip(timing["columns"], timing["rows_ms"][-1]))
     assert late["own"] >= 300 and late["client_wait"] >= 300 and late["own"] - late["client_wait"] < 100, late
     assert all(r[0] >= r[-1] >= 0 for r in timing["rows_ms"]) and timing["net_ms_max"] < 100, timing
+    # the upstream waits are kept beside own time (the paced answer takes 0.5 s, five 0.1 s sleeps), with
+    # the answer's response id (the paced upstream's "c1") that the client matches to its own latency
+    paced = [dict(zip(timing["columns"], r)) for r in timing["rows_ms"][:3]]
+    assert all(r["upstream_wait"] >= 500 for r in paced), paced
+    assert timing["keys"] == ["c1"] * 3 + [None] * 2, timing["keys"]
     assert set(timing["phases_mean_ms"]) == set(timing["columns"]) and timing["loop_lag"]["samples"] > 0
     assert stats["recorded"] == 3  # the timed proxy still records what it relays
     assert off == {"enabled": False, "how": "iceburg collect --timing"}
