@@ -496,7 +496,8 @@ def main() -> None:
     p.add_argument("--profile", nargs="*", default=None,
                    help="profile one micro-batch of these iceburg approaches (all iceburg ones when none is "
                         "named) with torch.profiler: seconds per op category (matmul / attention / cast / other)")
-    p.add_argument("--tag", default="", help="suffix of the saved table's name")
+    p.add_argument("--tag", default="", help="names the run: its heading, and the file "
+                   "(bench/results/training_throughput_TAG.md/.json instead of training_throughput.md)")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the approaches this many times, the order reversed every other round; each "
                         "round's speedups are against that round's iceburg run (on a shared machine whose "
@@ -576,7 +577,8 @@ def main() -> None:
     print(save(f"training_throughput{tag}_L{a.max_seq_length}", rows, meta,
                ["round", "approach", "micro_batch", "grad_accum", "precision", "cpu_allocator", "supervised_tok_per_s",
                 "wall_s", "peak_rss_mb", "planned_peak_mb", "plan_error", "eval_loss", "eval_loss_fp32_base", "processed_tokens",
-                "supervised_tokens", "pct_of_matmul_peak", "speedup_vs_this", "load_before"]))
+                "supervised_tokens", "pct_of_matmul_peak", "speedup_vs_this", "load_before"],
+               part=a.tag or None))
 
 
 if __name__ == "__main__":

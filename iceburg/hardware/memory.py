@@ -156,26 +156,34 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
                              lora_r: int, targets: list[str], gradient_checkpointing: bool,
                              qlora: bool = False, lora_dropout: float = 0.05, device_kind: str = "cpu",
                              trust_remote_code: bool = False,
-                             supervised_fraction: float | None = 1.0, world_size: int = 1) -> MemoryEstimate:
+                             supervised_fraction: float | None = 1.0, world_size: int = 1,
+                             loop: str = "sft") -> MemoryEstimate:
     """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded).
 
     `supervised_fraction` (share of tokens that carry loss) models iceburg's loop, which computes
     logits only at positions some row of the micro-batch supervises; 1.0 is the upper bound,
-    None models Hugging Face's full-sequence loss (`labels=`)."""
+    None models Hugging Face's full-sequence loss (`labels=`). `loop="preference"` models the
+    DPO/ORPO/KTO loop (training/preference.py): `micro_batch` padded rows (chosen and rejected),
+    logits and log-sum-exp at every position, torch's own LoRA dropout."""
+    if loop not in ("sft", "preference"):
+        raise ValueError(f"loop must be 'sft' or 'preference', not {loop!r}")
     n_lora = shape.lora_params(lora_r, targets)
     act_dtype = TORCH_DTYPES[precision]
-    # The trainer's CPU loop (training/trainer.py): boolean LoRA dropout masks, and for head-apart
-    # families the head runs only at supervised (row, position) pairs, HEAD_CHUNK rows at a time.
-    cpu_loop = device_kind == "cpu" and world_size == 1 and supervised_fraction is not None
-    apart = cpu_loop and head_apart_shape(shape.config)
+    preference = loop == "preference"
+    # The trainer's CPU loop (training/trainer.py): boolean LoRA dropout masks in every CPU process,
+    # and for head-apart families in a single process the head runs only at supervised (row,
+    # position) pairs, HEAD_CHUNK rows at a time.
+    cpu_loop = device_kind == "cpu" and supervised_fraction is not None and not preference
+    apart = cpu_loop and world_size == 1 and head_apart_shape(shape.config)
     if apart:
         kept = max(1, math.ceil(seq_len * min(1.0, max(0.0, supervised_fraction))))
     else:
-        kept = kept_positions(seq_len, micro_batch, supervised_fraction)
+        kept = None if preference else kept_positions(seq_len, micro_batch, supervised_fraction)
     # Probed for one sequence and scaled: with flash/memory-efficient attention every saved tensor
     # grows linearly with the batch (checked against direct probes in tests/hardware).
     per_row, outside_row = activation_probe(shape, act_dtype, 1, seq_len, lora_r, targets,
-                                            lora_dropout, trust_remote_code, kept, cpu_loop)
+                                            lora_dropout, trust_remote_code, kept, cpu_loop,
+                                            head_apart=world_size == 1, sequence_logps=preference)
     per_layer, outside = per_row * micro_batch, outside_row * micro_batch
     act_bytes = DTYPE_BYTES[precision]
     tokens = micro_batch * seq_len

@@ -252,16 +252,20 @@ def head_apart_shape(config: Any, model: nn.Module | None = None) -> bool:
 
 def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int, lora_r: int,
                  targets: list[str], lora_dropout: float, trust_remote_code: bool,
-                 kept_positions: int | None = None, cpu_loop: bool = False) -> int:
+                 kept_positions: int | None = None, cpu_loop: bool = False, head_apart: bool = True,
+                 sequence_logps: bool = False) -> int:
     """Bytes autograd saves for one forward on the meta device. `kept_positions`: iceburg's loss
     (logits at that many positions per row; with `cpu_loop` and a head-apart model, that many
-    supervised (row, position) pairs per row through the chunked head, training/trainer.py)."""
+    supervised (row, position) pairs per row through the chunked head, training/trainer.py).
+    `head_apart=False`: the boolean masks without the chunked head (the distributed CPU loop).
+    `sequence_logps`: the preference loop's loss (training/preference.sequence_logps: logits at
+    every position, log p(target) = gather - logsumexp over the vocabulary)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-    apart = cpu_loop and kept_positions is not None and head_apart_shape(config, model)
+    apart = cpu_loop and head_apart and kept_positions is not None and head_apart_shape(config, model)
     model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout,
                                              target_modules=targets))
     if cpu_loop:
@@ -279,7 +283,11 @@ def _saved_bytes(config: Any, dtype: torch.dtype, micro_batch: int, seq_len: int
     ids = torch.zeros((micro_batch, seq_len), dtype=torch.long, device="meta")
     extra = 0
     with _FlashAttentionOnMeta(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if kept_positions is None:  # Hugging Face's loss: logits at every position
+        if sequence_logps:  # the preference loop: every position's log-probability of its target
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            targets = torch.zeros(logits.shape[:-1], dtype=torch.long, device="meta")
+            (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)).sum()
+        elif kept_positions is None:  # Hugging Face's loss: logits at every position
             model(input_ids=ids, labels=ids)
         elif apart:  # decoder, then the fused chunked head: it saves only d loss / d h per pair
             model.get_base_model().model(input_ids=ids)
@@ -301,19 +309,21 @@ _PROBES: dict[tuple, tuple[int, int]] = {}
 def activation_probe(shape: ModelShape, dtype: torch.dtype, micro_batch: int, seq_len: int,
                      lora_r: int, targets: list[str], lora_dropout: float = 0.05,
                      trust_remote_code: bool = False, kept_positions: int | None = None,
-                     cpu_loop: bool = False) -> tuple[int, int]:
+                     cpu_loop: bool = False, head_apart: bool = True,
+                     sequence_logps: bool = False) -> tuple[int, int]:
     """Bytes autograd saves for backward: (per decoder layer, outside the layers).
 
     Measured on copies of the model cut to one and two layers: the difference is one layer, the
     rest is the embedding output, final norm and the loss (log-softmax over the vocabulary).
     Assumes the layers are alike, which holds for the Llama/Qwen/Mistral/Phi/GPT-2 families.
     `kept_positions`: run iceburg's loss (logits at that many positions per row) instead of HF's;
-    `cpu_loop`: the trainer's CPU loop (boolean dropout masks, chunked head for head-apart models).
+    `cpu_loop`: the trainer's CPU loop (boolean dropout masks, and with `head_apart` the chunked head
+    for head-apart models); `sequence_logps`: the preference loop's loss (see _saved_bytes).
     """
     key = (shape.config.to_json_string(use_diff=False), dtype, micro_batch, seq_len, lora_r,
-           tuple(sorted(targets)), float(lora_dropout), kept_positions, cpu_loop)
+           tuple(sorted(targets)), float(lora_dropout), kept_positions, cpu_loop, head_apart, sequence_logps)
     if key not in _PROBES:
         _PROBES[key] = _probe_layers(shape.config, lambda cfg: _saved_bytes(
             cfg, dtype, micro_batch, seq_len, lora_r, targets, lora_dropout, trust_remote_code, kept_positions,
-            cpu_loop))
+            cpu_loop, head_apart, sequence_logps))
     return _PROBES[key]

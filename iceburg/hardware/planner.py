@@ -178,7 +178,8 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         gradient_checkpointing=gc, qlora=qlora,
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
                                         trust_remote_code=config.trust_remote_code,
-                                        supervised_fraction=supervised_fraction, world_size=world_size)
+                                        supervised_fraction=supervised_fraction, world_size=world_size,
+                                        loop="preference" if config.objective in PREFERENCE_OBJECTIVES else "sft")
 
     for qlora in _qlora_options(config, hw):
         for fast_alloc in ([True, False] if hw.device_kind == "cpu" else [False]):
@@ -194,6 +195,11 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                      targets, est, notes, budget, shared, shape, fast_alloc)
     raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
                         budget, model_dir)
+
+
+# Objectives trained by training/preference.py (padded chosen/rejected rows, logits at every position):
+# the memory estimate models that loop (hardware/memory.py, loop="preference").
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
 
 
 # CPU cost model, measured by bench/memory_planner.py (bench/results/memory_planner_smollm2_grid.md;

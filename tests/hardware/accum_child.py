@@ -1,6 +1,7 @@
-"""Child process of test_planner_measured's accumulation test: the trainer's own loop (engine +
-sft_step) with gradient accumulation on a random-weight model, glibc's default allocator; prints
-the training's peak RSS (VmHWM, reset after the load) and the examples' supervised share."""
+"""Child process of test_planner_measured's measured-loop tests: the trainer's own loop (engine +
+sft_step, or with `dpo` as 7th argument the preference loop's DPO step) with gradient accumulation on a
+random-weight model, glibc's default allocator; prints the training's peak RSS (VmHWM, reset after the
+load) and the examples' supervised share."""
 
 from __future__ import annotations
 
@@ -36,12 +37,38 @@ def examples(vocab: int, seq: int, n: int, rng: random.Random) -> list[Example]:
     return out
 
 
+def dpo(model, micro: int, accum: int, seq: int, steps: int) -> dict:
+    """DPO through training/preference.train_preference: `micro` rows = micro // 2 pairs per micro-batch
+    (recipes/preference.pair_args), sequences of seq - 8 .. seq tokens (padded to the longest)."""
+    from iceburg.training.preference import PairExample, PreferenceArgs, train_preference
+
+    rng, vocab = random.Random(0), model.config.vocab_size
+
+    def side(i: int, tag: str) -> Example:
+        length = rng.randint(seq - 8, seq)
+        prompt = rng.randint(32, 96)
+        return Example([rng.randrange(vocab) for _ in range(length)], [t >= prompt for t in range(length)], f"{tag}{i}")
+
+    pairs = [PairExample(side(i, "c"), side(i, "r"), f"p{i}") for i in range(max(1, micro // 2) * accum * steps)]
+    Path("/proc/self/clear_refs").write_text("5")
+    args = TrainArgs(max_steps=steps, micro_batch_size=max(1, micro // 2), grad_accum=accum, max_length=seq,
+                     eval_steps=10**9, save_steps=10**9, show_progress=False)
+    train_preference(model, pairs, [], args, PreferenceArgs("dpo", 0.1))
+    sides = [e for p in pairs for e in (p.chosen, p.rejected)]
+    return {"supervised_fraction": sum(e.supervised for e in sides) / sum(len(e.input_ids) for e in sides)}
+
+
 def main() -> None:
     model_dir, micro, accum, seq, steps = sys.argv[1], *map(int, sys.argv[2:6])
+    objective = sys.argv[6] if len(sys.argv) > 6 else "sft"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
+    if objective == "dpo":
+        share = dpo(model, micro, accum, seq, steps)
+        print(json.dumps({"steps_peak_rss": peak_rss(), **share}))
+        return
     exs = examples(model.config.vocab_size, seq, 2 * micro * accum * steps, random.Random(0))  # packed ~2 per row
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the training steps' own peak
     args = TrainArgs(max_steps=steps, micro_batch_size=micro, grad_accum=accum, max_length=seq,
