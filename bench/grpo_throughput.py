@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--base-model", default="smollm2-135m")
     ap.add_argument("--natural", action="store_true", help="answers end at the end-of-turn token")
     ap.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--sample-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                    help="iceburg runs once per value, each on a fresh LoRA model: float32 (the default sampler) "
+                         "and/or bfloat16 (GrpoArgs.sample_dtype, opt-in); TRL runs once")
     ap.add_argument("--profile", type=int, default=0, help="time one step's parts over N steps and exit")
     ap.add_argument("--tag", default="", help="results file suffix (grpo_throughput<_tag>)")
     ap.add_argument("--trl-child", default=None, help=argparse.SUPPRESS)
@@ -56,8 +59,13 @@ def main() -> None:
     if a.profile:
         profile(job, a)
         return
-    res = {"config": job["config"], "machine": machine, "iceburg": iceburg_steps(job, a)}
-    del job["model"]
+    res = {"config": job["config"], "machine": machine}
+    for i, dt in enumerate(a.sample_dtype):
+        if i:
+            job["model"] = job["make_model"]()
+        job["gargs"].sample_dtype = None if dt == "float32" else dt
+        res["iceburg" if dt == "float32" else f"iceburg_{dt}"] = iceburg_steps(job, a)
+        del job["model"]
     res["trl"] = trl_run(a, out, job, res) if a.trl else {"skipped": "--no-trl"}
     res["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     write(a, res)
@@ -102,7 +110,10 @@ def build(a, out: Path) -> dict:
     args.micro_batch_size = max(1, plan.micro_batch_size // cfg.grpo_group)
     args.checkpoint_dir, args.show_progress = None, False
     gargs = GrpoArgs(group=4, loss_type=cfg.grpo_loss, beta=0.0, max_completion_length=a.completion)
-    model = build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
+    def make_model():
+        return build_model(base.path, cfg, plan, tokens.tokenizer, tokens.added)
+
+    model = make_model()
     tokens.tokenizer.save_pretrained(out / "tokenizer")
     # natural: the run's end-of-turn ids; matched: an id past the vocabulary, so no answer stops early
     eos = set(tokens.eos) if a.natural else {len(tokens.tokenizer) + 7}
@@ -113,7 +124,7 @@ def build(a, out: Path) -> dict:
               "learning_rate": args.learning_rate, "gradient_checkpointing": plan.gradient_checkpointing,
               "lora": {"r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout,
                        "target_modules": sorted(lora.target_modules)}, "train_prompts": len(prompts)}
-    return dict(model=model, tok=tokens.tokenizer, prompts=prompts, args=args, gargs=gargs, eos=eos,
+    return dict(model=model, make_model=make_model, tok=tokens.tokenizer, prompts=prompts, args=args, gargs=gargs, eos=eos,
                 base_path=str(base.path), out=out, config=config, run_eos=set(tokens.eos), cfg=cfg)
 
 
@@ -242,7 +253,8 @@ def write(a, res: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = "grpo_throughput" + (f"_{a.tag}" if a.tag else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    m, c, ice, trl = res["machine"], res["config"], res["iceburg"], res["trl"]
+    m, c, trl = res["machine"], res["config"], res["trl"]
+    variants = [(k, v) for k, v in res.items() if k.startswith("iceburg")]
     lines = [f"# GRPO seconds per step: iceburg vs TRL GRPOTrainer (SmolLM2-135M, G={c['group']}, "
              f"{c['answer_length']} answers of <= {c['max_completion_length']} tokens)", "",
              f"machine: {m['cpu']} ({m['cores']} cores), {c['threads']} torch threads, OMP_NUM_THREADS="
@@ -253,7 +265,8 @@ def write(a, res: dict) -> None:
              f"beta {c['beta']}, gradient checkpointing {c['gradient_checkpointing']}", "",
              "| trainer | s/step median (steps 2-) | mean | first | mean answer tokens | ms per answer token "
              "(median step / (G x mean length)) | peak RSS MiB (VmHWM) |", "|---|---|---|---|---|---|---|"]
-    for name, r in (("iceburg", ice), (f"TRL {trl.get('trl', '')} GRPOTrainer", trl)):
+    names = {"iceburg": "iceburg", "iceburg_bfloat16": "iceburg, bf16 sampling (opt-in)"}
+    for name, r in [(names[k], v) for k, v in variants] + [(f"TRL {trl.get('trl', '')} GRPOTrainer", trl)]:
         if "s_per_step" not in r:
             lines.append(f"| {name} | not measured: {str(r)[:300]} | | | | | |")
             continue
@@ -261,11 +274,14 @@ def write(a, res: dict) -> None:
         lines.append(f"| {name} | {s['median']} | {s['mean']} | {s['first']} | {n:.1f} | "
                      f"{1000 * s['median'] / (c['group'] * n):.1f} | {r['peak_rss_mib']} |")
     if "s_per_step" in trl:
-        ratio = trl["s_per_step"]["median"] / ice["s_per_step"]["median"]
-        res["speedup_median"] = round(ratio, 2)
-        lines += ["", f"TRL median / iceburg median: **{ratio:.2f}x**"]
+        lines.append("")
+        for k, v in variants:
+            ratio = trl["s_per_step"]["median"] / v["s_per_step"]["median"]
+            res["speedup_median" + k[len("iceburg"):]] = round(ratio, 2)
+            lines.append(f"TRL median / {names[k]} median: **{ratio:.2f}x**")
         (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    lines += ["", "per step (s): iceburg " + ", ".join(map(str, ice["s_per_step"]["all"]))
+    lines += ["", "per step (s): " + "; ".join(f"{names[k]} " + ", ".join(map(str, v["s_per_step"]["all"]))
+                                              for k, v in variants)
               + ("; TRL " + ", ".join(map(str, trl["s_per_step"]["all"])) if "s_per_step" in trl else "")]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

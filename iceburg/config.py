@@ -117,7 +117,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "train_on", "split_parallel_calls", "supervise_tool_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta",
-              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "grpo_temperature", "max_completion_length", "reward_weights",
+              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "grpo_temperature", "grpo_sample_dtype", "max_completion_length", "reward_weights",
               "reward"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
     "export": ("export_formats", "onnx_int8", "quantization", "gguf_converter", "system_prompt"),
@@ -333,6 +333,10 @@ class TrainingConfig:
     # are taken at the same temperature, as TRL does
     grpo_temperature: float = _f(1.0, "--objective grpo: sampling temperature of the G answers (the loss's "
                                  "log-probabilities use it too, as TRL's)", "--grpo-temperature", min_exclusive=0)
+    grpo_sample_dtype: str | None = _f(None, "--objective grpo, torch: sample the answers with the weights in "
+                                       "bf16 (output head and logits stay fp32); faster on CPUs with bf16 matmuls, "
+                                       "answers drawn from a rounded policy (docs/grpo.md Speed); default: the "
+                                       "model's dtype", "--grpo-sample-dtype", choices=("bf16",))
     max_completion_length: int = _f(256, "--objective grpo: token budget of each sampled answer",
                                     "--max-completion-length", min=1)
     reward_weights: list[str] = _f([], "--objective grpo: reward weights as NAME=WEIGHT (truth, tool_call, "
@@ -465,7 +469,7 @@ class TrainingConfig:
     def _grpo_problems(self) -> list[str]:
         """GRPO settings that would fail only after the data is prepared (docs/grpo.md)."""
         p = []
-        used = [flag_of(k) for k in ("reward", "reward_weights") if getattr(self, k)]
+        used = [flag_of(k) for k in ("reward", "reward_weights", "grpo_sample_dtype") if getattr(self, k)]
         if self.objective != "grpo":
             return [f"{f}: only applies to --objective grpo" for f in used]
         if isinstance(self.nproc, int) and self.nproc > 1:
@@ -520,7 +524,8 @@ class TrainingConfig:
         p += [f"backend (--backend mlx): {what} runs on torch only; use --backend torch"
               for what, on in (("--qlora", self.use_qlora), ("--dora", self.use_dora), ("--liger", self.use_liger),
                                ("--attn-implementation flash_attention_2",
-                                self.attn_implementation == "flash_attention_2")) if on]
+                                self.attn_implementation == "flash_attention_2"),
+                               ("--grpo-sample-dtype", self.grpo_sample_dtype)) if on]
         if importlib.util.find_spec("mlx_lm") is None:
             p.append("backend (--backend mlx): mlx-lm is not installed: pip install mlx mlx-lm (Linux: "
                      "pip install 'mlx[cpu]==0.32.4' 'mlx-lm==0.32.2')")
@@ -536,7 +541,7 @@ class TrainingConfig:
         if self.backend != "auto":
             return self.backend
         apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-        torch_only = bool(self.use_qlora or self.use_dora or self.use_liger
+        torch_only = bool(self.use_qlora or self.use_dora or self.use_liger or self.grpo_sample_dtype
                           or self.attn_implementation == "flash_attention_2")
         return "mlx" if apple and not torch_only and importlib.util.find_spec("mlx_lm") else "torch"
 

@@ -65,7 +65,8 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     args.micro_batch_size = max(1, plan.micro_batch_size // cfg.grpo_group)  # the planner's rows hold G answers
     gargs = GrpoArgs(group=cfg.grpo_group, loss_type=cfg.grpo_loss, epsilon_low=cfg.grpo_epsilon,
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length,
-                     temperature=cfg.grpo_temperature)
+                     temperature=cfg.grpo_temperature,
+                     sample_dtype={"bf16": "bfloat16"}.get(cfg.grpo_sample_dtype or "", None))
     rewards = build_rewards(cfg)
     with run_metrics(cfg, run) as logs:
         model, loss_before, loss_after, out = train_on_backend(cfg, run, base, plan, tokens, args, gargs, rewards,

@@ -61,6 +61,12 @@ class GrpoArgs:
     # TRL 1.16 GRPOConfig.use_bias_correction_kl (default True): the KL term times the importance
     # ratio (1 in value on-policy; it changes the KL gradient to the unbiased reverse-KL one)
     bias_correction_kl: bool = True
+    # opt-in: sample the G answers with the model's weights in this dtype ("bfloat16"), the output
+    # head and the logits kept in float32; None samples in the model's own dtype. Faster on CPUs with
+    # bf16 matmuls (half the weight bytes a decoded token reads) but the answers are drawn from a
+    # rounded policy, not the one the loss scores (as a vLLM sampler in bf16 is); greedy held-out
+    # answers never use it. docs/grpo.md "Speed"
+    sample_dtype: str | None = None
 
 
 @dataclass
@@ -269,7 +275,8 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
         kw = dict(do_sample=True, temperature=gargs.temperature, top_k=0, top_p=1.0)
     was = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]), merged_lora(model):
+    dtype = getattr(torch, gargs.sample_dtype) if gargs.sample_dtype and seed is not None else None
+    with torch.random.fork_rng(devices=[]), merged_lora(model, dtype), cast_for_sampling(model, dtype):
         cache = (prefill_once(model, prompts, n, pad_id, device, room=gargs.max_completion_length + 1)
                  if n > 1 and min(map(len, rows)) > 1 else None)
         if seed is not None:
@@ -284,14 +291,40 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
 
 
 @contextmanager
-def merged_lora(model):
+def cast_for_sampling(model, dtype: torch.dtype | None):
+    """Every floating parameter but the output head's swapped for a `dtype` copy, the head's input cast
+    back to the head's dtype (so the logits are float32 for a float32 model); the original tensors put
+    back on exit. No-op for None or the model's own dtype. Tied input embeddings get their own copy."""
+    head = model.get_output_embeddings() if dtype is not None else None
+    if head is None or head.weight.dtype == dtype:
+        yield
+        return
+    saved = []
+    hook = head.register_forward_pre_hook(lambda mod, args: (args[0].to(mod.weight.dtype), *args[1:]))
+    try:
+        for module in model.modules():
+            if module is head:
+                continue
+            for name, p in list(module._parameters.items()):
+                if p is not None and p.is_floating_point() and p.dtype != dtype:
+                    saved.append((module, name, p))
+                    module._parameters[name] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+        yield
+    finally:
+        hook.remove()
+        for module, name, p in saved:
+            module._parameters[name] = p
+
+
+@contextmanager
+def merged_lora(model, dtype: torch.dtype | None = None):
     """Sample through plain Linear layers: each LoRA layer's base weight is swapped for W + BA*s (a
     new tensor) with the adapter disabled, and the very same original tensors put back on exit
     (bit-exact, unlike PEFT's merge/unmerge, which adds and subtracts the delta). While sampling each
     LoRA layer is swapped out of the module tree for its base Linear (what the disabled adapter calls:
     the same operation, without PEFT's per-layer call; 210 layers a token on SmolLM2). Only plain float
     LoRA Linear layers (no DoRA, no quantized base); anything else samples unmerged. Costs one copy
-    of the adapted weights while sampling."""
+    of the adapted weights while sampling; `dtype`: the merged copy in that dtype (`cast_for_sampling`)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
@@ -308,7 +341,9 @@ def merged_lora(model):
                 w = m.base_layer.weight
                 delta = sum(m.get_delta_weight(n) for n in m.active_adapters if n in m.lora_A)
                 saved.append((m, w))
-                m.base_layer.weight = torch.nn.Parameter(w + delta, requires_grad=False)
+                merged = w + delta
+                m.base_layer.weight = torch.nn.Parameter(merged if dtype is None else merged.to(dtype),
+                                                         requires_grad=False)
         for m in layers:  # the plain Linear in the LoRA layer's place: what the disabled adapter computes, minus its call
             parent, _, attr = names[id(m)].rpartition(".")
             swapped.append((model.get_submodule(parent), attr, m))

@@ -130,3 +130,9 @@ def test_weights_and_config_problems():
     assert "'nocolon' is not module:function" in text and "'x' is not NAME=WEIGHT" in text
     assert TrainingConfig(reward=["a:b"]).problems() == ["--reward: only applies to --objective grpo"]
     assert any("--grpo-temperature" in x for x in TrainingConfig(objective="grpo", grpo_temperature=0).problems())
+    # the opt-in bf16 sampler: torch's GRPO only, so mlx refuses it and auto stays on torch with it
+    assert TrainingConfig(grpo_sample_dtype="bf16").problems() == ["--grpo-sample-dtype: only applies to --objective grpo"]
+    assert any("--grpo-sample-dtype runs on torch only" in x
+               for x in TrainingConfig(objective="grpo", grpo_sample_dtype="bf16", backend="mlx").problems())
+    assert TrainingConfig(objective="grpo", grpo_sample_dtype="bf16").resolved_backend() == "torch"
+    assert any("unknown 'fp8'" in x for x in TrainingConfig(objective="grpo", grpo_sample_dtype="fp8").problems())

@@ -143,3 +143,35 @@ def test_generate_samples_what_plain_generate_samples(setup, temperature):
     want = want[:, ids.size(1):]
     assert len({tuple(r) for r in want.tolist()}) > 1  # sampled, not one greedy answer repeated
     assert torch.equal(got.completion_ids, want)
+
+
+def test_bf16_sampling_casts_the_body_keeps_float_logits_and_restores_every_tensor(setup):
+    """`sample_dtype="bfloat16"` (opt-in): while sampling every weight but the output head's is a bf16
+    copy (the LoRA delta merged in), the logits stay in the model's float dtype and close to the
+    float logits; on exit the very same tensors are back, bit-exact; greedy answers never use it."""
+    from iceburg.training.grpo import cast_for_sampling
+
+    tok, model, pad = setup["tok"], setup["model"], setup["pad"]
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    ids = torch.tensor([setup["prompts"][0]])
+    model.eval()
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with merged_lora(model, torch.bfloat16), cast_for_sampling(model, torch.bfloat16):
+            cast = model(input_ids=ids).logits
+            dtypes = {p.dtype for m in model.modules() if m is not model.get_output_embeddings()
+                      for p in m.parameters(recurse=False)}
+    assert dtypes == {torch.bfloat16} and cast.dtype == plain.dtype == torch.float64
+    diff = (cast - plain).abs().max().item()
+    # > 0: the body really ran in bf16; < 0.05 x the logits' spread: bf16 keeps 8 mantissa bits (rel. 4e-3 per
+    # value), a few layers of it move tiny-model logits (spread ~2) by ~1e-2, a wrong cast or weight by ~1
+    assert 0 < diff < 0.05 * (plain.max() - plain.min()).item()
+    for n, p in model.named_parameters():
+        assert p is before[n][0] and torch.equal(p, before[n][1]), n
+    prompts = [GrpoPrompt("p0", setup["prompts"][0])]
+    gargs = GrpoArgs(group=G, max_completion_length=C, sample_dtype="bfloat16")
+    sampled = generate(model, tok, prompts, G, gargs, {tok.eos_token_id}, pad, seed=5)
+    assert sampled.completion_ids.size(0) == G and all(c.tokens > 0 for c in sampled.completions)
+    greedy = generate(model, tok, prompts, 1, gargs, {tok.eos_token_id}, pad, seed=None)
+    want = generate(model, tok, prompts, 1, GrpoArgs(group=G, max_completion_length=C), {tok.eos_token_id}, pad, None)
+    assert torch.equal(greedy.completion_ids, want.completion_ids)  # held-out answers stay in the model's dtype
