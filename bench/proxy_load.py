@@ -7,7 +7,8 @@
     python bench/proxy_load.py --stack-ab R   (own clock under load: asyncio+h11 vs uvloop+httptools)
     python bench/proxy_load.py --diagnose R [--diagnose-settings same,serve-nice,flags --proxy-flags "--fsync never"]
                                [--diagnose-settings same,flags --baseline-tree DIR]  (this tree vs an earlier one)
-                               [--diagnose-settings same,direct --capture]  (the same load direct; kernel arrival
+                               [--diagnose-settings same,direct,plain --capture]  (the same load direct and through a
+                               proxy without --timing; kernel arrival
                                of each request's body segment, root)
           (own clock under load by phase: the client's body wait, the proxy's work, loop lag, CPU, run-queue wait)
 
@@ -691,14 +692,16 @@ def capture_result(proc, out: Path, port: int, serve_port: int, answers: dict) -
     return res
 
 
-def direct_round(serve_url: str, args, r: int, pid: int) -> dict:
-    """One 50-client round straight to `iceburg serve` (the same load without the proxy): the whole
-    request's latency, the clients' own header-to-body gaps and, with `--capture`, the kernel's."""
+def direct_round(url: str, serve_url: str, args, r: int, pid: int) -> dict:
+    """One 50-client round to `url` without reading a proxy's clock: straight to `iceburg serve`
+    (the same load without the proxy) or through a proxy started without `--timing` (as deployed).
+    The whole request's latency, the clients' own header-to-body gaps and, with `--capture`, the
+    kernel's and the time outside `iceburg serve`."""
     gaps: list[float] = []
-    port = int(serve_url.rsplit(":", 1)[1])
-    cap = start_capture([port], Path(tempfile.mkdtemp()) / "cap.json") if args.capture else None
+    port, serve_port = int(url.rsplit(":", 1)[1]), int(serve_url.rsplit(":", 1)[1])
+    cap = start_capture(sorted({port, serve_port}), Path(tempfile.mkdtemp()) / "cap.json") if args.capture else None
     before, busy0, t0 = sched(pid), machine_busy(), time.perf_counter()
-    lat, answers = asyncio.run(load(serve_url + "/v1/chat/completions", args.clients, args.requests, args.max_tokens,
+    lat, answers = asyncio.run(load(url + "/v1/chat/completions", args.clients, args.requests, args.max_tokens,
                                     start=r * args.requests, gaps=gaps))
     wall, busy1, after = time.perf_counter() - t0, machine_busy(), sched(pid)
     out = {"requests": len(lat), "wall_s": round(wall, 2),
@@ -707,8 +710,8 @@ def direct_round(serve_url: str, args, r: int, pid: int) -> dict:
            "client_gap_ms": {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99)},
            "request_p50_ms": round(pct(lat, 50) * 1000, 1), "request_p99_ms": round(pct(lat, 99) * 1000, 1)}
     if cap:
-        out.update(capture_result(cap, Path(cap.args[-1]), port, port, answers))
-    return out
+        out.update(capture_result(cap, Path(cap.args[-1]), port, serve_port, answers))
+    return out, answers
 
 
 def diagnose_round(url: str, args, r: int, pids: dict[str, int], serve_url: str) -> tuple[dict, dict]:
@@ -798,13 +801,19 @@ def diagnose(args) -> None:
                                               work / f"collect-{name}.log", extra=extra))
             proxies[name] = services[-1]
             answers[name] = {}
+        if "plain" in settings:  # this tree's proxy as deployed: no --timing
+            services.append(start_collect(services[0].url + "/v1", work / "logs-plain", work / "collect-plain.log"))
+            proxies["plain"], answers["plain"] = services[-1], {}
         asyncio.run(pairs(services[0].url + "/v1/chat/completions",
                           {n: p.url + "/v1/chat/completions" for n, p in proxies.items()}, 5, args.max_tokens))
         for r in range(args.diagnose):
             setting = settings[(r + r // len(settings)) % len(settings)]  # alternating, order flipped each pass
-            if setting == "direct":  # the same load straight to iceburg serve
-                rounds.append({"round": r + 1, "setting": setting, **direct_round(services[0].url, args, r,
-                                                                                   services[0].proc.pid)})
+            if setting in ("direct", "plain"):  # straight to iceburg serve, or through a proxy without --timing
+                url = services[0].url if setting == "direct" else proxies["plain"].url
+                out, got = direct_round(url, services[0].url, args, r, services[0].proc.pid)
+                if setting == "plain":
+                    answers["plain"].update(got)
+                rounds.append({"round": r + 1, "setting": setting, **out})
                 rounds[-1]["client_gap_p99_ms"] = rounds[-1]["client_gap_ms"][99]
                 print(json.dumps(rounds[-1]), flush=True)
                 continue
@@ -848,6 +857,7 @@ def diagnose(args) -> None:
                          "serve-nice": "iceburg serve at nice 10, the proxy and the bench (clients) at 0",
                          "proxy-nice": "the proxy at nice -10 (root), iceburg serve and the bench at 0",
                          "direct": "the same load straight to iceburg serve (no proxy), every process at nice 0",
+                         "plain": "through this tree's proxy started without --timing (as deployed), nice 0",
                          "flags": f"a second proxy started with {args.proxy_flags!r}"
                                   + (f" from {args.baseline_tree}" if args.baseline_tree else "")
                                   + ", every process at nice 0"},
@@ -907,7 +917,7 @@ def main() -> None:
     ap.add_argument("--diagnose", type=int, default=0, metavar="R",
                     help="only the loaded run's own time by phase, R rounds alternating the scheduling setting")
     ap.add_argument("--diagnose-settings", default="same,serve-nice",
-                    help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags)")
+                    help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags, direct, plain)")
     ap.add_argument("--proxy-flags", default="", help="with --diagnose: extra `iceburg collect` flags")
     ap.add_argument("--capture", action="store_true", help="with --diagnose (root): the kernel's arrival times of each "
                     "request's header and body segments on the server's port (AF_PACKET on lo)")

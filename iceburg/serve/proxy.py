@@ -64,7 +64,10 @@ LOOPS, HTTPS = ("auto", "asyncio", "uvloop"), ("auto", "h11", "httptools")  # uv
 # polling each idle socket: with 50 streams open through one pool, a cProfile of the proxy under
 # the 50 x 8 load (iceburg serve, one cpurun slot) put 2.6 of its 7.3 profiled seconds there
 # (1.66M `is_idle` calls, 77 polls per request). Eight pools of ~6 open connections each cut the
-# scan to ~1/64 of that (docs/loop.md, "Proxy CPU").
+# scan to ~1/64 of that. cProfile inflated it (its cost per tiny call): unprofiled, under
+# `cpurun --exclusive`, the proxy's CPU per request fell only from 4.64 to 4.56 ms (3 rounds of
+# 1,000 each; bench/results/proxy_load_diagnose_pools.md; docs/loop.md). Kept: it does not cost more,
+# and the scan grows with the square of the open streams.
 UPSTREAM_POOLS = 8
 
 
