@@ -102,7 +102,11 @@ _BADGE_ONLY = re.compile(r"^\s*(?:\[?!\[[^\]]*\]\([^)]*(?:badge|shields\.io|stat
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 # HTML tags, also when one spans several lines (badges: `<a href=...\n  src=...>`): an agent does
 # not write them, and left as text their attribute lines read as repeated garbage
-_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>", re.S)
+# A CommonMark autolink (`<https://...>`, `<user@host>`) is not a tag: removing it left
+# sentences with a hole ("See  for further information", "contributed by X in  and") that read
+# as cut (issue 31, session 4: 2 of Debian's clean rejections were this builder artefact).
+_AUTOLINK = r"(?![A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*>|[^\s<>@]+@[^\s<>]+>)"
+_HTML_TAG = re.compile(r"</?" + _AUTOLINK + r"[A-Za-z][^<>]*>", re.S)
 
 
 def readmes(only: set[str] | None = None) -> list[tuple[str, str, str]]:

@@ -235,6 +235,7 @@ class SignalCombiner:
             self._set(d, "repetition", p, self.models["repetition"].threshold,
                       f"learned loop score {p:.2f} >= {self.models['repetition'].threshold:.2f} ({why})"
                       + (f"; rules: {d['repetition']}" if "repetition" in d else ""))
+            self._follow_loop_verdict(ts)
         if "truncated" in self.models:
             m = self.models["truncated"]
             p, why = m.prob(truncation_features(turns[-1], ts.line_cut, ts.block_cut))
@@ -243,6 +244,19 @@ class SignalCombiner:
                 p = 0.0
             self._set(d, "truncated", p, m.threshold, f"final answer looks cut off: learned score {p:.2f} >= "
                       f"{m.threshold:.2f} ({why}); line rules: {ts.line_cut or 'no cut'}")
+
+    @staticmethod
+    def _follow_loop_verdict(ts: TextSignals) -> None:
+        """The rules drop a cut when they call the answer a loop (a loop runs to the limit: its end
+        is no second defect). The model's loop verdict replaces theirs, so the cut follows it: back
+        when the model clears a Gopher hit (issue 31, session 4: 5 of Python's 36 missed cuts were
+        answers whose repeated phrasing the rules called a loop and the model did not), gone when
+        the model finds a loop the rules missed."""
+        d = ts.defects
+        if "repetition" in d:
+            d.pop("truncated", None)
+        elif ts.block_cut and "empty" not in d and "truncated" not in d:
+            d["truncated"] = f"final answer looks cut off: {ts.block_cut}"
 
     @staticmethod
     def _set(defects: dict[str, str], code: str, p: float, threshold: float, message: str) -> None:

@@ -300,14 +300,38 @@ def truncation(final_answer: str) -> str | None:
     return f"last sentence has no terminal punctuation ({last[-30:]!r})"
 
 
+def open_paragraph_share(text: str) -> float:
+    """Share of the earlier prose paragraphs (blank-line-separated chunks before the last, outside
+    code fences, indented code, doctests, tables and headings) whose last line has no sentence
+    mark; 0.0 when fewer than structure.OPEN_PARA_MIN such paragraphs."""
+    from . import structure as st
+
+    ends, in_fence, chunk = [], False, []
+    for line in text.rstrip().split("\n") + [""]:
+        if _FENCE_LINE.match(line):
+            in_fence, chunk = not in_fence, []
+        elif in_fence:
+            continue
+        elif line.strip():
+            chunk.append(line)
+        elif chunk:
+            ends.append(chunk)
+            chunk = []
+    prose = [c[-1] for c in ends[:-1] if not c[-1].startswith(("    ", "\t")) and not c[0].lstrip().startswith(">>>")
+             and not c[-1].lstrip().startswith(("#", "|"))]
+    if len(prose) < st.OPEN_PARA_MIN:
+        return 0.0
+    return sum(1 for ln in prose if not _sentence_ended(ln)) / len(prose)
+
+
 def _end_shape(line: str) -> str:
     """How a line ends: a sentence mark, a markdown link, a bare URL, another closing mark
     (`)`, `]`, `:`, `;`), or a plain "word"."""
     line = line.rstrip()
     if line[-1] in _SENTENCE_END:
         return line[-1]
-    if _LINK_END.search(line) or _URL.match(line.split()[-1]):
-        return "link"  # a markdown link or a bare URL: both end an item with a reference
+    if _LINK_END.search(line) or _URL.match(line.split()[-1].strip("<>")):
+        return "link"  # a markdown link, a bare URL or an autolink `<https://...>`: a reference
     return line[-1] if line[-1] in _ITEM_ENDS else "word"
 
 
@@ -451,9 +475,12 @@ def compute(assistant_turns: list[str], structure: bool = False) -> TextSignals:
 
     line_cut = cut = truncation(assistant_turns[-1]) if assistant_turns else None
     if cut and structure:
-        from .structure import review_cut
+        from . import structure as st
 
-        cut = review_cut(assistant_turns[-1], cut)
+        cut = st.review_cut(assistant_turns[-1], cut)
+        if cut and st.OPEN_PARA_HABIT is not None and cut.startswith(st.NO_MARK) \
+                and open_paragraph_share(assistant_turns[-1]) >= st.OPEN_PARA_HABIT:
+            cut = None  # the document's own habit: it ends its paragraphs without a sentence mark
     v["truncated"] = 1.0 if cut else 0.0
     # A loop runs to the token limit, so its missing end is a consequence, not a second defect.
     if cut and "empty" not in defects and "repetition" not in defects:

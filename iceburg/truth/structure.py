@@ -60,8 +60,9 @@ _FENCE = re.compile(r"^\s{0,3}(?:```|~~~)")
 # weak evidence of a cut in a document that ends most of its earlier paragraphs without one (man
 # pages, docstrings: "Returns:\nlist of ready file objects"). When at least OPEN_PARA_MIN earlier
 # paragraph ends are prose and a share >= OPEN_PARA_HABIT of them have no sentence mark, the
-# "no terminal punctuation" verdict is cleared. None: off. The value is chosen leave-one-source-out
-# by bench/truth_loso.py (variants `structure_habitNN`); docs/truth_filter.md has the choice.
+# "no terminal punctuation" verdict is cleared (`signals.compute`, `signals.open_paragraph_share`).
+# None: off. Measured leave-one-source-out by bench/truth_loso.py (variants `structure_habitNN`);
+# docs/truth_filter.md has the choice.
 OPEN_PARA_HABIT: float | None = None
 OPEN_PARA_MIN = 3
 NO_MARK = "last sentence has no terminal punctuation"
@@ -145,8 +146,6 @@ def review_cut(text: str, why: str) -> str | None:
     block is complete as a block (module docstring), else `why`."""
     if why == "unclosed code fence" or why.startswith(HARD_CUTS):
         return why  # no block shape completes an empty prompt or a continued line
-    if OPEN_PARA_HABIT is not None and why.startswith(NO_MARK) and open_paragraph_share(text) >= OPEN_PARA_HABIT:
-        return None  # the document's own habit: it ends its paragraphs without a sentence mark
     kind, lines = last_block(text)
     last = lines[-1].rstrip() if lines else ""
     if kind == "heading":
@@ -176,30 +175,6 @@ def review_cut(text: str, why: str) -> str | None:
             and not (len(lines) > 1 and block_shape(lines[-2])) and not _definition_run(lines):
         return why  # a long "Key: value" alone is a sentence with a colon, judged as one
     return None
-
-
-def open_paragraph_share(text: str) -> float:
-    """Share of the earlier prose paragraphs (blank-line-separated chunks before the last, outside
-    code fences, indented code, doctests, tables and headings) whose last line has no sentence
-    mark; 0.0 when fewer than OPEN_PARA_MIN such paragraphs."""
-    from .signals import _sentence_ended
-
-    ends, in_fence, chunk = [], False, []
-    for line in text.rstrip().split("\n") + [""]:
-        if _FENCE.match(line):
-            in_fence, chunk = not in_fence, []
-        elif in_fence:
-            continue
-        elif line.strip():
-            chunk.append(line)
-        elif chunk:
-            ends.append(chunk)
-            chunk = []
-    prose = [c[-1] for c in ends[:-1] if not c[-1].startswith(("    ", "\t")) and not _DOCTEST.match(c[0])
-             and not c[-1].lstrip().startswith(("#", "|"))]
-    if len(prose) < OPEN_PARA_MIN:
-        return 0.0
-    return sum(1 for ln in prose if not _sentence_ended(ln)) / len(prose)
 
 
 def _definition_run(lines: list[str]) -> bool:

@@ -98,3 +98,25 @@ def test_a_fold_model_loads_and_bad_settings_fail_loudly():
         TruthFilter(combine="learned", completeness="lines")
     # the default follows completeness: the model with the structure rules, the rules with the line rules
     assert TruthFilter().combiner is not None and TruthFilter(completeness="lines").combiner is None
+
+
+def test_a_cut_comes_back_when_the_model_clears_the_rules_loop():
+    # The rules drop a cut when they call the answer a loop (its end would be no second defect).
+    # Here a first turn that restates one sentence trips the per-turn Gopher 5-gram rule (0.39 >
+    # 0.15), the loop model says it is no loop, and the final answer stops on "the": the cut must
+    # be reported (issue 31: 5 of Python's missed cuts were this).
+    t1 = ("Each worker reads its shard, scores the records and writes the kept ones to its own spool file. "
+          "The spool file is merged at the end in the order of the input. "
+          "Each worker reads its shard, scores the records and writes the kept ones to its own spool file, "
+          "and the merge keeps the order of the input files.")
+    t2 = ("The merge reads every spool file once and writes filtered.jsonl in the order of the input, so the "
+          "output does not depend on how many workers ran or which of them finished first. If a worker fails, the")
+    rec = lambda: Record(messages=[{"role": "user", "content": "How are shards written?"},  # noqa: E731
+                                   {"role": "assistant", "content": t1},
+                                   {"role": "user", "content": "And the merge?"}, {"role": "assistant", "content": t2}])
+    assert [r.code for r in TruthFilter(combine="rules").assess(rec()).reasons] == ["repetition"]
+    reasons = TruthFilter(combine="learned").assess(rec()).reasons
+    assert [r.code for r in reasons] == ["truncated"] and "'the'" in reasons[0].message
+    # complete, the same answer passes: the cut, not the restated sentence, is the defect
+    t2 = t2.rsplit(" If", 1)[0]
+    assert TruthFilter(combine="learned").assess(rec()).reasons == []

@@ -164,3 +164,23 @@ def test_lost_exact_duplicate_group_is_reported(tmp_path):
 def test_completeness_is_validated():
     with pytest.raises(ValueError, match="completeness"):
         TruthFilter(completeness="sentences")
+
+
+def test_document_habit_gate_is_off_by_default_and_clears_only_a_missing_mark(monkeypatch):
+    from iceburg.truth import structure
+    from iceburg.truth.signals import open_paragraph_share
+
+    # a docstring that ends its paragraphs without a sentence mark (issue 31: man pages, docstrings)
+    doc = ("Select the ready file objects.\n\nArguments:\ntimeout -- seconds to wait, or None\n\n"
+           "Returns:\nlist of (key, events) for ready file objects\n\n"
+           "Raises:\nOSError when the selector was closed\n\n`events` is a bitwise mask of EVENT_READ|EVENT_WRITE")
+    assert open_paragraph_share(doc) == pytest.approx(3 / 4)  # "Select ... objects." has its mark
+    assert "truncated" in compute([doc], structure=True).defects  # off (None) by default
+    monkeypatch.setattr(structure, "OPEN_PARA_HABIT", 0.67)
+    assert "truncated" not in compute([doc], structure=True).defects
+    # the gate clears only "no terminal punctuation": a dangling last word is still a cut
+    assert "truncated" in compute([doc + " and the"], structure=True).defects
+    # a document that punctuates its paragraphs keeps the verdict
+    prose = "One sentence here.\n\nAnother one here.\n\nA third one.\n\nThe last paragraph stops without its mark"
+    assert open_paragraph_share(prose) == 0.0
+    assert "truncated" in compute([prose], structure=True).defects
