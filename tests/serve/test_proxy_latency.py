@@ -200,3 +200,47 @@ def test_client_leaving_mid_stream_cancels_the_relay_and_records_nothing(collect
     assert got["content"] == "word0 word1 word2 word3 word4 " and after["recorded"] == 1, after
     assert [r["messages"][-1]["content"] for r in log_lines(tmp_path / "logs")] == [got["content"]]
     assert "Exception in ASGI application" not in px.log_text()
+
+
+def test_concurrent_streams_over_the_upstream_pools_all_recorded(collect, tmp_path):
+    """16 streams at once through the proxy, whose upstream requests go over UPSTREAM_POOLS httpx
+    clients in turn: each answer is relayed whole and recorded once, and they run side by side. Each
+    paced answer takes 0.5 s upstream, so one after another they would take >= 8 s; 4 s (half)
+    fails any serialisation while leaving a loaded 2-core machine room (the proxy's own work is ~5
+    ms a request under load: docs/loop.md)."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+
+    from iceburg.serve.launch import Service, free_port, wait_until_answering
+    from iceburg.serve.proxy import UPSTREAM_POOLS
+
+    port = free_port()
+    flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
+                    f"http://127.0.0.1:{port}", tmp_path / "none.log")
+    n = 2 * UPSTREAM_POOLS
+    try:
+        wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
+        proxy = collect(flaky.url + "/v1")
+
+        def one(i: int) -> dict:
+            with httpx.Client(timeout=60, trust_env=False) as c:
+                return client_stream(c, proxy.url + "/v1/chat/completions",
+                                     {"model": "paced", "messages": [{"role": "user", "content": f"stream {i}"}]},
+                                     {"X-Iceburg-Agent": "surveyor"})[0]
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            got = list(pool.map(one, range(n)))
+        wall = time.perf_counter() - t0
+        stats = httpx.get(proxy.url + "/_iceburg/stats", trust_env=False).json()
+    finally:
+        flaky.stop()
+    assert all(g["content"] == "word0 word1 word2 word3 word4 " for g in got), got
+    records = log_lines(tmp_path / "logs")
+    assert sorted(r["messages"][0]["content"] for r in records) == sorted(f"stream {i}" for i in range(n))
+    assert all(r["messages"][-1]["content"] == "word0 word1 word2 word3 word4 " for r in records)
+    assert stats["recorded"] == n and wall < 4.0, (stats, wall)
