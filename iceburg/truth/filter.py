@@ -125,8 +125,9 @@ class TruthFilter:
         # How loops and truncation are decided (issue 31): "rules" (each rule its own threshold) or
         # "learned" (two logistic models over the same signals, coefficients checked in as
         # iceburg/truth/combiner.json; `combine.py`), or a SignalCombiner (e.g. one LOSO fold).
-        # None (the default): "learned" with the structure rules - better than the rules on every
-        # left-out source at >= 1,000 records/s with 2 workers (docs/truth_filter.md) - and "rules"
+        # None (the default): "learned" with the structure rules - at least as good as the rules in
+        # every cell but one on every left-out source, at 980-1,009 records/s with 2 workers against
+        # the rules' 1,144-1,292 (the trade-off: docs/truth_filter.md, session 4) - and "rules"
         # with issue 13's line rules (the model's features include the last-block review).
         if combine is None:
             combine = "learned" if completeness == "structure" else "rules"
