@@ -247,6 +247,10 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
                      f"tokens/s stops rising at about {CPU_SATURATING_TOKENS:,} tokens per micro-batch (measured, "
                      "hardware/planner.py CPU_SATURATING_TOKENS), so the smallest micro-batch that reaches it (or "
                      "the largest that fits) is the fastest; more rows would only add memory")
+    if config.objective in PREFERENCE_OBJECTIVES:
+        notes.append(f"{config.objective}: memory of the preference loop (micro-batch {micro} rows = {max(1, micro // 2)} "
+                     "example(s) x 2 sequences - chosen/rejected, or KTO's answer/KL mismatch - padded to the longest, "
+                     "logits at every position; hardware/memory.py loop='preference')")
     if fast_alloc:
         notes.append(f"glibc's allocator: the peak under it (up to {DYNAMIC_HEAP_FACTOR:g}x the estimate) fits, "
                      "and it is ~1.6x the fixed mmap threshold's speed (measured, SmolLM2-135M, 2 threads: "

@@ -110,6 +110,8 @@ def test_cpu_micro_batch_is_the_smallest_that_fills_the_matmuls(machines, tmp_pa
                               describe_hardware(machines.cpu_box(ram_gib=128, available_gib=120)),
                               supervised_fraction=0.5)
         assert other.micro_batch_size >= with_accum
+        # plan.json says which loop's memory a preference run was planned with
+        assert any(n.startswith("dpo: memory of the preference loop") for n in other.notes) == (objective == "dpo")
 
 
 ACCUM_CHILD = Path(__file__).resolve().parent / "accum_child.py"
