@@ -15,5 +15,6 @@ DANGLING = frozenset({"the", "a", "an", "and", "or", "of", "to", "in", "for", "w
                       "been", "being", "upon", "toward", "towards", "among", "whose"})
 
 # Verdicts of the line rules that no last-block shape overrides (structure.review_cut): an empty
-# prompt and a line continued with a backslash wait for what never came (issue 31).
-HARD_CUTS = ("the answer ends on an empty prompt", "the last line continues")
+# prompt, a line continued with a backslash and a new line stopped in its indentation wait for
+# what never came (issue 31).
+HARD_CUTS = ("the answer ends on an empty prompt", "the last line continues", "the answer ends on the indentation")

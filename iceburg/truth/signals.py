@@ -114,6 +114,17 @@ _CUT_PUNCT = re.compile(r"(?:,|\s[-\u2013\u2014&/])\s*$")
 _CUT_OPERATOR = re.compile(r"\s(?:--|->|=>|=)\s*$")
 _CONTINUED = re.compile(r"\s\\$")
 _BARE_PROMPT = re.compile(r"^\s*(?:>>>|\$)\s*$")
+# Issue 31, session 5: an answer whose raw text ends in a line break and the indentation of the
+# next line ("...ValueError is raised.\n    ") started a line and stopped before its first word:
+# a writer (or a sampler cut at max tokens, indentation being its own token) was not done. No clean
+# section of the five bench/truth_loso.py sources ends so (they are stripped, as a finished answer
+# is); 12 of the 97 cuts the learned default missed on the four training sources did.
+_TRAILING_INDENT = re.compile(r"\n[ \t]+\Z")
+# TeX/GNU quoting, `name' (a backtick closed by an apostrophe, older docstrings and man pages),
+# is a quoted name, not an inline code span left open (Python: "`member' may be a filename").
+# code (an assignment, a call or subscript) with an inline comment after two spaces (PEP 8)
+_INLINE_COMMENT = re.compile(r"^(\s*\S.*?(?:[)\]]|\s=\s\S+))\s{2,}#\s")
+_GNU_QUOTE = re.compile(r"`[\w./-]+'(?![\w`])")
 # A version number ends a changelog line completely ("* Upgrade V8 to 2.3.0" after "(Author)"
 # items; "Requires Python 3.11"): it is no sentence's dangling middle.
 _VERSION_END = re.compile(r"\bv?\d+(?:\.\d+)+$")
@@ -122,6 +133,7 @@ _VERSION_END = re.compile(r"\bv?\d+(?:\.\d+)+$")
 # at 101 of 4,157 for 2, 3 or 4 words at >= 8 sibling words (108 at >= 5 sibling words), recall
 # 0.910 -> 0.911; on the README corpus recall 0.891 (off) -> 0.912 (4 words), clean flags 4 throughout.
 SHORT_ITEM_WORDS = 4
+SIBLINGS_MIN = 1
 SHORT_ITEM_SIBLING_WORDS = 8
 _PUNCT = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"})
 # replacement character, C0/C1 control characters (not tab/newline), private-use area
@@ -229,7 +241,7 @@ def _fence_lines(text: str) -> int:
 
 def _unbalanced(line: str) -> str | None:
     """Inline markup opened on the last line and never closed: the line was cut inside it."""
-    if line.replace("```", "").count("`") % 2:
+    if _GNU_QUOTE.sub("", line.replace("```", "")).count("`") % 2:
         return "an inline code span is not closed"
     if line.count("**") % 2:
         return "bold text is not closed"
@@ -253,6 +265,8 @@ def truncation(final_answer: str) -> str | None:
     and the last line of a backslash-continued command are complete."""
     if _fence_lines(final_answer) % 2 == 1:
         return "unclosed code fence"
+    if _TRAILING_INDENT.search(final_answer):
+        return "the answer ends on the indentation of a line that never comes"
     lines = [ln for ln in final_answer.rstrip().split("\n") if ln.strip()]
     if not lines:
         return None
@@ -295,7 +309,7 @@ def truncation(final_answer: str) -> str | None:
     # ending, while planted cuts left 1-3 word lines ("See", "To install") in 24% of cases.
     if not words or _URL.search(last.split()[-1]) or _NOT_PROSE_END.match(last.strip()):
         return None
-    if _sentence_ended(last):
+    if _sentence_ended(last) or _commented_code(last):
         return None
     return f"last sentence has no terminal punctuation ({last[-30:]!r})"
 
@@ -394,8 +408,8 @@ def _list_cut(lines: list[str], continuation: bool = False) -> str | None:
     if not continuation and not ends and len(lines) > 1 and lines[-2].rstrip().endswith(":") \
             and _end_shape(last) == "word":
         return "the list its previous line announces stops inside its first item"
-    if len(ends) >= 2 and "word" not in styles:
-        if _end_shape(last) not in styles | _SENTENCE_END and _WORD.search(last):
+    if len(ends) >= SIBLINGS_MIN and "word" not in styles:
+        if _end_shape(last) not in styles | _SENTENCE_END and _WORD.search(last) and not _bare_address_end(last):
             return f"the last list item lacks the ending its siblings have ({last[-30:]!r})"
         return None
     if (not continuation and ends and _end_shape(last) == "word"
@@ -405,6 +419,24 @@ def _list_cut(lines: list[str], continuation: bool = False) -> str | None:
     if continuation and last[-1] not in _TERMINAL:
         return f"last sentence has no terminal punctuation ({last[-30:]!r})"
     return None
+
+
+def _commented_code(line: str) -> bool:
+    """A line of code with an inline comment (PEP 8: code, two spaces, `# `, as in "dirs.remove('CVS')
+    # don't visit CVS directories"): the comment runs to the line's end and takes no sentence mark,
+    and the code before it is judged as code: complete unless a bracket is left open."""
+    m = _INLINE_COMMENT.match(line)
+    return bool(m) and _unbalanced(m.group(1)) is None
+
+
+def _bare_address_end(line: str) -> bool:
+    """The line ends on a bare address (`https://...`, `<https://...>`), not a markdown link: a
+    complete reference that takes the place of a sentence mark (authors leave the full stop off so
+    it is not read as part of the address) or follows an item's usual ending ("(Ben Noordhuis)
+    <https://github.com/nodejs/node/pull/7195>"). Issue 31, session 5: 2 of Debian's 12 clean
+    rejections were such changelog items judged by their siblings' `.` or `)`."""
+    tail = line.split()[-1] if line.split() else ""
+    return not _LINK_END.search(tail) and bool(_URL.match(tail.strip("<>")))
 
 
 _BOILER_KEYS = ("hope", "let me know", "feel free", "question", " ai", "happy to", "anything else",

@@ -66,6 +66,11 @@ _FENCE = re.compile(r"^\s{0,3}(?:```|~~~)")
 OPEN_PARA_HABIT: float | None = None
 OPEN_PARA_MIN = 3
 NO_MARK = "last sentence has no terminal punctuation"
+# An aligned definition table ("gi_frame        frame object ...") is judged by its entries'
+# endings when at least this many earlier entries share the last one's description column (two,
+# as `signals._list_cut` asks of a list's items before it judges a list's style).
+DEFINITION_MIN_ENTRIES = 2
+_ALIGNED_ENTRY = re.compile(r"^(\s*\S(?:\S| (?! ))*\s{2,})\S")
 _LITERAL_START = re.compile(r"::\s*$")
 
 
@@ -152,6 +157,8 @@ def review_cut(text: str, why: str) -> str | None:
         return None if last.lstrip().startswith("#") else why  # "text\n-" is a setext heading
     if kind == "html":
         return None
+    if kind in ("code", "paragraph") and _definition_table_end(lines):
+        return None
     if kind in ("code", "doctest"):
         if _FENCE.match(last):
             return None  # a closed fenced block
@@ -175,6 +182,41 @@ def review_cut(text: str, why: str) -> str | None:
             and not (len(lines) > 1 and block_shape(lines[-2])) and not _definition_run(lines):
         return why  # a long "Key: value" alone is a sentence with a colon, judged as one
     return None
+
+
+def _definition_entries(lines: list[str]) -> list[tuple[int, str]]:
+    """(description column, last line) of each entry of an aligned definition table ("name
+    <2+ spaces> description", continuation lines indented to the description column) of the run
+    of such lines that ends the block."""
+    entries: list[tuple[int, str]] = []
+    for ln in lines:
+        m = _ALIGNED_ENTRY.match(ln)
+        if entries and len(ln) - len(ln.lstrip()) == entries[-1][0]:
+            entries[-1] = (entries[-1][0], ln)  # continues the description
+        elif m:
+            entries.append((m.end(1), ln))
+        else:
+            entries = []  # an introducing line: the table is the run of entries after it
+    return entries
+
+
+def _definition_table_end(lines: list[str]) -> bool:
+    """The block is an aligned definition table (module docstrings, `--help` text, man pages:
+    "send            resumes the generator ...") whose entries end without a sentence mark, and
+    its last entry does too without stopping mid-phrase: complete by the table's own style, as a
+    list whose items never end with a full stop (`signals._list_cut`). Entries that end with a
+    sentence mark keep the line rules' verdict for an entry that does not (issue 31, session 5)."""
+    entries = _definition_entries(lines)
+    if len(entries) < DEFINITION_MIN_ENTRIES + 1:
+        return False
+    col = entries[-1][0]
+    siblings = [e for c, e in entries[:-1] if c == col]
+    return len(siblings) >= DEFINITION_MIN_ENTRIES and not any(_sentence_mark(e) for e in siblings) \
+        and _phrase_complete(entries[-1][1])
+
+
+def _sentence_mark(line: str) -> bool:
+    return line.rstrip()[-1:] in (".", "!", "?", ":", ";")
 
 
 def _definition_run(lines: list[str]) -> bool:
