@@ -120,3 +120,70 @@ def test_a_cut_comes_back_when_the_model_clears_the_rules_loop():
     # complete, the same answer passes: the cut, not the restated sentence, is the defect
     t2 = t2.rsplit(" If", 1)[0]
     assert TruthFilter(combine="learned").assess(rec()).reasons == []
+
+
+# Node.js's zlib documentation (Debian's nodejs-doc, doc/api/zlib.md, "Flushing"): one example shown
+# twice, as an ES module and as CommonJS - documentation repeats an example, a loop repeats many times.
+ZLIB_FLUSH = """Calling [`.flush()`][] on a compression stream will make `zlib` return as much
+output as currently possible. This may come at the cost of degraded compression
+quality, but can be useful when data needs to be available as soon as possible.
+
+In the following example, `flush()` is used to write a compressed partial
+HTTP response to the client:
+
+""" + "\n\n".join("""```{kind}
+{imports}
+
+http.createServer((request, response) => {{
+  // For the sake of simplicity, the Accept-Encoding checks are omitted.
+  response.writeHead(200, {{ 'content-encoding': 'gzip' }});
+  const output = zlib.createGzip();
+  let i;
+
+  pipeline(output, response, (err) => {{
+    if (err) {{
+      // If an error occurs, there's not much we can do because
+      // the server has already sent the 200 response code and
+      // some amount of data has already been sent to the client.
+      // The best we can do is terminate the response immediately
+      // and log the error.
+      clearInterval(i);
+      response.end();
+      console.error('An error occurred:', err);
+    }}
+  }});
+
+  i = setInterval(() => {{
+    output.write(`The current time is ${{Date()}}\\n`, () => {{
+      // The data has been passed to zlib, but the compression algorithm may
+      // have decided to buffer the data for more efficient compression.
+      // Calling .flush() will make the data available as soon as the client
+      // is ready to receive it.
+      output.flush();
+    }});
+  }}, 1000);
+}}).listen(1337);
+```""".format(kind=k, imports=i) for k, i in (
+    ("mjs", "import zlib from 'node:zlib';\nimport http from 'node:http';\nimport { pipeline } from 'node:stream';"),
+    ("cjs", "const zlib = require('node:zlib');\nconst http = require('node:http');\n"
+            "const { pipeline } = require('node:stream');")))
+
+
+def test_loop_thresholds_sit_mid_plateau_so_a_twice_shown_example_is_kept():
+    # Issue 31, session 5: the fold threshold was the LOWEST of a wide range with equal training
+    # shortfall (0.10-0.20), and the Debian fold's model (fit without Debian) scored this clean page
+    # 0.34 >= 0.20: rejected as a loop. Ties now go to the fewest clean rejections, then the middle of
+    # the tied range (bench/truth_loso_learned.py `choose`): measured 0.55-0.70 for every fold.
+    data = json.loads(WEIGHTS.read_text())
+    for fold, models in data["folds"].items():
+        assert models["repetition"]["threshold"] >= 0.5, fold  # above the old lowest-tie picks (<= 0.2)
+    fold = SignalCombiner.load("debian")
+    rec = _record(ZLIB_FLUSH)
+    a = TruthFilter(combine=fold).assess(rec)
+    assert [r.code for r in a.reasons] == [], [r.message for r in a.reasons]
+    # measured 0.29 under the refit fold model; it must stay clearly under the fold's threshold (0.70)
+    # and it sat above the old lowest-tie threshold (0.20): the margin is what the tie-break bought
+    assert 0.2 < rec.signals["truth.p_repetition"] < fold.models["repetition"].threshold - 0.2
+    # the same model still calls five copies of a block a loop (the planted loops repeat 3-8 times)
+    looped = INTRO + "\n\n".join([BLOCK] * 5)
+    assert "repetition" in [r.code for r in TruthFilter(combine=fold).assess(_record(looped)).reasons]

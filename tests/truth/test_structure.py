@@ -40,6 +40,36 @@ COMPLETE = {
     "continued command": "To remove all POSIX accounts associated with the current user in the project named "
                          "example-project, run:\n\n$ gcloud alpha compute os-login remove-profile \\\n"
                          "--project=example-project",
+    # session 5, clean endings the learned default rejected (bench/truth_loso.py, record by record):
+    # Debian's Node.js changelog, an item carrying a bare autolink after its "(Author)" ending
+    "autolink after the author": "* \\[[`a113e02f16`](https://github.com/nodejs/node/commit/a113e02f16)] - deps: "
+                                 "backport 3a9bfec from v8 upstream (Ben Noordhuis)\n* \\[[`5df21b2e36`](https://"
+                                 "github.com/nodejs/node/commit/5df21b2e36)] - deps: backport 9a4fd268 from libuv "
+                                 "upstream (Rod Vagg)\n* \\[[`8138055c88`](https://github.com/nodejs/node/commit/"
+                                 "8138055c88)] - test: fix test failure due to expired certificates (Ben Noordhuis) "
+                                 "<https://github.com/nodejs/node/pull/7195>",
+    # Debian's V8 notes: a bare address in place of its siblings' full stop
+    "address for a full stop": "  * Implement new `TypedArray.from()` and `TypedArray.of()` functions. See "
+                               "<https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/"
+                               "TypedArray> for further information.\n  * Implement arrow functions, see <https://"
+                               "developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Functions/Arrow_functions> "
+                               "for further information.\n  * Full ChangeLog available at <https://github.com/v8/"
+                               "v8-git-mirror/blob/4.5.103/ChangeLog>",
+    # Python's zipfile.ZipFile.extract docstring: TeX/GNU quotes, `member' and `path'
+    "GNU quotes": "Extract a member from the archive to the current working directory, using its full name. "
+                  "Its file information is extracted as accurately\nas possible. `member' may be a filename or a "
+                  "ZipInfo object. You can\nspecify a different directory using `path'.",
+    # Python's inspect.isgenerator docstring: an aligned definition table, no entry with a full stop
+    "aligned definition table": "Generator objects provide these attributes:\n"
+                                "    close           raises a new GeneratorExit exception inside the\n"
+                                "                    generator to terminate the iteration\n"
+                                "    gi_code         code object\n"
+                                "    next            return the next item from the container\n"
+                                "    throw           used to raise an exception inside the generator",
+    # Python's os.walk docstring: example code whose last line carries a PEP 8 inline comment
+    "commented code": "Example:\n\nimport os\nfor root, dirs, files in os.walk('python/Lib/email'):\n"
+                      "    print(root, \"consumes \")\n    if 'CVS' in dirs:\n"
+                      "        dirs.remove('CVS')  # don't visit CVS directories",
 }
 
 CUT = {
@@ -63,6 +93,24 @@ CUT = {
                        "few more changes to your code, but is safer in general), so you can even simplify your training loop",
     "definition on a dangling word": "Retrieve data in binary mode.\n\nArgs:\n  cmd: A RETR command.\n"
                                      "  callback: A single parameter callable to be called on each",
+    # session 5: planted cuts the learned default missed (real endings up to the cut)
+    # Python's ssl docstring, cut after the next line's indentation
+    "cut in a new line's indentation": "Note: if ssl_context is provided, then parameters keyfile or\n"
+                                       "        certfile should not be set otherwise ValueError is raised.\n    ",
+    # a README's two-item list (httpcore): the item before ends with a mark, the cut one does not
+    "cut in a two-item list": "- Support async cancellations, ensuring that the connection pool is left in a clean "
+                              "state when cancellations occur. (#726)\n- The networking backend interface has [been "
+                              "added to the public API](https://www.encode.io/httpcore/network-backends). Some "
+                              "classes which were previously private implementation",
+    # an aligned table whose entries end with full stops (the table's style): an entry without one
+    "cut in a punctuated definition table": "Options:\n    -v              Print more output.\n"
+                                            "    -q              Print nothing at all.\n"
+                                            "    -o FILE         Write the report to",
+    "cut in a punctuated definition table, no dangling word": "Options:\n    -v              Print more output.\n"
+                                                              "    -q              Print nothing at all.\n"
+                                                              "    -o FILE         Write the report",
+    # an inline comment is no licence for prose: a prose line with "  # " stays judged as prose
+    "prose before a hash": INTRO + "See the changelog for what changed  # and the reasons behind",
 }
 
 
