@@ -268,14 +268,9 @@ def truncation(final_answer: str) -> str | None:
     a 1-4 word last item after sentence-length siblings. Issue 31 (session 3): a bare prompt, a
     line continued with a backslash, a free-standing `--`/`->`/`=>`/`=` at the end, or an
     announced list stopping inside its first item are cuts; a version or decimal number at the end
-    and the last line of a backslash-continued command are complete. Session 5: a line break
-    followed by indentation at the very end is a cut; an item ending on a bare address is not
-    judged by its siblings' ending; one earlier item sets a list's style; a code line with an
-    inline `  # comment` and TeX/GNU `quotes' are complete."""
-    if _fence_lines(final_answer) % 2 == 1:
-        return "unclosed code fence"
-    if _TRAILING_INDENT.search(final_answer):
-        return "the answer ends on the indentation of a line that never comes"
+    and the last line of a backslash-continued command are complete. Session 5: `_open_end`."""
+    if (why := _open_end(final_answer)) is not None:
+        return why
     lines = [ln for ln in final_answer.rstrip().split("\n") if ln.strip()]
     if not lines:
         return None
@@ -321,6 +316,18 @@ def truncation(final_answer: str) -> str | None:
     if _sentence_ended(last) or _commented_code(last):
         return None
     return f"last sentence has no terminal punctuation ({last[-30:]!r})"
+
+
+def _open_end(final_answer: str) -> str | None:
+    """Cuts seen in the raw text's end: an unclosed code fence; a line break followed by
+    indentation (a new line stopped before its first word). Other session-5 changes: an item ending
+    on a bare address is not judged by its siblings' ending, one earlier item sets a list's style,
+    a code line with an inline `  # comment` and TeX/GNU `quotes' are complete."""
+    if _fence_lines(final_answer) % 2 == 1:
+        return "unclosed code fence"
+    if _TRAILING_INDENT.search(final_answer):
+        return "the answer ends on the indentation of a line that never comes"
+    return None
 
 
 def open_paragraph_share(text: str) -> float:
