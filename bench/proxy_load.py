@@ -5,6 +5,7 @@
                                [--baseline-tree DIR] [--pin] [--part NAME]
     python bench/proxy_load.py --memory N [--every 250] [--tracemalloc | --trim] [--stack plain|fast|auto] [--pin]
     python bench/proxy_load.py --stack-ab R   (own clock under load: asyncio+h11 vs uvloop+httptools)
+    python bench/proxy_load.py --client-cpu N (the upstream client's CPU per request: httpx vs httpcore)
     python bench/proxy_load.py --diagnose R [--diagnose-settings same,serve-nice,flags --proxy-flags "--fsync never"]
                                [--diagnose-settings same,flags --baseline-tree DIR]  (this tree vs an earlier one)
                                [--diagnose-settings same,direct,plain --capture]  (the same load direct and through a
@@ -560,6 +561,62 @@ def stack_ab(args) -> None:
         raise SystemExit(f"FAILED: lost, torn, duplicated or unequal records through {bad}")
 
 
+def client_cpu(args) -> None:
+    """`--client-cpu N`: the upstream client's own CPU per streamed request (thread CPU time around one
+    request and the reading of its answer), httpx.AsyncClient vs httpcore's pool that it wraps, N
+    sequential requests each against the fixed-answer upstream (its 11 events), alternating in 2
+    rounds; the first 100 of each are left out (warm-up). What the proxy saves per request by using
+    httpcore's pools directly (iceburg/serve/proxy.py, UPSTREAM_POOLS)."""
+    import httpcore
+    import httpx
+    from _common import machine_info, save
+
+    fixed = start_fixed_upstream()
+    url = fixed.url + "/v1/chat/completions"
+    body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    headers = [("content-type", "application/json"), ("x-iceburg-agent", "surveyor"), ("accept-encoding", "identity")]
+
+    async def via_httpx() -> list[float]:
+        out = []
+        async with httpx.AsyncClient(trust_env=False) as c:
+            for _ in range(args.client_cpu):
+                t = time.thread_time()
+                resp = await c.send(c.build_request("POST", url, headers=headers, content=body), stream=True)
+                async for _ in resp.aiter_raw():
+                    pass
+                await resp.aclose()
+                out.append(time.thread_time() - t)
+        return out
+
+    async def via_httpcore() -> list[float]:
+        out = []
+        async with httpcore.AsyncConnectionPool() as pool:
+            for _ in range(args.client_cpu):
+                t = time.thread_time()
+                resp = await pool.handle_async_request(httpcore.Request("POST", url, headers=[
+                    ("host", fixed.url.split("//")[1]), *headers, ("content-length", str(len(body)))], content=body))
+                async for _ in resp.aiter_stream():
+                    pass
+                await resp.aclose()
+                out.append(time.thread_time() - t)
+        return out
+
+    rows = []
+    try:
+        for r in range(2):
+            for name, run in (("httpx.AsyncClient", via_httpx), ("httpcore.AsyncConnectionPool", via_httpcore)):
+                xs = asyncio.run(run())[100:]
+                rows.append({"round": r + 1, "client": name, "requests": len(xs),
+                             "cpu_p50_ms": round(pct(xs, 50) * 1000, 3), "cpu_mean_ms": round(statistics.fmean(xs) * 1000, 3)})
+    finally:
+        fixed.stop()
+    meta = {**machine_info(), "upstream": "fixed-answer (bench/_fixed_upstream.py), sequential, one connection",
+            "measure": "time.thread_time() around one streamed request and the reading of its 11 events",
+            "load_avg_1m_end": round(os.getloadavg()[0], 2)}
+    print(save("The upstream client's CPU per streamed request: httpx vs httpcore", rows, meta, list(rows[0]),
+               part=args.part or "client_cpu"))
+
+
 def sched(pid: int) -> dict:
     """The process's CPU time (ns, /proc/PID/stat utime + stime: ended threads included) and its main
     thread's run-queue wait (/proc/PID/schedstat: ns runnable but waiting for a CPU) and involuntary
@@ -625,26 +682,30 @@ def capture_segments(ports: str, out: Path) -> None:
     out.write_text(json.dumps(segs))
 
 
-def capture_analysis(segs: list, server: int) -> tuple[list[float], dict[str, float]]:
+def capture_analysis(segs: list, server: int) -> tuple[list[float], dict[str, tuple[float, float, float]]]:
     """From the segments on `server`'s port: each request's gap between its headers' segment and the
-    next one from the same client (the body), and per response id the server's wire time (its
-    request's headers in, to its answer's last segment out: the server's whole part of the exchange,
-    generation and queueing for the model included, none of the client's)."""
+    next one from the same client (the body), and per response id the server's wire span: its
+    request's headers in, its answer's last segment out, and its request's last segment in (the body:
+    the server has the whole request; nothing can be generated before it), i.e. the server's whole
+    part of the exchange, generation and queueing for the model included, none of the client's."""
     import re
 
     heads, gaps, open_, wire = {}, [], {}, {}
 
     def close(ex: list) -> None:
         if ex[1] is not None and ex[2] is not None:
-            wire[ex[1]] = ex[2] - ex[0]
+            wire[ex[1]] = (ex[0], ex[2], ex[3])
 
     for ts, sport, dport, head in segs:
         if dport == server and head.startswith("POST"):
             if sport in open_:  # the connection's previous exchange is over
                 close(open_[sport])
-            heads[sport], open_[sport] = ts, [ts, None, None]
-        elif dport == server and sport in heads:
-            gaps.append(ts - heads.pop(sport))
+            heads[sport], open_[sport] = ts, [ts, None, None, ts]
+        elif dport == server and sport in open_:
+            if sport in heads:
+                gaps.append(ts - heads.pop(sport))
+            if open_[sport][2] is None:  # more of the request before any of the answer
+                open_[sport][3] = ts
         elif sport == server and dport in open_:
             ex = open_[dport]
             ex[2] = ts  # the answer's latest segment so far
@@ -674,14 +735,17 @@ def capture_result(proc, out: Path, port: int, serve_port: int, answers: dict) -
     proc.send_signal(signal.SIGTERM)
     proc.wait(120)
     segs = json.loads(out.read_text())
-    gaps, _ = capture_analysis(segs, port)
-    _, wire = capture_analysis(segs, serve_port)
+    gaps, called = capture_analysis(segs, port)
+    _, spans = capture_analysis(segs, serve_port)
+    wire = {k: end - start for k, (start, end, _) in spans.items()}
     outside = [a["seconds"] - wire[a["id"]] for a in answers.values() if a["id"] in wire]
     # without each client's first request (the round's opening burst: 50 connections and requests at once)
     steady = [a["seconds"] - wire[a["id"]] for a in answers.values() if a["id"] in wire and not a["first"]]
     gaps = gaps or [0.0]
     res = {"kernel_body_gap_ms": {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99, 100)},
            "kernel_split_requests": len(gaps), "outside_serve_matched": len(outside)}
+    if port != serve_port:
+        res.update(proxy_wire_parts(called, spans, answers))
     if outside:
         res.update({f"outside_serve_p{q}_ms": round(pct(outside, q) * 1000, 3) for q in (50, 90, 99)},
                    outside_serve_mean_ms=round(statistics.fmean(outside) * 1000, 3),
@@ -689,7 +753,46 @@ def capture_result(proc, out: Path, port: int, serve_port: int, answers: dict) -
     if steady:
         res.update({f"outside_serve_steady_p{q}_ms": round(pct(steady, q) * 1000, 3) for q in (50, 99)},
                    outside_serve_steady_n=len(steady))
+    res.update(outside_whole_request(spans, answers))
     return res
+
+
+def outside_whole_request(spans: dict, answers: dict) -> dict:
+    """`outside_serve` with serve's span taken from its request's last segment in (it has the whole
+    request) instead of its headers: the same for both settings, but a gap between the headers and
+    the body at serve's port is the sender's (the client direct, the proxy through it), where the
+    headers-based figure counts it as serve's in both. Under the opening burst the client's own
+    gap is tens of ms (its 50 requests' headers, then their bodies): headers-based, that wait lies
+    inside serve's span direct and outside it through the proxy (the proxy waits for the body before
+    forwarding). All requests, and without each client's first."""
+    xs = [(a["first"], a["seconds"] - (spans[a["id"]][1] - spans[a["id"]][2]))
+          for a in answers.values() if a["id"] in spans]
+    out = {}
+    for name, sel in (("", [x for _, x in xs]), ("_steady", [x for f, x in xs if not f])):
+        if sel:
+            out.update({f"outside_whole{name}_p{q}_ms": round(pct(sel, q) * 1000, 3) for q in (50, 99)})
+    return out
+
+
+def proxy_wire_parts(called: dict, spans: dict, answers: dict) -> dict:
+    """Through a proxy, per request (response id) on the wire: `forward` = the request's last segment
+    in at iceburg serve minus its headers in at the proxy (everything before serve has the whole
+    request: the client's body, uvicorn, the handler, the proxy's upstream connection and request) and
+    `tail` = the answer's last segment out of the proxy minus its last segment out of serve (the
+    relay behind the last chunk); `proxy_wire` = the two together, the proxy's own part of this one
+    request as the kernel saw it, without the between-distributions limit of `outside_serve`. p50/p99
+    over all requests, over each client's first (the opening burst) and over the rest."""
+    def stats(name: str, xs: list[float]) -> dict:
+        return {f"{name}_p{q}_ms": round(pct(xs, q) * 1000, 3) for q in (50, 99)} if xs else {}
+
+    rows = [(a["first"], spans[a["id"]][2] - called[a["id"]][0], called[a["id"]][1] - spans[a["id"]][1])
+            for a in answers.values() if a["id"] in spans and a["id"] in called]
+    out = {"proxy_wire_matched": len(rows)}
+    for name, keep in (("", lambda f: True), ("_first", lambda f: f), ("_steady", lambda f: not f)):
+        sel = [r for r in rows if keep(r[0])]
+        out.update(stats(f"forward{name}", [r[1] for r in sel]), **stats(f"tail{name}", [r[2] for r in sel]),
+                   **stats(f"proxy_wire{name}", [r[1] + r[2] for r in sel]))
+    return out
 
 
 def direct_round(url: str, serve_url: str, args, r: int, pid: int) -> dict:
@@ -804,16 +907,22 @@ def diagnose(args) -> None:
         if "plain" in settings:  # this tree's proxy as deployed: no --timing
             services.append(start_collect(services[0].url + "/v1", work / "logs-plain", work / "collect-plain.log"))
             proxies["plain"], answers["plain"] = services[-1], {}
+        if "base-plain" in settings:  # the baseline tree's proxy as deployed
+            services.append(start_collect_from(args.baseline_tree.resolve(), services[0].url + "/v1",
+                                               work / "logs-base-plain", work / "collect-base-plain.log"))
+            proxies["base-plain"], answers["base-plain"] = services[-1], {}
         asyncio.run(pairs(services[0].url + "/v1/chat/completions",
                           {n: p.url + "/v1/chat/completions" for n, p in proxies.items()}, 5, args.max_tokens))
+        t_run = time.perf_counter()
         for r in range(args.diagnose):
             setting = settings[(r + r // len(settings)) % len(settings)]  # alternating, order flipped each pass
-            if setting in ("direct", "plain"):  # straight to iceburg serve, or through a proxy without --timing
-                url = services[0].url if setting == "direct" else proxies["plain"].url
+            began = round(time.perf_counter() - t_run, 1)  # a proxy's idle gap since its last round (keep-alive)
+            if setting in ("direct", "plain", "base-plain"):  # straight to serve, or through a proxy without --timing
+                url = services[0].url if setting == "direct" else proxies[setting].url
                 out, got = direct_round(url, services[0].url, args, r, services[0].proc.pid)
-                if setting == "plain":
-                    answers["plain"].update(got)
-                rounds.append({"round": r + 1, "setting": setting, **out})
+                if setting != "direct":
+                    answers[setting].update(got)
+                rounds.append({"round": r + 1, "setting": setting, "start_s": began, **out})
                 rounds[-1]["client_gap_p99_ms"] = rounds[-1]["client_gap_ms"][99]
                 print(json.dumps(rounds[-1]), flush=True)
                 continue
@@ -825,7 +934,7 @@ def diagnose(args) -> None:
             answers["flags" if setting == "flags" else "default"].update(got["answers"])
             all_rows.setdefault(setting, []).extend(got["rows"])
             ph = phase_table(got["rows"])
-            rounds.append({"round": r + 1, "setting": setting, **out, "own_p50_ms": ph["p50"]["own"],
+            rounds.append({"round": r + 1, "setting": setting, "start_s": began, **out, "own_p50_ms": ph["p50"]["own"],
                            "own_p99_ms": ph["p99"]["own"], "over_5ms": ph["over_5ms"],
                            "client_wait_p99_ms": ph["p99"]["client_wait"], "client_gap_p99_ms": out["client_gap_ms"][99],
                            "net_p50_ms": ph["p50"]["own_minus_client"], "net_p99_ms": ph["p99"]["own_minus_client"],
@@ -838,8 +947,9 @@ def diagnose(args) -> None:
     finally:
         for service in reversed(services):
             service.stop()
-    check = {name: check_records(work / f"logs-{name}", got) for name, got in answers.items()}
-    cols = ["round", "setting", "requests", "own_p50_ms", "own_p99_ms", "over_5ms", "client_wait_p99_ms",
+    # a proxy that served no round (the --timing one when no setting reads its clock) has nothing to check
+    check = {name: check_records(work / f"logs-{name}", got) for name, got in answers.items() if got}
+    cols = ["round", "setting", "start_s", "requests", "own_p50_ms", "own_p99_ms", "over_5ms", "client_wait_p99_ms",
             "client_gap_p99_ms", "net_p50_ms", "net_p99_ms", "net_over_5ms", "machine_busy_pct",
             "proxy_cpu_ms_per_req", "proxy_runq_wait_ms_per_req", "proxy_involuntary_per_req", "serve_cpu_ms_per_req",
             "bench_cpu_ms_per_req", "client_added_p50_ms", "client_added_p99_ms", "client_added_over_5ms",
@@ -849,7 +959,9 @@ def diagnose(args) -> None:
     for x in rounds:
         x["loop_lag_p99_ms"] = x.get("loop_lag", {}).get("p99_ms")
         x["kernel_body_gap_p99_ms"] = x.get("kernel_body_gap_ms", {}).get(99)
-    cols += ["loop_lag_p99_ms", "kernel_body_gap_p99_ms"]
+    cols += ["loop_lag_p99_ms", "kernel_body_gap_p99_ms", "outside_whole_p50_ms", "outside_whole_p99_ms",
+             "outside_whole_steady_p99_ms", "proxy_wire_p50_ms", "proxy_wire_p99_ms",
+             "proxy_wire_steady_p99_ms", "forward_first_p50_ms", "forward_first_p99_ms", "tail_first_p99_ms"]
     meta = {**machine_info(), "clients": args.clients, "requests_per_client_per_round": args.requests,
             "rounds": args.diagnose, "upstream": "iceburg serve (iceburg-tiny Q8_0, 1 thread)",
             "max_tokens": args.max_tokens, "proxy_flags": args.proxy_flags or "", "pinning": "none",
@@ -858,6 +970,7 @@ def diagnose(args) -> None:
                          "proxy-nice": "the proxy at nice -10 (root), iceburg serve and the bench at 0",
                          "direct": "the same load straight to iceburg serve (no proxy), every process at nice 0",
                          "plain": "through this tree's proxy started without --timing (as deployed), nice 0",
+                         "base-plain": f"through the proxy of {args.baseline_tree} without --timing, nice 0",
                          "flags": f"a second proxy started with {args.proxy_flags!r}"
                                   + (f" from {args.baseline_tree}" if args.baseline_tree else "")
                                   + ", every process at nice 0"},
@@ -878,6 +991,13 @@ def diagnose(args) -> None:
                                          "latency is the difference between the settings; `steady` leaves out "
                                          "each client's first request of the round (50 new connections and "
                                          "requests at once)",
+                        "outside_whole": "--capture: outside_serve with serve's span from its request's last "
+                                         "segment in (the whole request) instead of its headers "
+                                         "(outside_whole_request says why)",
+                        "proxy_wire": "--capture, through a proxy: per request, `forward` (its last segment in at "
+                                      "iceburg serve minus its headers in at the proxy) plus `tail` (the answer's last segment "
+                                      "out of the proxy minus out of serve): the proxy's own part of that request on "
+                                      "the wire (proxy_wire_parts); `first` = each client's first request",
                         "request": "the whole streamed request as the client saw it (queueing for the one "
                                    "llama.cpp slot included)"},
             "records": check, "by_setting": {k: phase_table(v) for k, v in all_rows.items() if v},
@@ -917,15 +1037,20 @@ def main() -> None:
     ap.add_argument("--diagnose", type=int, default=0, metavar="R",
                     help="only the loaded run's own time by phase, R rounds alternating the scheduling setting")
     ap.add_argument("--diagnose-settings", default="same,serve-nice",
-                    help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags, direct, plain)")
+                    help="with --diagnose: the settings to alternate (same, serve-nice, proxy-nice, flags, direct, plain, "
+                    "base-plain)")
     ap.add_argument("--proxy-flags", default="", help="with --diagnose: extra `iceburg collect` flags")
     ap.add_argument("--capture", action="store_true", help="with --diagnose (root): the kernel's arrival times of each "
                     "request's header and body segments on the server's port (AF_PACKET on lo)")
+    ap.add_argument("--client-cpu", type=int, default=0, metavar="N", help="only the upstream client's CPU per "
+                    "streamed request, httpx vs httpcore, N sequential requests each (fixed-answer upstream)")
     ap.add_argument("--capture-port", help=argparse.SUPPRESS)  # the capture process (--capture)
     ap.add_argument("--capture-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.capture_port:
         return capture_segments(args.capture_port, args.capture_out)
+    if args.client_cpu:
+        return client_cpu(args)
     if args.diagnose:
         return diagnose(args)
     if args.stack_ab:

@@ -18,7 +18,7 @@ from ..errors import MissingDependencyError
 
 SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 SERVER_INSTALL = "pip install 'iceburg[llama,serve]'"
-PROXY_MODULES = ("starlette", "uvicorn", "httpx")
+PROXY_MODULES = ("starlette", "uvicorn", "httpx", "httpcore")
 PROXY_INSTALL = "pip install 'iceburg[serve]'"
 
 

@@ -3,8 +3,9 @@
     iceburg collect --upstream http://127.0.0.1:11434/v1 --port 8011 --log logs/
     # agents: base_url = http://127.0.0.1:8011/v1   (only the host and port change)
 
-Built on Starlette (the ASGI toolkit under FastAPI) served by uvicorn, with httpx as the upstream
-client; nothing of HTTP is hand-written here. Every request is forwarded to the upstream with its
+Built on Starlette (the ASGI toolkit under FastAPI) served by uvicorn, with httpcore (httpx's own
+transport: its connection pools and HTTP/1.1 client) as the upstream client; nothing of HTTP is
+hand-written here. Every request is forwarded to the upstream with its
 method, path, query, headers (minus hop-by-hop ones; `Accept-Encoding: identity` so the recorder
 can read the answer) and body unchanged; the upstream's status, headers and body come back
 unchanged, streamed bodies chunk by chunk as they arrive.
@@ -53,9 +54,10 @@ from .timing import Clock, NoClock, Timing
 logger = logging.getLogger(__name__)
 
 AGENT_HEADER = "x-iceburg-agent"
-# RFC 9110 section 7.6.1 hop-by-hop headers, plus the ones httpx/uvicorn set themselves.
+# RFC 9110 section 7.6.1 hop-by-hop headers, plus the framing ones the proxy sets itself (host, length).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP_BYTES = {h.encode() for h in HOP_BY_HOP}
 STATS_PATH = "/_iceburg/stats"
 TIMING_PATH = "/_iceburg/timing"
 LOOPS, HTTPS = ("auto", "asyncio", "uvloop"), ("auto", "h11", "httptools")  # uvicorn's names
@@ -69,6 +71,21 @@ LOOPS, HTTPS = ("auto", "asyncio", "uvloop"), ("auto", "h11", "httptools")  # uv
 # 1,000 each; bench/results/proxy_load_diagnose_pools.md; docs/loop.md). Kept: it does not cost more,
 # and the scan grows with the square of the open streams.
 UPSTREAM_POOLS = 8
+# The pools are httpcore's, used directly: httpx's client around them (its Request/Response models,
+# auth and redirect flows, cookie jar) cost 0.27-0.28 ms of CPU per streamed request on this machine
+# (0.83-0.85 vs 0.57 ms, `bench/proxy_load.py --client-cpu`, bench/results/proxy_load_client_cpu.md),
+# none of which a proxy uses;
+# and its jar kept the upstream's Set-Cookie and added it to later requests that had no Cookie
+# header, i.e. to other agents'. httpx is kept for its TLS context (certifi's CA bundle).
+# How long an idle upstream connection is kept for the next request. httpx's default (5 s) equals
+# uvicorn's keep-alive timeout (`iceburg serve`): the upstream connections of a burst of agents were
+# gone before the next burst a few seconds later, so every burst opened them again (a TCP connect
+# and several event-loop turns per request, on the loop that is relaying the other streams), and
+# equal timeouts let the proxy send on a connection the server is closing at the same moment. 60 s
+# is nginx's upstream `keepalive_timeout` default; `iceburg serve` keeps idle connections longer
+# (server.KEEPALIVE_S), so the proxy closes first. An upstream that closes earlier is noticed by
+# httpcore (the closed socket reads as EOF) and its connection replaced, as before.
+UPSTREAM_KEEPALIVE_S = 60.0
 
 
 @dataclass
@@ -216,7 +233,31 @@ def forward_headers(headers) -> list[tuple[str, str]]:
 
 
 def response_headers(resp) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in resp.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+    return [(k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP_BYTES]
+
+
+def url_credentials(parts) -> tuple[str, str] | None:
+    """`--upstream http://USER:PASS@host/...`: the Basic Authorization header httpx made of them."""
+    import base64
+    from urllib.parse import unquote
+
+    if parts.username is None and parts.password is None:
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+    return ("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+
+
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The first value of header `name` (lower case) in httpcore's list of raw headers, else b""."""
+    return next((v for k, v in headers if k.lower() == name), b"")
+
+
+def upstream_errors() -> tuple[type[Exception], ...]:
+    """httpcore's exceptions for a failed exchange (httpx mapped the same ones to httpx.HTTPError)."""
+    import httpcore
+
+    return (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+            httpcore.ProxyError)
 
 
 class RecordingProxy:
@@ -230,18 +271,34 @@ class RecordingProxy:
         self.syncer = IntervalSync() if cfg.fsync == "interval" else None
         self.folder = AgentLogFolder(cfg.log_dir, fsync="never" if self.syncer else cfg.fsync)
         parts = urlsplit(cfg.upstream)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"  # credentials: url_credentials
         self.base_path = parts.path.rstrip("/")
-        self.clients: list[Any] = []  # UPSTREAM_POOLS httpx clients, opened in the app's lifespan
+        self.clients: list[Any] = []  # UPSTREAM_POOLS httpcore pools, opened in the app's lifespan
         self._turn = 0
+        self.host_header = ("host", parts.netloc.rsplit("@", 1)[-1])  # what httpx sent: the upstream's host[:port]
+        self.url_auth = url_credentials(parts)
+        # httpx.Timeout(timeout_s, connect=connect_timeout_s) as httpcore's per-request extension
+        self.extensions = {"timeout": {"connect": cfg.connect_timeout_s, "read": cfg.timeout_s,
+                                       "write": cfg.timeout_s, "pool": cfg.timeout_s}}
         self.timing = Timing() if cfg.timing else None
         self.counts = {"requests": 0, "recorded": 0, "not_recorded": 0, "bad_requests": 0, "upstream_errors": 0,
                        "log_errors": 0}
 
     def next_client(self):
-        """The next upstream client in turn (UPSTREAM_POOLS says why there are several)."""
+        """The next upstream pool in turn (UPSTREAM_POOLS says why there are several)."""
         self._turn = (self._turn + 1) % len(self.clients)
         return self.clients[self._turn]
+
+    def upstream_headers(self, headers, body: bytes) -> list[tuple[str, str]]:
+        """The client's headers as httpx sent them upstream: its end-to-end ones, Host, a length for a
+        body (none for an empty one) and, for an upstream URL with credentials, their Basic
+        Authorization in place of the client's."""
+        out = [self.host_header, *forward_headers(headers)]
+        if body:
+            out.append(("content-length", str(len(body))))
+        if self.url_auth is not None:
+            out = [(k, v) for k, v in out if k.lower() != "authorization"] + [self.url_auth]
+        return out
 
     def target_url(self, path: str, query: str) -> str:
         """The upstream URL: the request's path under the upstream's path (`/v1/x` and `/x` both
@@ -282,7 +339,7 @@ class RecordingProxy:
         return JSONResponse(self.timing.summary(detail=request.query_params.get("detail") == "1"))
 
     async def handle(self, request):
-        import httpx  # present: create_proxy_app checked
+        import httpcore  # present: create_proxy_app checked
 
         clock = Clock() if self.timing is not None else NoClock()
         self.counts["requests"] += 1
@@ -294,24 +351,27 @@ class RecordingProxy:
             return error_response(e.status, e.message, e.code)
         clock.lap("prep")
         started = time.perf_counter()
-        client = self.next_client()
-        req = client.build_request(request.method, self.target_url(request.url.path, request.url.query),
-                                   headers=forward_headers(request.headers), content=body)
+        pool = self.next_client()
+        # the path as the client sent it (percent-encoding kept), under the upstream's path
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        req = httpcore.Request(request.method, self.target_url(raw_path.decode("latin-1"), request.url.query),
+                               headers=self.upstream_headers(request.headers, body), content=body,
+                               extensions=self.extensions)
         try:
-            resp = await clock.wait(client.send(req, stream=True))
-        except httpx.HTTPError as e:
+            resp = await clock.wait(pool.handle_async_request(req))
+        except upstream_errors() as e:
             return self._upstream_failure(e)
-        chunks = clock.upstream(resp.aiter_raw())
-        if payload is None or resp.status_code != 200:
-            self.counts["upstream_errors"] += resp.status_code >= 400
+        chunks = clock.upstream(resp.aiter_stream())
+        if payload is None or resp.status != 200:
+            self.counts["upstream_errors"] += resp.status >= 400
             return self._streaming(self._timed(self._relay(resp, chunks), clock), resp)
         agent = self.agent_for(request.headers, payload)
-        if "text/event-stream" in resp.headers.get("content-type", ""):
+        if b"text/event-stream" in header_value(resp.headers, b"content-type"):
             relay = self._relay_recording(resp, chunks, payload, agent, started, request.url.path, clock)
             return self._streaming(self._timed(relay, clock), resp)
         try:
             data = await clock.wait(resp.aread(), then="record")
-        except httpx.HTTPError as e:
+        except upstream_errors() as e:
             return self._upstream_failure(e)
         finally:
             await resp.aclose()
@@ -340,10 +400,10 @@ class RecordingProxy:
         return timed()
 
     def _upstream_failure(self, exc: Exception):
-        import httpx
+        import httpcore
 
         self.counts["upstream_errors"] += 1
-        what = "timed out" if isinstance(exc, httpx.TimeoutException) else "is unreachable"
+        what = "timed out" if isinstance(exc, httpcore.TimeoutException) else "is unreachable"
         detail = str(exc) or type(exc).__name__
         logger.warning("upstream %s %s: %s", self.cfg.upstream_display, what, detail)
         return error_response(502, f"upstream {self.cfg.upstream_display} {what}: {detail}", "upstream_unavailable",
@@ -352,14 +412,14 @@ class RecordingProxy:
     def _streaming(self, body: AsyncIterator[bytes], resp):
         from .relay import RelayResponse  # the relay stays in the request's task (relay.py says why)
 
-        out = RelayResponse(body, status_code=resp.status_code)
+        out = RelayResponse(body, status_code=resp.status)
         out.raw_headers = response_headers(resp)
         return out
 
     def _complete(self, data: bytes, resp):
         from starlette.responses import Response
 
-        out = Response(data, status_code=resp.status_code)
+        out = Response(data, status_code=resp.status)
         out.raw_headers = [*response_headers(resp), (b"content-length", str(len(data)).encode())]
         return out
 
@@ -424,6 +484,7 @@ class RecordingProxy:
 def create_proxy_app(cfg: ProxyConfig):
     """The Starlette app: `GET /_iceburg/stats` (counters) and every other path proxied."""
     require(PROXY_MODULES, "iceburg collect", PROXY_INSTALL)
+    import httpcore
     import httpx
     from starlette.applications import Starlette
     from starlette.routing import Route
@@ -432,12 +493,13 @@ def create_proxy_app(cfg: ProxyConfig):
 
     @asynccontextmanager
     async def lifespan(app):
-        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
-        # trust_env=False: the proxy talks to exactly the upstream it was given, never via HTTP(S)_PROXY
-        limits = httpx.Limits(max_connections=512 // UPSTREAM_POOLS, max_keepalive_connections=128 // UPSTREAM_POOLS)
+        # httpcore reads no HTTP(S)_PROXY (the proxy talks to exactly the upstream it was given), follows
+        # no redirect and keeps no cookie: headers pass through both ways unchanged
         tls = httpx.create_ssl_context()  # one for all pools: each costs ~15 ms to load the CA bundle
-        proxy.clients = [httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False, limits=limits,
-                                           verify=tls) for _ in range(UPSTREAM_POOLS)]
+        proxy.clients = [httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=512 // UPSTREAM_POOLS,
+                                                      max_keepalive_connections=128 // UPSTREAM_POOLS,
+                                                      keepalive_expiry=UPSTREAM_KEEPALIVE_S)
+                         for _ in range(UPSTREAM_POOLS)]
         if proxy.syncer is not None:
             proxy.syncer.start()
         # Everything alive now (the modules of starlette, httpx and iceburg; transformers too before

@@ -29,6 +29,11 @@ from ..errors import IceburgError
 from . import SERVER_INSTALL, SERVER_MODULES, require
 
 logger = logging.getLogger(__name__)
+# Idle keep-alive connections are kept this long (uvicorn's default is 5 s). Longer than the
+# recording proxy's upstream keep-alive (proxy.UPSTREAM_KEEPALIVE_S, 60 s) so that the proxy, not the
+# server, closes an idle connection (no request sent on a connection closing under it); 75 s is
+# nginx's default `keepalive_timeout` for the same reason. An idle connection costs a socket.
+KEEPALIVE_S = 75
 
 
 @dataclass
@@ -102,4 +107,4 @@ def serve(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8000, name: 
     target = resolve_serve_target(spec, name)
     app = build_server_app(target, host=host, port=port, n_ctx=n_ctx, threads=threads)
     logger.info("serving %s as %r at http://%s:%d/v1", target.gguf, target.name, host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=KEEPALIVE_S)

@@ -3,8 +3,9 @@
     python tests/serve/flaky_upstream.py PORT
 
 The request's `model` picks the failure: `fail-500` answers 500 with an error body, `slow` sleeps
-30 s before answering, `cut` streams two chunks and then drops the connection; `paced` streams a complete answer of five
-chunks 0.1 s apart (half a second of pure upstream waiting, for `collect --timing`).
+30 s before answering, `cut` streams two chunks and then drops the connection; `paced` streams a
+complete answer of five chunks 0.1 s apart (half a second of pure upstream waiting, for `collect
+--timing`); `cookie` sets a cookie and answers with the Cookie and Authorization headers it was sent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ async def chat(request):
         await asyncio.sleep(30)
         return JSONResponse({})
 
+    if model == "cookie":  # sets a cookie and says which Cookie and Authorization headers it was sent
+        resp = JSONResponse({"cookie_sent": request.headers.get("cookie"),
+                             "authorization_sent": request.headers.get("authorization")})
+        resp.set_cookie("session", "agent-a-secret")
+        return resp
     if model == "paced":
         return StreamingResponse(paced(), media_type="text/event-stream")
 

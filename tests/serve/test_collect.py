@@ -6,6 +6,7 @@ over HTTP; the client side assembles streamed answers with its own code (not the
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -214,6 +215,60 @@ def test_upstream_down_500_timeout_and_cut_stream(collect, client, tmp_path):
         flaky.wait(10)
     assert stats["recorded"] == 0 and stats["upstream_errors"] == 2
     assert not list((tmp_path / "logs").rglob("*.jsonl"))
+
+
+def test_cookies_pass_through_and_are_never_kept_for_other_clients(collect, tmp_path):
+    """The upstream's Set-Cookie reaches the client and a client's Cookie reaches the upstream, both
+    unchanged; the proxy's own upstream clients keep no cookie (httpx would store it and add it to
+    the next request that has none: another agent's). UPSTREAM_POOLS + 1 requests after the one
+    that set it, so each upstream client in turn, the first one twice, is asked again."""
+    from iceburg.serve.launch import Service, wait_until_answering
+    from iceburg.serve.proxy import UPSTREAM_POOLS
+
+    port = free_port()
+    flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
+                    f"http://127.0.0.1:{port}", tmp_path / "none.log")
+    try:
+        wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
+        url = collect(flaky.url + "/v1").url + "/v1/chat/completions"
+        body = {"model": "cookie", "messages": QUESTION}
+        sent, set_cookies = [], []
+        for i in range(UPSTREAM_POOLS + 2):
+            with httpx.Client(timeout=30, trust_env=False) as fresh:  # a new agent each time: no jar of its own
+                r = fresh.post(url, json=body)
+            sent.append(r.json()["cookie_sent"])
+            set_cookies.append(r.headers.get("set-cookie", ""))
+        r = httpx.post(url, json=body, headers={"Cookie": "mine=1"}, trust_env=False)
+    finally:
+        flaky.stop()
+    assert all(c.startswith("session=agent-a-secret") for c in set_cookies), set_cookies
+    assert sent == [None] * (UPSTREAM_POOLS + 2), sent
+    assert r.json()["cookie_sent"] == "mine=1"
+
+
+def test_upstream_credentials_in_the_url_become_basic_auth(collect, client, tmp_path):
+    """`--upstream http://USER:PASS@host/v1` (percent-encoded): the upstream gets them as Basic
+    Authorization in place of the client's, as httpx sent them; without credentials the client's own
+    Authorization passes unchanged. Neither reaches the error messages or the records' `upstream`."""
+    from iceburg.serve.launch import Service, wait_until_answering
+
+    port = free_port()
+    flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
+                    f"http://127.0.0.1:{port}", tmp_path / "none.log")
+    body = {"model": "cookie", "messages": QUESTION}
+    mine = {"Authorization": "Bearer sk-client"}
+    try:
+        wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
+        with_creds = collect(f"http://agent:p%40ss@127.0.0.1:{port}/v1")
+        plain = collect(f"http://127.0.0.1:{port}/v1", log_dir=tmp_path / "plain")
+        got = client.post(with_creds.url + "/v1/chat/completions", json=body, headers=mine).json()
+        own = client.post(plain.url + "/v1/chat/completions", json=body, headers=mine).json()
+        stats = client.get(with_creds.url + "/_iceburg/stats").json()
+    finally:
+        flaky.stop()
+    assert got["authorization_sent"] == "Basic " + base64.b64encode(b"agent:p@ss").decode()
+    assert own["authorization_sent"] == "Bearer sk-client"
+    assert stats["upstream"] == f"http://127.0.0.1:{port}/v1"
 
 
 def test_bad_input_gets_4xx_and_the_proxy_keeps_working(served, collect, client, tmp_path):
