@@ -12,6 +12,7 @@ bench/results/grpo_tools.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -25,6 +26,7 @@ from _common import RESULTS, machine_info, peak_rss_mb  # noqa: E402
 from grpo_smollm2 import intervals  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "iceburg" / "data" / "sample" / "tools" / "research_tools.jsonl"
+SPLIT_SEED = 42  # TrainingConfig's default seed: the split every earlier run and the SFT warm start used
 
 
 def main() -> None:
@@ -50,6 +52,9 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0, help="--grpo-temperature (sampling)")
     ap.add_argument("--beta", type=float, default=0.0, help="--grpo-beta (KL to the SFT model / base)")
     ap.add_argument("--reward-weights", nargs="+", default=[], help="--reward-weights NAME=WEIGHT ...")
+    ap.add_argument("--seed", type=int, default=SPLIT_SEED,
+                    help="the run's seed (LoRA init, prompt order, sampling); the held-out split stays at seed "
+                         f"{SPLIT_SEED}, the SFT warm start's, so its held-out records stay held out")
     ap.add_argument("--tag", default="grpo_tools", help="results file name")
     ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
     a = ap.parse_args()
@@ -81,11 +86,14 @@ def run(a, out: Path) -> dict:
                          max_completion_length=a.completion, max_seq_length=a.max_seq_length,
                          batch_size=a.group * a.prompts_per_step,
                          gradient_accumulation_steps=1, num_threads=a.threads, output_dir=str(out),
-                         output_name="run", save_steps=10 ** 6, export_formats=["huggingface"], **kw)
+                         output_name="run", save_steps=10 ** 6, export_formats=["huggingface"], seed=a.seed, **kw)
     started = time.time()
-    r = ICEBURGFineTuner(cfg).train()
+    with pinned_split(SPLIT_SEED):
+        r = ICEBURGFineTuner(cfg).train()
     wall = time.time() - started
     rd = out / "run"
+    if a.sft_from:
+        same_held_out(Path(a.sft_from) / "sft" / "heldout.jsonl", rd / "heldout.jsonl")
     train = [m for m in map(json.loads, (rd / "metrics.jsonl").read_text().splitlines()) if m.get("type") == "train"]
     elapsed = [m["elapsed_s"] for m in train]
     per_step = [b - e for e, b in zip([0.0, *elapsed], elapsed)]
@@ -93,7 +101,7 @@ def run(a, out: Path) -> dict:
     per = r.preference["per_prompt"]
     kinds = held_out_kinds(rd, a)
     lora = json.loads((rd / "adapter" / "adapter_config.json").read_text())
-    return {"sft_warm_start": sft, "config": {"steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step,
+    return {"sft_warm_start": sft, "config": {"seed": a.seed, "split_seed": SPLIT_SEED, "steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step,
                        "temperature": a.temperature, "max_completion_length": a.completion,
                        "max_seq_length": a.max_seq_length, "eval_fraction": a.eval_fraction, "threads": a.threads,
                        "data": str(DATA.relative_to(DATA.parents[4])), "loss": cfg.grpo_loss, "beta": cfg.grpo_beta,
@@ -106,6 +114,32 @@ def run(a, out: Path) -> dict:
             "s_per_step": {"median": round(statistics.median(per_step), 2),
                            "mean": round(sum(per_step) / len(per_step), 2)},
             "peak_rss_mib": round(peak_rss_mb()), "curve": curve, "blocks": blocks(curve, 5), "run_dir": str(rd)}
+
+
+@contextlib.contextmanager
+def pinned_split(seed: int):
+    """The pipeline's held-out split (`iceburg.data.split.split_eval`, looked up at call time by
+    `pipeline.split_step`) made with `seed` whatever the run's --seed, so that another seed varies the
+    LoRA init, prompt order and sampling but not which records are held out (bench only: iceburg has
+    one seed for both)."""
+    from iceburg.data import split
+
+    plain = split.split_eval
+    split.split_eval = lambda records, fraction, _seed, content=None: plain(records, fraction, seed, content)
+    try:
+        yield
+    finally:
+        split.split_eval = plain
+
+
+def same_held_out(sft_file: Path, run_file: Path) -> None:
+    """Fail unless the GRPO run held out exactly the records the SFT warm start held out."""
+    def records(p: Path) -> set[tuple]:  # (file, line): the record's JSON also carries this run's truth scores
+        return {(r["source"], r["line"]) for r in map(json.loads, p.read_text().splitlines()) if r}
+
+    if records(sft_file) != records(run_file):
+        raise SystemExit(f"{run_file}: held-out records differ from the SFT warm start's ({sft_file}); the split "
+                         "seed must be the warm start's")
 
 
 def sft_warm_start(a, out: Path) -> dict:
@@ -184,6 +218,7 @@ def write(a, res: dict) -> None:
     warm = res.get("sft_warm_start")
     title = (f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G={a.group}, {a.prompts_per_step} "
              f"prompt(s)/step, sampling temperature {a.temperature}"
+             + (f", seed {a.seed} (split seed {SPLIT_SEED})" if a.seed != SPLIT_SEED else "")
              + (f", rewards {' '.join(a.reward_weights)}" if a.reward_weights else "")
              + (f", KL beta {a.beta}" if a.beta else "")
              + (f", lr {a.learning_rate}" if a.learning_rate else "") + ")")
