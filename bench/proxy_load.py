@@ -11,6 +11,9 @@
                                [--diagnose-settings same,direct,plain --capture]  (the same load direct and through a
                                proxy without --timing; kernel arrival
                                of each request's body segment, root)
+                               [--diagnose-settings direct,plain,base-plain --baseline-tree DIR --capture]
+                               (this tree's proxy and the baseline's, both as deployed, and direct; with the
+                               proxy's own part on the wire per request: proxy_wire_parts)
           (own clock under load by phase: the client's body wait, the proxy's work, loop lag, CPU, run-queue wait)
 
 Reported (bench/results/proxy_load.md):
@@ -795,7 +798,7 @@ def proxy_wire_parts(called: dict, spans: dict, answers: dict) -> dict:
     return out
 
 
-def direct_round(url: str, serve_url: str, args, r: int, pid: int) -> dict:
+def direct_round(url: str, serve_url: str, args, r: int, pid: int, proxy_pid: int | None = None) -> dict:
     """One 50-client round to `url` without reading a proxy's clock: straight to `iceburg serve`
     (the same load without the proxy) or through a proxy started without `--timing` (as deployed).
     The whole request's latency, the clients' own header-to-body gaps and, with `--capture`, the
@@ -804,14 +807,18 @@ def direct_round(url: str, serve_url: str, args, r: int, pid: int) -> dict:
     port, serve_port = int(url.rsplit(":", 1)[1]), int(serve_url.rsplit(":", 1)[1])
     cap = start_capture(sorted({port, serve_port}), Path(tempfile.mkdtemp()) / "cap.json") if args.capture else None
     before, busy0, t0 = sched(pid), machine_busy(), time.perf_counter()
+    proxy_before = sched(proxy_pid) if proxy_pid else None
     lat, answers = asyncio.run(load(url + "/v1/chat/completions", args.clients, args.requests, args.max_tokens,
                                     start=r * args.requests, gaps=gaps))
     wall, busy1, after = time.perf_counter() - t0, machine_busy(), sched(pid)
+    proxy_after = sched(proxy_pid) if proxy_pid else None
     out = {"requests": len(lat), "wall_s": round(wall, 2),
            "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
            "serve_cpu_ms_per_req": round((after["cpu_ns"] - before["cpu_ns"]) / 1e6 / len(lat), 3),
            "client_gap_ms": {q: round(pct(gaps, q) * 1000, 3) for q in (50, 99)},
            "request_p50_ms": round(pct(lat, 50) * 1000, 1), "request_p99_ms": round(pct(lat, 99) * 1000, 1)}
+    if proxy_pid:  # the proxy's CPU per request over the round (/proc: all its threads)
+        out["proxy_cpu_ms_per_req"] = round((proxy_after["cpu_ns"] - proxy_before["cpu_ns"]) / 1e6 / len(lat), 3)
     if cap:
         out.update(capture_result(cap, Path(cap.args[-1]), port, serve_port, answers))
     return out, answers
@@ -919,7 +926,8 @@ def diagnose(args) -> None:
             began = round(time.perf_counter() - t_run, 1)  # a proxy's idle gap since its last round (keep-alive)
             if setting in ("direct", "plain", "base-plain"):  # straight to serve, or through a proxy without --timing
                 url = services[0].url if setting == "direct" else proxies[setting].url
-                out, got = direct_round(url, services[0].url, args, r, services[0].proc.pid)
+                out, got = direct_round(url, services[0].url, args, r, services[0].proc.pid,
+                                        None if setting == "direct" else proxies[setting].proc.pid)
                 if setting != "direct":
                     answers[setting].update(got)
                 rounds.append({"round": r + 1, "setting": setting, "start_s": began, **out})

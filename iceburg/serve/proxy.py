@@ -227,16 +227,17 @@ def chat_payload(method: str, path: str, body: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) and isinstance(obj.get("messages"), list) else None
 
 
-def forward_headers(headers) -> list[tuple[str, str]]:
-    out = [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "accept-encoding"]
-    return out + [("accept-encoding", "identity")]
+def forward_headers(headers) -> list[tuple[bytes, bytes]]:
+    """The client's end-to-end headers as the bytes it sent (a value that is not ASCII passes as is)."""
+    out = [(k, v) for k, v in headers.raw if k.lower() not in HOP_BY_HOP_BYTES and k.lower() != b"accept-encoding"]
+    return out + [(b"accept-encoding", b"identity")]
 
 
 def response_headers(resp) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP_BYTES]
 
 
-def url_credentials(parts) -> tuple[str, str] | None:
+def url_credentials(parts) -> tuple[bytes, bytes] | None:
     """`--upstream http://USER:PASS@host/...`: the Basic Authorization header httpx made of them."""
     import base64
     from urllib.parse import unquote
@@ -244,7 +245,7 @@ def url_credentials(parts) -> tuple[str, str] | None:
     if parts.username is None and parts.password is None:
         return None
     pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
-    return ("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+    return (b"authorization", b"Basic " + base64.b64encode(pair))
 
 
 def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
@@ -275,7 +276,7 @@ class RecordingProxy:
         self.base_path = parts.path.rstrip("/")
         self.clients: list[Any] = []  # UPSTREAM_POOLS httpcore pools, opened in the app's lifespan
         self._turn = 0
-        self.host_header = ("host", parts.netloc.rsplit("@", 1)[-1])  # what httpx sent: the upstream's host[:port]
+        self.host_header = (b"host", parts.netloc.rsplit("@", 1)[-1].encode("idna"))  # as httpx sent it: host[:port]
         self.url_auth = url_credentials(parts)
         # httpx.Timeout(timeout_s, connect=connect_timeout_s) as httpcore's per-request extension
         self.extensions = {"timeout": {"connect": cfg.connect_timeout_s, "read": cfg.timeout_s,
@@ -289,15 +290,15 @@ class RecordingProxy:
         self._turn = (self._turn + 1) % len(self.clients)
         return self.clients[self._turn]
 
-    def upstream_headers(self, headers, body: bytes) -> list[tuple[str, str]]:
+    def upstream_headers(self, headers, body: bytes) -> list[tuple[bytes, bytes]]:
         """The client's headers as httpx sent them upstream: its end-to-end ones, Host, a length for a
         body (none for an empty one) and, for an upstream URL with credentials, their Basic
         Authorization in place of the client's."""
         out = [self.host_header, *forward_headers(headers)]
         if body:
-            out.append(("content-length", str(len(body))))
+            out.append((b"content-length", str(len(body)).encode()))
         if self.url_auth is not None:
-            out = [(k, v) for k, v in out if k.lower() != "authorization"] + [self.url_auth]
+            out = [(k, v) for k, v in out if k.lower() != b"authorization"] + [self.url_auth]
         return out
 
     def target_url(self, path: str, query: str) -> str:

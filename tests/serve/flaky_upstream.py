@@ -34,7 +34,8 @@ async def chat(request):
 
     if model == "cookie":  # sets a cookie and says which Cookie and Authorization headers it was sent
         resp = JSONResponse({"cookie_sent": request.headers.get("cookie"),
-                             "authorization_sent": request.headers.get("authorization")})
+                             "authorization_sent": request.headers.get("authorization"),
+                             "title_sent": request.headers.get("x-title")})  # latin-1, as Starlette decodes
         resp.set_cookie("session", "agent-a-secret")
         return resp
     if model == "paced":

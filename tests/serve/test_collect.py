@@ -249,14 +249,15 @@ def test_cookies_pass_through_and_are_never_kept_for_other_clients(collect, tmp_
 def test_upstream_credentials_in_the_url_become_basic_auth(collect, client, tmp_path):
     """`--upstream http://USER:PASS@host/v1` (percent-encoded): the upstream gets them as Basic
     Authorization in place of the client's, as httpx sent them; without credentials the client's own
-    Authorization passes unchanged. Neither reaches the error messages or the records' `upstream`."""
+    Authorization passes unchanged, and so does a header value that is not ASCII (its bytes as sent).
+    Neither credential reaches the stats' `upstream` (what error messages and records name)."""
     from iceburg.serve.launch import Service, wait_until_answering
 
     port = free_port()
     flaky = Service(subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_upstream.py")), str(port)]),
                     f"http://127.0.0.1:{port}", tmp_path / "none.log")
     body = {"model": "cookie", "messages": QUESTION}
-    mine = {"Authorization": "Bearer sk-client"}
+    mine = {"Authorization": "Bearer sk-client", "X-Title": "café agent".encode()}  # UTF-8 bytes
     try:
         wait_until_answering(flaky, "/v1/models", 30, "the flaky upstream")
         with_creds = collect(f"http://agent:p%40ss@127.0.0.1:{port}/v1")
@@ -268,6 +269,7 @@ def test_upstream_credentials_in_the_url_become_basic_auth(collect, client, tmp_
         flaky.stop()
     assert got["authorization_sent"] == "Basic " + base64.b64encode(b"agent:p@ss").decode()
     assert own["authorization_sent"] == "Bearer sk-client"
+    assert own["title_sent"] == got["title_sent"] == "café agent".encode().decode("latin-1")
     assert stats["upstream"] == f"http://127.0.0.1:{port}/v1"
 
 
