@@ -10,6 +10,7 @@ neighbour's answer twice as rejected) so that sequences reach --max-seq-length a
 
     cpurun --exclusive .venv/bin/python bench/planner_cells.py                 # every cell
     cpurun --exclusive .venv/bin/python bench/planner_cells.py --cells dpo:b2 sft:nproc2
+    cpurun .venv/bin/python bench/planner_cells.py --tag mlx --cells sft:mlx sft:mlx:b1 sft:mlx:1024:b1
     .venv/bin/python bench/planner_cells.py --list
 
 Writes bench/results/planner_cells.md and .json (machine, threads, load per cell).
@@ -42,6 +43,9 @@ CELLS = {
     "sft:nproc2": (["--max-seq-length", "512", "--nproc", "2"], "sft"),
     "sft:nproc2:b2": (["--max-seq-length", "512", "--nproc", "2", "--batch-size", "2"], "sft"),
     "sft:mlx": (["--max-seq-length", "512", "--backend", "mlx"], "sft"),
+    "sft:mlx:b1": (["--max-seq-length", "512", "--backend", "mlx", "--batch-size", "1"], "sft"),
+    "sft:mlx:1024:b1": (["--max-seq-length", "1024", "--backend", "mlx", "--batch-size", "1",
+                         "--gradient-accumulation-steps", "2"], "sft"),
     "dpo:b1": (["--max-seq-length", "512", "--objective", "dpo", "--batch-size", "1"], "pairs"),
     "dpo:b2": (["--max-seq-length", "512", "--objective", "dpo", "--batch-size", "2"], "pairs"),
     "dpo:b4": (["--max-seq-length", "512", "--objective", "dpo", "--batch-size", "4"], "pairs"),
@@ -109,6 +113,8 @@ def main() -> None:
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    ap.add_argument("--tag", default="", help="names the run and its results file (planner_cells_TAG.md), so a "
+                                             "run of a few cells does not replace the table of all of them")
     a = ap.parse_args()
     if a.list:
         print("\n".join(f"{k}: {' '.join(v[0])} ({v[1]})" for k, v in CELLS.items()))
@@ -122,9 +128,10 @@ def main() -> None:
             rows.append(run_cell(name, folder, pairs))
             print(json.dumps(rows[-1]), flush=True)
     meta = {**machine_info(), "base": "smollm2-135m (real weights)", "steps": 2}
-    print(save("planner_cells: plan.json's expected peak vs the run's measured peak RSS", rows, meta,
+    print(save("planner_cells" + (f" ({a.tag})" if a.tag else "") + ": plan.json's expected peak vs the run's "
+               "measured peak RSS", rows, meta,
                ["cell", "flags", "plan", "allocator", "estimate_mib", "measured_mib", "error_pct", "seconds",
-                "load_start", "load_end", "status"]))
+                "load_start", "load_end", "status"], part=a.tag or None))
 
 
 if __name__ == "__main__":

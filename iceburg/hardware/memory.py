@@ -110,6 +110,7 @@ class MemoryEstimate:
     loss_transient: int  # logits and cross-entropy gradient buffers
     runtime: int  # process overhead counted in this device's memory (CPU RSS only)
     lora_params: int
+    loop: str = "sft"  # the loop modelled (estimate_training_memory); not a byte count
 
     @property
     def training_bytes(self) -> int:
@@ -128,8 +129,9 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, int]:
         d = asdict(self)
+        del d["loop"]
         d["total"] = self.total
-        if self.runtime:  # CPU
+        if self.runtime and self.loop != "mlx":  # CPU under glibc (MLX keeps its own buffer cache)
             d["glibc_total"] = self.glibc_total
         return d
 
@@ -155,18 +157,20 @@ def kept_positions(seq_len: int, micro_batch: int, supervised_fraction: float | 
 def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: int, precision: str,
                              lora_r: int, targets: list[str], gradient_checkpointing: bool,
                              qlora: bool = False, lora_dropout: float = 0.05, device_kind: str = "cpu",
-                             trust_remote_code: bool = False,
-                             supervised_fraction: float | None = 1.0, world_size: int = 1,
-                             loop: str = "sft") -> MemoryEstimate:
+                             trust_remote_code: bool = False, supervised_fraction: float | None = 1.0,
+                             world_size: int = 1, loop: str = "sft", packing: bool = True) -> MemoryEstimate:
     """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded).
 
     `supervised_fraction` (share of tokens that carry loss) models iceburg's loop, which computes
     logits only at positions some row of the micro-batch supervises; 1.0 is the upper bound,
     None models Hugging Face's full-sequence loss (`labels=`). `loop="preference"` models the
     DPO/ORPO/KTO loop (training/preference.py): `micro_batch` padded rows (chosen and rejected),
-    logits and log-sum-exp at every position, torch's own LoRA dropout."""
+    logits and log-sum-exp at every position, torch's own LoRA dropout; `loop="mlx"` the MLX SFT step."""
+    if loop == "mlx":  # measured by MLX itself (`packing`: block-diagonal masks; _mlx_estimate)
+        return _mlx_estimate(shape, micro_batch, seq_len, precision, lora_r, targets, lora_dropout, device_kind,
+                             supervised_fraction, packing)
     if loop not in ("sft", "preference"):
-        raise ValueError(f"loop must be 'sft' or 'preference', not {loop!r}")
+        raise ValueError(f"loop must be 'sft', 'preference' or 'mlx', not {loop!r}")
     n_lora = shape.lora_params(lora_r, targets)
     act_dtype = TORCH_DTYPES[precision]
     preference = loop == "preference"
@@ -210,3 +214,20 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
         runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0,
         lora_params=n_lora,
     )
+
+
+def _mlx_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision: str, lora_r: int,
+                  targets: list[str], lora_dropout: float, device_kind: str, supervised_fraction: float | None,
+                  packing: bool) -> MemoryEstimate:
+    """The MLX step: weights in the plan's precision (models.mlx.load_mlx_model casts them), fp32
+    adapters with gradients and AdamW's two states, and what MLX measures for the step itself (the
+    head and loss included, so no separate loss transient)."""
+    from .mlx_memory import mlx_activation_probe
+
+    n_lora = shape.lora_params(lora_r, targets)
+    probe = mlx_activation_probe(shape.config.to_dict(), precision, seq_len,
+                                 1.0 if supervised_fraction is None else supervised_fraction,
+                                 lora_r, 2 * lora_r, targets, lora_dropout, packing)
+    return MemoryEstimate(weights=weight_bytes(shape, precision, False), lora=n_lora * ADAPTER_BYTES * 4,
+                          activations=probe.bytes(micro_batch, seq_len, shape.num_layers), loss_transient=0,
+                          runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0, lora_params=n_lora, loop="mlx")

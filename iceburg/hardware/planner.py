@@ -172,6 +172,10 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
     shared = world_size if hw.device_kind == "cpu" else 1
     budget = int(hw.available_memory * MEMORY_HEADROOM / shared)
 
+    loop = _loop(config)
+    if loop == "mlx":  # the MLX loop has no checkpointing or QLoRA (config.py refuses --qlora with mlx)
+        gcs = [False]
+
     def estimate(micro: int, gc: bool, qlora: bool) -> MemoryEstimate:
         return estimate_training_memory(shape, micro_batch=micro, seq_len=config.max_seq_length,
                                         precision=precision, lora_r=r, targets=targets,
@@ -179,10 +183,11 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
                                         trust_remote_code=config.trust_remote_code,
                                         supervised_fraction=supervised_fraction, world_size=world_size,
-                                        loop="preference" if config.objective in PREFERENCE_OBJECTIVES else "sft")
+                                        loop=loop, packing=config.packing)
 
-    for qlora in _qlora_options(config, hw):
-        for fast_alloc in ([True, False] if hw.device_kind == "cpu" else [False]):
+    for qlora in ([False] if loop == "mlx" else _qlora_options(config, hw)):
+        # the allocator choice is glibc's under torch; MLX keeps its own buffer cache
+        for fast_alloc in ([True, False] if hw.device_kind == "cpu" and loop != "mlx" else [False]):
             # glibc's allocator is tried without checkpointing only (its recompute cost is not
             # in the measured cost model); checkpointing comes with the fixed threshold, as before
             for gc in ([g for g in gcs if not g] if fast_alloc else gcs):
@@ -195,6 +200,14 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                      targets, est, notes, budget, shared, shape, fast_alloc)
     raise _nothing_fits(shape, config, hw, estimate(micros[-1], gcs[-1], _qlora_options(config, hw)[-1]),
                         budget, model_dir)
+
+
+def _loop(config: TrainingConfig) -> str:
+    """Which training loop's memory to estimate (hardware/memory.py `loop`)."""
+    if config.objective in PREFERENCE_OBJECTIVES:
+        return "preference"
+    # GRPO on mlx samples and scores as training/mlx_grpo.py does; only SFT's MLX step is probed
+    return "mlx" if config.objective == "sft" and config.resolved_backend() == "mlx" else "sft"
 
 
 # Objectives trained by training/preference.py (padded chosen/rejected rows, logits at every position):
@@ -258,7 +271,11 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
     notes.append(f"estimated peak {_gib(est.total)} of {_gib(hw.available_memory // shared)} "
                  f"available on {hw.device_kind}" + (f" per process ({world_size} processes)"
                                                      if world_size > 1 else ""))
-    allocator = "" if hw.device_kind != "cpu" else "glibc default" if fast_alloc else "fixed mmap threshold"
+    if est.loop == "mlx":
+        notes.append("MLX step memory measured by MLX on copies of the model cut to 2 and 4 layers "
+                     "(hardware/mlx_memory.py); MLX keeps its own buffer cache")
+    allocator = ("" if hw.device_kind != "cpu" or est.loop == "mlx" else "glibc default" if fast_alloc
+                 else "fixed mmap threshold")
     return TrainingPlan(hw.device_kind, precision, micro, accum, gc, qlora, r, alpha, targets,
                         est.total, notes, hw.available_memory, est.to_dict(), shape.to_dict(), world_size,
                         allocator)

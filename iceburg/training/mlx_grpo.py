@@ -278,7 +278,7 @@ def grpo_on_mlx(base_path: Path, cfg, plan, work: Path, args: TrainArgs, gargs: 
     targets = list(plan.lora_target_modules)
     try:
         mx.random.seed(cfg.seed)
-        model = apply_lora_mlx(load_mlx_model(base_path, work), plan.lora_r, plan.lora_alpha, targets,
+        model = apply_lora_mlx(load_mlx_model(base_path, work, plan.precision), plan.lora_r, plan.lora_alpha, targets,
                                cfg.lora_dropout, cfg.use_rslora)
         before = evaluate_mlx(model, held_out, args)
         logger.info("SFT held-out loss before GRPO (mlx): %.4f", before)

@@ -35,7 +35,7 @@ def train_on_mlx(base_path: Path, cfg: TrainingConfig, plan, work: Path, args, t
                            "use --backend torch")
     try:
         mx.random.seed(cfg.seed)
-        model = apply_lora_mlx(load_mlx_model(base_path, work), plan.lora_r, plan.lora_alpha,
+        model = apply_lora_mlx(load_mlx_model(base_path, work, plan.precision), plan.lora_r, plan.lora_alpha,
                                list(plan.lora_target_modules), cfg.lora_dropout, cfg.use_rslora)
         eval_before = evaluate_mlx(model, eval_examples, args)
         logger.info("eval loss before training (mlx): %.4f", eval_before)

@@ -34,6 +34,8 @@ import numpy as np
 from ..errors import IceburgError
 from .encoding import Example
 from ..engine import Cadence, StepResult, TrainOutput, make_plan, run_plan
+from ..models.mlx import HEAD_AT_KEPT, SegmentMask, segment_mask  # noqa: F401 (re-exported)
+from ..models.mlx import loss_sum as _loss_sum
 from .mlx_backend import _mlx, load_peft_weights, peft_tensors
 from .packing import Row, collate, pack
 from .trainer import TrainArgs, plan_steps, warmup_steps
@@ -41,34 +43,6 @@ from .trainer import TrainArgs, plan_steps, warmup_steps
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "mlx"
-
-
-class SegmentMask:
-    """mlx-lm's KV-cache protocol, used only to hand every layer a block-diagonal causal mask
-    (see the module docstring). Holds no keys or values, so nothing accumulates across calls."""
-
-    offset = 0
-
-    def __init__(self, mask):
-        self.mask = mask
-
-    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
-        if window_size is not None:
-            raise IceburgError("--backend mlx packs rows with a block-diagonal mask, which this sliding-window "
-                               "model's layers do not take; add --no-packing (or use --backend torch)")
-        return self.mask
-
-    def update_and_fetch(self, keys, values):
-        return keys, values
-
-
-def segment_mask(position_ids: np.ndarray) -> np.ndarray:
-    """(B, 1, L, L) bool: token i sees token j when j <= i and both lie in one example (a new
-    example starts where its position restarts at 0, as packing.collate lays rows out)."""
-    seg = np.cumsum(position_ids == 0, axis=1)
-    same = seg[:, :, None] == seg[:, None, :]
-    causal = np.tril(np.ones((position_ids.shape[1],) * 2, dtype=bool))
-    return (same & causal)[:, None]
 
 
 def batch_arrays(rows: list[Row], pad_id: int):
@@ -87,28 +61,6 @@ def batch_arrays(rows: list[Row], pad_id: int):
         keep = np.zeros(1, dtype=np.int64)
     return (mx.array(ids[:, :-1]), mx.array(ids[:, 1:][:, keep]), mx.array((mask[:, 1:] * w[:, 1:])[:, keep]),
             int(mask[:, 1:].sum()), seg, mx.array(keep))
-
-
-# Model types whose mlx-lm 0.32.2 `Model.__call__` is exactly "lm head over self.model(...)" (read
-# in models/llama.py, qwen2.py, qwen3.py): for them the head runs only at the kept positions, which
-# saves most of the head's time and memory on large vocabularies (Qwen2.5: 152k), as on torch.
-HEAD_AT_KEPT = {"llama", "qwen2", "qwen3"}
-
-
-def _logits(model, inputs, cache, keep):
-    if getattr(model, "model_type", None) not in HEAD_AT_KEPT:
-        return model(inputs, cache=cache)[:, keep]
-    h = model.model(inputs, cache)[:, keep]
-    return model.model.embed_tokens.as_linear(h) if model.args.tie_word_embeddings else model.lm_head(h)
-
-
-def _loss_sum(model, inputs, targets, weights, seg, keep):
-    import mlx.core as mx
-    import mlx.nn as nn
-
-    cache = None if seg is None else [SegmentMask(seg)] * len(model.layers)
-    logits = _logits(model, inputs, cache, keep).astype(mx.float32)
-    return (nn.losses.cross_entropy(logits, targets, reduction="none") * weights).sum()
 
 
 def evaluate_mlx(model, examples: list[Example], args: TrainArgs) -> float:
@@ -170,6 +122,10 @@ def mlx_step(model, opt, args: TrainArgs, total: int) -> Callable:
             inputs, targets, weights, n, seg, keep = batch_arrays(mb, args.pad_id)
             loss, g = grad_fn(model, inputs, targets, weights, seg, keep, 1.0 / max(n_sup, 1))
             grads = g if grads is None else tree_map(lambda a, b: a + b, grads, g)
+            # evaluated per micro-batch (as mlx-lm's trainer does): left lazy, the summed gradients keep
+            # every earlier micro-batch's graph and activations alive until the update (measured: 2
+            # accumulation steps held 2x one micro-batch's activations; docs/hardware.md, MLX)
+            mx.eval(loss, grads)
             step_loss += float(loss)
             sup += n
             tokens += int(inputs.size) + len(mb)  # + the last token of each row, as torch counts

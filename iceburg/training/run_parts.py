@@ -39,7 +39,7 @@ def plan_run(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 
     supervised = sum(e.supervised for e in examples) / max(1, tokens)  # sizes the logits (planner)
     plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
                          world_size=world_size, supervised_fraction=supervised)
-    if plan.device == "cpu":
+    if plan.device == "cpu" and plan.cpu_allocator:  # torch on CPU (an MLX plan has no glibc choice)
         budget = int(plan.available_bytes * MEMORY_HEADROOM / max(1, world_size))
         if fixed_mmap_threshold_needed(plan.estimated_peak_bytes, budget):
             configure_cpu_allocator()  # the planner's CPU estimate assumes freed memory is returned

@@ -1,0 +1,123 @@
+"""Activation memory of the MLX backend's training step (`--backend mlx`), measured by MLX itself.
+
+torch's estimate (`model_shape.activation_probe`) counts what autograd saves on the meta device.
+MLX has no meta device and keeps a different set of arrays for its vector-Jacobian products (its
+CPU attention keeps one fp32 score matrix per head: memory grows with the square of the row length,
+which torch's segment attention avoids), so torch's figure is not MLX's: the MLX run of the README
+command peaked 24% above it (and that run trained its fp16 weights, not the plan's fp32).
+
+Here the MLX loss and gradient (`models.mlx.loss_sum`, the trainer's own) run on copies of the model
+cut to PROBE_LAYERS decoder layers, with random weights in the plan's precision, the plan's LoRA
+layers and the real vocabulary, on PROBE_ROWS random rows whose last `supervised_fraction` of
+positions carry loss, and MLX's allocator reports the peak (`mx.get_peak_memory`). The difference
+between the two copies is the layers' share (assumed alike, as in `activation_probe`); the rest is the
+embedding output, final norm, head and loss. A layer's share at two row lengths gives its linear and
+quadratic terms, so the probe's rows stay short (at most PROBE_MAX_SEQ tokens) whatever length the
+plan asks about. The peak is a maximum over the step, not a sum of parts; the planner cells
+(bench/planner_cells.py, docs/hardware.md) are the check that the extrapolation holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Rows per probe: one row peaked 8% below 1/2 and 1/4 of a 2- and 4-row step per row (SmolLM2-135M,
+# fp32, 512 tokens: 1,523 / 1,656 / 1,652 MiB per row, measured on mlx-cpu 0.32.4); from two rows
+# on, the peak grows linearly with the rows, so the probe runs two and scales.
+PROBE_ROWS = 2
+# Longest probe row. The quadratic term (attention scores) comes from two lengths, this and half of it.
+PROBE_MAX_SEQ = 512
+# Decoder layers of the two cut copies: the first layer measured below the others (SmolLM2-135M,
+# 2 rows x 512, fp32: 84 MiB from one layer to two, 89-93 MiB per layer from 2 to 4, 8, 16 and 30), so
+# the per-layer share is taken between 2 and 4.
+PROBE_LAYERS = (2, 4)
+
+
+@dataclass(frozen=True)
+class MlxActivations:
+    """Per probe row: a layer's bytes at row length s are linear * s + quadratic * s^2; the rest (the
+    embedding output, final norm, head and loss at the plan's supervised share) is outside * s."""
+
+    linear: float
+    quadratic: float
+    outside: float
+
+    def bytes(self, rows: int, seq_len: int, num_layers: int) -> int:
+        layer = self.linear * seq_len + self.quadratic * seq_len ** 2
+        return int(max(0.0, rows * (num_layers * layer + self.outside * seq_len)))
+
+
+_PROBES: dict[tuple, MlxActivations] = {}
+
+
+def _cut_config(config: dict, layers: int) -> dict:
+    """`config` with `layers` decoder layers (per-layer lists cut to match)."""
+    from ..models.mlx import mlx_config
+
+    cfg = mlx_config(config)
+    n = cfg.get("num_hidden_layers")
+    for key, value in list(cfg.items()):
+        if isinstance(value, list) and n and len(value) == n:
+            cfg[key] = value[:layers]
+    cfg["num_hidden_layers"] = layers
+    return cfg
+
+
+def _peak_bytes(cfg: dict, precision: str, seq_len: int, kept: int, lora: tuple, packed: bool) -> int:
+    """MLX's peak memory for one loss-and-gradient of PROBE_ROWS random rows, above the weights."""
+    from ..models.mlx import MLX_DTYPES, apply_lora_mlx, loss_sum, mlx_core, segment_mask
+
+    mx = mlx_core()  # first: binds OpenBLAS on Linux before mlx loads (models.mlx.preload_openblas)
+    import mlx.nn as nn
+    from mlx_lm.utils import _get_classes
+
+    model_class, args_class = _get_classes(cfg)
+    model = model_class(args_class.from_dict(cfg))
+    model.set_dtype(getattr(mx, MLX_DTYPES[precision]))
+    r, alpha, targets, dropout = lora
+    apply_lora_mlx(model, r, alpha, list(targets), dropout)
+    model.train()
+    rng = np.random.default_rng(0)
+    ids = mx.array(rng.integers(0, cfg["vocab_size"], (PROBE_ROWS, seq_len)).astype(np.int32))
+    # packed rows hold two examples each (the block-diagonal mask the trainer builds for packed rows)
+    positions = np.tile(np.arange(seq_len) % max(1, (seq_len + 1) // 2 if packed else seq_len), (PROBE_ROWS, 1))
+    seg = mx.array(segment_mask(positions)) if packed else None
+    keep = mx.arange(seq_len - kept, seq_len)
+    targets_, weights = ids[:, seq_len - kept:], mx.ones((PROBE_ROWS, kept), dtype=mx.float32)
+    grad_fn = nn.value_and_grad(model, loss_sum)
+    mx.eval(model.parameters(), ids, seg if seg is not None else ids, keep, targets_, weights)
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()
+    mx.eval(*grad_fn(model, ids, targets_, weights, seg, keep))
+    peak = mx.get_peak_memory() - before
+    del model, grad_fn
+    mx.clear_cache()
+    return peak
+
+
+def mlx_activation_probe(config: dict, precision: str, seq_len: int, supervised_fraction: float,
+                         lora_r: int, lora_alpha: int, targets: list[str], lora_dropout: float,
+                         packed: bool = True) -> MlxActivations:
+    """The per-row terms of MLX's step memory for the HF `config` (see the module docstring)."""
+    s2 = max(8, min(seq_len, PROBE_MAX_SEQ))
+    s1 = s2 // 2
+    frac = min(1.0, max(0.0, supervised_fraction))
+    kept = {s: max(1, math.ceil(s * frac)) for s in (s1, s2)}
+    lora = (lora_r, lora_alpha, tuple(sorted(targets)), float(lora_dropout))
+    key = (repr(sorted(config.items())), precision, s2, kept[s2], lora, packed)
+    if key not in _PROBES:
+        short, deep = PROBE_LAYERS
+        layer, outside = {}, {}
+        for s in (s1, s2):
+            a, b = (_peak_bytes(_cut_config(config, n), precision, s, kept[s], lora, packed) / PROBE_ROWS
+                    for n in PROBE_LAYERS)
+            layer[s] = max(0.0, (b - a) / (deep - short))
+            outside[s] = max(0.0, a - short * layer[s]) / s
+        # layer(s) = linear s + quadratic s^2 through the two lengths; the rest grows with s (the head
+        # runs at the supervised share of positions, a fixed fraction)
+        quadratic = max(0.0, (layer[s2] / s2 - layer[s1] / s1) / (s2 - s1))
+        _PROBES[key] = MlxActivations(max(0.0, layer[s2] / s2 - quadratic * s2), quadratic, outside[s2])
+    return _PROBES[key]
