@@ -49,6 +49,9 @@ def main() -> None:
                     help="GRPO from the SFT model an earlier --sft-only run left in this folder (its sft.json)")
     ap.add_argument("--group", type=int, default=4, help="--grpo-group")
     ap.add_argument("--prompts-per-step", type=int, default=1)
+    ap.add_argument("--accum", type=int, default=1,
+                    help="micro-batches per step (--prompts-per-step must divide by it): the same step in less "
+                         "memory (dapo's normaliser spans the step, iceburg/training/grpo.py)")
     ap.add_argument("--temperature", type=float, default=1.0, help="--grpo-temperature (sampling)")
     ap.add_argument("--beta", type=float, default=0.0, help="--grpo-beta (KL to the SFT model / base)")
     ap.add_argument("--reward-weights", nargs="+", default=[], help="--reward-weights NAME=WEIGHT ...")
@@ -58,6 +61,8 @@ def main() -> None:
     ap.add_argument("--tag", default="grpo_tools", help="results file name")
     ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
     a = ap.parse_args()
+    if a.prompts_per_step % a.accum:
+        ap.error(f"--prompts-per-step {a.prompts_per_step} does not divide into --accum {a.accum} micro-batches")
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="grpo_tools_"))
     res = {"machine": machine_info()}
     if a.sft_only:
@@ -84,8 +89,8 @@ def run(a, out: Path) -> dict:
                          eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=a.group,
                          grpo_temperature=a.temperature, reward_weights=a.reward_weights, grpo_beta=a.beta,
                          max_completion_length=a.completion, max_seq_length=a.max_seq_length,
-                         batch_size=a.group * a.prompts_per_step,
-                         gradient_accumulation_steps=1, num_threads=a.threads, output_dir=str(out),
+                         batch_size=a.group * a.prompts_per_step // a.accum,
+                         gradient_accumulation_steps=a.accum, num_threads=a.threads, output_dir=str(out),
                          output_name="run", save_steps=10 ** 6, export_formats=["huggingface"], seed=a.seed, **kw)
     started = time.time()
     with pinned_split(SPLIT_SEED):
@@ -101,7 +106,7 @@ def run(a, out: Path) -> dict:
     per = r.preference["per_prompt"]
     kinds = held_out_kinds(rd, a)
     lora = json.loads((rd / "adapter" / "adapter_config.json").read_text())
-    return {"sft_warm_start": sft, "config": {"seed": a.seed, "split_seed": SPLIT_SEED, "steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step,
+    return {"sft_warm_start": sft, "config": {"seed": a.seed, "split_seed": SPLIT_SEED, "steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step, "accum": a.accum,
                        "temperature": a.temperature, "max_completion_length": a.completion,
                        "max_seq_length": a.max_seq_length, "eval_fraction": a.eval_fraction, "threads": a.threads,
                        "data": str(DATA.relative_to(DATA.parents[4])), "loss": cfg.grpo_loss, "beta": cfg.grpo_beta,
@@ -217,7 +222,8 @@ def write(a, res: dict) -> None:
     m, c = res["machine"], res["config"]
     warm = res.get("sft_warm_start")
     title = (f"# GRPO on SmolLM2-135M, tool-calling sample only ({a.steps} steps, G={a.group}, {a.prompts_per_step} "
-             f"prompt(s)/step, sampling temperature {a.temperature}"
+             f"prompt(s)/step" + (f" in {a.accum} micro-batches" if a.accum > 1 else "")
+             + f", sampling temperature {a.temperature}"
              + (f", seed {a.seed} (split seed {SPLIT_SEED})" if a.seed != SPLIT_SEED else "")
              + (f", rewards {' '.join(a.reward_weights)}" if a.reward_weights else "")
              + (f", KL beta {a.beta}" if a.beta else "")
