@@ -58,9 +58,13 @@ def _cut_config(config: dict, layers: int) -> dict:
     from ..models.mlx import mlx_config
 
     cfg = mlx_config(config)
+    if isinstance(cfg.get("text_config"), dict):  # multimodal configs keep the decoder's shape there
+        cfg["text_config"] = _cut_config(cfg["text_config"], layers)
     n = cfg.get("num_hidden_layers")
+    if n is None:
+        return cfg
     for key, value in list(cfg.items()):
-        if isinstance(value, list) and n and len(value) == n:
+        if isinstance(value, list) and len(value) == n:
             cfg[key] = value[:layers]
     cfg["num_hidden_layers"] = layers
     return cfg

@@ -32,7 +32,7 @@ def smollm2_8(tmp_path_factory):
     return d
 
 
-def _rows(n: int, seq: int, seed: int):
+def _rows(n: int, seq: int, seed: int, vocab: int = 49152):
     """`n` packed rows of two examples each, the last three quarters of each example supervised."""
     import numpy as np
 
@@ -40,7 +40,7 @@ def _rows(n: int, seq: int, seed: int):
 
     rng, half = np.random.default_rng(seed), seq // 2
     pos = [i % half for i in range(seq)]
-    return [Row(rng.integers(0, 49152, seq).tolist(), pos, [p >= half // 4 for p in pos], [1.0] * seq,
+    return [Row(rng.integers(0, vocab, seq).tolist(), pos, [p >= half // 4 for p in pos], [1.0] * seq,
                 [f"r{seed}-{i}-a", f"r{seed}-{i}-b"]) for i in range(n)]
 
 
