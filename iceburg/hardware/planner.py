@@ -259,7 +259,9 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
         notes.append(f"micro-batch {micro} ({micro * config.max_seq_length:,} tokens) x {accum} accumulation: on CPU "
                      f"tokens/s stops rising at about {CPU_SATURATING_TOKENS:,} tokens per micro-batch (measured, "
                      "hardware/planner.py CPU_SATURATING_TOKENS), so the smallest micro-batch that reaches it (or "
-                     "the largest that fits) is the fastest; more rows would only add memory")
+                     "the largest that fits) is the fastest; more rows would only add memory"
+                     + (" (measured on torch's loop; the MLX step was not timed under this rule)"
+                        if est.loop == "mlx" else ""))
     if config.objective in PREFERENCE_OBJECTIVES:
         notes.append(f"{config.objective}: memory of the preference loop (micro-batch {micro} rows = {max(1, micro // 2)} "
                      "example(s) x 2 sequences - chosen/rejected, or KTO's answer/KL mismatch - padded to the longest, "
