@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import IceburgError
+
 # Rows per probe: one row peaked 8% below 1/2 and 1/4 of a 2- and 4-row step per row (SmolLM2-135M,
 # fp32, 512 tokens: 1,523 / 1,656 / 1,652 MiB per row, measured on mlx-cpu 0.32.4); from two rows
 # on, the peak grows linearly with the rows, so the probe runs two and scales.
@@ -78,7 +80,11 @@ def _peak_bytes(cfg: dict, precision: str, seq_len: int, kept: int, lora: tuple,
     import mlx.nn as nn
     from mlx_lm.utils import _get_classes
 
-    model_class, args_class = _get_classes(cfg)
+    try:
+        model_class, args_class = _get_classes(cfg)
+    except ValueError as e:  # mlx-lm: "Model type X not supported."
+        raise IceburgError(f"--backend mlx: mlx-lm has no model for model_type {cfg.get('model_type')!r} ({e}); "
+                           "use --backend torch") from e
     model = model_class(args_class.from_dict(cfg))
     model.set_dtype(getattr(mx, MLX_DTYPES[precision]))
     r, alpha, targets, dropout = lora

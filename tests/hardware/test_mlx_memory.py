@@ -98,3 +98,13 @@ def test_an_mlx_run_is_planned_with_the_mlx_step(smollm2_8):
     assert not plan.gradient_checkpointing and not plan.use_qlora
     assert any("hardware/mlx_memory.py" in n for n in plan.notes)
     assert plan.memory["activations"] != torch_plan.memory["activations"]
+
+
+def test_a_model_mlx_lm_lacks_is_refused_by_name():
+    """A base mlx-lm has no model for is refused at plan time, naming the type and the way out."""
+    from iceburg.errors import IceburgError
+    from iceburg.hardware.mlx_memory import mlx_activation_probe
+
+    with pytest.raises(IceburgError, match="model_type 'no-such-arch'.*--backend torch"):
+        mlx_activation_probe({"model_type": "no-such-arch", "num_hidden_layers": 2, "vocab_size": 64}, "fp32", 64, 0.5,
+                             2, 4, ["q_proj"], 0.0)
