@@ -227,7 +227,7 @@ def _mlx_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision: 
     n_lora = shape.lora_params(lora_r, targets)
     probe = mlx_activation_probe(shape.config.to_dict(), precision, seq_len,
                                  1.0 if supervised_fraction is None else supervised_fraction,
-                                 lora_r, 2 * lora_r, targets, lora_dropout, packing)
+                                 lora_r, targets, lora_dropout, packing)
     return MemoryEstimate(weights=weight_bytes(shape, precision, False), lora=n_lora * ADAPTER_BYTES * 4,
                           activations=probe.bytes(micro_batch, seq_len, shape.num_layers), loss_transient=0,
                           runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0, lora_params=n_lora, loop="mlx")

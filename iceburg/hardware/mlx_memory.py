@@ -72,13 +72,13 @@ def _cut_config(config: dict, layers: int) -> dict:
     return cfg
 
 
-def _peak_bytes(cfg: dict, precision: str, seq_len: int, kept: int, lora: tuple, packed: bool) -> int:
-    """MLX's peak memory for one loss-and-gradient of PROBE_ROWS random rows, above the weights."""
-    from ..models.mlx import MLX_DTYPES, apply_lora_mlx, loss_sum, mlx_core, segment_mask
-
-    mx = mlx_core()  # first: binds OpenBLAS on Linux before mlx loads (models.mlx.preload_openblas)
-    import mlx.nn as nn
+def _probe_model(cfg: dict, precision: str, lora: tuple):
+    """The cut model with random weights in `precision` and the plan's LoRA layers (alpha scales the
+    adapters' values, not their memory, so 2r stands in for it)."""
+    import mlx.core as mx
     from mlx_lm.utils import _get_classes
+
+    from ..models.mlx import MLX_DTYPES, apply_lora_mlx
 
     try:
         model_class, args_class = _get_classes(cfg)
@@ -87,47 +87,60 @@ def _peak_bytes(cfg: dict, precision: str, seq_len: int, kept: int, lora: tuple,
                            "use --backend torch") from e
     model = model_class(args_class.from_dict(cfg))
     model.set_dtype(getattr(mx, MLX_DTYPES[precision]))
-    r, alpha, targets, dropout = lora
-    apply_lora_mlx(model, r, alpha, list(targets), dropout)
+    r, targets, dropout = lora
+    apply_lora_mlx(model, r, 2 * r, list(targets), dropout)
     model.train()
-    rng = np.random.default_rng(0)
-    ids = mx.array(rng.integers(0, cfg["vocab_size"], (PROBE_ROWS, seq_len)).astype(np.int32))
+    mx.eval(model.parameters())
+    return model
+
+
+def _peak_bytes(model, vocab: int, seq_len: int, kept: int, packed: bool) -> int:
+    """MLX's peak memory for one loss-and-gradient of PROBE_ROWS random rows, above the weights."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from ..models.mlx import loss_sum, segment_mask
+
+    ids = mx.array(np.random.default_rng(0).integers(0, vocab, (PROBE_ROWS, seq_len)).astype(np.int32))
     # packed rows hold two examples each (the block-diagonal mask the trainer builds for packed rows)
     positions = np.tile(np.arange(seq_len) % max(1, (seq_len + 1) // 2 if packed else seq_len), (PROBE_ROWS, 1))
     seg = mx.array(segment_mask(positions)) if packed else None
     keep = mx.arange(seq_len - kept, seq_len)
-    targets_, weights = ids[:, seq_len - kept:], mx.ones((PROBE_ROWS, kept), dtype=mx.float32)
-    grad_fn = nn.value_and_grad(model, loss_sum)
-    mx.eval(model.parameters(), ids, seg if seg is not None else ids, keep, targets_, weights)
+    targets, weights = ids[:, seq_len - kept:], mx.ones((PROBE_ROWS, kept), dtype=mx.float32)
+    mx.eval(*(a for a in (ids, seg, keep, targets, weights) if a is not None))
+    mx.clear_cache()
     mx.reset_peak_memory()
     before = mx.get_active_memory()
-    mx.eval(*grad_fn(model, ids, targets_, weights, seg, keep))
-    peak = mx.get_peak_memory() - before
-    del model, grad_fn
-    mx.clear_cache()
-    return peak
+    mx.eval(*nn.value_and_grad(model, loss_sum)(model, ids, targets, weights, seg, keep))
+    return mx.get_peak_memory() - before
 
 
 def mlx_activation_probe(config: dict, precision: str, seq_len: int, supervised_fraction: float,
-                         lora_r: int, lora_alpha: int, targets: list[str], lora_dropout: float,
-                         packed: bool = True) -> MlxActivations:
+                         lora_r: int, targets: list[str], lora_dropout: float, packed: bool = True) -> MlxActivations:
     """The per-row terms of MLX's step memory for the HF `config` (see the module docstring)."""
+    from ..models.mlx import mlx_core
+
+    mx = mlx_core()  # first: binds OpenBLAS on Linux before mlx loads (models.mlx.preload_openblas)
     s2 = max(8, min(seq_len, PROBE_MAX_SEQ))
     s1 = s2 // 2
     frac = min(1.0, max(0.0, supervised_fraction))
     kept = {s: max(1, math.ceil(s * frac)) for s in (s1, s2)}
-    lora = (lora_r, lora_alpha, tuple(sorted(targets)), float(lora_dropout))
+    lora = (lora_r, tuple(sorted(targets)), float(lora_dropout))
     key = (repr(sorted(config.items())), precision, s2, kept[s2], lora, packed)
     if key not in _PROBES:
+        peaks = {}  # (layers, length) -> bytes per probe row
+        for n in PROBE_LAYERS:
+            cfg = _cut_config(config, n)
+            model = _probe_model(cfg, precision, lora)
+            for s in (s1, s2):
+                peaks[n, s] = _peak_bytes(model, cfg["vocab_size"], s, kept[s], packed) / PROBE_ROWS
+            del model
+            mx.clear_cache()
         short, deep = PROBE_LAYERS
-        layer, outside = {}, {}
-        for s in (s1, s2):
-            a, b = (_peak_bytes(_cut_config(config, n), precision, s, kept[s], lora, packed) / PROBE_ROWS
-                    for n in PROBE_LAYERS)
-            layer[s] = max(0.0, (b - a) / (deep - short))
-            outside[s] = max(0.0, a - short * layer[s]) / s
+        layer = {s: max(0.0, (peaks[deep, s] - peaks[short, s]) / (deep - short)) for s in (s1, s2)}
+        outside = max(0.0, peaks[short, s2] - short * layer[s2]) / s2
         # layer(s) = linear s + quadratic s^2 through the two lengths; the rest grows with s (the head
         # runs at the supervised share of positions, a fixed fraction)
         quadratic = max(0.0, (layer[s2] / s2 - layer[s1] / s1) / (s2 - s1))
-        _PROBES[key] = MlxActivations(max(0.0, layer[s2] / s2 - quadratic * s2), quadratic, outside[s2])
+        _PROBES[key] = MlxActivations(max(0.0, layer[s2] / s2 - quadratic * s2), quadratic, outside)
     return _PROBES[key]

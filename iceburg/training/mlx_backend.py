@@ -17,17 +17,13 @@ Loading, the OpenBLAS binding on Linux, LoRA layers and the loss are the model's
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..models.mlx import (MLX_DTYPES, MLX_INSTALL, apply_lora_mlx, load_mlx_model, lora_scale,  # noqa: F401
-                          mlx_model_folder, preload_openblas)
+from ..models.mlx import apply_lora_mlx, load_mlx_model, preload_openblas  # noqa: F401 (re-exported)
 from ..models.mlx import mlx_core as _mlx
-
-logger = logging.getLogger(__name__)
 
 
 def lora_layers(model) -> dict[str, object]:

@@ -7,7 +7,7 @@ callbacks, evaluation and checkpoint semantics as the torch trainer.
 
 Packing: mlx-lm 0.32.2's models take no position ids and build their own causal mask, but they
 ask the per-layer KV cache for a mask (`base.create_attention_mask` calls `cache.make_mask`) and
-rotate queries/keys at `cache.offset`. `SegmentMask` stands in for that cache: offset 0, keys and
+rotate queries/keys at `cache.offset`. `models.mlx.SegmentMask` stands in for that cache: offset 0, keys and
 values passed through, and a block-diagonal causal mask so packed examples never attend to each
 other. Positions then run on across a row instead of restarting per example, which gives the same
 attention scores: RoPE makes q_i . k_j depend only on i - j, and the mask keeps i and j in one
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import IceburgError
 from .encoding import Example
 from ..engine import Cadence, StepResult, TrainOutput, make_plan, run_plan
-from ..models.mlx import HEAD_AT_KEPT, SegmentMask, segment_mask  # noqa: F401 (re-exported)
+from ..models.mlx import HEAD_AT_KEPT, segment_mask  # noqa: F401 (HEAD_AT_KEPT re-exported)
 from ..models.mlx import loss_sum as _loss_sum
 from .mlx_backend import _mlx, load_peft_weights, peft_tensors
 from .packing import Row, collate, pack

@@ -107,4 +107,4 @@ def test_a_model_mlx_lm_lacks_is_refused_by_name():
 
     with pytest.raises(IceburgError, match="model_type 'no-such-arch'.*--backend torch"):
         mlx_activation_probe({"model_type": "no-such-arch", "num_hidden_layers": 2, "vocab_size": 64}, "fp32", 64, 0.5,
-                             2, 4, ["q_proj"], 0.0)
+                             2, ["q_proj"], 0.0)
