@@ -272,11 +272,12 @@ class RecordingProxy:
         self.syncer = IntervalSync() if cfg.fsync == "interval" else None
         self.folder = AgentLogFolder(cfg.log_dir, fsync="never" if self.syncer else cfg.fsync)
         parts = urlsplit(cfg.upstream)
-        self.origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"  # credentials: url_credentials
+        netloc = parts.netloc.rsplit("@", 1)[-1]  # host[:port]; credentials go to url_credentials
+        self.origin = f"{parts.scheme}://{netloc}"
         self.base_path = parts.path.rstrip("/")
         self.clients: list[Any] = []  # UPSTREAM_POOLS httpcore pools, opened in the app's lifespan
         self._turn = 0
-        self.host_header = (b"host", parts.netloc.rsplit("@", 1)[-1].encode("idna"))  # as httpx sent it: host[:port]
+        self.host_header = (b"host", netloc.encode("idna"))  # as httpx sent it: host[:port]
         self.url_auth = url_credentials(parts)
         # httpx.Timeout(timeout_s, connect=connect_timeout_s) as httpcore's per-request extension
         self.extensions = {"timeout": {"connect": cfg.connect_timeout_s, "read": cfg.timeout_s,
