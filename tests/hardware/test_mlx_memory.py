@@ -3,6 +3,9 @@ MLX's allocator (mlx[cpu] on Linux), and the plan an MLX run gets."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,13 +14,14 @@ from iceburg.training.mlx_backend import preload_openblas
 preload_openblas()  # before mlx_lm imports mlx (the importorskip below), as the backend does
 pytest.importorskip("mlx_lm")
 
-# SmolLM2-135M's published shape (HuggingFaceTB/SmolLM2-135M-Instruct config.json) cut to 8 layers so
-# the step stays a few seconds: the probe still extrapolates from its 2- and 4-layer copies.
-SMOLLM2_8 = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=576, intermediate_size=1536,
-                 num_hidden_layers=8, num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                 tie_word_embeddings=True, rms_norm_eps=1e-5, max_position_embeddings=8192,
-                 rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The bench's own shapes and rows (bench/mlx_memory.py): SmolLM2-135M's published shape cut to 8
+# layers so the step stays a few seconds; the probe still extrapolates from its 2- and 4-layer copies.
+_spec = importlib.util.spec_from_file_location("mlx_memory_bench",
+                                               Path(__file__).resolve().parents[2] / "bench" / "mlx_memory.py")
+BENCH = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(BENCH)
+SMOLLM2_8 = {**BENCH.SHAPES["smollm2-135m"], "num_hidden_layers": 8}
+TARGETS = BENCH.TARGETS
 # The planner's target for every cell (issue 26): +-15% of the measured peak.
 TOLERANCE = 0.15
 
@@ -30,18 +34,6 @@ def smollm2_8(tmp_path_factory):
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(AutoConfig.for_model(**SMOLLM2_8), dtype=torch.float32).save_pretrained(d)
     return d
-
-
-def _rows(n: int, seq: int, seed: int, vocab: int = 49152):
-    """`n` packed rows of two examples each, the last three quarters of each example supervised."""
-    import numpy as np
-
-    from iceburg.training.packing import Row
-
-    rng, half = np.random.default_rng(seed), seq // 2
-    pos = [i % half for i in range(seq)]
-    return [Row(rng.integers(0, vocab, seq).tolist(), pos, [p >= half // 4 for p in pos], [1.0] * seq,
-                [f"r{seed}-{i}-a", f"r{seed}-{i}-b"]) for i in range(n)]
 
 
 def test_mlx_step_peak_is_the_probes_estimate(smollm2_8, tmp_path):
@@ -61,7 +53,7 @@ def test_mlx_step_peak_is_the_probes_estimate(smollm2_8, tmp_path):
     from iceburg.training.trainer import TrainArgs
 
     shape = read_model_shape(smollm2_8)
-    supervised = 0.75 + 0.5 / 512  # _rows: positions >= half // 4 of each half carry loss
+    supervised = 0.75 + 0.5 / 512  # rows_of: positions >= half // 4 of each half carry loss
     kw = dict(micro_batch=2, seq_len=512, precision="fp32", lora_r=8, targets=TARGETS, gradient_checkpointing=False,
               supervised_fraction=supervised)
     planned = estimate_training_memory(shape, loop="mlx", **kw).activations
@@ -72,7 +64,7 @@ def test_mlx_step_peak_is_the_probes_estimate(smollm2_8, tmp_path):
     mx.eval(model.parameters())
     mx.reset_peak_memory()
     before = mx.get_active_memory()
-    step(0, [_rows(2, 512, 1), _rows(2, 512, 2)], lambda ids: None)
+    step(0, [BENCH.rows_of(2, 512, 1, 49152), BENCH.rows_of(2, 512, 2, 49152)], lambda ids: None)
     measured = mx.get_peak_memory() - before
     error = (planned - measured) / measured
     assert abs(error) <= TOLERANCE, (planned >> 20, measured >> 20, error)
