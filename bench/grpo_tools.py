@@ -58,6 +58,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=SPLIT_SEED,
                     help="the run's seed (LoRA init, prompt order, sampling); the held-out split stays at seed "
                          f"{SPLIT_SEED}, the SFT warm start's, so its held-out records stay held out")
+    ap.add_argument("--eval-samples", type=int, default=0,
+                    help="--grpo-eval-samples: also score K answers per held-out prompt sampled at --temperature "
+                         "(common seeds before and after) and report their per-prompt means beside the greedy ones")
     ap.add_argument("--tag", default="grpo_tools", help="results file name")
     ap.add_argument("--out", default=None, help="run folder parent (default: a temporary folder)")
     a = ap.parse_args()
@@ -88,6 +91,7 @@ def run(a, out: Path) -> dict:
     cfg = TrainingConfig(base_model=sft["merged"] if sft else a.base_model, model_type="surveyor", objective="grpo", data_path=[str(DATA)],
                          eval_fraction=a.eval_fraction, max_steps=a.steps, grpo_group=a.group,
                          grpo_temperature=a.temperature, reward_weights=a.reward_weights, grpo_beta=a.beta,
+                         grpo_eval_samples=a.eval_samples,
                          max_completion_length=a.completion, max_seq_length=a.max_seq_length,
                          batch_size=a.group * a.prompts_per_step // a.accum,
                          gradient_accumulation_steps=a.accum, num_threads=a.threads, output_dir=str(out),
@@ -106,7 +110,12 @@ def run(a, out: Path) -> dict:
     per = r.preference["per_prompt"]
     kinds = held_out_kinds(rd, a)
     lora = json.loads((rd / "adapter" / "adapter_config.json").read_text())
-    return {"sft_warm_start": sft, "config": {"seed": a.seed, "split_seed": SPLIT_SEED, "steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step, "accum": a.accum,
+    sampled = r.preference.get("sampled")
+    if sampled:
+        sp = sampled["per_prompt"]
+        sampled = {"samples": sampled["samples"], "temperature": sampled["temperature"], "held_out": intervals(sp),
+                   "tool_call_by_turn": split_tool_call(sp, kinds)}
+    return {"sft_warm_start": sft, "held_out_sampled": sampled, "config": {"seed": a.seed, "eval_samples": a.eval_samples, "split_seed": SPLIT_SEED, "steps": a.steps, "group": a.group, "prompts_per_step": a.prompts_per_step, "accum": a.accum,
                        "temperature": a.temperature, "max_completion_length": a.completion,
                        "max_seq_length": a.max_seq_length, "eval_fraction": a.eval_fraction, "threads": a.threads,
                        "data": str(DATA.relative_to(DATA.parents[4])), "loss": cfg.grpo_loss, "beta": cfg.grpo_beta,
@@ -249,6 +258,16 @@ def write(a, res: dict) -> None:
         if v:
             lines.append(f"| tool_call, {kind} turns | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} "
                          f"| {v['n']} |")
+    sampled = res.get("held_out_sampled")
+    if sampled:
+        lines += ["", f"| reward (held-out, mean of {sampled['samples']} answers sampled at T {sampled['temperature']}, "
+                  "same seeds before and after) | before | after | delta | 95% CI | n |", "|---|---|---|---|---|---|"]
+        for k, v in sampled["held_out"].items():
+            lines.append(f"| {k} | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} | {v['n']} |")
+        for kind, v in sampled["tool_call_by_turn"].items():
+            if v:
+                lines.append(f"| tool_call, {kind} turns | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} "
+                             f"| {v['n']} |")
     lines += ["", "| steps | reward | tool_call | format | truth | mean length |", "|---|---|---|---|---|---|"]
     for b in res["blocks"]:
         lines.append(f"| {b['steps']} | {b['reward']} | {b['rewards/tool_call/mean']} | "
@@ -260,7 +279,7 @@ def write(a, res: dict) -> None:
                      f" | {s.get('rewards/format/mean', nan):.3f} | {s.get('rewards/truth/mean', nan):.3f} "
                      f"| {s['completions/mean_length']:.1f} |")
     (RESULTS / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:14]))
+    print("\n".join(lines[:14 + (12 if sampled else 0)]))
 
 
 if __name__ == "__main__":

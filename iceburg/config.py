@@ -117,7 +117,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "train_on", "split_parallel_calls", "supervise_tool_calls", "packing", "eval_steps", "save_steps", "num_threads", "device", "backend", "lora_r", "lora_alpha",
               "lora_dropout", "lora_target_modules", "use_qlora", "use_dora", "use_rslora",
               "gradient_checkpointing", "precision", "attn_implementation", "use_liger", "preference_beta",
-              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "grpo_temperature", "grpo_sample_dtype", "max_completion_length", "reward_weights",
+              "grpo_group", "grpo_loss", "grpo_epsilon", "grpo_beta", "grpo_temperature", "grpo_sample_dtype", "grpo_eval_samples", "max_completion_length", "reward_weights",
               "reward"),
     "distributed": ("nproc", "distributed", "dist_timeout"),
     "export": ("export_formats", "onnx_int8", "quantization", "gguf_converter", "system_prompt"),
@@ -337,6 +337,10 @@ class TrainingConfig:
                                        "bf16 (output head and logits stay fp32); faster on CPUs with bf16 matmuls, "
                                        "answers drawn from a rounded policy (docs/grpo.md Speed); default: the "
                                        "model's dtype", "--grpo-sample-dtype", choices=("bf16",))
+    grpo_eval_samples: int = _f(0, "--objective grpo: besides the greedy answers, score K answers per held-out "
+                                "prompt sampled at --grpo-temperature (the same seeds before and after) and report "
+                                "each reward's per-prompt mean; 0: greedy only (docs/grpo.md)", "--grpo-eval-samples",
+                                min=0)
     max_completion_length: int = _f(256, "--objective grpo: token budget of each sampled answer",
                                     "--max-completion-length", min=1)
     reward_weights: list[str] = _f([], "--objective grpo: reward weights as NAME=WEIGHT (truth, tool_call, "
@@ -469,7 +473,8 @@ class TrainingConfig:
     def _grpo_problems(self) -> list[str]:
         """GRPO settings that would fail only after the data is prepared (docs/grpo.md)."""
         p = []
-        used = [flag_of(k) for k in ("reward", "reward_weights", "grpo_sample_dtype") if getattr(self, k)]
+        used = [flag_of(k) for k in ("reward", "reward_weights", "grpo_sample_dtype", "grpo_eval_samples")
+                if getattr(self, k)]
         if self.objective != "grpo":
             return [f"{f}: only applies to --objective grpo" for f in used]
         if isinstance(self.nproc, int) and self.nproc > 1:

@@ -66,14 +66,18 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
     gargs = GrpoArgs(group=cfg.grpo_group, loss_type=cfg.grpo_loss, epsilon_low=cfg.grpo_epsilon,
                      epsilon_high=cfg.grpo_epsilon, beta=cfg.grpo_beta, max_completion_length=cfg.max_completion_length,
                      temperature=cfg.grpo_temperature,
-                     sample_dtype={"bf16": "bfloat16"}.get(cfg.grpo_sample_dtype or "", None))
+                     sample_dtype={"bf16": "bfloat16"}.get(cfg.grpo_sample_dtype or "", None),
+                     eval_samples=cfg.grpo_eval_samples)
     rewards = build_rewards(cfg)
     with run_metrics(cfg, run) as logs:
         model, loss_before, loss_after, out = train_on_backend(cfg, run, base, plan, tokens, args, gargs, rewards,
                                                                (train_prompts, eval_prompts), held_out,
                                                                [*logs, *callbacks])
     before, after = mean_rewards(out.before), mean_rewards(out.after)
-    logger.info("grpo held-out rewards before: %s; after: %s", before, after)
+    logger.info("grpo held-out rewards (greedy) before: %s; after: %s", before, after)
+    if cfg.grpo_eval_samples:
+        logger.info("grpo held-out rewards (mean of %d sampled) before: %s; after: %s", cfg.grpo_eval_samples,
+                    mean_rewards(out.sampled_before), mean_rewards(out.sampled_after))
     result = make_result(
         cfg, run, base, plan, train_loss=out.train_loss, eval_loss_before=loss_before, eval_loss_after=loss_after,
         eval_history=[(out.steps, loss_after)], steps=out.steps, supervised_tokens=out.supervised_tokens,
@@ -84,6 +88,12 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
         preference={"before": before, "after": after, "prompts_seen": out.prompts_seen,
                     "rewards": dict(zip(rewards.names, rewards.weights)),
                     "per_prompt": {"before": out.before, "after": out.after}, "data": stats["grpo"],
+                    # --grpo-eval-samples K: each reward's per-prompt mean over K sampled answers
+                    **({"sampled": {"samples": cfg.grpo_eval_samples, "temperature": cfg.grpo_temperature,
+                                    "before": mean_rewards(out.sampled_before),
+                                    "after": mean_rewards(out.sampled_after),
+                                    "per_prompt": {"before": out.sampled_before, "after": out.sampled_after}}}
+                       if cfg.grpo_eval_samples else {}),
                     # the greedy held-out answers themselves (torch; empty on MLX), to read what was scored
                     "answers": {"prompts": [p.id for p in eval_prompts], "before": out.answers_before,
                                 "after": out.answers_after}})

@@ -67,6 +67,10 @@ class GrpoArgs:
     # rounded policy, not the one the loss scores (as a vLLM sampler in bf16 is); greedy held-out
     # answers never use it. docs/grpo.md "Speed"
     sample_dtype: str | None = None
+    # held-out evaluation besides the greedy answers: K answers per prompt sampled at `temperature`
+    # with seeds fixed per prompt batch (the same before and after training), each reward's mean over
+    # the K per prompt; 0 = greedy only. docs/grpo.md "Greedy and sampled held-out rewards"
+    eval_samples: int = 0
 
 
 @dataclass
@@ -500,20 +504,34 @@ def reward_metrics(rolls: list[Rollout], rewards: RewardSet) -> dict[str, float]
 
 # -- held-out rewards and the loop ---------------------------------------------------------------
 
+# the "step" of the held-out sampling seeds (`sample_seed(seed, EVAL_SEED_STEP, batch index)`): past any
+# training step, so held-out answers never share a seed with a training step's
+EVAL_SEED_STEP = 10 ** 9
+
+
 def held_out_rewards(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArgs, rewards: RewardSet,
                      eos: set[int], pad_id: int, device: str = "cpu", batch: int = 8,
-                     sample: Callable | None = None, texts: list[str] | None = None) -> dict[str, list[float | None]]:
-    """Greedy answers to the held-out prompts and each reward per prompt (None: does not apply).
+                     sample: Callable | None = None, texts: list[str] | None = None, samples: int = 0,
+                     seed: int = 0) -> dict[str, list[float | None]]:
+    """Each reward per held-out prompt (None: does not apply). `samples` 0: of the greedy answer;
+    K > 0: the mean over K answers sampled at `gargs.temperature` (None where it applies to none of
+    them), the batch of prompts i..i+b sampled from `sample_seed(seed, EVAL_SEED_STEP, i)`, so the
+    same model, prompts and seed give the same answers and two models are compared on common seeds.
     `sample`: the generation function (default `generate`; MLX passes `mlx_grpo.generate_mlx`);
-    `texts`: a list the answers' texts are appended to, in prompt order."""
+    `texts`: a list the answers' texts are appended to, in prompt order (K per prompt when sampled)."""
     sample = sample or generate
+    n = max(1, samples)
+    step = max(1, batch // n)  # prompts per generate call: about `batch` rows
     out: dict[str, list[float | None]] = {name: [] for name in rewards.names}
-    for i in range(0, len(prompts), batch):
-        r = sample(model, tokenizer, prompts[i:i + batch], 1, gargs, eos, pad_id, None, device)
+    for i in range(0, len(prompts), step):
+        r = sample(model, tokenizer, prompts[i:i + step], n, gargs, eos, pad_id,
+                   sample_seed(seed, EVAL_SEED_STEP, i) if samples else None, device)
         if texts is not None:
             texts.extend(c.text for c in r.completions)
         for name, vals in rewards.score(r.sources, r.completions).items():
-            out[name].extend(vals)
+            for j in range(0, len(vals), n):  # the prompt's n answers are consecutive rows
+                got = [v for v in vals[j:j + n] if v is not None]
+                out[name].append(sum(got) / len(got) if got else None)
     return out
 
 
@@ -541,6 +559,19 @@ class GrpoOutput:
     resumed_from: int = 0
     answers_before: list[str] = field(default_factory=list)  # the held-out greedy answers, prompt order
     answers_after: list[str] = field(default_factory=list)
+    # `GrpoArgs.eval_samples` > 0: each reward's per-prompt mean over the K sampled held-out answers
+    sampled_before: dict[str, list[float | None]] = field(default_factory=dict)
+    sampled_after: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+def held_out_sampled(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArgs, rewards: RewardSet,
+                     eos: set[int], args: TrainArgs, sample: Callable | None = None) -> dict[str, list[float | None]]:
+    """`held_out_rewards` over `gargs.eval_samples` sampled answers per prompt ({} when 0), seeded
+    from the run's seed, so before and after share their seeds."""
+    if not gargs.eval_samples:
+        return {}
+    return held_out_rewards(model, tokenizer, prompts, gargs, rewards, eos, args.pad_id, args.device,
+                            sample=sample, samples=gargs.eval_samples, seed=args.seed)
 
 
 def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: list[GrpoPrompt], args: TrainArgs,
@@ -566,6 +597,7 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     answers_after: list[str] = []
     before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
                               texts=answers_before)
+    sampled_before = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
     history = _History()
     ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
     model.train()
@@ -576,9 +608,11 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
                    desc="training (grpo)")
     after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
                              texts=answers_after)
+    sampled_after = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
     return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
                       after=after, history=history.lines,
                       prompts_seen=sum(len(mb) for st in plan.steps for mb in st),
                       supervised_tokens=run.supervised_tokens, total_tokens=run.total_tokens,
                       wall_seconds=run.wall_seconds, resumed_from=run.resumed_from,
-                      answers_before=answers_before, answers_after=answers_after)
+                      answers_before=answers_before, answers_after=answers_after,
+                      sampled_before=sampled_before, sampled_after=sampled_after)

@@ -36,8 +36,8 @@ import torch
 
 from ..engine import Cadence, StepResult, TrainingCallback, make_plan, run_plan
 from ..errors import IceburgError
-from .grpo import (GrpoArgs, GrpoOutput, GrpoPrompt, RewardSet, Rollout, decode_answers, held_out_rewards, left_pad,
-                   reward_metrics, sample_seed, score)
+from .grpo import (GrpoArgs, GrpoOutput, GrpoPrompt, RewardSet, Rollout, decode_answers, held_out_rewards,
+                   held_out_sampled, left_pad, reward_metrics, sample_seed, score)
 from .mlx_backend import _mlx, apply_lora_mlx, lora_layers, load_mlx_model, save_peft_adapter
 from .mlx_trainer import HEAD_AT_KEPT, MlxCheckpointer, _lr, evaluate_mlx
 from .preference import _History, plan_preference_steps
@@ -238,7 +238,7 @@ def train_grpo_mlx(model, tokenizer, train_prompts: list[GrpoPrompt], eval_promp
                    gargs: GrpoArgs, rewards: RewardSet, eos: set[int], *,
                    callbacks: Iterable[TrainingCallback] = ()) -> GrpoOutput:
     """`grpo.train_grpo` on an mlx-lm model with LoRA layers: the same plan, held-out rewards
-    (greedy) before and after, cadence and resume; MLX checkpoints."""
+    (greedy, and sampled with `gargs.eval_samples`) before and after, cadence and resume; MLX checkpoints."""
     _mlx()
     import mlx.optimizers as optim
 
@@ -249,6 +249,7 @@ def train_grpo_mlx(model, tokenizer, train_prompts: list[GrpoPrompt], eval_promp
     held_out = lambda: held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id,  # noqa: E731
                                         sample=generate_mlx)
     before = held_out()
+    sampled_before = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args, sample=generate_mlx)
     history = _History()
     ckpt = None if args.checkpoint_dir is None else MlxCheckpointer(model, opt, Path(args.checkpoint_dir))
     model.train()
@@ -257,11 +258,13 @@ def train_grpo_mlx(model, tokenizer, train_prompts: list[GrpoPrompt], eval_promp
                    resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
                    desc="training (grpo, mlx)")
     after = held_out()
+    sampled_after = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args, sample=generate_mlx)
     return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
                       after=after, history=history.lines,
                       prompts_seen=sum(len(mb) for st in plan.steps for mb in st),
                       supervised_tokens=run.supervised_tokens, total_tokens=run.total_tokens,
-                      wall_seconds=run.wall_seconds, resumed_from=run.resumed_from)
+                      wall_seconds=run.wall_seconds, resumed_from=run.resumed_from,
+                      sampled_before=sampled_before, sampled_after=sampled_after)
 
 
 def grpo_on_mlx(base_path: Path, cfg, plan, work: Path, args: TrainArgs, gargs: GrpoArgs, rewards: RewardSet, tokens,

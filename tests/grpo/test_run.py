@@ -58,15 +58,15 @@ def user_rewards(tmp_path, monkeypatch):
 def test_grpo_run_resumes_and_reproduces_rewards_and_losses(tmp_path, tiny_model_dir, user_rewards):
     stopper = StopAt(3)
     with pytest.raises(KeyboardInterrupt):
-        ICEBURGFineTuner(cfg(tmp_path), callbacks=[stopper]).train()
+        ICEBURGFineTuner(cfg(tmp_path, grpo_eval_samples=2), callbacks=[stopper]).train()
     run = tmp_path / "r"
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
     resumed = StopAt(-1)
-    result = ICEBURGFineTuner(cfg(tmp_path, resume=True), callbacks=[resumed]).train()
+    result = ICEBURGFineTuner(cfg(tmp_path, resume=True, grpo_eval_samples=2), callbacks=[resumed]).train()
     assert result.resumed_from_step == 2 and result.steps == 5 and sorted(resumed.steps) == [3, 4, 5]
 
     fresh = StopAt(-1)
-    ref = ICEBURGFineTuner(cfg(tmp_path / "fresh"), callbacks=[fresh]).train()
+    ref = ICEBURGFineTuner(cfg(tmp_path / "fresh", grpo_eval_samples=2), callbacks=[fresh]).train()
     assert stopper.batches[:2] + resumed.batches == fresh.batches
     combined = {**{s: m for s, m in stopper.steps.items() if s <= 2}, **resumed.steps}
     for s in sorted(fresh.steps):
@@ -76,6 +76,13 @@ def test_grpo_run_resumes_and_reproduces_rewards_and_losses(tmp_path, tiny_model
     # 1e-6: above float32 noise of a KL between identical models (exactly 0 before the first update)
     assert fresh.steps[1]["kl"] == 0.0 and any(fresh.steps[s]["kl"] > 1e-6 for s in (3, 4, 5))
     assert result.preference["after"] == pytest.approx(ref.preference["after"], abs=1e-6)
+    # --grpo-eval-samples 2: per-prompt means of 2 sampled held-out answers, before and after, the
+    # same numbers for the resumed run as for the uninterrupted one (seeds fixed per prompt batch)
+    sampled, want = result.preference["sampled"], ref.preference["sampled"]
+    assert sampled["samples"] == 2 and set(sampled["before"]) == set(ref.preference["before"]) >= {"vowels", "format"}
+    for side in ("before", "after"):
+        assert sampled["per_prompt"][side]["vowels"] == pytest.approx(want["per_prompt"][side]["vowels"], abs=1e-6)
+        assert len(sampled["per_prompt"][side]["vowels"]) == len(ref.preference["per_prompt"][side]["vowels"])
     # the greedy held-out answers are kept beside their rewards: re-scoring each text gives the
     # recorded per-prompt value (so a reader of result.json reads what was scored)
     answers, per = ref.preference["answers"], ref.preference["per_prompt"]
