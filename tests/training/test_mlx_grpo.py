@@ -193,12 +193,13 @@ def test_grpo_on_mlx_runs_resumes_and_reports_every_reward(tmp_path, tiny_model_
 
     stopper = StopAt(3)
     with pytest.raises(KeyboardInterrupt):
-        ICEBURGFineTuner(_cfg(tmp_path), callbacks=[stopper]).train()
+        ICEBURGFineTuner(_cfg(tmp_path, grpo_eval_samples=2), callbacks=[stopper]).train()
     run = tmp_path / "r"
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state == {"step": 2, "format": "mlx"}
     resumed = StopAt(-1)
-    result = ICEBURGFineTuner(_cfg(tmp_path, resume=True), callbacks=[resumed]).train()
+    # --grpo-eval-samples 2: the sampled held-out rewards on MLX's sampler too
+    result = ICEBURGFineTuner(_cfg(tmp_path, resume=True, grpo_eval_samples=2), callbacks=[resumed]).train()
     assert result.resumed_from_step == 2 and result.steps == 5 and sorted(resumed.steps) == [3, 4, 5]
     # step 3 sampled, scored and trained exactly as the interrupted run did (sampling key and dropout
     # seed from (seed, step), adapter and AdamW state from the checkpoint); 1e-5: fp32 rounding only
@@ -216,4 +217,8 @@ def test_grpo_on_mlx_runs_resumes_and_reports_every_reward(tmp_path, tiny_model_
     out = json.loads((run / "result.json").read_text())
     assert out["objective"] == "grpo" and out["success"] and (run / "merged" / "model.safetensors").exists()
     assert set(out["preference"]["after"]) >= {"format", "vowels"}
+    sampled, greedy = out["preference"]["sampled"], out["preference"]["per_prompt"]
+    assert sampled["samples"] == 2 and set(sampled["before"]) == set(out["preference"]["before"])
+    for side in ("before", "after"):
+        assert len(sampled["per_prompt"][side]["vowels"]) == len(greedy[side]["vowels"]) > 0
     assert not (run / "mlx-work").exists()
