@@ -36,7 +36,7 @@ HELD_OUT_PROMPTS = 64
 def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: float | None = None) -> TrainingResult:
     """The whole GRPO recipe for a validated config; returns the `TrainingResult`."""
     from ..evaluation.rewards import build_rewards
-    from ..training.grpo import GrpoArgs, mean_rewards
+    from ..training.grpo import GrpoArgs
     from ..training.encoding import encode_all
 
     started = time.time() if started is None else started
@@ -73,11 +73,6 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
         model, loss_before, loss_after, out = train_on_backend(cfg, run, base, plan, tokens, args, gargs, rewards,
                                                                (train_prompts, eval_prompts), held_out,
                                                                [*logs, *callbacks])
-    before, after = mean_rewards(out.before), mean_rewards(out.after)
-    logger.info("grpo held-out rewards (greedy) before: %s; after: %s", before, after)
-    if cfg.grpo_eval_samples:
-        logger.info("grpo held-out rewards (mean of %d sampled) before: %s; after: %s", cfg.grpo_eval_samples,
-                    mean_rewards(out.sampled_before), mean_rewards(out.sampled_after))
     result = make_result(
         cfg, run, base, plan, train_loss=out.train_loss, eval_loss_before=loss_before, eval_loss_after=loss_after,
         eval_history=[(out.steps, loss_after)], steps=out.steps, supervised_tokens=out.supervised_tokens,
@@ -85,19 +80,30 @@ def train_grpo_run(cfg: TrainingConfig, callbacks: Iterable[Any] = (), started: 
         records_rejected=records_rejected, train_examples=len(train_prompts), eval_examples=len(eval_prompts),
         truncated_examples=0, training_seconds=out.wall_seconds, resumed_from_step=out.resumed_from,
         learning_rate=args.learning_rate, objective="grpo",
-        preference={"before": before, "after": after, "prompts_seen": out.prompts_seen,
-                    "rewards": dict(zip(rewards.names, rewards.weights)),
-                    "per_prompt": {"before": out.before, "after": out.after}, "data": stats["grpo"],
-                    # --grpo-eval-samples K: each reward's per-prompt mean over K sampled answers
-                    **({"sampled": {"samples": cfg.grpo_eval_samples, "temperature": cfg.grpo_temperature,
-                                    "before": mean_rewards(out.sampled_before),
-                                    "after": mean_rewards(out.sampled_after),
-                                    "per_prompt": {"before": out.sampled_before, "after": out.sampled_after}}}
-                       if cfg.grpo_eval_samples else {}),
-                    # the greedy held-out answers themselves (torch; empty on MLX), to read what was scored
-                    "answers": {"prompts": [p.id for p in eval_prompts], "before": out.answers_before,
-                                "after": out.answers_after}})
+        preference=held_out_report(cfg, out, rewards, stats["grpo"], eval_prompts))
     return finish_run(cfg, run, base, model, tokens, result, stats, started)
+
+
+def held_out_report(cfg: TrainingConfig, out, rewards, data: dict, eval_prompts: list) -> dict[str, Any]:
+    """result.json's `preference` for a GRPO run: the held-out rewards (greedy; with
+    --grpo-eval-samples K also the per-prompt means of K sampled answers) before and after, per prompt,
+    and the greedy answers themselves (torch; empty on MLX), to read what was scored."""
+    from ..training.grpo import mean_rewards
+
+    before, after = mean_rewards(out.before), mean_rewards(out.after)
+    logger.info("grpo held-out rewards (greedy) before: %s; after: %s", before, after)
+    report = {"before": before, "after": after, "prompts_seen": out.prompts_seen,
+              "rewards": dict(zip(rewards.names, rewards.weights)),
+              "per_prompt": {"before": out.before, "after": out.after}, "data": data,
+              "answers": {"prompts": [p.id for p in eval_prompts], "before": out.answers_before,
+                          "after": out.answers_after}}
+    if cfg.grpo_eval_samples:
+        report["sampled"] = {"samples": cfg.grpo_eval_samples, "temperature": cfg.grpo_temperature,
+                             "before": mean_rewards(out.sampled_before), "after": mean_rewards(out.sampled_after),
+                             "per_prompt": {"before": out.sampled_before, "after": out.sampled_after}}
+        logger.info("grpo held-out rewards (mean of %d sampled) before: %s; after: %s", cfg.grpo_eval_samples,
+                    report["sampled"]["before"], report["sampled"]["after"])
+    return report
 
 
 def train_on_backend(cfg: TrainingConfig, run, base, plan, tokens, args, gargs, rewards, prompts: tuple[list, list],
