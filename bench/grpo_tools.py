@@ -211,6 +211,12 @@ def answers(got: dict | None, per: dict, kinds: list[str]) -> list[dict]:
                                                per["before"]["tool_call"], per["after"]["tool_call"])]
 
 
+def interval_rows(held_out: dict, by_turn: dict) -> list[str]:
+    """Table rows of the paired intervals per reward, then tool_call on call and final-answer turns."""
+    row = "| {} | {base} | {tuned} | {delta} | {ci95} | {n} |"
+    return ([row.format(k, **v) for k, v in held_out.items()]
+            + [row.format(f"tool_call, {kind} turns", **v) for kind, v in by_turn.items() if v])
+
 def blocks(curve: list[dict], width: int) -> list[dict]:
     """Means of the per-step rewards over consecutive blocks of `width` steps."""
     keys = ["reward", "rewards/tool_call/mean", "rewards/format/mean", "rewards/truth/mean", "completions/mean_length"]
@@ -252,22 +258,13 @@ def write(a, res: dict) -> None:
              f"lr {c['learning_rate']}; wall {res['wall_s']} s (training {res['training_s']} s, "
              f"{res['s_per_step']['median']} s/step median), peak RSS {res['peak_rss_mib']} MiB", "",
              "| reward (greedy, held-out) | before | after | delta | 95% CI | n |", "|---|---|---|---|---|---|"]
-    for k, v in res["held_out"].items():
-        lines.append(f"| {k} | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} | {v['n']} |")
-    for kind, v in res["held_out_tool_call_by_turn"].items():
-        if v:
-            lines.append(f"| tool_call, {kind} turns | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} "
-                         f"| {v['n']} |")
+    lines += interval_rows(res["held_out"], res["held_out_tool_call_by_turn"])
     sampled = res.get("held_out_sampled")
     if sampled:
         lines += ["", f"| reward (held-out, mean of {sampled['samples']} answers sampled at T {sampled['temperature']}, "
                   "same seeds before and after) | before | after | delta | 95% CI | n |", "|---|---|---|---|---|---|"]
-        for k, v in sampled["held_out"].items():
-            lines.append(f"| {k} | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} | {v['n']} |")
-        for kind, v in sampled["tool_call_by_turn"].items():
-            if v:
-                lines.append(f"| tool_call, {kind} turns | {v['base']} | {v['tuned']} | {v['delta']} | {v['ci95']} "
-                             f"| {v['n']} |")
+        lines += interval_rows(sampled["held_out"], sampled["tool_call_by_turn"])
+    head = len(lines)  # printed: the run's line and the held-out tables
     lines += ["", "| steps | reward | tool_call | format | truth | mean length |", "|---|---|---|---|---|---|"]
     for b in res["blocks"]:
         lines.append(f"| {b['steps']} | {b['reward']} | {b['rewards/tool_call/mean']} | "
@@ -279,7 +276,7 @@ def write(a, res: dict) -> None:
                      f" | {s.get('rewards/format/mean', nan):.3f} | {s.get('rewards/truth/mean', nan):.3f} "
                      f"| {s['completions/mean_length']:.1f} |")
     (RESULTS / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:14 + (12 if sampled else 0)]))
+    print("\n".join(lines[:head]))
 
 
 if __name__ == "__main__":
