@@ -29,9 +29,12 @@ adapter disabled, as for DPO (`preference._reference`).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import math
+import sys
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -40,6 +43,7 @@ import torch
 
 from ..errors import IceburgError
 from ..engine import Cadence, OptimizerStep, StepResult, TrainingCallback, make_plan, run_plan
+from .lora_dropout import lora_dropout_on_cpu
 from .preference import _History, _reference, plan_preference_steps
 from .trainer import TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
 
@@ -270,13 +274,14 @@ def sample_seed(seed: int, step: int, micro: int) -> int:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArgs, eos: set[int], pad_id: int,
              seed: int | None, device: str = "cpu") -> Rollout:
-    """`n` answers per prompt (sampled with `seed`; greedy when seed is None), one left-padded batch."""
+    """`n` answers per prompt (sampled with `seed`; greedy when seed is None), one left-padded batch.
+    Sampling is `GumbelSampler` on `generate`'s greedy path: an exact draw from softmax(logits / T)."""
     rows = [p.prompt_ids for p in prompts for _ in range(n)]
     ids, attn = left_pad(rows, pad_id)
     ids, attn = ids.to(device), attn.to(device)
     kw: dict[str, Any] = dict(do_sample=False, top_p=None, top_k=None, temperature=None)
     if seed is not None:
-        kw = dict(do_sample=True, temperature=gargs.temperature, top_k=0, top_p=1.0)
+        kw["logits_processor"] = [GumbelSampler(gargs.temperature)]
     was = model.training
     model.eval()
     dtype = getattr(torch, gargs.sample_dtype) if gargs.sample_dtype and seed is not None else None
@@ -292,6 +297,81 @@ def generate(model, tokenizer, prompts: list[GrpoPrompt], n: int, gargs: GrpoArg
     comp = out[:, ids.size(1):]
     mask, completions = decode_answers(tokenizer, comp, eos)
     return Rollout(ids, attn, comp, mask, completions, [p.source for p in prompts for _ in range(n)])
+
+
+class GumbelSampler:
+    """A logits processor that makes `generate`'s greedy step a sample at `temperature`: the argmax of
+    logits / T plus independent Gumbel(0, 1) noise is an exact draw from softmax(logits / T) (the
+    Gumbel-max trick; torch.multinomial's one-sample path is the same race in its exponential form).
+    Written here because torch's multinomial spends ~3.8 ms a token drawing its 4 x 49,152
+    exponentials at 2 threads (SmolLM2's vocabulary, batch 4), against ~0.7 ms for `torch.rand` and
+    two logs (docs/grpo.md "Speed"). Uses the global generator, as multinomial does; u = 0 is lifted
+    to the smallest normal float so the noise stays finite. Masked (-inf) logits stay -inf."""
+
+    def __init__(self, temperature: float):
+        if not temperature > 0:
+            raise IceburgError(f"sampling temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        u = torch.rand_like(scores).clamp_(min=torch.finfo(scores.dtype).tiny)
+        noise = u.log_().neg_().log_().neg_()
+        return (scores if self.temperature == 1.0 else scores / self.temperature) + noise
+
+
+_HUGE_PAGE = 2 << 20  # x86-64 / arm64 transparent huge page
+_MADV_HUGEPAGE = 14  # <linux/mman.h>
+# model -> {dtype: flat buffer}: the sampling copy kept between steps (`sampling_copy_kept`)
+_KEPT: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def huge_page_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A flat CPU tensor aligned to 2 MiB and advised (Linux `madvise(MADV_HUGEPAGE)`) to be backed
+    by transparent huge pages: one TLB entry per 2 MiB instead of per 4 KiB. Read once per decoded
+    token, SmolLM2's merged projections ran 13-15% faster from such a buffer than as 210 separate
+    tensors (docs/grpo.md "Speed"). No libc (not Linux) or a refused advice leaves ordinary pages:
+    the same values, only slower. Written by hand: torch's own THP switch (`THP_MEM_ALLOC_ENABLE`)
+    is read once at start-up and covers only single allocations of 2 MiB or more."""
+    size = torch.empty((), dtype=dtype).element_size()
+    raw = torch.empty(numel + _HUGE_PAGE // size, dtype=dtype)
+    start = (-raw.data_ptr()) % _HUGE_PAGE // size
+    buf = raw[start:start + numel]
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.madvise(ctypes.c_void_p(buf.data_ptr()), ctypes.c_size_t(numel * size), _MADV_HUGEPAGE):
+                logger.debug("madvise(MADV_HUGEPAGE) refused (errno %d): ordinary pages", ctypes.get_errno())
+        except (OSError, AttributeError) as e:
+            logger.debug("no madvise: %s", e)
+    return buf
+
+
+def sampling_copy_bytes(model) -> int:
+    """Bytes of the weights `merged_lora` copies for sampling: the LoRA layers' base weights and the
+    output head's."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    ws = [m.base_layer.weight for m in model.modules() if isinstance(m, LoraLinear)]
+    head = model.get_output_embeddings()
+    if head is not None and getattr(head, "weight", None) is not None:
+        ws.append(head.weight)
+    return sum(w.numel() * w.element_size() for w in ws)
+
+
+@contextmanager
+def sampling_copy_kept(model, keep: bool = True):
+    """While inside (and `keep`), `merged_lora` writes the merged weights into one huge-page buffer
+    kept between calls, instead of new tensors each call: a fresh huge-page buffer costs ~1 s of
+    page faults a step, and a buffer of 4 KiB pages is read slower. The buffer is released on exit.
+    `train_grpo` keeps it on CPU when it takes at most a quarter of the memory available."""
+    if not keep:
+        yield
+        return
+    _KEPT[model] = {}
+    try:
+        yield
+    finally:
+        _KEPT.pop(model, None)
 
 
 @contextmanager
@@ -323,12 +403,14 @@ def cast_for_sampling(model, dtype: torch.dtype | None):
 @contextmanager
 def merged_lora(model, dtype: torch.dtype | None = None):
     """Sample through plain Linear layers: each LoRA layer's base weight is swapped for W + BA*s (a
-    new tensor) with the adapter disabled, and the very same original tensors put back on exit
+    copy) with the adapter disabled, and the very same original tensors put back on exit
     (bit-exact, unlike PEFT's merge/unmerge, which adds and subtracts the delta). While sampling each
     LoRA layer is swapped out of the module tree for its base Linear (what the disabled adapter calls:
     the same operation, without PEFT's per-layer call; 210 layers a token on SmolLM2). Only plain float
     LoRA Linear layers (no DoRA, no quantized base); anything else samples unmerged. Costs one copy
-    of the adapted weights while sampling; `dtype`: the merged copy in that dtype (`cast_for_sampling`)."""
+    of the adapted weights while sampling; `dtype`: the merged copy in that dtype (`cast_for_sampling`).
+    Inside `sampling_copy_kept` the copies (the output head's too, read once a token as well) are
+    views into one kept huge-page buffer, rewritten each call."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
@@ -338,16 +420,43 @@ def merged_lora(model, dtype: torch.dtype | None = None):
         yield
         return
     names = {id(m): name for name, m in model.named_modules()}
-    saved, swapped = [], []
+    kept = _KEPT.get(model)
+    head = model.get_output_embeddings() if kept is not None else None
+    if head is not None and (type(head) is not torch.nn.Linear or head.weight.device.type != "cpu"
+                             or not head.weight.is_floating_point()):
+        head = None
+    saved, swapped, head_w = [], [], None
     try:
         with torch.no_grad():
+            take = None
+            if kept is not None and all(m.base_layer.weight.device.type == "cpu" for m in layers):
+                key = dtype or layers[0].base_layer.weight.dtype
+                numel = sum(m.base_layer.weight.numel() for m in layers)
+                if (buf := kept.get(key)) is None or buf.numel() != numel:
+                    buf = kept[key] = huge_page_buffer(numel, key)
+                offset = 0
+
+                def take(w):
+                    nonlocal offset
+                    offset += w.numel()
+                    return buf[offset - w.numel():offset].view(w.shape)
             for m in layers:
                 w = m.base_layer.weight
-                delta = sum(m.get_delta_weight(n) for n in m.active_adapters if n in m.lora_A)
                 saved.append((m, w))
-                merged = w + delta
-                m.base_layer.weight = torch.nn.Parameter(merged if dtype is None else merged.to(dtype),
-                                                         requires_grad=False)
+                if take is None:
+                    merged = _merged_weight(m, w)
+                    merged = merged if dtype is None else merged.to(dtype)
+                elif dtype is None or dtype == w.dtype:
+                    merged = _merged_weight(m, w, out=take(w))
+                else:
+                    merged = take(w).copy_(_merged_weight(m, w))
+                m.base_layer.weight = torch.nn.Parameter(merged, requires_grad=False)
+            if head is not None:
+                hbuf = kept.get("head")
+                if hbuf is None or hbuf.numel() != head.weight.numel() or hbuf.dtype != head.weight.dtype:
+                    hbuf = kept["head"] = huge_page_buffer(head.weight.numel(), head.weight.dtype)
+                head_w = head.weight
+                head.weight = torch.nn.Parameter(hbuf.view(head_w.shape).copy_(head_w), requires_grad=False)
         for m in layers:  # the plain Linear in the LoRA layer's place: what the disabled adapter computes, minus its call
             parent, _, attr = names[id(m)].rpartition(".")
             swapped.append((model.get_submodule(parent), attr, m))
@@ -358,6 +467,22 @@ def merged_lora(model, dtype: torch.dtype | None = None):
             setattr(parent, attr, m)
         for m, w in saved:
             m.base_layer.weight = w
+        if head_w is not None:
+            head.weight = head_w
+
+
+def _merged_weight(m, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """W + s * B @ A of a LoRA layer (into `out` when given): one `addmm` for a single float32/64
+    adapter (it reads W and writes the result once; W + delta also writes and reads a delta the
+    size of W), PEFT's `get_delta_weight` for anything else (fan-in-fan-out, half-precision
+    adapters, several active adapters)."""
+    names = [n for n in m.active_adapters if n in m.lora_A]
+    if len(names) == 1 and not m.fan_in_fan_out and w.dtype in (torch.float32, torch.float64):
+        a, b = m.lora_A[names[0]].weight, m.lora_B[names[0]].weight
+        if a.dtype == b.dtype == w.dtype and a.device == w.device:
+            return torch.addmm(w, b, a, alpha=m.scaling[names[0]], out=out)
+    delta = sum(m.get_delta_weight(n) for n in names)
+    return w + delta if out is None else torch.add(w, delta, out=out)
 
 
 @torch.no_grad()
@@ -574,12 +699,24 @@ def held_out_sampled(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArg
                             sample=sample, samples=gargs.eval_samples, seed=args.seed)
 
 
+def _keep_sampling_copy(model, device: str) -> bool:
+    """Keep the merged sampling weights between steps (`sampling_copy_kept`) on CPU when they take at
+    most a quarter of the memory available now: they add their size to the training phase's peak
+    (SmolLM2-135M: 0.54 GB; measured in bench/results/grpo_throughput*.md's peak RSS)."""
+    import psutil
+
+    return str(device).startswith("cpu") and sampling_copy_bytes(model) * 4 <= psutil.virtual_memory().available
+
+
 def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: list[GrpoPrompt], args: TrainArgs,
                gargs: GrpoArgs, rewards: RewardSet, eos: set[int], *, callbacks: Iterable[TrainingCallback] = (),
                make_optimizer: Callable = default_optimizer, make_scheduler: Callable = default_scheduler) -> GrpoOutput:
     """Train `model` (a PEFT LoRA model) with GRPO over `train_prompts`: a seeded shuffle per epoch,
     `args.micro_batch_size` prompts per micro-batch, `args.grad_accum` micro-batches per step, on the
-    step engine (checkpoints, `args.resume`). Held-out rewards (greedy) before and after. One process."""
+    step engine (checkpoints, `args.resume`). Held-out rewards (greedy) before and after. One process.
+    On CPU the LoRA dropout masks are drawn by `lora_dropout.CpuLoraDropout` (as SFT's trainer does:
+    same distribution, cheaper) and the merged sampling weights are kept between steps
+    (`sampling_copy_kept`, when they take at most a quarter of the memory available)."""
     from .distributed import env_world_size
 
     if not train_prompts:
@@ -595,20 +732,22 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     sched = make_scheduler(opt, len(plan), args)
     answers_before: list[str] = []
     answers_after: list[str] = []
-    before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
-                              texts=answers_before)
-    sampled_before = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
-    history = _History()
-    ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
-    model.train()
-    run = run_plan(plan, grpo_step(model, tokenizer, args, gargs, rewards, eos,
-                                   OptimizerStep(params, opt, sched, args.max_grad_norm)),
-                   lambda step: None, cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt,
-                   resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
-                   desc="training (grpo)")
-    after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
-                             texts=answers_after)
-    sampled_after = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
+    with (sampling_copy_kept(model, keep=_keep_sampling_copy(model, args.device)),
+          lora_dropout_on_cpu(model, args.device == "cpu")):
+        before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
+                                  texts=answers_before)
+        sampled_before = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
+        history = _History()
+        ckpt = None if args.checkpoint_dir is None else TorchCheckpointer(model, opt, sched, args.checkpoint_dir)
+        model.train()
+        run = run_plan(plan, grpo_step(model, tokenizer, args, gargs, rewards, eos,
+                                       OptimizerStep(params, opt, sched, args.max_grad_norm)),
+                       lambda step: None, cadence=Cadence(args.eval_steps, args.save_steps), checkpointer=ckpt,
+                       resume=args.resume, callbacks=[history, *callbacks], show_progress=args.show_progress,
+                       desc="training (grpo)")
+        after = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
+                                 texts=answers_after)
+        sampled_after = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)
     return GrpoOutput(steps=run.steps, train_loss=run.train_loss, last_loss=run.last_loss, before=before,
                       after=after, history=history.lines,
                       prompts_seen=sum(len(mb) for st in plan.steps for mb in st),

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iceburg.training.grpo import (GrpoArgs, GrpoPrompt, completion_logps, generate, left_pad, merged_lora,
-                                   prefill_once, prompt_groups, shared_prefix_logps)
+from iceburg.training.grpo import (GrpoArgs, GrpoPrompt, GumbelSampler, completion_logps, generate, left_pad,
+                                   merged_lora, prefill_once, prompt_groups, sampling_copy_kept, shared_prefix_logps)
 
 G, C = 4, 10
 
@@ -124,25 +124,99 @@ def test_roomy_cache_writes_in_place_and_equals_concatenation(setup):
         assert (layer.keys.data_ptr() == buf) == (step < 3)
 
 
+@pytest.mark.parametrize("kept", [False, True])  # True: the merged weights in the kept huge-page buffer
 @pytest.mark.parametrize("temperature", [1.0, 0.6])  # 1: TRL's default; 0.6: a --grpo-temperature below it
-def test_generate_samples_what_plain_generate_samples(setup, temperature):
+def test_generate_samples_what_plain_generate_samples(setup, temperature, kept):
     """The prompt prefilled once and its cache repeated G times, sampling through merged weights:
-    the same answers as `model.generate` on G left-padded copies with the adapter unmerged (float64,
-    so no sampled token flips on rounding), at the sampling temperature asked for."""
+    the same answers as `model.generate` on G left-padded copies with the adapter unmerged and the
+    same sampler (float64, so no sampled token flips on rounding), at the sampling temperature asked for."""
     tok, model, pad = setup["tok"], setup["model"], setup["pad"]
     prompts = [GrpoPrompt(f"p{i}", ids) for i, ids in enumerate(setup["prompts"])]
     gargs = GrpoArgs(group=G, max_completion_length=C, temperature=temperature)
     eos = {tok.eos_token_id}
-    got = generate(model, tok, prompts, G, gargs, eos, pad, seed=123)
+    with sampling_copy_kept(model, keep=kept):
+        got = generate(model, tok, prompts, G, gargs, eos, pad, seed=123)
+        again = generate(model, tok, prompts, G, gargs, eos, pad, seed=123)  # kept: the buffer re-used
     ids, attn = left_pad([p.prompt_ids for p in prompts for _ in range(G)], pad)
     model.eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(123)
         want = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=C, eos_token_id=sorted(eos),
-                              pad_token_id=pad, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+                              pad_token_id=pad, do_sample=False, top_k=None, top_p=None, temperature=None,
+                              logits_processor=[GumbelSampler(temperature)])
     want = want[:, ids.size(1):]
     assert len({tuple(r) for r in want.tolist()}) > 1  # sampled, not one greedy answer repeated
-    assert torch.equal(got.completion_ids, want)
+    assert torch.equal(got.completion_ids, want) and torch.equal(again.completion_ids, want)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_gumbel_sampler_draws_from_the_softmax_at_the_temperature(temperature):
+    """argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T): 40,000 draws from a fixed
+    6-token distribution (one -inf) pass Pearson's chi-square against it and fail it against the
+    softmax at the other temperature, so the test can tell a wrong temperature from a right one."""
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.5, float("-inf")])
+    n = 40_000
+    g = torch.random.fork_rng(devices=[])
+    with g:
+        torch.manual_seed(7)
+        draws = GumbelSampler(temperature)(None, logits.expand(n, -1).clone()).argmax(-1)
+    counts = torch.bincount(draws, minlength=6).double()
+    assert counts[-1] == 0  # a masked token is never drawn
+
+    def chi2(t):
+        p = torch.softmax(logits[:-1].double() / t, -1)
+        return (((counts[:-1] - n * p) ** 2) / (n * p)).sum().item()
+
+    # 23.5: the chi-square quantile at 1 - 1e-4 with 4 degrees of freedom (scipy.stats.chi2.ppf), so a right
+    # sampler fails one seed in 10,000; the fixed seed makes the outcome deterministic. The other temperature
+    # (1 vs 0.6) moves the top token's share by ~0.1, a chi-square in the thousands at n = 40,000.
+    assert chi2(temperature) < 23.5
+    assert chi2(1.6 - temperature) > 500
+
+
+def test_kept_sampling_copy_is_one_buffer_rewritten_each_call_and_released(setup):
+    """Inside `sampling_copy_kept` the merged weights and the output head's copy are views into buffers
+    kept between calls (the same memory on the next call), hold W + BA*s of the current adapter, and the
+    very same original tensors (a tied head's tie included) are back after each call; on exit the
+    buffers are released."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    from iceburg.training import grpo
+
+    model = setup["model"]
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    original_head = head.weight
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    bases = [m.base_layer for m in model.modules() if isinstance(m, LoraLinear)]
+    ids = torch.tensor([setup["prompts"][0]])
+    model.eval()
+    with torch.no_grad():
+        with merged_lora(model):
+            fresh = model(input_ids=ids).logits
+        ptrs = []
+        with sampling_copy_kept(model):
+            for _ in range(2):
+                with merged_lora(model):
+                    kept = model(input_ids=ids).logits
+                    bufs = grpo._KEPT[model]
+                    body, hbuf = bufs[torch.float64], bufs["head"]
+                    ptrs.append([b.weight.data_ptr() for b in bases] + [head.weight.data_ptr()])
+                    lo, hi = body.data_ptr(), body.data_ptr() + body.numel() * body.element_size()
+                    assert all(lo <= b.weight.data_ptr() < hi for b in bases)  # views into the one buffer
+                    assert head.weight.data_ptr() == hbuf.data_ptr() and torch.equal(head.weight, original_head)
+                    assert body.data_ptr() % (2 << 20) == 0  # aligned for huge pages
+                assert torch.equal(kept, fresh)  # the same merged values, only where they live differs
+            lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+            lora_b.add_(0.5)  # a changed adapter: the next call must rewrite the buffer, not reuse it stale
+            with merged_lora(model):
+                moved = model(input_ids=ids).logits
+            lora_b.sub_(0.5)
+        assert model not in grpo._KEPT  # released on exit
+    assert ptrs[0] == ptrs[1]  # the second call wrote into the first call's memory
+    assert (moved - fresh).abs().max() > 1e-3
+    for n, p in model.named_parameters():
+        assert p is before[n][0] and torch.equal(p, before[n][1]), n
+    assert head.weight is original_head and (original_head is not emb.weight or head.weight is emb.weight)
 
 
 def test_bf16_sampling_casts_the_body_keeps_float_logits_and_restores_every_tensor(setup):
