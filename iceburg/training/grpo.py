@@ -429,8 +429,9 @@ def merged_lora(model, dtype: torch.dtype | None = None):
     try:
         with torch.no_grad():
             take = None
-            if kept is not None and all(m.base_layer.weight.device.type == "cpu" for m in layers):
-                key = dtype or layers[0].base_layer.weight.dtype
+            key = dtype or layers[0].base_layer.weight.dtype
+            if kept is not None and all(m.base_layer.weight.device.type == "cpu" and m.base_layer.weight.dtype
+                                        == layers[0].base_layer.weight.dtype for m in layers):
                 numel = sum(m.base_layer.weight.numel() for m in layers)
                 if (buf := kept.get(key)) is None or buf.numel() != numel:
                     buf = kept[key] = huge_page_buffer(numel, key)
