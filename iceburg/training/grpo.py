@@ -428,19 +428,7 @@ def merged_lora(model, dtype: torch.dtype | None = None):
     saved, swapped, head_w = [], [], None
     try:
         with torch.no_grad():
-            take = None
-            key = dtype or layers[0].base_layer.weight.dtype
-            if kept is not None and all(m.base_layer.weight.device.type == "cpu" and m.base_layer.weight.dtype
-                                        == layers[0].base_layer.weight.dtype for m in layers):
-                numel = sum(m.base_layer.weight.numel() for m in layers)
-                if (buf := kept.get(key)) is None or buf.numel() != numel:
-                    buf = kept[key] = huge_page_buffer(numel, key)
-                offset = 0
-
-                def take(w):
-                    nonlocal offset
-                    offset += w.numel()
-                    return buf[offset - w.numel():offset].view(w.shape)
+            take = _buffer_views(kept, layers, dtype)
             for m in layers:
                 w = m.base_layer.weight
                 saved.append((m, w))
@@ -470,6 +458,28 @@ def merged_lora(model, dtype: torch.dtype | None = None):
             m.base_layer.weight = w
         if head_w is not None:
             head.weight = head_w
+
+
+def _buffer_views(kept: dict | None, layers: list, dtype: torch.dtype | None) -> Callable | None:
+    """`take(w)`: the next view shaped like `w` in the kept buffer of `dtype` (the layers' own dtype
+    for None), the buffer made or re-made to hold every layer's weight; None when nothing is kept or
+    the layers' weights are not all CPU tensors of one dtype."""
+    first = layers[0].base_layer.weight
+    if kept is None or any(m.base_layer.weight.device.type != "cpu" or m.base_layer.weight.dtype != first.dtype
+                           for m in layers):
+        return None
+    key = dtype or first.dtype
+    numel = sum(m.base_layer.weight.numel() for m in layers)
+    if (buf := kept.get(key)) is None or buf.numel() != numel:
+        buf = kept[key] = huge_page_buffer(numel, key)
+    offset = 0
+
+    def take(w: torch.Tensor) -> torch.Tensor:
+        nonlocal offset
+        offset += w.numel()
+        return buf[offset - w.numel():offset].view(w.shape)
+
+    return take
 
 
 def _merged_weight(m, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
