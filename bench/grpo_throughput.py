@@ -222,11 +222,18 @@ def profile(job: dict, a) -> None:
     """One step's parts, timed separately on `a.profile` prompts of the plan (printed, not saved)."""
     import torch
 
+    from contextlib import ExitStack
+
     from iceburg.evaluation.rewards import build_rewards
-    from iceburg.training.grpo import generate, grpo_loss, prefill_once, sample_seed, score, shared_prefix_logps
+    from iceburg.training.grpo import (generate, grpo_loss, keeps_sampling_copy, prefill_once, sample_seed,
+                                       sampling_copy_kept, score, shared_prefix_logps)
+    from iceburg.training.lora_dropout import lora_dropout_on_cpu
 
     model, tok, args, gargs = job["model"], job["tok"], job["args"], job["gargs"]
     rewards = build_rewards(job["cfg"])
+    stack = ExitStack()  # what train_grpo runs its steps under: the kept sampling copy, numpy-drawn LoRA dropout
+    stack.enter_context(sampling_copy_kept(model, keep=keeps_sampling_copy(model, args.device)))
+    stack.enter_context(lora_dropout_on_cpu(model, args.device == "cpu"))
     for k, p in enumerate(job["prompts"][:a.profile]):
         t = [time.perf_counter()]
         model.eval()
@@ -247,6 +254,7 @@ def profile(job: dict, a) -> None:
         print(f"prompt {len(p.prompt_ids)} tok, answers {r.completion_mask.sum(1).tolist()}: prefill {d[0]} s, "
               f"generate (prefill included) {d[1]} s, rewards (truth, tool_call, format) {d[2]} s, "
               f"loss forward {d[3]} s, backward {d[4]} s", flush=True)
+    stack.close()
 
 
 def write(a, res: dict) -> None:

@@ -710,7 +710,7 @@ def held_out_sampled(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArg
                             sample=sample, samples=gargs.eval_samples, seed=args.seed)
 
 
-def _keep_sampling_copy(model, device: str) -> bool:
+def keeps_sampling_copy(model, device: str) -> bool:
     """Keep the merged sampling weights between steps (`sampling_copy_kept`) on CPU when they take at
     most a quarter of the memory available now: they add their size to the training phase's peak
     (SmolLM2-135M: 0.54 GB; measured in bench/results/grpo_throughput*.md's peak RSS)."""
@@ -743,7 +743,7 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     sched = make_scheduler(opt, len(plan), args)
     answers_before: list[str] = []
     answers_after: list[str] = []
-    with (sampling_copy_kept(model, keep=_keep_sampling_copy(model, args.device)),
+    with (sampling_copy_kept(model, keep=keeps_sampling_copy(model, args.device)),
           lora_dropout_on_cpu(model, args.device == "cpu")):
         before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
                                   texts=answers_before)
