@@ -441,11 +441,8 @@ def merged_lora(model, dtype: torch.dtype | None = None):
                     merged = take(w).copy_(_merged_weight(m, w))
                 m.base_layer.weight = torch.nn.Parameter(merged, requires_grad=False)
             if head is not None:
-                hbuf = kept.get("head")
-                if hbuf is None or hbuf.numel() != head.weight.numel() or hbuf.dtype != head.weight.dtype:
-                    hbuf = kept["head"] = huge_page_buffer(head.weight.numel(), head.weight.dtype)
                 head_w = head.weight
-                head.weight = torch.nn.Parameter(hbuf.view(head_w.shape).copy_(head_w), requires_grad=False)
+                head.weight = torch.nn.Parameter(_head_copy(kept, head_w), requires_grad=False)
         for m in layers:  # the plain Linear in the LoRA layer's place: what the disabled adapter computes, minus its call
             parent, _, attr = names[id(m)].rpartition(".")
             swapped.append((model.get_submodule(parent), attr, m))
@@ -480,6 +477,20 @@ def _buffer_views(kept: dict | None, layers: list, dtype: torch.dtype | None) ->
         return buf[offset - w.numel():offset].view(w.shape)
 
     return take
+
+
+def _head_copy(kept: dict, w: torch.Tensor) -> torch.Tensor:
+    """The output head's weight copied into the kept huge-page buffer; copied again only when `w` is
+    another tensor or was changed in place since (its version counter: an optimizer step on trainable
+    embeddings), so a frozen head is copied once per run, not once per `generate` call."""
+    buf, source = kept.get("head"), (id(w), w.data_ptr(), w._version)
+    if buf is None or buf.numel() != w.numel() or buf.dtype != w.dtype:
+        buf = kept["head"] = huge_page_buffer(w.numel(), w.dtype)
+        kept["head_source"] = None
+    if kept.get("head_source") != source:
+        buf.copy_(w.reshape(-1))
+        kept["head_source"] = source
+    return buf.view(w.shape)
 
 
 def _merged_weight(m, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

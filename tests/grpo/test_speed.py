@@ -211,6 +211,11 @@ def test_kept_sampling_copy_is_one_buffer_rewritten_each_call_and_released(setup
             with merged_lora(model):
                 moved = model(input_ids=ids).logits
             lora_b.sub_(0.5)
+            saved_head = original_head.detach().clone()
+            original_head.add_(0.25)  # a head changed in place (trainable embeddings): copied again, not stale
+            with merged_lora(model):
+                assert torch.equal(head.weight, original_head) and head.weight.data_ptr() == ptrs[0][-1]
+            original_head.copy_(saved_head)
         assert model not in grpo._KEPT  # released on exit
     assert ptrs[0] == ptrs[1]  # the second call wrote into the first call's memory
     assert (moved - fresh).abs().max() > 1e-3
