@@ -50,6 +50,8 @@ CELLS = {
     "dpo:b2": (["--max-seq-length", "512", "--objective", "dpo", "--batch-size", "2"], "pairs"),
     "dpo:b4": (["--max-seq-length", "512", "--objective", "dpo", "--batch-size", "4"], "pairs"),
     "dpo:default": (["--max-seq-length", "512", "--objective", "dpo"], "pairs"),
+    "grpo:96": (["--max-seq-length", "512", "--objective", "grpo", "--max-completion-length", "96"], "sft"),
+    "grpo:default": (["--max-seq-length", "512", "--objective", "grpo"], "sft"),
 }
 
 

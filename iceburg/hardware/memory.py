@@ -18,6 +18,11 @@
   save and the probe therefore cannot see. For a 150k vocabulary this is the largest activation.
   iceburg's trainer computes logits only at supervised positions (`logits_to_keep`), so T here is
   the number of kept positions (`kept_positions`), and the probe runs that same loss.
+* GRPO (`loop="grpo"`, training/grpo.py): the loss forward runs each prompt once and its G answers on
+  the prompt's cache (`shared_prefix_logps`), so activations scale with prompt + G x answer tokens, not
+  G full rows; logits at every answer position (not chunked); and a sampling term: the merged copy of
+  the adapted weights and the head that sampling reads (kept through the step on CPU,
+  `sampling_copy_kept`), and the sampling phase's KV cache (`_grpo_estimate`).
 * runtime: on CPU the process itself (Python, torch, transformers, peft) as measured by
   bench/memory_planner.py; on GPUs the CUDA context is already outside the free memory we read.
 """
@@ -111,11 +116,14 @@ class MemoryEstimate:
     runtime: int  # process overhead counted in this device's memory (CPU RSS only)
     lora_params: int
     loop: str = "sft"  # the loop modelled (estimate_training_memory); not a byte count
+    # GRPO: the merged sampling copy, plus what the sampling phase's KV cache and logits need beyond
+    # the training phase's activations and loss (0 where the training phase is the larger)
+    sampling: int = 0
 
     @property
     def training_bytes(self) -> int:
         """Everything the run adds on top of an already-started runtime."""
-        return self.weights + self.lora + self.activations + self.loss_transient
+        return self.weights + self.lora + self.activations + self.loss_transient + self.sampling
 
     @property
     def total(self) -> int:
@@ -158,19 +166,26 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
                              lora_r: int, targets: list[str], gradient_checkpointing: bool,
                              qlora: bool = False, lora_dropout: float = 0.05, device_kind: str = "cpu",
                              trust_remote_code: bool = False, supervised_fraction: float | None = 1.0,
-                             world_size: int = 1, loop: str = "sft", packing: bool = True) -> MemoryEstimate:
+                             world_size: int = 1, loop: str = "sft", packing: bool = True, grpo_group: int = 4,
+                             completion_length: int = 0, prompt_length: int | None = None) -> MemoryEstimate:
     """Peak memory of LoRA training steps for `shape` with these settings (no weights are loaded).
 
     `supervised_fraction` (share of tokens that carry loss) models iceburg's loop, which computes
     logits only at positions some row of the micro-batch supervises; 1.0 is the upper bound,
     None models Hugging Face's full-sequence loss (`labels=`). `loop="preference"` models the
     DPO/ORPO/KTO loop (training/preference.py): `micro_batch` padded rows (chosen and rejected),
-    logits and log-sum-exp at every position, torch's own LoRA dropout; `loop="mlx"` the MLX SFT step."""
+    logits and log-sum-exp at every position, torch's own LoRA dropout; `loop="mlx"` the MLX SFT step;
+    `loop="grpo"` GRPO's torch step (`micro_batch` rows = prompts x `grpo_group` answers of up to
+    `completion_length` tokens, prompts up to `prompt_length`, at most `seq_len` - `completion_length`)."""
     if loop == "mlx":  # measured by MLX itself (`packing`: block-diagonal masks; _mlx_estimate)
         return _mlx_estimate(shape, micro_batch, seq_len, precision, lora_r, targets, lora_dropout, device_kind,
                              supervised_fraction, packing)
+    if loop == "grpo":
+        return _grpo_estimate(shape, micro_batch, seq_len, precision, lora_r, targets, gradient_checkpointing, qlora,
+                              lora_dropout, device_kind, trust_remote_code, grpo_group, completion_length,
+                              prompt_length)
     if loop not in ("sft", "preference"):
-        raise ValueError(f"loop must be 'sft', 'preference' or 'mlx', not {loop!r}")
+        raise ValueError(f"loop must be 'sft', 'preference', 'grpo' or 'mlx', not {loop!r}")
     n_lora = shape.lora_params(lora_r, targets)
     act_dtype = TORCH_DTYPES[precision]
     preference = loop == "preference"
@@ -200,20 +215,63 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
         # bitsandbytes dequantises one projection at a time for the matmul: one transient copy of
         # the largest projection in the compute dtype.
         activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
-    if apart:
-        # one chunk's fp32 logits, logsumexp's shifted copy and the softmax written in place
-        loss_transient = HEAD_CHUNK_ROWS * shape.vocab_size * 4 * HEAD_CHUNK_COPIES
+    # the chunked head: one chunk's fp32 logits, logsumexp's shifted copy and the softmax written in place
+    loss_transient = (HEAD_CHUNK_ROWS * shape.vocab_size * 4 * HEAD_CHUNK_COPIES if apart else
+                      micro_batch * (seq_len if kept is None else kept) * shape.vocab_size * (act_bytes + 2 * 4))
+    return MemoryEstimate(weights=weight_bytes(shape, precision, qlora), lora=n_lora * ADAPTER_BYTES * 4,
+                          activations=int(activations), loss_transient=int(loss_transient),
+                          runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0, lora_params=n_lora)
+
+
+def _grpo_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision: str, lora_r: int,
+                   targets: list[str], gradient_checkpointing: bool, qlora: bool, lora_dropout: float,
+                   device_kind: str, trust_remote_code: bool, group: int, completion: int,
+                   prompt_length: int | None = None) -> MemoryEstimate:
+    """GRPO's step (training/grpo.py). Two phases, the larger sets the peak:
+    - sampling: the G answers decoded with a KV cache of prompt + answer positions per row, over the
+      merged copy of the adapted weights and the head (`merged_lora`);
+    - training: `shared_prefix_logps` runs each prompt once and its G answers on the prompt's cache
+      repeated to G rows (activations per token as the SFT probe measures them, times prompt + G x answer
+      tokens, plus the repeated cache), with float32 logits at every answer position; under gradient
+      checkpointing the plain full forward runs (G full rows, logits at the answer positions).
+    On CPU the merged copy is kept through the training phase too (`sampling_copy_kept`); elsewhere it is
+    re-made for each sampling call and freed. Every answer is taken at the full budget and every prompt
+    at the longest (`prompt_length`, the data's, when known): the peak of the run's worst step."""
+    completion = max(1, min(completion or seq_len // 2, seq_len - 1))
+    prompts = max(1, micro_batch // group)
+    prompt_len = seq_len - completion if prompt_length is None else max(1, min(prompt_length, seq_len - completion))
+    rows = prompts * group
+    act_dtype, act_bytes = TORCH_DTYPES[precision], DTYPE_BYTES[precision]
+    cpu = device_kind == "cpu"
+    n_lora = shape.lora_params(lora_r, targets)
+    per_row, outside_row = activation_probe(shape, act_dtype, 1, seq_len, lora_r, targets, lora_dropout,
+                                            trust_remote_code, completion, cpu, head_apart=False)
+    cfg = shape.config
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 1)
+    head_dim = getattr(cfg, "head_dim", None) or shape.hidden_size // max(1, getattr(cfg, "num_attention_heads", 1))
+    kv_per_token = shape.num_layers * 2 * kv_heads * head_dim * act_bytes
+    tokens = rows * seq_len
+    if gradient_checkpointing:
+        activations = shape.num_layers * tokens * shape.hidden_size * act_bytes + per_row * rows + outside_row * rows
     else:
-        logit_rows = micro_batch * (seq_len if kept is None else kept)
-        loss_transient = logit_rows * shape.vocab_size * (act_bytes + 2 * 4)
-    return MemoryEstimate(
-        weights=weight_bytes(shape, precision, qlora),
-        lora=n_lora * ADAPTER_BYTES * 4,
-        activations=int(activations),
-        loss_transient=int(loss_transient),
-        runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0,
-        lora_params=n_lora,
-    )
+        tokens = prompts * (prompt_len + group * completion)
+        activations = (shape.num_layers * per_row * tokens / seq_len + rows * prompt_len * kv_per_token
+                       + outside_row * rows)
+    if qlora:
+        activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
+    loss_transient = rows * completion * shape.vocab_size * (act_bytes + 2 * 4)
+    wanted = set(targets)
+    # quantized bases sample unmerged: only the head is copied (grpo.sampling_copy_bytes)
+    merged = 0 if qlora else sum(li.in_features * li.out_features for li in shape.linears if li.short in wanted)
+    copy = (merged + shape.vocab_size * shape.hidden_size) * act_bytes
+    # decoding: the cache of every row's prompt and answer, and a few (rows, vocab) float32 logits
+    decode = rows * (prompt_len + completion + 1) * kv_per_token + 4 * rows * shape.vocab_size * 4
+    training = activations + loss_transient
+    sampling = copy + max(0, decode - training) if cpu else max(copy + decode - training, 0)
+    return MemoryEstimate(weights=weight_bytes(shape, precision, qlora), lora=n_lora * ADAPTER_BYTES * 4,
+                          activations=int(activations), loss_transient=int(loss_transient),
+                          runtime=CPU_RUNTIME_BYTES if cpu else 0, lora_params=n_lora, loop="grpo",
+                          sampling=int(sampling))
 
 
 def _mlx_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision: str, lora_r: int,

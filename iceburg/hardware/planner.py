@@ -144,12 +144,13 @@ def _qlora_options(config: TrainingConfig, hw: HardwareInfo) -> list[bool]:
 
 def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInfo | None = None,
                   num_examples: int | None = None, world_size: int = 1,
-                  supervised_fraction: float = 1.0) -> TrainingPlan:
+                  supervised_fraction: float = 1.0, prompt_length: int | None = None) -> TrainingPlan:
     """Settings for training `model_dir` with `config` on `hw` (detected when None).
 
     `num_examples` (packed rows or examples, when known) caps the effective batch so one epoch
     has at least one optimizer step. `supervised_fraction` (share of tokens carrying loss, known
-    once the data is encoded; 1.0 = upper bound) sizes the logits our loop computes.
+    once the data is encoded; 1.0 = upper bound) sizes the logits our loop computes. `prompt_length`
+    (GRPO: the longest prompt in tokens, when known) sizes GRPO's prompt part.
     Raises IceburgError when nothing fits.
 
     `world_size` data-parallel processes share each step: the effective (global) batch is
@@ -183,7 +184,8 @@ def plan_training(model_dir: str | Path, config: TrainingConfig, hw: HardwareInf
                                         lora_dropout=config.lora_dropout, device_kind=hw.device_kind,
                                         trust_remote_code=config.trust_remote_code,
                                         supervised_fraction=supervised_fraction, world_size=world_size,
-                                        loop=loop, packing=config.packing)
+                                        loop=loop, packing=config.packing, grpo_group=config.grpo_group,
+                                        completion_length=config.max_completion_length, prompt_length=prompt_length)
 
     for qlora in ([False] if loop == "mlx" else _qlora_options(config, hw)):
         # the allocator choice is glibc's under torch; MLX keeps its own buffer cache
@@ -206,8 +208,12 @@ def _loop(config: TrainingConfig) -> str:
     """Which training loop's memory to estimate (hardware/memory.py `loop`)."""
     if config.objective in PREFERENCE_OBJECTIVES:
         return "preference"
-    # GRPO on mlx samples and scores as training/mlx_grpo.py does; only SFT's MLX step is probed
-    return "mlx" if config.objective == "sft" and config.resolved_backend() == "mlx" else "sft"
+    mlx = config.resolved_backend() == "mlx"
+    if config.objective == "grpo" and not mlx:
+        return "grpo"
+    # GRPO on mlx samples and scores as training/mlx_grpo.py does; only SFT's MLX step is probed, and
+    # MLX's GRPO step is estimated as SFT's torch loop (not measured against it)
+    return "mlx" if config.objective == "sft" and mlx else "sft"
 
 
 # Objectives trained by training/preference.py (padded chosen/rejected rows, logits at every position):
@@ -266,6 +272,11 @@ def _plan(hw: HardwareInfo, config: TrainingConfig, precision: str, micro: int, 
         notes.append(f"{config.objective}: memory of the preference loop (micro-batch {micro} rows = {max(1, micro // 2)} "
                      "example(s) x 2 sequences - chosen/rejected, or KTO's answer/KL mismatch - padded to the longest, "
                      "logits at every position; hardware/memory.py loop='preference')")
+    if est.loop == "grpo":
+        notes.append(f"grpo: memory of GRPO's step (micro-batch {micro} rows = {max(1, micro // config.grpo_group)} "
+                     f"prompt(s) x {config.grpo_group} answers of up to {config.max_completion_length} tokens; the "
+                     "prompt run once, logits at every answer position, the merged sampling copy of the weights "
+                     "and the sampling KV cache; hardware/memory.py loop='grpo')")
     if fast_alloc:
         notes.append(f"glibc's allocator: the peak under it (up to {DYNAMIC_HEAP_FACTOR:g}x the estimate) fits, "
                      "and it is ~1.6x the fixed mmap threshold's speed (measured, SmolLM2-135M, 2 threads: "

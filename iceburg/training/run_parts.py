@@ -37,8 +37,11 @@ def plan_run(path: Path, cfg: TrainingConfig, examples: list, world_size: int = 
     tokens = sum(len(e.input_ids) for e in examples)
     rows = tokens / cfg.max_seq_length if cfg.packing else len(examples)
     supervised = sum(e.supervised for e in examples) / max(1, tokens)  # sizes the logits (planner)
+    # GRPO's planning examples are prompt + a full answer: the longest prompt sizes its prompt part
+    longest_prompt = max((len(e.input_ids) - e.supervised for e in examples), default=None) \
+        if cfg.objective == "grpo" else None
     plan = plan_training(Path(path), cfg, num_examples=max(1, math.ceil(rows / MIN_STEPS_PER_EPOCH)),
-                         world_size=world_size, supervised_fraction=supervised)
+                         world_size=world_size, supervised_fraction=supervised, prompt_length=longest_prompt)
     if plan.device == "cpu" and plan.cpu_allocator:  # torch on CPU (an MLX plan has no glibc choice)
         budget = int(plan.available_bytes * MEMORY_HEADROOM / max(1, world_size))
         if fixed_mmap_threshold_needed(plan.estimated_peak_bytes, budget):

@@ -141,3 +141,35 @@ def test_world_size_keeps_the_global_batch_and_splits_cpu_memory(machines, small
                              world_size=4)
     assert explicit.effective_batch_size == 12  # per-process values kept, times the processes
     assert any("per process (2 processes)" in n for n in two.notes)
+
+
+def test_grpo_is_planned_with_its_own_step(machines, small_qwen_dir):
+    """GRPO's estimate (hardware/memory.py loop='grpo'): the merged sampling copy is kept through the step on
+    CPU and only transient on a GPU, and the estimate follows the group, the answer budget and the longest
+    prompt, which plan_run passes from the data (training/run_parts.py)."""
+    from iceburg.hardware.memory import estimate_training_memory
+
+    shape = read_model_shape(small_qwen_dir)
+    kw = dict(seq_len=512, precision="fp32", lora_r=8, targets=shape.linear_names, gradient_checkpointing=False,
+              supervised_fraction=0.2, loop="grpo")
+
+    def est(micro=4, group=4, completion=96, prompt=None, device="cpu"):
+        return estimate_training_memory(shape, micro_batch=micro, grpo_group=group, completion_length=completion,
+                                        prompt_length=prompt, device_kind=device, **kw)
+
+    base = est()
+    copy = (sum(li.in_features * li.out_features for li in shape.linears) + shape.vocab_size * shape.hidden_size) * 4
+    assert base.sampling >= copy  # kept on CPU
+    assert est(device="cuda").sampling < copy  # re-made per sampling call: not under the training phase
+    assert est(group=8, micro=8).total > base.total
+    assert est(completion=192).activations > base.activations and est(completion=192).loss_transient > base.loss_transient
+    assert est(prompt=64).activations < base.activations  # 64 of the 416 prompt tokens the budget allows
+    assert est(prompt=10_000).activations == base.activations  # a prompt is at most seq_len - completion
+    assert est(micro=2).total == base.total  # fewer rows than the group is still one prompt's G answers
+    cfg = TrainingConfig(objective="grpo", max_seq_length=512, max_completion_length=96, batch_size=4)
+    plan = plan_training(small_qwen_dir, cfg, describe_hardware(machines.cpu_box(64, 60)), prompt_length=64)
+    want = estimate_training_memory(shape, micro_batch=4, grpo_group=4, completion_length=96, prompt_length=64,
+                                    device_kind="cpu", **{**kw, "lora_r": plan.lora_r}).to_dict()
+    assert {k: plan.memory[k] for k in ("activations", "loss_transient", "sampling")} == {
+        k: want[k] for k in ("activations", "loss_transient", "sampling")}
+    assert any(n.startswith("grpo: memory of GRPO's step") for n in plan.notes)
