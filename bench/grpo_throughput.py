@@ -220,41 +220,39 @@ def trl_child(spec: dict) -> dict:
 
 def profile(job: dict, a) -> None:
     """One step's parts, timed separately on `a.profile` prompts of the plan (printed, not saved)."""
-    import torch
-
-    from contextlib import ExitStack
-
     from iceburg.evaluation.rewards import build_rewards
-    from iceburg.training.grpo import (generate, grpo_loss, keeps_sampling_copy, prefill_once, sample_seed,
-                                       sampling_copy_kept, score, shared_prefix_logps)
-    from iceburg.training.lora_dropout import lora_dropout_on_cpu
+    from iceburg.training.grpo import cpu_step_context
+
+    rewards = build_rewards(job["cfg"])
+    with cpu_step_context(job["model"], job["args"].device):  # what train_grpo runs its steps under
+        for k, p in enumerate(job["prompts"][:a.profile]):
+            _profile_step(job, rewards, k, p)
+
+
+def _profile_step(job: dict, rewards, k: int, p) -> None:
+    """One prompt's step, its parts timed and printed."""
+    from iceburg.training.grpo import generate, grpo_loss, prefill_once, sample_seed, score, shared_prefix_logps
 
     model, tok, args, gargs = job["model"], job["tok"], job["args"], job["gargs"]
-    rewards = build_rewards(job["cfg"])
-    stack = ExitStack()  # what train_grpo runs its steps under: the kept sampling copy, numpy-drawn LoRA dropout
-    stack.enter_context(sampling_copy_kept(model, keep=keeps_sampling_copy(model, args.device)))
-    stack.enter_context(lora_dropout_on_cpu(model, args.device == "cpu"))
-    for k, p in enumerate(job["prompts"][:a.profile]):
-        t = [time.perf_counter()]
-        model.eval()
-        prefill_once(model, [p], 4, args.pad_id, args.device)
-        t.append(time.perf_counter())
-        r = generate(model, tok, [p], 4, gargs, job["eos"], args.pad_id, sample_seed(args.seed, k, 0), args.device)
-        t.append(time.perf_counter())
-        score(r, rewards, 4)
-        t.append(time.perf_counter())
-        model.train()
-        lp = shared_prefix_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
-        loss, _ = grpo_loss(lp, lp.detach(), None, r.advantages, r.completion_mask, gargs, r.completion_mask.sum())
-        t.append(time.perf_counter())
-        loss.backward()
-        t.append(time.perf_counter())
-        model.zero_grad()
-        d = [round(y - x, 2) for x, y in zip(t, t[1:])]
-        print(f"prompt {len(p.prompt_ids)} tok, answers {r.completion_mask.sum(1).tolist()}: prefill {d[0]} s, "
-              f"generate (prefill included) {d[1]} s, rewards (truth, tool_call, format) {d[2]} s, "
-              f"loss forward {d[3]} s, backward {d[4]} s", flush=True)
-    stack.close()
+    t = [time.perf_counter()]
+    model.eval()
+    prefill_once(model, [p], 4, args.pad_id, args.device)
+    t.append(time.perf_counter())
+    r = generate(model, tok, [p], 4, gargs, job["eos"], args.pad_id, sample_seed(args.seed, k, 0), args.device)
+    t.append(time.perf_counter())
+    score(r, rewards, 4)
+    t.append(time.perf_counter())
+    model.train()
+    lp = shared_prefix_logps(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    loss, _ = grpo_loss(lp, lp.detach(), None, r.advantages, r.completion_mask, gargs, r.completion_mask.sum())
+    t.append(time.perf_counter())
+    loss.backward()
+    t.append(time.perf_counter())
+    model.zero_grad()
+    d = [round(y - x, 2) for x, y in zip(t, t[1:])]
+    print(f"prompt {len(p.prompt_ids)} tok, answers {r.completion_mask.sum(1).tolist()}: prefill {d[0]} s, "
+          f"generate (prefill included) {d[1]} s, rewards (truth, tool_call, format) {d[2]} s, "
+          f"loss forward {d[3]} s, backward {d[4]} s", flush=True)
 
 
 def write(a, res: dict) -> None:

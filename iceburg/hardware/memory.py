@@ -211,16 +211,19 @@ def estimate_training_memory(shape: ModelShape, *, micro_batch: int, seq_len: in
         activations = shape.num_layers * tokens * shape.hidden_size * act_bytes + per_layer + outside
     else:
         activations = shape.num_layers * per_layer + outside
-    if qlora:
-        # bitsandbytes dequantises one projection at a time for the matmul: one transient copy of
-        # the largest projection in the compute dtype.
-        activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
+    activations += _qlora_transient(shape, act_bytes) if qlora else 0
     # the chunked head: one chunk's fp32 logits, logsumexp's shifted copy and the softmax written in place
     loss_transient = (HEAD_CHUNK_ROWS * shape.vocab_size * 4 * HEAD_CHUNK_COPIES if apart else
                       micro_batch * (seq_len if kept is None else kept) * shape.vocab_size * (act_bytes + 2 * 4))
     return MemoryEstimate(weights=weight_bytes(shape, precision, qlora), lora=n_lora * ADAPTER_BYTES * 4,
                           activations=int(activations), loss_transient=int(loss_transient),
                           runtime=CPU_RUNTIME_BYTES if device_kind == "cpu" else 0, lora_params=n_lora)
+
+
+def _qlora_transient(shape: ModelShape, act_bytes: int) -> int:
+    """bitsandbytes dequantises one projection at a time for the matmul: one transient copy of the
+    largest projection in the compute dtype."""
+    return max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
 
 
 def _grpo_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision: str, lora_r: int,
@@ -250,15 +253,13 @@ def _grpo_estimate(shape: ModelShape, micro_batch: int, seq_len: int, precision:
     kv_heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 1)
     head_dim = getattr(cfg, "head_dim", None) or shape.hidden_size // max(1, getattr(cfg, "num_attention_heads", 1))
     kv_per_token = shape.num_layers * 2 * kv_heads * head_dim * act_bytes
-    tokens = rows * seq_len
-    if gradient_checkpointing:
-        activations = shape.num_layers * tokens * shape.hidden_size * act_bytes + per_row * rows + outside_row * rows
+    if gradient_checkpointing:  # G full rows: each layer's input kept, one layer's activations live
+        activations = shape.num_layers * rows * seq_len * shape.hidden_size * act_bytes + (per_row + outside_row) * rows
     else:
         tokens = prompts * (prompt_len + group * completion)
         activations = (shape.num_layers * per_row * tokens / seq_len + rows * prompt_len * kv_per_token
                        + outside_row * rows)
-    if qlora:
-        activations += max((li.in_features * li.out_features for li in shape.linears), default=0) * act_bytes
+    activations += _qlora_transient(shape, act_bytes) if qlora else 0
     loss_transient = rows * completion * shape.vocab_size * (act_bytes + 2 * 4)
     wanted = set(targets)
     # quantized bases sample unmerged: only the head is copied (grpo.sampling_copy_bytes)

@@ -731,6 +731,16 @@ def held_out_sampled(model, tokenizer, prompts: list[GrpoPrompt], gargs: GrpoArg
                             sample=sample, samples=gargs.eval_samples, seed=args.seed)
 
 
+@contextmanager
+def cpu_step_context(model, device: str):
+    """What `train_grpo` runs its steps under: the merged sampling weights kept between steps
+    (`sampling_copy_kept`, when `keeps_sampling_copy`) and, on CPU, numpy-drawn LoRA dropout masks
+    (`lora_dropout_on_cpu`). bench/grpo_throughput.py's profile runs under it too."""
+    with (sampling_copy_kept(model, keep=keeps_sampling_copy(model, device)),
+          lora_dropout_on_cpu(model, device == "cpu")):
+        yield
+
+
 def keeps_sampling_copy(model, device: str) -> bool:
     """Keep the merged sampling weights between steps (`sampling_copy_kept`) on CPU when they take at
     most a quarter of the memory available now: they add their size to the training phase's peak
@@ -748,7 +758,7 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     step engine (checkpoints, `args.resume`). Held-out rewards (greedy) before and after. One process.
     On CPU the LoRA dropout masks are drawn by `lora_dropout.CpuLoraDropout` (as SFT's trainer does:
     same distribution, cheaper) and the merged sampling weights are kept between steps
-    (`sampling_copy_kept`, when they take at most a quarter of the memory available)."""
+    (`sampling_copy_kept`, when they take at most a quarter of the memory available): `cpu_step_context`."""
     from .distributed import env_world_size
 
     if not train_prompts:
@@ -764,8 +774,7 @@ def train_grpo(model, tokenizer, train_prompts: list[GrpoPrompt], eval_prompts: 
     sched = make_scheduler(opt, len(plan), args)
     answers_before: list[str] = []
     answers_after: list[str] = []
-    with (sampling_copy_kept(model, keep=keeps_sampling_copy(model, args.device)),
-          lora_dropout_on_cpu(model, args.device == "cpu")):
+    with cpu_step_context(model, args.device):
         before = held_out_rewards(model, tokenizer, eval_prompts, gargs, rewards, eos, args.pad_id, args.device,
                                   texts=answers_before)
         sampled_before = held_out_sampled(model, tokenizer, eval_prompts, gargs, rewards, eos, args)

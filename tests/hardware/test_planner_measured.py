@@ -120,6 +120,19 @@ def test_cpu_micro_batch_is_the_smallest_that_fills_the_matmuls(machines, tmp_pa
 ACCUM_CHILD = Path(__file__).resolve().parent / "accum_child.py"
 
 
+def _measured_child(tmp_path, *args: str) -> tuple:
+    """(shape, measurement) of `accum_child.py MODEL *args` on a random-weight SmolLM2-135M-shaped model in
+    a fresh process (one torch thread unless OMP_NUM_THREADS says otherwise)."""
+    from iceburg.hardware.model_shape import read_model_shape
+
+    folder = _bench().model_folder("smollm2-135m", {}, tmp_path, "fp32")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run([sys.executable, str(ACCUM_CHILD), str(folder), *args], capture_output=True, text=True,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_model_shape(folder), json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from /proc (Linux)")
 def test_accumulation_keeps_the_glibc_estimate(tmp_path):
     """Gradient accumulation through the trainer's own loop under glibc's default allocator: the peak
@@ -128,19 +141,10 @@ def test_accumulation_keeps_the_glibc_estimate(tmp_path):
     the next forward grew it: +42% at 2 x 512 x 4 accumulation on the surveyor data (bench/results/
     training_throughput.md, 5,910 vs 4,174 MiB); the fix (trainer.sft_step frees it) measured
     7,864 vs 7,217 MiB at 4 x 512 x 2 (docs/hardware.md)."""
-    from iceburg.hardware.model_shape import read_model_shape
-
-    bench = _bench()
-    folder = bench.model_folder("smollm2-135m", {}, tmp_path, "fp32")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     # 2 x 512 x 4 accumulation, 2 steps: measured 4,459 MiB with the fix against 4,173 estimated (-6.4%),
     # 5,269 without it (-20.8%); at 2 accumulation steps the unfixed loop read -10.8% and -15.6% in two
     # runs, too close to the bound to tell the two apart
-    proc = subprocess.run([sys.executable, str(ACCUM_CHILD), str(folder), "2", "4", "512", "2"],
-                          capture_output=True, text=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meas = json.loads(proc.stdout.strip().splitlines()[-1])
-    shape = read_model_shape(folder)
+    shape, meas = _measured_child(tmp_path, "2", "4", "512", "2")
     est = estimate_training_memory(shape, micro_batch=2, seq_len=512, precision="fp32", lora_r=16,
                                    targets=shape.linear_names, gradient_checkpointing=False,
                                    supervised_fraction=meas["supervised_fraction"])
@@ -155,15 +159,7 @@ def test_dpo_peak_is_the_preference_loops_estimate(tmp_path):
     boolean masks) the README-sized DPO run (SmolLM2-135M, 2 rows x 512, 5 accumulation) read 4,125
     MiB planned against 5,328 measured (-22.6%, bench/results/planner_cells.md); the preference loop's
     estimate is what this holds within 15%."""
-    from iceburg.hardware.model_shape import read_model_shape
-
-    folder = _bench().model_folder("smollm2-135m", {}, tmp_path, "fp32")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run([sys.executable, str(ACCUM_CHILD), str(folder), "2", "2", "512", "2", "dpo"],
-                          capture_output=True, text=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meas = json.loads(proc.stdout.strip().splitlines()[-1])
-    shape = read_model_shape(folder)
+    shape, meas = _measured_child(tmp_path, "2", "2", "512", "2", "dpo")
     kw = dict(micro_batch=2, seq_len=512, precision="fp32", lora_r=16, targets=shape.linear_names,
               gradient_checkpointing=False, supervised_fraction=meas["supervised_fraction"])
     est = estimate_training_memory(shape, loop="preference", **kw)
@@ -185,15 +181,7 @@ def test_grpo_peak_is_grpos_step_estimate(tmp_path):
     reads 4,171 (+46%; +71% at 416 + 4 x 96): the SFT model must stay off by more than the bound here, or
     this test no longer shows why GRPO has its own. The size is the smallest that keeps that gap (a
     ~25 s child)."""
-    from iceburg.hardware.model_shape import read_model_shape
-
-    folder = _bench().model_folder("smollm2-135m", {}, tmp_path, "fp32")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run([sys.executable, str(ACCUM_CHILD), str(folder), "1", "1", "256", "1", "grpo", "48", "4"],
-                          capture_output=True, text=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meas = json.loads(proc.stdout.strip().splitlines()[-1])
-    shape = read_model_shape(folder)
+    shape, meas = _measured_child(tmp_path, "1", "1", "256", "1", "grpo", "48", "4")
     kw = dict(micro_batch=4, seq_len=256, precision="fp32", lora_r=16, targets=shape.linear_names,
               gradient_checkpointing=False, supervised_fraction=meas["supervised_fraction"])
     est = estimate_training_memory(shape, loop="grpo", grpo_group=4, completion_length=48, **kw)
