@@ -1,11 +1,13 @@
 """Streaming JSONL reader that normalises every supported transcript format to `Record`.
 
-Accepted shapes (one JSON object per line):
+Accepted shapes (one JSON object per line; or one JSON document, plain or compressed: see
+`read_json_lines`):
 - `messages`: [{"role", "content"}] - the seed ChatML format
 - `conversation`: same list under another key
 - ShareGPT `conversations`: [{"from": "human"|"gpt"|"system", "value"}]
 - Alpaca `instruction` (+ optional `input`) + `output`
-- `prompt` / `response`, `input` / `output`
+- `prompt` / `response`, `input` / `output`, and TRL's prompt-completion: `prompt` / `completion`,
+  both strings, or both lists of messages (the conversational form)
 - tool use in any of the conversation shapes (OpenAI/HF `tool_calls`, `tool` results, a `tools`
   list, ShareGPT `function_call`/`observation`, the older single `function_call`): normalised and
   checked by `tool_calls.py` (docs/tools.md)
@@ -18,17 +20,22 @@ Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_t
 `metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
 run silently and never disappear: each goes to the `RejectWriter` with file, line and reason;
 `strict=True` raises `DataError` naming the file and line instead. Lines are read one at a time,
-so memory does not grow with file size. A UTF-8 byte-order mark opening the file is skipped; text
+so memory does not grow with file size (a JSON document is the exception: read whole). A UTF-8 byte-order mark opening the file is skipped; text
 holding a lone UTF-16 surrogate is rejected with its position (it cannot be written as UTF-8).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import itertools
 import json
 import logging
+import lzma
 import math
+import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from ..errors import DataError
 from ..records import ROLES, Reason, Record, RejectWriter
@@ -41,7 +48,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
 KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
-              "response", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
+              "response", "completion", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
               "system", "signals", "weight", "tools", "functions"}
 
 
@@ -57,14 +64,25 @@ class InvalidLine(ValueError):
         self.code = code
 
 
+# A data file is JSON Lines or one JSON document: an array of records (Alpaca's alpaca_data.json,
+# `json.dump(records, f)`) or pretty-printed objects one after another (`jq .`); plain or compressed
+# with gzip, bzip2 or xz, told by its first bytes, not its name (docs/data.md "Files").
+COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+FOLDER_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.jsonl.bz2", "*.jsonl.xz")
+_WS = re.compile(r"[ \t\n\r]*")
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their `*.jsonl` files (sorted, so runs are reproducible)."""
+    """Files as given, folders expanded to their JSON Lines files, plain or compressed
+    (`FOLDER_PATTERNS`; sorted, so runs are reproducible)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.rglob("*.jsonl"))
+            found = sorted({f for pattern in FOLDER_PATTERNS for f in p.rglob(pattern)})
             if not found:
-                raise DataError(f"--data-path {p}: folder contains no .jsonl files")
+                raise DataError(f"--data-path {p}: folder contains no .jsonl files (nor .jsonl.gz, .jsonl.bz2 "
+                                "or .jsonl.xz); name a .json file itself to read it")
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -73,42 +91,161 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def open_data_file(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed where its first bytes are gzip's, bzip2's or xz's magic."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if head.startswith(ZSTD_MAGIC):
+            raise DataError(f"--data-path {path}: zstd-compressed, which Python's standard library cannot "
+                            f"read; decompress it first (zstd -d {path}) or compress it with gzip, bzip2 or xz")
+        for magic, opener in COMPRESSED:
+            if head.startswith(magic):
+                return opener(path, "rb")
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"--data-path {path}: cannot read ({e.strerror or e})") from e
+
+
 def read_json_lines(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
                     strict: bool = False, stats: dict[str, int] | None = None) -> Iterator[tuple[Path, int, Any, str]]:
     """Yield `(path, line number, parsed JSON, text)` for every line that is valid UTF-8 JSON;
     route every other line to `rejects` (a UTF-8 byte-order mark on the first line is accepted).
+    A file that is one JSON document (`_as_document`) yields its records with their item number
+    (from 1) as the line number: item N is line N of the same records written as JSON Lines.
     Shared by the transcript reader and the preference reader, so both account for every line."""
     stats = stats if stats is not None else {}
     for path in expand_paths(paths):
+        with open_data_file(path) as fh:
+            lines = _lines_of(fh, path)
+            head: list[bytes] = []
+            for raw in lines:  # up to the first line with content
+                head.append(raw)
+                if raw.strip():
+                    break
+            if head and _may_open_document(head[-1]):
+                data = b"".join(head) + b"".join(lines)  # a document is read whole
+                text = _as_document(data, len(b"".join(head)))
+                if text is not None:
+                    stats["documents"] = stats.get("documents", 0) + 1
+                    yield from _document_records(path, text, rejects, strict, stats)
+                    continue
+                head, lines = [], iter(_split_lines(data))
+            yield from _json_lines(path, itertools.chain(head, lines), rejects, strict, stats)
+
+
+def _lines_of(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+    n = 0
+    try:
+        for n, raw in enumerate(fh, start=1):
+            yield raw
+    except (OSError, EOFError, lzma.LZMAError) as e:  # a truncated or corrupt compressed stream
+        raise DataError(f"--data-path {path}: cannot decompress past line {n} ({e}); the file is truncated "
+                        "or corrupt (gzip -t, bzip2 -t or xz -t names the problem)") from e
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines as a binary file iterates them: split at b"\\n" only, ends kept."""
+    parts = data.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _json_lines(path: Path, lines: Iterable[bytes], rejects: RejectWriter | None, strict: bool,
+                stats: dict[str, int]) -> Iterator[tuple[Path, int, Any, str]]:
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            stats["blank"] = stats.get("blank", 0) + 1  # skipped, but accounted for
+            continue
+        stats["lines"] = stats.get("lines", 0) + 1
+        if lineno == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]  # a UTF-8 byte-order mark (Windows editors, PowerShell) opens the file
         try:
-            fh = open(path, "rb")
-        except OSError as e:
-            raise DataError(f"--data-path {path}: cannot read ({e.strerror})") from e
-        with fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    stats["blank"] = stats.get("blank", 0) + 1  # skipped, but accounted for
-                    continue
-                stats["lines"] = stats.get("lines", 0) + 1
-                if lineno == 1 and raw.startswith(BOM):
-                    raw = raw[len(BOM):]  # a UTF-8 byte-order mark (Windows editors, PowerShell) opens the file
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    reject_line(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
-                                raw.decode("utf-8", "replace"), code="invalid_utf8")
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    reject_line(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno})",
-                                text, code="invalid_json")
-                    continue
-                except RecursionError:  # json's C scanner recurses per nesting level
-                    reject_line(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text,
-                                code="invalid_json")
-                    continue
-                yield path, lineno, obj, text
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            reject_line(rejects, strict, stats, path, lineno, f"invalid UTF-8 at byte {e.start}",
+                        raw.decode("utf-8", "replace"), code="invalid_utf8")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            hint = " (the file looks like pretty-printed JSON: a .jsonl file holds one object per line)" \
+                if lineno == 1 and text.strip() in ("{", "[") else ""
+            reject_line(rejects, strict, stats, path, lineno, f"malformed JSON: {e.msg} (column {e.colno}){hint}",
+                        text, code="invalid_json")
+            continue
+        except RecursionError:  # json's C scanner recurses per nesting level
+            reject_line(rejects, strict, stats, path, lineno, "malformed JSON: nested too deeply", text,
+                        code="invalid_json")
+            continue
+        yield path, lineno, obj, text
+
+
+def _may_open_document(first: bytes) -> bool:
+    """Whether a first line can open a JSON document: an array, or an object that the line does
+    not close (a JSON Lines record ends its line with `}`)."""
+    line = first.removeprefix(BOM).strip()
+    return line.startswith(b"[") or (line.startswith(b"{") and line.endswith((b"{", b"[", b",", b":")))
+
+
+def _as_document(data: bytes, first_end: int) -> str | None:
+    """The file's text where it is one JSON document, else None (read it as JSON Lines): a first
+    line that is a JSON array alone with nothing after it, or a first line that does not parse
+    alone while the document's first record does parse whole (so a corrupt first line of a JSON
+    Lines file stays one rejected line, and the lines after it are read as lines)."""
+    try:
+        text = data.removeprefix(BOM).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        alone = json.loads(data[:first_end].removeprefix(BOM))
+    except (ValueError, RecursionError):
+        values, _ = _document_values(text)
+        return text if values else None
+    return text if isinstance(alone, list) and not data[first_end:].strip() else None
+
+
+def _document_values(text: str) -> tuple[list[tuple[int, int, Any]], tuple[int, str] | None]:
+    """The records of a JSON document as `(start, end, value)`: the items of a top-level array, or
+    whitespace-separated values one after another; and where parsing stopped short, `(position,
+    message)`. The items before an error are kept."""
+    decoder, out = json.JSONDecoder(), []
+    i = _WS.match(text).end()
+    array = text.startswith("[", i)
+    if array:
+        i = _WS.match(text, i + 1).end()
+    try:
+        while i < len(text):
+            if array and text.startswith("]", i):
+                rest = _WS.match(text, i + 1).end()
+                return out, None if rest == len(text) else (rest, "data after the array's closing ']'")
+            value, end = decoder.raw_decode(text, i)
+            out.append((i, end, value))
+            i = _WS.match(text, end).end()
+            if array and text.startswith(",", i):
+                i = _WS.match(text, i + 1).end()
+            elif array and not text.startswith("]", i):
+                return out, (i, "expected ',' or ']' after an item")
+    except json.JSONDecodeError as e:
+        return out, (e.pos, e.msg)
+    except RecursionError:
+        return out, (i, "nested too deeply")
+    return out, (len(text), "the array is not closed (no ']')") if array else None
+
+
+def _document_records(path: Path, text: str, rejects: RejectWriter | None, strict: bool,
+                      stats: dict[str, int]) -> Iterator[tuple[Path, int, Any, str]]:
+    values, error = _document_values(text)
+    for n, (start, end, value) in enumerate(values, start=1):
+        stats["lines"] = stats.get("lines", 0) + 1
+        yield path, n, value, text[start:end]
+    if error is not None:
+        pos, msg = error
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        stats["lines"] = stats.get("lines", 0) + 1
+        reject_line(rejects, strict, stats, path, len(values) + 1,
+                    f"malformed JSON document at line {line} column {column}: {msg}; the file from there on is "
+                    "not read (fix it there, or write the records as JSON Lines)",
+                    text[values[-1][1] if values else 0:].lstrip(" \t\r\n,"), code="invalid_json")
 
 
 def read_records(paths: Iterable[str | Path], rejects: RejectWriter | None = None, *,
@@ -199,17 +336,7 @@ def _score(obj: dict, key: str) -> float | None:
 def _messages(obj: dict) -> list[dict[str, str]]:
     for key in ("messages", "conversation"):
         if key in obj:
-            msgs = obj[key]
-            if not isinstance(msgs, list):
-                raise InvalidLine(f"field '{key}' must be a list of messages, got {type(msgs).__name__}")
-            out = []
-            for i, m in enumerate(msgs):
-                if not isinstance(m, dict):
-                    raise InvalidLine(f"{key}[{i}] must be an object with 'role' and 'content'")
-                if "role" not in m:
-                    raise InvalidLine(f"{key}[{i}] has no 'role'")
-                out.extend(_chat_messages(m, f"{key}[{i}]"))
-            return _with_system(obj, out)
+            return _with_system(obj, _message_list(obj[key], key))
     if "conversations" in obj:
         convs = obj["conversations"]
         if not isinstance(convs, list):
@@ -238,12 +365,35 @@ def _messages(obj: dict) -> list[dict[str, str]]:
         user = f"{instr}\n\n{extra}" if extra.strip() else instr
         return _with_system(obj, [{"role": "user", "content": user},
                                   {"role": "assistant", "content": obj["output"]}])
-    for q, a in (("prompt", "response"), ("input", "output")):
+    if "prompt" in obj and "completion" in obj and obj.get("label") is False:
+        raise InvalidLine("a KTO record marked undesirable ('label': false) is not an answer to learn: "
+                          "train such files with --objective kto")
+    if "prompt" in obj and "completion" in obj and isinstance(obj["prompt"], list):
+        if not isinstance(obj["completion"], list):  # TRL's conversational prompt-completion
+            raise InvalidLine("fields 'prompt' and 'completion' must both be strings or both lists of messages")
+        return _with_system(obj, _message_list(obj["prompt"], "prompt") + _message_list(obj["completion"], "completion"))
+    for q, a in (("prompt", "completion"), ("prompt", "response"), ("input", "output")):
         if q in obj and a in obj:
             return _with_system(obj, [{"role": "user", "content": obj[q]},
                                       {"role": "assistant", "content": obj[a]}])
+    hint = (" ('text' alone is plain text, not a conversation: iceburg trains on a conversation's assistant "
+            "turns)") if "text" in obj else ""
     raise InvalidLine("no conversation found: expected 'messages', 'conversation', 'conversations' "
-                      "(ShareGPT), 'instruction'+'output' (Alpaca), 'prompt'+'response' or 'input'+'output'")
+                      "(ShareGPT), 'instruction'+'output' (Alpaca), 'prompt'+'completion', 'prompt'+'response' "
+                      f"or 'input'+'output'{hint}")
+
+
+def _message_list(msgs: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(msgs, list):
+        raise InvalidLine(f"field '{key}' must be a list of messages, got {type(msgs).__name__}")
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise InvalidLine(f"{key}[{i}] must be an object with 'role' and 'content'")
+        if "role" not in m:
+            raise InvalidLine(f"{key}[{i}] has no 'role'")
+        out.extend(_chat_messages(m, f"{key}[{i}]"))
+    return out
 
 
 def _chat_messages(m: dict, where: str) -> list[dict[str, Any]]:
