@@ -182,7 +182,8 @@ class _Resolver:
 
     def advice(self, name: OllamaName | None, candidates: list[tuple[str, str]]) -> str:
         fixes = []
-        if name is not None:
+        # "org/Model" without a tag is a Hugging Face id: `ollama pull org/Model:latest` would not help
+        if name is not None and (":" in self.spec or "/" not in self.spec):
             fixes.append(f"`ollama pull {name}` (looked in {', '.join(map(str, self.stores))}; set OLLAMA_MODELS "
                          "if your store is elsewhere)")
         for repo, _ in candidates:

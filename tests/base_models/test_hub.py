@@ -74,6 +74,8 @@ def test_failed_download_is_named(tmp_path, ollama_store, monkeypatch):
         resolve_base_model("acme/not-cached", cache_dir=tmp_path / "hub", allow_download=True)
     msg = str(err.value)
     assert "download of acme/not-cached failed" in msg and "not cached" in msg
+    assert "ollama pull" not in msg  # a Hugging Face id written as one: no Ollama advice for it
+    assert "hf download acme/not-cached" in msg
 
 
 def test_allow_download_defaults_to_the_hub_offline_switch(tmp_path, ollama_store):
