@@ -6,6 +6,7 @@ Accepted shapes (one JSON object per line; or one JSON document, plain or compre
 - `conversation`: same list under another key
 - ShareGPT `conversations`: [{"from": "human"|"gpt"|"system", "value"}]
 - Alpaca `instruction` (+ optional `input`) + `output`
+- the OpenAI Responses API's `input` + `output` items and Gemini's `contents` (`providers.py`)
 - `prompt` / `response`, `input` / `output`, and TRL's prompt-completion: `prompt` / `completion`,
   both strings, or both lists of messages (the conversational form)
 - tool use in any of the conversation shapes (OpenAI/HF `tool_calls`, `tool` results, a `tools`
@@ -40,6 +41,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..errors import DataError
 from ..records import ROLES, Reason, Record, RejectWriter
 from .content import ContentError, attach_reasoning, is_part_list, reasoning_fields, split_parts
+from .providers import gemini_messages, is_gemini_log, is_responses_log, responses_messages
 from .tool_calls import TOOL_ROLES, ToolCallError, calls_of, link_results, normalise_tools, result_content, sharegpt_calls
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
 KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
-              "response", "completion", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
+              "response", "completion", "contents", "instructions", "systemInstruction", "system_instruction", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
               "system", "signals", "weight", "tools", "functions"}
 
 
@@ -334,6 +336,10 @@ def _score(obj: dict, key: str) -> float | None:
 
 
 def _messages(obj: dict) -> list[dict[str, str]]:
+    if is_responses_log(obj):  # OpenAI Responses API: input items + output items
+        return _message_list(responses_messages(obj), "Responses items")
+    if is_gemini_log(obj):  # Gemini: contents of parts
+        return _message_list(gemini_messages(obj), "Gemini turns")
     for key in ("messages", "conversation"):
         if key in obj:
             return _with_system(obj, _message_list(obj[key], key))

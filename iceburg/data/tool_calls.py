@@ -63,6 +63,7 @@ def normalise_tools(raw: Any, where: str = "tools") -> list[dict[str, Any]] | No
         raw = _json_value(raw, f"field '{where}'")
     if not isinstance(raw, list):
         raise ToolCallError(f"field '{where}' must be a list of function definitions, got {type(raw).__name__}")
+    raw = [d for t in raw for d in _declarations(t)]
     out = []
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
@@ -84,6 +85,39 @@ def normalise_tools(raw: Any, where: str = "tools") -> list[dict[str, Any]] | No
         clean["parameters"] = params
         out.append({"type": "function", "function": clean})
     return out
+
+
+def _declarations(tool: Any) -> list[Any]:
+    """Gemini groups functions as `{"functionDeclarations": [...]}` (`function_declarations` in the
+    Python SDK's dicts): each declaration is one function tool."""
+    if isinstance(tool, dict):
+        for key in ("functionDeclarations", "function_declarations"):
+            if isinstance(tool.get(key), list):
+                return [_gemini_declaration(d) for d in tool[key]]
+    return [tool]
+
+
+def _gemini_declaration(d: Any) -> Any:
+    """A Gemini declaration as a function tool: its schema from `parameters` (Gemini's OpenAPI
+    subset, whose type names are upper case: "OBJECT", "STRING") in JSON Schema's lower case, or
+    from `parametersJsonSchema` as it is."""
+    if not isinstance(d, dict):
+        return d
+    out = {k: d[k] for k in ("name", "description") if k in d}
+    schema = d.get("parametersJsonSchema", d.get("parameters_json_schema"))
+    if schema is None and d.get("parameters") is not None:
+        schema = _lower_types(d["parameters"])
+    if schema is not None:
+        out["parameters"] = schema
+    return out
+
+
+def _lower_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_lower_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
 
 
 def normalise_call(raw: Any, where: str) -> dict[str, Any]:
