@@ -410,6 +410,8 @@ def _chat_messages(m: dict, where: str) -> list[dict[str, Any]]:
     if isinstance(role, str) and role in TOOL_ROLES:  # `function` (older API), `ipython` (Llama 3.1)
         return [_tool_message(m, where)]
     content = m.get("content")
+    if content is None and role == "assistant" and isinstance(m.get("refusal"), str):
+        content = m["refusal"]  # OpenAI: a refused turn has `refusal` text and null content
     parts = split_parts(content, role, where) if isinstance(content, list) else None
     if parts is not None and parts.results:
         return parts.results + ([{"role": role, "content": parts.text}] if parts.text.strip() else [])

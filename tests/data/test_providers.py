@@ -98,3 +98,14 @@ def test_a_file_of_both_shapes_loads_line_by_line(tmp_path):
     with RejectWriter(tmp_path / "rejects.jsonl") as rw:
         recs = list(read_records([p], rw))
     assert [r.messages[-1]["content"] for r in recs] == ["It is 18C and cloudy in Paris."] * 2 and rw.total == 0
+
+
+def test_an_openai_refusal_field_is_the_turns_text():
+    """Chat Completions write a refused turn as `refusal` text with null content: kept as the turn's
+    text, where the truth filter's refusal rule sees it (it was an opaque 'content must be a string')."""
+    from iceburg.truth import signals
+
+    rec = normalise({"messages": [{"role": "user", "content": "q"},
+                                  {"role": "assistant", "content": None, "refusal": "I can't help with that."}]})
+    assert rec.messages[-1] == {"role": "assistant", "content": "I can't help with that."}
+    assert "refusal" in signals.compute([rec.messages[-1]["content"]]).defects
