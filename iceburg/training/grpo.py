@@ -30,7 +30,6 @@ adapter disabled, as for DPO (`preference._reference`).
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import math
 import sys
@@ -43,6 +42,8 @@ import torch
 
 from ..errors import IceburgError
 from ..engine import Cadence, OptimizerStep, StepResult, TrainingCallback, make_plan, run_plan
+from . import fast_decode
+from .fast_decode import roomy_layer_class
 from .lora_dropout import lora_dropout_on_cpu
 from .preference import _History, _reference, plan_preference_steps
 from .trainer import TorchCheckpointer, TrainArgs, default_optimizer, default_scheduler
@@ -302,9 +303,13 @@ def _sample(model, prompts: list[GrpoPrompt], n: int, gargs: GrpoArgs, eos: set[
                  if n > 1 and min(map(len, rows)) > 1 else None)
         if seed is not None:
             torch.manual_seed(seed)
-        out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
-                             eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, cache=cache,
-                             **kw)
+        if fast_decode.supports(model, cache, ids.size(1) + gargs.max_completion_length):
+            out = fast_decode.decode(model, ids, attn, cache, gargs.max_completion_length, eos, pad_id,
+                                     kw["logits_processor"][0] if seed is not None else None)
+        else:
+            out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
+                                 eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, cache=cache,
+                                 **kw)
     model.train(was)
     return ids, attn, out
 
@@ -536,40 +541,6 @@ def prefill_once(model, prompts: list[GrpoPrompt], n: int, pad_id: int, device: 
         roomy = roomy_layer_class()
         cache.layers = [roomy(x, room) for x in cache.layers]
     return cache
-
-
-@functools.cache
-def roomy_layer_class() -> type:
-    """`_RoomyLayer`, defined on first use (transformers is imported lazily in iceburg.training)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class _RoomyLayer(DynamicLayer):
-        """A DynamicLayer whose keys and values are views into buffers with room for `room` more tokens:
-        each decode step writes its token's key and value in place instead of `torch.cat`-ing the whole
-        cache into a new tensor (the same values; what `generate` sees is the same shape and content).
-        Falls back to DynamicLayer's concatenation when out of room or when something replaced the views."""
-
-        def __init__(self, layer: DynamicLayer, room: int):
-            super().__init__()
-            k, v = layer.keys, layer.values
-            n = k.shape[-2]
-            self._k = k.new_empty(*k.shape[:-2], n + room, k.shape[-1])
-            self._v = v.new_empty(*v.shape[:-2], n + room, v.shape[-1])
-            self._k[..., :n, :] = k
-            self._v[..., :n, :] = v
-            self.device, self.is_initialized = k.device, True
-            self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            n, m = self.keys.shape[-2], key_states.shape[-2]
-            if n + m > self._k.shape[-2] or self.keys.data_ptr() != self._k.data_ptr():
-                return super().update(key_states, value_states, *args, **kwargs)
-            self._k[..., n:n + m, :] = key_states
-            self._v[..., n:n + m, :] = value_states
-            self.keys, self.values = self._k[..., :n + m, :], self._v[..., :n + m, :]
-            return self.keys, self.values
-
-    return _RoomyLayer
 
 
 def decode_answers(tokenizer, comp: torch.Tensor, eos: set[int]) -> tuple[torch.Tensor, list[Completion]]:
