@@ -11,9 +11,9 @@ room (`_RoomyLayer`, below), and `generate`'s token rule (logits in float32, the
 pad after EOS, stop when every row has ended or at the budget). Measured in docs/grpo.md "Speed".
 
 It applies only where that arithmetic is the model's: `model_type` llama, mistral or qwen2 (q/k/v
-biases included), SiLU MLP, RMSNorm, no sliding window inside the answer's reach, the HF modules
-these are built from; anything else (and a cache that is not the roomy one) samples through
-`generate`. tests/grpo/test_fast_decode.py checks it returns `generate`'s tokens.
+and o biases included), SiLU MLP, RMSNorm, full attention in every layer and no sliding window
+inside the answer's reach, the HF modules these are built from, on CPU (where it was measured);
+anything else (and a cache that is not the roomy one) samples through `generate`. tests/grpo/test_fast_decode.py checks it returns `generate`'s tokens.
 Written by hand: transformers' own decode (`generate`) is what it replaces, and no library decodes
 a transformers model's weights in place with less overhead on CPU.
 """
@@ -36,6 +36,7 @@ class _Layer:
     norm_post: Any
     qkv: list[tuple[torch.Tensor, torch.Tensor | None]]  # (weight, bias) products giving q|k|v in order
     o: torch.Tensor
+    o_bias: torch.Tensor | None  # Llama's attention_bias puts one on o_proj too
     gate_up: list[torch.Tensor]  # one [gate; up] product, or the two
     down: torch.Tensor
     scaling: float
@@ -50,13 +51,15 @@ def supports(model, cache, length: int) -> bool:
         return False
     window = getattr(cfg, "sliding_window", None)
     if getattr(cfg, "use_sliding_window", False) or (window is not None and window < length) or getattr(
-            cfg, "mlp_bias", False):
+            cfg, "mlp_bias", False) or any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
         return False
     if getattr(cfg, "_attn_implementation", "sdpa") != "sdpa" or getattr(cfg, "pretraining_tp", 1) != 1:
         return False
     roomy = roomy_layer_class()
 
     if cache is None or not all(type(x) is roomy for x in getattr(cache, "layers", [None])):
+        return False
+    if cache.layers[0].keys.device.type != "cpu":  # measured on CPU; on a GPU generate's deferred stop checks
         return False
     inner = getattr(base, "model", None)
     layers = getattr(inner, "layers", None)
@@ -105,7 +108,7 @@ def _layers(inner) -> list[_Layer]:
         else:
             qkv = [(p.weight, p.bias) for p in projs]
         gu = _adjacent([mlp.gate_proj.weight, mlp.up_proj.weight])
-        out.append(_Layer(layer.input_layernorm, layer.post_attention_layernorm, qkv, a.o_proj.weight,
+        out.append(_Layer(layer.input_layernorm, layer.post_attention_layernorm, qkv, a.o_proj.weight, a.o_proj.bias,
                           [gu] if gu is not None else [mlp.gate_proj.weight, mlp.up_proj.weight],
                           mlp.down_proj.weight, a.scaling))
     return out
@@ -187,7 +190,7 @@ def _attention(layer: _Layer, h: torch.Tensor, cos, sin, cache_layer, mask, head
     else:
         a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.scaling, enable_gqa=rep > 1)
     a = a.reshape(rows, heads, 1, dim).transpose(1, 2).reshape(rows, 1, heads * dim)
-    return F.linear(a, layer.o)
+    return F.linear(a, layer.o, layer.o_bias)
 
 
 @functools.cache

@@ -77,10 +77,11 @@ def test_an_end_token_mid_answer_pads_the_row_and_greedy_matches(monkeypatch, ma
     assert torch.equal(greedy, want_greedy)
 
 
-def test_qwen2_biases_and_mistral_window(monkeypatch, tok):
-    """Qwen2's q/k/v biases go into the one product; Mistral without a window is Llama's arithmetic,
+def test_qwen2_and_llama_biases_and_mistral_window(monkeypatch, tok):
+    """Qwen2's q/k/v biases go into the one product (and Llama's `attention_bias` adds o_proj's); Mistral without a window is Llama's arithmetic,
     and a window shorter than the sequence (attention would be cut) makes the flat loop step aside."""
-    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
 
     shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
@@ -90,6 +91,10 @@ def test_qwen2_biases_and_mistral_window(monkeypatch, tok):
     prompts = _prompts(tok, ["What causes tides?", "Summarise the evidence now."])
     got, want = _both(monkeypatch, qwen, tok, prompts, G, {tok.eos_token_id}, seed=5)
     assert torch.equal(got, want)
+    llama_bias = _random_lora(LlamaForCausalLM(LlamaConfig(attention_bias=True, **shape)).double())
+    assert llama_bias.get_base_model().model.layers[0].self_attn.o_proj.bias is not None
+    got, want = _both(monkeypatch, llama_bias, tok, prompts, G, {tok.eos_token_id}, seed=4)
+    assert torch.equal(got, want)  # q/k/v biases in the one product, o_proj's bias after attention
     mistral = _random_lora(MistralForCausalLM(MistralConfig(sliding_window=None, **shape)).double())
     got, want = _both(monkeypatch, mistral, tok, prompts, G, {tok.eos_token_id}, seed=6)
     assert torch.equal(got, want)
