@@ -6,7 +6,8 @@ Accepted shapes (one JSON object per line; or one JSON document, plain or compre
 - `conversation`: same list under another key
 - ShareGPT `conversations`: [{"from": "human"|"gpt"|"system", "value"}]
 - Alpaca `instruction` (+ optional `input`) + `output`
-- the OpenAI Responses API's `input` + `output` items and Gemini's `contents` (`providers.py`)
+- the OpenAI Responses API's `input` + `output` items and Gemini's `contents` (`providers.py`), and
+  a logged `{"request": ..., "response": ...}` exchange of any supported API
 - `prompt` / `response`, `input` / `output`, and TRL's prompt-completion: `prompt` / `completion`,
   both strings, or both lists of messages (the conversational form)
 - tool use in any of the conversation shapes (OpenAI/HF `tool_calls`, `tool` results, a `tools`
@@ -41,7 +42,8 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..errors import DataError
 from ..records import ROLES, Reason, Record, RejectWriter
 from .content import ContentError, attach_reasoning, is_part_list, reasoning_fields, split_parts
-from .providers import gemini_messages, is_gemini_log, is_responses_log, responses_messages
+from .providers import (exchange_record, gemini_messages, is_exchange_log, is_gemini_log, is_responses_log,
+                        responses_messages)
 from .tool_calls import TOOL_ROLES, ToolCallError, calls_of, link_results, normalise_tools, result_content, sharegpt_calls
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,12 @@ class InvalidLine(ValueError):
 # A data file is JSON Lines or one JSON document: an array of records (Alpaca's alpaca_data.json,
 # `json.dump(records, f)`) or pretty-printed objects one after another (`jq .`); plain or compressed
 # with gzip, bzip2 or xz, told by its first bytes, not its name (docs/data.md "Files").
-COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+# (magic, opener): gzip's magic and its one method (deflate); bzip2's "BZh", a block size 1-9 and
+# a block's (or the empty stream's end) magic; xz's stream header magic (RFC 1952, bzip2's format
+# notes, the .xz file format 1.1.0)
+COMPRESSED = ((re.compile(rb"\x1f\x8b\x08"), gzip.open),
+              (re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)"), bz2.open),
+              (re.compile(rb"\xfd7zXZ\x00"), lzma.open))
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 FOLDER_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.jsonl.bz2", "*.jsonl.xz")
 _WS = re.compile(r"[ \t\n\r]*")
@@ -97,12 +104,12 @@ def open_data_file(path: Path) -> BinaryIO:
     """The file's bytes, decompressed where its first bytes are gzip's, bzip2's or xz's magic."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(6)
+            head = fh.read(10)
         if head.startswith(ZSTD_MAGIC):
             raise DataError(f"--data-path {path}: zstd-compressed, which Python's standard library cannot "
                             f"read; decompress it first (zstd -d {path}) or compress it with gzip, bzip2 or xz")
         for magic, opener in COMPRESSED:
-            if head.startswith(magic):
+            if magic.match(head):
                 return opener(path, "rb")
         return open(path, "rb")
     except OSError as e:
@@ -294,6 +301,8 @@ def normalise(obj: Any, source: str = "", line: int = 0) -> Record:
     if not isinstance(obj, dict):
         raise InvalidLine(f"expected a JSON object, got {type(obj).__name__}")
     try:
+        if is_exchange_log(obj):  # {"request": body, "response": body}: the provider's record shape
+            obj = exchange_record(obj)
         messages = _messages(obj)
         for i, m in enumerate(messages):
             if m["role"] == "assistant":

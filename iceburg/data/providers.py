@@ -18,7 +18,11 @@
   `function_response` (`name`, `response`) -> a `tool` message. Media and code-execution parts are
   refused [unsupported_content].
 
-Both only rename: the messages they return go through the loader's one validation (roles, tool
+A logged exchange `{"request": ..., "response": ...}` of any of these APIs (or Chat Completions and
+Anthropic Messages, which the loader reads natively once joined) becomes the provider's record shape
+first (`exchange_record`).
+
+These only rename: the messages they return go through the loader's one validation (roles, tool
 calls answered by results, reasoning), so a line is accepted exactly when the same conversation
 written as `messages` would be. Written by hand: no well-kept library converts these logs to chat
 messages for training (each provider's SDK only builds its own requests).
@@ -188,3 +192,53 @@ def _gemini_user_turn(parts: list, where: str) -> list[dict[str, Any]]:
         else:
             raise ContentError(f"{where} parts[{j}]: a function call in a user turn", "invalid_tool_call")
     return results + ([{"role": "user", "content": "\n".join(texts)}] if texts else [])
+
+
+def is_exchange_log(obj: dict) -> bool:
+    return isinstance(obj.get("request"), dict) and isinstance(obj.get("response"), dict)
+
+
+def exchange_record(obj: dict) -> dict:
+    """A logged API exchange, `{"request": <request body>, "response": <response body>, ...}` (what
+    logging proxies and SDK hooks write), as one record in the provider's own shape: Chat Completions
+    (request `messages` + the response's one choice), Anthropic Messages (request `messages` and
+    `system` + the response's `content` blocks), the Responses API (request `input` and
+    `instructions` + response `output`) or Gemini (request `contents` + the response's one candidate).
+    The request's `tools` come along; its `model` and the other top-level keys go to metadata. A
+    response with several choices or candidates is refused: one record per answer."""
+    req, resp = obj["request"], obj["response"]
+    rest = {k: v for k, v in obj.items() if k not in ("request", "response")}
+    if "model" in req:
+        rest.setdefault("model", req["model"])
+    tools = {"tools": req["tools"]} if req.get("tools") else {}
+    if "choices" in resp:  # OpenAI Chat Completions
+        return {**rest, **tools, "messages": [*_list(req, "messages"), _one(resp, "choices")["message"]]}
+    if "output" in resp and "input" in req:  # OpenAI Responses
+        return {**rest, **tools, "input": req["input"], "output": resp["output"],
+                **({"instructions": req["instructions"]} if req.get("instructions") else {})}
+    if "candidates" in resp:  # Gemini
+        system = req.get("systemInstruction", req.get("system_instruction"))
+        return {**rest, **tools, "contents": [*_list(req, "contents"), _one(resp, "candidates")["content"]],
+                **({"systemInstruction": system} if system is not None else {})}
+    if "content" in resp and "messages" in req:  # Anthropic Messages
+        answer = {"role": resp.get("role", "assistant"), "content": resp["content"]}
+        return {**rest, **tools, "messages": [*_list(req, "messages"), answer],
+                **({"system": req["system"]} if req.get("system") else {})}
+    raise ContentError("field 'response' is not a Chat Completions, Responses, Anthropic Messages or Gemini "
+                       "response body (no 'choices', 'output', 'content' or 'candidates')", "invalid_record")
+
+
+def _list(body: dict, key: str) -> list:
+    value = body.get(key)
+    if not isinstance(value, list):
+        raise ContentError(f"field 'request.{key}' must be a list, got {type(value).__name__}", "invalid_record")
+    return value
+
+
+def _one(resp: dict, key: str) -> dict:
+    items = resp.get(key)
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        n = len(items) if isinstance(items, list) else 0
+        raise ContentError(f"field 'response.{key}' holds {n} answers: a record trains on one (log one per "
+                           "request, n=1, or split them into one record per answer)", "invalid_record")
+    return items[0]

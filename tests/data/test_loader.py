@@ -145,6 +145,9 @@ def test_a_truncated_or_zstd_file_is_an_error_naming_it(tmp_path):
     z.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
     with pytest.raises(DataError, match="zstd -d"):
         list(read_records([z]))
+    text = write_lines(tmp_path / "bzh.jsonl", ["BZh9 is not bzip2", json.dumps(GOOD[4])])  # magic checked whole
+    stats: dict = {}
+    assert len(list(read_records([text], stats=stats))) == 1 and stats["rejected"] == 1
 
 
 def test_a_json_array_file_yields_its_items_numbered(tmp_path):

@@ -9,8 +9,9 @@ import pytest
 from iceburg.data.loader import InvalidLine, normalise, read_records
 from iceburg.records import RejectWriter
 
-WEATHER = {"type": "function", "name": "get_weather", "description": "Weather now",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+WEATHER_FN = {"name": "get_weather", "description": "Weather now",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+WEATHER = {"type": "function", **WEATHER_FN}  # the Responses API's flat tool
 # The same exchange as chat messages: what both providers' shapes must become.
 EXPECTED = [
     {"role": "system", "content": "You are a surveyor."},
@@ -109,3 +110,31 @@ def test_an_openai_refusal_field_is_the_turns_text():
                                   {"role": "assistant", "content": None, "refusal": "I can't help with that."}]})
     assert rec.messages[-1] == {"role": "assistant", "content": "I can't help with that."}
     assert "refusal" in signals.compute([rec.messages[-1]["content"]]).defects
+
+
+def test_a_logged_request_and_response_is_the_providers_record():
+    """Logging proxies write each exchange as {"request": body, "response": body}: every supported
+    API's pair gives the conversation the joined record would; several answers are refused."""
+    chat = {"request": {"model": "gpt-4o", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                        "tools": [{"type": "function", "function": WEATHER_FN}]},
+            "response": {"id": "c", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "It is 18C and cloudy in Paris.", "refusal": None}}]},
+            "latency_ms": 812}
+    rec = normalise(chat)
+    assert rec.messages == [EXPECTED[1], EXPECTED[4]] and rec.tools == _canonical_tools()
+    assert rec.metadata == {"latency_ms": 812, "model": "gpt-4o"}
+    anthropic = {"request": {"model": "claude", "system": "You are a surveyor.", "messages": [EXPECTED[1]]},
+                 "response": {"type": "message", "role": "assistant",
+                              "content": [{"type": "text", "text": "It is 18C and cloudy in Paris."}]}}
+    responses = {"request": {k: RESPONSES[k] for k in ("model", "instructions", "tools", "input")},
+                 "response": {"id": "resp_1", "output": RESPONSES["output"]}}
+    gemini = {"request": {k: GEMINI[k] for k in ("systemInstruction", "tools")} | {"contents": GEMINI["contents"][:3]},
+              "response": {"candidates": [{"content": GEMINI["contents"][3], "finishReason": "STOP"}]}}
+    assert normalise(anthropic).messages == [EXPECTED[0], EXPECTED[1], EXPECTED[4]]
+    assert normalise(responses).messages == normalise(RESPONSES).messages
+    assert normalise(gemini).messages == normalise(GEMINI).messages
+    two = {"request": chat["request"], "response": {"choices": [chat["response"]["choices"][0]] * 2}}
+    with pytest.raises(InvalidLine, match="holds 2 answers"):
+        normalise(two)
+    with pytest.raises(InvalidLine, match="not a Chat Completions"):
+        normalise({"request": {"messages": []}, "response": {"status": "ok"}})
