@@ -91,7 +91,8 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s")
 # Sentence marks of other scripts (docs/truth_filter.md "Other scripts"): the CJK full stop and
 # full-width marks, the Devanagari danda (Hindi, Marathi, Bengali, ...), the Arabic question mark
 # and Urdu full stop, and the Armenian, Ethiopic, Myanmar and Tibetan full stops.
-SENTENCE_MARKS_OTHER = "\u3002\uff01\uff1f\uff0e\uff61\u0964\u0965\u061f\u06d4\u0589\u1362\u1367\u104b\u0f0d"
+SENTENCE_MARKS_OTHER = ("\u3002\uff01\uff1f\uff0e\uff61\u0964\u0965\u061f\u06d4\u0589\u1362\u1367\u104b\u0f0d"
+                        "\u17d4\u17d5")  # ... and Khmer's khan and bariyoosan
 _SENTENCE_END = frozenset(".!?" + SENTENCE_MARKS_OTHER)
 _ITEM_ENDS = frozenset(".!?)]:;")  # endings that make a list style ("every item ends with one")
 _LIST_MARKER_ONLY = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s*$")
@@ -103,6 +104,14 @@ _WORD = re.compile(r"\w+")
 # Arabic words at every haraka), and each Han, Hiragana or Katakana character is a word, since
 # Chinese and Japanese do not space their words (the usual proxy where no segmenter runs).
 _CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]")
+# Thai, Lao, Khmer and Myanmar write words without spaces and without a per-character proxy: for the
+# length rules only (`empty`, `short`), a run of them counts one word per UNSPACED_CHARS_PER_WORD code
+# points (an approximation, not measured here: no segmenter runs; 4 code points is about a short Thai
+# word with its vowel and tone marks). Thai and Lao end sentences with a space, not a mark, so a line
+# ending in them is not judged by the terminal-punctuation rule.
+_UNSPACED = regex.compile(r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]+")
+_NO_SENTENCE_MARK = regex.compile(r"[\p{Thai}\p{Lao}]")
+UNSPACED_CHARS_PER_WORD = 4
 _WORD_U = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|[^\W\p{Han}\p{Hiragana}\p{Katakana}]+")
 # Issue 13's truncation rules (truncation recall on the README corpus 0.856 -> 0.905 with clean
 # rejections unchanged at 2.8%; on 4,157 held-out sections of Debian/site-packages markdown 0.879 ->
@@ -251,11 +260,16 @@ def words_of(text: str) -> list[str]:
 
 def count_words(turn: str) -> int:
     """Whitespace-separated words (Gopher's count), each Han, Hiragana or Katakana character
-    counted as a word (`_WORD_U`): a Chinese answer of 60 characters is not "1 word"."""
-    cjk = 0 if turn.isascii() else len(_CJK.findall(turn))
-    if not cjk:
+    counted as a word (`_WORD_U`) and Thai/Lao/Khmer/Myanmar runs by `UNSPACED_CHARS_PER_WORD`: a
+    Chinese or Thai answer of 60 characters is not "1 word"."""
+    if turn.isascii():
         return len(turn.split())
-    return cjk + sum(1 for token in _CJK.sub(" ", turn).split() if _WORD.search(token))
+    cjk, unspaced = len(_CJK.findall(turn)), _UNSPACED.findall(turn)
+    if not cjk and not unspaced:
+        return len(turn.split())
+    rest = _UNSPACED.sub(" ", _CJK.sub(" ", turn))
+    return (cjk + sum(-(-len(run) // UNSPACED_CHARS_PER_WORD) for run in unspaced)
+            + sum(1 for token in rest.split() if _WORD.search(token)))
 
 
 def prose_of(text: str) -> str:
@@ -397,7 +411,8 @@ def _sentence_ended(line: str) -> bool:
     if _VERSION_END.search(line):
         return True  # "Upgrade V8 to 2.3.0"
     body = _CLOSERS.sub("", line)
-    return bool(body) and (body[-1] in _SENTENCE_END or body[-1] == ":" or not _WORD.search(body[-1]))
+    return bool(body) and (body[-1] in _SENTENCE_END or body[-1] == ":" or not _WORD.search(body[-1])
+                           or bool(_NO_SENTENCE_MARK.match(body[-1])))
 
 
 def _ends_in_code(text: str) -> bool:

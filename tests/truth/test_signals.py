@@ -157,6 +157,20 @@ def test_natural_answers_in_other_scripts_have_no_defect():
         assert "short" not in signals.compute([text]).soft
 
 
+THAI = ("ท้องฟ้าเป็นสีฟ้าเพราะการกระเจิงของเรย์ลีห์ โมเลกุลของอากาศกระเจิงแสงสีฟ้าได้มากกว่าแสงสีแดง "
+        "จึงทำให้เราเห็นท้องฟ้าเป็นสีฟ้าในเวลากลางวัน")
+
+
+def test_thai_and_khmer_are_not_one_word_and_thai_needs_no_sentence_mark():
+    """Thai writes words without spaces and ends sentences with a space, not a mark: before, this
+    answer was `empty` (3 "words") and `truncated`; Khmer ends sentences with its khan."""
+    assert signals.count_words(THAI) == 11 + 12 + 11  # runs of 42, 48 and 44 code points, 4 a word (rounded up)
+    assert signals.compute([THAI]).defects == {}
+    assert signals.truncation("ជាការពិតណាស់ មេឃមានពណ៌ខៀវដោយសារតែការខ្ចាត់ខ្ចាយរបស់ពន្លឺ។") is None
+    assert "empty" in signals.compute(["ครับ"]).defects  # "yes" (polite): one word still
+    assert "repetition" in signals.compute(["ดีมาก " * 60]).defects
+
+
 def test_defects_in_other_scripts_are_found():
     assert "repetition" in signals.compute(["这个模型非常好。" * 30]).defects
     assert "repetition" in signals.compute(["यह बहुत अच्छा है। " * 30]).defects
