@@ -136,7 +136,7 @@ def decode(model, ids: torch.Tensor, attn: torch.Tensor, cache, max_new_tokens: 
     keep = attn.bool()
     padded = not bool(keep.all())
     pos = attn.sum(-1, keepdim=True) - 1  # generate's position of each row's last prompt token
-    tokens, eos_t = ids[:, -1:], torch.tensor(sorted(eos), device=ids.device)
+    tokens, eos_t = ids[:, -1:], torch.tensor(sorted(eos), dtype=ids.dtype, device=ids.device)
     unfinished = torch.ones(rows, dtype=torch.long, device=ids.device)
     out = [ids]
     embed, head, final_norm = base.get_input_embeddings(), base.get_output_embeddings(), inner.norm
