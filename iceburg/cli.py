@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .config import SECTION_TITLES, TrainingConfig, section_of
-from .errors import IceburgError
+from .errors import ConfigError, IceburgError
 
 logger = logging.getLogger("iceburg")
 
@@ -84,10 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(args: argparse.Namespace) -> TrainingConfig:
     """defaults < YAML < flags, validated all at once (raises ConfigError naming every problem)."""
-    data = TrainingConfig.from_yaml(args.config).to_dict() if args.config else {}
+    data, problems = TrainingConfig.yaml_values(args.config) if args.config else ({}, [])
     fields = {f_.name for f_ in dataclasses.fields(TrainingConfig)}
     data.update({k: v for k, v in vars(args).items() if k in fields})
-    return TrainingConfig.from_dict(data).validate()
+    try:
+        cfg = TrainingConfig.from_dict(data)
+    except (TypeError, ValueError) as e:  # a value the dataclass itself refuses (an unknown model type)
+        raise ConfigError(problems + [str(e)]) from None
+    problems += cfg.problems()
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -589,6 +589,15 @@ class TrainingConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainingConfig":
+        flat, problems = cls.yaml_values(path)
+        if problems:
+            raise ConfigError(problems)
+        return cls.from_dict(flat, source=str(path))
+
+    @classmethod
+    def yaml_values(cls, path: str | Path) -> tuple[dict[str, Any], list[str]]:
+        """(the known keys' values, the key problems: unknown keys, keys in the wrong section) of a
+        YAML config, so the command line can report them together with the values' problems."""
         import yaml
 
         path = Path(path)
@@ -606,8 +615,9 @@ class TrainingConfig:
         if not isinstance(data, dict):
             raise ConfigError([f"{path}: expected a mapping of config keys at the top level"])
         flat, problems, old = flatten_sections(data, str(path))
-        if problems:
-            raise ConfigError(problems)
+        names = {f_.name for f_ in dataclasses.fields(cls)}
+        problems += [f"{path}: unknown key {k!r}; valid keys: {', '.join(sorted(names))}"
+                     for k in sorted(set(flat) - names)]
         known_old = [k for k in old if any(k in names for names in SECTIONS.values())]
         if known_old:
             import logging
@@ -616,7 +626,7 @@ class TrainingConfig:
                 "%s: flat keys are deprecated; group them by section (%s), e.g. %s", path,
                 ", ".join(known_old[:5]) + (" ..." if len(known_old) > 5 else ""),
                 " / ".join(f"{section_of(k)}: {{{k}: ...}}" for k in known_old[:2]))
-        return cls.from_dict(flat, source=str(path))
+        return {k: v for k, v in flat.items() if k in names}, problems
 
     def resolved_learning_rate(self, hidden_size: int | None) -> float:
         """Explicit rate, else 2e-4 width-scaled: LoRA rates that work for 7B models (hidden 4096)

@@ -95,3 +95,18 @@ def test_section_view_and_help_by_section():
     help_text = build_parser().format_help()
     for title in ("truth filter", "distributed training", "curation on datatrove"):
         assert title in help_text
+
+
+def test_the_command_line_reports_key_and_value_problems_together(tmp_path):
+    """An unknown key no longer hides the bad values beside it: one error names them all."""
+    y = tmp_path / "c.yaml"
+    y.write_text("train:\n  epochs: 0\n  learning_rate: -1\n  epochz: 2\nbogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        make_config(build_parser().parse_args(["--config", str(y), "--lora-r", "0"]))
+    msg = str(e.value)
+    for part in ("unknown key train.epochz", "unknown key 'bogus'", "epochs (--epochs): must be >= 1",
+                 "learning_rate (--learning-rate)", "lora_r (--lora-r): must be >= 1"):
+        assert part in msg, part
+    y.write_text("train:\n  epochs: 0\n")
+    cfg = make_config(build_parser().parse_args(["--config", str(y), "--epochs", "2"]))  # a flag fixes it
+    assert cfg.epochs == 2
