@@ -220,12 +220,15 @@ def exchange_record(obj: dict) -> dict:
         system = req.get("systemInstruction", req.get("system_instruction"))
         return {**rest, **tools, "contents": [*_list(req, "contents"), _one(resp, "candidates")["content"]],
                 **({"systemInstruction": system} if system is not None else {})}
+    if isinstance(resp.get("message"), dict) and "messages" in req:  # Ollama's native /api/chat
+        return {**rest, **tools, "messages": [*_list(req, "messages"), resp["message"]]}
     if "content" in resp and "messages" in req:  # Anthropic Messages
         answer = {"role": resp.get("role", "assistant"), "content": resp["content"]}
         return {**rest, **tools, "messages": [*_list(req, "messages"), answer],
                 **({"system": req["system"]} if req.get("system") else {})}
-    raise ContentError("field 'response' is not a Chat Completions, Responses, Anthropic Messages or Gemini "
-                       "response body (no 'choices', 'output', 'content' or 'candidates')", "invalid_record")
+    raise ContentError("field 'response' is not a Chat Completions, Ollama chat, Responses, Anthropic Messages or "
+                       "Gemini response body (no 'choices', 'message', 'output', 'content' or 'candidates')",
+                       "invalid_record")
 
 
 def _list(body: dict, key: str) -> list:

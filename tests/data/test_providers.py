@@ -133,6 +133,10 @@ def test_a_logged_request_and_response_is_the_providers_record():
     assert normalise(anthropic).messages == [EXPECTED[0], EXPECTED[1], EXPECTED[4]]
     assert normalise(responses).messages == normalise(RESPONSES).messages
     assert normalise(gemini).messages == normalise(GEMINI).messages
+    ollama = {"request": {"model": "qwen3:4b", "messages": [EXPECTED[1]], "stream": False},
+              "response": {"model": "qwen3:4b", "done": True, "message": {
+                  "role": "assistant", "thinking": "Recall the forecast.", "content": "It is 18C and cloudy in Paris."}}}
+    assert normalise(ollama).messages == [EXPECTED[1], {**EXPECTED[4], "reasoning": "Recall the forecast."}]
     two = {"request": chat["request"], "response": {"choices": [chat["response"]["choices"][0]] * 2}}
     with pytest.raises(InvalidLine, match="holds 2 answers"):
         normalise(two)
