@@ -22,8 +22,9 @@ Optional fields kept on the record: `quality_score`, `emergence_score`, `agent_t
 `metadata` (plus any other top-level keys, stored under metadata). Invalid lines never stop the
 run silently and never disappear: each goes to the `RejectWriter` with file, line and reason;
 `strict=True` raises `DataError` naming the file and line instead. Lines are read one at a time,
-so memory does not grow with file size (a JSON document is the exception: read whole). A UTF-8 byte-order mark opening the file is skipped; text
-holding a lone UTF-16 surrogate is rejected with its position (it cannot be written as UTF-8).
+so memory does not grow with file size (a JSON document is the exception: read whole). A UTF-8
+byte-order mark opening the file is skipped; text holding a lone UTF-16 surrogate is rejected with
+its position (it cannot be written as UTF-8).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
 KNOWN_KEYS = {"messages", "conversation", "conversations", "instruction", "input", "output", "prompt",
-              "response", "completion", "contents", "instructions", "systemInstruction", "system_instruction", "quality_score", "emergence_score", "metadata", "agent_type", "agent",
-              "system", "signals", "weight", "tools", "functions"}
+              "response", "completion", "contents", "instructions", "systemInstruction", "system_instruction",
+              "quality_score", "emergence_score", "metadata", "agent_type", "agent", "system", "signals", "weight",
+              "tools", "functions"}
 
 
 BOM = b"\xef\xbb\xbf"
@@ -133,11 +135,12 @@ def read_json_lines(paths: Iterable[str | Path], rejects: RejectWriter | None = 
                 if raw.strip():
                     break
             if head and _may_open_document(head[-1]):
-                data = b"".join(head) + b"".join(lines)  # a document is read whole
-                text = _as_document(data, len(b"".join(head)))
-                if text is not None:
+                first = b"".join(head)
+                data = first + b"".join(lines)  # a document is read whole
+                document = _as_document(data, len(first))
+                if document is not None:
                     stats["documents"] = stats.get("documents", 0) + 1
-                    yield from _document_records(path, text, rejects, strict, stats)
+                    yield from _document_records(path, *document, rejects, strict, stats)
                     continue
                 head, lines = [], iter(_split_lines(data))
             yield from _json_lines(path, itertools.chain(head, lines), rejects, strict, stats)
@@ -196,11 +199,15 @@ def _may_open_document(first: bytes) -> bool:
     return line.startswith(b"[") or (line.startswith(b"{") and line.endswith((b"{", b"[", b",", b":")))
 
 
-def _as_document(data: bytes, first_end: int) -> str | None:
-    """The file's text where it is one JSON document, else None (read it as JSON Lines): a first
-    line that is a JSON array alone with nothing after it, or a first line that does not parse
-    alone while the document's first record does parse whole (so a corrupt first line of a JSON
-    Lines file stays one rejected line, and the lines after it are read as lines)."""
+_Document = tuple[str, list[tuple[int, int, Any]], "tuple[int, str] | None"]
+
+
+def _as_document(data: bytes, first_end: int) -> _Document | None:
+    """`(text, records, error)` (`_document_values`) where the file is one JSON document, else None
+    (read it as JSON Lines): a first line that is a JSON array alone with nothing after it, or a
+    first line that does not parse alone while the document's first record does parse whole (so a
+    corrupt first line of a JSON Lines file stays one rejected line, and the lines after it are
+    read as lines)."""
     try:
         text = data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError:
@@ -208,9 +215,11 @@ def _as_document(data: bytes, first_end: int) -> str | None:
     try:
         alone = json.loads(data[:first_end].removeprefix(BOM))
     except (ValueError, RecursionError):
-        values, _ = _document_values(text)
-        return text if values else None
-    return text if isinstance(alone, list) and not data[first_end:].strip() else None
+        alone = None
+    if alone is not None and not (isinstance(alone, list) and not data[first_end:].strip()):
+        return None
+    values, error = _document_values(text)
+    return (text, values, error) if values or alone is not None else None
 
 
 def _document_values(text: str) -> tuple[list[tuple[int, int, Any]], tuple[int, str] | None]:
@@ -241,9 +250,9 @@ def _document_values(text: str) -> tuple[list[tuple[int, int, Any]], tuple[int, 
     return out, (len(text), "the array is not closed (no ']')") if array else None
 
 
-def _document_records(path: Path, text: str, rejects: RejectWriter | None, strict: bool,
+def _document_records(path: Path, text: str, values: list[tuple[int, int, Any]], error: tuple[int, str] | None,
+                      rejects: RejectWriter | None, strict: bool,
                       stats: dict[str, int]) -> Iterator[tuple[Path, int, Any, str]]:
-    values, error = _document_values(text)
     for n, (start, end, value) in enumerate(values, start=1):
         stats["lines"] = stats.get("lines", 0) + 1
         yield path, n, value, text[start:end]

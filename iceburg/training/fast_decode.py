@@ -47,29 +47,38 @@ def supports(model, cache, length: int) -> bool:
     sequences of up to `length` tokens."""
     base = _causal_lm(model)
     cfg = getattr(base, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in MODEL_TYPES or getattr(cfg, "hidden_act", None) != "silu":
-        return False
-    window = getattr(cfg, "sliding_window", None)
-    if getattr(cfg, "use_sliding_window", False) or (window is not None and window < length) or getattr(
-            cfg, "mlp_bias", False) or any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
-        return False
-    if getattr(cfg, "_attn_implementation", "sdpa") != "sdpa" or getattr(cfg, "pretraining_tp", 1) != 1:
-        return False
     roomy = roomy_layer_class()
-
-    if cache is None or not all(type(x) is roomy for x in getattr(cache, "layers", [None])):
+    if cfg is None or not _config_fits(cfg, length) or cache is None:
+        return False
+    if not all(type(x) is roomy for x in getattr(cache, "layers", [None])):
         return False
     if cache.layers[0].keys.device.type != "cpu":  # measured on CPU; on a GPU generate's deferred stop checks
         return False
     inner = getattr(base, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None or not hasattr(inner, "rotary_emb") or not isinstance(base.get_output_embeddings(), torch.nn.Linear):
+    if getattr(inner, "layers", None) is None or not hasattr(inner, "rotary_emb"):
         return False
-    names = {"q_proj", "k_proj", "v_proj", "o_proj"}
-    return all(type(getattr(l.self_attn, n, None)) is torch.nn.Linear for l in layers for n in names) and all(
-        type(getattr(l.mlp, n, None)) is torch.nn.Linear and getattr(l.mlp, n).bias is None
-        for l in layers for n in ("gate_proj", "up_proj", "down_proj")) and all(
-        type(l.input_layernorm).__name__.endswith("RMSNorm") and not hasattr(l.self_attn, "q_norm") for l in layers)
+    return isinstance(base.get_output_embeddings(), torch.nn.Linear) and all(map(_layer_fits, inner.layers))
+
+
+def _config_fits(cfg, length: int) -> bool:
+    """Llama's arithmetic: a listed model type, SiLU, no MLP bias, SDPA, no tensor-parallel split,
+    full attention everywhere within `length` tokens."""
+    window = getattr(cfg, "sliding_window", None)
+    return (getattr(cfg, "model_type", None) in MODEL_TYPES and getattr(cfg, "hidden_act", None) == "silu"
+            and not getattr(cfg, "mlp_bias", False) and getattr(cfg, "_attn_implementation", "sdpa") == "sdpa"
+            and getattr(cfg, "pretraining_tp", 1) == 1 and not getattr(cfg, "use_sliding_window", False)
+            and (window is None or window >= length)
+            and all(t == "full_attention" for t in getattr(cfg, "layer_types", None) or ()))
+
+
+def _layer_fits(layer) -> bool:
+    """Plain Linear projections (the LoRA layers swapped out while sampling), a bias-free MLP, an
+    RMSNorm and no q/k norms (Qwen3's)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return (all(type(getattr(attn, n, None)) is torch.nn.Linear for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            and all(type(getattr(mlp, n, None)) is torch.nn.Linear and getattr(mlp, n).bias is None
+                    for n in ("gate_proj", "up_proj", "down_proj"))
+            and type(layer.input_layernorm).__name__.endswith("RMSNorm") and not hasattr(attn, "q_norm"))
 
 
 def _causal_lm(model):
@@ -140,7 +149,7 @@ def decode(model, ids: torch.Tensor, attn: torch.Tensor, cache, max_new_tokens: 
     unfinished = torch.ones(rows, dtype=torch.long, device=ids.device)
     out = [ids]
     embed, head, final_norm = base.get_input_embeddings(), base.get_output_embeddings(), inner.norm
-    for step in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         x = embed(tokens)
         cos, sin = inner.rotary_emb(x, pos)
         # rotate_half(x) * sin == roll(x, d/2) * [-sin_1, sin_2], exactly: one op in place of four

@@ -292,9 +292,10 @@ def _sample(model, prompts: list[GrpoPrompt], n: int, gargs: GrpoArgs, eos: set[
     rows = [p.prompt_ids for p in prompts for _ in range(n)]
     ids, attn = left_pad(rows, pad_id)
     ids, attn = ids.to(device), attn.to(device)
+    sampler = GumbelSampler(gargs.temperature) if seed is not None else None  # None: greedy
     kw: dict[str, Any] = dict(do_sample=False, top_p=None, top_k=None, temperature=None)
-    if seed is not None:
-        kw["logits_processor"] = [GumbelSampler(gargs.temperature)]
+    if sampler is not None:
+        kw["logits_processor"] = [sampler]
     was = model.training
     model.eval()
     dtype = getattr(torch, gargs.sample_dtype) if gargs.sample_dtype and seed is not None else None
@@ -304,8 +305,7 @@ def _sample(model, prompts: list[GrpoPrompt], n: int, gargs: GrpoArgs, eos: set[
         if seed is not None:
             torch.manual_seed(seed)
         if fast_decode.supports(model, cache, ids.size(1) + gargs.max_completion_length):
-            out = fast_decode.decode(model, ids, attn, cache, gargs.max_completion_length, eos, pad_id,
-                                     kw["logits_processor"][0] if seed is not None else None)
+            out = fast_decode.decode(model, ids, attn, cache, gargs.max_completion_length, eos, pad_id, sampler)
         else:
             out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=gargs.max_completion_length,
                                  eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True, cache=cache,

@@ -103,7 +103,9 @@ _WORD = re.compile(r"\w+")
 # marks inside a word (re's \w splits Devanagari, Tamil or Thai words at every vowel sign and
 # Arabic words at every haraka), and each Han, Hiragana or Katakana character is a word, since
 # Chinese and Japanese do not space their words (the usual proxy where no segmenter runs).
-_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]")
+_HAN_KANA = r"\p{Han}\p{Hiragana}\p{Katakana}"
+_CJK = regex.compile(f"[{_HAN_KANA}]")
+_WORD_U = regex.compile(f"[{_HAN_KANA}]|[^\\W{_HAN_KANA}]+")
 # Thai, Lao, Khmer and Myanmar write words without spaces and without a per-character proxy: for the
 # length rules only (`empty`, `short`), a run of them counts one word per UNSPACED_CHARS_PER_WORD code
 # points (an approximation, not measured here: no segmenter runs; 4 code points is about a short Thai
@@ -112,7 +114,6 @@ _CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]")
 _UNSPACED = regex.compile(r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]+")
 _NO_SENTENCE_MARK = regex.compile(r"[\p{Thai}\p{Lao}]")
 UNSPACED_CHARS_PER_WORD = 4
-_WORD_U = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|[^\W\p{Han}\p{Hiragana}\p{Katakana}]+")
 # Issue 13's truncation rules (truncation recall on the README corpus 0.856 -> 0.905 with clean
 # rejections unchanged at 2.8%; on 4,157 held-out sections of Debian/site-packages markdown 0.879 ->
 # 0.911 with clean flags 2.6% -> 2.4%; bench/truth_real_corpus.py, bench/truth_truncation_heldout.py,
@@ -171,7 +172,8 @@ _GARBAGE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff]
 _MOJIBAKE = re.compile(r"[\u00c2\u00c3][\u0080-\u00bf]|\u00e2[\u0080-\u00bf\u20ac\u201a-\u2122][\u0080-\u00bf\u0152-\u2122]?")
 _HASH = re.compile(r"#(?!\d)")
 # closing marks of CJK text (full-width colon/semicolon/paren, corner and angle brackets) and guillemets
-_TERMINAL = ".!?:;)\"'\u201d\u2019*_`]>}|" + SENTENCE_MARKS_OTHER + "\uff1a\uff1b\uff09\u300d\u300f\u3011\u300b\u3009\u00bb\u061b"
+_TERMINAL = (".!?:;)\"'\u201d\u2019*_`]>}|" + SENTENCE_MARKS_OTHER
+             + "\uff1a\uff1b\uff09\u300d\u300f\u3011\u300b\u3009\u00bb\u061b")
 # _DANGLING: words a sentence never ends on (endings.py, shared with structure.py)
 
 REFUSAL = re.compile(
